@@ -1,0 +1,379 @@
+//! nettrap-shim: the LD_PRELOAD library that nettrap puts into every process of a run.
+//!
+//! It interposes `connect()` (and the exported alias `__connect`). For an IPv4/IPv6 destination
+//! on a socket it asks the run's compiled policy what to do, appends one record to the run's
+//! shared event log, and then either calls the real `connect()` (allow, record) or fails at once
+//! with the policy's errno and one line on stderr (deny). Everything else passes through.
+//!
+//! Rules this code keeps, because it runs inside other people's programs:
+//! - `no_std`, no allocation, no locks: it is safe after `fork()` in a threaded program and
+//!   inside signal handlers. State is a handful of atomics.
+//! - In record mode the program sees exactly what the real `connect()` returns, errno included.
+//! - Nothing happens at load time but copying one environment variable and one `dlsym`; the
+//!   run's files are mapped on the first intercepted call, so processes that never connect pay
+//!   nothing.
+//! - If anything is missing (no run directory, a file of another version), it passes through.
+
+#![no_std]
+
+use core::cell::UnsafeCell;
+use core::ffi::{CStr, c_char, c_int, c_void};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use nettrap_core::addr::{Dest, Transport};
+use nettrap_core::event::{self, Call, Log, Process, Source, Syscall};
+use nettrap_core::msg;
+use nettrap_core::policy::{Action, CompiledPolicy, FLAG_SECCOMP_BACKSTOP};
+use nettrap_core::test_id::{self, Phase};
+
+/// Marks a `connect` the shim has already decided and recorded, in the syscall's unused fourth
+/// argument. The seccomp supervisor's filter lets calls carrying it through without a
+/// notification, so a call seen by both engines is counted once. Must match the supervisor.
+pub const SHIM_MARK: u64 = 0x4e54_5241_505f_4f4b; // "NTRAP_OK"
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // The code below is written not to panic; if it ever does, aborting is all no_std allows.
+    // SAFETY: abort is always safe to call.
+    unsafe { libc::abort() }
+}
+
+type ConnectFn = unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int;
+
+const UNINIT: u8 = 0;
+const BUSY: u8 = 1;
+const READY: u8 = 2;
+const OFF: u8 = 3;
+
+static REAL_CONNECT: AtomicUsize = AtomicUsize::new(0);
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static POLICY: AtomicPtr<CompiledPolicy> = AtomicPtr::new(core::ptr::null_mut());
+static LOG_BASE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+static LOG_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The process that last wrote a process record; a different getpid() means we were forked.
+static RECORDED_PID: AtomicU32 = AtomicU32::new(0);
+
+const RUN_DIR_MAX: usize = 512;
+struct RunDir(UnsafeCell<[u8; RUN_DIR_MAX]>);
+// SAFETY: written only by the constructor, before main() and before any thread can exist;
+// read-only afterwards.
+unsafe impl Sync for RunDir {}
+static RUN_DIR: RunDir = RunDir(UnsafeCell::new([0; RUN_DIR_MAX]));
+static RUN_DIR_LEN: AtomicUsize = AtomicUsize::new(0);
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CONSTRUCTOR: extern "C" fn() = on_load;
+
+extern "C" fn on_load() {
+    // SAFETY: getenv at load time, single-threaded; the result is copied out at once.
+    let dir = unsafe { libc::getenv(c"NETTRAP_RUN_DIR".as_ptr()) };
+    if !dir.is_null() {
+        // SAFETY: getenv returned a NUL-terminated string.
+        let bytes = unsafe { CStr::from_ptr(dir) }.to_bytes();
+        if bytes.len() < RUN_DIR_MAX - 32 {
+            // SAFETY: only the constructor writes RUN_DIR, before any reader exists.
+            unsafe { (&mut *RUN_DIR.0.get())[..bytes.len()].copy_from_slice(bytes) };
+            RUN_DIR_LEN.store(bytes.len(), Ordering::Release);
+        }
+    }
+    resolve_real_connect();
+}
+
+fn resolve_real_connect() -> usize {
+    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
+    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"connect".as_ptr()) } as usize;
+    REAL_CONNECT.store(f, Ordering::Release);
+    f
+}
+
+fn errno() -> c_int {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: as in errno().
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// The real `connect`, or the raw system call if the symbol cannot be found. When the seccomp
+/// supervisor watches the run, the raw system call carrying [`SHIM_MARK`] instead.
+///
+/// # Safety
+/// Same contract as connect(2).
+unsafe fn real_connect(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t, marked: bool) -> c_int {
+    if marked {
+        // SAFETY: connect(2) ignores the extra argument; the caller's arguments pass unchanged.
+        return unsafe { libc::syscall(libc::SYS_connect, fd, addr, len, SHIM_MARK) } as c_int;
+    }
+    let mut f = REAL_CONNECT.load(Ordering::Acquire);
+    if f == 0 {
+        f = resolve_real_connect();
+    }
+    if f == 0 || f == connect as *const () as usize {
+        // SAFETY: as above, a plain connect(2).
+        return unsafe { libc::syscall(libc::SYS_connect, fd, addr, len) } as c_int;
+    }
+    // SAFETY: f is libc's connect, resolved by dlsym(RTLD_NEXT).
+    let f: ConnectFn = unsafe { core::mem::transmute::<usize, ConnectFn>(f) };
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { f(fd, addr, len) }
+}
+
+/// Builds `RUN_DIR/name\0` in `buf`.
+fn run_path<'a>(buf: &'a mut [u8; RUN_DIR_MAX], name: &[u8]) -> Option<&'a CStr> {
+    let n = RUN_DIR_LEN.load(Ordering::Acquire);
+    if n == 0 || n + 1 + name.len() + 1 > RUN_DIR_MAX {
+        return None;
+    }
+    // SAFETY: RUN_DIR is immutable after the constructor.
+    buf[..n].copy_from_slice(unsafe { &(&*RUN_DIR.0.get())[..n] });
+    buf[n] = b'/';
+    buf[n + 1..n + 1 + name.len()].copy_from_slice(name);
+    buf[n + 1 + name.len()] = 0;
+    CStr::from_bytes_with_nul(&buf[..n + name.len() + 2]).ok()
+}
+
+/// Maps a run file; `min_len` guards against SIGBUS on a short file.
+fn map_file(name: &[u8], writable: bool, min_len: usize) -> Option<(*mut u8, usize)> {
+    let mut buf = [0u8; RUN_DIR_MAX];
+    let path = run_path(&mut buf, name)?;
+    let flags = if writable { libc::O_RDWR } else { libc::O_RDONLY };
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: zeroed stat is a valid out-parameter.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: fd is open; st is writable.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+    let len = st.st_size as usize;
+    let mut result = None;
+    if ok && len >= min_len {
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        // SAFETY: mapping an open file of at least len bytes; the mapping outlives the fd.
+        let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
+        if p != libc::MAP_FAILED {
+            result = Some((p.cast::<u8>(), len));
+        }
+    }
+    // SAFETY: closing the fd we opened; the mapping stays. Nothing depends on the fd afterwards,
+    // so a program that closes or dup2s over every descriptor loses nothing.
+    unsafe { libc::close(fd) };
+    result
+}
+
+fn init() -> bool {
+    match STATE.compare_exchange(UNINIT, BUSY, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            let policy = map_file(b"policy.bin", false, core::mem::size_of::<CompiledPolicy>());
+            let log = map_file(b"events.log", true, event::HEADER_LEN);
+            let ok = match (policy, log) {
+                (Some((p, plen)), Some((l, llen))) => {
+                    // SAFETY: p maps plen bytes that stay mapped for the life of the process.
+                    let bytes = unsafe { core::slice::from_raw_parts(p, plen) };
+                    // SAFETY: l maps llen bytes, shared and writable, never unmapped.
+                    let log_ok = unsafe { Log::from_raw(l, llen) }.is_some();
+                    if CompiledPolicy::from_bytes(bytes).is_some() && log_ok {
+                        POLICY.store(p.cast(), Ordering::Release);
+                        LOG_BASE.store(l, Ordering::Release);
+                        LOG_LEN.store(llen, Ordering::Release);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                _ => false,
+            };
+            STATE.store(if ok { READY } else { OFF }, Ordering::Release);
+            ok
+        }
+        Err(_) => {
+            // Another thread is mapping the files: wait for it (microseconds). If it never
+            // finishes (we are a fork child of a process caught mid-init), give up and pass
+            // through rather than hang.
+            for _ in 0..200_000 {
+                match STATE.load(Ordering::Acquire) {
+                    READY => return true,
+                    OFF => return false,
+                    _ => core::hint::spin_loop(),
+                }
+            }
+            false
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    // SAFETY: zeroed timespec is a valid out-parameter.
+    let mut ts: libc::timespec = unsafe { core::mem::zeroed() };
+    // SAFETY: clock_gettime writes ts (vDSO; no system call on x86_64).
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Reads a small file (`/proc/self/cmdline`) into `buf`; returns the length read.
+fn read_small(path: &CStr, buf: &mut [u8]) -> usize {
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return 0;
+    }
+    let mut n = 0;
+    while n < buf.len() {
+        // SAFETY: reading into the unfilled part of buf.
+        let r = unsafe { libc::read(fd, buf[n..].as_mut_ptr().cast::<c_void>(), buf.len() - n) };
+        if r <= 0 {
+            break;
+        }
+        n += r as usize;
+    }
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    n
+}
+
+/// The first call a process makes writes who the process is, so calls outside any test can be
+/// traced to a pid, executable and command line.
+fn record_process(log: &Log, pid: u32) {
+    if RECORDED_PID.swap(pid, Ordering::AcqRel) == pid {
+        return;
+    }
+    let mut exe = [0u8; 512];
+    // SAFETY: readlink writes at most exe.len() bytes.
+    let n = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), exe.as_mut_ptr().cast::<c_char>(), exe.len()) };
+    let exe_len = if n > 0 { n as usize } else { 0 };
+    let mut cmdline = [0u8; 2048];
+    let cmd_len = read_small(c"/proc/self/cmdline", &mut cmdline);
+    // SAFETY: getppid cannot fail.
+    let ppid = unsafe { libc::getppid() } as u32;
+    let p = Process { pid, ppid, time_ns: now_ns(), source: Source::Shim };
+    log.append_process(&p, &exe[..exe_len], &cmdline[..cmd_len]);
+}
+
+/// The current test from the environment, per nettrap_core::test_id.
+fn current_test() -> Option<(&'static [u8], Phase)> {
+    for var in test_id::TEST_VARS {
+        // SAFETY: getenv with a NUL-terminated name; the value is read before we return to the
+        // program, which is the only one that could change it.
+        let v = unsafe { libc::getenv(var.as_ptr()) };
+        if !v.is_null() {
+            // SAFETY: getenv returned a NUL-terminated string.
+            let bytes = unsafe { CStr::from_ptr(v) }.to_bytes();
+            return Some(test_id::split(bytes));
+        }
+    }
+    None
+}
+
+fn socket_transport(fd: c_int) -> Option<Transport> {
+    let mut ty: c_int = 0;
+    let mut len = core::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most len bytes into ty.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut ty as *mut c_int).cast::<c_void>(), &mut len)
+    };
+    (r == 0).then(|| Transport::from_sock_type(ty))
+}
+
+/// # Safety
+/// Same contract as connect(2).
+unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
+    let saved_errno = errno();
+    let dest = if addr.is_null() || (len as usize) < 2 {
+        None
+    } else {
+        // SAFETY: the caller promises addr points to len readable bytes (as connect(2) does);
+        // we read no more than 28 of them.
+        let sa = unsafe { core::slice::from_raw_parts(addr.cast::<u8>(), (len as usize).min(28)) };
+        Dest::from_sockaddr(sa)
+    };
+    let (Some(dest), true) = (dest, dest.is_some() && init()) else {
+        set_errno(saved_errno);
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real_connect(fd, addr, len, false) };
+    };
+    // SAFETY: init() succeeded, so POLICY points to a valid, permanently mapped policy.
+    let policy = unsafe { &*POLICY.load(Ordering::Acquire) };
+    let marked = policy.flags & FLAG_SECCOMP_BACKSTOP != 0;
+    // Not a socket (EBADF, ENOTSOCK): nothing to decide; the real call reports the error.
+    let Some(transport) = socket_transport(fd) else {
+        set_errno(saved_errno);
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real_connect(fd, addr, len, marked) };
+    };
+    // SAFETY: init() succeeded: LOG_BASE/LOG_LEN describe a permanent shared mapping.
+    let Some(log) = (unsafe { Log::from_raw(LOG_BASE.load(Ordering::Acquire), LOG_LEN.load(Ordering::Acquire)) })
+    else {
+        set_errno(saved_errno);
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real_connect(fd, addr, len, marked) };
+    };
+    // SAFETY: getpid/gettid cannot fail.
+    let (pid, tid) = unsafe { (libc::getpid() as u32, libc::gettid() as u32) };
+    record_process(&log, pid);
+    let test = current_test();
+    let decision = policy.decide(&dest, test.map(|t| t.0));
+    let call = Call {
+        pid,
+        tid,
+        time_ns: now_ns(),
+        dest,
+        transport,
+        action: decision.action,
+        phase: test.map_or(Phase::None, |t| t.1),
+        source: Source::Shim,
+        syscall: Syscall::Connect,
+        category: decision.category,
+        rule: decision.rule,
+        deny_errno: if decision.action == Action::Deny { decision.errno } else { 0 },
+        has_test: test.is_some(),
+    };
+    let cell = log.append_call(&call, test.map_or(&[][..], |t| t.0), &[]);
+    if decision.action == Action::Deny {
+        let rule = policy.rules().get(decision.rule as usize).map_or(&b"default"[..], |r| r.label());
+        let mut line = [0u8; 1024];
+        let n = msg::denial(
+            &mut line,
+            "connect",
+            &dest,
+            policy.category_name(decision.category),
+            test.map(|t| t.0),
+            pid,
+            rule,
+        );
+        // SAFETY: writing our own buffer to fd 2; a failed write is ignored on purpose.
+        unsafe { libc::write(2, line.as_ptr().cast::<c_void>(), n) };
+        if let Some(cell) = cell {
+            cell.set(decision.errno);
+        }
+        set_errno(decision.errno);
+        return -1;
+    }
+    set_errno(saved_errno);
+    // SAFETY: forwarding the caller's arguments.
+    let ret = unsafe { real_connect(fd, addr, len, marked) };
+    let e = errno();
+    if let Some(cell) = cell {
+        cell.set(if ret == 0 { 0 } else { e });
+    }
+    set_errno(e);
+    ret
+}
+
+/// # Safety
+/// Same contract as connect(2); exported to interpose libc's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
+    // SAFETY: same contract as ours.
+    unsafe { intercept(fd, addr, len) }
+}
+
+/// # Safety
+/// Same contract as connect(2); glibc exports this alias too.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __connect(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
+    // SAFETY: same contract as ours.
+    unsafe { intercept(fd, addr, len) }
+}

@@ -1,0 +1,83 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "nettrap", version, about = "Find, and control, the tests in a suite that talk to the network")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a test command with every outbound connect() of its process tree intercepted
+    Run(RunArgs),
+    /// Render a saved report again
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Policy file [default: nettrap.toml in the working directory, if present]
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Deny calls to these ports, port ranges or categories (e.g. 80,443,elasticsearch)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub deny: Vec<String>,
+
+    /// Record (report, let through) calls to these ports, ranges or categories
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub record: Vec<String>,
+
+    /// Allow (expect, do not report as offending) calls to HOST[:PORT] or CIDR[:PORT]
+    #[arg(long, value_name = "HOST[:PORT]|CIDR[:PORT]", value_delimiter = ',')]
+    pub allow: Vec<String>,
+
+    /// Fail the run (exit 86) when a call in these categories is recorded
+    #[arg(long, value_name = "CATEGORIES", value_delimiter = ',')]
+    pub fail_on: Vec<String>,
+
+    /// errno a denied call fails with (name or number) [default: ECONNREFUSED]
+    #[arg(long, value_name = "ERRNO")]
+    pub errno: Option<String>,
+
+    /// Where to write the JSON report
+    #[arg(long, value_name = "FILE", default_value = "nettrap-report.json")]
+    pub report: PathBuf,
+
+    /// Where to write the mocking to-do list [default: nettrap-todo.md beside the report]
+    #[arg(long, value_name = "FILE")]
+    pub todo: Option<PathBuf>,
+
+    /// Do not print the summary
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// The test command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// A report written by `nettrap run`
+    pub file: PathBuf,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// The summary printed at the end of a run
+    Text,
+    /// The report itself
+    Json,
+    /// The mocking to-do list
+    Markdown,
+}

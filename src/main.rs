@@ -1,0 +1,61 @@
+//! nettrap: find, and control, the tests in a suite that talk to the network.
+//!
+//! `nettrap run -- CMD` runs a test command with every outbound `connect()` of its process tree
+//! intercepted, classified and recorded or denied by policy, then writes a per-test report.
+//! `nettrap report FILE` renders a saved report again.
+//!
+//! The launcher's modules, one concern each: `cli` (arguments), `policy` (sources merged and
+//! compiled), `engine` (how calls are intercepted), `rundir` (the files a run shares with its
+//! processes), `supervise` (the child process, signals, exit status), `report` (the model and
+//! its renderings), `run` (the `run` command tying them together).
+
+mod cli;
+mod engine;
+mod errno;
+mod policy;
+mod report;
+mod run;
+mod rundir;
+mod supervise;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Exit status for nettrap's own errors: bad flags, a malformed policy file, a corrupt report.
+pub const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                e.exit();
+            }
+            // clap's first line names the flag; the rest (usage, tips) is noise in CI logs.
+            let text = e.to_string();
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines.next().unwrap_or("invalid arguments").to_string();
+            if first.ends_with(':') {
+                // "the following required arguments were not provided:" names them next.
+                first = format!("{first} {}", lines.next().unwrap_or(""));
+            }
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
+            eprintln!("nettrap: error: {first} (see 'nettrap --help')");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let result = match cli.command {
+        cli::Command::Run(args) => run::run(args),
+        cli::Command::Report(args) => report::render::report_command(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("nettrap: error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The policy file (`nettrap.toml`), with errors that name the file and line.
+//!
+//! ```toml
+//! errno = "ECONNREFUSED"            # how denied calls fail (default)
+//! fail_on = ["external-api"]        # recorded calls in these categories fail the run
+//!
+//! [categories.payments]             # user categories are classified before built-in ones
+//! ports = [8443, "9000-9010"]
+//! hosts = ["10.20.0.0/16"]
+//!
+//! [[rules]]                         # later rules win
+//! category = "elasticsearch"        # or: port / ports, host (IP or CIDR)
+//! action = "deny"                   # allow | record | deny
+//!
+//! [[rules]]
+//! category = "elasticsearch"
+//! tests = "tests/integration/**"    # only for these tests
+//! action = "allow"
+//! ```
+
+use super::spec::{self, PortSpan};
+use super::{CategoryDef, Policy, RuleDef};
+use anyhow::{Result, anyhow};
+use nettrap_core::policy::Action;
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use std::fmt;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    errno: Option<Spanned<Scalar>>,
+    fail_on: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    categories: Ordered<Spanned<CategoryFile>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RuleFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CategoryFile {
+    #[serde(default)]
+    ports: Vec<Spanned<Scalar>>,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    action: Spanned<String>,
+    category: Option<Spanned<String>>,
+    port: Option<Spanned<Scalar>>,
+    ports: Option<Vec<Spanned<Scalar>>>,
+    host: Option<Spanned<String>>,
+    tests: Option<Spanned<String>>,
+    errno: Option<Spanned<Scalar>>,
+}
+
+/// A number or a string (`9200` / `"8000-8100"`, `111` / `"ECONNREFUSED"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Int(i64),
+    Text(String),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Int(n) => write!(f, "{n}"),
+            Scalar::Text(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// A TOML table read in file order (category precedence follows it).
+struct Ordered<T>(Vec<(String, T)>);
+
+impl<T> Default for Ordered<T> {
+    fn default() -> Self {
+        Ordered(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Ordered<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of categories")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered<T>, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, T>()? {
+                    out.push((k, v));
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Where an error is: `FILE:LINE`.
+struct Locator<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    fn err<T>(&self, span: &Spanned<T>, msg: impl fmt::Display) -> anyhow::Error {
+        anyhow!("{}:{}: {msg}", self.file, self.line(span.span().start))
+    }
+}
+
+fn port_span(loc: &Locator, v: &Spanned<Scalar>) -> Result<PortSpan> {
+    let parsed = match v.get_ref() {
+        Scalar::Int(n) => u16::try_from(*n).ok().map(|p| PortSpan { lo: p, hi: p }),
+        Scalar::Text(s) => PortSpan::parse(s),
+    };
+    parsed.ok_or_else(|| loc.err(v, format!("`{}` is not a port (0-65535) or port range (8000-8100)", v.get_ref())))
+}
+
+fn errno(loc: &Locator, v: &Spanned<Scalar>) -> Result<i32> {
+    crate::errno::parse(&v.get_ref().to_string()).map_err(|m| loc.err(v, m))
+}
+
+/// Reads a policy file's text into `policy`. `file` names it in errors.
+pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
+    let loc = Locator { file, text };
+    let parsed: PolicyFile = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| loc.line(s.start));
+        let msg = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+        match line {
+            Some(l) => anyhow!("{file}:{l}: {msg}"),
+            None => anyhow!("{file}: {msg}"),
+        }
+    })?;
+
+    if let Some(e) = &parsed.errno {
+        policy.default_errno = errno(&loc, e)?;
+    }
+    for (name, cat) in parsed.categories.0 {
+        if name == "other" || name.is_empty() || name.len() > 31 {
+            return Err(loc.err(&cat, format!("`{name}` cannot name a category (reserved, empty or over 31 bytes)")));
+        }
+        let c = cat.get_ref();
+        if c.ports.is_empty() && c.hosts.is_empty() {
+            return Err(loc.err(&cat, format!("category `{name}` needs `ports`, `hosts` or both")));
+        }
+        let ports = c.ports.iter().map(|p| port_span(&loc, p)).collect::<Result<Vec<_>>>()?;
+        let nets = c
+            .hosts
+            .iter()
+            .map(|h| spec::parse_net(h.get_ref()).map_err(|m| loc.err(h, m)))
+            .collect::<Result<Vec<_>>>()?;
+        policy.define_category(CategoryDef { name, ports, nets });
+    }
+    for rule in &parsed.rules {
+        let r = rule.get_ref();
+        let line = loc.line(rule.span().start);
+        let action = match r.action.get_ref().as_str() {
+            "allow" => Action::Allow,
+            "record" => Action::Record,
+            "deny" => Action::Deny,
+            other => return Err(loc.err(&r.action, format!("unknown action `{other}` (expected allow, record or deny)"))),
+        };
+        if let Some(c) = &r.category {
+            if !policy.has_category(c.get_ref()) {
+                return Err(loc.err(c, format!("unknown category `{}` ({})", c.get_ref(), super::names(policy))));
+            }
+        }
+        let net = match &r.host {
+            Some(h) => Some(spec::parse_net(h.get_ref()).map_err(|m| loc.err(h, m))?),
+            None => None,
+        };
+        let mut spans: Vec<Option<PortSpan>> = Vec::new();
+        if let Some(p) = &r.port {
+            spans.push(Some(port_span(&loc, p)?));
+        }
+        for p in r.ports.iter().flatten() {
+            spans.push(Some(port_span(&loc, p)?));
+        }
+        if spans.is_empty() {
+            spans.push(None);
+        }
+        let errno = match &r.errno {
+            Some(e) => Some(errno(&loc, e)?),
+            None => None,
+        };
+        let what = [
+            r.category.as_ref().map(|c| c.get_ref().clone()),
+            r.host.as_ref().map(|h| h.get_ref().clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+        for span in spans {
+            let mut target = what.clone();
+            if let Some(s) = span {
+                target = if target.is_empty() { format!("port {s}") } else { format!("{target} port {s}") };
+            }
+            if target.is_empty() {
+                target = "all".into();
+            }
+            policy.rules.push(RuleDef {
+                category: r.category.as_ref().map(|c| c.get_ref().clone()),
+                ports: span,
+                net,
+                tests: r.tests.as_ref().map(|t| t.get_ref().clone()),
+                action,
+                errno,
+                label: format!("{} {target}, {file}:{line}", action.name()),
+            });
+        }
+    }
+    for f in parsed.fail_on.iter().flatten() {
+        if !policy.has_category(f.get_ref()) {
+            return Err(loc.err(f, format!("fail_on: unknown category `{}` ({})", f.get_ref(), super::names(policy))));
+        }
+        if !policy.fail_on.contains(f.get_ref()) {
+            policy.fail_on.push(f.get_ref().clone());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::builtin;
+    use nettrap_core::addr::Dest;
+
+    fn load(text: &str) -> Result<Policy> {
+        let mut p = builtin::defaults();
+        apply(&mut p, text, "nettrap.toml")?;
+        Ok(p)
+    }
+
+    fn err(text: &str) -> String {
+        load(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn full_example() {
+        let p = load(
+            r#"
+errno = "ENETUNREACH"
+fail_on = ["external-api"]
+
+[categories.payments]
+ports = [8443, "9000-9010"]
+hosts = ["10.20.0.0/16"]
+
+[[rules]]
+category = "elasticsearch"
+action = "deny"
+
+[[rules]]
+category = "elasticsearch"
+tests = "tests/integration/**"
+action = "allow"
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.default_errno, libc::ENETUNREACH);
+        assert_eq!(p.fail_on, vec!["external-api"]);
+        let c = p.compile().unwrap();
+        let es = Dest::from_v4([127, 0, 0, 1], 9200);
+        assert_eq!(c.decide(&es, Some(b"tests/unit/test_a.py::t")).action, Action::Deny);
+        assert_eq!(c.decide(&es, Some(b"tests/integration/test_a.py::t")).action, Action::Allow);
+        let pay = c.classify(&Dest::from_v4([10, 20, 1, 1], 9005));
+        assert_eq!(c.category_name(pay), b"payments");
+        assert_eq!(c.classify(&Dest::from_v4([10, 21, 1, 1], 9005)), 0);
+        let label = c.rules()[1].label();
+        assert_eq!(label, b"deny elasticsearch, nettrap.toml:9");
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        assert_eq!(err("[[rules]]\naction = \"dney\"\n"), "nettrap.toml:2: unknown action `dney` (expected allow, record or deny)");
+        assert!(err("x = 1\n").starts_with("nettrap.toml:1: unknown field `x`"), "{}", err("x = 1\n"));
+        assert!(err("\n\n[[rules]\n").starts_with("nettrap.toml:3: "), "{}", err("\n\n[[rules]\n"));
+        assert!(err("[[rules]]\naction = \"deny\"\ncategory = \"elastic\"\n").starts_with("nettrap.toml:3: unknown category `elastic`"));
+        assert!(err("[categories.pay]\nports = [70000]\n").starts_with("nettrap.toml:2: `70000` is not a port"));
+        assert!(err("[[rules]]\naction = \"deny\"\nhost = \"api.stripe.com\"\n").contains(":3: `api.stripe.com` is a host name"));
+        assert!(err("errno = \"EWHAT\"\n").starts_with("nettrap.toml:1: unknown errno"));
+        assert!(err("[[rules]]\ncategory = \"redis\"\n").starts_with("nettrap.toml:1: missing field `action`"), "{}", err("[[rules]]\ncategory = \"redis\"\n"));
+    }
+}

@@ -1,0 +1,276 @@
+//! The report: its model (the versioned JSON schema) and how it is built from the event log.
+//!
+//! Calls are grouped per test (or, outside any test, in `unattributed`) by destination,
+//! category, transport, verdict, phase, process and rule, with a count. `render` turns a report
+//! into the summary, the mocking to-do list and the `nettrap report` output.
+
+pub mod render;
+
+use crate::policy::Policy;
+use nettrap_core::addr::Dest;
+use nettrap_core::event::{Decoded, Record};
+use nettrap_core::policy::{Action, CompiledPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Report {
+    pub schema_version: u32,
+    pub nettrap_version: String,
+    pub command: Vec<String>,
+    pub engine: String,
+    /// The command's own status, shell-style (128 + signal when killed).
+    pub command_exit_code: i32,
+    /// What `nettrap run` exited with.
+    pub exit_code: i32,
+    /// Tests the run ran, when a runner adapter knows; `null` otherwise.
+    pub tests_total: Option<u64>,
+    /// Tests with at least one recorded or denied call.
+    pub tests_with_calls: u64,
+    /// Per category: its ports, and the tests and calls that reached it.
+    pub categories: BTreeMap<String, CategorySummary>,
+    pub tests: Vec<TestEntry>,
+    /// Calls made outside any test (imports, collection, session fixtures).
+    pub unattributed: Vec<CallEntry>,
+    pub fail_on: Vec<String>,
+    /// Records the run could not keep, if any: the report is then incomplete.
+    pub lost: Lost,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct CategorySummary {
+    /// Ports that define the category (`"8000-8100"` for a range).
+    pub ports: Vec<String>,
+    /// Ports actually called.
+    pub ports_seen: Vec<u16>,
+    /// Tests with a recorded or denied call in this category.
+    pub tests: u64,
+    /// Recorded and denied calls, unattributed ones included.
+    pub calls: u64,
+    pub recorded: u64,
+    pub denied: u64,
+    pub allowed: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct TestEntry {
+    pub test: String,
+    pub calls: Vec<CallEntry>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CallEntry {
+    pub category: String,
+    pub address: String,
+    pub port: u16,
+    pub transport: String,
+    pub verdict: String,
+    pub count: u64,
+    /// `setup`, `call`, `teardown`, or null when the runner does not say.
+    pub phase: Option<String>,
+    pub syscall: String,
+    /// The rule that decided, as `deny elasticsearch, nettrap.toml:9`.
+    pub rule: String,
+    /// What the calls returned: `ok`, an errno name, or `pending` (the process ended inside it).
+    pub outcomes: BTreeMap<String, u64>,
+    pub process: ProcessInfo,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub exe: String,
+    pub cmdline: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct Lost {
+    /// Calls not recorded because the event log was full.
+    pub dropped: u64,
+    /// Records a process began but never finished writing (it died mid-record).
+    pub torn: u64,
+}
+
+impl CallEntry {
+    pub fn offending(&self) -> bool {
+        self.verdict != Action::Allow.verdict()
+    }
+}
+
+/// What the launcher knows about the run, beside the events.
+pub struct RunInfo {
+    pub command: Vec<String>,
+    pub engine: String,
+    pub command_exit_code: i32,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    test: Option<String>,
+    phase: u8,
+    category: String,
+    ip: [u8; 16],
+    port: u16,
+    transport: &'static str,
+    verdict: &'static str,
+    syscall: &'static str,
+    rule: String,
+    process: ProcessInfo,
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn address(ip: [u8; 16]) -> String {
+    let mut s = String::new();
+    let _ = Dest { ip, port: 0 }.write_ip(&mut s);
+    s
+}
+
+fn outcome(result: i32) -> String {
+    match result {
+        0 => "ok".into(),
+        nettrap_core::event::RESULT_PENDING => "pending".into(),
+        e => crate::errno::name(e),
+    }
+}
+
+pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: RunInfo) -> Report {
+    let mut processes: HashMap<u32, ProcessInfo> = HashMap::new();
+    let mut groups: BTreeMap<Key, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    for record in events.records {
+        match record {
+            Record::Process(p) => {
+                let cmdline = p.cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(text).collect::<Vec<_>>();
+                processes.insert(
+                    p.process.pid,
+                    ProcessInfo { pid: p.process.pid, exe: text(&p.exe), cmdline: cmdline.join(" ") },
+                );
+            }
+            Record::Call(c) => {
+                let call = c.call;
+                let process = processes
+                    .get(&call.pid)
+                    .cloned()
+                    .unwrap_or(ProcessInfo { pid: call.pid, ..ProcessInfo::default() });
+                let rule = compiled
+                    .rules()
+                    .get(call.rule as usize)
+                    .map_or_else(|| "record (default)".to_string(), |r| text(r.label()));
+                let key = Key {
+                    test: c.test.as_deref().map(text),
+                    phase: call.phase as u8,
+                    category: text(compiled.category_name(call.category)),
+                    ip: call.dest.ip,
+                    port: call.dest.port,
+                    transport: call.transport.name(),
+                    verdict: call.action.verdict(),
+                    syscall: call.syscall.name(),
+                    rule,
+                    process,
+                };
+                let g = groups.entry(key).or_default();
+                g.0 += 1;
+                *g.1.entry(outcome(c.result)).or_default() += 1;
+            }
+        }
+    }
+
+    let mut tests: BTreeMap<String, Vec<CallEntry>> = BTreeMap::new();
+    let mut unattributed = Vec::new();
+    for (key, (count, outcomes)) in groups {
+        let entry = CallEntry {
+            category: key.category,
+            address: address(key.ip),
+            port: key.port,
+            transport: key.transport.into(),
+            verdict: key.verdict.into(),
+            count,
+            phase: nettrap_core::test_id::Phase::from_u8(key.phase).name().map(String::from),
+            syscall: key.syscall.into(),
+            rule: key.rule,
+            outcomes,
+            process: key.process,
+        };
+        match key.test {
+            Some(t) => tests.entry(t).or_default().push(entry),
+            None => unattributed.push(entry),
+        }
+    }
+    let tests: Vec<TestEntry> = tests.into_iter().map(|(test, calls)| TestEntry { test, calls }).collect();
+
+    let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
+    let mut seen: BTreeMap<String, (BTreeSet<u16>, BTreeSet<&str>)> = BTreeMap::new();
+    let all = tests.iter().flat_map(|t| t.calls.iter().map(move |c| (Some(t.test.as_str()), c)));
+    for (test, c) in all.chain(unattributed.iter().map(|c| (None, c))) {
+        let s = categories.entry(c.category.clone()).or_insert_with(|| CategorySummary {
+            ports: policy.category_ports(&c.category).iter().map(|p| p.to_string()).collect(),
+            ..CategorySummary::default()
+        });
+        match c.verdict.as_str() {
+            "denied" => s.denied += c.count,
+            "recorded" => s.recorded += c.count,
+            _ => s.allowed += c.count,
+        }
+        if c.offending() {
+            s.calls += c.count;
+            let (ports, names) = seen.entry(c.category.clone()).or_default();
+            ports.insert(c.port);
+            if let Some(t) = test {
+                names.insert(t);
+            }
+        }
+    }
+    for (name, (ports, names)) in &seen {
+        if let Some(s) = categories.get_mut(name) {
+            s.ports_seen = ports.iter().copied().collect();
+            s.tests = names.len() as u64;
+        }
+    }
+    let tests_with_calls = tests.iter().filter(|t| t.calls.iter().any(CallEntry::offending)).count() as u64;
+
+    Report {
+        schema_version: SCHEMA_VERSION,
+        nettrap_version: env!("CARGO_PKG_VERSION").into(),
+        command: info.command,
+        engine: info.engine,
+        command_exit_code: info.command_exit_code,
+        exit_code: info.command_exit_code,
+        tests_total: None,
+        tests_with_calls,
+        categories,
+        tests,
+        unattributed,
+        fail_on: policy.fail_on.clone(),
+        lost: Lost { dropped: events.dropped, torn: events.torn },
+    }
+}
+
+/// Why the run fails even if the command passed: denied calls, or recorded calls in `fail_on`
+/// categories. `None` when there is no violation.
+pub fn violation(report: &Report) -> Option<String> {
+    let mut denied = 0;
+    let mut failing: BTreeMap<&str, u64> = BTreeMap::new();
+    for c in report.tests.iter().flat_map(|t| &t.calls).chain(&report.unattributed) {
+        if c.verdict == Action::Deny.verdict() {
+            denied += c.count;
+        } else if c.verdict == Action::Record.verdict() && report.fail_on.contains(&c.category) {
+            *failing.entry(&c.category).or_default() += c.count;
+        }
+    }
+    let mut parts = Vec::new();
+    if denied > 0 {
+        parts.push(format!("{denied} denied {}", plural(denied, "call", "calls")));
+    }
+    for (cat, n) in failing {
+        parts.push(format!("{n} recorded {cat} {} (--fail-on)", plural(n, "call", "calls")));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+pub fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}

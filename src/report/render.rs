@@ -1,0 +1,177 @@
+//! Renderings of a report: the summary printed at the end of a run (text), the mocking to-do
+//! list (Markdown), and `nettrap report FILE`.
+
+use super::{CallEntry, Report, SCHEMA_VERSION, plural};
+use crate::cli::{Format, ReportArgs};
+use anyhow::{Context, Result, bail};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+fn dest(c: &CallEntry) -> String {
+    if c.address.contains(':') { format!("[{}]:{}", c.address, c.port) } else { format!("{}:{}", c.address, c.port) }
+}
+
+/// Offending calls with their test (`None`: unattributed).
+fn offending(r: &Report) -> impl Iterator<Item = (Option<&str>, &CallEntry)> {
+    let attributed = r.tests.iter().flat_map(|t| t.calls.iter().map(move |c| (Some(t.test.as_str()), c)));
+    attributed.chain(r.unattributed.iter().map(|c| (None, c))).filter(|(_, c)| c.offending())
+}
+
+fn verdicts(recorded: u64, denied: u64) -> String {
+    match (recorded, denied) {
+        (_, 0) => "recorded".into(),
+        (0, _) => "denied".into(),
+        (r, d) => format!("{d} denied, {r} recorded"),
+    }
+}
+
+/// The summary: one line for the run, one per category, largest first.
+pub fn summary(r: &Report) -> String {
+    let mut cats: Vec<_> = r.categories.iter().filter(|(_, s)| s.calls > 0).collect();
+    cats.sort_by(|a, b| (b.1.tests, b.1.calls, a.0).cmp(&(a.1.tests, a.1.calls, b.0)));
+    let mut out = String::new();
+    let scope = match r.tests_total {
+        Some(total) => format!("{} of {total} tests", r.tests_with_calls),
+        None => format!(
+            "{} {} (total number of tests not known)",
+            r.tests_with_calls,
+            plural(r.tests_with_calls, "test", "tests")
+        ),
+    };
+    if cats.is_empty() {
+        let _ = writeln!(out, "nettrap: no external calls");
+    } else {
+        let n = cats.len() as u64;
+        let _ = writeln!(out, "nettrap: {n} {} of external calls in {scope}", plural(n, "category", "categories"));
+    }
+    let ports: Vec<String> = cats
+        .iter()
+        .map(|(_, s)| {
+            let p: Vec<String> = s.ports_seen.iter().map(|p| p.to_string()).collect();
+            format!("({})", p.join(","))
+        })
+        .collect();
+    let w_name = cats.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let w_ports = ports.iter().map(|p| p.len()).max().unwrap_or(0);
+    for ((name, s), ports) in cats.iter().zip(&ports) {
+        let tests = format!("{} {}", s.tests, plural(s.tests, "test", "tests"));
+        let calls = format!("{} {}", s.calls, plural(s.calls, "call", "calls"));
+        let _ = writeln!(
+            out,
+            "  {name:<w_name$} {ports:<w_ports$}  {tests:>9}  {calls:>10}  {}",
+            verdicts(s.recorded, s.denied)
+        );
+    }
+    let outside: u64 = r.unattributed.iter().filter(|c| c.offending()).map(|c| c.count).sum();
+    if outside > 0 {
+        let _ = writeln!(out, "  {outside} {} outside any test (unattributed)", plural(outside, "call", "calls"));
+    }
+    if r.lost.dropped > 0 {
+        let _ = writeln!(out, "nettrap: warning: {} calls not recorded: the event log was full", r.lost.dropped);
+    }
+    if r.lost.torn > 0 {
+        let _ = writeln!(out, "nettrap: warning: {} records cut short by a process that died while writing", r.lost.torn);
+    }
+    out
+}
+
+/// The mocking to-do list: category, then destination, then tests; largest group first.
+pub fn todo(r: &Report) -> String {
+    // category -> destination -> test -> (calls, phases)
+    type Tests<'a> = BTreeMap<&'a str, (u64, BTreeMap<&'a str, u64>)>;
+    let mut groups: BTreeMap<&str, BTreeMap<String, Tests>> = BTreeMap::new();
+    let mut outside = Vec::new();
+    for (test, c) in offending(r) {
+        match test {
+            Some(t) => {
+                let e = groups.entry(&c.category).or_default().entry(dest(c)).or_default().entry(t).or_default();
+                e.0 += c.count;
+                *e.1.entry(c.phase.as_deref().unwrap_or("-")).or_default() += c.count;
+            }
+            None => outside.push(c),
+        }
+    }
+    let size = |tests: &Tests| -> (u64, u64) { (tests.len() as u64, tests.values().map(|v| v.0).sum()) };
+    let mut out = String::from("# nettrap: mocking to-do list\n\n");
+    let calls: u64 = offending(r).map(|(_, c)| c.count).sum();
+    if calls == 0 {
+        out.push_str("No test made a recorded or denied call: nothing to mock.\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "`{}`: {} {} made {calls} recorded or denied {}. Largest payoff first: mocking a group's\n\
+         service takes every listed test off the network.\n",
+        r.command.join(" "),
+        r.tests_with_calls,
+        plural(r.tests_with_calls, "test", "tests"),
+        plural(calls, "call", "calls"),
+    );
+    let mut cats: Vec<_> = groups.iter().collect();
+    let cat_size = |d: &BTreeMap<String, Tests>| {
+        let tests: BTreeSet<&str> = d.values().flat_map(|t| t.keys().copied()).collect();
+        (tests.len() as u64, d.values().map(|t| size(t).1).sum::<u64>())
+    };
+    cats.sort_by(|a, b| (cat_size(b.1), a.0).cmp(&(cat_size(a.1), b.0)));
+    for (cat, dests) in cats {
+        let (t, c) = cat_size(dests);
+        let _ = writeln!(out, "## {cat}: {t} {}, {c} {}\n", plural(t, "test", "tests"), plural(c, "call", "calls"));
+        let mut dests: Vec<_> = dests.iter().collect();
+        dests.sort_by(|a, b| (size(b.1), a.0).cmp(&(size(a.1), b.0)));
+        for (d, tests) in dests {
+            let (t, c) = size(tests);
+            let _ = writeln!(out, "### {d}: {t} {}, {c} {}\n", plural(t, "test", "tests"), plural(c, "call", "calls"));
+            let mut tests: Vec<_> = tests.iter().collect();
+            tests.sort_by(|a, b| (b.1.0, a.0).cmp(&(a.1.0, b.0)));
+            for (test, (n, phases)) in tests {
+                let phases: Vec<String> = phases.iter().map(|(p, k)| format!("{p} {k}")).collect();
+                let _ = writeln!(out, "- [ ] `{test}`: {n} {} ({})", plural(*n, "call", "calls"), phases.join(", "));
+            }
+            out.push('\n');
+        }
+    }
+    if !outside.is_empty() {
+        out.push_str(
+            "## Outside any test\n\nMade at import, during collection or by session-wide fixtures: mock them where\n\
+             the module or fixture makes the call.\n\n",
+        );
+        for c in outside {
+            let _ = writeln!(
+                out,
+                "- [ ] {} ({}): {} {} from pid {} `{}`",
+                dest(c),
+                c.category,
+                c.count,
+                plural(c.count, "call", "calls"),
+                c.process.pid,
+                c.process.cmdline
+            );
+        }
+    }
+    out
+}
+
+/// Reads a saved report, checking that it is one.
+pub fn load(path: &std::path::Path) -> Result<Report> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}:{}: not a nettrap report: {e}", path.display(), e.line()))?;
+    match value.get("schema_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == SCHEMA_VERSION as u64 => {}
+        Some(v) => bail!("{}: report schema version {v} is not supported (this nettrap reads {SCHEMA_VERSION})", path.display()),
+        None => bail!("{}: not a nettrap report (no schema_version)", path.display()),
+    }
+    serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{}: not a nettrap report: {e}", path.display()))
+}
+
+/// `nettrap report FILE [--format text|json|markdown]`
+pub fn report_command(args: ReportArgs) -> Result<u8> {
+    let report = load(&args.file)?;
+    let out = match args.format {
+        Format::Text => summary(&report),
+        Format::Markdown => todo(&report),
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+    };
+    print!("{out}");
+    Ok(0)
+}

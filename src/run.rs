@@ -1,0 +1,73 @@
+//! `nettrap run`: load the policy, prepare the run directory and the engine, run the command,
+//! then turn the event log into the report, the to-do list, the summary and the exit status.
+
+use crate::cli::RunArgs;
+use crate::engine::preload;
+use crate::report::{self, RunInfo, render};
+use crate::rundir::{ENV_RUN_DIR, RunDir};
+use crate::{policy, supervise};
+use anyhow::{Context, Result};
+use std::process::Command;
+
+/// Exit status when the command passed (or failed) but the policy was violated: a call was
+/// denied, or a call in a `--fail-on` category was recorded.
+pub const EXIT_VIOLATION: u8 = 86;
+/// Exit status when the command cannot be found, or cannot be executed (as in shells).
+pub const EXIT_NOT_FOUND: u8 = 127;
+pub const EXIT_NOT_EXECUTABLE: u8 = 126;
+
+pub fn run(args: RunArgs) -> Result<u8> {
+    let policy = policy::load(&args)?;
+    let compiled = policy.compile()?;
+    let shim = preload::install()?;
+    let dir = RunDir::create(&compiled)?;
+
+    let mut cmd = Command::new(&args.command[0]);
+    cmd.args(&args.command[1..]).env(ENV_RUN_DIR, dir.path());
+    preload::configure(&mut cmd, &shim);
+    let program = args.command[0].to_string_lossy().into_owned();
+    let status = match supervise::run(cmd) {
+        Ok(s) => s,
+        Err(e) => {
+            let (why, code) = match e.kind() {
+                std::io::ErrorKind::NotFound => ("command not found".to_string(), EXIT_NOT_FOUND),
+                std::io::ErrorKind::PermissionDenied => ("permission denied".to_string(), EXIT_NOT_EXECUTABLE),
+                _ => (e.to_string(), EXIT_NOT_EXECUTABLE),
+            };
+            eprintln!("nettrap: error: cannot run `{program}`: {why}");
+            return Ok(code);
+        }
+    };
+
+    let events = dir.read_events()?;
+    let info = RunInfo {
+        command: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        engine: "preload".into(),
+        command_exit_code: status.code as i32,
+    };
+    let mut report = report::build(&policy, &compiled, events, info);
+    let violation = report::violation(&report);
+    let exit = if violation.is_some() { EXIT_VIOLATION } else { status.code };
+    report.exit_code = exit as i32;
+
+    let todo_path = args.todo.clone().unwrap_or_else(|| args.report.with_file_name("nettrap-todo.md"));
+    // The summary goes out first, so a report path that cannot be written loses nothing shown.
+    if !args.quiet {
+        eprint!("{}", render::summary(&report));
+    }
+    let json = serde_json::to_string_pretty(&report)? + "\n";
+    std::fs::write(&args.report, json).with_context(|| format!("cannot write the report to {}", args.report.display()))?;
+    std::fs::write(&todo_path, render::todo(&report))
+        .with_context(|| format!("cannot write the to-do list to {}", todo_path.display()))?;
+    if !args.quiet {
+        eprintln!("nettrap: report: {}, to-do list: {}", args.report.display(), todo_path.display());
+    }
+    if let Some(why) = violation {
+        let own = match status.signal {
+            Some(sig) => format!("was killed by signal {sig}"),
+            None => format!("exited {}", status.code),
+        };
+        eprintln!("nettrap: policy violated ({why}); the command itself {own}; exiting {EXIT_VIOLATION}");
+    }
+    Ok(exit)
+}
