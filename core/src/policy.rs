@@ -21,7 +21,7 @@ pub const MAX_CATEGORY_PORTS: usize = 16;
 pub const MAX_CATEGORY_NETS: usize = 16;
 pub const NAME_LEN: usize = 32;
 pub const GLOB_LEN: usize = 256;
-pub const LABEL_LEN: usize = 64;
+pub const LABEL_LEN: usize = 160;
 /// `Rule::category` value that matches every category.
 pub const ANY_CATEGORY: u32 = u32::MAX;
 /// Index of the catch-all category.

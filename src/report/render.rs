@@ -124,6 +124,9 @@ pub fn todo(r: &Report) -> String {
             let mut tests: Vec<_> = tests.iter().collect();
             tests.sort_by(|a, b| (b.1.0, a.0).cmp(&(a.1.0, b.0)));
             for (test, (n, phases)) in tests {
+                let mut phases: Vec<(&&str, &u64)> = phases.iter().collect();
+                let rank = |p: &str| ["setup", "call", "teardown"].iter().position(|x| *x == p).unwrap_or(3);
+                phases.sort_by_key(|(p, _)| rank(p));
                 let phases: Vec<String> = phases.iter().map(|(p, k)| format!("{p} {k}")).collect();
                 let _ = writeln!(out, "- [ ] `{test}`: {n} {} ({})", plural(*n, "call", "calls"), phases.join(", "));
             }

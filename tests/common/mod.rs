@@ -1,0 +1,165 @@
+//! Shared harness for the integration tests: run real programs under the built `nettrap`, each
+//! run in its own network namespace (so fixture servers on 9200/6379 never collide and nothing
+//! can leave the machine), and read back what the report says.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub fn nettrap() -> &'static str {
+    env!("CARGO_BIN_EXE_nettrap")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn demo_suite() -> PathBuf {
+    repo().join("fixtures/pytest-demo")
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Whether `unshare -rn` works here (it does on CI and developer machines; some containers
+/// forbid user namespaces, and then runs share the host's loopback).
+fn netns() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        Command::new("unshare")
+            .args(["-rn", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// A command that runs `argv` inside a private network namespace with loopback up.
+pub fn isolated(argv: &[&str]) -> Command {
+    if netns() {
+        let mut c = Command::new("unshare");
+        c.args(["-rn", "sh", "-c", "ip link set lo up 2>/dev/null || true; exec \"$@\"", "sh"]);
+        c.args(argv);
+        c
+    } else {
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..]);
+        c
+    }
+}
+
+/// The C fixtures, built once per test binary.
+pub fn c_fixture(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c-fixtures");
+        let st = Command::new("make")
+            .args(["-s", "-C"])
+            .arg(repo().join("fixtures/c"))
+            .arg(format!("OUT={}", out.display()))
+            .status()
+            .expect("make");
+        assert!(st.success(), "building fixtures/c failed");
+        out
+    });
+    dir.join(name)
+}
+
+/// The outcome of one `nettrap run`.
+pub struct Run {
+    pub out: Output,
+    pub report: Value,
+    pub todo: String,
+    pub dir: PathBuf,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.out.status.code().unwrap_or(-1)
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+
+    /// Calls of one test (or `None`: unattributed) as comparable tuples:
+    /// (category, address, port, transport, phase, verdict, count).
+    pub fn calls(&self, test: Option<&str>) -> Vec<(String, String, u64, String, String, String, u64)> {
+        let list = match test {
+            None => self.report["unattributed"].as_array().cloned().unwrap_or_default(),
+            Some(t) => self.report["tests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["test"] == t)
+                .map(|e| e["calls"].as_array().unwrap().clone())
+                .unwrap_or_default(),
+        };
+        let mut v: Vec<_> = list
+            .iter()
+            .map(|c| {
+                (
+                    c["category"].as_str().unwrap().to_string(),
+                    c["address"].as_str().unwrap().to_string(),
+                    c["port"].as_u64().unwrap(),
+                    c["transport"].as_str().unwrap().to_string(),
+                    c["phase"].as_str().unwrap_or("-").to_string(),
+                    c["verdict"].as_str().unwrap().to_string(),
+                    c["count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Test ids in the report.
+    pub fn tests(&self) -> Vec<String> {
+        self.report["tests"].as_array().unwrap().iter().map(|t| t["test"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// Total calls over the whole report.
+    pub fn total_calls(&self) -> u64 {
+        let all = self.report["tests"].as_array().unwrap().iter().flat_map(|t| t["calls"].as_array().unwrap().iter());
+        all.chain(self.report["unattributed"].as_array().unwrap().iter()).map(|c| c["count"].as_u64().unwrap()).sum()
+    }
+}
+
+/// `nettrap run [flags] -- command...` in `cwd`, isolated; report and to-do list in a scratch dir.
+pub fn run_in(name: &str, cwd: &Path, flags: &[&str], command: &[&str]) -> Run {
+    let dir = scratch(name);
+    let report = dir.join("report.json");
+    let report_s = report.to_str().unwrap().to_string();
+    let mut argv = vec![nettrap(), "run", "--report", &report_s];
+    argv.extend_from_slice(flags);
+    argv.push("--");
+    argv.extend_from_slice(command);
+    let out = isolated(&argv).current_dir(cwd).stdin(Stdio::null()).output().expect("running nettrap");
+    let text = std::fs::read_to_string(&report)
+        .unwrap_or_else(|e| panic!("no report ({e}); stderr:\n{}", String::from_utf8_lossy(&out.stderr)));
+    let todo = std::fs::read_to_string(dir.join("nettrap-todo.md")).unwrap_or_default();
+    Run { out, report: serde_json::from_str(&text).unwrap(), todo, dir }
+}
+
+/// Runs the bundled pytest suite under nettrap.
+pub fn run_demo(name: &str, flags: &[&str], pytest_args: &[&str]) -> Run {
+    let mut cmd = vec!["python3", "-m", "pytest", "-q", "-p", "no:randomly"];
+    cmd.extend_from_slice(pytest_args);
+    run_in(name, &demo_suite(), flags, &cmd)
+}
+
+pub fn t(category: &str, address: &str, port: u64, transport: &str, phase: &str, verdict: &str, count: u64)
+-> (String, String, u64, String, String, String, u64) {
+    (category.into(), address.into(), port, transport.into(), phase.into(), verdict.into(), count)
+}
