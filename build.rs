@@ -11,7 +11,13 @@ use std::process::Command;
 fn main() {
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    for path in ["shim/src", "shim/Cargo.toml", "core/src", "core/Cargo.toml", "Cargo.lock"] {
+    for path in [
+        "shim/src",
+        "shim/Cargo.toml",
+        "core/src",
+        "core/Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     let target_dir = out.join("shim-target");
@@ -61,6 +67,8 @@ fn main() {
     std::fs::write(out.join("libnettrap_shim.so"), &bytes).expect("copying the shim");
     // FNV-1a of the shim: names its cache directory, so a rebuilt shim is never confused with
     // an older one of the same version.
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     println!("cargo:rustc-env=NETTRAP_SHIM_KEY={hash:016x}");
 }

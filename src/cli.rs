@@ -5,7 +5,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "nettrap", version, about = "Find, and control, the tests in a suite that talk to the network")]
+#[command(
+    name = "nettrap",
+    version,
+    about = "Find, and control, the tests in a suite that talk to the network"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

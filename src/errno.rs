@@ -28,16 +28,25 @@ const NAMES: &[(&str, i32)] = &[
 pub fn parse(s: &str) -> Result<i32, String> {
     let s = s.trim();
     if let Ok(n) = s.parse::<i32>() {
-        return if (1..4096).contains(&n) { Ok(n) } else { Err(format!("errno {n} is out of range")) };
+        return if (1..4096).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("errno {n} is out of range"))
+        };
     }
     NAMES
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(s))
         .map(|&(_, v)| v)
-        .ok_or_else(|| format!("unknown errno `{s}` (use a name such as ECONNREFUSED, or a number)"))
+        .ok_or_else(|| {
+            format!("unknown errno `{s}` (use a name such as ECONNREFUSED, or a number)")
+        })
 }
 
 /// `ECONNREFUSED`, or the number for errnos without a listed name.
 pub fn name(v: i32) -> String {
-    NAMES.iter().find(|&&(_, n)| n == v).map_or_else(|| v.to_string(), |(name, _)| name.to_string())
+    NAMES
+        .iter()
+        .find(|&&(_, n)| n == v)
+        .map_or_else(|| v.to_string(), |(name, _)| name.to_string())
 }

@@ -31,7 +31,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Err(e) => {
             let (why, code) = match e.kind() {
                 std::io::ErrorKind::NotFound => ("command not found".to_string(), EXIT_NOT_FOUND),
-                std::io::ErrorKind::PermissionDenied => ("permission denied".to_string(), EXIT_NOT_EXECUTABLE),
+                std::io::ErrorKind::PermissionDenied => {
+                    ("permission denied".to_string(), EXIT_NOT_EXECUTABLE)
+                }
                 _ => (e.to_string(), EXIT_NOT_EXECUTABLE),
             };
             eprintln!("nettrap: error: cannot run `{program}`: {why}");
@@ -41,33 +43,51 @@ pub fn run(args: RunArgs) -> Result<u8> {
 
     let events = dir.read_events()?;
     let info = RunInfo {
-        command: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        command: args
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         engine: "preload".into(),
         command_exit_code: status.code as i32,
     };
     let mut report = report::build(&policy, &compiled, events, info);
     let violation = report::violation(&report);
-    let exit = if violation.is_some() { EXIT_VIOLATION } else { status.code };
+    let exit = if violation.is_some() {
+        EXIT_VIOLATION
+    } else {
+        status.code
+    };
     report.exit_code = exit as i32;
 
-    let todo_path = args.todo.clone().unwrap_or_else(|| args.report.with_file_name("nettrap-todo.md"));
+    let todo_path = args
+        .todo
+        .clone()
+        .unwrap_or_else(|| args.report.with_file_name("nettrap-todo.md"));
     // The summary goes out first, so a report path that cannot be written loses nothing shown.
     if !args.quiet {
         eprint!("{}", render::summary(&report));
     }
     let json = serde_json::to_string_pretty(&report)? + "\n";
-    std::fs::write(&args.report, json).with_context(|| format!("cannot write the report to {}", args.report.display()))?;
+    std::fs::write(&args.report, json)
+        .with_context(|| format!("cannot write the report to {}", args.report.display()))?;
     std::fs::write(&todo_path, render::todo(&report))
         .with_context(|| format!("cannot write the to-do list to {}", todo_path.display()))?;
     if !args.quiet {
-        eprintln!("nettrap: report: {}, to-do list: {}", args.report.display(), todo_path.display());
+        eprintln!(
+            "nettrap: report: {}, to-do list: {}",
+            args.report.display(),
+            todo_path.display()
+        );
     }
     if let Some(why) = violation {
         let own = match status.signal {
             Some(sig) => format!("was killed by signal {sig}"),
             None => format!("exited {}", status.code),
         };
-        eprintln!("nettrap: policy violated ({why}); the command itself {own}; exiting {EXIT_VIOLATION}");
+        eprintln!(
+            "nettrap: policy violated ({why}); the command itself {own}; exiting {EXIT_VIOLATION}"
+        );
     }
     Ok(exit)
 }

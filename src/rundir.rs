@@ -24,23 +24,31 @@ impl RunDir {
     /// Creates a fresh run directory holding `policy` and an empty event log.
     pub fn create(policy: &CompiledPolicy) -> Result<RunDir> {
         let base = std::env::temp_dir();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let path = base.join(format!("nettrap-{}-{nanos:09}", std::process::id()));
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
             .with_context(|| format!("cannot create run directory {}", path.display()))?;
-        let dir = RunDir { path, keep: std::env::var_os("NETTRAP_KEEP_RUN_DIR").is_some() };
-        fs::write(dir.path.join("policy.bin"), policy.as_bytes()).context("cannot write the compiled policy")?;
+        let dir = RunDir {
+            path,
+            keep: std::env::var_os("NETTRAP_KEEP_RUN_DIR").is_some(),
+        };
+        fs::write(dir.path.join("policy.bin"), policy.as_bytes())
+            .context("cannot write the compiled policy")?;
         let mut log = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(dir.events_path())
             .context("cannot create the event log")?;
-        log.write_all(&event::header(event::DEFAULT_CAPACITY)).context("cannot write the event log")?;
+        log.write_all(&event::header(event::DEFAULT_CAPACITY))
+            .context("cannot write the event log")?;
         // Sparse: only the slots written take space.
-        log.set_len(event::file_len(event::DEFAULT_CAPACITY)).context("cannot size the event log")?;
+        log.set_len(event::file_len(event::DEFAULT_CAPACITY))
+            .context("cannot size the event log")?;
         Ok(dir)
     }
 
@@ -56,10 +64,12 @@ impl RunDir {
     pub fn read_events(&self) -> Result<event::Decoded> {
         let mut f = File::open(self.events_path()).context("cannot open the event log")?;
         let mut buf = vec![0u8; event::HEADER_LEN];
-        f.read_exact(&mut buf).context("cannot read the event log header")?;
+        f.read_exact(&mut buf)
+            .context("cannot read the event log header")?;
         let used = event::used_len(&buf).context("the event log header is corrupt")?;
         buf.resize(used, 0);
-        f.read_exact(&mut buf[event::HEADER_LEN..]).context("cannot read the event log")?;
+        f.read_exact(&mut buf[event::HEADER_LEN..])
+            .context("cannot read the event log")?;
         event::decode(&buf).map_err(|e| anyhow::anyhow!("{e}"))
     }
 }

@@ -14,7 +14,14 @@ use std::time::{Duration, Instant};
 
 /// How long to wait for leftover descendants after the command exits.
 const GRACE: Duration = Duration::from_millis(500);
-const FORWARDED: [i32; 6] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+const FORWARDED: [i32; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 
 /// The command's status, shell-style: its exit code, or 128 + the signal that killed it.
 pub struct Status {
@@ -37,9 +44,15 @@ fn sigset(signals: &[i32]) -> libc::sigset_t {
 fn status_of(wstatus: i32) -> Status {
     if libc::WIFSIGNALED(wstatus) {
         let sig = libc::WTERMSIG(wstatus);
-        Status { code: (128 + sig).min(255) as u8, signal: Some(sig) }
+        Status {
+            code: (128 + sig).min(255) as u8,
+            signal: Some(sig),
+        }
     } else {
-        Status { code: libc::WEXITSTATUS(wstatus) as u8, signal: None }
+        Status {
+            code: libc::WEXITSTATUS(wstatus) as u8,
+            signal: None,
+        }
     }
 }
 
@@ -124,10 +137,16 @@ pub fn run(mut cmd: Command) -> io::Result<Status> {
         if left.is_zero() {
             break;
         }
-        let ts = libc::timespec { tv_sec: left.as_secs() as _, tv_nsec: left.subsec_nanos() as _ };
+        let ts = libc::timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
         // SAFETY: valid set and timeout; the siginfo is not needed.
         unsafe { libc::sigtimedwait(&chld, std::ptr::null_mut(), &ts) };
     }
     // The signals stay blocked until nettrap exits: a Ctrl-C now must not cost the report.
-    Ok(status.unwrap_or(Status { code: 1, signal: None }))
+    Ok(status.unwrap_or(Status {
+        code: 1,
+        signal: None,
+    }))
 }

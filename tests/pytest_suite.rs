@@ -7,27 +7,90 @@ use common::*;
 const ES: &str = "elasticsearch";
 
 /// The serial run's calls, from fixtures/pytest-demo/EXPECTED.md.
-fn expected(verdict_es: &str, verdict_api: &str, index_calls: u64) -> Vec<(&'static str, Vec<(String, String, u64, String, String, String, u64)>)> {
+fn expected(
+    verdict_es: &str,
+    verdict_api: &str,
+    index_calls: u64,
+) -> Vec<(&'static str, Vec<CallRow>)> {
     let r = "recorded";
     vec![
-        ("tests/test_cache.py::test_cache_get", vec![t("redis", "127.0.0.1", 6379, "tcp", "call", r, 3), t("redis", "127.0.0.1", 6379, "tcp", "setup", r, 1)]),
-        ("tests/test_cache.py::test_cache_set", vec![t("redis", "127.0.0.1", 6379, "tcp", "call", r, 1)]),
-        ("tests/test_edge.py::test_ipv4_mapped", vec![t(ES, "127.0.0.1", 9200, "tcp", "call", verdict_es, 1)]),
-        ("tests/test_edge.py::test_ipv6_loopback", vec![t("redis", "::1", 6379, "tcp", "call", r, 1)]),
-        ("tests/test_edge.py::test_nonblocking", vec![t(ES, "127.0.0.1", 9200, "tcp", "call", verdict_es, 1)]),
-        ("tests/test_edge.py::test_teardown_call", vec![t("redis", "127.0.0.1", 6379, "tcp", "teardown", r, 1)]),
-        ("tests/test_edge.py::test_udp_dns", vec![t("dns", "127.0.0.1", 53, "udp", "call", r, 1)]),
-        ("tests/test_payments.py::test_charge_card", vec![t("external-api", "127.0.0.1", 443, "tcp", "call", verdict_api, 1)]),
-        ("tests/test_search.py::test_index", vec![t(ES, "127.0.0.1", 9200, "tcp", "call", verdict_es, index_calls)]),
-        ("tests/test_search.py::test_query", vec![t(ES, "127.0.0.1", 9200, "tcp", "call", verdict_es, 1)]),
-        ("tests/test_subprocess.py::test_worker_subprocess", vec![t("redis", "127.0.0.1", 6379, "tcp", "call", r, 1)]),
-        ("tests/test_threads.py::test_background_thread", vec![t(ES, "127.0.0.1", 9200, "tcp", "call", verdict_es, 1)]),
+        (
+            "tests/test_cache.py::test_cache_get",
+            vec![
+                t("redis", "127.0.0.1", 6379, "tcp", "call", r, 3),
+                t("redis", "127.0.0.1", 6379, "tcp", "setup", r, 1),
+            ],
+        ),
+        (
+            "tests/test_cache.py::test_cache_set",
+            vec![t("redis", "127.0.0.1", 6379, "tcp", "call", r, 1)],
+        ),
+        (
+            "tests/test_edge.py::test_ipv4_mapped",
+            vec![t(ES, "127.0.0.1", 9200, "tcp", "call", verdict_es, 1)],
+        ),
+        (
+            "tests/test_edge.py::test_ipv6_loopback",
+            vec![t("redis", "::1", 6379, "tcp", "call", r, 1)],
+        ),
+        (
+            "tests/test_edge.py::test_nonblocking",
+            vec![t(ES, "127.0.0.1", 9200, "tcp", "call", verdict_es, 1)],
+        ),
+        (
+            "tests/test_edge.py::test_teardown_call",
+            vec![t("redis", "127.0.0.1", 6379, "tcp", "teardown", r, 1)],
+        ),
+        (
+            "tests/test_edge.py::test_udp_dns",
+            vec![t("dns", "127.0.0.1", 53, "udp", "call", r, 1)],
+        ),
+        (
+            "tests/test_payments.py::test_charge_card",
+            vec![t(
+                "external-api",
+                "127.0.0.1",
+                443,
+                "tcp",
+                "call",
+                verdict_api,
+                1,
+            )],
+        ),
+        (
+            "tests/test_search.py::test_index",
+            vec![t(
+                ES,
+                "127.0.0.1",
+                9200,
+                "tcp",
+                "call",
+                verdict_es,
+                index_calls,
+            )],
+        ),
+        (
+            "tests/test_search.py::test_query",
+            vec![t(ES, "127.0.0.1", 9200, "tcp", "call", verdict_es, 1)],
+        ),
+        (
+            "tests/test_subprocess.py::test_worker_subprocess",
+            vec![t("redis", "127.0.0.1", 6379, "tcp", "call", r, 1)],
+        ),
+        (
+            "tests/test_threads.py::test_background_thread",
+            vec![t(ES, "127.0.0.1", 9200, "tcp", "call", verdict_es, 1)],
+        ),
     ]
 }
 
 fn assert_matches_expected(run: &Run, verdict_es: &str, verdict_api: &str) {
     // Denied, test_index stops at its first call.
-    let exp = expected(verdict_es, verdict_api, if verdict_es == "denied" { 1 } else { 2 });
+    let exp = expected(
+        verdict_es,
+        verdict_api,
+        if verdict_es == "denied" { 1 } else { 2 },
+    );
     let names: Vec<String> = exp.iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(run.tests(), names, "tests with calls");
     for (name, calls) in exp {
@@ -45,40 +108,98 @@ fn record_mode_reports_every_call_per_test() {
     assert_eq!(r["schema_version"], 1);
     assert_eq!(r["tests_total"], serde_json::Value::Null);
     assert_eq!(r["tests_with_calls"], 12);
-    assert_eq!((r["exit_code"].as_i64(), r["command_exit_code"].as_i64()), (Some(0), Some(0)));
+    assert_eq!(
+        (r["exit_code"].as_i64(), r["command_exit_code"].as_i64()),
+        (Some(0), Some(0))
+    );
     // The import-time connect: outside any test, with the process that made it.
-    assert_eq!(run.calls(None), vec![t("memcached", "127.0.0.1", 11211, "tcp", "-", "recorded", 1)]);
+    assert_eq!(
+        run.calls(None),
+        vec![t(
+            "memcached",
+            "127.0.0.1",
+            11211,
+            "tcp",
+            "-",
+            "recorded",
+            1
+        )]
+    );
     let u = &r["unattributed"][0];
-    assert!(u["process"]["exe"].as_str().unwrap().contains("python"), "{u}");
-    assert!(u["process"]["cmdline"].as_str().unwrap().contains("-m pytest"), "{u}");
+    assert!(
+        u["process"]["exe"].as_str().unwrap().contains("python"),
+        "{u}"
+    );
+    assert!(
+        u["process"]["cmdline"]
+            .as_str()
+            .unwrap()
+            .contains("-m pytest"),
+        "{u}"
+    );
     assert!(u["process"]["pid"].as_u64().unwrap() > 1);
     assert_eq!(u["outcomes"]["ECONNREFUSED"], 1);
     // Categories: tests and calls per category (unattributed calls count as calls).
     let cats = &r["categories"];
-    assert_eq!((cats["redis"]["tests"].as_u64(), cats["redis"]["calls"].as_u64()), (Some(5), Some(8)));
-    assert_eq!((cats[ES]["tests"].as_u64(), cats[ES]["calls"].as_u64()), (Some(5), Some(6)));
+    assert_eq!(
+        (
+            cats["redis"]["tests"].as_u64(),
+            cats["redis"]["calls"].as_u64()
+        ),
+        (Some(5), Some(8))
+    );
+    assert_eq!(
+        (cats[ES]["tests"].as_u64(), cats[ES]["calls"].as_u64()),
+        (Some(5), Some(6))
+    );
     assert_eq!(cats[ES]["ports"], serde_json::json!(["9200", "9300"]));
     assert_eq!(cats[ES]["ports_seen"], serde_json::json!([9200]));
-    assert_eq!((cats["memcached"]["tests"].as_u64(), cats["memcached"]["calls"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (
+            cats["memcached"]["tests"].as_u64(),
+            cats["memcached"]["calls"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
     assert_eq!(run.total_calls(), 17, "AF_UNIX connects are not counted");
     // The subprocess's call carries the child's pid, not pytest's.
-    let sub = &r["tests"].as_array().unwrap().iter().find(|t| t["test"] == "tests/test_subprocess.py::test_worker_subprocess").unwrap()["calls"][0];
+    let sub = &r["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["test"] == "tests/test_subprocess.py::test_worker_subprocess")
+        .unwrap()["calls"][0];
     assert_ne!(sub["process"]["pid"], u["process"]["pid"]);
-    assert!(sub["process"]["cmdline"].as_str().unwrap().contains(" -c "), "{sub}");
+    assert!(
+        sub["process"]["cmdline"].as_str().unwrap().contains(" -c "),
+        "{sub}"
+    );
 
     let err = run.stderr();
     assert!(err.contains("nettrap: 5 categories of external calls in 12 tests (total number of tests not known)\n"), "{err}");
-    assert!(err.contains("  redis         (6379)     5 tests     8 calls  recorded\n"), "{err}");
-    assert!(err.contains("  1 call outside any test (unattributed)\n"), "{err}");
+    assert!(
+        err.contains("  redis         (6379)     5 tests     8 calls  recorded\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("  1 call outside any test (unattributed)\n"),
+        "{err}"
+    );
     assert!(!err.contains("nettrap: denied"), "{err}");
 
     // The to-do list: largest category first, then destination, then tests by calls.
     let todo = &run.todo;
-    let pos = |s: &str| todo.find(s).unwrap_or_else(|| panic!("{s:?} not in:\n{todo}"));
+    let pos = |s: &str| {
+        todo.find(s)
+            .unwrap_or_else(|| panic!("{s:?} not in:\n{todo}"))
+    };
     assert!(pos("## redis: 5 tests, 8 calls") < pos("## elasticsearch: 5 tests, 6 calls"));
     assert!(pos("## elasticsearch: 5 tests, 6 calls") < pos("## external-api: 1 test, 1 call"));
     assert!(pos("### 127.0.0.1:6379: 4 tests, 7 calls") < pos("### [::1]:6379: 1 test, 1 call"));
-    assert!(pos("- [ ] `tests/test_cache.py::test_cache_get`: 4 calls (setup 1, call 3)") < pos("- [ ] `tests/test_cache.py::test_cache_set`: 1 call (call 1)"));
+    assert!(
+        pos("- [ ] `tests/test_cache.py::test_cache_get`: 4 calls (setup 1, call 3)")
+            < pos("- [ ] `tests/test_cache.py::test_cache_set`: 1 call (call 1)")
+    );
     pos("- [ ] 127.0.0.1:11211 (memcached): 1 call from pid ");
 }
 
@@ -88,9 +209,17 @@ fn deny_mode_fails_fast_with_a_clear_error_and_exit_86() {
     assert_eq!(run.code(), 86, "{}", run.stderr());
     assert_matches_expected(&run, "denied", "denied");
     let r = &run.report;
-    assert_eq!(r["command_exit_code"], 1, "the ES tests fail: their connects were refused");
+    assert_eq!(
+        r["command_exit_code"], 1,
+        "the ES tests fail: their connects were refused"
+    );
     assert_eq!(r["exit_code"], 86);
-    let es = &r["tests"].as_array().unwrap().iter().find(|t| t["test"] == "tests/test_search.py::test_index").unwrap()["calls"][0];
+    let es = &r["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["test"] == "tests/test_search.py::test_index")
+        .unwrap()["calls"][0];
     assert_eq!(es["rule"], "deny elasticsearch");
     assert_eq!(es["outcomes"]["ECONNREFUSED"], 1);
     // The denial is printed inside the test, so pytest shows it in the test's captured output.
@@ -101,18 +230,38 @@ fn deny_mode_fails_fast_with_a_clear_error_and_exit_86() {
     );
     assert!(out.contains("Captured stderr call"), "{out}");
     let err = run.stderr();
-    assert!(err.contains("elasticsearch (9200)     5 tests     5 calls  denied"), "{err}");
-    assert!(err.contains("nettrap: policy violated (6 denied calls); the command itself exited 1; exiting 86"), "{err}");
+    assert!(
+        err.contains("elasticsearch (9200)     5 tests     5 calls  denied"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "nettrap: policy violated (6 denied calls); the command itself exited 1; exiting 86"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_swallowed_denial_still_fails_the_run() {
     // test_charge_card catches the refused connect and passes: pytest exits 0, nettrap must not.
-    let run = run_demo("swallowed", &["--deny", "443", "--errno", "ENETUNREACH"], &[]);
+    let run = run_demo(
+        "swallowed",
+        &["--deny", "443", "--errno", "ENETUNREACH"],
+        &[],
+    );
     assert_eq!(run.code(), 86, "{}", run.stderr());
     assert_eq!(run.report["command_exit_code"], 0);
-    let c = &run.report["tests"].as_array().unwrap().iter().find(|t| t["test"] == "tests/test_payments.py::test_charge_card").unwrap()["calls"][0];
-    assert_eq!((c["verdict"].as_str(), c["rule"].as_str()), (Some("denied"), Some("deny 443")));
+    let c = &run.report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["test"] == "tests/test_payments.py::test_charge_card")
+        .unwrap()["calls"][0];
+    assert_eq!(
+        (c["verdict"].as_str(), c["rule"].as_str()),
+        (Some("denied"), Some("deny 443"))
+    );
     assert_eq!(c["outcomes"]["ENETUNREACH"], 1);
 }
 
@@ -120,7 +269,12 @@ fn a_swallowed_denial_still_fails_the_run() {
 fn fail_on_turns_recorded_calls_into_a_failure() {
     let run = run_demo("fail-on", &["--fail-on", "external-api"], &[]);
     assert_eq!(run.code(), 86, "{}", run.stderr());
-    assert!(run.stderr().contains("1 recorded external-api call (--fail-on)"), "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("1 recorded external-api call (--fail-on)"),
+        "{}",
+        run.stderr()
+    );
     // Allowed calls are expected: not offending, not in the summary or the to-do list.
     let run = run_demo("allow", &["--allow", "127.0.0.1:6379,[::1]:6379"], &[]);
     assert_eq!(run.code(), 0, "{}", run.stderr());
@@ -153,12 +307,30 @@ action = "allow"
     )
     .unwrap();
     let policy = dir.join("nettrap.toml");
-    let run = run_demo("policy-file-run", &["--policy", policy.to_str().unwrap()], &[]);
+    let run = run_demo(
+        "policy-file-run",
+        &["--policy", policy.to_str().unwrap()],
+        &[],
+    );
     assert_eq!(run.code(), 86, "{}", run.stderr());
-    assert_eq!(run.calls(Some("tests/test_search.py::test_index")), vec![t("search", "127.0.0.1", 9200, "tcp", "call", "allowed", 2)]);
-    assert_eq!(run.calls(Some("tests/test_threads.py::test_background_thread")), vec![t("search", "127.0.0.1", 9200, "tcp", "call", "denied", 1)]);
-    let rule = &run.report["tests"].as_array().unwrap().iter().find(|t| t["test"] == "tests/test_threads.py::test_background_thread").unwrap()["calls"][0]["rule"];
-    assert_eq!(rule.as_str().unwrap(), format!("deny search, {}:6", policy.display()));
+    assert_eq!(
+        run.calls(Some("tests/test_search.py::test_index")),
+        vec![t("search", "127.0.0.1", 9200, "tcp", "call", "allowed", 2)]
+    );
+    assert_eq!(
+        run.calls(Some("tests/test_threads.py::test_background_thread")),
+        vec![t("search", "127.0.0.1", 9200, "tcp", "call", "denied", 1)]
+    );
+    let rule = &run.report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["test"] == "tests/test_threads.py::test_background_thread")
+        .unwrap()["calls"][0]["rule"];
+    assert_eq!(
+        rule.as_str().unwrap(),
+        format!("deny search, {}:6", policy.display())
+    );
 }
 
 #[test]
@@ -169,7 +341,13 @@ fn xdist_workers_are_attributed_like_a_serial_run() {
     assert_matches_expected(&run, "recorded", "recorded");
     // Each worker imports every module: one import-time call per worker, from two processes.
     let u = run.report["unattributed"].as_array().unwrap();
-    let pids: std::collections::BTreeSet<u64> = u.iter().map(|c| c["process"]["pid"].as_u64().unwrap()).collect();
-    assert_eq!(u.iter().map(|c| c["count"].as_u64().unwrap()).sum::<u64>(), 2);
+    let pids: std::collections::BTreeSet<u64> = u
+        .iter()
+        .map(|c| c["process"]["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        u.iter().map(|c| c["count"].as_u64().unwrap()).sum::<u64>(),
+        2
+    );
     assert_eq!(pids.len(), 2, "{u:?}");
 }

@@ -55,7 +55,10 @@ impl Transport {
 
 impl Dest {
     pub fn from_v4(octets: [u8; 4], port: u16) -> Dest {
-        Dest { ip: Ipv4Addr::from(octets).to_ipv6_mapped().octets(), port }
+        Dest {
+            ip: Ipv4Addr::from(octets).to_ipv6_mapped().octets(),
+            port,
+        }
     }
 
     /// Decodes the bytes of a `sockaddr_in` / `sockaddr_in6`. Anything else (AF_UNIX, AF_UNSPEC,

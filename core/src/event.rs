@@ -87,6 +87,7 @@ pub enum Source {
 #[derive(Clone, Copy, Debug)]
 pub struct Call {
     pub pid: u32,
+    /// Kernel thread id, or 0 where the engine does not record it (the shim does not).
     pub tid: u32,
     pub time_ns: u64,
     pub dest: Dest,
@@ -199,7 +200,7 @@ impl Log {
     /// `base` must point to a shared, writable mapping of `len` bytes of a log file that stays
     /// mapped for as long as the `Log` and any [`ResultCell`] from it are used.
     pub unsafe fn from_raw(base: *mut u8, len: usize) -> Option<Log> {
-        if len < HEADER_LEN || (base as usize) % 8 != 0 {
+        if len < HEADER_LEN || !(base as usize).is_multiple_of(8) {
             return None;
         }
         // SAFETY: the header lies inside the mapping (len >= HEADER_LEN).
@@ -224,7 +225,12 @@ impl Log {
     fn tag(&self, slot: u64) -> &AtomicU32 {
         // SAFETY: callers pass slots below capacity, so the slot lies inside the mapping;
         // slots are 128-byte aligned.
-        unsafe { &*(self.base.add(HEADER_LEN + slot as usize * SLOT_LEN).cast::<AtomicU32>()) }
+        unsafe {
+            &*(self
+                .base
+                .add(HEADER_LEN + slot as usize * SLOT_LEN)
+                .cast::<AtomicU32>())
+        }
     }
 
     /// Appends a record made of `parts`, concatenated. Returns its first slot.
@@ -234,32 +240,40 @@ impl Log {
         let tag = |kind: u8, n: usize, idx: usize| {
             (TAG_MARK << 24) | (kind as u32) << 16 | (n as u32) << 8 | idx as u32
         };
-        let first = self.counter(OFF_CURSOR).fetch_add(n as u64, Ordering::Relaxed);
-        if first.checked_add(n as u64).is_none_or(|end| end > self.capacity) {
+        let first = self
+            .counter(OFF_CURSOR)
+            .fetch_add(n as u64, Ordering::Relaxed);
+        if first
+            .checked_add(n as u64)
+            .is_none_or(|end| end > self.capacity)
+        {
             self.counter(OFF_DROPPED).fetch_add(1, Ordering::Relaxed);
             if first < self.capacity {
                 // Mark the reserved slots that exist, so the reader skips them cleanly.
                 let pad = (self.capacity - first) as usize;
-                self.tag(first).store(tag(KIND_PAD, pad, 0), Ordering::Release);
+                self.tag(first)
+                    .store(tag(KIND_PAD, pad, 0), Ordering::Release);
             }
             return None;
         }
         let limit = n * PAYLOAD_PER_SLOT;
         let mut pos = 0usize;
         for part in parts {
-            for &byte in part.iter() {
-                if pos >= limit {
-                    break;
-                }
+            let mut rest = &part[..part.len().min(limit - pos)];
+            while !rest.is_empty() {
                 let (slot, off) = (pos / PAYLOAD_PER_SLOT, pos % PAYLOAD_PER_SLOT);
+                let take = rest.len().min(PAYLOAD_PER_SLOT - off);
                 let at = HEADER_LEN + (first as usize + slot) * SLOT_LEN + TAG_LEN + off;
-                // SAFETY: the slot was reserved above and lies below capacity.
-                unsafe { *self.base.add(at) = byte };
-                pos += 1;
+                // SAFETY: bytes at..at+take lie inside one slot reserved above, below capacity;
+                // the source is a caller's slice that cannot overlap the mapping's free slots.
+                unsafe { core::ptr::copy_nonoverlapping(rest.as_ptr(), self.base.add(at), take) };
+                rest = &rest[take..];
+                pos += take;
             }
         }
         for idx in 1..n {
-            self.tag(first + idx as u64).store(tag(kind, n, idx), Ordering::Release);
+            self.tag(first + idx as u64)
+                .store(tag(kind, n, idx), Ordering::Release);
         }
         self.tag(first).store(tag(kind, n, 0), Ordering::Release);
         Some(first)
@@ -356,15 +370,22 @@ mod decode {
         if u32_at(file, OFF_VERSION) != VERSION || u32_at(file, OFF_SLOT_LEN) != SLOT_LEN as u32 {
             return Err("event log of another nettrap version");
         }
-        let mut out = Decoded { dropped: u64_at(file, OFF_DROPPED), ..Decoded::default() };
+        let mut out = Decoded {
+            dropped: u64_at(file, OFF_DROPPED),
+            ..Decoded::default()
+        };
         let slots = (file.len() - HEADER_LEN) / SLOT_LEN;
         let reserved = (u64_at(file, OFF_CURSOR) as usize).min(slots);
         let tag_at = |i: usize| u32_at(file, HEADER_LEN + i * SLOT_LEN);
         let mut i = 0;
         while i < reserved {
             let tag = tag_at(i);
-            let (mark, kind, n, idx) =
-                (tag >> 24, (tag >> 16) as u8, ((tag >> 8) & 0xff) as usize, tag & 0xff);
+            let (mark, kind, n, idx) = (
+                tag >> 24,
+                (tag >> 16) as u8,
+                ((tag >> 8) & 0xff) as usize,
+                tag & 0xff,
+            );
             if mark == TAG_MARK && kind == KIND_PAD {
                 i += n.max(1);
                 continue;
@@ -408,11 +429,18 @@ mod decode {
             pid: u32_at(p, 0),
             tid: u32_at(p, 4),
             time_ns: u64_at(p, 8),
-            dest: Dest { ip, port: u16_at(p, 32) },
+            dest: Dest {
+                ip,
+                port: u16_at(p, 32),
+            },
             transport: Transport::from_u8(p[34]),
             action: Action::from_u8(p[35]),
             phase: Phase::from_u8(p[36]),
-            source: if p[37] == Source::Seccomp as u8 { Source::Seccomp } else { Source::Shim },
+            source: if p[37] == Source::Seccomp as u8 {
+                Source::Seccomp
+            } else {
+                Source::Shim
+            },
             syscall: Syscall::from_u8(p[38]),
             category: u16_at(p, 40),
             rule: u16_at(p, 42),
@@ -434,7 +462,11 @@ mod decode {
                 pid: u32_at(p, 0),
                 ppid: u32_at(p, 4),
                 time_ns: u64_at(p, 8),
-                source: if p[20] == Source::Seccomp as u8 { Source::Seccomp } else { Source::Shim },
+                source: if p[20] == Source::Seccomp as u8 {
+                    Source::Seccomp
+                } else {
+                    Source::Shim
+                },
             },
             exe: text(p, PROCESS_FIXED, exe_len),
             cmdline: text(p, PROCESS_FIXED + exe_len, cmd_len),
@@ -470,7 +502,16 @@ mod decode {
                 deny_errno: 111,
                 has_test: true,
             };
-            log.append_process(&Process { pid: 7, ppid: 1, time_ns: 0, source: Source::Shim }, b"/bin/x", b"x\0-y\0");
+            log.append_process(
+                &Process {
+                    pid: 7,
+                    ppid: 1,
+                    time_ns: 0,
+                    source: Source::Shim,
+                },
+                b"/bin/x",
+                b"x\0-y\0",
+            );
             let long_id = vec![b'a'; 300];
             log.append_call(&call, &long_id, b"").unwrap().set(111);
             // A record reserved but never committed, then one that does not fit.
@@ -479,9 +520,14 @@ mod decode {
             let bytes = unsafe { core::slice::from_raw_parts(base, file_len(cap) as usize) };
             let d = decode(&bytes[..used_len(bytes).unwrap()]).unwrap();
             assert_eq!((d.records.len(), d.torn, d.dropped), (2, 2, 1));
-            let Record::Call(c) = &d.records[1] else { panic!("not a call") };
+            let Record::Call(c) = &d.records[1] else {
+                panic!("not a call")
+            };
             assert_eq!(c.test.as_deref(), Some(&long_id[..]));
-            assert_eq!((c.result, c.call.port_for_test(), c.call.rule), (111, 9200, 4));
+            assert_eq!(
+                (c.result, c.call.port_for_test(), c.call.rule),
+                (111, 9200, 4)
+            );
         }
 
         impl Call {

@@ -81,14 +81,30 @@ mod tests {
     fn formats_denials() {
         let mut buf = [0u8; 256];
         let d = Dest::from_v4([127, 0, 0, 1], 9200);
-        let n = denial(&mut buf, "connect", &d, b"elasticsearch", Some(b"t.py::x"), 1, b"deny elasticsearch");
+        let n = denial(
+            &mut buf,
+            "connect",
+            &d,
+            b"elasticsearch",
+            Some(b"t.py::x"),
+            1,
+            b"deny elasticsearch",
+        );
         assert_eq!(
             &buf[..n],
             b"nettrap: denied connect to 127.0.0.1:9200 (elasticsearch) in t.py::x (rule: deny elasticsearch)\n"
         );
         let mut ip = [0u8; 16];
         ip[15] = 1;
-        let n = denial(&mut buf, "connect", &Dest { ip, port: 443 }, b"external-api", None, 42, b"deny 443");
+        let n = denial(
+            &mut buf,
+            "connect",
+            &Dest { ip, port: 443 },
+            b"external-api",
+            None,
+            42,
+            b"deny 443",
+        );
         assert_eq!(
             &buf[..n],
             b"nettrap: denied connect to [::1]:443 (external-api) outside any test (pid 42) (rule: deny 443)\n"

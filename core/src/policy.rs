@@ -84,10 +84,20 @@ pub struct Net {
 }
 
 impl Net {
-    pub const NONE: Net = Net { ip: [0; 16], prefix: 0, set: 0, _pad: [0; 2] };
+    pub const NONE: Net = Net {
+        ip: [0; 16],
+        prefix: 0,
+        set: 0,
+        _pad: [0; 2],
+    };
 
     pub fn new(ip: [u8; 16], prefix: u8) -> Net {
-        Net { ip, prefix: prefix.min(128), set: 1, _pad: [0; 2] }
+        Net {
+            ip,
+            prefix: prefix.min(128),
+            set: 1,
+            _pad: [0; 2],
+        }
     }
 
     pub fn contains(&self, ip: &[u8; 16]) -> bool {
@@ -113,7 +123,10 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub const ANY: PortRange = PortRange { lo: 0, hi: u16::MAX };
+    pub const ANY: PortRange = PortRange {
+        lo: 0,
+        hi: u16::MAX,
+    };
 
     pub fn one(port: u16) -> PortRange {
         PortRange { lo: port, hi: port }
@@ -280,7 +293,9 @@ impl CompiledPolicy {
     }
 
     pub fn category_name(&self, index: u16) -> &[u8] {
-        self.categories().get(index as usize).map_or(b"other", |c| c.name())
+        self.categories()
+            .get(index as usize)
+            .map_or(b"other", |c| c.name())
     }
 
     /// Which category a destination belongs to.
@@ -301,11 +316,25 @@ impl CompiledPolicy {
         for i in (0..rules.len()).rev() {
             let rule = &rules[i];
             if rule.matches(category, dest, test) {
-                let errno = if rule.errno != 0 { rule.errno } else { self.default_errno };
-                return Decision { category, rule: i as u16, action: rule.action(), errno };
+                let errno = if rule.errno != 0 {
+                    rule.errno
+                } else {
+                    self.default_errno
+                };
+                return Decision {
+                    category,
+                    rule: i as u16,
+                    action: rule.action(),
+                    errno,
+                };
             }
         }
-        Decision { category, rule: NO_RULE, action: Action::Record, errno: self.default_errno }
+        Decision {
+            category,
+            rule: NO_RULE,
+            action: Action::Record,
+            errno: self.default_errno,
+        }
     }
 
     /// The block as bytes, to write to the run directory.
@@ -323,7 +352,7 @@ impl CompiledPolicy {
     /// Views bytes written by [`as_bytes`](Self::as_bytes), checking size, alignment and version.
     pub fn from_bytes(bytes: &[u8]) -> Option<&CompiledPolicy> {
         if bytes.len() < core::mem::size_of::<CompiledPolicy>()
-            || (bytes.as_ptr() as usize) % core::mem::align_of::<CompiledPolicy>() != 0
+            || !(bytes.as_ptr() as usize).is_multiple_of(core::mem::align_of::<CompiledPolicy>())
         {
             return None;
         }
@@ -362,9 +391,20 @@ mod tests {
         p.categories[2].nets[0] = Net::new(Dest::from_v4([127, 0, 0, 0], 0).ip, 96 + 8);
         p.categories[2].n_nets = 1;
         p.n_categories = 3;
-        p.rules[0] = Rule { action: Action::Record as u32, ..Rule::EMPTY };
-        p.rules[1] = Rule { category: 1, action: Action::Deny as u32, ..Rule::EMPTY };
-        p.rules[2] = Rule { category: 1, action: Action::Allow as u32, ..Rule::EMPTY };
+        p.rules[0] = Rule {
+            action: Action::Record as u32,
+            ..Rule::EMPTY
+        };
+        p.rules[1] = Rule {
+            category: 1,
+            action: Action::Deny as u32,
+            ..Rule::EMPTY
+        };
+        p.rules[2] = Rule {
+            category: 1,
+            action: Action::Allow as u32,
+            ..Rule::EMPTY
+        };
         set_field(&mut p.rules[2].tests, b"tests/integration/**");
         p.n_rules = 3;
         p
@@ -387,7 +427,10 @@ mod tests {
         let allow = p.decide(&d, Some(b"tests/integration/test_a.py::t"));
         assert_eq!(allow.action, Action::Allow);
         assert_eq!(p.decide(&d, None).action, Action::Deny);
-        assert_eq!(p.decide(&Dest::from_v4([10, 0, 0, 1], 80), None).action, Action::Record);
+        assert_eq!(
+            p.decide(&Dest::from_v4([10, 0, 0, 1], 80), None).action,
+            Action::Record
+        );
     }
 
     #[test]
@@ -407,7 +450,8 @@ mod tests {
         // An aligned copy, as a mapping would give.
         let mut buf = [0u64; core::mem::size_of::<CompiledPolicy>() / 8 + 1];
         // SAFETY: buf is large enough and u8 has no alignment requirement.
-        let dst = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), bytes.len()) };
+        let dst =
+            unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), bytes.len()) };
         dst.copy_from_slice(bytes);
         let q = CompiledPolicy::from_bytes(dst).unwrap();
         assert_eq!(q.rules()[2].tests(), b"tests/integration/**");

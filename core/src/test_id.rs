@@ -58,8 +58,14 @@ mod tests {
 
     #[test]
     fn splits_pytest_values() {
-        assert_eq!(split(b"t.py::a[x (call)] (call)"), (&b"t.py::a[x (call)]"[..], Phase::Call));
-        assert_eq!(split(b"t.py::a (teardown)"), (&b"t.py::a"[..], Phase::Teardown));
+        assert_eq!(
+            split(b"t.py::a[x (call)] (call)"),
+            (&b"t.py::a[x (call)]"[..], Phase::Call)
+        );
+        assert_eq!(
+            split(b"t.py::a (teardown)"),
+            (&b"t.py::a"[..], Phase::Teardown)
+        );
         assert_eq!(split(b"pkg/TestFoo"), (&b"pkg/TestFoo"[..], Phase::None));
     }
 }

@@ -49,8 +49,10 @@ static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 static POLICY: AtomicPtr<CompiledPolicy> = AtomicPtr::new(core::ptr::null_mut());
 static LOG_BASE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static LOG_LEN: AtomicUsize = AtomicUsize::new(0);
-/// The process that last wrote a process record; a different getpid() means we were forked.
+/// The process that last wrote a process record; a different pid means we were forked.
 static RECORDED_PID: AtomicU32 = AtomicU32::new(0);
+/// This process's pid, cached (getpid is a system call); cleared in the child after fork().
+static PID: AtomicU32 = AtomicU32::new(0);
 
 const RUN_DIR_MAX: usize = 512;
 struct RunDir(UnsafeCell<[u8; RUN_DIR_MAX]>);
@@ -77,6 +79,26 @@ extern "C" fn on_load() {
         }
     }
     resolve_real_connect();
+    // SAFETY: registering a plain function; pthread_atfork only records it.
+    unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+}
+
+extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// This process's pid. A child made by fork() gets its own through the atfork handler; one made
+/// by a raw clone() that connects before exec would be counted under its parent's pid.
+fn pid() -> u32 {
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: getpid cannot fail.
+            let p = unsafe { libc::getpid() } as u32;
+            PID.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
 }
 
 fn resolve_real_connect() -> usize {
@@ -101,7 +123,12 @@ fn set_errno(e: c_int) {
 ///
 /// # Safety
 /// Same contract as connect(2).
-unsafe fn real_connect(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t, marked: bool) -> c_int {
+unsafe fn real_connect(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    marked: bool,
+) -> c_int {
     if marked {
         // SAFETY: connect(2) ignores the extra argument; the caller's arguments pass unchanged.
         return unsafe { libc::syscall(libc::SYS_connect, fd, addr, len, SHIM_MARK) } as c_int;
@@ -138,7 +165,11 @@ fn run_path<'a>(buf: &'a mut [u8; RUN_DIR_MAX], name: &[u8]) -> Option<&'a CStr>
 fn map_file(name: &[u8], writable: bool, min_len: usize) -> Option<(*mut u8, usize)> {
     let mut buf = [0u8; RUN_DIR_MAX];
     let path = run_path(&mut buf, name)?;
-    let flags = if writable { libc::O_RDWR } else { libc::O_RDONLY };
+    let flags = if writable {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    };
     // SAFETY: path is NUL-terminated.
     let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -151,7 +182,11 @@ fn map_file(name: &[u8], writable: bool, min_len: usize) -> Option<(*mut u8, usi
     let len = st.st_size as usize;
     let mut result = None;
     if ok && len >= min_len {
-        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
         // SAFETY: mapping an open file of at least len bytes; the mapping outlives the fd.
         let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
         if p != libc::MAP_FAILED {
@@ -242,29 +277,75 @@ fn record_process(log: &Log, pid: u32) {
     }
     let mut exe = [0u8; 512];
     // SAFETY: readlink writes at most exe.len() bytes.
-    let n = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), exe.as_mut_ptr().cast::<c_char>(), exe.len()) };
+    let n = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            exe.as_mut_ptr().cast::<c_char>(),
+            exe.len(),
+        )
+    };
     let exe_len = if n > 0 { n as usize } else { 0 };
     let mut cmdline = [0u8; 2048];
     let cmd_len = read_small(c"/proc/self/cmdline", &mut cmdline);
     // SAFETY: getppid cannot fail.
     let ppid = unsafe { libc::getppid() } as u32;
-    let p = Process { pid, ppid, time_ns: now_ns(), source: Source::Shim };
+    let p = Process {
+        pid,
+        ppid,
+        time_ns: now_ns(),
+        source: Source::Shim,
+    };
     log.append_process(&p, &exe[..exe_len], &cmdline[..cmd_len]);
 }
 
-/// The current test from the environment, per nettrap_core::test_id.
-fn current_test() -> Option<(&'static [u8], Phase)> {
-    for var in test_id::TEST_VARS {
-        // SAFETY: getenv with a NUL-terminated name; the value is read before we return to the
-        // program, which is the only one that could change it.
-        let v = unsafe { libc::getenv(var.as_ptr()) };
-        if !v.is_null() {
-            // SAFETY: getenv returned a NUL-terminated string.
-            let bytes = unsafe { CStr::from_ptr(v) }.to_bytes();
-            return Some(test_id::split(bytes));
+unsafe extern "C" {
+    static environ: *const *const c_char;
+}
+
+/// Does the environment entry at `entry` start with `name=`?
+///
+/// # Safety
+/// `entry` must point to a NUL-terminated string.
+unsafe fn name_matches(entry: *const u8, name: &[u8]) -> bool {
+    for (i, &c) in name.iter().enumerate() {
+        // SAFETY: every byte before the first mismatch (or the NUL, which mismatches) is inside
+        // the string.
+        if unsafe { *entry.add(i) } != c {
+            return false;
         }
     }
-    None
+    // SAFETY: all of name matched, so the string is at least that long plus its NUL.
+    unsafe { *entry.add(name.len()) == b'=' }
+}
+
+/// The current test from the environment, per nettrap_core::test_id: one pass over `environ`
+/// for all the variables (getenv would scan it once per variable).
+fn current_test() -> Option<(&'static [u8], Phase)> {
+    let mut found: [Option<&'static [u8]>; test_id::TEST_VARS.len()] =
+        [None; test_id::TEST_VARS.len()];
+    // SAFETY: environ is a NULL-terminated array of NUL-terminated strings maintained by libc;
+    // it is read on the calling thread, as getenv would. Each entry is read only up to the
+    // first byte that differs from a name (at worst its NUL), then, on a match, to its NUL.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            let entry = (*p).cast::<u8>();
+            // Most entries differ from every name in their first byte.
+            let first = *entry;
+            for (i, var) in test_id::TEST_VARS.iter().enumerate() {
+                if var.to_bytes().first() != Some(&first) {
+                    continue;
+                }
+                let name = var.to_bytes();
+                if found[i].is_none() && name_matches(entry, name) {
+                    found[i] =
+                        Some(CStr::from_ptr(entry.add(name.len() + 1).cast::<c_char>()).to_bytes());
+                }
+            }
+            p = p.add(1);
+        }
+    }
+    found.into_iter().flatten().next().map(test_id::split)
 }
 
 fn socket_transport(fd: c_int) -> Option<Transport> {
@@ -272,7 +353,13 @@ fn socket_transport(fd: c_int) -> Option<Transport> {
     let mut len = core::mem::size_of::<c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most len bytes into ty.
     let r = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut ty as *mut c_int).cast::<c_void>(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut c_int).cast::<c_void>(),
+            &mut len,
+        )
     };
     (r == 0).then(|| Transport::from_sock_type(ty))
 }
@@ -304,20 +391,23 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         return unsafe { real_connect(fd, addr, len, marked) };
     };
     // SAFETY: init() succeeded: LOG_BASE/LOG_LEN describe a permanent shared mapping.
-    let Some(log) = (unsafe { Log::from_raw(LOG_BASE.load(Ordering::Acquire), LOG_LEN.load(Ordering::Acquire)) })
-    else {
+    let Some(log) = (unsafe {
+        Log::from_raw(
+            LOG_BASE.load(Ordering::Acquire),
+            LOG_LEN.load(Ordering::Acquire),
+        )
+    }) else {
         set_errno(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, marked) };
     };
-    // SAFETY: getpid/gettid cannot fail.
-    let (pid, tid) = unsafe { (libc::getpid() as u32, libc::gettid() as u32) };
+    let pid = pid();
     record_process(&log, pid);
     let test = current_test();
     let decision = policy.decide(&dest, test.map(|t| t.0));
     let call = Call {
         pid,
-        tid,
+        tid: 0, // not recorded by the shim: a system call per connect for no use yet
         time_ns: now_ns(),
         dest,
         transport,
@@ -327,12 +417,19 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         syscall: Syscall::Connect,
         category: decision.category,
         rule: decision.rule,
-        deny_errno: if decision.action == Action::Deny { decision.errno } else { 0 },
+        deny_errno: if decision.action == Action::Deny {
+            decision.errno
+        } else {
+            0
+        },
         has_test: test.is_some(),
     };
     let cell = log.append_call(&call, test.map_or(&[][..], |t| t.0), &[]);
     if decision.action == Action::Deny {
-        let rule = policy.rules().get(decision.rule as usize).map_or(&b"default"[..], |r| r.label());
+        let rule = policy
+            .rules()
+            .get(decision.rule as usize)
+            .map_or(&b"default"[..], |r| r.label());
         let mut line = [0u8; 1024];
         let n = msg::denial(
             &mut line,
@@ -365,7 +462,11 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
 /// # Safety
 /// Same contract as connect(2); exported to interpose libc's.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn connect(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
+pub unsafe extern "C" fn connect(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> c_int {
     // SAFETY: same contract as ours.
     unsafe { intercept(fd, addr, len) }
 }
@@ -373,7 +474,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const libc::sockaddr, len: li
 /// # Safety
 /// Same contract as connect(2); glibc exports this alias too.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn __connect(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
+pub unsafe extern "C" fn __connect(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> c_int {
     // SAFETY: same contract as ours.
     unsafe { intercept(fd, addr, len) }
 }

@@ -64,7 +64,10 @@ pub fn install() -> Result<PathBuf> {
             Err(e) => errors.push(format!("{}: {e}", dir.display())),
         }
     }
-    bail!("cannot write the shim to a cache directory ({})", errors.join("; "))
+    bail!(
+        "cannot write the shim to a cache directory ({})",
+        errors.join("; ")
+    )
 }
 
 /// Sets up `cmd` so every dynamically linked process it starts loads the shim.

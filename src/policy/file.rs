@@ -113,7 +113,10 @@ struct Locator<'a> {
 
 impl Locator<'_> {
     fn line(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
     fn err<T>(&self, span: &Spanned<T>, msg: impl fmt::Display) -> anyhow::Error {
@@ -126,7 +129,15 @@ fn port_span(loc: &Locator, v: &Spanned<Scalar>) -> Result<PortSpan> {
         Scalar::Int(n) => u16::try_from(*n).ok().map(|p| PortSpan { lo: p, hi: p }),
         Scalar::Text(s) => PortSpan::parse(s),
     };
-    parsed.ok_or_else(|| loc.err(v, format!("`{}` is not a port (0-65535) or port range (8000-8100)", v.get_ref())))
+    parsed.ok_or_else(|| {
+        loc.err(
+            v,
+            format!(
+                "`{}` is not a port (0-65535) or port range (8000-8100)",
+                v.get_ref()
+            ),
+        )
+    })
 }
 
 fn errno(loc: &Locator, v: &Spanned<Scalar>) -> Result<i32> {
@@ -138,7 +149,12 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
     let loc = Locator { file, text };
     let parsed: PolicyFile = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| loc.line(s.start));
-        let msg = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+        let msg = e
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_string();
         match line {
             Some(l) => anyhow!("{file}:{l}: {msg}"),
             None => anyhow!("{file}: {msg}"),
@@ -150,13 +166,23 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
     }
     for (name, cat) in parsed.categories.0 {
         if name == "other" || name.is_empty() || name.len() > 31 {
-            return Err(loc.err(&cat, format!("`{name}` cannot name a category (reserved, empty or over 31 bytes)")));
+            return Err(loc.err(
+                &cat,
+                format!("`{name}` cannot name a category (reserved, empty or over 31 bytes)"),
+            ));
         }
         let c = cat.get_ref();
         if c.ports.is_empty() && c.hosts.is_empty() {
-            return Err(loc.err(&cat, format!("category `{name}` needs `ports`, `hosts` or both")));
+            return Err(loc.err(
+                &cat,
+                format!("category `{name}` needs `ports`, `hosts` or both"),
+            ));
         }
-        let ports = c.ports.iter().map(|p| port_span(&loc, p)).collect::<Result<Vec<_>>>()?;
+        let ports = c
+            .ports
+            .iter()
+            .map(|p| port_span(&loc, p))
+            .collect::<Result<Vec<_>>>()?;
         let nets = c
             .hosts
             .iter()
@@ -171,12 +197,24 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
             "allow" => Action::Allow,
             "record" => Action::Record,
             "deny" => Action::Deny,
-            other => return Err(loc.err(&r.action, format!("unknown action `{other}` (expected allow, record or deny)"))),
-        };
-        if let Some(c) = &r.category {
-            if !policy.has_category(c.get_ref()) {
-                return Err(loc.err(c, format!("unknown category `{}` ({})", c.get_ref(), super::names(policy))));
+            other => {
+                return Err(loc.err(
+                    &r.action,
+                    format!("unknown action `{other}` (expected allow, record or deny)"),
+                ));
             }
+        };
+        if let Some(c) = &r.category
+            && !policy.has_category(c.get_ref())
+        {
+            return Err(loc.err(
+                c,
+                format!(
+                    "unknown category `{}` ({})",
+                    c.get_ref(),
+                    super::names(policy)
+                ),
+            ));
         }
         let net = match &r.host {
             Some(h) => Some(spec::parse_net(h.get_ref()).map_err(|m| loc.err(h, m))?),
@@ -207,7 +245,11 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
         for span in spans {
             let mut target = what.clone();
             if let Some(s) = span {
-                target = if target.is_empty() { format!("port {s}") } else { format!("{target} port {s}") };
+                target = if target.is_empty() {
+                    format!("port {s}")
+                } else {
+                    format!("{target} port {s}")
+                };
             }
             if target.is_empty() {
                 target = "all".into();
@@ -225,7 +267,14 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
     }
     for f in parsed.fail_on.iter().flatten() {
         if !policy.has_category(f.get_ref()) {
-            return Err(loc.err(f, format!("fail_on: unknown category `{}` ({})", f.get_ref(), super::names(policy))));
+            return Err(loc.err(
+                f,
+                format!(
+                    "fail_on: unknown category `{}` ({})",
+                    f.get_ref(),
+                    super::names(policy)
+                ),
+            ));
         }
         if !policy.fail_on.contains(f.get_ref()) {
             policy.fail_on.push(f.get_ref().clone());
@@ -276,8 +325,15 @@ action = "allow"
         assert_eq!(p.fail_on, vec!["external-api"]);
         let c = p.compile().unwrap();
         let es = Dest::from_v4([127, 0, 0, 1], 9200);
-        assert_eq!(c.decide(&es, Some(b"tests/unit/test_a.py::t")).action, Action::Deny);
-        assert_eq!(c.decide(&es, Some(b"tests/integration/test_a.py::t")).action, Action::Allow);
+        assert_eq!(
+            c.decide(&es, Some(b"tests/unit/test_a.py::t")).action,
+            Action::Deny
+        );
+        assert_eq!(
+            c.decide(&es, Some(b"tests/integration/test_a.py::t"))
+                .action,
+            Action::Allow
+        );
         let pay = c.classify(&Dest::from_v4([10, 20, 1, 1], 9005));
         assert_eq!(c.category_name(pay), b"payments");
         assert_eq!(c.classify(&Dest::from_v4([10, 21, 1, 1], 9005)), 0);
@@ -287,13 +343,38 @@ action = "allow"
 
     #[test]
     fn errors_name_file_and_line() {
-        assert_eq!(err("[[rules]]\naction = \"dney\"\n"), "nettrap.toml:2: unknown action `dney` (expected allow, record or deny)");
-        assert!(err("x = 1\n").starts_with("nettrap.toml:1: unknown field `x`"), "{}", err("x = 1\n"));
-        assert!(err("\n\n[[rules]\n").starts_with("nettrap.toml:3: "), "{}", err("\n\n[[rules]\n"));
-        assert!(err("[[rules]]\naction = \"deny\"\ncategory = \"elastic\"\n").starts_with("nettrap.toml:3: unknown category `elastic`"));
-        assert!(err("[categories.pay]\nports = [70000]\n").starts_with("nettrap.toml:2: `70000` is not a port"));
-        assert!(err("[[rules]]\naction = \"deny\"\nhost = \"api.stripe.com\"\n").contains(":3: `api.stripe.com` is a host name"));
+        assert_eq!(
+            err("[[rules]]\naction = \"dney\"\n"),
+            "nettrap.toml:2: unknown action `dney` (expected allow, record or deny)"
+        );
+        assert!(
+            err("x = 1\n").starts_with("nettrap.toml:1: unknown field `x`"),
+            "{}",
+            err("x = 1\n")
+        );
+        assert!(
+            err("\n\n[[rules]\n").starts_with("nettrap.toml:3: "),
+            "{}",
+            err("\n\n[[rules]\n")
+        );
+        assert!(
+            err("[[rules]]\naction = \"deny\"\ncategory = \"elastic\"\n")
+                .starts_with("nettrap.toml:3: unknown category `elastic`")
+        );
+        assert!(
+            err("[categories.pay]\nports = [70000]\n")
+                .starts_with("nettrap.toml:2: `70000` is not a port")
+        );
+        assert!(
+            err("[[rules]]\naction = \"deny\"\nhost = \"api.stripe.com\"\n")
+                .contains(":3: `api.stripe.com` is a host name")
+        );
         assert!(err("errno = \"EWHAT\"\n").starts_with("nettrap.toml:1: unknown errno"));
-        assert!(err("[[rules]]\ncategory = \"redis\"\n").starts_with("nettrap.toml:1: missing field `action`"), "{}", err("[[rules]]\ncategory = \"redis\"\n"));
+        assert!(
+            err("[[rules]]\ncategory = \"redis\"\n")
+                .starts_with("nettrap.toml:1: missing field `action`"),
+            "{}",
+            err("[[rules]]\ncategory = \"redis\"\n")
+        );
     }
 }

@@ -54,12 +54,17 @@ impl Policy {
 
     /// Adds a category, replacing a previous one of the same name; it becomes the most specific.
     pub fn define_category(&mut self, def: CategoryDef) {
-        self.categories.retain(|c| c.name != def.name || c.name == "other");
+        self.categories
+            .retain(|c| c.name != def.name || c.name == "other");
         self.categories.push(def);
     }
 
     pub fn category_ports(&self, name: &str) -> Vec<PortSpan> {
-        self.categories.iter().find(|c| c.name == name).map(|c| c.ports.clone()).unwrap_or_default()
+        self.categories
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.ports.clone())
+            .unwrap_or_default()
     }
 
     /// The block the shim and the supervisor decide with.
@@ -67,14 +72,24 @@ impl Policy {
         let mut p = Box::new(CompiledPolicy::EMPTY);
         p.default_errno = self.default_errno;
         if self.categories.len() > core_policy::MAX_CATEGORIES {
-            bail!("too many categories ({}; at most {})", self.categories.len(), core_policy::MAX_CATEGORIES);
+            bail!(
+                "too many categories ({}; at most {})",
+                self.categories.len(),
+                core_policy::MAX_CATEGORIES
+            );
         }
         for (i, c) in self.categories.iter().enumerate() {
             let slot = &mut p.categories[i];
             if c.name.len() >= core_policy::NAME_LEN {
-                bail!("category name `{}` is too long (at most {} bytes)", c.name, core_policy::NAME_LEN - 1);
+                bail!(
+                    "category name `{}` is too long (at most {} bytes)",
+                    c.name,
+                    core_policy::NAME_LEN - 1
+                );
             }
-            if c.ports.len() > core_policy::MAX_CATEGORY_PORTS || c.nets.len() > core_policy::MAX_CATEGORY_NETS {
+            if c.ports.len() > core_policy::MAX_CATEGORY_PORTS
+                || c.nets.len() > core_policy::MAX_CATEGORY_NETS
+            {
                 bail!(
                     "category `{}` has too many ports or hosts (at most {} of each)",
                     c.name,
@@ -83,7 +98,10 @@ impl Policy {
             }
             core_policy::set_field(&mut slot.name, c.name.as_bytes());
             for (j, span) in c.ports.iter().enumerate() {
-                slot.ports[j] = PortRange { lo: span.lo, hi: span.hi };
+                slot.ports[j] = PortRange {
+                    lo: span.lo,
+                    hi: span.hi,
+                };
             }
             slot.n_ports = c.ports.len() as u32;
             slot.nets[..c.nets.len()].copy_from_slice(&c.nets);
@@ -91,7 +109,11 @@ impl Policy {
         }
         p.n_categories = self.categories.len() as u32;
         if self.rules.len() > core_policy::MAX_RULES {
-            bail!("too many rules ({}; at most {})", self.rules.len(), core_policy::MAX_RULES);
+            bail!(
+                "too many rules ({}; at most {})",
+                self.rules.len(),
+                core_policy::MAX_RULES
+            );
         }
         for (i, r) in self.rules.iter().enumerate() {
             let slot = &mut p.rules[i];
@@ -102,13 +124,18 @@ impl Policy {
                     None => bail!("rule `{}` names unknown category `{name}`", r.label),
                 },
             };
-            slot.ports = r.ports.map_or(PortRange::ANY, |s| PortRange { lo: s.lo, hi: s.hi });
+            slot.ports = r
+                .ports
+                .map_or(PortRange::ANY, |s| PortRange { lo: s.lo, hi: s.hi });
             slot.net = r.net.unwrap_or(Net::NONE);
             slot.action = r.action as u32;
             slot.errno = r.errno.unwrap_or(0);
             if let Some(glob) = &r.tests {
                 if glob.len() >= core_policy::GLOB_LEN {
-                    bail!("test glob `{glob}` is too long (at most {} bytes)", core_policy::GLOB_LEN - 1);
+                    bail!(
+                        "test glob `{glob}` is too long (at most {} bytes)",
+                        core_policy::GLOB_LEN - 1
+                    );
                 }
                 core_policy::set_field(&mut slot.tests, glob.as_bytes());
             }
@@ -137,9 +164,13 @@ pub fn load(args: &RunArgs) -> Result<Policy> {
 
 fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
     if let Some(e) = &args.errno {
-        policy.default_errno = crate::errno::parse(e).map_err(|m| anyhow::anyhow!("--errno: {m}"))?;
+        policy.default_errno =
+            crate::errno::parse(e).map_err(|m| anyhow::anyhow!("--errno: {m}"))?;
     }
-    for (flag, items, action) in [("--record", &args.record, Action::Record), ("--deny", &args.deny, Action::Deny)] {
+    for (flag, items, action) in [
+        ("--record", &args.record, Action::Record),
+        ("--deny", &args.deny, Action::Deny),
+    ] {
         for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
             let rule = if let Some(span) = PortSpan::parse(item) {
                 RuleDef {
@@ -162,13 +193,22 @@ fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
                     label: format!("{} {item}", action.name()),
                 }
             } else {
-                bail!("{flag}: `{item}` is neither a port, a port range (8000-8100) nor a category ({})", names(policy));
+                bail!(
+                    "{flag}: `{item}` is neither a port, a port range (8000-8100) nor a category ({})",
+                    names(policy)
+                );
             };
             policy.rules.push(rule);
         }
     }
-    for item in args.allow.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let (net, ports) = spec::parse_host_port(item).map_err(|m| anyhow::anyhow!("--allow `{item}`: {m}"))?;
+    for item in args
+        .allow
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        let (net, ports) =
+            spec::parse_host_port(item).map_err(|m| anyhow::anyhow!("--allow `{item}`: {m}"))?;
         policy.rules.push(RuleDef {
             category: None,
             ports,
@@ -179,7 +219,12 @@ fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
             label: format!("allow {item}"),
         });
     }
-    for item in args.fail_on.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    for item in args
+        .fail_on
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
         if !policy.has_category(item) {
             bail!("--fail-on: unknown category `{item}` ({})", names(policy));
         }

@@ -29,7 +29,11 @@ impl PortSpan {
 
 impl fmt::Display for PortSpan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.lo == self.hi { write!(f, "{}", self.lo) } else { write!(f, "{}-{}", self.lo, self.hi) }
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
     }
 }
 
@@ -77,7 +81,9 @@ pub fn parse_host_port(s: &str) -> Result<(Net, Option<PortSpan>), String> {
     };
     let net = parse_net(host)?;
     let port = match port {
-        Some(p) => Some(PortSpan::parse(p).ok_or_else(|| format!("`{p}` is not a port or port range"))?),
+        Some(p) => {
+            Some(PortSpan::parse(p).ok_or_else(|| format!("`{p}` is not a port or port range"))?)
+        }
         None => None,
     };
     Ok((net, port))
@@ -99,14 +105,21 @@ mod tests {
         let (n, p) = parse_host_port("[::1]:443").unwrap();
         assert_eq!((n.prefix, p.unwrap().lo), (128, 443));
         assert_eq!(parse_host_port("::1").unwrap().1, None);
-        assert!(parse_host_port("api.stripe.com:443").unwrap_err().contains("host name"));
+        assert!(
+            parse_host_port("api.stripe.com:443")
+                .unwrap_err()
+                .contains("host name")
+        );
         assert!(parse_host_port("10.0.0.0/33").is_err());
         assert!(parse_host_port("127.0.0.1:http").is_err());
     }
 
     #[test]
     fn port_spans() {
-        assert_eq!(PortSpan::parse("9200"), Some(PortSpan { lo: 9200, hi: 9200 }));
+        assert_eq!(
+            PortSpan::parse("9200"),
+            Some(PortSpan { lo: 9200, hi: 9200 })
+        );
         assert_eq!(PortSpan::parse("9-3"), None);
         assert_eq!(PortSpan::parse("redis"), None);
     }

@@ -144,18 +144,27 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
     for record in events.records {
         match record {
             Record::Process(p) => {
-                let cmdline = p.cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(text).collect::<Vec<_>>();
+                let cmdline = p
+                    .cmdline
+                    .split(|&b| b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(text)
+                    .collect::<Vec<_>>();
                 processes.insert(
                     p.process.pid,
-                    ProcessInfo { pid: p.process.pid, exe: text(&p.exe), cmdline: cmdline.join(" ") },
+                    ProcessInfo {
+                        pid: p.process.pid,
+                        exe: text(&p.exe),
+                        cmdline: cmdline.join(" "),
+                    },
                 );
             }
             Record::Call(c) => {
                 let call = c.call;
-                let process = processes
-                    .get(&call.pid)
-                    .cloned()
-                    .unwrap_or(ProcessInfo { pid: call.pid, ..ProcessInfo::default() });
+                let process = processes.get(&call.pid).cloned().unwrap_or(ProcessInfo {
+                    pid: call.pid,
+                    ..ProcessInfo::default()
+                });
                 let rule = compiled
                     .rules()
                     .get(call.rule as usize)
@@ -189,7 +198,9 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
             transport: key.transport.into(),
             verdict: key.verdict.into(),
             count,
-            phase: nettrap_core::test_id::Phase::from_u8(key.phase).name().map(String::from),
+            phase: nettrap_core::test_id::Phase::from_u8(key.phase)
+                .name()
+                .map(String::from),
             syscall: key.syscall.into(),
             rule: key.rule,
             outcomes,
@@ -200,16 +211,27 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
             None => unattributed.push(entry),
         }
     }
-    let tests: Vec<TestEntry> = tests.into_iter().map(|(test, calls)| TestEntry { test, calls }).collect();
+    let tests: Vec<TestEntry> = tests
+        .into_iter()
+        .map(|(test, calls)| TestEntry { test, calls })
+        .collect();
 
     let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
     let mut seen: BTreeMap<String, (BTreeSet<u16>, BTreeSet<&str>)> = BTreeMap::new();
-    let all = tests.iter().flat_map(|t| t.calls.iter().map(move |c| (Some(t.test.as_str()), c)));
+    let all = tests
+        .iter()
+        .flat_map(|t| t.calls.iter().map(move |c| (Some(t.test.as_str()), c)));
     for (test, c) in all.chain(unattributed.iter().map(|c| (None, c))) {
-        let s = categories.entry(c.category.clone()).or_insert_with(|| CategorySummary {
-            ports: policy.category_ports(&c.category).iter().map(|p| p.to_string()).collect(),
-            ..CategorySummary::default()
-        });
+        let s = categories
+            .entry(c.category.clone())
+            .or_insert_with(|| CategorySummary {
+                ports: policy
+                    .category_ports(&c.category)
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+                ..CategorySummary::default()
+            });
         match c.verdict.as_str() {
             "denied" => s.denied += c.count,
             "recorded" => s.recorded += c.count,
@@ -230,7 +252,10 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
             s.tests = names.len() as u64;
         }
     }
-    let tests_with_calls = tests.iter().filter(|t| t.calls.iter().any(CallEntry::offending)).count() as u64;
+    let tests_with_calls = tests
+        .iter()
+        .filter(|t| t.calls.iter().any(CallEntry::offending))
+        .count() as u64;
 
     Report {
         schema_version: SCHEMA_VERSION,
@@ -245,7 +270,10 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
         tests,
         unattributed,
         fail_on: policy.fail_on.clone(),
-        lost: Lost { dropped: events.dropped, torn: events.torn },
+        lost: Lost {
+            dropped: events.dropped,
+            torn: events.torn,
+        },
     }
 }
 
@@ -254,7 +282,12 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
 pub fn violation(report: &Report) -> Option<String> {
     let mut denied = 0;
     let mut failing: BTreeMap<&str, u64> = BTreeMap::new();
-    for c in report.tests.iter().flat_map(|t| &t.calls).chain(&report.unattributed) {
+    for c in report
+        .tests
+        .iter()
+        .flat_map(|t| &t.calls)
+        .chain(&report.unattributed)
+    {
         if c.verdict == Action::Deny.verdict() {
             denied += c.count;
         } else if c.verdict == Action::Record.verdict() && report.fail_on.contains(&c.category) {
@@ -263,10 +296,16 @@ pub fn violation(report: &Report) -> Option<String> {
     }
     let mut parts = Vec::new();
     if denied > 0 {
-        parts.push(format!("{denied} denied {}", plural(denied, "call", "calls")));
+        parts.push(format!(
+            "{denied} denied {}",
+            plural(denied, "call", "calls")
+        ));
     }
     for (cat, n) in failing {
-        parts.push(format!("{n} recorded {cat} {} (--fail-on)", plural(n, "call", "calls")));
+        parts.push(format!(
+            "{n} recorded {cat} {} (--fail-on)",
+            plural(n, "call", "calls")
+        ));
     }
     (!parts.is_empty()).then(|| parts.join(", "))
 }

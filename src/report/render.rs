@@ -8,13 +8,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 fn dest(c: &CallEntry) -> String {
-    if c.address.contains(':') { format!("[{}]:{}", c.address, c.port) } else { format!("{}:{}", c.address, c.port) }
+    if c.address.contains(':') {
+        format!("[{}]:{}", c.address, c.port)
+    } else {
+        format!("{}:{}", c.address, c.port)
+    }
 }
 
 /// Offending calls with their test (`None`: unattributed).
 fn offending(r: &Report) -> impl Iterator<Item = (Option<&str>, &CallEntry)> {
-    let attributed = r.tests.iter().flat_map(|t| t.calls.iter().map(move |c| (Some(t.test.as_str()), c)));
-    attributed.chain(r.unattributed.iter().map(|c| (None, c))).filter(|(_, c)| c.offending())
+    let attributed = r
+        .tests
+        .iter()
+        .flat_map(|t| t.calls.iter().map(move |c| (Some(t.test.as_str()), c)));
+    attributed
+        .chain(r.unattributed.iter().map(|c| (None, c)))
+        .filter(|(_, c)| c.offending())
 }
 
 fn verdicts(recorded: u64, denied: u64) -> String {
@@ -42,7 +51,11 @@ pub fn summary(r: &Report) -> String {
         let _ = writeln!(out, "nettrap: no external calls");
     } else {
         let n = cats.len() as u64;
-        let _ = writeln!(out, "nettrap: {n} {} of external calls in {scope}", plural(n, "category", "categories"));
+        let _ = writeln!(
+            out,
+            "nettrap: {n} {} of external calls in {scope}",
+            plural(n, "category", "categories")
+        );
     }
     let ports: Vec<String> = cats
         .iter()
@@ -62,15 +75,32 @@ pub fn summary(r: &Report) -> String {
             verdicts(s.recorded, s.denied)
         );
     }
-    let outside: u64 = r.unattributed.iter().filter(|c| c.offending()).map(|c| c.count).sum();
+    let outside: u64 = r
+        .unattributed
+        .iter()
+        .filter(|c| c.offending())
+        .map(|c| c.count)
+        .sum();
     if outside > 0 {
-        let _ = writeln!(out, "  {outside} {} outside any test (unattributed)", plural(outside, "call", "calls"));
+        let _ = writeln!(
+            out,
+            "  {outside} {} outside any test (unattributed)",
+            plural(outside, "call", "calls")
+        );
     }
     if r.lost.dropped > 0 {
-        let _ = writeln!(out, "nettrap: warning: {} calls not recorded: the event log was full", r.lost.dropped);
+        let _ = writeln!(
+            out,
+            "nettrap: warning: {} calls not recorded: the event log was full",
+            r.lost.dropped
+        );
     }
     if r.lost.torn > 0 {
-        let _ = writeln!(out, "nettrap: warning: {} records cut short by a process that died while writing", r.lost.torn);
+        let _ = writeln!(
+            out,
+            "nettrap: warning: {} records cut short by a process that died while writing",
+            r.lost.torn
+        );
     }
     out
 }
@@ -84,14 +114,21 @@ pub fn todo(r: &Report) -> String {
     for (test, c) in offending(r) {
         match test {
             Some(t) => {
-                let e = groups.entry(&c.category).or_default().entry(dest(c)).or_default().entry(t).or_default();
+                let e = groups
+                    .entry(&c.category)
+                    .or_default()
+                    .entry(dest(c))
+                    .or_default()
+                    .entry(t)
+                    .or_default();
                 e.0 += c.count;
                 *e.1.entry(c.phase.as_deref().unwrap_or("-")).or_default() += c.count;
             }
             None => outside.push(c),
         }
     }
-    let size = |tests: &Tests| -> (u64, u64) { (tests.len() as u64, tests.values().map(|v| v.0).sum()) };
+    let size =
+        |tests: &Tests| -> (u64, u64) { (tests.len() as u64, tests.values().map(|v| v.0).sum()) };
     let mut out = String::from("# nettrap: mocking to-do list\n\n");
     let calls: u64 = offending(r).map(|(_, c)| c.count).sum();
     if calls == 0 {
@@ -110,25 +147,48 @@ pub fn todo(r: &Report) -> String {
     let mut cats: Vec<_> = groups.iter().collect();
     let cat_size = |d: &BTreeMap<String, Tests>| {
         let tests: BTreeSet<&str> = d.values().flat_map(|t| t.keys().copied()).collect();
-        (tests.len() as u64, d.values().map(|t| size(t).1).sum::<u64>())
+        (
+            tests.len() as u64,
+            d.values().map(|t| size(t).1).sum::<u64>(),
+        )
     };
     cats.sort_by(|a, b| (cat_size(b.1), a.0).cmp(&(cat_size(a.1), b.0)));
     for (cat, dests) in cats {
         let (t, c) = cat_size(dests);
-        let _ = writeln!(out, "## {cat}: {t} {}, {c} {}\n", plural(t, "test", "tests"), plural(c, "call", "calls"));
+        let _ = writeln!(
+            out,
+            "## {cat}: {t} {}, {c} {}\n",
+            plural(t, "test", "tests"),
+            plural(c, "call", "calls")
+        );
         let mut dests: Vec<_> = dests.iter().collect();
         dests.sort_by(|a, b| (size(b.1), a.0).cmp(&(size(a.1), b.0)));
         for (d, tests) in dests {
             let (t, c) = size(tests);
-            let _ = writeln!(out, "### {d}: {t} {}, {c} {}\n", plural(t, "test", "tests"), plural(c, "call", "calls"));
+            let _ = writeln!(
+                out,
+                "### {d}: {t} {}, {c} {}\n",
+                plural(t, "test", "tests"),
+                plural(c, "call", "calls")
+            );
             let mut tests: Vec<_> = tests.iter().collect();
             tests.sort_by(|a, b| (b.1.0, a.0).cmp(&(a.1.0, b.0)));
             for (test, (n, phases)) in tests {
                 let mut phases: Vec<(&&str, &u64)> = phases.iter().collect();
-                let rank = |p: &str| ["setup", "call", "teardown"].iter().position(|x| *x == p).unwrap_or(3);
+                let rank = |p: &str| {
+                    ["setup", "call", "teardown"]
+                        .iter()
+                        .position(|x| *x == p)
+                        .unwrap_or(3)
+                };
                 phases.sort_by_key(|(p, _)| rank(p));
                 let phases: Vec<String> = phases.iter().map(|(p, k)| format!("{p} {k}")).collect();
-                let _ = writeln!(out, "- [ ] `{test}`: {n} {} ({})", plural(*n, "call", "calls"), phases.join(", "));
+                let _ = writeln!(
+                    out,
+                    "- [ ] `{test}`: {n} {} ({})",
+                    plural(*n, "call", "calls"),
+                    phases.join(", ")
+                );
             }
             out.push('\n');
         }
@@ -156,15 +216,24 @@ pub fn todo(r: &Report) -> String {
 
 /// Reads a saved report, checking that it is one.
 pub fn load(path: &std::path::Path) -> Result<Report> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}:{}: not a nettrap report: {e}", path.display(), e.line()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("{}:{}: not a nettrap report: {e}", path.display(), e.line())
+    })?;
     match value.get("schema_version").and_then(|v| v.as_u64()) {
         Some(v) if v == SCHEMA_VERSION as u64 => {}
-        Some(v) => bail!("{}: report schema version {v} is not supported (this nettrap reads {SCHEMA_VERSION})", path.display()),
-        None => bail!("{}: not a nettrap report (no schema_version)", path.display()),
+        Some(v) => bail!(
+            "{}: report schema version {v} is not supported (this nettrap reads {SCHEMA_VERSION})",
+            path.display()
+        ),
+        None => bail!(
+            "{}: not a nettrap report (no schema_version)",
+            path.display()
+        ),
     }
-    serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{}: not a nettrap report: {e}", path.display()))
+    serde_json::from_value(value)
+        .map_err(|e| anyhow::anyhow!("{}: not a nettrap report: {e}", path.display()))
 }
 
 /// `nettrap report FILE [--format text|json|markdown]`

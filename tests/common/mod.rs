@@ -23,7 +23,8 @@ pub fn demo_suite() -> PathBuf {
 
 /// A fresh scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -47,7 +48,13 @@ fn netns() -> bool {
 pub fn isolated(argv: &[&str]) -> Command {
     if netns() {
         let mut c = Command::new("unshare");
-        c.args(["-rn", "sh", "-c", "ip link set lo up 2>/dev/null || true; exec \"$@\"", "sh"]);
+        c.args([
+            "-rn",
+            "sh",
+            "-c",
+            "ip link set lo up 2>/dev/null || true; exec \"$@\"",
+            "sh",
+        ]);
         c.args(argv);
         c
     } else {
@@ -74,6 +81,9 @@ pub fn c_fixture(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// One grouped call: (category, address, port, transport, phase, verdict, count).
+pub type CallRow = (String, String, u64, String, String, String, u64);
+
 /// The outcome of one `nettrap run`.
 pub struct Run {
     pub out: Output,
@@ -95,9 +105,12 @@ impl Run {
 
     /// Calls of one test (or `None`: unattributed) as comparable tuples:
     /// (category, address, port, transport, phase, verdict, count).
-    pub fn calls(&self, test: Option<&str>) -> Vec<(String, String, u64, String, String, String, u64)> {
+    pub fn calls(&self, test: Option<&str>) -> Vec<CallRow> {
         let list = match test {
-            None => self.report["unattributed"].as_array().cloned().unwrap_or_default(),
+            None => self.report["unattributed"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
             Some(t) => self.report["tests"]
                 .as_array()
                 .unwrap()
@@ -126,13 +139,24 @@ impl Run {
 
     /// Test ids in the report.
     pub fn tests(&self) -> Vec<String> {
-        self.report["tests"].as_array().unwrap().iter().map(|t| t["test"].as_str().unwrap().to_string()).collect()
+        self.report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["test"].as_str().unwrap().to_string())
+            .collect()
     }
 
     /// Total calls over the whole report.
     pub fn total_calls(&self) -> u64 {
-        let all = self.report["tests"].as_array().unwrap().iter().flat_map(|t| t["calls"].as_array().unwrap().iter());
-        all.chain(self.report["unattributed"].as_array().unwrap().iter()).map(|c| c["count"].as_u64().unwrap()).sum()
+        let all = self.report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["calls"].as_array().unwrap().iter());
+        all.chain(self.report["unattributed"].as_array().unwrap().iter())
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum()
     }
 }
 
@@ -145,11 +169,24 @@ pub fn run_in(name: &str, cwd: &Path, flags: &[&str], command: &[&str]) -> Run {
     argv.extend_from_slice(flags);
     argv.push("--");
     argv.extend_from_slice(command);
-    let out = isolated(&argv).current_dir(cwd).stdin(Stdio::null()).output().expect("running nettrap");
-    let text = std::fs::read_to_string(&report)
-        .unwrap_or_else(|e| panic!("no report ({e}); stderr:\n{}", String::from_utf8_lossy(&out.stderr)));
+    let out = isolated(&argv)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running nettrap");
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     let todo = std::fs::read_to_string(dir.join("nettrap-todo.md")).unwrap_or_default();
-    Run { out, report: serde_json::from_str(&text).unwrap(), todo, dir }
+    Run {
+        out,
+        report: serde_json::from_str(&text).unwrap(),
+        todo,
+        dir,
+    }
 }
 
 /// Runs the bundled pytest suite under nettrap.
@@ -159,7 +196,22 @@ pub fn run_demo(name: &str, flags: &[&str], pytest_args: &[&str]) -> Run {
     run_in(name, &demo_suite(), flags, &cmd)
 }
 
-pub fn t(category: &str, address: &str, port: u64, transport: &str, phase: &str, verdict: &str, count: u64)
--> (String, String, u64, String, String, String, u64) {
-    (category.into(), address.into(), port, transport.into(), phase.into(), verdict.into(), count)
+pub fn t(
+    category: &str,
+    address: &str,
+    port: u64,
+    transport: &str,
+    phase: &str,
+    verdict: &str,
+    count: u64,
+) -> CallRow {
+    (
+        category.into(),
+        address.into(),
+        port,
+        transport.into(),
+        phase.into(),
+        verdict.into(),
+        count,
+    )
 }

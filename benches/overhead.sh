@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Overhead benchmark: prints ratios against a plain baseline measured in the same run (never
+# absolute speed claims: these machines are shared and noisy). Each case runs ROUNDS times,
+# plain and under nettrap interleaved, and the medians are compared.
+#
+#   bash benches/overhead.sh            # ROUNDS=15 by default
+#
+# Cases:
+#   spawn    1000 x posix_spawn(/bin/true) + wait   (start-up cost of the shim in every process)
+#   connect  20,000 loopback TCP connects to a listener (per-call cost of the interception)
+# and, where valgrind is installed, the same two costs as user-space instruction counts
+# (callgrind), which do not depend on what else the machine is doing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-15}
+cargo build --release --quiet
+NETTRAP=$PWD/target/release/nettrap
+OUT=$PWD/target/bench-fixtures
+make -s -C fixtures/c OUT="$OUT"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+now() { date +%s%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# time_ns CMD... : wall time of one run, in ns
+time_ns() { local t0; t0=$(now); "$@" >/dev/null 2>&1; echo $(($(now) - t0)); }
+
+bench() {
+  local name=$1; shift
+  local plain=() under=()
+  for _ in $(seq "$ROUNDS"); do
+    plain+=("$(time_ns "$@")")
+    under+=("$(time_ns "$NETTRAP" run --quiet --report "$WORK/r.json" -- "$@")")
+  done
+  local p u
+  p=$(printf '%s\n' "${plain[@]}" | median)
+  u=$(printf '%s\n' "${under[@]}" | median)
+  awk -v n="$name" -v p="$p" -v u="$u" \
+    'BEGIN { printf "%-34s plain %8.1f ms   nettrap %8.1f ms   ratio %.3f\n", n, p/1e6, u/1e6, u/p }'
+}
+
+echo "nettrap overhead, medians of $ROUNDS interleaved rounds (ratio = nettrap / plain; target <= 1.05)"
+bench "spawn: 1000 x /bin/true" "$OUT/spawn_loop" 1000 /bin/true
+bench "connect: 20000 loopback connects" "$OUT/connect_loop" 20000 0
+
+if command -v valgrind >/dev/null; then
+  echo "user-space instructions (callgrind; repeatable on a noisy machine):"
+  # instr [nettrap] CMD...: instructions the command itself executes
+  instr() {
+    local pre=()
+    if [ "$1" = nettrap ]; then shift; pre=("$NETTRAP" run --quiet --report "$WORK/r.json" --); fi
+    "${pre[@]}" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null |
+      sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+  }
+  p=$(instr /bin/true); u=$(instr nettrap /bin/true)
+  awk -v p="$p" -v u="$u" 'BEGIN { printf "%-34s plain %9d        nettrap %9d        +%d per process start\n", "start-up of /bin/true", p, u, u-p }'
+  p=$(instr "$OUT/connect_loop" 2000 0); u=$(instr nettrap "$OUT/connect_loop" 2000 0)
+  awk -v p="$p" -v u="$u" 'BEGIN { printf "%-34s plain %9d        nettrap %9d        +%d per connect\n", "connect: 2000 loopback connects", p, u, (u-p)/2000 }'
+fi

@@ -1,0 +1,224 @@
+//! Real C programs under `nettrap run`: every call of every process counted exactly once under
+//! contention and in hard exits; record mode changes nothing the program sees; exit statuses,
+//! signals and stdin pass through.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nothing listens on inside the test's namespace.
+const CLOSED: &str = "9";
+
+fn fixture(name: &str) -> String {
+    c_fixture(name).to_str().unwrap().to_string()
+}
+
+#[test]
+fn stress_32_processes_8_threads_200_connects_each_counted_exactly_once() {
+    let run = run_in(
+        "stress",
+        &repo(),
+        &[],
+        &[&fixture("stress"), "32", "8", "200", CLOSED],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.total_calls(), 32 * 8 * 200);
+    let tests = run.report["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 32);
+    for t in tests {
+        let calls: u64 = t["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(calls, 8 * 200, "{}", t["test"]);
+        assert!(t["test"].as_str().unwrap().starts_with("stress/"));
+        assert_eq!(t["calls"][0]["outcomes"]["ECONNREFUSED"], 1600);
+    }
+    assert_eq!(
+        (
+            run.report["lost"]["dropped"].as_u64(),
+            run.report["lost"]["torn"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    assert!(run.report["unattributed"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn hard_exits_closed_descriptors_and_spawns_lose_nothing() {
+    for mode in [
+        "exit",
+        "kill",
+        "closefds",
+        "dup2",
+        "posix_spawn",
+        "vfork",
+        "daemon",
+        "thread_exit",
+    ] {
+        let run = run_in(
+            &format!("edge-{mode}"),
+            &repo(),
+            &[],
+            &[&fixture("edge"), mode, CLOSED],
+        );
+        let want = if mode == "kill" { 128 + 9 } else { 0 };
+        assert_eq!(run.code(), want, "{mode}: {}", run.stderr());
+        assert_eq!(run.total_calls(), 1, "{mode}: {}", run.report);
+        let c = &run.report["unattributed"][0];
+        assert_eq!(
+            (c["category"].as_str(), c["port"].as_u64()),
+            (Some("other"), Some(9)),
+            "{mode}"
+        );
+        assert!(
+            c["process"]["exe"].as_str().unwrap().ends_with("/edge"),
+            "{mode}: {c}"
+        );
+        assert_eq!(run.report["lost"]["torn"], 0, "{mode}");
+    }
+}
+
+#[test]
+fn denied_calls_in_hard_exits_are_counted_too() {
+    let run = run_in(
+        "edge-deny",
+        &repo(),
+        &["--deny", CLOSED],
+        &[&fixture("edge"), "closefds", CLOSED],
+    );
+    assert_eq!(run.code(), 86);
+    assert_eq!(
+        run.calls(None),
+        vec![t("other", "127.0.0.1", 9, "tcp", "-", "denied", 1)]
+    );
+}
+
+#[test]
+fn record_mode_changes_nothing_the_program_sees() {
+    let plain = isolated(&[&fixture("errno_probe"), CLOSED])
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    let run = run_in("errno", &repo(), &[], &[&fixture("errno_probe"), CLOSED]);
+    assert_eq!(run.code(), 0);
+    assert_eq!(
+        run.stdout(),
+        String::from_utf8_lossy(&plain.stdout),
+        "record mode must not change return values or errno"
+    );
+    // Network destinations are recorded; bad fds, non-sockets, AF_UNIX and AF_UNSPEC are not.
+    let calls = run.calls(None);
+    let ports: Vec<u64> = calls.iter().map(|c| c.2).collect();
+    assert!(calls.iter().any(|c| c.1 == "::1" && c.2 == 9), "{calls:?}");
+    assert!(
+        calls.iter().any(|c| c.0 == "dns" && c.3 == "udp"),
+        "{calls:?}"
+    );
+    assert!(
+        ports.iter().all(|&p| p == 9 || p == 53 || p > 1024),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn exit_status_is_the_commands_own() {
+    let run = run_in("exit3", &repo(), &[], &["sh", "-c", "exit 3"]);
+    assert_eq!(
+        (run.code(), run.report["command_exit_code"].as_i64()),
+        (3, Some(3))
+    );
+    let run = run_in("sigterm-self", &repo(), &[], &["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(run.code(), 128 + 15);
+    assert!(
+        run.stderr().contains("nettrap: no external calls"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn stdin_and_stdout_pass_through() {
+    let dir = scratch("stdin");
+    let mut child = Command::new(nettrap())
+        .args(["run", "--quiet", "--report"])
+        .arg(dir.join("r.json"))
+        .args(["--", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
+    assert!(out.status.success());
+}
+
+fn wait_for_file(path: &std::path::Path) -> String {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && s.ends_with('\n')
+        {
+            return s.trim().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+fn alive(pid: &str) -> bool {
+    // A zombie is dead for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[test]
+fn signals_reach_the_command_and_the_report_is_still_written() {
+    let dir = scratch("signals");
+    let script = format!(
+        "trap 'echo got-term > {0}/term; exit 7' TERM; echo $$ > {0}/pid; while :; do sleep 0.05; done",
+        dir.display()
+    );
+    let child = Command::new(nettrap())
+        .args(["run", "--report"])
+        .arg(dir.join("r.json"))
+        .args(["--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&dir.join("pid"));
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("term")).unwrap(),
+        "got-term\n"
+    );
+    assert_eq!(out.status.code(), Some(7));
+    assert!(dir.join("r.json").exists());
+}
+
+#[test]
+fn killing_nettrap_does_not_leave_the_command_running() {
+    let dir = scratch("orphan");
+    let script = format!("echo $$ > {}/pid; exec sleep 30", dir.display());
+    let mut child = Command::new(nettrap())
+        .args(["run", "--quiet", "--report"])
+        .arg(dir.join("r.json"))
+        .args(["--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let pid = wait_for_file(&dir.join("pid"));
+    assert!(alive(&pid));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = Instant::now();
+    while alive(&pid) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(&pid), "the command outlived nettrap");
+}
