@@ -1,5 +1,6 @@
 //! Command-line arguments.
 
+use crate::engine::Engine;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -56,6 +57,11 @@ pub struct RunArgs {
     /// Where to write the mocking to-do list [default: nettrap-todo.md beside the report]
     #[arg(long, value_name = "FILE")]
     pub todo: Option<PathBuf>,
+
+    /// How calls are intercepted: preload (LD_PRELOAD shim), seccomp (kernel filter and
+    /// supervisor), or auto (both; falls back to preload where seccomp is unavailable)
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
 
     /// Do not print the summary
     #[arg(short, long)]

@@ -2,12 +2,14 @@
 //! then turn the event log into the report, the to-do list, the summary and the exit status.
 
 use crate::cli::RunArgs;
-use crate::engine::preload;
+use crate::engine::{self, preload, seccomp};
 use crate::report::{self, RunInfo, render};
 use crate::rundir::{ENV_RUN_DIR, RunDir};
 use crate::{policy, supervise};
 use anyhow::{Context, Result};
+use nettrap_core::policy::{Action, FLAG_SECCOMP_BACKSTOP};
 use std::process::Command;
+use std::sync::Arc;
 
 /// Exit status when the command passed (or failed) but the policy was violated: a call was
 /// denied, or a call in a `--fail-on` category was recorded.
@@ -18,15 +20,34 @@ pub const EXIT_NOT_EXECUTABLE: u8 = 126;
 
 pub fn run(args: RunArgs) -> Result<u8> {
     let policy = policy::load(&args)?;
-    let compiled = policy.compile()?;
-    let shim = preload::install()?;
+    let mut compiled = policy.compile()?;
+    // Probing forks: before any thread exists.
+    let plan = engine::plan(args.engine)?;
+    if plan.preload && plan.seccomp {
+        compiled.flags |= FLAG_SECCOMP_BACKSTOP;
+    }
     let dir = RunDir::create(&compiled)?;
 
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]).env(ENV_RUN_DIR, dir.path());
-    preload::configure(&mut cmd, &shim);
+    if plan.preload {
+        preload::configure(&mut cmd, &preload::install()?);
+    }
+    let blocked = supervise::block_signals();
+    let supervisor = if plan.seccomp {
+        let prepared = seccomp::prepare().context("cannot prepare the seccomp filter")?;
+        prepared.attach(&mut cmd);
+        let refuse_io_uring = policy.rules.iter().any(|r| r.action == Action::Deny);
+        Some(prepared.start(compiled.clone(), Arc::new(dir.map_log()?), refuse_io_uring)?)
+    } else {
+        None
+    };
     let program = args.command[0].to_string_lossy().into_owned();
-    let status = match supervise::run(cmd) {
+    let result = supervise::run(cmd, &blocked);
+    if let Some(s) = supervisor {
+        s.stop();
+    }
+    let status = match result {
         Ok(s) => s,
         Err(e) => {
             let (why, code) = match e.kind() {
@@ -48,7 +69,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
-        engine: "preload".into(),
+        engine: plan.name().into(),
         command_exit_code: status.code as i32,
     };
     let mut report = report::build(&policy, &compiled, events, info);

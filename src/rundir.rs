@@ -83,3 +83,67 @@ impl Drop for RunDir {
         }
     }
 }
+
+/// The event log mapped into the launcher, for the seccomp supervisor to append to.
+pub struct LogMapping {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is shared memory written only through nettrap_core's atomic protocol.
+unsafe impl Send for LogMapping {}
+unsafe impl Sync for LogMapping {}
+
+impl LogMapping {
+    pub fn log(&self) -> event::Log {
+        // SAFETY: base/len describe a live shared mapping of the log (checked when mapped).
+        unsafe { event::Log::from_raw(self.base, self.len) }
+            .expect("event log mapping checked at map time")
+    }
+}
+
+impl Drop for LogMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what map_log mapped; no Log from it outlives the mapping.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+impl RunDir {
+    /// Maps the event log for writing from this process.
+    pub fn map_log(&self) -> Result<LogMapping> {
+        use std::os::fd::AsRawFd;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.events_path())
+            .context("cannot open the event log")?;
+        let len = f.metadata().context("cannot stat the event log")?.len() as usize;
+        // SAFETY: mapping an open file of len bytes, shared and writable; the mapping outlives f.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            anyhow::bail!(
+                "cannot map the event log: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let m = LogMapping {
+            base: base.cast(),
+            len,
+        };
+        // SAFETY: as in LogMapping::log; checked here once.
+        if unsafe { event::Log::from_raw(m.base, m.len) }.is_none() {
+            anyhow::bail!("the event log is corrupt");
+        }
+        Ok(m)
+    }
+}

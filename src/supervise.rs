@@ -74,19 +74,28 @@ fn reap(main: i32) -> (Option<Status>, bool) {
     }
 }
 
+/// The signals nettrap waits for, blocked in every thread of nettrap.
+pub struct Blocked {
+    set: libc::sigset_t,
+}
+
+/// Blocks the signals [`run`] waits for. Call it before starting any thread, so every thread
+/// inherits the mask and no signal is delivered (and lost, or fatal) elsewhere. They stay
+/// blocked until nettrap exits: a Ctrl-C after the command ended must not cost the report.
+pub fn block_signals() -> Blocked {
+    let mut v = FORWARDED.to_vec();
+    v.push(libc::SIGCHLD);
+    let set = sigset(&v);
+    // SAFETY: pthread_sigmask with a valid set.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    Blocked { set }
+}
+
 /// Runs `cmd` to completion. An error means it could not be started.
-pub fn run(mut cmd: Command) -> io::Result<Status> {
-    let all = {
-        let mut v = FORWARDED.to_vec();
-        v.push(libc::SIGCHLD);
-        sigset(&v)
-    };
-    let mut old = sigset(&[]);
-    // SAFETY: prctl with constant arguments; pthread_sigmask with valid sets.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-    }
+pub fn run(mut cmd: Command, blocked: &Blocked) -> io::Result<Status> {
+    let all = blocked.set;
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let parent = std::process::id() as i32;
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
     // calls (pthread_sigmask, prctl, getppid, raise).
@@ -101,14 +110,7 @@ pub fn run(mut cmd: Command) -> io::Result<Status> {
             Ok(())
         });
     }
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            // SAFETY: restoring the mask we saved.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-            return Err(e);
-        }
-    };
+    let child = cmd.spawn()?;
     let main = child.id() as i32;
     let mut status = None;
     while status.is_none() {
@@ -144,7 +146,6 @@ pub fn run(mut cmd: Command) -> io::Result<Status> {
         // SAFETY: valid set and timeout; the siginfo is not needed.
         unsafe { libc::sigtimedwait(&chld, std::ptr::null_mut(), &ts) };
     }
-    // The signals stay blocked until nettrap exits: a Ctrl-C now must not cost the report.
     Ok(status.unwrap_or(Status {
         code: 1,
         signal: None,

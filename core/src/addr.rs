@@ -10,7 +10,7 @@ pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
 /// Where a call goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Dest {
     /// IPv6 address; IPv4 as IPv4-mapped.
     pub ip: [u8; 16],

@@ -44,6 +44,8 @@ const TAG_MARK: u32 = 0xA5;
 
 /// Result value of a call whose real system call has not returned (yet).
 pub const RESULT_PENDING: i32 = i32::MIN;
+/// Result value of a call let through by an engine that does not see its outcome (seccomp).
+pub const RESULT_UNKNOWN: i32 = i32::MIN + 1;
 
 /// Which system call made the call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +55,8 @@ pub enum Syscall {
     Sendto = 2,
     Sendmsg = 3,
     Sendmmsg = 4,
+    /// Not a call: a process set up io_uring, whose operations bypass interception.
+    IoUringSetup = 5,
 }
 
 impl Syscall {
@@ -61,6 +65,7 @@ impl Syscall {
             2 => Syscall::Sendto,
             3 => Syscall::Sendmsg,
             4 => Syscall::Sendmmsg,
+            5 => Syscall::IoUringSetup,
             _ => Syscall::Connect,
         }
     }
@@ -71,6 +76,7 @@ impl Syscall {
             Syscall::Sendto => "sendto",
             Syscall::Sendmsg => "sendmsg",
             Syscall::Sendmmsg => "sendmmsg",
+            Syscall::IoUringSetup => "io_uring_setup",
         }
     }
 }

@@ -29,6 +29,10 @@ pub const OTHER: u16 = 0;
 /// `CompiledPolicy::flags`: the seccomp supervisor also watches this run, so the shim must mark
 /// the system calls it has already decided and recorded (see the shim's module docs).
 pub const FLAG_SECCOMP_BACKSTOP: u32 = 1;
+/// Marks a `connect` the shim has already decided and recorded, in the system call's unused
+/// fourth argument. The seccomp filter lets calls carrying it through without notifying the
+/// supervisor, so a call that both engines could see is counted once.
+pub const SHIM_CONNECT_MARK: u64 = 0x4e54_5241_505f_4f4b; // "NTRAP_OK"
 /// `Decision::rule` when no rule matched.
 pub const NO_RULE: u16 = u16::MAX;
 

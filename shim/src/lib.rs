@@ -22,13 +22,8 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use nettrap_core::addr::{Dest, Transport};
 use nettrap_core::event::{self, Call, Log, Process, Source, Syscall};
 use nettrap_core::msg;
-use nettrap_core::policy::{Action, CompiledPolicy, FLAG_SECCOMP_BACKSTOP};
+use nettrap_core::policy::{Action, CompiledPolicy, FLAG_SECCOMP_BACKSTOP, SHIM_CONNECT_MARK};
 use nettrap_core::test_id::{self, Phase};
-
-/// Marks a `connect` the shim has already decided and recorded, in the syscall's unused fourth
-/// argument. The seccomp supervisor's filter lets calls carrying it through without a
-/// notification, so a call seen by both engines is counted once. Must match the supervisor.
-pub const SHIM_MARK: u64 = 0x4e54_5241_505f_4f4b; // "NTRAP_OK"
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
@@ -119,7 +114,7 @@ fn set_errno(e: c_int) {
 }
 
 /// The real `connect`, or the raw system call if the symbol cannot be found. When the seccomp
-/// supervisor watches the run, the raw system call carrying [`SHIM_MARK`] instead.
+/// supervisor watches the run, the raw system call carrying [`SHIM_CONNECT_MARK`] instead.
 ///
 /// # Safety
 /// Same contract as connect(2).
@@ -131,7 +126,8 @@ unsafe fn real_connect(
 ) -> c_int {
     if marked {
         // SAFETY: connect(2) ignores the extra argument; the caller's arguments pass unchanged.
-        return unsafe { libc::syscall(libc::SYS_connect, fd, addr, len, SHIM_MARK) } as c_int;
+        return unsafe { libc::syscall(libc::SYS_connect, fd, addr, len, SHIM_CONNECT_MARK) }
+            as c_int;
     }
     let mut f = REAL_CONNECT.load(Ordering::Acquire);
     if f == 0 {

@@ -1,6 +1,73 @@
 //! Engines: how a run's calls are intercepted.
 //!
-//! `preload` puts the shim into every dynamically linked process of the tree through
-//! `LD_PRELOAD`. (The seccomp engine, for what bypasses libc, is tracked separately.)
+//! - `preload` puts the shim into every dynamically linked process through `LD_PRELOAD`.
+//! - `seccomp` traps the network system calls of every process of the tree in the kernel and
+//!   hands them to a supervisor in nettrap.
+//! - `auto` (the default) runs both: the shim where it can be (richer context: the live
+//!   environment), the supervisor for the rest, each call counted once (see `seccomp`). Where the
+//!   kernel cannot do seccomp user notification, `auto` says so in one line and uses `preload`.
 
 pub mod preload;
+pub mod seccomp;
+
+use anyhow::{Result, bail};
+use clap::ValueEnum;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// LD_PRELOAD shim only (dynamically linked programs that call libc's connect)
+    Preload,
+    /// seccomp supervisor only (every process, static binaries and Go included)
+    Seccomp,
+    /// both: the shim where it is loaded, the supervisor for everything else
+    Auto,
+}
+
+/// Which mechanisms a run uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub preload: bool,
+    pub seccomp: bool,
+}
+
+impl Plan {
+    pub fn name(&self) -> &'static str {
+        match (self.preload, self.seccomp) {
+            (true, true) => "auto",
+            (false, true) => "seccomp",
+            _ => "preload",
+        }
+    }
+}
+
+/// Decides the mechanisms for `requested`, probing the kernel where seccomp is wanted.
+pub fn plan(requested: Engine) -> Result<Plan> {
+    Ok(match requested {
+        Engine::Preload => Plan {
+            preload: true,
+            seccomp: false,
+        },
+        Engine::Seccomp => match seccomp::probe() {
+            Ok(()) => Plan {
+                preload: false,
+                seccomp: true,
+            },
+            Err(why) => bail!("--engine seccomp: {why}"),
+        },
+        Engine::Auto => match seccomp::probe() {
+            Ok(()) => Plan {
+                preload: true,
+                seccomp: true,
+            },
+            Err(why) => {
+                eprintln!(
+                    "nettrap: seccomp engine unavailable ({why}); using the preload engine only"
+                );
+                Plan {
+                    preload: true,
+                    seccomp: false,
+                }
+            }
+        },
+    })
+}

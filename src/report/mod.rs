@@ -8,7 +8,7 @@ pub mod render;
 
 use crate::policy::Policy;
 use nettrap_core::addr::Dest;
-use nettrap_core::event::{Decoded, Record};
+use nettrap_core::event::{Decoded, Record, Syscall};
 use nettrap_core::policy::{Action, CompiledPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -35,6 +35,9 @@ pub struct Report {
     /// Calls made outside any test (imports, collection, session fixtures).
     pub unattributed: Vec<CallEntry>,
     pub fail_on: Vec<String>,
+    /// Processes that set up io_uring, whose operations bypass interception (seccomp engine).
+    #[serde(default)]
+    pub io_uring: Vec<IoUringEntry>,
     /// Records the run could not keep, if any: the report is then incomplete.
     pub lost: Lost,
 }
@@ -83,6 +86,16 @@ pub struct ProcessInfo {
     pub pid: u32,
     pub exe: String,
     pub cmdline: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct IoUringEntry {
+    /// `refused` (enforce runs: ENOSYS, so runtimes fall back to plain system calls) or
+    /// `allowed` (record runs: its network operations may be missing from the report).
+    pub verdict: String,
+    pub test: Option<String>,
+    pub count: u64,
+    pub process: ProcessInfo,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -134,58 +147,98 @@ fn outcome(result: i32) -> String {
     match result {
         0 => "ok".into(),
         nettrap_core::event::RESULT_PENDING => "pending".into(),
+        nettrap_core::event::RESULT_UNKNOWN => "unknown".into(),
         e => crate::errno::name(e),
     }
 }
 
-pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: RunInfo) -> Report {
-    let mut processes: HashMap<u32, ProcessInfo> = HashMap::new();
-    let mut groups: BTreeMap<Key, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
-    for record in events.records {
-        match record {
-            Record::Process(p) => {
-                let cmdline = p
-                    .cmdline
-                    .split(|&b| b == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(text)
-                    .collect::<Vec<_>>();
-                processes.insert(
-                    p.process.pid,
-                    ProcessInfo {
-                        pid: p.process.pid,
-                        exe: text(&p.exe),
-                        cmdline: cmdline.join(" "),
-                    },
-                );
-            }
-            Record::Call(c) => {
-                let call = c.call;
-                let process = processes.get(&call.pid).cloned().unwrap_or(ProcessInfo {
-                    pid: call.pid,
-                    ..ProcessInfo::default()
-                });
-                let rule = compiled
-                    .rules()
-                    .get(call.rule as usize)
-                    .map_or_else(|| "record (default)".to_string(), |r| text(r.label()));
-                let key = Key {
-                    test: c.test.as_deref().map(text),
-                    phase: call.phase as u8,
-                    category: text(compiled.category_name(call.category)),
-                    ip: call.dest.ip,
-                    port: call.dest.port,
-                    transport: call.transport.name(),
-                    verdict: call.action.verdict(),
-                    syscall: call.syscall.name(),
-                    rule,
-                    process,
-                };
-                let g = groups.entry(key).or_default();
-                g.0 += 1;
-                *g.1.entry(outcome(c.result)).or_default() += 1;
-            }
+/// Process records per pid, in log order: a call takes the last one written before it, or, when
+/// its process record came later (another thread of the process was still writing it), the
+/// first one after it. A reused pid thus maps to the right process.
+fn processes(records: &[Record]) -> HashMap<u32, Vec<(usize, ProcessInfo)>> {
+    let mut by_pid: HashMap<u32, Vec<(usize, ProcessInfo)>> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        if let Record::Process(p) = r {
+            let cmdline = p
+                .cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(text)
+                .collect::<Vec<_>>();
+            let info = ProcessInfo {
+                pid: p.process.pid,
+                exe: text(&p.exe),
+                cmdline: cmdline.join(" "),
+            };
+            by_pid.entry(p.process.pid).or_default().push((i, info));
         }
+    }
+    by_pid
+}
+
+fn process_at(
+    by_pid: &HashMap<u32, Vec<(usize, ProcessInfo)>>,
+    pid: u32,
+    at: usize,
+) -> ProcessInfo {
+    let Some(list) = by_pid.get(&pid) else {
+        return ProcessInfo {
+            pid,
+            ..ProcessInfo::default()
+        };
+    };
+    let after = list.partition_point(|(i, _)| *i < at);
+    list[after.saturating_sub(1).min(list.len() - 1)].1.clone()
+}
+
+pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: RunInfo) -> Report {
+    let by_pid = processes(&events.records);
+    let mut groups: BTreeMap<Key, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    let mut io_uring: Vec<IoUringEntry> = Vec::new();
+    for (at, record) in events.records.iter().enumerate() {
+        let Record::Call(c) = record else { continue };
+        let call = c.call;
+        let process = process_at(&by_pid, call.pid, at);
+        if call.syscall == Syscall::IoUringSetup {
+            let verdict = if call.action == Action::Deny {
+                "refused"
+            } else {
+                "allowed"
+            };
+            let test = c.test.as_deref().map(text);
+            match io_uring
+                .iter_mut()
+                .find(|e| e.process == process && e.verdict == verdict && e.test == test)
+            {
+                Some(e) => e.count += 1,
+                None => io_uring.push(IoUringEntry {
+                    verdict: verdict.into(),
+                    test,
+                    count: 1,
+                    process,
+                }),
+            }
+            continue;
+        }
+        let rule = compiled
+            .rules()
+            .get(call.rule as usize)
+            .map_or_else(|| "record (default)".to_string(), |r| text(r.label()));
+        let key = Key {
+            test: c.test.as_deref().map(text),
+            phase: call.phase as u8,
+            category: text(compiled.category_name(call.category)),
+            ip: call.dest.ip,
+            port: call.dest.port,
+            transport: call.transport.name(),
+            verdict: call.action.verdict(),
+            syscall: call.syscall.name(),
+            rule,
+            process,
+        };
+        let g = groups.entry(key).or_default();
+        g.0 += 1;
+        *g.1.entry(outcome(c.result)).or_default() += 1;
     }
 
     let mut tests: BTreeMap<String, Vec<CallEntry>> = BTreeMap::new();
@@ -270,6 +323,7 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
         tests,
         unattributed,
         fail_on: policy.fail_on.clone(),
+        io_uring,
         lost: Lost {
             dropped: events.dropped,
             torn: events.torn,

@@ -88,6 +88,18 @@ pub fn summary(r: &Report) -> String {
             plural(outside, "call", "calls")
         );
     }
+    for e in &r.io_uring {
+        let what = if e.verdict == "refused" {
+            "refused with ENOSYS so it falls back to plain system calls"
+        } else {
+            "allowed: its network operations are not seen"
+        };
+        let _ = writeln!(
+            out,
+            "nettrap: warning: pid {} (`{}`) set up io_uring, {what}",
+            e.process.pid, e.process.cmdline
+        );
+    }
     if r.lost.dropped > 0 {
         let _ = writeln!(
             out,

@@ -1,0 +1,260 @@
+//! The seccomp engine: catches the calls that bypass libc (static binaries, Go, raw
+//! `syscall(SYS_connect)`, scrubbed environments, glibc's internal calls).
+//!
+//! A seccomp filter ([`filter`]) is installed in the command's process just before `exec`. The
+//! kernel keeps it across `fork`, `clone`, `exec` and for every descendant, whatever they do to
+//! their environment or linking. It hands `connect`, `sendto` with an address, `sendmsg`,
+//! `sendmmsg` and `io_uring_setup` to a supervisor thread in nettrap through seccomp user
+//! notification ([`supervisor`]), which decides with the same compiled policy as the shim and
+//! writes to the same event log.
+//!
+//! Getting the listener out: the filter's notification descriptor is created in the child and
+//! is close-on-exec. The child writes its pid and the descriptor's number down a pipe and waits;
+//! the supervisor thread copies the descriptor with `pidfd_getfd` and says go; the child closes
+//! its copy and execs. (Passing it with `SCM_RIGHTS` would need `sendmsg`, which the new filter
+//! already traps.)
+//!
+//! ## Exactly once, with the shim (engine `auto`)
+//!
+//! Under `auto` both engines run, and each call is seen by exactly one of them:
+//! - the shim keeps what it intercepts (libc's `connect` in processes that loaded it, with the
+//!   test read from the live environment). It records and decides the call, then issues the
+//!   real `connect` as a raw system call carrying `SHIM_CONNECT_MARK` in its unused fourth
+//!   argument; the filter lets marked calls through without a notification. A call the shim
+//!   denies never reaches the kernel at all.
+//! - the supervisor sees everything else: processes without the shim, glibc-internal and raw
+//!   `connect`s in processes with it, and every `sendto`/`sendmsg`/`sendmmsg` (the shim does not
+//!   interpose those).
+//!
+//! The shim knows to mark its calls from `FLAG_SECCOMP_BACKSTOP` in the compiled policy, which
+//! the launcher sets only when the filter is installed for the whole tree.
+//!
+//! This is an audit and hygiene tool for your own tests, not a security boundary: user
+//! notification has a time-of-check/time-of-use gap (the caller's memory can change after the
+//! supervisor read it), and any program can put the mark on its own calls.
+
+pub mod filter;
+mod notify;
+mod supervisor;
+mod target;
+
+use crate::rundir::LogMapping;
+use nettrap_core::policy::{CompiledPolicy, SHIM_CONNECT_MARK};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 8;
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Installs `prog` with a new listener in the calling process; returns the listener.
+/// Async-signal-safe: it runs in the forked child.
+fn install(prog: &libc::sock_fprog) -> io::Result<RawFd> {
+    // SAFETY: prctl and seccomp with valid arguments; prog outlives the call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            prog as *const libc::sock_fprog,
+        );
+        if fd < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(fd as RawFd)
+        }
+    }
+}
+
+/// Can this kernel, in this context, give us a user-notification filter? Tried in a throwaway
+/// child (a filter cannot be removed once installed). Call before any thread is started.
+pub fn probe() -> Result<(), String> {
+    let avail =
+        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    if !avail.split_whitespace().any(|a| a == "user_notif") {
+        return Err("the kernel has no SECCOMP_RET_USER_NOTIF".into());
+    }
+    let allow = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: filter::RET_ALLOW,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: allow.as_ptr().cast_mut(),
+    };
+    // SAFETY: fork in a single-threaded process; the child only makes async-signal-safe calls
+    // and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = match install(&prog) {
+            Ok(_) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(1),
+        };
+        // SAFETY: leaving the forked child without running the parent's atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    if pid < 0 {
+        return Err(format!("fork: {}", io::Error::last_os_error()));
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child we forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match libc::WEXITSTATUS(status) {
+        0 => Ok(()),
+        libc::EBUSY => Err("nettrap already runs under a seccomp supervisor (EBUSY)".into()),
+        e => Err(format!(
+            "installing a filter failed: {}",
+            io::Error::from_raw_os_error(e)
+        )),
+    }
+}
+
+/// A filter ready to go into the command's process, and the pipes of the hand-off.
+pub struct Prepared {
+    _prog: Box<[libc::sock_filter]>,
+    fprog: Box<libc::sock_fprog>,
+    report: (OwnedFd, OwnedFd),
+    go: (OwnedFd, OwnedFd),
+}
+
+// SAFETY: the only raw pointer, fprog.filter, points into `_prog`, which the struct owns and
+// moves along with it; nothing else is shared.
+unsafe impl Send for Prepared {}
+
+pub fn prepare() -> io::Result<Prepared> {
+    let prog: Box<[libc::sock_filter]> = filter::program(SHIM_CONNECT_MARK).into_boxed_slice();
+    let fprog = Box::new(libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr().cast_mut(),
+    });
+    Ok(Prepared {
+        _prog: prog,
+        fprog,
+        report: pipe()?,
+        go: pipe()?,
+    })
+}
+
+impl Prepared {
+    /// Makes `cmd` install the filter and hand the listener over just before `exec`.
+    pub fn attach(&self, cmd: &mut Command) {
+        let fprog = &*self.fprog as *const libc::sock_fprog as usize;
+        let (report_w, go_r) = (self.report.1.as_raw_fd(), self.go.0.as_raw_fd());
+        // SAFETY: runs in the forked child before exec, making only async-signal-safe calls;
+        // fprog points into memory the child inherited from the parent at fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let listener = install(&*(fprog as *const libc::sock_fprog))?;
+                let mut msg = [0u8; 8];
+                msg[..4].copy_from_slice(&(libc::getpid() as u32).to_ne_bytes());
+                msg[4..].copy_from_slice(&(listener as u32).to_ne_bytes());
+                if libc::write(report_w, msg.as_ptr().cast(), 8) != 8 {
+                    return Err(io::Error::last_os_error());
+                }
+                let mut go = 0u8;
+                let n = libc::read(go_r, (&mut go as *mut u8).cast(), 1);
+                libc::close(listener);
+                if n != 1 || go != b'g' {
+                    return Err(io::Error::from_raw_os_error(libc::ECHILD));
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Starts the supervisor thread: it takes the listener from the child, then answers
+    /// notifications until stopped.
+    pub fn start(
+        self,
+        policy: Box<CompiledPolicy>,
+        log: Arc<LogMapping>,
+        refuse_io_uring: bool,
+    ) -> io::Result<Running> {
+        let (stop_r, stop_w) = pipe()?;
+        let thread = std::thread::Builder::new()
+            .name("nettrap-seccomp".into())
+            .spawn(move || {
+                let Some(listener) = self.take_listener(&stop_r) else {
+                    return;
+                };
+                let ctx = supervisor::Context {
+                    listener,
+                    policy,
+                    log_mapping: log,
+                    refuse_io_uring,
+                };
+                supervisor::run(ctx, stop_r);
+            })?;
+        Ok(Running {
+            thread,
+            stop: stop_w,
+        })
+    }
+
+    fn take_listener(&self, stop: &OwnedFd) -> Option<notify::Listener> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.report.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: poll on two valid descriptors.
+        while unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {}
+        if fds[0].revents & libc::POLLIN == 0 {
+            return None;
+        }
+        let mut msg = [0u8; 8];
+        // SAFETY: reading 8 bytes into msg.
+        if unsafe { libc::read(self.report.0.as_raw_fd(), msg.as_mut_ptr().cast(), 8) } != 8 {
+            return None;
+        }
+        let pid = u32::from_ne_bytes(msg[..4].try_into().ok()?);
+        let fd = u32::from_ne_bytes(msg[4..].try_into().ok()?) as RawFd;
+        let listener = notify::pidfd_open(pid)
+            .and_then(|p| notify::pidfd_getfd(&p, fd))
+            .ok();
+        let answer = if listener.is_some() { b'g' } else { b'x' };
+        // SAFETY: writing one byte from a local.
+        unsafe { libc::write(self.go.1.as_raw_fd(), (&answer as *const u8).cast(), 1) };
+        listener.map(notify::Listener)
+    }
+}
+
+/// The running supervisor.
+pub struct Running {
+    thread: JoinHandle<()>,
+    stop: OwnedFd,
+}
+
+impl Running {
+    /// Stops the supervisor once the command and its grace period are over.
+    pub fn stop(self) {
+        // SAFETY: writing one byte from a local to our pipe.
+        unsafe { libc::write(self.stop.as_raw_fd(), b"s".as_ptr().cast(), 1) };
+        let _ = self.thread.join();
+    }
+}

@@ -1,0 +1,171 @@
+//! Who a trapped system call belongs to: the process's id, executable and command line, and the
+//! test it runs for, read from `/proc` (the supervisor cannot read a process's live environment,
+//! only the one it was started with).
+//!
+//! Attribution, in order: `NETTRAP_TEST`, then `PYTEST_CURRENT_TEST` (as the shim reads them),
+//! then nextest's `NEXTEST_TEST_NAME`, then, for nextest's process-per-test runs without it, the
+//! test name on the command line (`<binary> <test> --exact`). A process started during a test
+//! inherits that test's variables, so subprocesses of Python tests are attributed too.
+
+use nettrap_core::event::{Log, Process, Source};
+use nettrap_core::test_id::{self, Phase};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One process (or thread) as the supervisor knows it.
+#[derive(Debug)]
+pub struct Target {
+    pub tgid: u32,
+    pub test: Option<(Vec<u8>, Phase)>,
+}
+
+/// Identifies one exec image of one task: the task's start time and where its environment
+/// lives (a new exec gets a new one).
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct Key {
+    start_time: u64,
+    env_start: u64,
+}
+
+#[derive(Default)]
+pub struct Targets {
+    by_tid: HashMap<u32, (Key, Arc<Target>)>,
+}
+
+fn read(path: &str) -> Option<Vec<u8>> {
+    std::fs::read(path).ok()
+}
+
+/// Start time and environment address, from `/proc/TID/stat` (fields 22 and 50).
+fn key(tid: u32) -> Option<Key> {
+    let stat = read(&format!("/proc/{tid}/stat"))?;
+    let after = stat.iter().rposition(|&b| b == b')')?;
+    let fields: Vec<&[u8]> = stat[after + 2..].split(|&b| b == b' ').collect();
+    let num = |i: usize| {
+        std::str::from_utf8(fields.get(i)?)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    // Fields are numbered from 1 and `state` (field 3) is the first after the command name.
+    Some(Key {
+        start_time: num(22 - 3)?,
+        env_start: num(50 - 3).unwrap_or(0),
+    })
+}
+
+fn tgid(tid: u32) -> Option<u32> {
+    let status = String::from_utf8(read(&format!("/proc/{tid}/status"))?).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The test, per the module docs, from the process's starting environment and command line.
+pub fn test_from(environ: &[u8], cmdline: &[u8]) -> Option<(Vec<u8>, Phase)> {
+    let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+    let get = |name: &[u8]| {
+        vars.iter().find_map(|v| {
+            v.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(b"="))
+        })
+    };
+    for var in test_id::TEST_VARS {
+        if let Some(v) = get(var.to_bytes()) {
+            let (id, phase) = test_id::split(v);
+            return Some((id.to_vec(), phase));
+        }
+    }
+    if let Some(name) = get(b"NEXTEST_TEST_NAME") {
+        return Some((name.to_vec(), Phase::None));
+    }
+    if get(b"NEXTEST").is_some() {
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.contains(&&b"--exact"[..])
+            && let Some(name) = args.get(1).filter(|a| !a.starts_with(b"-"))
+        {
+            return Some((name.to_vec(), Phase::None));
+        }
+    }
+    None
+}
+
+impl Targets {
+    /// The target behind `tid`. The first time an exec image is seen, its process record is
+    /// appended to the log (as the shim does for its processes).
+    pub fn lookup(&mut self, tid: u32, log: &Log, now_ns: u64) -> Arc<Target> {
+        let key = key(tid);
+        if let (Some(k), Some((cached, target))) = (key, self.by_tid.get(&tid))
+            && *cached == k
+        {
+            return target.clone();
+        }
+        let tgid = tgid(tid).unwrap_or(tid);
+        let environ = read(&format!("/proc/{tid}/environ")).unwrap_or_default();
+        let cmdline = read(&format!("/proc/{tid}/cmdline")).unwrap_or_default();
+        let exe = std::fs::read_link(format!("/proc/{tid}/exe"))
+            .map(|p| p.into_os_string().into_encoded_bytes());
+        let ppid = read(&format!("/proc/{tgid}/stat"))
+            .and_then(|s| {
+                let after = s.iter().rposition(|&b| b == b')')?;
+                std::str::from_utf8(s[after + 2..].split(|&b| b == b' ').nth(1)?)
+                    .ok()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        log.append_process(
+            &Process {
+                pid: tgid,
+                ppid,
+                time_ns: now_ns,
+                source: Source::Seccomp,
+            },
+            &exe.unwrap_or_default(),
+            &cmdline,
+        );
+        let target = Arc::new(Target {
+            tgid,
+            test: test_from(&environ, &cmdline),
+        });
+        if let Some(k) = key {
+            if self.by_tid.len() > 65_536 {
+                self.by_tid.clear();
+            }
+            self.by_tid.insert(tid, (k, target.clone()));
+        }
+        target
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribution_order() {
+        let env =
+            b"PATH=/bin\0PYTEST_CURRENT_TEST=t.py::a (call)\0NETTRAP_TEST=pkg/TestA (setup)\0";
+        assert_eq!(
+            test_from(env, b""),
+            Some((b"pkg/TestA".to_vec(), Phase::Setup))
+        );
+        assert_eq!(
+            test_from(&env[10..45], b""),
+            Some((b"t.py::a".to_vec(), Phase::Call))
+        );
+        let nextest = b"NEXTEST=1\0NEXTEST_TEST_NAME=tests::net::dials\0";
+        assert_eq!(
+            test_from(nextest, b""),
+            Some((b"tests::net::dials".to_vec(), Phase::None))
+        );
+        let cmd = b"/t/deps/it-123\0tests::net::dials\0--nocapture\0--exact\0";
+        assert_eq!(
+            test_from(b"NEXTEST=1\0", cmd),
+            Some((b"tests::net::dials".to_vec(), Phase::None))
+        );
+        assert_eq!(test_from(b"PATH=/bin\0", cmd), None);
+    }
+}
