@@ -7,7 +7,10 @@
 #
 # Cases:
 #   spawn    1000 x posix_spawn(/bin/true) + wait   (start-up cost of the shim in every process)
-#   connect  20,000 loopback TCP connects to a listener (per-call cost of the interception)
+#   connect  20,000 loopback TCP connects to a listener (per-call cost of the interception),
+#            under each engine (preload, seccomp, auto) and under strace for comparison
+#   syscalls 200,000 x (open+read+close+getppid), no network call: what the seccomp filter
+#            costs the system calls it does not trap (target: < 2%)
 # and, where valgrind is installed, the same two costs as user-space instruction counts
 # (callgrind), which do not depend on what else the machine is doing.
 set -euo pipefail
@@ -26,30 +29,45 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # time_ns CMD... : wall time of one run, in ns
 time_ns() { local t0; t0=$(now); "$@" >/dev/null 2>&1; echo $(($(now) - t0)); }
 
+# bench NAME WRAPPER... :: CMD...: CMD plain against CMD under WRAPPER, interleaved
 bench() {
   local name=$1; shift
+  local wrapper=()
+  while [ "$1" != :: ]; do wrapper+=("$1"); shift; done
+  shift
   local plain=() under=()
   for _ in $(seq "$ROUNDS"); do
     plain+=("$(time_ns "$@")")
-    under+=("$(time_ns "$NETTRAP" run --quiet --report "$WORK/r.json" -- "$@")")
+    under+=("$(time_ns "${wrapper[@]}" "$@")")
   done
   local p u
   p=$(printf '%s\n' "${plain[@]}" | median)
   u=$(printf '%s\n' "${under[@]}" | median)
   awk -v n="$name" -v p="$p" -v u="$u" \
-    'BEGIN { printf "%-34s plain %8.1f ms   nettrap %8.1f ms   ratio %.3f\n", n, p/1e6, u/1e6, u/p }'
+    'BEGIN { printf "%-44s plain %8.1f ms   wrapped %8.1f ms   ratio %.3f\n", n, p/1e6, u/1e6, u/p }'
+}
+nettrap() { echo "$NETTRAP" run --quiet --report "$WORK/r.json" --engine "$1" --; }
+
+echo "nettrap overhead, medians of $ROUNDS interleaved rounds (ratio = wrapped / plain)"
+# shellcheck disable=SC2046
+{
+bench "spawn 1000 x /bin/true: preload"     $(nettrap preload) :: "$OUT/spawn_loop" 1000 /bin/true
+bench "spawn 1000 x /bin/true: auto"        $(nettrap auto) :: "$OUT/spawn_loop" 1000 /bin/true
+bench "20000 connects: preload"             $(nettrap preload) :: "$OUT/connect_loop" 20000 0
+bench "20000 connects: seccomp"             $(nettrap seccomp) :: "$OUT/connect_loop" 20000 0
+bench "20000 connects: auto"                $(nettrap auto) :: "$OUT/connect_loop" 20000 0
+if command -v strace >/dev/null; then
+bench "20000 connects: strace -f -e connect" strace -f -o /dev/null -e trace=connect :: "$OUT/connect_loop" 20000 0
+fi
+bench "200000 x open/read/close: seccomp"   $(nettrap seccomp) :: "$OUT/syscall_loop" 200000
 }
 
-echo "nettrap overhead, medians of $ROUNDS interleaved rounds (ratio = nettrap / plain; target <= 1.05)"
-bench "spawn: 1000 x /bin/true" "$OUT/spawn_loop" 1000 /bin/true
-bench "connect: 20000 loopback connects" "$OUT/connect_loop" 20000 0
-
 if command -v valgrind >/dev/null; then
-  echo "user-space instructions (callgrind; repeatable on a noisy machine):"
+  echo "user-space instructions, preload engine (callgrind; repeatable on a noisy machine):"
   # instr [nettrap] CMD...: instructions the command itself executes
   instr() {
     local pre=()
-    if [ "$1" = nettrap ]; then shift; pre=("$NETTRAP" run --quiet --report "$WORK/r.json" --); fi
+    if [ "$1" = nettrap ]; then shift; pre=("$NETTRAP" run --quiet --report "$WORK/r.json" --engine preload --); fi
     "${pre[@]}" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null |
       sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
   }

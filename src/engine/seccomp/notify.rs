@@ -116,10 +116,9 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
 }
 
-/// The `SO_TYPE` of descriptor `fd` in process `tgid`.
-pub fn socket_type(tgid: u32, fd: RawFd) -> Option<i32> {
-    let pidfd = pidfd_open(tgid).ok()?;
-    let sock = pidfd_getfd(&pidfd, fd).ok()?;
+/// The `SO_TYPE` of descriptor `fd` in the process behind `pidfd`.
+pub fn socket_type(pidfd: &OwnedFd, fd: RawFd) -> Option<i32> {
+    let sock = pidfd_getfd(pidfd, fd).ok()?;
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most len bytes into ty.

@@ -151,8 +151,11 @@ impl Supervisor {
         let transport = if found.fastopen {
             Transport::Tcp
         } else {
-            notify::socket_type(target.tgid, found.fd)
-                .map_or(Transport::Other, Transport::from_sock_type)
+            let ty = target
+                .pidfd
+                .as_ref()
+                .and_then(|p| notify::socket_type(p, found.fd));
+            ty.map_or(Transport::Other, Transport::from_sock_type)
         };
         let test = target.test.as_ref().map(|(id, _)| id.as_slice());
         let decisions: Vec<(Dest, Decision)> = found

@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct Target {
     pub tgid: u32,
     pub test: Option<(Vec<u8>, Phase)>,
+    /// A pidfd of the process, kept to borrow its descriptors without reopening it per call.
+    pub pidfd: Option<std::os::fd::OwnedFd>,
 }
 
 /// Identifies one exec image of one task: the task's start time and where its environment
@@ -27,20 +29,27 @@ struct Key {
     env_start: u64,
 }
 
+struct Entry {
+    key: Key,
+    /// `/proc/TID/stat`, kept open: re-reading it is how an exec is noticed, and pread on an
+    /// open file costs a fraction of opening it again.
+    stat: std::fs::File,
+    target: Arc<Target>,
+}
+
 #[derive(Default)]
 pub struct Targets {
-    by_tid: HashMap<u32, (Key, Arc<Target>)>,
+    by_tid: HashMap<u32, Entry>,
 }
 
 fn read(path: &str) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }
 
-/// Start time and environment address, from `/proc/TID/stat` (fields 22 and 50).
-fn key(tid: u32) -> Option<Key> {
-    let stat = read(&format!("/proc/{tid}/stat"))?;
+/// Start time and environment address (fields 22 and 50 of `/proc/TID/stat`).
+fn parse_key(stat: &[u8]) -> Option<Key> {
     let after = stat.iter().rposition(|&b| b == b')')?;
-    let fields: Vec<&[u8]> = stat[after + 2..].split(|&b| b == b' ').collect();
+    let fields: Vec<&[u8]> = stat.get(after + 2..)?.split(|&b| b == b' ').collect();
     let num = |i: usize| {
         std::str::from_utf8(fields.get(i)?)
             .ok()?
@@ -53,6 +62,13 @@ fn key(tid: u32) -> Option<Key> {
         start_time: num(22 - 3)?,
         env_start: num(50 - 3).unwrap_or(0),
     })
+}
+
+fn pread_key(f: &std::fs::File) -> Option<Key> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 1024];
+    let n = f.read_at(&mut buf, 0).ok()?;
+    parse_key(&buf[..n])
 }
 
 fn tgid(tid: u32) -> Option<u32> {
@@ -96,12 +112,13 @@ impl Targets {
     /// The target behind `tid`. The first time an exec image is seen, its process record is
     /// appended to the log (as the shim does for its processes).
     pub fn lookup(&mut self, tid: u32, log: &Log, now_ns: u64) -> Arc<Target> {
-        let key = key(tid);
-        if let (Some(k), Some((cached, target))) = (key, self.by_tid.get(&tid))
-            && *cached == k
+        if let Some(e) = self.by_tid.get(&tid)
+            && pread_key(&e.stat) == Some(e.key)
         {
-            return target.clone();
+            return e.target.clone();
         }
+        let stat = std::fs::File::open(format!("/proc/{tid}/stat")).ok();
+        let key = stat.as_ref().and_then(pread_key);
         let tgid = tgid(tid).unwrap_or(tid);
         let environ = read(&format!("/proc/{tid}/environ")).unwrap_or_default();
         let cmdline = read(&format!("/proc/{tid}/cmdline")).unwrap_or_default();
@@ -126,15 +143,24 @@ impl Targets {
             &exe.unwrap_or_default(),
             &cmdline,
         );
+        let pidfd = super::notify::pidfd_open(tgid).ok();
         let target = Arc::new(Target {
             tgid,
             test: test_from(&environ, &cmdline),
+            pidfd,
         });
-        if let Some(k) = key {
-            if self.by_tid.len() > 65_536 {
-                self.by_tid.clear();
+        if let (Some(key), Some(stat)) = (key, stat) {
+            if self.by_tid.len() > 4096 {
+                self.by_tid.clear(); // bounded: every entry holds two descriptors
             }
-            self.by_tid.insert(tid, (k, target.clone()));
+            self.by_tid.insert(
+                tid,
+                Entry {
+                    key,
+                    stat,
+                    target: target.clone(),
+                },
+            );
         }
         target
     }
