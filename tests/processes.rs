@@ -28,12 +28,7 @@ fn stress_32_processes_8_threads_200_connects_each_counted_exactly_once() {
     let tests = run.report["tests"].as_array().unwrap();
     assert_eq!(tests.len(), 32);
     for t in tests {
-        let calls: u64 = t["calls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["count"].as_u64().unwrap())
-            .sum();
+        let calls = count(&t["calls"]);
         assert_eq!(calls, 8 * 200, "{}", t["test"]);
         assert!(t["test"].as_str().unwrap().starts_with("stress/"));
         assert_eq!(t["calls"][0]["outcomes"]["ECONNREFUSED"], 1600);

@@ -315,19 +315,9 @@ fn auto_counts_shim_and_supervisor_calls_exactly_once_under_concurrency() {
     let tests = run.report["tests"].as_array().unwrap();
     assert_eq!(tests.len(), 16);
     for t in tests {
-        let n: u64 = t["calls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["count"].as_u64().unwrap())
-            .sum();
+        let n = count(&t["calls"]);
         assert_eq!(n, 8 * 100, "{}", t["test"]);
     }
-    let outside: u64 = run.report["unattributed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["count"].as_u64().unwrap())
-        .sum();
+    let outside = count(&run.report["unattributed"]);
     assert_eq!(outside, 8 * 4 * 100);
 }

@@ -153,9 +153,9 @@ impl Run {
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|t| t["calls"].as_array().unwrap().iter());
-        all.chain(self.report["unattributed"].as_array().unwrap().iter())
-            .map(|c| c["count"].as_u64().unwrap())
+            .map(|t| &t["calls"]);
+        all.chain(std::iter::once(&self.report["unattributed"]))
+            .map(count)
             .sum()
     }
 }
@@ -194,6 +194,13 @@ pub fn run_demo(name: &str, flags: &[&str], pytest_args: &[&str]) -> Run {
     let mut cmd = vec!["python3", "-m", "pytest", "-q", "-p", "no:randomly"];
     cmd.extend_from_slice(pytest_args);
     run_in(name, &demo_suite(), flags, &cmd)
+}
+
+/// The sum of `count` over a JSON list of calls.
+pub fn count(calls: &Value) -> u64 {
+    calls
+        .as_array()
+        .map_or(0, |a| a.iter().map(|c| c["count"].as_u64().unwrap()).sum())
 }
 
 pub fn t(
