@@ -1,5 +1,6 @@
-//! The seccomp engine: calls that bypass libc (static binaries, raw system calls, scrubbed
-//! environments, sendto/sendmsg/sendmmsg, TCP Fast Open, Go) are caught by `seccomp` and `auto`,
+//! The seccomp engine: calls that bypass libc (static binaries, raw system calls, i386 system
+//! calls from `int $0x80`, scrubbed environments, sendto/sendmsg/sendmmsg, TCP Fast Open, Go)
+//! are caught by `seccomp` and `auto`,
 //! missed by `preload` (the documented gap), denied in enforce runs, and counted exactly once
 //! under `auto`, also under concurrency.
 
@@ -96,6 +97,16 @@ fn bypassing() -> Vec<(&'static str, Vec<String>, Vec<Row>)> {
             "udp-sendmsg",
             vec![fx("bypass"), "sendmsg".into(), "9".into()],
             vec![row("127.0.0.1", "udp", "sendmsg")],
+        ),
+        (
+            "i386-connect",
+            vec![fx("int80"), "connect".into(), "9".into()],
+            vec![row("127.0.0.1", "tcp", "connect")],
+        ),
+        (
+            "i386-socketcall",
+            vec![fx("int80"), "socketcall".into(), "9".into()],
+            vec![row("127.0.0.1", "tcp", "connect")],
         ),
         (
             "udp-sendmmsg",

@@ -1,21 +1,27 @@
 //! The seccomp filter: a plain classic-BPF program, written out by hand (as bubblewrap does)
-//! because it needs `SECCOMP_RET_USER_NOTIF`, which the `seccompiler` crate cannot emit.
+//! because it needs `SECCOMP_RET_USER_NOTIF`, which the `seccompiler` crate cannot emit. A tiny
+//! assembler resolves the jump labels.
 //!
-//! For x86_64 system calls:
+//! x86_64 system calls:
 //! - `connect` notifies the supervisor, unless its unused fourth argument carries the shim's
 //!   mark: the shim has already decided and recorded that call (see the module docs of `super`).
 //! - `sendto` with a destination address, `sendmsg` and `sendmmsg` (whose destinations live in
 //!   memory) and `io_uring_setup` notify the supervisor.
-//! - x32 system calls (`__X32_SYSCALL_BIT`) fail with ENOSYS, so that ABI cannot sidestep the
-//!   filter.
-//! - Everything else is allowed. Those outcomes depend only on the architecture and the call
-//!   number, so the kernel's seccomp cache skips the filter for them entirely.
+//! - x32 system calls (`__X32_SYSCALL_BIT`) fail with ENOSYS.
 //!
-//! Other architectures (32-bit i386 programs) are allowed through: a documented gap.
+//! i386 system calls (32-bit programs, or `int $0x80` from a 64-bit one, which the kernel
+//! reports under `AUDIT_ARCH_I386` with i386 numbers): `socketcall`, `connect`, `sendto` with an
+//! address, `sendmsg`, `sendmmsg` and `io_uring_setup` notify the supervisor. So no ABI
+//! sidesteps the filter; any other architecture value is refused with ENOSYS.
+//!
+//! Everything else is allowed. Those outcomes depend only on the architecture and the call
+//! number, so the kernel's seccomp cache skips the filter for them entirely.
 
 use libc::sock_filter;
+use std::collections::HashMap;
 
 pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+pub const AUDIT_ARCH_I386: u32 = 0x4000_0003;
 pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 pub const RET_ALLOW: u32 = 0x7fff_0000;
 pub const RET_USER_NOTIF: u32 = 0x7fc0_0000;
@@ -31,65 +37,131 @@ const fn off_arg_hi(i: u32) -> u32 {
     16 + i * 8 + 4
 }
 
-const fn stmt(code: u16, k: u32) -> sock_filter {
-    sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
-    sock_filter { code, jt, jf, k }
-}
-
 const LD_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const JGE: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
 const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
-/// The filter program. `mark` is the shim's connect mark (`nettrap_shim::SHIM_MARK`).
+/// i386 system call numbers the filter traps.
+pub mod i386 {
+    pub const SOCKETCALL: u32 = 102;
+    pub const SENDMMSG: u32 = 345;
+    pub const CONNECT: u32 = 362;
+    pub const SENDTO: u32 = 369;
+    pub const SENDMSG: u32 = 370;
+    pub const IO_URING_SETUP: u32 = 425;
+}
+
+/// Classic BPF with named jump targets ("" means the next instruction).
+#[derive(Default)]
+struct Asm {
+    code: Vec<sock_filter>,
+    jumps: Vec<(usize, &'static str, &'static str)>,
+    labels: HashMap<&'static str, usize>,
+}
+
+impl Asm {
+    fn label(&mut self, name: &'static str) {
+        self.labels.insert(name, self.code.len());
+    }
+    fn load(&mut self, offset: u32) {
+        self.code.push(sock_filter {
+            code: LD_ABS,
+            jt: 0,
+            jf: 0,
+            k: offset,
+        });
+    }
+    fn ret(&mut self, k: u32) {
+        self.code.push(sock_filter {
+            code: RET,
+            jt: 0,
+            jf: 0,
+            k,
+        });
+    }
+    fn jump(&mut self, code: u16, k: u32, yes: &'static str, no: &'static str) {
+        self.jumps.push((self.code.len(), yes, no));
+        self.code.push(sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        });
+    }
+    fn jeq(&mut self, k: u32, yes: &'static str, no: &'static str) {
+        self.jump(JEQ, k, yes, no);
+    }
+    fn finish(mut self) -> Vec<sock_filter> {
+        for (at, yes, no) in std::mem::take(&mut self.jumps) {
+            let target = |name: &str| -> u8 {
+                if name.is_empty() {
+                    return 0;
+                }
+                let to = self.labels[name];
+                assert!(
+                    to > at && to - at - 1 <= 255,
+                    "filter jump from {at} to {name} out of range"
+                );
+                (to - at - 1) as u8
+            };
+            let (jt, jf) = (target(yes), target(no));
+            self.code[at].jt = jt;
+            self.code[at].jf = jf;
+        }
+        self.code
+    }
+}
+
+/// The filter program. `mark` is the shim's connect mark (`SHIM_CONNECT_MARK`).
 pub fn program(mark: u64) -> Vec<sock_filter> {
     let (mark_lo, mark_hi) = (mark as u32, (mark >> 32) as u32);
-    let nr = |n: i64| n as u32;
-    // Jump offsets count instructions after the jump; the layout below is fixed, and the
-    // labels in comments give each instruction's index.
-    vec![
-        /* 0 */ stmt(LD_ABS, OFF_ARCH),
-        /* 1 */ jump(JEQ, AUDIT_ARCH_X86_64, 1, 0),
-        /* 2 */ stmt(RET, RET_ALLOW), // another ABI: documented gap
-        /* 3 */ stmt(LD_ABS, OFF_NR),
-        /* 4 */ jump(JGE, X32_SYSCALL_BIT, 0, 1),
-        /* 5 */ stmt(RET, RET_ERRNO | libc::ENOSYS as u32),
-        /* 6 */
-        jump(JGE, nr(libc::SYS_connect), 1, 0), // the hot path: read, write, open, …
-        /* 7 */ stmt(RET, RET_ALLOW),
-        /* 8 */ jump(JEQ, nr(libc::SYS_connect), 6, 0), // -> 15
-        /* 9 */ jump(JEQ, nr(libc::SYS_sendto), 10, 0), // -> 20
-        /* 10 */ jump(JEQ, nr(libc::SYS_sendmsg), 2, 0), // -> 13
-        /* 11 */ jump(JEQ, nr(libc::SYS_sendmmsg), 1, 0), // -> 13
-        /* 12 */ jump(JEQ, nr(libc::SYS_io_uring_setup), 0, 1), // -> 13 / 14
-        /* 13 */ stmt(RET, RET_USER_NOTIF),
-        /* 14 */ stmt(RET, RET_ALLOW),
-        // connect: marked by the shim?
-        /* 15 */ stmt(LD_ABS, off_arg_lo(3)),
-        /* 16 */ jump(JEQ, mark_lo, 0, 3), // -> 20: notify
-        /* 17 */ stmt(LD_ABS, off_arg_hi(3)),
-        /* 18 */ jump(JEQ, mark_hi, 0, 1), // -> 20: notify
-        /* 19 */ stmt(RET, RET_ALLOW),
-        // connect unmarked, or sendto: notify when there is a destination address (args[4]).
-        // For connect, args[4] is unused (0 from libc, anything from raw callers), so test the
-        // number again.
-        /* 20 */
-        stmt(LD_ABS, OFF_NR),
-        /* 21 */ jump(JEQ, nr(libc::SYS_connect), 4, 0), // -> 26: notify
-        /* 22 */ stmt(LD_ABS, off_arg_lo(4)),
-        /* 23 */ jump(JEQ, 0, 0, 2), // -> 26
-        /* 24 */ stmt(LD_ABS, off_arg_hi(4)),
-        /* 25 */ jump(JEQ, 0, 1, 0), // -> 27: no destination, allow
-        /* 26 */ stmt(RET, RET_USER_NOTIF),
-        /* 27 */ stmt(RET, RET_ALLOW),
-    ]
+    let nr = |n: libc::c_long| n as u32;
+    let mut a = Asm::default();
+    a.load(OFF_ARCH);
+    a.jeq(AUDIT_ARCH_X86_64, "x86_64", "");
+    a.jeq(AUDIT_ARCH_I386, "i386", "");
+    a.ret(RET_ERRNO | libc::ENOSYS as u32);
+
+    a.label("x86_64");
+    a.load(OFF_NR);
+    a.jump(JGE, X32_SYSCALL_BIT, "enosys", "");
+    // The hot path: read, write, openat, mmap, … are all numbered below connect.
+    a.jump(JGE, nr(libc::SYS_connect), "", "allow");
+    a.jeq(nr(libc::SYS_connect), "connect", "");
+    a.jeq(nr(libc::SYS_sendto), "sendto64", "");
+    a.jeq(nr(libc::SYS_sendmsg), "notify", "");
+    a.jeq(nr(libc::SYS_sendmmsg), "notify", "");
+    a.jeq(nr(libc::SYS_io_uring_setup), "notify", "allow");
+    a.label("connect"); // marked by the shim?
+    a.load(off_arg_lo(3));
+    a.jeq(mark_lo, "", "notify");
+    a.load(off_arg_hi(3));
+    a.jeq(mark_hi, "allow", "notify");
+    a.label("sendto64"); // notify only with a destination address (args[4])
+    a.load(off_arg_lo(4));
+    a.jeq(0, "", "notify");
+    a.load(off_arg_hi(4));
+    a.jeq(0, "allow", "notify");
+
+    a.label("i386");
+    a.load(OFF_NR);
+    a.jeq(i386::SOCKETCALL, "notify", "");
+    a.jeq(i386::CONNECT, "notify", "");
+    a.jeq(i386::SENDMSG, "notify", "");
+    a.jeq(i386::SENDMMSG, "notify", "");
+    a.jeq(i386::IO_URING_SETUP, "notify", "");
+    a.jeq(i386::SENDTO, "", "allow");
+    a.load(off_arg_lo(4)); // i386 arguments are 32 bits wide
+    a.jeq(0, "allow", "notify");
+
+    a.label("notify");
+    a.ret(RET_USER_NOTIF);
+    a.label("allow");
+    a.ret(RET_ALLOW);
+    a.label("enosys");
+    a.ret(RET_ERRNO | libc::ENOSYS as u32);
+    a.finish()
 }
 
 #[cfg(test)]
@@ -155,6 +227,22 @@ mod tests {
             x((X32_SYSCALL_BIT + 42) as i64, [0; 6]),
             RET_ERRNO | libc::ENOSYS as u32
         );
-        assert_eq!(run(&p, &data(0x4000_0003, 102, [0; 6])), RET_ALLOW);
+        let i = |nr: u32, args: [u64; 6]| run(&p, &data(AUDIT_ARCH_I386, nr, args));
+        assert_eq!(i(i386::SOCKETCALL, [3, 0x1000, 0, 0, 0, 0]), RET_USER_NOTIF);
+        assert_eq!(i(i386::CONNECT, [3, 0x1000, 16, 0, 0, 0]), RET_USER_NOTIF);
+        assert_eq!(
+            i(i386::CONNECT, [3, 0x1000, 16, mark, 0, 0]),
+            RET_USER_NOTIF,
+            "no mark in i386"
+        );
+        assert_eq!(i(i386::SENDTO, [3, 1, 4, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(i(i386::SENDTO, [3, 1, 4, 0, 0x1000, 16]), RET_USER_NOTIF);
+        assert_eq!(i(i386::SENDMSG, [0; 6]), RET_USER_NOTIF);
+        assert_eq!(i(i386::SENDMMSG, [0; 6]), RET_USER_NOTIF);
+        assert_eq!(i(3, [0; 6]), RET_ALLOW); // i386 read
+        assert_eq!(
+            run(&p, &data(0xc000_00b7, 203, [0; 6])),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
     }
 }

@@ -11,6 +11,7 @@
 //! One thread is enough and keeps shutdown simple: it only calls RECV after poll() reported a
 //! pending notification, so it never blocks where the stop signal cannot reach it.
 
+use super::filter;
 use super::notify::{self, Listener};
 use super::target::{Target, Targets};
 use nettrap_core::addr::{Dest, Transport};
@@ -25,8 +26,6 @@ use std::sync::Arc;
 const MSG_FASTOPEN: u64 = 0x2000_0000;
 /// Bytes of a sockaddr worth reading (sockaddr_in6 is 28).
 const SOCKADDR_MAX: usize = 28;
-const MSGHDR_LEN: usize = 56;
-const MMSGHDR_LEN: usize = 64;
 const SENDMMSG_MAX: usize = 1024;
 
 /// What the supervisor needs, owned by its thread.
@@ -48,6 +47,38 @@ struct Found {
     fastopen: bool,
 }
 
+/// Layout of `struct msghdr` / `struct mmsghdr` for an ABI: the name pointer is first, its
+/// length right after it.
+struct Abi {
+    ptr_len: usize,
+    msghdr_len: usize,
+    mmsghdr_len: usize,
+}
+
+const X86_64: Abi = Abi {
+    ptr_len: 8,
+    msghdr_len: 56,
+    mmsghdr_len: 64,
+};
+const I386: Abi = Abi {
+    ptr_len: 4,
+    msghdr_len: 28,
+    mmsghdr_len: 32,
+};
+
+impl Abi {
+    /// The (name pointer, name length) of a `struct msghdr` image.
+    fn msg_name(&self, hdr: &[u8]) -> (u64, u64) {
+        let word = |at: usize, len: usize| {
+            hdr[at..at + len]
+                .iter()
+                .rev()
+                .fold(0u64, |v, &b| v << 8 | b as u64)
+        };
+        (word(0, self.ptr_len), word(self.ptr_len, 4))
+    }
+}
+
 fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -62,17 +93,50 @@ fn sockaddr_at(pid: u32, addr: u64, len: u64) -> Option<Dest> {
     Dest::from_sockaddr(&notify::read_mem(pid, addr, len)?)
 }
 
-/// The (name pointer, name length) of a `struct msghdr` image.
-fn msg_name(hdr: &[u8]) -> (u64, u64) {
-    let ptr = u64::from_ne_bytes(hdr[0..8].try_into().unwrap_or_default());
-    let len = u32::from_ne_bytes(hdr[8..12].try_into().unwrap_or_default());
-    (ptr, len as u64)
+/// The network operations, whatever their number in each ABI.
+#[derive(Clone, Copy)]
+enum Op {
+    Connect,
+    Sendto,
+    Sendmsg,
+    Sendmmsg,
 }
 
 /// Destinations of a trapped call, read from the caller's memory.
 fn find(req: &libc::seccomp_notif) -> Option<Found> {
-    let (pid, a) = (req.pid, req.data.args);
-    let nr = req.data.nr as libc::c_long;
+    let pid = req.pid;
+    let nr = req.data.nr as u32;
+    let (abi, op, a) = if req.data.arch == filter::AUDIT_ARCH_I386 {
+        let a = req.data.args.map(|v| v & 0xffff_ffff);
+        let (call, args) = if nr == filter::i386::SOCKETCALL {
+            // socketcall(call, args): the arguments are an array of 32-bit words in memory.
+            let words = notify::read_mem(pid, a[1], 24)?;
+            let mut args = [0u64; 6];
+            for (i, w) in words.chunks_exact(4).enumerate() {
+                args[i] = u32::from_ne_bytes(w.try_into().ok()?) as u64;
+            }
+            (a[0] as u32 + 1000, args) // socketcall's SYS_* numbers, offset to stay apart
+        } else {
+            (nr, a)
+        };
+        let op = match call {
+            filter::i386::CONNECT | 1003 => Op::Connect,
+            filter::i386::SENDTO | 1011 => Op::Sendto,
+            filter::i386::SENDMSG | 1016 => Op::Sendmsg,
+            filter::i386::SENDMMSG | 1020 => Op::Sendmmsg,
+            _ => return None,
+        };
+        (&I386, op, args)
+    } else {
+        let op = match nr as libc::c_long {
+            libc::SYS_connect => Op::Connect,
+            libc::SYS_sendto => Op::Sendto,
+            libc::SYS_sendmsg => Op::Sendmsg,
+            libc::SYS_sendmmsg => Op::Sendmmsg,
+            _ => return None,
+        };
+        (&X86_64, op, req.data.args)
+    };
     let fd = a[0] as i32;
     let found = |syscall, dests: Vec<Dest>, fastopen| {
         Some(Found {
@@ -82,39 +146,38 @@ fn find(req: &libc::seccomp_notif) -> Option<Found> {
             fastopen,
         })
     };
-    match nr {
-        libc::SYS_connect => found(
+    match op {
+        Op::Connect => found(
             Syscall::Connect,
             sockaddr_at(pid, a[1], a[2]).into_iter().collect(),
             false,
         ),
-        libc::SYS_sendto => found(
+        Op::Sendto => found(
             Syscall::Sendto,
             sockaddr_at(pid, a[4], a[5]).into_iter().collect(),
             a[3] & MSG_FASTOPEN != 0,
         ),
-        libc::SYS_sendmsg => {
-            let hdr = notify::read_mem(pid, a[1], MSGHDR_LEN)?;
-            let (ptr, len) = msg_name(&hdr);
+        Op::Sendmsg => {
+            let hdr = notify::read_mem(pid, a[1], abi.msghdr_len)?;
+            let (ptr, len) = abi.msg_name(&hdr);
             found(
                 Syscall::Sendmsg,
                 sockaddr_at(pid, ptr, len).into_iter().collect(),
                 a[2] & MSG_FASTOPEN != 0,
             )
         }
-        libc::SYS_sendmmsg => {
+        Op::Sendmmsg => {
             let n = (a[2] as usize).min(SENDMMSG_MAX);
-            let hdrs = notify::read_mem(pid, a[1], n * MMSGHDR_LEN)?;
+            let hdrs = notify::read_mem(pid, a[1], n * abi.mmsghdr_len)?;
             let mut dests = Vec::new();
-            for h in hdrs.chunks_exact(MMSGHDR_LEN) {
-                let (ptr, len) = msg_name(h);
+            for h in hdrs.chunks_exact(abi.mmsghdr_len) {
+                let (ptr, len) = abi.msg_name(h);
                 if let Some(d) = sockaddr_at(pid, ptr, len).filter(|d| !dests.contains(d)) {
                     dests.push(d);
                 }
             }
             found(Syscall::Sendmmsg, dests, a[3] & MSG_FASTOPEN != 0)
         }
-        _ => None,
     }
 }
 
@@ -133,6 +196,7 @@ impl Supervisor {
 
     fn handle(&mut self, req: &libc::seccomp_notif) {
         let listener = &self.ctx.listener;
+        // io_uring_setup has the same number (425) on x86_64 and i386.
         if req.data.nr as libc::c_long == libc::SYS_io_uring_setup {
             return self.io_uring(req);
         }
