@@ -332,3 +332,54 @@ fn auto_counts_shim_and_supervisor_calls_exactly_once_under_concurrency() {
     let outside = count(&run.report["unattributed"]);
     assert_eq!(outside, 8 * 4 * 100);
 }
+
+#[test]
+fn auto_falls_back_to_preload_with_a_notice_where_seccomp_is_unavailable() {
+    // Inside another seccomp supervisor (here: nettrap itself) a second listener is refused.
+    let inner = scratch("nested-inner").join("inner.json");
+    let inner_s = inner.to_str().unwrap();
+    let edge = fx("edge");
+    let argv = [
+        nettrap(),
+        "run",
+        "--report",
+        inner_s,
+        "--",
+        &edge,
+        "exit",
+        "9",
+    ];
+    let outer = run_in("nested-outer", &repo(), &["--engine", "seccomp"], &argv);
+    assert_eq!(outer.code(), 0, "{}", outer.stderr());
+    assert!(
+        outer.stderr().contains("nettrap: seccomp engine unavailable (nettrap already runs under a seccomp supervisor (EBUSY)); using the preload engine only"),
+        "{}",
+        outer.stderr()
+    );
+    let inner: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&inner).unwrap()).unwrap();
+    assert_eq!(inner["engine"], "preload");
+    assert_eq!(count(&inner["unattributed"]), 1);
+    // The outer supervisor saw the same call (the inner shim used libc's connect).
+    assert_eq!(outer.total_calls(), 1);
+    // Asked for explicitly, seccomp fails instead.
+    let argv = [
+        nettrap(),
+        "run",
+        "--engine",
+        "seccomp",
+        "--",
+        &edge,
+        "exit",
+        "9",
+    ];
+    let outer = run_in("nested-explicit", &repo(), &["--engine", "seccomp"], &argv);
+    assert_eq!(outer.code(), 2);
+    assert!(
+        outer.stderr().contains(
+            "nettrap: error: --engine seccomp: nettrap already runs under a seccomp supervisor"
+        ),
+        "{}",
+        outer.stderr()
+    );
+}

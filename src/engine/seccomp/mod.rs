@@ -82,8 +82,10 @@ fn install(prog: &libc::sock_fprog) -> io::Result<RawFd> {
     }
 }
 
-/// Can this kernel, in this context, give us a user-notification filter? Tried in a throwaway
-/// child (a filter cannot be removed once installed). Call before any thread is started.
+/// Can this kernel, in this context, give us a user-notification filter, and can we take its
+/// listener from a child (pidfd_getfd needs ptrace access: Yama's ptrace_scope 2 or 3 refuses
+/// it)? Tried in a throwaway child, since a filter cannot be removed once installed. Call it
+/// before any thread is started.
 pub fn probe() -> Result<(), String> {
     let avail =
         std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
@@ -100,27 +102,49 @@ pub fn probe() -> Result<(), String> {
         len: 1,
         filter: allow.as_ptr().cast_mut(),
     };
+    let (report_r, report_w) = pipe().map_err(|e| e.to_string())?;
+    let (go_r, go_w) = pipe().map_err(|e| e.to_string())?;
     // SAFETY: fork in a single-threaded process; the child only makes async-signal-safe calls
     // and leaves with _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        let code = match install(&prog) {
-            Ok(_) => 0,
-            Err(e) => e.raw_os_error().unwrap_or(1),
-        };
-        // SAFETY: leaving the forked child without running the parent's atexit handlers.
-        unsafe { libc::_exit(code) };
+        // SAFETY: as above: write, read and _exit only.
+        unsafe {
+            let code = match install(&prog) {
+                Ok(fd) => {
+                    let n = fd as u32;
+                    libc::write(report_w.as_raw_fd(), (&n as *const u32).cast(), 4);
+                    let mut go = 0u8;
+                    libc::read(go_r.as_raw_fd(), (&mut go as *mut u8).cast(), 1);
+                    0
+                }
+                Err(e) => e.raw_os_error().unwrap_or(1),
+            };
+            libc::_exit(code);
+        }
     }
     if pid < 0 {
         return Err(format!("fork: {}", io::Error::last_os_error()));
     }
+    drop(report_w);
+    let mut n = 0u32;
+    // SAFETY: reading 4 bytes into n; EOF (the child failed before writing) leaves 0 read.
+    let got = unsafe { libc::read(report_r.as_raw_fd(), (&mut n as *mut u32).cast(), 4) } == 4;
+    let taken = got
+        .then(|| notify::pidfd_open(pid as u32).and_then(|p| notify::pidfd_getfd(&p, n as RawFd)));
+    // SAFETY: one byte to release the child, then reap it.
     let mut status = 0;
-    // SAFETY: waiting for the child we forked.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    match libc::WEXITSTATUS(status) {
-        0 => Ok(()),
-        libc::EBUSY => Err("nettrap already runs under a seccomp supervisor (EBUSY)".into()),
-        e => Err(format!(
+    unsafe {
+        libc::write(go_w.as_raw_fd(), b"g".as_ptr().cast(), 1);
+        libc::waitpid(pid, &mut status, 0);
+    }
+    match (libc::WEXITSTATUS(status), taken) {
+        (0, Some(Ok(_))) => Ok(()),
+        (0, Some(Err(e))) => Err(format!(
+            "cannot take the filter's listener from a child (pidfd_getfd: {e})"
+        )),
+        (libc::EBUSY, _) => Err("nettrap already runs under a seccomp supervisor (EBUSY)".into()),
+        (e, _) => Err(format!(
             "installing a filter failed: {}",
             io::Error::from_raw_os_error(e)
         )),
