@@ -34,6 +34,147 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 
 type ConnectFn = unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int;
 
+/// The shim's own system calls, made through libc's one `syscall` entry point rather than its
+/// wrappers: every libc function the shim imports is one more symbol the loader must bind in
+/// every process of the run, whether it ever connects or not.
+mod sys {
+    use core::ffi::{c_char, c_int, c_long, c_void};
+
+    /// # Safety
+    /// The arguments must be valid for the system call `nr`.
+    unsafe fn call(
+        nr: c_long,
+        a: usize,
+        b: usize,
+        c: usize,
+        d: usize,
+        e: usize,
+        f: usize,
+    ) -> c_long {
+        // SAFETY: forwarded from the caller.
+        unsafe { libc::syscall(nr, a, b, c, d, e, f) }
+    }
+
+    /// # Safety
+    /// `path` must be NUL-terminated.
+    pub unsafe fn open(path: *const c_char, flags: c_int) -> c_int {
+        // SAFETY: openat relative to the working directory, as open(2).
+        unsafe {
+            call(
+                libc::SYS_openat,
+                libc::AT_FDCWD as usize,
+                path as usize,
+                flags as usize,
+                0,
+                0,
+                0,
+            ) as c_int
+        }
+    }
+
+    pub fn close(fd: c_int) {
+        // SAFETY: closing a descriptor the shim opened.
+        unsafe { call(libc::SYS_close, fd as usize, 0, 0, 0, 0, 0) };
+    }
+
+    /// # Safety
+    /// `buf` must be writable for `len` bytes.
+    pub unsafe fn read(fd: c_int, buf: *mut c_void, len: usize) -> isize {
+        // SAFETY: forwarded from the caller.
+        unsafe { call(libc::SYS_read, fd as usize, buf as usize, len, 0, 0, 0) as isize }
+    }
+
+    /// # Safety
+    /// `buf` must be readable for `len` bytes.
+    pub unsafe fn write(fd: c_int, buf: *const c_void, len: usize) -> isize {
+        // SAFETY: forwarded from the caller.
+        unsafe { call(libc::SYS_write, fd as usize, buf as usize, len, 0, 0, 0) as isize }
+    }
+
+    /// # Safety
+    /// `path` NUL-terminated, `buf` writable for `len` bytes.
+    pub unsafe fn readlink(path: *const c_char, buf: *mut c_char, len: usize) -> isize {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            call(
+                libc::SYS_readlink,
+                path as usize,
+                buf as usize,
+                len,
+                0,
+                0,
+                0,
+            ) as isize
+        }
+    }
+
+    /// Size of the open file `fd`, or -1.
+    pub fn file_size(fd: c_int) -> i64 {
+        // SAFETY: a zeroed stat is a valid out-parameter for fstat.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: fstat writes one struct stat.
+        let r = unsafe {
+            call(
+                libc::SYS_fstat,
+                fd as usize,
+                &mut st as *mut libc::stat as usize,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+        if r == 0 { st.st_size } else { -1 }
+    }
+
+    /// # Safety
+    /// As mmap(2).
+    pub unsafe fn mmap(len: usize, prot: c_int, flags: c_int, fd: c_int) -> *mut c_void {
+        // SAFETY: forwarded from the caller; the kernel returns an address or -errno, which
+        // libc's syscall() turns into -1 (MAP_FAILED).
+        unsafe {
+            call(
+                libc::SYS_mmap,
+                0,
+                len,
+                prot as usize,
+                flags as usize,
+                fd as usize,
+                0,
+            ) as *mut c_void
+        }
+    }
+
+    pub fn getpid() -> u32 {
+        // SAFETY: getpid takes no arguments and cannot fail.
+        unsafe { call(libc::SYS_getpid, 0, 0, 0, 0, 0, 0) as u32 }
+    }
+
+    pub fn getppid() -> u32 {
+        // SAFETY: getppid takes no arguments and cannot fail.
+        unsafe { call(libc::SYS_getppid, 0, 0, 0, 0, 0, 0) as u32 }
+    }
+
+    /// The socket's `SO_TYPE`, or None when `fd` is not a socket.
+    pub fn socket_type(fd: c_int) -> Option<c_int> {
+        let mut ty: c_int = 0;
+        let mut len = core::mem::size_of::<c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most len bytes into ty and updates len.
+        let r = unsafe {
+            call(
+                libc::SYS_getsockopt,
+                fd as usize,
+                libc::SOL_SOCKET as usize,
+                libc::SO_TYPE as usize,
+                &mut ty as *mut c_int as usize,
+                &mut len as *mut libc::socklen_t as usize,
+                0,
+            )
+        };
+        (r == 0).then_some(ty)
+    }
+}
+
 const UNINIT: u8 = 0;
 const BUSY: u8 = 1;
 const READY: u8 = 2;
@@ -62,16 +203,12 @@ static RUN_DIR_LEN: AtomicUsize = AtomicUsize::new(0);
 static CONSTRUCTOR: extern "C" fn() = on_load;
 
 extern "C" fn on_load() {
-    // SAFETY: getenv at load time, single-threaded; the result is copied out at once.
-    let dir = unsafe { libc::getenv(c"NETTRAP_RUN_DIR".as_ptr()) };
-    if !dir.is_null() {
-        // SAFETY: getenv returned a NUL-terminated string.
-        let bytes = unsafe { CStr::from_ptr(dir) }.to_bytes();
-        if bytes.len() < RUN_DIR_MAX - 32 {
-            // SAFETY: only the constructor writes RUN_DIR, before any reader exists.
-            unsafe { (&mut *RUN_DIR.0.get())[..bytes.len()].copy_from_slice(bytes) };
-            RUN_DIR_LEN.store(bytes.len(), Ordering::Release);
-        }
+    if let Some(bytes) = env_value(b"NETTRAP_RUN_DIR")
+        && bytes.len() < RUN_DIR_MAX - 32
+    {
+        // SAFETY: only the constructor writes RUN_DIR, before any reader exists.
+        unsafe { (&mut *RUN_DIR.0.get())[..bytes.len()].copy_from_slice(bytes) };
+        RUN_DIR_LEN.store(bytes.len(), Ordering::Release);
     }
     resolve_real_connect();
     // SAFETY: registering a plain function; pthread_atfork only records it.
@@ -87,8 +224,7 @@ extern "C" fn forget_pid() {
 fn pid() -> u32 {
     match PID.load(Ordering::Relaxed) {
         0 => {
-            // SAFETY: getpid cannot fail.
-            let p = unsafe { libc::getpid() } as u32;
+            let p = sys::getpid();
             PID.store(p, Ordering::Relaxed);
             p
         }
@@ -167,31 +303,28 @@ fn map_file(name: &[u8], writable: bool, min_len: usize) -> Option<(*mut u8, usi
         libc::O_RDONLY
     };
     // SAFETY: path is NUL-terminated.
-    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    let fd = unsafe { sys::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
     if fd < 0 {
         return None;
     }
-    // SAFETY: zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: fd is open; st is writable.
-    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
-    let len = st.st_size as usize;
+    let size = sys::file_size(fd);
     let mut result = None;
-    if ok && len >= min_len {
+    if size >= min_len as i64 {
+        let len = size as usize;
         let prot = if writable {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
             libc::PROT_READ
         };
         // SAFETY: mapping an open file of at least len bytes; the mapping outlives the fd.
-        let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
+        let p = unsafe { sys::mmap(len, prot, libc::MAP_SHARED, fd) };
         if p != libc::MAP_FAILED {
             result = Some((p.cast::<u8>(), len));
         }
     }
-    // SAFETY: closing the fd we opened; the mapping stays. Nothing depends on the fd afterwards,
-    // so a program that closes or dup2s over every descriptor loses nothing.
-    unsafe { libc::close(fd) };
+    // The mapping stays. Nothing depends on the fd afterwards, so a program that closes or
+    // dup2s over every descriptor loses nothing.
+    sys::close(fd);
     result
 }
 
@@ -247,21 +380,20 @@ fn now_ns() -> u64 {
 /// Reads a small file (`/proc/self/cmdline`) into `buf`; returns the length read.
 fn read_small(path: &CStr, buf: &mut [u8]) -> usize {
     // SAFETY: path is NUL-terminated.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe { sys::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
         return 0;
     }
     let mut n = 0;
     while n < buf.len() {
         // SAFETY: reading into the unfilled part of buf.
-        let r = unsafe { libc::read(fd, buf[n..].as_mut_ptr().cast::<c_void>(), buf.len() - n) };
+        let r = unsafe { sys::read(fd, buf[n..].as_mut_ptr().cast::<c_void>(), buf.len() - n) };
         if r <= 0 {
             break;
         }
         n += r as usize;
     }
-    // SAFETY: closing the fd we opened.
-    unsafe { libc::close(fd) };
+    sys::close(fd);
     n
 }
 
@@ -274,7 +406,7 @@ fn record_process(log: &Log, pid: u32) {
     let mut exe = [0u8; 512];
     // SAFETY: readlink writes at most exe.len() bytes.
     let n = unsafe {
-        libc::readlink(
+        sys::readlink(
             c"/proc/self/exe".as_ptr(),
             exe.as_mut_ptr().cast::<c_char>(),
             exe.len(),
@@ -283,8 +415,7 @@ fn record_process(log: &Log, pid: u32) {
     let exe_len = if n > 0 { n as usize } else { 0 };
     let mut cmdline = [0u8; 2048];
     let cmd_len = read_small(c"/proc/self/cmdline", &mut cmdline);
-    // SAFETY: getppid cannot fail.
-    let ppid = unsafe { libc::getppid() } as u32;
+    let ppid = sys::getppid();
     let p = Process {
         pid,
         ppid,
@@ -312,6 +443,22 @@ unsafe fn name_matches(entry: *const u8, name: &[u8]) -> bool {
     }
     // SAFETY: all of name matched, so the string is at least that long plus its NUL.
     unsafe { *entry.add(name.len()) == b'=' }
+}
+
+/// The value of one environment variable (getenv, without importing it).
+fn env_value(name: &[u8]) -> Option<&'static [u8]> {
+    // SAFETY: as in current_test.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            let entry = (*p).cast::<u8>();
+            if name_matches(entry, name) {
+                return Some(CStr::from_ptr(entry.add(name.len() + 1).cast::<c_char>()).to_bytes());
+            }
+            p = p.add(1);
+        }
+    }
+    None
 }
 
 /// The current test from the environment, per nettrap_core::test_id: one pass over `environ`
@@ -345,19 +492,7 @@ fn current_test() -> Option<(&'static [u8], Phase)> {
 }
 
 fn socket_transport(fd: c_int) -> Option<Transport> {
-    let mut ty: c_int = 0;
-    let mut len = core::mem::size_of::<c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most len bytes into ty.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut ty as *mut c_int).cast::<c_void>(),
-            &mut len,
-        )
-    };
-    (r == 0).then(|| Transport::from_sock_type(ty))
+    sys::socket_type(fd).map(Transport::from_sock_type)
 }
 
 /// # Safety
@@ -437,7 +572,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
             rule,
         );
         // SAFETY: writing our own buffer to fd 2; a failed write is ignored on purpose.
-        unsafe { libc::write(2, line.as_ptr().cast::<c_void>(), n) };
+        unsafe { sys::write(2, line.as_ptr().cast::<c_void>(), n) };
         if let Some(cell) = cell {
             cell.set(decision.errno);
         }
