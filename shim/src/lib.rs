@@ -150,6 +150,38 @@ mod sys {
         unsafe { call(libc::SYS_getpid, 0, 0, 0, 0, 0, 0) as u32 }
     }
 
+    pub fn gettid() -> u32 {
+        // SAFETY: gettid takes no arguments and cannot fail.
+        unsafe { call(libc::SYS_gettid, 0, 0, 0, 0, 0, 0) as u32 }
+    }
+
+    /// Copies `buf.len()` bytes at `addr` of this process into `buf`, through the kernel, so an
+    /// invalid address fails (as the kernel would make connect fail with EFAULT) instead of
+    /// faulting in the shim.
+    pub fn copy_from_self(addr: usize, buf: &mut [u8]) -> bool {
+        let local = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: one local iovec over our buffer; the remote one is only read by the kernel.
+        let n = unsafe {
+            call(
+                libc::SYS_process_vm_readv,
+                getpid() as usize,
+                &local as *const libc::iovec as usize,
+                1,
+                &remote as *const libc::iovec as usize,
+                1,
+                0,
+            )
+        };
+        n == buf.len() as c_long
+    }
+
     pub fn getppid() -> u32 {
         // SAFETY: getppid takes no arguments and cannot fail.
         unsafe { call(libc::SYS_getppid, 0, 0, 0, 0, 0, 0) as u32 }
@@ -187,8 +219,9 @@ static LOG_BASE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static LOG_LEN: AtomicUsize = AtomicUsize::new(0);
 /// The process that last wrote a process record; a different pid means we were forked.
 static RECORDED_PID: AtomicU32 = AtomicU32::new(0);
-/// This process's pid, cached (getpid is a system call); cleared in the child after fork().
-static PID: AtomicU32 = AtomicU32::new(0);
+/// The thread mapping the run's files (see init), so a signal handler on that same thread
+/// passes through instead of waiting for itself.
+static INIT_OWNER: AtomicU32 = AtomicU32::new(0);
 
 const RUN_DIR_MAX: usize = 512;
 struct RunDir(UnsafeCell<[u8; RUN_DIR_MAX]>);
@@ -203,33 +236,25 @@ static RUN_DIR_LEN: AtomicUsize = AtomicUsize::new(0);
 static CONSTRUCTOR: extern "C" fn() = on_load;
 
 extern "C" fn on_load() {
-    if let Some(bytes) = env_value(b"NETTRAP_RUN_DIR")
-        && bytes.len() < RUN_DIR_MAX - 32
-    {
-        // SAFETY: only the constructor writes RUN_DIR, before any reader exists.
-        unsafe { (&mut *RUN_DIR.0.get())[..bytes.len()].copy_from_slice(bytes) };
-        RUN_DIR_LEN.store(bytes.len(), Ordering::Release);
+    if STATE.load(Ordering::Acquire) == UNINIT {
+        load_run_dir();
     }
     resolve_real_connect();
     // SAFETY: registering a plain function; pthread_atfork only records it.
-    unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
 }
 
-extern "C" fn forget_pid() {
-    PID.store(0, Ordering::Relaxed);
+/// In a fork child, a mapping another thread of the parent was making is not being made any
+/// more: start over rather than wait for it.
+extern "C" fn after_fork_in_child() {
+    let _ = STATE.compare_exchange(BUSY, UNINIT, Ordering::AcqRel, Ordering::Relaxed);
+    INIT_OWNER.store(0, Ordering::Relaxed);
 }
 
-/// This process's pid. A child made by fork() gets its own through the atfork handler; one made
-/// by a raw clone() that connects before exec would be counted under its parent's pid.
+/// This process's pid. Not cached: a vfork child shares the parent's memory, so a cache would
+/// mix their pids up, and getpid costs less than the connect it accompanies.
 fn pid() -> u32 {
-    match PID.load(Ordering::Relaxed) {
-        0 => {
-            let p = sys::getpid();
-            PID.store(p, Ordering::Relaxed);
-            p
-        }
-        p => p,
-    }
+    sys::getpid()
 }
 
 fn resolve_real_connect() -> usize {
@@ -261,9 +286,19 @@ unsafe fn real_connect(
     marked: bool,
 ) -> c_int {
     if marked {
-        // SAFETY: connect(2) ignores the extra argument; the caller's arguments pass unchanged.
-        return unsafe { libc::syscall(libc::SYS_connect, fd, addr, len, SHIM_CONNECT_MARK) }
-            as c_int;
+        // libc's connect is a pthread cancellation point; a bare system call is not. Allow
+        // asynchronous cancellation around it, as glibc's own wrappers used to.
+        let mut old: c_int = 0;
+        // SAFETY: setting this thread's cancel type, then restoring it; connect(2) ignores the
+        // extra argument, and the caller's arguments pass unchanged.
+        unsafe {
+            pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &mut old);
+            let r = libc::syscall(libc::SYS_connect, fd, addr, len, SHIM_CONNECT_MARK) as c_int;
+            let e = errno();
+            pthread_setcanceltype(old, core::ptr::null_mut());
+            set_errno(e);
+            return r;
+        }
     }
     let mut f = REAL_CONNECT.load(Ordering::Acquire);
     if f == 0 {
@@ -328,9 +363,31 @@ fn map_file(name: &[u8], writable: bool, min_len: usize) -> Option<(*mut u8, usi
     result
 }
 
+/// Reads NETTRAP_RUN_DIR into RUN_DIR. Normally done by the constructor; done by init() when a
+/// library constructor that runs before ours already connects.
+fn load_run_dir() {
+    if let Some(bytes) = env_value(b"NETTRAP_RUN_DIR")
+        && bytes.len() < RUN_DIR_MAX - 32
+    {
+        // SAFETY: written by the constructor before any thread exists, or by init() while it
+        // holds the BUSY state (the only writer), before RUN_DIR_LEN publishes it.
+        unsafe { (&mut *RUN_DIR.0.get())[..bytes.len()].copy_from_slice(bytes) };
+        RUN_DIR_LEN.store(bytes.len(), Ordering::Release);
+    }
+}
+
 fn init() -> bool {
+    match STATE.load(Ordering::Acquire) {
+        READY => return true,
+        OFF => return false,
+        _ => {}
+    }
     match STATE.compare_exchange(UNINIT, BUSY, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
+            INIT_OWNER.store(sys::gettid(), Ordering::Release);
+            if RUN_DIR_LEN.load(Ordering::Acquire) == 0 {
+                load_run_dir();
+            }
             let policy = map_file(b"policy.bin", false, core::mem::size_of::<CompiledPolicy>());
             let log = map_file(b"events.log", true, event::HEADER_LEN);
             let ok = match (policy, log) {
@@ -351,13 +408,18 @@ fn init() -> bool {
                 _ => false,
             };
             STATE.store(if ok { READY } else { OFF }, Ordering::Release);
+            INIT_OWNER.store(0, Ordering::Release);
             ok
         }
         Err(_) => {
-            // Another thread is mapping the files: wait for it (microseconds). If it never
-            // finishes (we are a fork child of a process caught mid-init), give up and pass
-            // through rather than hang.
-            for _ in 0..200_000 {
+            // Another thread is mapping the files: wait for it (microseconds). If this very
+            // thread is the one mapping them (a signal handler interrupted it), or it takes too
+            // long, pass through rather than wait.
+            let me = sys::gettid();
+            for _ in 0..20_000 {
+                if INIT_OWNER.load(Ordering::Acquire) == me {
+                    return false;
+                }
                 match STATE.load(Ordering::Acquire) {
                     READY => return true,
                     OFF => return false,
@@ -427,7 +489,11 @@ fn record_process(log: &Log, pid: u32) {
 
 unsafe extern "C" {
     static environ: *const *const c_char;
+    fn pthread_setcanceltype(kind: c_int, old: *mut c_int) -> c_int;
 }
+
+/// glibc's value (pthread.h).
+const PTHREAD_CANCEL_ASYNCHRONOUS: c_int = 1;
 
 /// Does the environment entry at `entry` start with `name=`?
 ///
@@ -502,10 +568,13 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     let dest = if addr.is_null() || (len as usize) < 2 {
         None
     } else {
-        // SAFETY: the caller promises addr points to len readable bytes (as connect(2) does);
-        // we read no more than 28 of them.
-        let sa = unsafe { core::slice::from_raw_parts(addr.cast::<u8>(), (len as usize).min(28)) };
-        Dest::from_sockaddr(sa)
+        // Copied through the kernel: an invalid address must give the program EFAULT from the
+        // real connect, not a crash here.
+        let mut sa = [0u8; 28];
+        let n = (len as usize).min(sa.len());
+        sys::copy_from_self(addr as usize, &mut sa[..n])
+            .then(|| Dest::from_sockaddr(&sa[..n]))
+            .flatten()
     };
     let (Some(dest), true) = (dest, dest.is_some() && init()) else {
         set_errno(saved_errno);
