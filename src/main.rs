@@ -21,6 +21,16 @@ mod supervise;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// Writes a line to stderr, ignoring failure: a closed or full stderr must never abort a run
+/// (and lose its report), as `eprintln!` would by panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use say;
+
 /// Exit status for nettrap's own errors: bad flags, a malformed policy file, a corrupt report.
 pub const EXIT_USAGE: u8 = 2;
 
@@ -43,7 +53,7 @@ fn main() -> ExitCode {
                 first = format!("{first} {}", lines.next().unwrap_or(""));
             }
             let first = first.strip_prefix("error: ").unwrap_or(&first);
-            eprintln!("nettrap: error: {first} (see 'nettrap --help')");
+            say!("nettrap: error: {first} (see 'nettrap --help')");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -54,7 +64,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("nettrap: error: {e:#}");
+            say!("nettrap: error: {e:#}");
             ExitCode::from(EXIT_USAGE)
         }
     }

@@ -5,6 +5,7 @@ use crate::cli::RunArgs;
 use crate::engine::{self, preload, seccomp};
 use crate::report::{self, RunInfo, render};
 use crate::rundir::{ENV_RUN_DIR, RunDir};
+use crate::say;
 use crate::{policy, supervise};
 use anyhow::{Context, Result};
 use nettrap_core::policy::{Action, FLAG_SECCOMP_BACKSTOP};
@@ -57,7 +58,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
                 }
                 _ => (e.to_string(), EXIT_NOT_EXECUTABLE),
             };
-            eprintln!("nettrap: error: cannot run `{program}`: {why}");
+            say!("nettrap: error: cannot run `{program}`: {why}");
             return Ok(code);
         }
     };
@@ -85,17 +86,15 @@ pub fn run(args: RunArgs) -> Result<u8> {
         .todo
         .clone()
         .unwrap_or_else(|| args.report.with_file_name("nettrap-todo.md"));
-    // The summary goes out first, so a report path that cannot be written loses nothing shown.
-    if !args.quiet {
-        eprint!("{}", render::summary(&report));
-    }
+    // Files first: a closed stderr or a Ctrl-C must not cost the report.
     let json = serde_json::to_string_pretty(&report)? + "\n";
     std::fs::write(&args.report, json)
         .with_context(|| format!("cannot write the report to {}", args.report.display()))?;
     std::fs::write(&todo_path, render::todo(&report))
         .with_context(|| format!("cannot write the to-do list to {}", todo_path.display()))?;
     if !args.quiet {
-        eprintln!(
+        say!("{}", render::summary(&report).trim_end());
+        say!(
             "nettrap: report: {}, to-do list: {}",
             args.report.display(),
             todo_path.display()
@@ -106,7 +105,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             Some(sig) => format!("was killed by signal {sig}"),
             None => format!("exited {}", status.code),
         };
-        eprintln!(
+        say!(
             "nettrap: policy violated ({why}); the command itself {own}; exiting {EXIT_VIOLATION}"
         );
     }

@@ -5,6 +5,7 @@
 //! finds the directory through `NETTRAP_RUN_DIR`. The directory is removed when the run ends
 //! unless `NETTRAP_KEEP_RUN_DIR` is set.
 
+use crate::say;
 use anyhow::{Context, Result};
 use nettrap_core::event;
 use nettrap_core::policy::CompiledPolicy;
@@ -77,7 +78,7 @@ impl RunDir {
 impl Drop for RunDir {
     fn drop(&mut self) {
         if self.keep {
-            eprintln!("nettrap: run directory kept: {}", self.path.display());
+            say!("nettrap: run directory kept: {}", self.path.display());
         } else {
             let _ = fs::remove_dir_all(&self.path);
         }

@@ -217,3 +217,98 @@ fn killing_nettrap_does_not_leave_the_command_running() {
     }
     assert!(!alive(&pid), "the command outlived nettrap");
 }
+
+#[test]
+fn every_engine_counts_the_storm_and_hard_cases_exactly() {
+    for engine in ["preload", "auto"] {
+        let flags = ["--engine", engine];
+        let run = run_in(
+            &format!("storm-{engine}"),
+            &repo(),
+            &flags,
+            &[&fixture("stress"), "8", "4", "100", CLOSED],
+        );
+        assert_eq!(run.total_calls(), 8 * 4 * 100, "{engine}");
+
+        // Connects from a signal handler, interrupting connects (and the shim's first mapping).
+        let run = run_in(
+            &format!("signal-{engine}"),
+            &repo(),
+            &flags,
+            &[&fixture("hard_cases"), "signal", "3000", "20"],
+        );
+        let handled: u64 = run
+            .stdout()
+            .trim()
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let by_port = |p: u64| {
+            run.calls(None)
+                .iter()
+                .filter(|c| c.2 == p)
+                .map(|c| c.6)
+                .sum::<u64>()
+        };
+        assert_eq!(
+            (by_port(20), by_port(21)),
+            (3000, handled),
+            "{engine}: {}",
+            run.stdout()
+        );
+
+        // A vfork child's call carries its own pid, and the parent's call the parent's.
+        let run = run_in(
+            &format!("vfork-{engine}"),
+            &repo(),
+            &flags,
+            &[&fixture("hard_cases"), "vfork", "20"],
+        );
+        let out = run.stdout();
+        let pid_of = |k: &str| {
+            out.split(&format!("{k}="))
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        for c in run.report["unattributed"].as_array().unwrap() {
+            let want = if c["port"] == 20 {
+                pid_of("child")
+            } else {
+                pid_of("parent")
+            };
+            assert_eq!(c["process"]["pid"].as_u64(), Some(want), "{engine}: {c}");
+        }
+
+        // A bad address pointer: EFAULT from the kernel, as without nettrap, not a crash.
+        let run = run_in(
+            &format!("badaddr-{engine}"),
+            &repo(),
+            &flags,
+            &[&fixture("hard_cases"), "badaddr", "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}");
+        assert_eq!(run.stdout(), "badaddr: ret=-1 errno=EFAULT\n", "{engine}");
+    }
+}
+
+#[test]
+fn a_denial_into_a_full_stderr_pipe_does_not_hang_the_run() {
+    let start = Instant::now();
+    let run = run_in(
+        "fullstderr",
+        &repo(),
+        &["--engine", "seccomp", "--deny", "20"],
+        &[&fixture("hard_cases"), "fullstderr", "20"],
+    );
+    assert_eq!(run.code(), 86, "{}", run.stderr());
+    assert_eq!(run.stdout(), "fullstderr: drained 65536\n");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert_eq!(run.total_calls(), 2);
+}

@@ -294,11 +294,6 @@ fn go_tests_dials_are_seen_by_seccomp_only() {
         run.calls(None)[0],
         t("elasticsearch", "127.0.0.1", 9200, "tcp", "-", "denied", 1)
     );
-    assert!(
-        run.stdout().contains("connection refused") || run.stdout().contains("ok"),
-        "{}",
-        run.stdout()
-    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 pub mod preload;
 pub mod seccomp;
 
+use crate::say;
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
@@ -60,9 +61,7 @@ pub fn plan(requested: Engine) -> Result<Plan> {
                 seccomp: true,
             },
             Err(why) => {
-                eprintln!(
-                    "nettrap: seccomp engine unavailable ({why}); using the preload engine only"
-                );
+                say!("nettrap: seccomp engine unavailable ({why}); using the preload engine only");
                 Plan {
                     preload: true,
                     seccomp: false,

@@ -7,6 +7,11 @@ use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
+/// Counts come from a file that may have been edited by hand: never overflow.
+fn saturating_sum(it: impl Iterator<Item = u64>) -> u64 {
+    it.fold(0, u64::saturating_add)
+}
+
 fn dest(c: &CallEntry) -> String {
     if c.address.contains(':') {
         format!("[{}]:{}", c.address, c.port)
@@ -75,12 +80,12 @@ pub fn summary(r: &Report) -> String {
             verdicts(s.recorded, s.denied)
         );
     }
-    let outside: u64 = r
-        .unattributed
-        .iter()
-        .filter(|c| c.offending())
-        .map(|c| c.count)
-        .sum();
+    let outside = saturating_sum(
+        r.unattributed
+            .iter()
+            .filter(|c| c.offending())
+            .map(|c| c.count),
+    );
     if outside > 0 {
         let _ = writeln!(
             out,
@@ -133,16 +138,21 @@ pub fn todo(r: &Report) -> String {
                     .or_default()
                     .entry(t)
                     .or_default();
-                e.0 += c.count;
-                *e.1.entry(c.phase.as_deref().unwrap_or("-")).or_default() += c.count;
+                e.0 = e.0.saturating_add(c.count);
+                let phase = e.1.entry(c.phase.as_deref().unwrap_or("-")).or_default();
+                *phase = phase.saturating_add(c.count);
             }
             None => outside.push(c),
         }
     }
-    let size =
-        |tests: &Tests| -> (u64, u64) { (tests.len() as u64, tests.values().map(|v| v.0).sum()) };
+    let size = |tests: &Tests| -> (u64, u64) {
+        (
+            tests.len() as u64,
+            saturating_sum(tests.values().map(|v| v.0)),
+        )
+    };
     let mut out = String::from("# nettrap: mocking to-do list\n\n");
-    let calls: u64 = offending(r).map(|(_, c)| c.count).sum();
+    let calls = saturating_sum(offending(r).map(|(_, c)| c.count));
     if calls == 0 {
         out.push_str("No test made a recorded or denied call: nothing to mock.\n");
         return out;
@@ -161,7 +171,7 @@ pub fn todo(r: &Report) -> String {
         let tests: BTreeSet<&str> = d.values().flat_map(|t| t.keys().copied()).collect();
         (
             tests.len() as u64,
-            d.values().map(|t| size(t).1).sum::<u64>(),
+            saturating_sum(d.values().map(|t| size(t).1)),
         )
     };
     cats.sort_by(|a, b| (cat_size(b.1), a.0).cmp(&(cat_size(a.1), b.0)));
@@ -256,6 +266,8 @@ pub fn report_command(args: ReportArgs) -> Result<u8> {
         Format::Markdown => todo(&report),
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
     };
-    print!("{out}");
+    // A closed pipe (`| head`) ends the output quietly.
+    use std::io::Write as _;
+    let _ = std::io::stdout().write_all(out.as_bytes());
     Ok(0)
 }

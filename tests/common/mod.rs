@@ -30,38 +30,37 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Whether `unshare -rn` works here (it does on CI and developer machines; some containers
-/// forbid user namespaces, and then runs share the host's loopback).
-fn netns() -> bool {
+/// `unshare -rn` must work: the tests' expectations (refused connects, fixture servers on fixed
+/// ports) hold only in a private network namespace. Fail loudly rather than run elsewhere.
+fn netns() {
     static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
+    let ok = *OK.get_or_init(|| {
         Command::new("unshare")
             .args(["-rn", "true"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
-    })
+    });
+    assert!(
+        ok,
+        "these tests need `unshare -rn` (user and network namespaces) to isolate each run"
+    );
 }
 
 /// A command that runs `argv` inside a private network namespace with loopback up.
 pub fn isolated(argv: &[&str]) -> Command {
-    if netns() {
-        let mut c = Command::new("unshare");
-        c.args([
-            "-rn",
-            "sh",
-            "-c",
-            "ip link set lo up 2>/dev/null || true; exec \"$@\"",
-            "sh",
-        ]);
-        c.args(argv);
-        c
-    } else {
-        let mut c = Command::new(argv[0]);
-        c.args(&argv[1..]);
-        c
-    }
+    netns();
+    let mut c = Command::new("unshare");
+    c.args([
+        "-rn",
+        "sh",
+        "-c",
+        "ip link set lo up 2>/dev/null || true; exec \"$@\"",
+        "sh",
+    ]);
+    c.args(argv);
+    c
 }
 
 /// The C fixtures, built once per test binary.

@@ -181,11 +181,18 @@ impl Prepared {
     /// Makes `cmd` install the filter and hand the listener over just before `exec`.
     pub fn attach(&self, cmd: &mut Command) {
         let fprog = &*self.fprog as *const libc::sock_fprog as usize;
-        let (report_w, go_r) = (self.report.1.as_raw_fd(), self.go.0.as_raw_fd());
+        let (report_w, go_r, go_w) = (
+            self.report.1.as_raw_fd(),
+            self.go.0.as_raw_fd(),
+            self.go.1.as_raw_fd(),
+        );
         // SAFETY: runs in the forked child before exec, making only async-signal-safe calls;
         // fprog points into memory the child inherited from the parent at fork.
         unsafe {
             cmd.pre_exec(move || {
+                // Our copy of the write end would keep the read below from ever seeing EOF if
+                // nettrap died during the hand-off.
+                libc::close(go_w);
                 let listener = install(&*(fprog as *const libc::sock_fprog))?;
                 let mut msg = [0u8; 8];
                 msg[..4].copy_from_slice(&(libc::getpid() as u32).to_ne_bytes());

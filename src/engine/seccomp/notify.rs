@@ -135,12 +135,17 @@ pub fn socket_type(pidfd: &OwnedFd, fd: RawFd) -> Option<i32> {
 }
 
 /// Writes `msg` to the stderr of process `tgid`, so a denial shows up where the test's output
-/// is captured (pytest's capture, a CI log).
+/// is captured (pytest's capture, a CI log). The descriptor is opened anew through /proc (its
+/// own open file description): non-blocking, so a full pipe drops the line instead of stalling
+/// the supervisor and every process waiting on it; appending, so a capture file's contents stay.
 pub fn write_to_stderr_of(tgid: u32, msg: &[u8]) {
-    let Ok(pidfd) = pidfd_open(tgid) else { return };
-    let Ok(err) = pidfd_getfd(&pidfd, 2) else {
-        return;
-    };
-    // SAFETY: writing our buffer to a descriptor we own; failure is ignored on purpose.
-    unsafe { libc::write(err.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/{tgid}/fd/2"));
+    if let Ok(mut f) = opened {
+        let _ = f.write(msg);
+    }
 }

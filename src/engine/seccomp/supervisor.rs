@@ -168,10 +168,15 @@ fn find(req: &libc::seccomp_notif) -> Option<Found> {
         }
         Op::Sendmmsg => {
             let n = (a[2] as usize).min(SENDMMSG_MAX);
-            let hdrs = notify::read_mem(pid, a[1], n * abi.mmsghdr_len)?;
             let mut dests = Vec::new();
-            for h in hdrs.chunks_exact(abi.mmsghdr_len) {
-                let (ptr, len) = abi.msg_name(h);
+            // One header at a time: the kernel sends the leading messages even when the array
+            // runs into unmapped memory, so those must be seen too.
+            for i in 0..n {
+                let at = a[1].wrapping_add((i * abi.mmsghdr_len) as u64);
+                let Some(h) = notify::read_mem(pid, at, abi.mmsghdr_len) else {
+                    break;
+                };
+                let (ptr, len) = abi.msg_name(&h);
                 if let Some(d) = sockaddr_at(pid, ptr, len).filter(|d| !dests.contains(d)) {
                     dests.push(d);
                 }
@@ -243,12 +248,21 @@ impl Supervisor {
         for (dest, d) in decisions {
             if is_datagram_send
                 && d.action != Action::Deny
-                && !self.udp_seen.insert((target.tgid, found.fd, dest))
+                && !self.remember_udp(target.tgid, found.fd, dest)
             {
                 continue;
             }
             self.record(&log, &target, req.pid, found.syscall, dest, transport, &d);
         }
+    }
+
+    /// Whether a datagram destination is new for this process and socket. Bounded: past the
+    /// limit the set starts over (a destination may then be recorded again).
+    fn remember_udp(&mut self, tgid: u32, fd: i32, dest: Dest) -> bool {
+        if self.udp_seen.len() >= 65_536 {
+            self.udp_seen.clear();
+        }
+        self.udp_seen.insert((tgid, fd, dest))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -150,8 +150,10 @@ impl Targets {
             pidfd,
         });
         if let (Some(key), Some(stat)) = (key, stat) {
-            if self.by_tid.len() > 4096 {
-                self.by_tid.clear(); // bounded: every entry holds two descriptors
+            // Bounded: every entry holds two descriptors, and entries of tasks that ended are
+            // only dropped here; 256 entries stay far below the usual 1024-descriptor limit.
+            if self.by_tid.len() >= 256 {
+                self.by_tid.clear();
             }
             self.by_tid.insert(
                 tid,
