@@ -10,7 +10,6 @@ use crate::{policy, supervise};
 use anyhow::{Context, Result};
 use nettrap_core::policy::{Action, FLAG_SECCOMP_BACKSTOP};
 use std::process::Command;
-use std::sync::Arc;
 
 /// Exit status when the command passed (or failed) but the policy was violated: a call was
 /// denied, or a call in a `--fail-on` category was recorded.
@@ -27,6 +26,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if plan.preload && plan.seccomp {
         compiled.flags |= FLAG_SECCOMP_BACKSTOP;
     }
+    // Before any thread (the run directory starts one).
+    let blocked = supervise::block_signals();
     let dir = RunDir::create(&compiled)?;
 
     let mut cmd = Command::new(&args.command[0]);
@@ -34,12 +35,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if plan.preload {
         preload::configure(&mut cmd, &preload::install()?);
     }
-    let blocked = supervise::block_signals();
     let supervisor = if plan.seccomp {
         let prepared = seccomp::prepare().context("cannot prepare the seccomp filter")?;
         prepared.attach(&mut cmd);
         let refuse_io_uring = policy.rules.iter().any(|r| r.action == Action::Deny);
-        Some(prepared.start(compiled.clone(), Arc::new(dir.map_log()?), refuse_io_uring)?)
+        Some(prepared.start(compiled.clone(), dir.log(), refuse_io_uring)?)
     } else {
         None
     };

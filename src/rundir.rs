@@ -13,12 +13,62 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const ENV_RUN_DIR: &str = "NETTRAP_RUN_DIR";
 
 pub struct RunDir {
     path: PathBuf,
     keep: bool,
+    log: Arc<LogMapping>,
+    grower: Option<Grower>,
+}
+
+/// Slots allocated up front (8 MiB), and the head room the grower keeps ahead of the cursor.
+const FIRST_ALLOCATION: u64 = 1 << 16;
+
+/// Allocates the event log's blocks ahead of its writers (see `nettrap_core::event`): a write
+/// into an unallocated page of a shared mapping on a full filesystem would kill the writer with
+/// SIGBUS. When the filesystem is full, writers past the allocated slots count their records as
+/// dropped, and the report says so.
+struct Grower {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Allocates the blocks of slots `from..to`; false when the filesystem refuses.
+fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let offset = event::file_len(from) as libc::off_t;
+    let len = ((to - from) * event::SLOT_LEN as u64) as libc::off_t;
+    // SAFETY: fallocate on our own open file, within its size (mode 0 keeps the size).
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn start_grower(file: File, log: Arc<LogMapping>) -> Grower {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let log = log.log();
+        while !flag.load(Ordering::Relaxed) {
+            let (cursor, allocated) = (log.cursor(), log.allocated());
+            if cursor + FIRST_ALLOCATION / 2 > allocated && allocated < event::DEFAULT_CAPACITY {
+                let next = (allocated * 2).min(event::DEFAULT_CAPACITY);
+                if allocate(&file, allocated, next).is_err() {
+                    return; // full: from here on, records past the allocated slots are dropped
+                }
+                log.set_allocated(next);
+                continue;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    Grower { stop, thread }
 }
 
 impl RunDir {
@@ -33,28 +83,43 @@ impl RunDir {
             .mode(0o700)
             .create(&path)
             .with_context(|| format!("cannot create run directory {}", path.display()))?;
-        let dir = RunDir {
-            path,
-            keep: std::env::var_os("NETTRAP_KEEP_RUN_DIR").is_some(),
+        let keep = std::env::var_os("NETTRAP_KEEP_RUN_DIR").is_some();
+        let cleanup = |e: anyhow::Error| {
+            let _ = fs::remove_dir_all(&path);
+            e
         };
-        fs::write(dir.path.join("policy.bin"), policy.as_bytes())
-            .context("cannot write the compiled policy")?;
-        let mut log = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.events_path())
-            .context("cannot create the event log")?;
-        log.write_all(&event::header(event::DEFAULT_CAPACITY))
-            .context("cannot write the event log")?;
-        // Sparse: only the slots written take space.
-        log.set_len(event::file_len(event::DEFAULT_CAPACITY))
-            .context("cannot size the event log")?;
-        Ok(dir)
+        fs::write(path.join("policy.bin"), policy.as_bytes())
+            .context("cannot write the compiled policy")
+            .map_err(cleanup)?;
+        let events = path.join("events.log");
+        let (file, allocated) = create_log(&events).map_err(cleanup)?;
+        let log = Arc::new(map_log(&events).map_err(cleanup)?);
+        let grower = match allocated {
+            // The filesystem cannot preallocate (no fallocate): the log stays sparse.
+            None => {
+                log.log().set_allocated(event::DEFAULT_CAPACITY);
+                None
+            }
+            Some(slots) => {
+                log.log().set_allocated(slots);
+                Some(start_grower(file, log.clone()))
+            }
+        };
+        Ok(RunDir {
+            path,
+            keep,
+            log,
+            grower,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The event log, mapped into nettrap (for the seccomp supervisor).
+    pub fn log(&self) -> Arc<LogMapping> {
+        self.log.clone()
     }
 
     fn events_path(&self) -> PathBuf {
@@ -77,6 +142,10 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
+        if let Some(g) = self.grower.take() {
+            g.stop.store(true, Ordering::Relaxed);
+            let _ = g.thread.join();
+        }
         if self.keep {
             say!("nettrap: run directory kept: {}", self.path.display());
         } else {
@@ -110,41 +179,67 @@ impl Drop for LogMapping {
     }
 }
 
-impl RunDir {
-    /// Maps the event log for writing from this process.
-    pub fn map_log(&self) -> Result<LogMapping> {
-        use std::os::fd::AsRawFd;
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.events_path())
-            .context("cannot open the event log")?;
-        let len = f.metadata().context("cannot stat the event log")?.len() as usize;
-        // SAFETY: mapping an open file of len bytes, shared and writable; the mapping outlives f.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            anyhow::bail!(
-                "cannot map the event log: {}",
-                std::io::Error::last_os_error()
-            );
+/// Creates the event log: header, full (sparse) size, and the first blocks allocated. Returns
+/// the file and how many slots are allocated, or None where the filesystem cannot preallocate.
+fn create_log(path: &Path) -> Result<(File, Option<u64>)> {
+    let mut log = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .context("cannot create the event log")?;
+    log.write_all(&event::header(event::DEFAULT_CAPACITY, 0))
+        .context("cannot write the event log")?;
+    log.set_len(event::file_len(event::DEFAULT_CAPACITY))
+        .context("cannot size the event log")?;
+    let mut want = FIRST_ALLOCATION;
+    loop {
+        match allocate(&log, 0, want) {
+            Ok(()) => return Ok((log, Some(want))),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok((log, None)),
+            Err(_) if want > 64 => want /= 4,
+            Err(e) => anyhow::bail!(
+                "no space for the event log in {} ({e}); set TMPDIR to a filesystem with room",
+                std::env::temp_dir().display()
+            ),
         }
-        let m = LogMapping {
-            base: base.cast(),
-            len,
-        };
-        // SAFETY: as in LogMapping::log; checked here once.
-        if unsafe { event::Log::from_raw(m.base, m.len) }.is_none() {
-            anyhow::bail!("the event log is corrupt");
-        }
-        Ok(m)
     }
+}
+
+/// Maps the event log for writing from this process.
+fn map_log(path: &Path) -> Result<LogMapping> {
+    use std::os::fd::AsRawFd;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .context("cannot open the event log")?;
+    let len = f.metadata().context("cannot stat the event log")?.len() as usize;
+    // SAFETY: mapping an open file of len bytes, shared and writable; the mapping outlives f.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        anyhow::bail!(
+            "cannot map the event log: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let m = LogMapping {
+        base: base.cast(),
+        len,
+    };
+    // SAFETY: as in LogMapping::log; checked here once.
+    if unsafe { event::Log::from_raw(m.base, m.len) }.is_none() {
+        anyhow::bail!("the event log is corrupt");
+    }
+    Ok(m)
 }

@@ -312,3 +312,40 @@ fn a_denial_into_a_full_stderr_pipe_does_not_hang_the_run() {
     assert!(start.elapsed() < Duration::from_secs(30));
     assert_eq!(run.total_calls(), 2);
 }
+
+#[test]
+fn a_full_temporary_filesystem_drops_records_instead_of_crashing_anyone() {
+    // A 256 KiB tmpfs as TMPDIR, filled by the command before it makes 1600 calls: more than
+    // the blocks nettrap could allocate for its event log.
+    let dir = scratch("fulltmp");
+    let report = dir.join("report.json");
+    let script = format!(
+        "ip link set lo up; mkdir -p {t} && mount -t tmpfs -o size=256k tmpfs {t} && cd {t} && \
+         TMPDIR={t} {n} run --report {r} -- sh -c 'cat /dev/zero > {t}/filler 2>/dev/null; {s} 4 4 100 9'",
+        t = dir.join("tmp").display(),
+        n = nettrap(),
+        r = report.display(),
+        s = fixture("stress"),
+    );
+    let out = Command::new("unshare")
+        .args(["-rmn", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stress: 1600 connects attempted"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let recorded: u64 = report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| count(&t["calls"]))
+        .sum();
+    let dropped = report["lost"]["dropped"].as_u64().unwrap();
+    assert!(
+        dropped > 0 && recorded < 1600,
+        "recorded {recorded}, dropped {dropped}"
+    );
+    assert!(stderr.contains("calls not recorded"), "{stderr}");
+}

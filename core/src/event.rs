@@ -35,6 +35,9 @@ const OFF_SLOT_LEN: usize = 12;
 const OFF_CAPACITY: usize = 16;
 const OFF_CURSOR: usize = 24;
 const OFF_DROPPED: usize = 32;
+/// Slots backed by allocated disk blocks (see [`Log::set_allocated`]). Writing a page of a
+/// sparse shared mapping whose filesystem is full raises SIGBUS, so writers never go past it.
+const OFF_ALLOCATED: usize = 40;
 
 const KIND_CALL: u8 = 1;
 const KIND_PROCESS: u8 = 2;
@@ -163,13 +166,15 @@ impl Process {
     }
 }
 
-/// Writes a fresh header into the first [`HEADER_LEN`] bytes of a new log file.
-pub fn header(capacity: u64) -> [u8; HEADER_LEN] {
+/// Writes a fresh header into the first [`HEADER_LEN`] bytes of a new log file. Until the
+/// launcher allocates blocks and says so ([`Log::set_allocated`]), `allocated` slots may be used.
+pub fn header(capacity: u64, allocated: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(&MAGIC);
     h[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&VERSION.to_ne_bytes());
     h[OFF_SLOT_LEN..OFF_SLOT_LEN + 4].copy_from_slice(&(SLOT_LEN as u32).to_ne_bytes());
     h[OFF_CAPACITY..OFF_CAPACITY + 8].copy_from_slice(&capacity.to_ne_bytes());
+    h[OFF_ALLOCATED..OFF_ALLOCATED + 8].copy_from_slice(&allocated.min(capacity).to_ne_bytes());
     h
 }
 
@@ -223,6 +228,28 @@ impl Log {
         Some(Log { base, capacity })
     }
 
+    /// Slots that may be written: the capacity, or less while blocks are not allocated yet.
+    fn limit(&self) -> u64 {
+        self.counter(OFF_ALLOCATED)
+            .load(Ordering::Acquire)
+            .min(self.capacity)
+    }
+
+    /// Slots reserved so far (some may lie beyond the limit and be dropped).
+    pub fn cursor(&self) -> u64 {
+        self.counter(OFF_CURSOR).load(Ordering::Relaxed)
+    }
+
+    pub fn allocated(&self) -> u64 {
+        self.counter(OFF_ALLOCATED).load(Ordering::Acquire)
+    }
+
+    /// Publishes that the file's blocks for the first `slots` slots are allocated.
+    pub fn set_allocated(&self, slots: u64) {
+        self.counter(OFF_ALLOCATED)
+            .store(slots.min(self.capacity), Ordering::Release);
+    }
+
     fn counter(&self, off: usize) -> &AtomicU64 {
         // SAFETY: off is a fixed, 8-aligned offset inside the header, which the mapping covers.
         unsafe { &*(self.base.add(off).cast::<AtomicU64>()) }
@@ -249,14 +276,12 @@ impl Log {
         let first = self
             .counter(OFF_CURSOR)
             .fetch_add(n as u64, Ordering::Relaxed);
-        if first
-            .checked_add(n as u64)
-            .is_none_or(|end| end > self.capacity)
-        {
+        let limit = self.limit();
+        if first.checked_add(n as u64).is_none_or(|end| end > limit) {
             self.counter(OFF_DROPPED).fetch_add(1, Ordering::Relaxed);
-            if first < self.capacity {
+            if first < limit {
                 // Mark the reserved slots that exist, so the reader skips them cleanly.
-                let pad = (self.capacity - first) as usize;
+                let pad = (limit - first) as usize;
                 self.tag(first)
                     .store(tag(KIND_PAD, pad, 0), Ordering::Release);
             }
@@ -397,8 +422,13 @@ mod decode {
                 continue;
             }
             if mark != TAG_MARK || idx != 0 || n == 0 || i + n > reserved {
+                // A run of slots without a record start is one record left unfinished (or
+                // slots reserved past the limit and dropped, already counted as such).
                 out.torn += 1;
                 i += 1;
+                while i < reserved && tag_at(i) >> 24 != TAG_MARK {
+                    i += 1;
+                }
                 continue;
             }
             let complete = (1..n).all(|k| tag_at(i + k) == (tag & !0xff) | k as u32);
@@ -491,7 +521,7 @@ mod decode {
             let mut backing = vec![0u64; file_len(cap) as usize / 8];
             let base = backing.as_mut_ptr().cast::<u8>();
             // SAFETY: the buffer is file_len(cap) bytes, 8-aligned, and outlives `log`.
-            unsafe { core::ptr::copy_nonoverlapping(header(cap).as_ptr(), base, HEADER_LEN) };
+            unsafe { core::ptr::copy_nonoverlapping(header(cap, cap).as_ptr(), base, HEADER_LEN) };
             let log = unsafe { Log::from_raw(base, file_len(cap) as usize) }.unwrap();
             let call = Call {
                 pid: 7,
@@ -525,7 +555,7 @@ mod decode {
             assert!(log.append_call(&call, &vec![b'b'; 2000], b"").is_none());
             let bytes = unsafe { core::slice::from_raw_parts(base, file_len(cap) as usize) };
             let d = decode(&bytes[..used_len(bytes).unwrap()]).unwrap();
-            assert_eq!((d.records.len(), d.torn, d.dropped), (2, 2, 1));
+            assert_eq!((d.records.len(), d.torn, d.dropped), (2, 1, 1));
             let Record::Call(c) = &d.records[1] else {
                 panic!("not a call")
             };

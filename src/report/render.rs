@@ -108,8 +108,9 @@ pub fn summary(r: &Report) -> String {
     if r.lost.dropped > 0 {
         let _ = writeln!(
             out,
-            "nettrap: warning: {} calls not recorded: the event log was full",
-            r.lost.dropped
+            "nettrap: warning: {} calls not recorded: the event log was full, or its filesystem ({}) had no room",
+            r.lost.dropped,
+            std::env::temp_dir().display()
         );
     }
     if r.lost.torn > 0 {
