@@ -143,6 +143,23 @@ fn what_bypasses_libc_is_caught_by_seccomp_and_auto_and_missed_by_preload() {
 }
 
 #[test]
+fn a_tcp_send_with_an_address_but_no_fast_open_is_not_a_call() {
+    let run = run_in(
+        "tcp-sendto",
+        &repo(),
+        &["--deny", "9"],
+        &[&fx("bypass"), "tcp_sendto", "9"],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.total_calls(), 0);
+    assert!(
+        run.stdout().contains("ret=-1"),
+        "the kernel's own answer: {}",
+        run.stdout()
+    );
+}
+
+#[test]
 fn bypassing_calls_are_denied_in_enforce_runs() {
     for (name, argv, expected) in bypassing() {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();

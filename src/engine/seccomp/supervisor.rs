@@ -226,6 +226,12 @@ impl Supervisor {
                 .and_then(|p| notify::socket_type(p, found.fd));
             ty.map_or(Transport::Other, Transport::from_sock_type)
         };
+        // A send with an address on a stream socket, without Fast Open, makes no connection:
+        // the kernel ignores the address (or fails with EISCONN / ENOTCONN). Not a call.
+        if found.syscall != Syscall::Connect && !found.fastopen && transport == Transport::Tcp {
+            let _ = listener.allow(req.id);
+            return;
+        }
         let test = target.test.as_ref().map(|(id, _)| id.as_slice());
         let decisions: Vec<(Dest, Decision)> = found
             .dests
