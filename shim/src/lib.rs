@@ -572,9 +572,18 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         // real connect, not a crash here.
         let mut sa = [0u8; 28];
         let n = (len as usize).min(sa.len());
-        sys::copy_from_self(addr as usize, &mut sa[..n])
-            .then(|| Dest::from_sockaddr(&sa[..n]))
-            .flatten()
+        // Fast path: a sockaddr in the same page as this frame's own buffer lies on this
+        // thread's live stack, so it is mapped; anything else goes through the kernel.
+        let here = sa.as_ptr() as usize;
+        let (a, page_end) = (addr as usize, (here | 0xfff) + 1);
+        let copied = if a >= here && a.checked_add(n).is_some_and(|end| end <= page_end) {
+            // SAFETY: [a, a+n) lies between a local of this frame and the end of its page.
+            unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), sa.as_mut_ptr(), n) };
+            true
+        } else {
+            sys::copy_from_self(a, &mut sa[..n])
+        };
+        copied.then(|| Dest::from_sockaddr(&sa[..n])).flatten()
     };
     let (Some(dest), true) = (dest, dest.is_some() && init()) else {
         set_errno(saved_errno);
