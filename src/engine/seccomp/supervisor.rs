@@ -332,6 +332,9 @@ impl Supervisor {
     /// io_uring would carry network calls past the filter: refused in enforce runs (ENOSYS, so
     /// runtimes such as tokio and libuv fall back to plain system calls), reported always.
     fn io_uring(&mut self, req: &libc::seccomp_notif) {
+        // Who the caller is, read while it still waits for the answer (it may exit right after).
+        let log = self.log();
+        let target = self.targets.lookup(req.pid, &log, now_ns());
         let listener = &self.ctx.listener;
         let answered = if self.ctx.refuse_io_uring {
             listener.fail(req.id, libc::ENOSYS)
@@ -341,8 +344,6 @@ impl Supervisor {
         if answered.is_err() {
             return;
         }
-        let log = self.log();
-        let target = self.targets.lookup(req.pid, &log, now_ns());
         let d = Decision {
             category: nettrap_core::policy::OTHER,
             rule: nettrap_core::policy::NO_RULE,
