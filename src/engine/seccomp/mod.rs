@@ -82,6 +82,60 @@ fn install(prog: &libc::sock_fprog) -> io::Result<RawFd> {
     }
 }
 
+/// The child's half of the hand-off: install `prog`, report (pid, listener) down `report_w`,
+/// wait for the parent's answer on `go_r`, drop our copy of the listener. Async-signal-safe: it
+/// runs in a forked child. ECHILD means the parent could not take the listener.
+///
+/// # Safety
+/// Only in a freshly forked child; the descriptors must be the hand-off pipes' ends.
+unsafe fn hand_over(
+    prog: &libc::sock_fprog,
+    report_w: RawFd,
+    go_r: RawFd,
+    go_w: RawFd,
+) -> io::Result<()> {
+    // SAFETY: plain system calls on descriptors the caller vouches for.
+    unsafe {
+        // Our copy of the write end would keep the read below from ever seeing EOF if nettrap
+        // died during the hand-off.
+        libc::close(go_w);
+        let listener = install(prog)?;
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&(libc::getpid() as u32).to_ne_bytes());
+        msg[4..].copy_from_slice(&(listener as u32).to_ne_bytes());
+        if libc::write(report_w, msg.as_ptr().cast(), 8) != 8 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut go = 0u8;
+        let n = libc::read(go_r, (&mut go as *mut u8).cast(), 1);
+        libc::close(listener);
+        if n != 1 || go != b'g' {
+            return Err(io::Error::from_raw_os_error(libc::ECHILD));
+        }
+        Ok(())
+    }
+}
+
+/// The parent's half: read (pid, listener) from `report_r`, copy the listener with
+/// `pidfd_getfd`, and tell the child whether that worked.
+fn take_over(report_r: &OwnedFd, go_w: &OwnedFd) -> io::Result<OwnedFd> {
+    let mut msg = [0u8; 8];
+    // SAFETY: reading 8 bytes into msg.
+    if unsafe { libc::read(report_r.as_raw_fd(), msg.as_mut_ptr().cast(), 8) } != 8 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the child reported no listener",
+        ));
+    }
+    let pid = u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+    let fd = u32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]) as RawFd;
+    let listener = notify::pidfd_open(pid).and_then(|p| notify::pidfd_getfd(&p, fd));
+    let answer = if listener.is_ok() { b'g' } else { b'x' };
+    // SAFETY: writing one byte from a local.
+    unsafe { libc::write(go_w.as_raw_fd(), (&answer as *const u8).cast(), 1) };
+    listener
+}
+
 /// Can this kernel, in this context, give us a user-notification filter, and can we take its
 /// listener from a child (pidfd_getfd needs ptrace access: Yama's ptrace_scope 2 or 3 refuses
 /// it)? Tried in a throwaway child, since a filter cannot be removed once installed. Call it
@@ -108,45 +162,37 @@ pub fn probe() -> Result<(), String> {
     // and leaves with _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        // SAFETY: as above: write, read and _exit only.
-        unsafe {
-            let code = match install(&prog) {
-                Ok(fd) => {
-                    let n = fd as u32;
-                    libc::write(report_w.as_raw_fd(), (&n as *const u32).cast(), 4);
-                    let mut go = 0u8;
-                    libc::read(go_r.as_raw_fd(), (&mut go as *mut u8).cast(), 1);
-                    0
-                }
-                Err(e) => e.raw_os_error().unwrap_or(1),
-            };
-            libc::_exit(code);
-        }
+        // SAFETY: in the forked child, with the hand-off pipes.
+        let r = unsafe {
+            hand_over(
+                &prog,
+                report_w.as_raw_fd(),
+                go_r.as_raw_fd(),
+                go_w.as_raw_fd(),
+            )
+        };
+        // SAFETY: leaving the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(r.map_or_else(|e| e.raw_os_error().unwrap_or(1), |()| 0)) };
     }
     if pid < 0 {
         return Err(format!("fork: {}", io::Error::last_os_error()));
     }
-    drop(report_w);
-    let mut n = 0u32;
-    // SAFETY: reading 4 bytes into n; EOF (the child failed before writing) leaves 0 read.
-    let got = unsafe { libc::read(report_r.as_raw_fd(), (&mut n as *mut u32).cast(), 4) } == 4;
-    let taken = got
-        .then(|| notify::pidfd_open(pid as u32).and_then(|p| notify::pidfd_getfd(&p, n as RawFd)));
-    // SAFETY: one byte to release the child, then reap it.
+    drop(report_w); // so a child that fails before reporting gives EOF
+    let taken = take_over(&report_r, &go_w);
     let mut status = 0;
-    unsafe {
-        libc::write(go_w.as_raw_fd(), b"g".as_ptr().cast(), 1);
-        libc::waitpid(pid, &mut status, 0);
-    }
-    match (libc::WEXITSTATUS(status), taken) {
-        (0, Some(Ok(_))) => Ok(()),
-        (0, Some(Err(e))) => Err(format!(
+    // SAFETY: reaping the child we forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match (taken, libc::WEXITSTATUS(status)) {
+        (Ok(_), _) => Ok(()),
+        (Err(e), libc::ECHILD) => Err(format!(
             "cannot take the filter's listener from a child (pidfd_getfd: {e})"
         )),
-        (libc::EBUSY, _) => Err("nettrap already runs under a seccomp supervisor (EBUSY)".into()),
-        (e, _) => Err(format!(
+        (Err(_), libc::EBUSY) => {
+            Err("nettrap already runs under a seccomp supervisor (EBUSY)".into())
+        }
+        (Err(_), code) => Err(format!(
             "installing a filter failed: {}",
-            io::Error::from_raw_os_error(e)
+            io::Error::from_raw_os_error(code)
         )),
     }
 }
@@ -190,23 +236,7 @@ impl Prepared {
         // fprog points into memory the child inherited from the parent at fork.
         unsafe {
             cmd.pre_exec(move || {
-                // Our copy of the write end would keep the read below from ever seeing EOF if
-                // nettrap died during the hand-off.
-                libc::close(go_w);
-                let listener = install(&*(fprog as *const libc::sock_fprog))?;
-                let mut msg = [0u8; 8];
-                msg[..4].copy_from_slice(&(libc::getpid() as u32).to_ne_bytes());
-                msg[4..].copy_from_slice(&(listener as u32).to_ne_bytes());
-                if libc::write(report_w, msg.as_ptr().cast(), 8) != 8 {
-                    return Err(io::Error::last_os_error());
-                }
-                let mut go = 0u8;
-                let n = libc::read(go_r, (&mut go as *mut u8).cast(), 1);
-                libc::close(listener);
-                if n != 1 || go != b'g' {
-                    return Err(io::Error::from_raw_os_error(libc::ECHILD));
-                }
-                Ok(())
+                hand_over(&*(fprog as *const libc::sock_fprog), report_w, go_r, go_w)
             });
         }
     }
@@ -258,20 +288,9 @@ impl Prepared {
         if fds[0].revents & libc::POLLIN == 0 {
             return None;
         }
-        let mut msg = [0u8; 8];
-        // SAFETY: reading 8 bytes into msg.
-        if unsafe { libc::read(self.report.0.as_raw_fd(), msg.as_mut_ptr().cast(), 8) } != 8 {
-            return None;
-        }
-        let pid = u32::from_ne_bytes(msg[..4].try_into().ok()?);
-        let fd = u32::from_ne_bytes(msg[4..].try_into().ok()?) as RawFd;
-        let listener = notify::pidfd_open(pid)
-            .and_then(|p| notify::pidfd_getfd(&p, fd))
-            .ok();
-        let answer = if listener.is_some() { b'g' } else { b'x' };
-        // SAFETY: writing one byte from a local.
-        unsafe { libc::write(self.go.1.as_raw_fd(), (&answer as *const u8).cast(), 1) };
-        listener.map(notify::Listener)
+        take_over(&self.report.0, &self.go.1)
+            .ok()
+            .map(notify::Listener)
     }
 }
 
