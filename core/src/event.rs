@@ -96,8 +96,10 @@ pub enum Source {
 #[derive(Clone, Copy, Debug)]
 pub struct Call {
     pub pid: u32,
-    /// Kernel thread id, or 0 where the engine does not record it (the shim does not).
+    /// Kernel thread id of the caller.
     pub tid: u32,
+    /// When the call was made: CLOCK_MONOTONIC in nanoseconds, the clock of every event log
+    /// and timeline writer, so calls and a runner's test events can be joined by time.
     pub time_ns: u64,
     pub dest: Dest,
     pub transport: Transport,

@@ -431,11 +431,13 @@ fn init() -> bool {
     }
 }
 
+/// CLOCK_MONOTONIC, as every writer of the run's event log and timeline uses (see
+/// nettrap_core::event::Call::time_ns).
 fn now_ns() -> u64 {
     // SAFETY: zeroed timespec is a valid out-parameter.
     let mut ts: libc::timespec = unsafe { core::mem::zeroed() };
     // SAFETY: clock_gettime writes ts (vDSO; no system call on x86_64).
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -612,12 +614,16 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     };
     let pid = pid();
     record_process(&log, pid);
+    // Taken before the decision: a runner's test events are joined to calls by time.
+    let time_ns = now_ns();
     let test = current_test();
     let decision = policy.decide(&dest, test.map(|t| t.0));
     let call = Call {
         pid,
-        tid: 0, // not recorded by the shim: a system call per connect for no use yet
-        time_ns: now_ns(),
+        // The calling thread: joins the call to the runner's per-thread test events and to the
+        // call site an adapter wrote just before it (see src/attribution/).
+        tid: sys::gettid(),
+        time_ns,
         dest,
         transport,
         action: decision.action,

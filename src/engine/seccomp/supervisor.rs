@@ -79,10 +79,15 @@ impl Abi {
     }
 }
 
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+/// CLOCK_MONOTONIC, the clock of every event log and timeline writer.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn sockaddr_at(pid: u32, addr: u64, len: u64) -> Option<Dest> {
@@ -200,6 +205,9 @@ impl Supervisor {
     }
 
     fn handle(&mut self, req: &libc::seccomp_notif) {
+        // The call's time, taken while the caller still waits for the answer: once answered,
+        // its test may end (and say so in the timeline) before a later clock read here.
+        let time_ns = now_ns();
         let listener = &self.ctx.listener;
         // io_uring_setup has the same number (425) on x86_64 and i386.
         if req.data.nr as libc::c_long == libc::SYS_io_uring_setup {
@@ -216,7 +224,7 @@ impl Supervisor {
             return;
         };
         let log = self.log();
-        let target = self.targets.lookup(req.pid, &log, now_ns());
+        let target = self.targets.lookup(req.pid, &log, time_ns);
         let transport = if found.fastopen {
             Transport::Tcp
         } else {
@@ -258,7 +266,7 @@ impl Supervisor {
             {
                 continue;
             }
-            self.record(&log, &target, req.pid, found.syscall, dest, transport, &d);
+            self.record(&log, &target, req.pid, time_ns, found.syscall, dest, transport, &d);
         }
     }
 
@@ -277,6 +285,7 @@ impl Supervisor {
         log: &Log,
         target: &Target,
         tid: u32,
+        time_ns: u64,
         syscall: Syscall,
         dest: Dest,
         transport: Transport,
@@ -285,7 +294,7 @@ impl Supervisor {
         let call = Call {
             pid: target.tgid,
             tid,
-            time_ns: now_ns(),
+            time_ns,
             dest,
             transport,
             action: d.action,
@@ -333,8 +342,9 @@ impl Supervisor {
     /// runtimes such as tokio and libuv fall back to plain system calls), reported always.
     fn io_uring(&mut self, req: &libc::seccomp_notif) {
         // Who the caller is, read while it still waits for the answer (it may exit right after).
+        let time_ns = now_ns();
         let log = self.log();
-        let target = self.targets.lookup(req.pid, &log, now_ns());
+        let target = self.targets.lookup(req.pid, &log, time_ns);
         let listener = &self.ctx.listener;
         let answered = if self.ctx.refuse_io_uring {
             listener.fail(req.id, libc::ENOSYS)
@@ -362,6 +372,7 @@ impl Supervisor {
             &log,
             &target,
             req.pid,
+            time_ns,
             Syscall::IoUringSetup,
             none,
             Transport::Other,
