@@ -63,6 +63,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     pub engine: Engine,
 
+    /// The test runner, where the command does not show it (`none`: no runner adapters; tests
+    /// are then known only through the NETTRAP_TEST protocol)
+    #[arg(long, value_enum, value_name = "RUNNER")]
+    pub runner: Option<crate::adapters::Runner>,
+
     /// Do not print the summary
     #[arg(short, long)]
     pub quiet: bool,

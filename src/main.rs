@@ -5,10 +5,14 @@
 //! `nettrap report FILE` renders a saved report again.
 //!
 //! The launcher's modules, one concern each: `cli` (arguments), `policy` (sources merged and
-//! compiled), `engine` (how calls are intercepted), `rundir` (the files a run shares with its
-//! processes), `supervise` (the child process, signals, exit status), `report` (the model and
-//! its renderings), `run` (the `run` command tying them together).
+//! compiled), `engine` (how calls are intercepted), `adapters` (runner adapters: what each test
+//! runner needs so its tests are known), `rundir` (the files a run shares with its processes),
+//! `attribution` (which test made each call), `supervise` (the child process, signals, exit
+//! status), `report` (the model and its renderings), `run` (the `run` command tying them
+//! together).
 
+mod adapters;
+mod attribution;
 mod cli;
 mod engine;
 mod errno;

@@ -1,6 +1,7 @@
 //! `nettrap run`: load the policy, prepare the run directory and the engine, run the command,
 //! then turn the event log into the report, the to-do list, the summary and the exit status.
 
+use crate::adapters;
 use crate::cli::RunArgs;
 use crate::engine::{self, preload, seccomp};
 use crate::report::{self, RunInfo, render};
@@ -30,11 +31,14 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let blocked = supervise::block_signals();
     let dir = RunDir::create(&compiled)?;
 
+    let runner = args.runner.or_else(|| adapters::detect(&args.command));
+    let installed = preload::install()?;
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]).env(ENV_RUN_DIR, dir.path());
     if plan.preload {
-        preload::configure(&mut cmd, &preload::install()?);
+        preload::configure(&mut cmd, &installed.shim);
     }
+    adapters::configure(&mut cmd, &installed.dir, runner);
     let supervisor = if plan.seccomp {
         let prepared = seccomp::prepare().context("cannot prepare the seccomp filter")?;
         prepared.attach(&mut cmd);
@@ -72,8 +76,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
             .collect(),
         engine: plan.name().into(),
         command_exit_code: status.code as i32,
+        runner: runner.map(|r| r.name().to_string()),
     };
-    let mut report = report::build(&policy, &compiled, events, info);
+    let timeline = crate::attribution::Timeline::read(dir.path());
+    let mut report = report::build(&policy, &compiled, events, timeline, info);
     let violation = report::violation(&report);
     let exit = if violation.is_some() {
         EXIT_VIOLATION

@@ -1,7 +1,8 @@
 //! The run directory: the files a run shares with the processes it intercepts.
 //!
-//! `policy.bin` holds the compiled policy (mapped read-only by the shim) and `events.log` the
-//! event log every intercepting process appends to (format: `nettrap_core::event`). The shim
+//! `policy.bin` holds the compiled policy (mapped read-only by the shim), `events.log` the
+//! event log every intercepting process appends to (format: `nettrap_core::event`), and
+//! `timeline.jsonl` what runner adapters say the runner did (format: `attribution/SPEC.md`). The shim
 //! finds the directory through `NETTRAP_RUN_DIR`. The directory is removed when the run ends
 //! unless `NETTRAP_KEEP_RUN_DIR` is set.
 
@@ -90,6 +91,10 @@ impl RunDir {
         };
         fs::write(path.join("policy.bin"), policy.as_bytes())
             .context("cannot write the compiled policy")
+            .map_err(cleanup)?;
+        // Adapters append to the timeline by path (see attribution/SPEC.md).
+        fs::write(path.join(crate::attribution::TIMELINE), b"")
+            .context("cannot create the timeline")
             .map_err(cleanup)?;
         let events = path.join("events.log");
         let (file, allocated) = create_log(&events).map_err(cleanup)?;

@@ -1,6 +1,8 @@
-//! The preload engine: the shim the binary carries, written to a cache directory at run time,
-//! and the environment that loads it into every process of the tree.
+//! The preload engine: the shim the binary carries (with the runner adapters' files), written to
+//! a cache directory at run time, and the environment that loads it into every process of the
+//! tree.
 
+use crate::adapters;
 use anyhow::{Result, bail};
 use std::ffi::OsString;
 use std::fs;
@@ -35,24 +37,54 @@ fn preloadable(p: &Path) -> bool {
     !s.contains(&b' ') && !s.contains(&b':')
 }
 
-fn install_in(dir: &Path) -> std::io::Result<PathBuf> {
-    let dir = dir.join(format!("{}-{SHIM_KEY}", env!("CARGO_PKG_VERSION")));
-    let path = dir.join("libnettrap_shim.so");
-    if fs::read(&path).is_ok_and(|b| b == SHIM) {
-        return Ok(path);
-    }
-    fs::create_dir_all(&dir)?;
-    // Write beside, then rename: concurrent runs never see a half-written library.
-    let tmp = dir.join(format!(".libnettrap_shim.so.{}", std::process::id()));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(SHIM)?;
-    f.sync_all()?;
-    fs::rename(&tmp, &path)?;
-    Ok(path)
+/// Names the cache directory: a rebuilt shim or changed adapter is never confused with an older
+/// one of the same version.
+fn key() -> String {
+    let hash = adapters::FILES
+        .iter()
+        .flat_map(|(name, bytes)| name.as_bytes().iter().chain(bytes.iter()))
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+    format!("{}-{SHIM_KEY}-{:08x}", env!("CARGO_PKG_VERSION"), hash as u32)
 }
 
-/// Writes the shim to the first usable cache directory; returns its path.
-pub fn install() -> Result<PathBuf> {
+/// Writes `bytes` to `path` unless it already holds them: beside, then renamed, so concurrent
+/// runs never see a half-written file.
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if fs::read(path).is_ok_and(|b| b == bytes) {
+        return Ok(());
+    }
+    let dir = path.parent().expect("a file in a directory");
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().expect("a file name").to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+fn install_in(dir: &Path) -> std::io::Result<Installed> {
+    let dir = dir.join(key());
+    let shim = dir.join("libnettrap_shim.so");
+    write_file(&shim, SHIM)?;
+    for (name, bytes) in adapters::FILES {
+        write_file(&dir.join(name), bytes)?;
+    }
+    Ok(Installed { shim, dir })
+}
+
+/// What `install` wrote.
+pub struct Installed {
+    /// The shim library.
+    pub shim: PathBuf,
+    /// The directory holding it and the runner adapters' files.
+    pub dir: PathBuf,
+}
+
+/// Writes the shim and the adapters to the first usable cache directory.
+pub fn install() -> Result<Installed> {
     let mut errors = Vec::new();
     for dir in cache_dirs() {
         if !preloadable(&dir) {

@@ -6,6 +6,7 @@
 
 pub mod render;
 
+use crate::attribution::{Attribution, Timeline};
 use crate::policy::Policy;
 use nettrap_core::addr::Dest;
 use nettrap_core::event::{Decoded, Record, Syscall};
@@ -21,11 +22,17 @@ pub struct Report {
     pub nettrap_version: String,
     pub command: Vec<String>,
     pub engine: String,
+    /// The test runner recognised from the command line or named with `--runner`.
+    #[serde(default)]
+    pub runner: Option<String>,
     /// The command's own status, shell-style (128 + signal when killed).
     pub command_exit_code: i32,
     /// What `nettrap run` exited with.
     pub exit_code: i32,
-    /// Tests the run ran, when a runner adapter knows; `null` otherwise.
+    /// The runners that reported their tests (`pytest`, `unittest`, `django`, `jest`, `go`).
+    #[serde(default)]
+    pub runners: Vec<String>,
+    /// Tests the run ran, when a runner adapter reported them; `null` otherwise.
     pub tests_total: Option<u64>,
     /// Tests with at least one recorded or denied call.
     pub tests_with_calls: u64,
@@ -40,6 +47,9 @@ pub struct Report {
     pub io_uring: Vec<IoUringEntry>,
     /// Records the run could not keep, if any: the report is then incomplete.
     pub lost: Lost,
+    /// Adapters that could not load (the run fell back to the environment protocol).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adapter_failures: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -60,6 +70,13 @@ pub struct CategorySummary {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct TestEntry {
     pub test: String,
+    /// `passed`, `failed`, `error`, `skipped`, `xfailed`, `xpassed`, as the runner reported it;
+    /// null where no adapter reported the test.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// Seconds the test took (all its phases), as the runner reported it.
+    #[serde(default)]
+    pub duration_s: Option<f64>,
     pub calls: Vec<CallEntry>,
 }
 
@@ -79,6 +96,24 @@ pub struct CallEntry {
     /// What the calls returned: `ok`, an errno name, or `pending` (the process ended inside it).
     pub outcomes: BTreeMap<String, u64>,
     pub process: ProcessInfo,
+    /// The first frame in the project's own code: `app/search.py:42 in index_document`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The client library that made the call (`redis`, `urllib3`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<String>,
+    /// The host name the program connected by, when an adapter saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// A shared fixture being set up when the call was made: `es_client (session, tests/conftest.py)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixture: Option<String>,
+    /// The nested test (a test runner run by this test) that made the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner_test: Option<String>,
+    /// Other tests running in the same process at the time (overlapping parallel tests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub concurrent_tests: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,6 +121,9 @@ pub struct ProcessInfo {
     pub pid: u32,
     pub exe: String,
     pub cmdline: String,
+    /// What the process is to the runner: xdist worker `gw1`, `django worker 2`, `jest worker 3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -117,12 +155,14 @@ pub struct RunInfo {
     pub command: Vec<String>,
     pub engine: String,
     pub command_exit_code: i32,
+    /// The runner recognised from the command (or `--runner`).
+    pub runner: Option<String>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     test: Option<String>,
-    phase: u8,
+    phase: Option<String>,
     category: String,
     ip: [u8; 16],
     port: u16,
@@ -131,6 +171,10 @@ struct Key {
     syscall: &'static str,
     rule: String,
     process: ProcessInfo,
+    site: Option<crate::attribution::Site>,
+    fixture: Option<String>,
+    inner_test: Option<String>,
+    concurrent: Vec<String>,
 }
 
 fn text(b: &[u8]) -> String {
@@ -169,6 +213,7 @@ fn processes(records: &[Record]) -> HashMap<u32, Vec<(usize, ProcessInfo)>> {
                 pid: p.process.pid,
                 exe: text(&p.exe),
                 cmdline: cmdline.join(" "),
+                role: None,
             };
             by_pid.entry(p.process.pid).or_default().push((i, info));
         }
@@ -191,21 +236,39 @@ fn process_at(
     list[after.saturating_sub(1).min(list.len() - 1)].1.clone()
 }
 
-pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: RunInfo) -> Report {
-    let by_pid = processes(&events.records);
+pub fn build(
+    policy: &Policy,
+    compiled: &CompiledPolicy,
+    events: Decoded,
+    mut timeline: Timeline,
+    info: RunInfo,
+) -> Report {
+    let mut by_pid = processes(&events.records);
+    for (pid, list) in by_pid.iter_mut() {
+        if let Some(role) = timeline.roles.get(pid) {
+            for (_, p) in list.iter_mut() {
+                p.role = Some(role.clone());
+            }
+        }
+    }
     let mut groups: BTreeMap<Key, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
     for (at, record) in events.records.iter().enumerate() {
         let Record::Call(c) = record else { continue };
         let call = c.call;
         let process = process_at(&by_pid, call.pid, at);
+        let recorded = c.test.as_deref().map(|t| {
+            let phase = nettrap_core::test_id::Phase::from_u8(call.phase as u8).name();
+            (text(t), phase.map(String::from))
+        });
+        let who: Attribution = timeline.attribute(call.pid, call.tid, call.time_ns, recorded);
         if call.syscall == Syscall::IoUringSetup {
             let verdict = if call.action == Action::Deny {
                 "refused"
             } else {
                 "allowed"
             };
-            let test = c.test.as_deref().map(text);
+            let test = who.test;
             match io_uring
                 .iter_mut()
                 .find(|e| e.process == process && e.verdict == verdict && e.test == test)
@@ -224,9 +287,10 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
             .rules()
             .get(call.rule as usize)
             .map_or_else(|| "record (default)".to_string(), |r| text(r.label()));
+        let site = timeline.site(call.pid, call.tid, call.time_ns, call.dest.port);
         let key = Key {
-            test: c.test.as_deref().map(text),
-            phase: call.phase as u8,
+            test: who.test,
+            phase: who.phase,
             category: text(compiled.category_name(call.category)),
             ip: call.dest.ip,
             port: call.dest.port,
@@ -235,6 +299,10 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
             syscall: call.syscall.name(),
             rule,
             process,
+            site,
+            fixture: who.fixture,
+            inner_test: who.inner_test,
+            concurrent: who.concurrent,
         };
         let g = groups.entry(key).or_default();
         g.0 += 1;
@@ -242,8 +310,14 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
     }
 
     let mut tests: BTreeMap<String, Vec<CallEntry>> = BTreeMap::new();
+    for name in timeline.tests.keys() {
+        tests.insert(name.clone(), Vec::new());
+    }
     let mut unattributed = Vec::new();
     for (key, (count, outcomes)) in groups {
+        let (location, library, host) = key
+            .site
+            .map_or((None, None, None), |s| (s.location, s.library, s.host));
         let entry = CallEntry {
             category: key.category,
             address: address(key.ip),
@@ -251,13 +325,17 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
             transport: key.transport.into(),
             verdict: key.verdict.into(),
             count,
-            phase: nettrap_core::test_id::Phase::from_u8(key.phase)
-                .name()
-                .map(String::from),
+            phase: key.phase,
             syscall: key.syscall.into(),
             rule: key.rule,
             outcomes,
             process: key.process,
+            site: location,
+            library,
+            host,
+            fixture: key.fixture,
+            inner_test: key.inner_test,
+            concurrent_tests: key.concurrent,
         };
         match key.test {
             Some(t) => tests.entry(t).or_default().push(entry),
@@ -266,7 +344,15 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
     }
     let tests: Vec<TestEntry> = tests
         .into_iter()
-        .map(|(test, calls)| TestEntry { test, calls })
+        .map(|(test, calls)| {
+            let run = timeline.tests.get(&test);
+            TestEntry {
+                outcome: run.and_then(|r| r.outcome.clone()),
+                duration_s: run.and_then(|r| r.duration_s),
+                test,
+                calls,
+            }
+        })
         .collect();
 
     let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
@@ -315,9 +401,13 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
         nettrap_version: env!("CARGO_PKG_VERSION").into(),
         command: info.command,
         engine: info.engine,
+        runner: info.runner,
         command_exit_code: info.command_exit_code,
         exit_code: info.command_exit_code,
-        tests_total: None,
+        runners: timeline.runners.iter().cloned().collect(),
+        tests_total: timeline
+            .knows_tests()
+            .then_some(timeline.tests.len() as u64),
         tests_with_calls,
         categories,
         tests,
@@ -328,6 +418,7 @@ pub fn build(policy: &Policy, compiled: &CompiledPolicy, events: Decoded, info: 
             dropped: events.dropped,
             torn: events.torn,
         },
+        adapter_failures: timeline.adapter_failures.clone(),
     }
 }
 

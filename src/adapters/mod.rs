@@ -1,0 +1,203 @@
+//! Runner adapters: what each test runner needs so that nettrap knows its tests.
+//!
+//! An adapter reports the runner's tests (start, phases, outcome, duration), each process's role
+//! and each call's site to the run's timeline (see `attribution`), with zero edits to the
+//! user's project:
+//!
+//! - Python (unittest, Django's runner, pytest and xdist): `python/`, put first on PYTHONPATH as
+//!   a `sitecustomize` that chains to the project's own, plus a pytest plugin named in
+//!   PYTEST_PLUGINS. Loaded into every Python process; it acts only when tests run.
+//!
+//! The files are carried inside the binary and written to the cache directory beside the shim.
+//! `--runner NAME` names the runner where the command does not show it, `--runner none` turns
+//! adapters off (the environment protocol, `NETTRAP_TEST`, still works).
+
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+use std::process::Command;
+
+/// The adapters' files, written under the cache directory (path relative to it, contents).
+pub static FILES: &[(&str, &[u8])] = &[
+    (
+        "python/sitecustomize.py",
+        include_bytes!("python/sitecustomize.py"),
+    ),
+    (
+        "python/_nettrap_adapter.py",
+        include_bytes!("python/_nettrap_adapter.py"),
+    ),
+    (
+        "python/_nettrap_pytest.py",
+        include_bytes!("python/_nettrap_pytest.py"),
+    ),
+];
+
+/// The runners nettrap recognises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runner {
+    Pytest,
+    Unittest,
+    Django,
+    Jest,
+    Vitest,
+    #[value(name = "node-test")]
+    NodeTest,
+    Go,
+    Cargo,
+    Nextest,
+    /// No adapter: attribution from the environment protocol only.
+    None,
+}
+
+impl Runner {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runner::Pytest => "pytest",
+            Runner::Unittest => "unittest",
+            Runner::Django => "django",
+            Runner::Jest => "jest",
+            Runner::Vitest => "vitest",
+            Runner::NodeTest => "node:test",
+            Runner::Go => "go",
+            Runner::Cargo => "cargo",
+            Runner::Nextest => "nextest",
+            Runner::None => "none",
+        }
+    }
+}
+
+fn base(arg: &OsStr) -> String {
+    Path::new(arg)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The runner a command line starts, if nettrap recognises it: `pytest`, `python -m pytest`,
+/// `manage.py test`, `django-admin test`, `python -m unittest`, `jest`, `npx jest`, `vitest`,
+/// `node --test`, `go test`, `cargo test`, `cargo nextest run`; through `uv run`, `poetry run`,
+/// `pipenv run`, `npx` and `npm exec`.
+pub fn detect(argv: &[OsString]) -> Option<Runner> {
+    let args: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut i = 0;
+    // Wrappers that run the next word as the command.
+    loop {
+        let Some(first) = args.get(i) else {
+            return None;
+        };
+        match base(OsStr::new(first)).as_str() {
+            "uv" | "poetry" | "pipenv" | "pdm" | "hatch" if args.get(i + 1).is_some_and(|a| a == "run") => {
+                i += 2
+            }
+            "npx" | "pnpx" | "bunx" => i += 1,
+            "npm" | "pnpm" | "yarn" if args.get(i + 1).is_some_and(|a| a == "exec") => i += 2,
+            _ => break,
+        }
+        while args.get(i).is_some_and(|a| a.starts_with('-')) {
+            i += 1;
+        }
+    }
+    let prog = base(OsStr::new(&args[i]));
+    let rest = &args[i + 1..];
+    let first_word = rest.iter().find(|a| !a.starts_with('-')).map(String::as_str);
+    let runner = match prog.as_str() {
+        "pytest" | "py.test" => Runner::Pytest,
+        "django-admin" | "django-admin.py" if first_word == Some("test") => Runner::Django,
+        "manage.py" if first_word == Some("test") => Runner::Django,
+        "jest" => Runner::Jest,
+        "vitest" => Runner::Vitest,
+        "go" if first_word == Some("test") => Runner::Go,
+        "cargo" if first_word == Some("test") => Runner::Cargo,
+        "cargo" if first_word == Some("nextest") => Runner::Nextest,
+        "cargo-nextest" => Runner::Nextest,
+        "node" if rest.iter().any(|a| a == "--test") => Runner::NodeTest,
+        "node" => {
+            let script = rest.iter().find(|a| !a.starts_with('-'))?;
+            match base(OsStr::new(script)).as_str() {
+                "jest" | "jest.js" => Runner::Jest,
+                "vitest" | "vitest.mjs" => Runner::Vitest,
+                _ => return None,
+            }
+        }
+        p if p.starts_with("python") => {
+            let m = rest.iter().position(|a| a == "-m");
+            match m.and_then(|m| rest.get(m + 1)).map(String::as_str) {
+                Some("pytest") | Some("py.test") => Runner::Pytest,
+                Some("unittest") => Runner::Unittest,
+                Some("django") if rest.iter().any(|a| a == "test") => Runner::Django,
+                Some(_) => return None,
+                None => {
+                    let script = rest.iter().find(|a| !a.starts_with('-'))?;
+                    let after = rest.iter().skip_while(|a| *a != script).nth(1);
+                    match base(OsStr::new(script)).as_str() {
+                        "manage.py" if after.is_some_and(|a| a == "test") => Runner::Django,
+                        "pytest" => Runner::Pytest,
+                        _ => return None,
+                    }
+                }
+            }
+        }
+        _ => return None,
+    };
+    Some(runner)
+}
+
+/// Prepends `value` to the list variable `name` (separated by `sep`), keeping the user's own.
+fn prepend(cmd: &mut Command, name: &str, value: &OsStr, sep: &str) {
+    let mut v = OsString::from(value);
+    if let Some(existing) = std::env::var_os(name).filter(|v| !v.is_empty()) {
+        v.push(sep);
+        v.push(existing);
+    }
+    cmd.env(name, v);
+}
+
+/// Sets up `cmd` so every process it starts loads the adapters written under `dir` (the cache
+/// directory that holds [`FILES`]). Runner-specific adapters that rewrite the command come
+/// first (see `run`).
+pub fn configure(cmd: &mut Command, dir: &Path, runner: Option<Runner>) {
+    if runner == Some(Runner::None) {
+        return;
+    }
+    prepend(cmd, "PYTHONPATH", dir.join("python").as_os_str(), ":");
+    // After the user's plugins, so theirs load first as they did without nettrap.
+    let mut plugins = std::env::var_os("PYTEST_PLUGINS")
+        .filter(|v| !v.is_empty())
+        .map(|mut v| {
+            v.push(",");
+            v
+        })
+        .unwrap_or_default();
+    plugins.push("_nettrap_pytest");
+    cmd.env("PYTEST_PLUGINS", plugins);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(cmd: &str) -> Option<Runner> {
+        let argv: Vec<OsString> = cmd.split(' ').map(OsString::from).collect();
+        detect(&argv)
+    }
+
+    #[test]
+    fn recognises_runners() {
+        assert_eq!(d("pytest -q"), Some(Runner::Pytest));
+        assert_eq!(d("/usr/bin/python3 -m pytest -n 2"), Some(Runner::Pytest));
+        assert_eq!(d("python manage.py test --parallel 2"), Some(Runner::Django));
+        assert_eq!(d("./manage.py test"), Some(Runner::Django));
+        assert_eq!(d("django-admin test app"), Some(Runner::Django));
+        assert_eq!(d("python3 -m unittest discover"), Some(Runner::Unittest));
+        assert_eq!(d("uv run pytest"), Some(Runner::Pytest));
+        assert_eq!(d("npx jest --ci"), Some(Runner::Jest));
+        assert_eq!(d("node node_modules/jest/bin/jest.js"), Some(Runner::Jest));
+        assert_eq!(d("node --test"), Some(Runner::NodeTest));
+        assert_eq!(d("go test ./..."), Some(Runner::Go));
+        assert_eq!(d("go build"), None);
+        assert_eq!(d("cargo test --workspace"), Some(Runner::Cargo));
+        assert_eq!(d("cargo nextest run"), Some(Runner::Nextest));
+        assert_eq!(d("python3 fixtures/unittest-demo/run.py"), None);
+        assert_eq!(d("make test"), None);
+    }
+}

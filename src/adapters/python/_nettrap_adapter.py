@@ -1,0 +1,500 @@
+"""nettrap's Python runner adapter: tells nettrap which test is running, and where calls come from.
+
+Loaded at interpreter start by nettrap's `sitecustomize` inside `nettrap run` (never otherwise).
+It appends events to the run's timeline (`$NETTRAP_RUN_DIR/timeline.jsonl`, format in nettrap's
+`src/attribution/SPEC.md`), which nettrap joins to the calls its engines saw:
+
+* unittest and Django's runner (serial, and `--parallel` with fork, spawn or forkserver): the
+  test's start, phases (setup, call, teardown) and outcome, hooked on `unittest.TestCase` (and
+  Django's `SimpleTestCase`) when the program imports them. Ids are `test.id()`, as Django
+  prints them (`app.tests.Class.test_method`).
+* pytest (and xdist workers): through the plugin `_nettrap_pytest` (PYTEST_PLUGINS), which
+  calls `begin`, `phase` and `end` here.
+* Call sites: an audit hook (`socket.connect`, `socket.sendto`, `socket.getaddrinfo`) writes,
+  just before each call, the first frame in the project's own code and the client library.
+
+While a test runs, NETTRAP_TEST holds "<id> (<phase>)" in the real environment, so child
+processes and the LD_PRELOAD shim see it too. A process started inside a test (a test that runs
+a test runner) reports its own tests as nested in that test. Nothing here may raise into the
+user's program, and nothing costs anything until a test or a socket call happens.
+"""
+
+import os
+import sys
+
+_RUN_DIR = os.environ.get("NETTRAP_RUN_DIR")
+_TIMELINE = os.path.join(_RUN_DIR, "timeline.jsonl") if _RUN_DIR else None
+_VAR = "NETTRAP_TEST"
+_PHASES = ("setup", "call", "teardown")
+
+
+def _strip_phase(value):
+    for p in _PHASES:
+        suffix = " (%s)" % p
+        if value.endswith(suffix):
+            return value[: -len(suffix)]
+    return value
+
+
+# A test of a parent process was running when this process started: its tests are nested.
+_OUTER = _strip_phase(os.environ[_VAR]) if os.environ.get(_VAR) else None
+
+_stack = []  # running tests in this process, outermost first: [id, ...]
+_outcomes = {}  # test id -> outcome, filled by the result hooks
+_roles = set()  # pids that said what they are
+_state = {"pytest": False, "failed": False}
+
+
+def _json():
+    import json
+
+    return json
+
+
+def _now():
+    import time
+
+    return time.monotonic_ns()
+
+
+def emit(event):
+    """Appends one event (a dict) to the timeline: opened by path and closed every time, so a
+    program that closes or reuses descriptors is never written to by mistake."""
+    if not _TIMELINE:
+        return
+    try:
+        event.setdefault("t", _now())
+        event["pid"] = os.getpid()
+        line = _json().dumps(event, separators=(",", ":"), default=str)
+        if len(line) > 4000:
+            for key in ("test", "outer", "func", "file", "host"):
+                if isinstance(event.get(key), str) and len(event[key]) > 1000:
+                    event[key] = event[key][:1000]
+            line = _json().dumps(event, separators=(",", ":"), default=str)
+        data = (line + "\n").encode("utf-8", "replace")
+        fd = os.open(_TIMELINE, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except Exception as e:
+        _fail("cannot write the timeline: %s" % e)
+
+
+def _fail(why, runner="python"):
+    if _state["failed"]:
+        return
+    _state["failed"] = True
+    try:
+        sys.stderr.write("nettrap: %s adapter: %s\n" % (runner, why))
+    except Exception:
+        pass
+
+
+def role(runner, name):
+    """Says once what this process is to its runner (xdist worker gw1, django worker 2)."""
+    pid = os.getpid()
+    if pid in _roles:
+        return
+    _roles.add(pid)
+    emit({"ev": "process", "runner": runner, "role": name})
+
+
+def _set_env(test_id, phase):
+    try:
+        os.environ[_VAR] = "%s (%s)" % (test_id, phase) if phase else test_id
+    except Exception:
+        pass
+
+
+class Token(object):
+    __slots__ = ("test", "nested", "key")
+
+    def __init__(self, test, nested, key):
+        self.test, self.nested, self.key = test, nested, key
+
+
+def begin(test_id, runner, file=None, key=None):
+    """A test starts in this process. `key` identifies the running test object, so re-entrant
+    hooks (Django's __call__ around unittest's run) start it once. Returns a token for `end`,
+    or None when this test is already running."""
+    if _stack and key is not None and _stack[-1].key is key:
+        return None
+    outer = _stack[0].test if _stack else _OUTER
+    event = {"ev": "start", "test": test_id, "runner": runner}
+    if file:
+        event["file"] = file
+    if outer is not None:
+        event["outer"] = outer
+    emit(event)
+    token = Token(test_id, outer is not None, key)
+    _stack.append(token)
+    if not token.nested:
+        _set_env(test_id, None)
+    return token
+
+
+def phase(token, name):
+    if token is None:
+        return
+    event = {"ev": "phase", "test": token.test, "phase": name}
+    if token.nested:
+        event["outer"] = _stack[0].test if _stack and _stack[0] is not token else _OUTER
+    emit(event)
+    if not token.nested:
+        _set_env(token.test, name)
+
+
+def end(token, outcome=None, duration_s=None):
+    if token is None:
+        return
+    event = {"ev": "end", "test": token.test}
+    if outcome:
+        event["outcome"] = outcome
+    if duration_s is not None:
+        event["duration_s"] = duration_s
+    if token.nested:
+        event["outer"] = _stack[0].test if _stack and _stack[0] is not token else _OUTER
+    emit(event)
+    if token in _stack:
+        _stack.remove(token)
+    if not token.nested:
+        try:
+            os.environ.pop(_VAR, None)
+        except Exception:
+            pass
+
+
+def fixture(state, name, scope, location):
+    emit({"ev": "fixture", "state": state, "name": name, "scope": scope, "location": location})
+
+
+def pytest_active():
+    """The pytest plugin runs in this process: unittest cases are pytest items here."""
+    _state["pytest"] = True
+
+
+# --- unittest and Django -------------------------------------------------------------------
+
+_OUTCOME_METHODS = {
+    "addSuccess": "passed",
+    "addFailure": "failed",
+    "addError": "error",
+    "addSkip": "skipped",
+    "addExpectedFailure": "xfailed",
+    "addUnexpectedSuccess": "xpassed",
+}
+_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 2, "failed": 3, "error": 4}
+_patched_results = set()
+
+
+def _note_outcome(test, outcome):
+    try:
+        test_id = test.id()
+    except Exception:
+        return
+    old = _outcomes.get(test_id)
+    if old is None or _RANK.get(outcome, 0) >= _RANK.get(old, 0):
+        _outcomes[test_id] = outcome
+
+
+def _wrap_outcome(method, outcome):
+    def wrapper(self, test, *args, **kwargs):
+        _note_outcome(test, outcome)
+        return method(self, test, *args, **kwargs)
+
+    wrapper.__wrapped__ = method
+    wrapper._nettrap = True
+    return wrapper
+
+
+def _wrap_subtest(method):
+    def wrapper(self, test, subtest, err, *args, **kwargs):
+        if err is not None:
+            failed = False
+            try:
+                failed = issubclass(err[0], test.failureException)
+            except Exception:
+                pass
+            _note_outcome(test, "failed" if failed else "error")
+        return method(self, test, subtest, err, *args, **kwargs)
+
+    wrapper.__wrapped__ = method
+    wrapper._nettrap = True
+    return wrapper
+
+
+def _patch_result_class(cls):
+    """Hooks a result class's outcome methods, once (the runner's own class, whatever it is:
+    unittest's, Django's RemoteTestResult in parallel workers, a custom one)."""
+    if cls in _patched_results:
+        return
+    _patched_results.add(cls)
+    for name, outcome in _OUTCOME_METHODS.items():
+        method = getattr(cls, name, None)
+        if callable(method) and not getattr(method, "_nettrap", False):
+            try:
+                setattr(cls, name, _wrap_outcome(method, outcome))
+            except Exception:
+                pass
+    method = getattr(cls, "addSubTest", None)
+    if callable(method) and not getattr(method, "_nettrap", False):
+        try:
+            setattr(cls, "addSubTest", _wrap_subtest(method))
+        except Exception:
+            pass
+
+
+def _test_file(test):
+    try:
+        path = sys.modules[type(test).__module__].__file__
+        rel = os.path.relpath(path)
+        return path if rel.startswith("..") else rel
+    except Exception:
+        return None
+
+
+def _django_role():
+    runner = sys.modules.get("django.test.runner")
+    worker = getattr(runner, "_worker_id", 0) if runner else 0
+    if worker:
+        role("django", "django worker %d" % worker)
+
+
+def _runner_of(test):
+    testcases = sys.modules.get("django.test.testcases")
+    base = getattr(testcases, "SimpleTestCase", None) if testcases else None
+    if base is not None and isinstance(test, base):
+        _django_role()
+        return "django"
+    return "unittest"
+
+
+def _wrap_entry(original):
+    """TestCase.run (and Django's SimpleTestCase.__call__, which sets up the test's database and
+    settings before run): the test starts and ends here."""
+
+    def wrapper(self, *args, **kwargs):
+        if _state["pytest"]:
+            return original(self, *args, **kwargs)
+        token = None
+        try:
+            if args and args[0] is not None:
+                _patch_result_class(type(args[0]))
+            elif kwargs.get("result") is not None:
+                _patch_result_class(type(kwargs["result"]))
+            test_id = self.id()
+            _outcomes.pop(test_id, None)
+            token = begin(test_id, _runner_of(self), _test_file(self), key=self)
+        except Exception:
+            token = None
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if token is not None:
+                try:
+                    end(token, _outcomes.pop(token.test, None))
+                except Exception:
+                    pass
+
+    wrapper.__wrapped__ = original
+    wrapper._nettrap = True
+    return wrapper
+
+
+def _wrap_phase(original, name):
+    def wrapper(self, *args, **kwargs):
+        token = _stack[-1] if _stack and not _state["pytest"] and _stack[-1].key is self else None
+        if token is not None:
+            try:
+                phase(token, name)
+            except Exception:
+                pass
+        return original(self, *args, **kwargs)
+
+    wrapper.__wrapped__ = original
+    wrapper._nettrap = True
+    return wrapper
+
+
+_UNITTEST_PHASES = {
+    "_callSetUp": "setup",
+    "_callTestMethod": "call",
+    "_callTearDown": "teardown",
+    "doCleanups": "teardown",
+}
+_DJANGO_PHASES = {"_pre_setup": "setup", "_post_teardown": "teardown"}
+
+
+def _patch(cls, name, make):
+    method = vars(cls).get(name)
+    if callable(method) and not getattr(method, "_nettrap", False):
+        setattr(cls, name, make(method))
+
+
+def _patch_unittest(module):
+    cls = module.TestCase
+    _patch(cls, "run", _wrap_entry)
+    for name, ph in _UNITTEST_PHASES.items():
+        _patch(cls, name, lambda m, ph=ph: _wrap_phase(m, ph))
+
+
+def _patch_async_case(module):
+    cls = module.IsolatedAsyncioTestCase
+    for name, ph in _UNITTEST_PHASES.items():
+        _patch(cls, name, lambda m, ph=ph: _wrap_phase(m, ph))
+
+
+def _patch_django(module):
+    cls = module.SimpleTestCase
+    _patch(cls, "__call__", _wrap_entry)
+    for name, ph in _DJANGO_PHASES.items():
+        _patch(cls, name, lambda m, ph=ph: _wrap_phase(m, ph))
+
+
+def _patch_unittest_result(module):
+    _patch_result_class(module.TestResult)
+
+
+_ON_IMPORT = {
+    "unittest.case": _patch_unittest,
+    "unittest.async_case": _patch_async_case,
+    "unittest.result": _patch_unittest_result,
+    "django.test.testcases": _patch_django,
+}
+
+
+class _ImportHook(object):
+    """Patches a watched module right after it is first imported (a post-import hook)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in _ON_IMPORT:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                loader = spec.loader
+                if loader is not None and hasattr(loader, "exec_module"):
+                    spec.loader = _PatchingLoader(loader, _ON_IMPORT[name])
+                return spec
+        return None
+
+
+class _PatchingLoader(object):
+    def __init__(self, loader, patch):
+        self._loader, self._patch = loader, patch
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        # Importers reach the original loader's extras (get_resource_reader, ...) through us.
+        module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        try:
+            self._patch(module)
+        except Exception as e:
+            _fail("cannot hook %s: %s" % (module.__name__, e), "unittest")
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+# --- call sites ----------------------------------------------------------------------------
+
+_SOCKET_EVENTS = frozenset(("socket.connect", "socket.sendto", "socket.getaddrinfo"))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_stdlib = None
+
+
+def _stdlib_dir():
+    global _stdlib
+    if _stdlib is None:
+        _stdlib = os.path.dirname(os.path.abspath(os.__file__)) + os.sep
+    return _stdlib
+
+
+def _library(filename):
+    for marker in ("site-packages", "dist-packages"):
+        i = filename.find(os.sep + marker + os.sep)
+        if i >= 0:
+            rest = filename[i + len(marker) + 2:]
+            top = rest.split(os.sep, 1)[0]
+            if top.endswith(".py"):
+                top = top[:-3]
+            return top.split(".", 1)[0] or None
+    return None
+
+
+def _site(frame):
+    """(file, line, func, library) of the first frame in the project's own code, and the
+    outermost third-party package between it and the call."""
+    library = None
+    stdlib = _stdlib_dir()
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename.startswith("<") or filename.startswith(_HERE):
+            frame = frame.f_back
+            continue
+        lib = _library(filename)
+        if lib is not None:
+            if lib not in ("_pytest", "pytest", "pluggy", "_nettrap_adapter", "_nettrap_pytest"):
+                library = lib
+            frame = frame.f_back
+            continue
+        if filename.startswith(stdlib):
+            frame = frame.f_back
+            continue
+        rel = os.path.relpath(filename)
+        return (filename if rel.startswith("..") else rel), frame.f_lineno, frame.f_code.co_name, library
+    return None, None, None, library
+
+
+def _audit(event, args):
+    if event not in _SOCKET_EVENTS:
+        return
+    try:
+        if event == "socket.getaddrinfo":
+            host, port = args[0], args[1]
+        else:
+            address = args[1]
+            if not isinstance(address, tuple) or len(address) < 2:
+                return  # AF_UNIX and friends: not a network call
+            host, port = address[0], address[1]
+        if isinstance(host, bytes):
+            host = host.decode("ascii", "replace")
+        if not isinstance(port, int):
+            try:
+                port = int(port)
+            except Exception:
+                port = None
+        file, line, func, library = _site(sys._getframe(1))
+        import threading
+
+        emit({
+            "ev": "site",
+            "tid": threading.get_native_id(),
+            "kind": event[len("socket."):],
+            "host": host if isinstance(host, str) else None,
+            "port": port,
+            "file": file,
+            "line": line,
+            "func": func,
+            "library": library,
+        })
+    except Exception:
+        pass
+
+
+def install():
+    if not _TIMELINE or getattr(sys, "_nettrap_installed", False):
+        return
+    sys._nettrap_installed = True
+    sys.meta_path.insert(0, _ImportHook())
+    for name, patch in _ON_IMPORT.items():
+        if name in sys.modules:
+            patch(sys.modules[name])
+    if hasattr(sys, "addaudithook"):
+        sys.addaudithook(_audit)

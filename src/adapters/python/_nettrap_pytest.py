@@ -1,0 +1,119 @@
+"""nettrap's pytest plugin, loaded through PYTEST_PLUGINS inside `nettrap run`.
+
+It reports each test pytest runs in this process (every xdist worker included) to nettrap's
+timeline through `_nettrap_adapter`: start, phases, outcome, the worker's role, and the shared
+(non-function-scoped) fixtures being set up, so a call made while a session fixture connects is
+attributed to the test that triggered it and names the fixture. Nested sessions (pytester's
+in-process runs) are reported as nested in the outer test.
+"""
+
+import os
+
+import pytest
+
+try:
+    import _nettrap_adapter as _adapter
+except Exception:  # the adapter is not loaded (not under nettrap): do nothing
+    _adapter = None
+
+_running = {}  # nodeid -> token
+_outcome = {}  # nodeid -> outcome
+
+
+def pytest_configure(config):
+    if _adapter is None:
+        return
+    _adapter.pytest_active()
+    worker = getattr(config, "workerinput", None)
+    if worker and worker.get("workerid"):
+        _adapter.role("pytest", worker["workerid"])
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    token = None
+    if _adapter is not None:
+        try:
+            _outcome.pop(item.nodeid, None)
+            token = _adapter.begin(item.nodeid, "pytest", item.location[0], key=item)
+        except Exception:
+            token = None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _adapter.end(token, _outcome.pop(item.nodeid, None))
+
+
+def _phase(item, name):
+    if _adapter is None:
+        return
+    try:
+        token = _adapter._stack[-1] if _adapter._stack else None
+        if token is not None and token.key is item:
+            _adapter.phase(token, name)
+    except Exception:
+        pass
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_setup(item):
+    _phase(item, "setup")
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_call(item):
+    _phase(item, "call")
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    _phase(item, "teardown")
+    yield
+
+
+_RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 2, "failed": 3, "error": 4}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    result = yield
+    if _adapter is None:
+        return
+    try:
+        rep = result.get_result()
+        xfail = hasattr(rep, "wasxfail")
+        if rep.failed:
+            outcome = "failed" if rep.when == "call" else "error"
+        elif rep.skipped:
+            outcome = "xfailed" if xfail else "skipped"
+        elif rep.when == "call":
+            outcome = "xpassed" if xfail else "passed"
+        else:
+            return
+        old = _outcome.get(item.nodeid)
+        if old is None or _RANK[outcome] >= _RANK[old]:
+            _outcome[item.nodeid] = outcome
+    except Exception:
+        pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    shared = _adapter is not None and getattr(fixturedef, "scope", "function") != "function"
+    if shared:
+        try:
+            func = fixturedef.func
+            path = func.__code__.co_filename
+            rel = os.path.relpath(path)
+            location = path if rel.startswith("..") else rel
+        except Exception:
+            location = None
+        _adapter.fixture("start", fixturedef.argname, fixturedef.scope, location)
+    try:
+        yield
+    finally:
+        if shared:
+            _adapter.fixture("end", fixturedef.argname, fixturedef.scope, location)

@@ -1,0 +1,43 @@
+"""nettrap's Python start-up hook (only on PYTHONPATH inside `nettrap run`).
+
+Python imports the first `sitecustomize` on sys.path at start-up (unless -S or -I). nettrap
+puts this one first, loads its runner adapter (`_nettrap_adapter`), then runs the project's
+own `sitecustomize`, if any, exactly as Python would have: the adapter never shadows it.
+"""
+
+
+def _nettrap_start():
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        import _nettrap_adapter
+
+        _nettrap_adapter.install()
+    except Exception as e:  # never break the user's program
+        try:
+            sys.stderr.write("nettrap: python adapter not loaded (%s: %s); "
+                             "falling back to NETTRAP_TEST/PYTEST_CURRENT_TEST\n"
+                             % (type(e).__name__, e))
+        except Exception:
+            pass
+    # Chain to the next sitecustomize on sys.path, as if ours were not there.
+    try:
+        import importlib.machinery
+        import importlib.util
+
+        rest = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+        spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
+        if spec is not None and spec.loader is not None:
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["sitecustomize"] = module
+            spec.loader.exec_module(module)
+    except Exception as e:
+        # What site.py itself prints when a sitecustomize fails.
+        sys.stderr.write("Error in sitecustomize; set PYTHONVERBOSE for traceback:\n"
+                         "%s: %s\n" % (type(e).__name__, e))
+
+
+_nettrap_start()
+del _nettrap_start

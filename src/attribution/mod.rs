@@ -1,0 +1,554 @@
+//! Attribution: which test made a call, whichever engine saw it.
+//!
+//! One mechanism, for every engine and runner. The engines record each call with the calling
+//! process, thread and a CLOCK_MONOTONIC time. Runner adapters (and any runner that speaks the
+//! protocol) append what the runner does to the run's timeline, `timeline.jsonl` in the run
+//! directory: tests starting, changing phase, ending with an outcome; shared fixtures; the call
+//! site just before each call; each process's role. The format is specified in `SPEC.md`
+//! beside this file. [`Timeline::attribute`] joins a call to it:
+//!
+//! 1. the tests running on the calling thread at that moment (runners that run tests on
+//!    threads), else the tests running in the calling process;
+//! 2. nested tests (a test that runs a test runner) go to the outer test, the inner id kept as
+//!    detail; overlapping siblings (Go's `t.Parallel`) go to the earliest started, naming the
+//!    others;
+//! 3. with no timeline for the process, the test the engine read from the process's
+//!    environment (`NETTRAP_TEST`, `PYTEST_CURRENT_TEST`, nextest's variables): children
+//!    inherit their parent's current test that way.
+//!
+//! The timeline also gives every test that ran (so `tests_total`, outcomes and durations).
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+pub const TIMELINE: &str = "timeline.jsonl";
+
+/// How far back a call site may lie before its call.
+const SITE_WINDOW_NS: u64 = 5_000_000_000;
+
+/// One line of the timeline, as written by adapters (see SPEC.md).
+#[derive(Deserialize, Debug)]
+struct Event {
+    ev: String,
+    #[serde(default)]
+    t: u64,
+    #[serde(default)]
+    pid: u32,
+    tid: Option<u32>,
+    test: Option<String>,
+    outer: Option<String>,
+    runner: Option<String>,
+    phase: Option<String>,
+    outcome: Option<String>,
+    duration_s: Option<f64>,
+    role: Option<String>,
+    // site
+    kind: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    file: Option<String>,
+    line: Option<u64>,
+    func: Option<String>,
+    library: Option<String>,
+    // fixture
+    state: Option<String>,
+    name: Option<String>,
+    scope: Option<String>,
+    location: Option<String>,
+    // adapter
+    status: Option<String>,
+    why: Option<String>,
+}
+
+/// A test as the runner reported it.
+#[derive(Debug, Clone, Default)]
+pub struct TestRun {
+    pub outcome: Option<String>,
+    pub duration_s: Option<f64>,
+    pub runner: Option<String>,
+    pub file: Option<String>,
+}
+
+/// Where in the program a call was made.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Site {
+    /// `app/search.py:42 in index_document`
+    pub location: Option<String>,
+    /// The client library that made the call (`redis`, `urllib3`, ...).
+    pub library: Option<String>,
+    /// The host name the program asked for, when it gave one.
+    pub host: Option<String>,
+}
+
+/// Who a call is attributed to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attribution {
+    pub test: Option<String>,
+    pub phase: Option<String>,
+    /// A nested test (inner session) running at the time, kept as detail.
+    pub inner_test: Option<String>,
+    /// Other tests running in the same process at the time (overlapping parallel tests).
+    pub concurrent: Vec<String>,
+    /// A shared fixture being set up (or torn down) at the time.
+    pub fixture: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Interval {
+    start: u64,
+    end: u64,
+    test: String,
+    outer: Option<String>,
+    phases: Vec<(u64, String)>,
+    /// Spans in which the test waited for its parallel peers.
+    paused: Vec<(u64, u64)>,
+}
+
+impl Interval {
+    fn covers(&self, t: u64) -> bool {
+        self.start <= t && t <= self.end && !self.paused.iter().any(|&(a, b)| a <= t && t < b)
+    }
+}
+
+/// Intervals of one scope (a process, or one thread), sorted by start, with the running maximum
+/// of their ends so a lookup walks back only over intervals that may still cover.
+#[derive(Debug, Default)]
+struct Scope {
+    intervals: Vec<Interval>,
+    max_end: Vec<u64>,
+}
+
+impl Scope {
+    fn seal(&mut self) {
+        self.intervals.sort_by_key(|i| i.start);
+        let mut m = 0;
+        self.max_end = self
+            .intervals
+            .iter()
+            .map(|i| {
+                m = m.max(i.end);
+                m
+            })
+            .collect();
+    }
+
+    fn covering(&self, t: u64) -> Vec<&Interval> {
+        let mut out = Vec::new();
+        let mut j = self.intervals.partition_point(|i| i.start <= t);
+        while j > 0 && self.max_end[j - 1] >= t {
+            j -= 1;
+            if self.intervals[j].covers(t) {
+                out.push(&self.intervals[j]);
+            }
+        }
+        out.reverse(); // by start
+        out
+    }
+}
+
+#[derive(Debug)]
+struct SiteEvent {
+    t: u64,
+    kind: String,
+    port: Option<u16>,
+    site: Site,
+}
+
+/// The timeline of a run, indexed for joining.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    process_scopes: HashMap<u32, Scope>,
+    thread_scopes: HashMap<(u32, u32), Scope>,
+    fixtures: HashMap<u32, Vec<(u64, u64, String)>>,
+    sites: HashMap<(u32, u32), Vec<SiteEvent>>,
+    used_sites: std::collections::HashSet<(u32, u32, usize)>,
+    /// Every test that ran, outside nested sessions.
+    pub tests: BTreeMap<String, TestRun>,
+    /// What each process is to its runner (`gw1`, `django worker 2`).
+    pub roles: HashMap<u32, String>,
+    /// Runners that reported through an adapter.
+    pub runners: BTreeSet<String>,
+    /// Adapters that could not load, with why.
+    pub adapter_failures: Vec<String>,
+    /// Lines that could not be read (a process killed while writing one).
+    pub bad_lines: u64,
+}
+
+impl Timeline {
+    /// Reads `timeline.jsonl` in `dir`; a missing file is an empty timeline.
+    pub fn read(dir: &Path) -> Timeline {
+        match std::fs::File::open(dir.join(TIMELINE)) {
+            Ok(f) => Timeline::from_lines(BufReader::new(f)),
+            Err(_) => Timeline::default(),
+        }
+    }
+
+    pub fn from_lines(input: impl BufRead) -> Timeline {
+        let mut tl = Timeline::default();
+        // Open intervals per (pid, tid, test).
+        let mut open: HashMap<(u32, Option<u32>, String), Interval> = HashMap::new();
+        let mut open_fixtures: HashMap<(u32, String), u64> = HashMap::new();
+        let mut done: Vec<((u32, Option<u32>), Interval)> = Vec::new();
+        for line in input.split(b'\n') {
+            let Ok(line) = line else { break };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let Ok(e) = serde_json::from_slice::<Event>(&line) else {
+                tl.bad_lines += 1;
+                continue;
+            };
+            match e.ev.as_str() {
+                "start" => {
+                    let Some(test) = e.test else { continue };
+                    if e.outer.is_none() {
+                        let run = tl.tests.entry(test.clone()).or_default();
+                        run.runner = e.runner.clone().or(run.runner.take());
+                        run.file = e.file.clone().or(run.file.take());
+                    }
+                    if let Some(r) = e.runner {
+                        tl.runners.insert(r);
+                    }
+                    let key = (e.pid, e.tid, test.clone());
+                    let iv = Interval {
+                        start: e.t,
+                        end: u64::MAX,
+                        test,
+                        outer: e.outer,
+                        phases: Vec::new(),
+                        paused: Vec::new(),
+                    };
+                    if let Some(prev) = open.insert(key.clone(), iv) {
+                        // Started again without an end (a retry): the first run ends here.
+                        let mut prev = prev;
+                        prev.end = e.t;
+                        done.push(((key.0, key.1), prev));
+                    }
+                }
+                "phase" | "pause" | "cont" => {
+                    let Some(test) = e.test else { continue };
+                    if let Some(iv) = open.get_mut(&(e.pid, e.tid, test)) {
+                        match e.ev.as_str() {
+                            "phase" => {
+                                if let Some(p) = e.phase {
+                                    iv.phases.push((e.t, p));
+                                }
+                            }
+                            "pause" => iv.paused.push((e.t, u64::MAX)),
+                            _ => {
+                                if let Some(p) = iv.paused.last_mut().filter(|p| p.1 == u64::MAX) {
+                                    p.1 = e.t;
+                                }
+                            }
+                        }
+                    }
+                }
+                "end" => {
+                    let Some(test) = e.test else { continue };
+                    let key = (e.pid, e.tid, test.clone());
+                    let iv = open.remove(&key);
+                    if let Some(iv) = &iv
+                        && iv.outer.is_some()
+                    {
+                        done.push(((e.pid, e.tid), Interval { end: e.t, ..iv.clone() }));
+                        continue;
+                    }
+                    let elapsed = iv.as_ref().map(|iv| e.t.saturating_sub(iv.start) as f64 / 1e9);
+                    if let Some(run) = tl.tests.get_mut(&test) {
+                        run.outcome = e.outcome.or(run.outcome.take());
+                        let d = e.duration_s.or(elapsed);
+                        run.duration_s = match (run.duration_s, d) {
+                            // A test run again (a retry) takes the time of every run.
+                            (Some(a), Some(b)) if iv.is_some() => Some(a + b),
+                            (a, b) => b.or(a),
+                        };
+                    }
+                    if let Some(mut iv) = iv {
+                        iv.end = e.t;
+                        done.push(((e.pid, e.tid), iv));
+                    }
+                }
+                "site" => {
+                    let tid = e.tid.unwrap_or(e.pid);
+                    let location = e.file.map(|f| {
+                        let mut s = f;
+                        if let Some(l) = e.line {
+                            s.push_str(&format!(":{l}"));
+                        }
+                        if let Some(func) = e.func.filter(|f| !f.is_empty()) {
+                            s.push_str(&format!(" in {func}"));
+                        }
+                        s
+                    });
+                    tl.sites.entry((e.pid, tid)).or_default().push(SiteEvent {
+                        t: e.t,
+                        kind: e.kind.unwrap_or_default(),
+                        port: e.port,
+                        site: Site {
+                            location,
+                            library: e.library,
+                            host: e.host,
+                        },
+                    });
+                }
+                "fixture" => {
+                    let Some(name) = e.name else { continue };
+                    let label = match (e.scope, e.location) {
+                        (Some(s), Some(l)) => format!("{name} ({s}, {l})"),
+                        (Some(s), None) => format!("{name} ({s})"),
+                        (None, Some(l)) => format!("{name} ({l})"),
+                        (None, None) => name,
+                    };
+                    if e.state.as_deref() == Some("end") {
+                        if let Some(start) = open_fixtures.remove(&(e.pid, label.clone())) {
+                            tl.fixtures
+                                .entry(e.pid)
+                                .or_default()
+                                .push((start, e.t, label));
+                        }
+                    } else {
+                        open_fixtures.insert((e.pid, label), e.t);
+                    }
+                }
+                "process" => {
+                    if let Some(r) = e.runner {
+                        tl.runners.insert(r);
+                    }
+                    if let Some(role) = e.role {
+                        tl.roles.insert(e.pid, role);
+                    }
+                }
+                "adapter" => {
+                    if e.status.as_deref() == Some("failed") {
+                        tl.adapter_failures.push(format!(
+                            "{} adapter (pid {}): {}",
+                            e.runner.as_deref().unwrap_or("runner"),
+                            e.pid,
+                            e.why.as_deref().unwrap_or("failed")
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Tests never ended (the process died inside them, or `_exit`ed): every later call of
+        // their process still belongs to them.
+        for ((pid, tid, _), iv) in open {
+            done.push(((pid, tid), iv));
+        }
+        for ((pid, tid), iv) in done {
+            match tid {
+                Some(tid) => tl.thread_scopes.entry((pid, tid)).or_default(),
+                None => tl.process_scopes.entry(pid).or_default(),
+            }
+            .intervals
+            .push(iv);
+        }
+        for s in tl.process_scopes.values_mut() {
+            s.seal();
+        }
+        for s in tl.thread_scopes.values_mut() {
+            s.seal();
+        }
+        for s in tl.sites.values_mut() {
+            s.sort_by_key(|s| s.t);
+        }
+        tl
+    }
+
+    /// Whether any runner reported its tests here (so `tests_total` is known).
+    pub fn knows_tests(&self) -> bool {
+        !self.tests.is_empty()
+    }
+
+    /// Whether a process reported tests through the timeline: then its calls are attributed by
+    /// the timeline alone, between tests included.
+    fn has_scope(&self, pid: u32, tid: u32) -> bool {
+        self.process_scopes.contains_key(&pid) || self.thread_scopes.contains_key(&(pid, tid))
+    }
+
+    /// The test a call made by `pid`/`tid` at `t` belongs to; `recorded` is what the engine read
+    /// from the process's environment (test id and phase).
+    pub fn attribute(
+        &self,
+        pid: u32,
+        tid: u32,
+        t: u64,
+        recorded: Option<(String, Option<String>)>,
+    ) -> Attribution {
+        let fixture = self.fixtures.get(&pid).and_then(|f| {
+            f.iter()
+                .filter(|(a, b, _)| *a <= t && t <= *b)
+                .max_by_key(|(a, _, _)| *a)
+                .map(|(_, _, l)| l.clone())
+        });
+        let covering = match self.thread_scopes.get(&(pid, tid)) {
+            Some(s) if !s.covering(t).is_empty() => s.covering(t),
+            _ => self
+                .process_scopes
+                .get(&pid)
+                .map(|s| s.covering(t))
+                .unwrap_or_default(),
+        };
+        if covering.is_empty() {
+            if self.has_scope(pid, tid) && recorded.is_none() {
+                return Attribution {
+                    fixture,
+                    ..Attribution::default()
+                };
+            }
+            let (test, phase) = recorded.map_or((None, None), |(t, p)| (Some(t), p));
+            return Attribution {
+                test,
+                phase,
+                fixture,
+                ..Attribution::default()
+            };
+        }
+        let (own, nested): (Vec<&Interval>, Vec<&Interval>) =
+            covering.iter().partition(|i| i.outer.is_none());
+        let inner_test = nested.last().map(|i| i.test.clone());
+        let Some(first) = own.first() else {
+            // Only nested tests here: a test runner started by a test; its outer test owns it.
+            let inner = nested.last().expect("covering is not empty");
+            let phase = recorded.as_ref().and_then(|r| r.1.clone());
+            return Attribution {
+                test: inner.outer.clone(),
+                phase,
+                inner_test,
+                fixture,
+                ..Attribution::default()
+            };
+        };
+        // Nested in-process intervals start inside the outer one; siblings overlap otherwise.
+        let phase = first
+            .phases
+            .iter()
+            .rev()
+            .find(|(pt, _)| *pt <= t)
+            .map(|(_, p)| p.clone());
+        let concurrent = own[1..]
+            .iter()
+            .map(|i| i.test.clone())
+            .filter(|n| *n != first.test)
+            .collect();
+        Attribution {
+            test: Some(first.test.clone()),
+            phase,
+            inner_test,
+            concurrent,
+            fixture,
+        }
+    }
+
+    /// The call site written just before a call on the same thread, used once.
+    pub fn site(&mut self, pid: u32, tid: u32, t: u64, port: u16) -> Option<Site> {
+        let list = self.sites.get(&(pid, tid))?;
+        let end = list.partition_point(|s| s.t <= t);
+        for i in (0..end).rev().take(8) {
+            let s = &list[i];
+            if t - s.t > SITE_WINDOW_NS {
+                break;
+            }
+            if self.used_sites.contains(&(pid, tid, i)) {
+                continue;
+            }
+            // A name lookup's own datagrams and connects go to port 53.
+            let fits = match s.kind.as_str() {
+                "getaddrinfo" => port == 53,
+                _ => s.port.is_none_or(|p| p == port) || port == 53 && s.port.is_none(),
+            };
+            if fits {
+                let site = s.site.clone();
+                self.used_sites.insert((pid, tid, i));
+                return Some(site);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tl(lines: &str) -> Timeline {
+        Timeline::from_lines(lines.as_bytes())
+    }
+
+    #[test]
+    fn joins_calls_to_process_tests_with_phases() {
+        let t = tl(concat!(
+            r#"{"ev":"start","t":10,"pid":1,"test":"a","runner":"pytest"}"#,
+            "\n",
+            r#"{"ev":"phase","t":11,"pid":1,"test":"a","phase":"setup"}"#,
+            "\n",
+            r#"{"ev":"phase","t":20,"pid":1,"test":"a","phase":"call"}"#,
+            "\n",
+            r#"{"ev":"end","t":30,"pid":1,"test":"a","outcome":"passed"}"#,
+            "\n",
+            r#"{"ev":"start","t":40,"pid":1,"test":"b"}"#,
+            "\n",
+            "{torn\n",
+            r#"{"ev":"end","t":50,"pid":1,"test":"b","outcome":"failed","duration_s":0.5}"#,
+            "\n",
+        ));
+        let a = t.attribute(1, 1, 15, None);
+        assert_eq!((a.test.as_deref(), a.phase.as_deref()), (Some("a"), Some("setup")));
+        assert_eq!(t.attribute(1, 7, 25, None).phase.as_deref(), Some("call"));
+        // Between tests: nobody's, even if the environment said otherwise (stale).
+        assert_eq!(t.attribute(1, 1, 35, None).test, None);
+        // Another process without a timeline: the environment decides.
+        let env = Some(("c".to_string(), Some("call".to_string())));
+        assert_eq!(t.attribute(2, 2, 35, env).test.as_deref(), Some("c"));
+        assert_eq!(t.tests.len(), 2);
+        assert_eq!(t.tests["a"].duration_s, Some(20e-9));
+        assert_eq!(t.tests["b"].outcome.as_deref(), Some("failed"));
+        assert_eq!(t.bad_lines, 1);
+    }
+
+    #[test]
+    fn nested_and_parallel_and_sites() {
+        let mut t = tl(concat!(
+            r#"{"ev":"start","t":10,"pid":1,"test":"outer"}"#,
+            "\n",
+            r#"{"ev":"start","t":12,"pid":1,"test":"inner","outer":"outer"}"#,
+            "\n",
+            r#"{"ev":"end","t":14,"pid":1,"test":"inner","outer":"outer"}"#,
+            "\n",
+            r#"{"ev":"end","t":20,"pid":1,"test":"outer"}"#,
+            "\n",
+            r#"{"ev":"start","t":12,"pid":2,"test":"child-inner","outer":"outer"}"#,
+            "\n",
+            r#"{"ev":"start","t":100,"pid":3,"test":"P1"}"#,
+            "\n",
+            r#"{"ev":"start","t":101,"pid":3,"test":"P2"}"#,
+            "\n",
+            r#"{"ev":"pause","t":102,"pid":3,"test":"P2"}"#,
+            "\n",
+            r#"{"ev":"cont","t":105,"pid":3,"test":"P2"}"#,
+            "\n",
+            r#"{"ev":"site","t":106,"pid":3,"tid":9,"kind":"connect","port":80,"file":"x.go","line":3,"library":null}"#,
+            "\n",
+        ));
+        let a = t.attribute(1, 1, 13, None);
+        assert_eq!(
+            (a.test.as_deref(), a.inner_test.as_deref()),
+            (Some("outer"), Some("inner"))
+        );
+        assert_eq!(t.attribute(1, 1, 16, None).inner_test, None);
+        assert_eq!(t.attribute(2, 2, 13, None).test.as_deref(), Some("outer"));
+        assert_eq!(t.attribute(3, 3, 103, None).concurrent, Vec::<String>::new());
+        let p = t.attribute(3, 3, 107, None);
+        assert_eq!(
+            (p.test.as_deref(), p.concurrent.clone()),
+            (Some("P1"), vec!["P2".to_string()])
+        );
+        assert_eq!(t.tests.len(), 3);
+        let s = t.site(3, 9, 107, 80).unwrap();
+        assert_eq!(s.location.as_deref(), Some("x.go:3"));
+        assert_eq!(t.site(3, 9, 108, 80), None, "a site is used once");
+    }
+}
