@@ -78,7 +78,10 @@ fn base(arg: &OsStr) -> String {
 /// `node --test`, `go test`, `cargo test`, `cargo nextest run`; through `uv run`, `poetry run`,
 /// `pipenv run`, `npx` and `npm exec`.
 pub fn detect(argv: &[OsString]) -> Option<Runner> {
-    let args: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let mut i = 0;
     // Wrappers that run the next word as the command.
     loop {
@@ -86,7 +89,9 @@ pub fn detect(argv: &[OsString]) -> Option<Runner> {
             return None;
         };
         match base(OsStr::new(first)).as_str() {
-            "uv" | "poetry" | "pipenv" | "pdm" | "hatch" if args.get(i + 1).is_some_and(|a| a == "run") => {
+            "uv" | "poetry" | "pipenv" | "pdm" | "hatch"
+                if args.get(i + 1).is_some_and(|a| a == "run") =>
+            {
                 i += 2
             }
             "npx" | "pnpx" | "bunx" => i += 1,
@@ -99,7 +104,10 @@ pub fn detect(argv: &[OsString]) -> Option<Runner> {
     }
     let prog = base(OsStr::new(&args[i]));
     let rest = &args[i + 1..];
-    let first_word = rest.iter().find(|a| !a.starts_with('-')).map(String::as_str);
+    let first_word = rest
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .map(String::as_str);
     let runner = match prog.as_str() {
         "pytest" | "py.test" => Runner::Pytest,
         "django-admin" | "django-admin.py" if first_word == Some("test") => Runner::Django,
@@ -185,7 +193,10 @@ mod tests {
     fn recognises_runners() {
         assert_eq!(d("pytest -q"), Some(Runner::Pytest));
         assert_eq!(d("/usr/bin/python3 -m pytest -n 2"), Some(Runner::Pytest));
-        assert_eq!(d("python manage.py test --parallel 2"), Some(Runner::Django));
+        assert_eq!(
+            d("python manage.py test --parallel 2"),
+            Some(Runner::Django)
+        );
         assert_eq!(d("./manage.py test"), Some(Runner::Django));
         assert_eq!(d("django-admin test app"), Some(Runner::Django));
         assert_eq!(d("python3 -m unittest discover"), Some(Runner::Unittest));

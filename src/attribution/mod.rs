@@ -252,10 +252,18 @@ impl Timeline {
                     if let Some(iv) = &iv
                         && iv.outer.is_some()
                     {
-                        done.push(((e.pid, e.tid), Interval { end: e.t, ..iv.clone() }));
+                        done.push((
+                            (e.pid, e.tid),
+                            Interval {
+                                end: e.t,
+                                ..iv.clone()
+                            },
+                        ));
                         continue;
                     }
-                    let elapsed = iv.as_ref().map(|iv| e.t.saturating_sub(iv.start) as f64 / 1e9);
+                    let elapsed = iv
+                        .as_ref()
+                        .map(|iv| e.t.saturating_sub(iv.start) as f64 / 1e9);
                     if let Some(run) = tl.tests.get_mut(&test) {
                         run.outcome = e.outcome.or(run.outcome.take());
                         let d = e.duration_s.or(elapsed);
@@ -496,7 +504,10 @@ mod tests {
             "\n",
         ));
         let a = t.attribute(1, 1, 15, None);
-        assert_eq!((a.test.as_deref(), a.phase.as_deref()), (Some("a"), Some("setup")));
+        assert_eq!(
+            (a.test.as_deref(), a.phase.as_deref()),
+            (Some("a"), Some("setup"))
+        );
         assert_eq!(t.attribute(1, 7, 25, None).phase.as_deref(), Some("call"));
         // Between tests: nobody's, even if the environment said otherwise (stale).
         assert_eq!(t.attribute(1, 1, 35, None).test, None);
@@ -540,7 +551,10 @@ mod tests {
         );
         assert_eq!(t.attribute(1, 1, 16, None).inner_test, None);
         assert_eq!(t.attribute(2, 2, 13, None).test.as_deref(), Some("outer"));
-        assert_eq!(t.attribute(3, 3, 103, None).concurrent, Vec::<String>::new());
+        assert_eq!(
+            t.attribute(3, 3, 103, None).concurrent,
+            Vec::<String>::new()
+        );
         let p = t.attribute(3, 3, 107, None);
         assert_eq!(
             (p.test.as_deref(), p.concurrent.clone()),

@@ -46,7 +46,11 @@ fn key() -> String {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });
-    format!("{}-{SHIM_KEY}-{:08x}", env!("CARGO_PKG_VERSION"), hash as u32)
+    format!(
+        "{}-{SHIM_KEY}-{:08x}",
+        env!("CARGO_PKG_VERSION"),
+        hash as u32
+    )
 }
 
 /// Writes `bytes` to `path` unless it already holds them: beside, then renamed, so concurrent

@@ -1,6 +1,11 @@
 //! Shared harness for the integration tests: run real programs under the built `nettrap`, each
 //! run in its own network namespace (so fixture servers on 9200/6379 never collide and nothing
-//! can leave the machine), and read back what the report says.
+//! can leave the machine) with a private resolver configuration (name lookups go to
+//! 127.0.0.1:53, where nothing answers), and read back what the report says.
+//!
+//! The Python fixtures need packages (pytest, xdist, Django, clients): [`python`] makes a
+//! virtual environment under the target directory once, from `fixtures/python-requirements.txt`
+//! (pinned), and every later run reuses it.
 
 #![allow(dead_code)]
 
@@ -48,19 +53,77 @@ fn netns() {
     );
 }
 
-/// A command that runs `argv` inside a private network namespace with loopback up.
+/// The resolver configuration every isolated run sees: DNS on loopback only.
+fn resolv_conf() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("resolv.conf");
+        std::fs::write(&p, "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n").unwrap();
+        p
+    })
+}
+
+/// A command that runs `argv` inside a private network namespace with loopback up, and a
+/// private mount namespace where /etc/resolv.conf points name lookups at 127.0.0.1.
 pub fn isolated(argv: &[&str]) -> Command {
     netns();
     let mut c = Command::new("unshare");
-    c.args([
-        "-rn",
-        "sh",
-        "-c",
-        "ip link set lo up 2>/dev/null || true; exec \"$@\"",
-        "sh",
-    ]);
+    let script = format!(
+        "ip link set lo up 2>/dev/null || true; \
+         if [ -e /etc/resolv.conf ]; then mount --bind '{}' /etc/resolv.conf || exit 97; fi; \
+         exec \"$@\"",
+        resolv_conf().display()
+    );
+    c.args(["-rmn", "sh", "-c", &script, "sh"]);
     c.args(argv);
     c
+}
+
+/// The Python interpreter of the test virtual environment (pinned packages from
+/// `fixtures/python-requirements.txt`), made once under the target directory and reused; a lock
+/// keeps concurrent test binaries from making it twice.
+pub fn python() -> String {
+    static PY: OnceLock<String> = OnceLock::new();
+    PY.get_or_init(|| {
+        use std::os::fd::AsRawFd;
+        let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let venv = target.join("venv");
+        let reqs = repo().join("fixtures/python-requirements.txt");
+        let want = std::fs::read_to_string(&reqs).unwrap();
+        let marker = venv.join("nettrap-requirements.txt");
+        let lock = std::fs::File::create(target.join("venv.lock")).unwrap();
+        // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let py = venv.join("bin/python");
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(&want) {
+            let _ = std::fs::remove_dir_all(&venv);
+            let st = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .expect("python3");
+            assert!(
+                st.success(),
+                "python3 -m venv failed (Debian: apt-get install python3-venv)"
+            );
+            let st = Command::new(&py)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(&reqs)
+                .status()
+                .expect("pip");
+            assert!(st.success(), "pip install -r {} failed", reqs.display());
+            std::fs::write(&marker, &want).unwrap();
+        }
+        py.to_str().unwrap().to_string()
+    })
+    .clone()
 }
 
 /// The C fixtures, built once per test binary.
@@ -136,14 +199,40 @@ impl Run {
         v
     }
 
-    /// Test ids in the report.
+    /// Ids of the tests with at least one call, in report order.
     pub fn tests(&self) -> Vec<String> {
         self.report["tests"]
             .as_array()
             .unwrap()
             .iter()
+            .filter(|t| !t["calls"].as_array().unwrap().is_empty())
             .map(|t| t["test"].as_str().unwrap().to_string())
             .collect()
+    }
+
+    /// Every test in the report (with an adapter: every test that ran), with its outcome.
+    pub fn all_tests(&self) -> Vec<(String, String)> {
+        self.report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["test"].as_str().unwrap().to_string(),
+                    t["outcome"].as_str().unwrap_or("-").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// One test's entry in the report.
+    pub fn test(&self, id: &str) -> &Value {
+        self.report["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["test"] == id)
+            .unwrap_or_else(|| panic!("{id} not in the report: {:?}", self.all_tests()))
     }
 
     /// Total calls over the whole report.
@@ -190,7 +279,8 @@ pub fn run_in(name: &str, cwd: &Path, flags: &[&str], command: &[&str]) -> Run {
 
 /// Runs the bundled pytest suite under nettrap.
 pub fn run_demo(name: &str, flags: &[&str], pytest_args: &[&str]) -> Run {
-    let mut cmd = vec!["python3", "-m", "pytest", "-q", "-p", "no:randomly"];
+    let py = python();
+    let mut cmd = vec![py.as_str(), "-m", "pytest", "-q", "-p", "no:randomly"];
     cmd.extend_from_slice(pytest_args);
     run_in(name, &demo_suite(), flags, &cmd)
 }

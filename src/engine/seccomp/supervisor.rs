@@ -266,7 +266,16 @@ impl Supervisor {
             {
                 continue;
             }
-            self.record(&log, &target, req.pid, time_ns, found.syscall, dest, transport, &d);
+            self.record(
+                &log,
+                &target,
+                req.pid,
+                time_ns,
+                found.syscall,
+                dest,
+                transport,
+                &d,
+            );
         }
     }
 
