@@ -47,7 +47,7 @@ pub fn summary(r: &Report) -> String {
     let scope = match r.tests_total {
         Some(total) => format!("{} of {total} tests", r.tests_with_calls),
         None => format!(
-            "{} {} (total number of tests not known)",
+            "{} {} (total number of tests not known: no runner adapter reported them)",
             r.tests_with_calls,
             plural(r.tests_with_calls, "test", "tests")
         ),
@@ -105,6 +105,12 @@ pub fn summary(r: &Report) -> String {
             e.process.pid, e.process.cmdline
         );
     }
+    for why in &r.adapter_failures {
+        let _ = writeln!(
+            out,
+            "nettrap: warning: {why}; its tests are attributed through NETTRAP_TEST only"
+        );
+    }
     if r.lost.dropped > 0 {
         let _ = writeln!(
             out,
@@ -123,11 +129,23 @@ pub fn summary(r: &Report) -> String {
     out
 }
 
-/// The mocking to-do list: category, then destination, then tests; largest group first.
+/// Where a call was made, as the to-do list shows it: `` `app/x.py:3 in f` (requests) ``.
+fn site_label(c: &CallEntry) -> Option<String> {
+    let site = c.site.as_deref()?;
+    Some(match &c.library {
+        Some(lib) => format!("`{site}` ({lib})"),
+        None => format!("`{site}`"),
+    })
+}
+
+/// The mocking to-do list: category, then destination, then call site (where the mock goes),
+/// then tests; largest group first.
 pub fn todo(r: &Report) -> String {
-    // category -> destination -> test -> (calls, phases)
+    // test -> (calls, phases)
     type Tests<'a> = BTreeMap<&'a str, (u64, BTreeMap<&'a str, u64>)>;
-    let mut groups: BTreeMap<&str, BTreeMap<String, Tests>> = BTreeMap::new();
+    // category -> destination -> call site (None: not known) -> tests
+    type Sites<'a> = BTreeMap<Option<String>, Tests<'a>>;
+    let mut groups: BTreeMap<&str, BTreeMap<String, Sites>> = BTreeMap::new();
     let mut outside = Vec::new();
     for (test, c) in offending(r) {
         match test {
@@ -136,6 +154,8 @@ pub fn todo(r: &Report) -> String {
                     .entry(&c.category)
                     .or_default()
                     .entry(dest(c))
+                    .or_default()
+                    .entry(site_label(c))
                     .or_default()
                     .entry(t)
                     .or_default();
@@ -152,30 +172,68 @@ pub fn todo(r: &Report) -> String {
             saturating_sum(tests.values().map(|v| v.0)),
         )
     };
+    let dest_size = |sites: &Sites| -> (u64, u64) {
+        let tests: BTreeSet<&str> = sites.values().flat_map(|t| t.keys().copied()).collect();
+        (
+            tests.len() as u64,
+            saturating_sum(sites.values().map(|t| size(t).1)),
+        )
+    };
     let mut out = String::from("# nettrap: mocking to-do list\n\n");
     let calls = saturating_sum(offending(r).map(|(_, c)| c.count));
     if calls == 0 {
         out.push_str("No test made a recorded or denied call: nothing to mock.\n");
         return out;
     }
+    let scope = match r.tests_total {
+        Some(total) => format!("{} of {total} tests", r.tests_with_calls),
+        None => format!(
+            "{} {}",
+            r.tests_with_calls,
+            plural(r.tests_with_calls, "test", "tests")
+        ),
+    };
     let _ = writeln!(
         out,
-        "`{}`: {} {} made {calls} recorded or denied {}. Largest payoff first: mocking a group's\n\
-         service takes every listed test off the network.\n",
+        "`{}`: {scope} made {calls} recorded or denied {}. Largest payoff first: mocking a group's\n\
+         service takes every listed test off the network; the call site under a destination is\n\
+         where the mock goes.\n",
         r.command.join(" "),
-        r.tests_with_calls,
-        plural(r.tests_with_calls, "test", "tests"),
         plural(calls, "call", "calls"),
     );
     let mut cats: Vec<_> = groups.iter().collect();
-    let cat_size = |d: &BTreeMap<String, Tests>| {
-        let tests: BTreeSet<&str> = d.values().flat_map(|t| t.keys().copied()).collect();
+    let cat_size = |d: &BTreeMap<String, Sites>| {
+        let tests: BTreeSet<&str> = d
+            .values()
+            .flat_map(|s| s.values().flat_map(|t| t.keys().copied()))
+            .collect();
         (
             tests.len() as u64,
-            saturating_sum(d.values().map(|t| size(t).1)),
+            saturating_sum(d.values().map(|s| dest_size(s).1)),
         )
     };
     cats.sort_by(|a, b| (cat_size(b.1), a.0).cmp(&(cat_size(a.1), b.0)));
+    let write_tests = |out: &mut String, tests: &Tests| {
+        let mut tests: Vec<_> = tests.iter().collect();
+        tests.sort_by(|a, b| (b.1.0, a.0).cmp(&(a.1.0, b.0)));
+        for (test, (n, phases)) in tests {
+            let mut phases: Vec<(&&str, &u64)> = phases.iter().collect();
+            let rank = |p: &str| {
+                ["setup", "call", "teardown"]
+                    .iter()
+                    .position(|x| *x == p)
+                    .unwrap_or(3)
+            };
+            phases.sort_by_key(|(p, _)| rank(p));
+            let phases: Vec<String> = phases.iter().map(|(p, k)| format!("{p} {k}")).collect();
+            let _ = writeln!(
+                out,
+                "- [ ] `{test}`: {n} {} ({})",
+                plural(*n, "call", "calls"),
+                phases.join(", ")
+            );
+        }
+    };
     for (cat, dests) in cats {
         let (t, c) = cat_size(dests);
         let _ = writeln!(
@@ -185,35 +243,34 @@ pub fn todo(r: &Report) -> String {
             plural(c, "call", "calls")
         );
         let mut dests: Vec<_> = dests.iter().collect();
-        dests.sort_by(|a, b| (size(b.1), a.0).cmp(&(size(a.1), b.0)));
-        for (d, tests) in dests {
-            let (t, c) = size(tests);
+        dests.sort_by(|a, b| (dest_size(b.1), a.0).cmp(&(dest_size(a.1), b.0)));
+        for (d, sites) in dests {
+            let (t, c) = dest_size(sites);
             let _ = writeln!(
                 out,
                 "### {d}: {t} {}, {c} {}\n",
                 plural(t, "test", "tests"),
                 plural(c, "call", "calls")
             );
-            let mut tests: Vec<_> = tests.iter().collect();
-            tests.sort_by(|a, b| (b.1.0, a.0).cmp(&(a.1.0, b.0)));
-            for (test, (n, phases)) in tests {
-                let mut phases: Vec<(&&str, &u64)> = phases.iter().collect();
-                let rank = |p: &str| {
-                    ["setup", "call", "teardown"]
-                        .iter()
-                        .position(|x| *x == p)
-                        .unwrap_or(3)
-                };
-                phases.sort_by_key(|(p, _)| rank(p));
-                let phases: Vec<String> = phases.iter().map(|(p, k)| format!("{p} {k}")).collect();
+            if sites.len() == 1 && sites.contains_key(&None) {
+                write_tests(&mut out, &sites[&None]);
+                out.push('\n');
+                continue;
+            }
+            let mut sites: Vec<_> = sites.iter().collect();
+            sites.sort_by(|a, b| (size(b.1), a.0).cmp(&(size(a.1), b.0)));
+            for (site, tests) in sites {
+                let (t, c) = size(tests);
                 let _ = writeln!(
                     out,
-                    "- [ ] `{test}`: {n} {} ({})",
-                    plural(*n, "call", "calls"),
-                    phases.join(", ")
+                    "#### {}: {t} {}, {c} {}\n",
+                    site.as_deref().unwrap_or("call site not known"),
+                    plural(t, "test", "tests"),
+                    plural(c, "call", "calls")
                 );
+                write_tests(&mut out, tests);
+                out.push('\n');
             }
-            out.push('\n');
         }
     }
     if !outside.is_empty() {
@@ -222,9 +279,10 @@ pub fn todo(r: &Report) -> String {
              the module or fixture makes the call.\n\n",
         );
         for c in outside {
+            let at = site_label(c).map(|s| format!(" at {s}")).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "- [ ] {} ({}): {} {} from pid {} `{}`",
+                "- [ ] {} ({}): {} {} from pid {} `{}`{at}",
                 dest(c),
                 c.category,
                 c.count,

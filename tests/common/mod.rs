@@ -250,6 +250,17 @@ impl Run {
 
 /// `nettrap run [flags] -- command...` in `cwd`, isolated; report and to-do list in a scratch dir.
 pub fn run_in(name: &str, cwd: &Path, flags: &[&str], command: &[&str]) -> Run {
+    run_in_env(name, cwd, &[], flags, command)
+}
+
+/// As [`run_in`], with extra environment variables for nettrap and the command.
+pub fn run_in_env(
+    name: &str,
+    cwd: &Path,
+    env: &[(&str, &str)],
+    flags: &[&str],
+    command: &[&str],
+) -> Run {
     let dir = scratch(name);
     let report = dir.join("report.json");
     let report_s = report.to_str().unwrap().to_string();
@@ -259,6 +270,7 @@ pub fn run_in(name: &str, cwd: &Path, flags: &[&str], command: &[&str]) -> Run {
     argv.extend_from_slice(command);
     let out = isolated(&argv)
         .current_dir(cwd)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("running nettrap");
