@@ -82,7 +82,10 @@ fn assert_django_run(run: &Run, parallel: bool) {
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
     assert!(run.stderr().contains("Ran 11 tests"), "{}", run.stderr());
     let r = &run.report;
-    assert_eq!((r["runner"].as_str(), r["tests_total"].as_u64()), (Some("django"), Some(11)));
+    assert_eq!(
+        (r["runner"].as_str(), r["tests_total"].as_u64()),
+        (Some("django"), Some(11))
+    );
     assert_eq!(r["runners"], serde_json::json!(["django"]));
     // Every test that ran, with its outcome and duration, calls or not.
     let all = run.all_tests();
@@ -101,26 +104,44 @@ fn assert_django_run(run: &Run, parallel: bool) {
         assert_eq!(run.calls(Some(test)), calls, "{test}");
     }
     // glibc's resolver asks 127.0.0.1:53 from inside libc, in the test's own process.
-    let dns = run.calls(Some("catalog.tests.NetworkEdgeTests.test_lookup_inventory_host"));
+    let dns = run.calls(Some(
+        "catalog.tests.NetworkEdgeTests.test_lookup_inventory_host",
+    ));
     assert!(
-        !dns.is_empty() && dns.iter().all(|c| (c.0.as_str(), c.2, c.4.as_str()) == ("dns", 53, "call")),
+        !dns.is_empty()
+            && dns
+                .iter()
+                .all(|c| (c.0.as_str(), c.2, c.4.as_str()) == ("dns", 53, "call")),
         "{dns:?}"
     );
     assert_eq!(run.calls(None), vec![], "nothing is called outside a test");
     assert!(
-        run.stderr().contains("nettrap: 6 categories of external calls in 9 of 11 tests\n"),
+        run.stderr()
+            .contains("nettrap: 6 categories of external calls in 9 of 11 tests\n"),
         "{}",
         run.stderr()
     );
     // Call sites (the first frame in the project) and the client library.
     let s = |t: &str, c: &str| site(run, t, c);
     let (charge, lib) = s("shop.tests.PaymentTests.test_charge", "external-api");
-    assert_eq!((charge.as_str(), lib.as_str()), ("shop/payments.py:9 in charge", "requests"));
+    assert_eq!(
+        (charge.as_str(), lib.as_str()),
+        ("shop/payments.py:9 in charge", "requests")
+    );
     let (index, lib) = s("catalog.tests.SearchTests.test_index", "elasticsearch");
-    assert_eq!((index.as_str(), lib.as_str()), ("catalog/search.py:14 in index", "urllib3"));
+    assert_eq!(
+        (index.as_str(), lib.as_str()),
+        ("catalog/search.py:14 in index", "urllib3")
+    );
     let (cart, lib) = s("shop.tests.CartTests.test_add", "redis");
-    assert_eq!((cart.as_str(), lib.as_str()), ("shop/tests.py:20 in setUp", "redis"));
-    let (udp, _) = s("catalog.tests.NetworkEdgeTests.test_metrics_datagram", "other");
+    assert_eq!(
+        (cart.as_str(), lib.as_str()),
+        ("shop/tests.py:20 in setUp", "redis")
+    );
+    let (udp, _) = s(
+        "catalog.tests.NetworkEdgeTests.test_metrics_datagram",
+        "other",
+    );
     assert_eq!(udp, "catalog/tests.py:23 in test_metrics_datagram");
     // Roles: Django's parallel workers are told apart.
     let roles: std::collections::BTreeSet<String> = r["tests"]
@@ -133,7 +154,9 @@ fn assert_django_run(run: &Run, parallel: bool) {
     if parallel {
         assert_eq!(
             roles,
-            ["django worker 1", "django worker 2"].map(String::from).into(),
+            ["django worker 1", "django worker 2"]
+                .map(String::from)
+                .into(),
             "the two workers each ran tests that connect"
         );
     } else {
@@ -141,7 +164,8 @@ fn assert_django_run(run: &Run, parallel: bool) {
     }
     // The to-do list groups by call site within a destination: where the mock goes.
     assert!(
-        run.todo.contains("`shop/payments.py:9 in charge` (requests)"),
+        run.todo
+            .contains("`shop/payments.py:9 in charge` (requests)"),
         "{}",
         run.todo
     );
@@ -155,13 +179,21 @@ fn django_runner_serial() {
 
 #[test]
 fn django_runner_parallel_fork() {
-    let run = run_django("django-fork", &[("DEMO_START_METHOD", "fork")], &["--parallel", "2"]);
+    let run = run_django(
+        "django-fork",
+        &[("DEMO_START_METHOD", "fork")],
+        &["--parallel", "2"],
+    );
     assert_django_run(&run, true);
 }
 
 #[test]
 fn django_runner_parallel_spawn() {
-    let run = run_django("django-spawn", &[("DEMO_START_METHOD", "spawn")], &["--parallel", "2"]);
+    let run = run_django(
+        "django-spawn",
+        &[("DEMO_START_METHOD", "spawn")],
+        &["--parallel", "2"],
+    );
     assert_django_run(&run, true);
 }
 
@@ -178,7 +210,11 @@ fn runner_none_turns_adapters_off() {
     );
     assert_eq!(off.code(), 0, "{}", off.stderr());
     assert_eq!(off.report["tests_total"], serde_json::Value::Null);
-    assert_eq!(off.tests(), Vec::<String>::new(), "no protocol, no attribution");
+    assert_eq!(
+        off.tests(),
+        Vec::<String>::new(),
+        "no protocol, no attribution"
+    );
     assert_eq!(off.total_calls(), run.total_calls());
     assert!(
         off.stderr().contains("(total number of tests not known"),

@@ -356,3 +356,97 @@ fn xdist_workers_are_attributed_like_a_serial_run() {
     );
     assert_eq!(pids.len(), 2, "{u:?}");
 }
+
+/// The adapter's view of the demo suite: every test with its outcome and duration, call sites,
+/// and the xdist workers' roles.
+#[test]
+fn every_test_known_with_outcome_site_and_worker_role() {
+    let run = run_demo("adapter-xdist", &[], &["-n", "2", "--dist", "loadfile"]);
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
+    let r = &run.report;
+    assert_eq!(r["tests_total"], 19);
+    let all = run.all_tests();
+    assert_eq!(all.len(), 19, "{all:?}");
+    assert!(all.iter().all(|(_, o)| o == "passed"), "{all:?}");
+    assert!(
+        r["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["duration_s"].as_f64().is_some_and(|d| d > 0.0))
+    );
+    let call = &run.test("tests/test_search.py::test_index")["calls"][0];
+    assert_eq!(call["site"], "demo_clients.py:47 in es_get", "{call}");
+    let role = call["process"]["role"].as_str().unwrap();
+    assert!(role == "gw0" || role == "gw1", "{call}");
+    assert!(
+        run.stderr().contains("in 12 of 19 tests"),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// Session fixtures, nested sessions (pytester in-process and in a subprocess) and the
+/// project's own sitecustomize and PYTEST_PLUGINS (fixtures/pytest-nested, see EXPECTED.md).
+#[test]
+fn fixtures_nested_sessions_and_project_hooks() {
+    let dir = repo().join("fixtures/pytest-nested");
+    let usersite = dir.join("usersite");
+    let py = python();
+    let run = run_in_env(
+        "pytest-nested",
+        &dir,
+        &[
+            ("PYTHONPATH", usersite.to_str().unwrap()),
+            ("PYTEST_PLUGINS", "user_plugin"),
+        ],
+        &[],
+        &[py.as_str(), "-m", "pytest", "-q"],
+    );
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
+    assert_eq!(
+        run.report["tests_total"], 5,
+        "inner sessions' tests do not count"
+    );
+    let r = "recorded";
+    let first = "test_nested.py::test_uses_session_fixture_first";
+    assert_eq!(
+        run.calls(Some(first)),
+        vec![t("elasticsearch", "127.0.0.1", 9200, "tcp", "setup", r, 1)]
+    );
+    assert_eq!(
+        run.test(first)["calls"][0]["fixture"],
+        "es_client (session, conftest.py)"
+    );
+    let inner = "test_nested.py::test_runs_inner_session";
+    assert_eq!(
+        run.calls(Some(inner)),
+        vec![
+            t("memcached", "127.0.0.1", 11211, "tcp", "call", r, 1),
+            t("redis", "127.0.0.1", 6379, "tcp", "call", r, 1),
+        ]
+    );
+    let sub = "test_nested.py::test_runs_subprocess_session";
+    assert_eq!(
+        run.calls(Some(sub)),
+        vec![t("redis", "127.0.0.1", 6379, "tcp", "call", r, 1)]
+    );
+    for test in [inner, sub] {
+        let calls = run.test(test)["calls"].as_array().unwrap().clone();
+        let redis = calls.iter().find(|c| c["port"] == 6379).unwrap();
+        assert_eq!(redis["inner_test"], "test_inner.py::test_inner", "{test}");
+    }
+    let memcached = run.test(inner)["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["port"] == 11211)
+        .unwrap()
+        .clone();
+    assert!(memcached.get("inner_test").is_none(), "{memcached}");
+    assert_eq!(run.calls(None), vec![]);
+    assert_eq!(
+        run.test("test_nested.py::test_project_hooks_still_work")["outcome"],
+        "passed"
+    );
+}

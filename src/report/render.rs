@@ -279,7 +279,9 @@ pub fn todo(r: &Report) -> String {
              the module or fixture makes the call.\n\n",
         );
         for c in outside {
-            let at = site_label(c).map(|s| format!(" at {s}")).unwrap_or_default();
+            let at = site_label(c)
+                .map(|s| format!(" at {s}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "- [ ] {} ({}): {} {} from pid {} `{}`{at}",
