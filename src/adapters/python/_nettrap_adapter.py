@@ -405,6 +405,7 @@ class _PatchingLoader(object):
 # --- call sites ----------------------------------------------------------------------------
 
 _SOCKET_EVENTS = frozenset(("socket.connect", "socket.sendto", "socket.getaddrinfo"))
+_INET = (2, 10)  # AF_INET, AF_INET6 (Linux)
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _stdlib = None
 
@@ -460,8 +461,10 @@ def _audit(event, args):
             host, port = args[0], args[1]
         else:
             address = args[1]
+            if getattr(args[0], "family", None) not in _INET:
+                return  # AF_UNIX, AF_NETLINK, ...: not a network call
             if not isinstance(address, tuple) or len(address) < 2:
-                return  # AF_UNIX and friends: not a network call
+                return
             host, port = address[0], address[1]
         if isinstance(host, bytes):
             host = host.decode("ascii", "replace")
