@@ -8,12 +8,13 @@
 // hook is wrapped in try/catch, and a timeline that cannot be written is given up silently.
 //
 // What it covers:
-// - jest (jest-circus, the default runner since jest 27; checked with 29.7.0): the test
-//   environment instance a worker runs a test file in is handed to jest-circus's `jestAdapter`,
-//   which the worker loads with Node's real `require`. A `Module._load` hook wraps that function
-//   and, before jest-circus reads it, defines `handleTestEvent` on the environment INSTANCE (any
-//   environment class: node, jsdom, custom, ESM-loaded), chaining to the class's own one (its
-//   return value/promise is passed through). From the events it writes:
+// - jest (jest-circus, the default runner since jest 27; checked with 29.7.0 and 30.2.0): a
+//   worker loads jest-circus's runner (`jest-circus/runner`, the adapter function that gets the
+//   test environment INSTANCE of each test file) with Node's real `require`. A `Module._load`
+//   hook wraps that function and, before jest-circus looks for it, defines `handleTestEvent` on
+//   the environment instance (so any environment class works: node, jsdom, custom, ESM-loaded),
+//   chaining to the class's own one if it has one (its return value or promise is passed
+//   through). From the events it writes:
 //     test_start          -> start, phase setup (beforeEach hooks run in setup)
 //     test_fn_start       -> phase call
 //     test_fn_success/_failure, hook_start of afterEach -> phase teardown
@@ -489,21 +490,32 @@
     return wrapped;
   }
 
-  const ADAPTER = /jest-circus[\\/]build[\\/]legacy-code-todo-rewrite[\\/]jestAdapter(\.js)?$|^\.\/build\/legacy-code-todo-rewrite\/jestAdapter(\.js)?$/;
-  const JASMINE = /[\\/]jest-jasmine2[\\/]build[\\/]index(\.js)?$|^jest-jasmine2$/;
+  // jest-circus's runner (`testRunner`, default `jest-circus/runner`): jest 27-29 export the
+  // adapter function itself, jest 30 `{ default: adapter }`.
+  const RUNNER = /(^|[\\/])jest-circus[\\/](build[\\/])?runner(\.js)?$/;
+  const JASMINE = /(^|[\\/])jest-jasmine2([\\/]build[\\/]index(\.js)?)?$/;
+  const wrappedRunners = new WeakMap();
 
-  function onLoad(request, parent, exports) {
-    if (ADAPTER.test(request)) {
-      const from = parent && parent.filename ? parent.filename : '';
-      if (request.startsWith('./') && !/jest-circus/.test(from)) return;
+  function onLoad(request, exports) {
+    if (RUNNER.test(request)) {
+      if (typeof exports === 'function') {
+        if (exports.__nettrap) return exports;
+        let w = wrappedRunners.get(exports);
+        if (!w) {
+          w = wrapAdapter(exports);
+          wrappedRunners.set(exports, w);
+        }
+        return w;
+      }
       if (exports && typeof exports.default === 'function') {
         if (!exports.default.__nettrap) exports.default = wrapAdapter(exports.default);
-      } else {
-        failed('jest', 'jest-circus jestAdapter has no default export function');
+        return exports;
       }
+      failed('jest', 'jest-circus/runner exports no adapter function');
     } else if (JASMINE.test(request)) {
       failed('jest', 'the jest-jasmine2 runner is not supported (use jest-circus)');
     }
+    return exports;
   }
 
   try {
@@ -512,11 +524,11 @@
     if (typeof load !== 'function') {
       failed('jest', 'module.Module._load is not a function');
     } else if (!load.__nettrap) {
-      const hooked = function _load(request, parent) {
+      const hooked = function _load(request) {
         const exports = load.apply(this, arguments);
-        if (typeof request === 'string' && request.indexOf('jest') !== -1) {
+        if (typeof request === 'string' && request.indexOf('jest-') !== -1) {
           try {
-            onLoad(request, parent, exports);
+            return onLoad(request, exports);
           } catch (_) {}
         }
         return exports;
