@@ -147,6 +147,13 @@ fn t_of(e: &Value) -> u64 {
     e["t"].as_u64().expect("integer t")
 }
 
+/// What an event applies to: (pid, tid), tid = pid for a whole process (no `tid`: the process's
+/// main thread, where jest runs tests unless `workerThreads`).
+fn scope(e: &Value) -> (u64, u64) {
+    let pid = e["pid"].as_u64().unwrap();
+    (pid, e["tid"].as_u64().unwrap_or(pid))
+}
+
 /// One site, joined to the timeline as the report will: (what it is attributed to, phase, kind,
 /// host, port, "file:line", library).
 type SiteRow = (String, String, String, String, u64, String, String);
@@ -155,13 +162,9 @@ type SiteRow = (String, String, String, String, u64, String, String);
 fn joined_sites(timeline: &[Value]) -> Vec<SiteRow> {
     let mut rows = Vec::new();
     for s in ev(timeline, "site") {
-        let (pid, t) = (s["pid"].as_u64().unwrap(), t_of(s));
-        assert_eq!(
-            s["tid"].as_u64(),
-            Some(pid),
-            "main-thread sites carry tid = pid"
-        );
-        let same = |e: &&Value| e["pid"].as_u64() == Some(pid) && t_of(e) <= t;
+        let t = t_of(s);
+        assert!(s["tid"].is_u64(), "a site carries its thread: {s}");
+        let same = |e: &&Value| scope(e) == scope(s) && t_of(e) <= t;
         let mut owner = "-".to_string();
         let mut phase = "-".to_string();
         // the latest start/end (or fixture start/end) in this process before the site
@@ -290,7 +293,7 @@ fn expected_sites() -> Vec<SiteRow> {
 }
 
 /// Everything the timeline of one full run of the suite must say.
-fn check_timeline(j: &Jest, timeline: &[Value], roles: &[&str]) {
+fn check_timeline(j: &Jest, timeline: &[Value], roles: &[&str], threads: bool) {
     let outcomes = jest_outcomes(&j.results, &j.dir);
     assert_eq!(j.results["numTotalTests"], 10, "EXPECTED.md: 10 tests");
     assert_eq!(outcomes.len(), 10);
@@ -395,11 +398,11 @@ fn check_timeline(j: &Jest, timeline: &[Value], roles: &[&str]) {
 
     assert_eq!(joined_sites(timeline), expected_sites());
 
-    // process roles: one per runner process; every test ran in one of them
-    let procs: BTreeMap<u64, &str> = ev(timeline, "process")
+    // process roles: one per runner process (or worker thread); every test ran in one of them
+    let procs: BTreeMap<(u64, u64), &str> = ev(timeline, "process")
         .map(|e| {
             assert_eq!(e["runner"], "jest");
-            (e["pid"].as_u64().unwrap(), e["role"].as_str().unwrap())
+            (scope(e), e["role"].as_str().unwrap())
         })
         .collect();
     assert_eq!(
@@ -409,26 +412,39 @@ fn check_timeline(j: &Jest, timeline: &[Value], roles: &[&str]) {
     );
     assert_eq!(procs.len(), roles.len(), "one process event per process");
     for s in starts.values().flatten() {
-        assert!(procs.contains_key(&s["pid"].as_u64().unwrap()), "{s}");
+        assert!(procs.contains_key(&scope(s)), "{s}");
     }
-    // two workers: each test file ran in one of them, both used
-    let file_pids: BTreeMap<&str, BTreeSet<u64>> =
+    // each test file ran in one worker, and every worker was used
+    let file_scopes: BTreeMap<&str, BTreeSet<(u64, u64)>> =
         starts.values().flatten().fold(BTreeMap::new(), |mut m, s| {
             m.entry(s["file"].as_str().unwrap())
                 .or_default()
-                .insert(s["pid"].as_u64().unwrap());
+                .insert(scope(s));
             m
         });
-    assert!(file_pids.values().all(|p| p.len() == 1), "{file_pids:?}");
-    let used: BTreeSet<u64> = file_pids.values().flatten().copied().collect();
-    assert_eq!(used.len(), roles.len().min(2));
+    assert!(
+        file_scopes.values().all(|p| p.len() == 1),
+        "{file_scopes:?}"
+    );
+    let used: BTreeSet<(u64, u64)> = file_scopes.values().flatten().copied().collect();
+    assert_eq!(used.len(), roles.len());
+    // threads: the workers are threads of one process (tid != pid); else processes (no tid)
+    let pids: BTreeSet<u64> = used.iter().map(|s| s.0).collect();
+    if threads {
+        assert_eq!(pids.len(), 1, "{used:?}");
+        assert!(used.iter().all(|(p, t)| p != t), "{used:?}");
+    } else {
+        assert_eq!(pids.len(), roles.len(), "{used:?}");
+        assert!(starts.values().flatten().all(|s| s.get("tid").is_none()));
+        assert!(ev(timeline, "site").all(|s| s["tid"] == s["pid"]));
+    }
 }
 
 #[test]
 fn jest_two_workers_timeline() {
     let j = run_jest("jest-workers", &["--maxWorkers=2"], "", &[]);
     assert!(j.out.status.success(), "jest failed:\n{}", j.stderr());
-    check_timeline(&j, &j.timeline, &["jest worker 1", "jest worker 2"]);
+    check_timeline(&j, &j.timeline, &["jest worker 1", "jest worker 2"], false);
 }
 
 #[test]
@@ -447,7 +463,38 @@ fn jest_in_band_keeps_user_node_options() {
         outcomes[&format!("{CACHE}keeps the user NODE_OPTIONS")],
         "passed"
     );
-    check_timeline(&j, &j.timeline, &["jest in-band"]);
+    check_timeline(&j, &j.timeline, &["jest in-band"], false);
+}
+
+#[test]
+fn jest_worker_threads() {
+    // `--workerThreads`: both files run at once in one process, on two threads; the adapter's
+    // start/phase/end then carry the thread's tid, and sites the tid of the calling thread.
+    let j = run_jest(
+        "jest-threads",
+        &["--maxWorkers=2", "--workerThreads"],
+        "",
+        &[],
+    );
+    assert!(j.out.status.success(), "jest failed:\n{}", j.stderr());
+    check_timeline(&j, &j.timeline, &["jest worker 1", "jest worker 2"], true);
+}
+
+#[test]
+fn jest_custom_environment_keeps_its_handler() {
+    // A custom environment with its own async handleTestEvent (it logs every test_start): the
+    // adapter chains to it, and the timeline is as complete as with jest's own environment.
+    let log = scratch("jest-custom-env-log").join("events.log");
+    let j = run_jest(
+        "jest-custom-env",
+        &["--maxWorkers=2", "--testEnvironment=./custom-env.js"],
+        "",
+        &[("CUSTOM_ENV_LOG", log.to_str().unwrap())],
+    );
+    assert!(j.out.status.success(), "jest failed:\n{}", j.stderr());
+    check_timeline(&j, &j.timeline, &["jest worker 1", "jest worker 2"], false);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.lines().count(), 10, "{logged}");
 }
 
 #[test]
@@ -557,7 +604,7 @@ fn jest_under_nettrap_run() {
         dir: dir.clone(),
         out: run.out.clone(),
     };
-    check_timeline(&j, &timeline, &["jest worker 1", "jest worker 2"]);
+    check_timeline(&j, &timeline, &["jest worker 1", "jest worker 2"], false);
 
     // the report records every call: per port, as EXPECTED.md counts them
     let calls: Vec<&Value> = run.report["tests"]
