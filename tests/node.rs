@@ -680,3 +680,114 @@ fn jest_under_nettrap_run() {
         vec![t("elasticsearch", "127.0.0.1", 9200, "tcp", "call", r, 1)]
     );
 }
+
+#[test]
+fn jest_nested_in_an_outer_test() {
+    // jest started from inside another test (NETTRAP_TEST already set): every test names the
+    // outer one, and the adapter leaves NETTRAP_TEST alone (the child-process test, which expects
+    // its own id there, is left out).
+    let outer = "tests/test_js.py::test_runs_jest";
+    let outer_env = format!("{outer} (call)");
+    let j = run_jest(
+        "jest-nested",
+        &["-i", "tests/search.test.js"],
+        "",
+        &[("NETTRAP_TEST", outer_env.as_str())],
+    );
+    assert!(j.out.status.success(), "jest failed:\n{}", j.stderr());
+    let starts: Vec<_> = ev(&j.timeline, "start").collect();
+    assert_eq!(starts.len(), 5);
+    assert!(starts.iter().all(|s| s["outer"] == outer), "{starts:?}");
+}
+
+/// A small Node program run with the adapter preloaded, in the isolated namespace.
+fn node_program(name: &str, files: &[(&str, &str)], run_dir: Option<&Path>) -> (Output, PathBuf) {
+    let dir = scratch(name);
+    for (rel, text) in files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let mut cmd = isolated(&["node", "main.js"]);
+    cmd.current_dir(&dir)
+        .env("NODE_OPTIONS", format!("--require {}", preload()))
+        .env_remove("NETTRAP_TEST")
+        .env_remove("NETTRAP_RUN_DIR")
+        .stdin(Stdio::null());
+    if let Some(rd) = run_dir {
+        cmd.env("NETTRAP_RUN_DIR", rd);
+    }
+    (cmd.output().unwrap(), dir)
+}
+
+const REFUSED: &str = "const net = require('net');\n\
+     const s = net.connect(1, '127.0.0.1');\n\
+     s.on('error', (e) => console.log('main', e.code));\n";
+
+#[test]
+fn unknown_jest_layout_is_reported_once() {
+    // A jest-circus/runner that exports no adapter, then jest-jasmine2: one `adapter` event, and
+    // the program runs on (its connect still gets its site, from main.js).
+    let rd = scratch("node-adapter-failed-rd");
+    let main = format!("require('jest-circus/runner');\nrequire('jest-jasmine2');\n{REFUSED}");
+    let (out, _) = node_program(
+        "node-adapter-failed",
+        &[
+            (
+                "node_modules/jest-circus/runner.js",
+                "module.exports = 42;\n",
+            ),
+            (
+                "node_modules/jest-jasmine2/index.js",
+                "module.exports = {};\n",
+            ),
+            ("main.js", &main),
+        ],
+        Some(&rd),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "main ECONNREFUSED\n");
+    let timeline = read_timeline(&rd.join("timeline.jsonl"));
+    let failed: Vec<_> = ev(&timeline, "adapter").collect();
+    assert_eq!(failed.len(), 1, "{timeline:?}");
+    assert_eq!(failed[0]["runner"], "jest");
+    assert_eq!(failed[0]["status"], "failed");
+    assert!(
+        failed[0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("jest-circus/runner")
+    );
+    let sites: Vec<_> = ev(&timeline, "site")
+        .map(|s| (s["port"].as_u64(), s["file"].as_str(), s["line"].as_u64()))
+        .collect();
+    assert_eq!(sites, [(Some(1), Some("main.js"), Some(4))]);
+}
+
+#[test]
+fn unwritable_timeline_never_breaks_the_program() {
+    // NETTRAP_RUN_DIR names a directory that does not exist: nothing can be written, and the
+    // program sees exactly what it would without the adapter.
+    let missing = scratch("node-no-timeline").join("missing");
+    let (out, _) = node_program(
+        "node-no-timeline-prog",
+        &[("main.js", REFUSED)],
+        Some(&missing),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "main ECONNREFUSED\n");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!missing.exists());
+}

@@ -28,7 +28,9 @@
 //   While a test runs, `process.env.NETTRAP_TEST = "<id> (<phase>)"` is set in the worker's real
 //   environment (this module's `process` is outside jest's sandbox, whose `process.env` is a
 //   copy), so children inherit it and the LD_PRELOAD shim reads it at each connect; it is
-//   deleted at the end of the test.
+//   deleted at the end of the test. If this process started inside another test (NETTRAP_TEST or
+//   PYTEST_CURRENT_TEST already set: a test that runs jest), `start` carries that test's id as
+//   `outer` and NETTRAP_TEST is left alone.
 //   A `process` event names the role: `jest worker N` (JEST_WORKER_ID) in a worker process or
 //   thread, `jest in-band` when jest runs the tests in its own process.
 //   Under `workerThreads: true` several test files run at once in one process: start/phase/end
@@ -328,6 +330,15 @@
 
   const scopeTid = () => (isMainThread ? undefined : tid());
 
+  // A jest run inside another runner's test (a test that runs jest in a subprocess): the outer
+  // test's id, from the environment this process started with. Its tests are then written with
+  // `outer`, and NETTRAP_TEST is left to the outer test.
+  let outer = null;
+  try {
+    const env = process.env.NETTRAP_TEST || process.env.PYTEST_CURRENT_TEST;
+    if (env) outer = env.replace(/ \((setup|call|teardown)\)$/, '');
+  } catch (_) {}
+
   function fullName(test) {
     const names = [];
     for (let b = test; b && b.parent; b = b.parent) names.unshift(b.name);
@@ -365,6 +376,7 @@
     const base = () => ({ tid: scopeTid() });
 
     function setEnv() {
+      if (outer !== null) return;
       try {
         if (current) process.env.NETTRAP_TEST = current.id + ' (' + current.phase + ')';
         else delete process.env.NETTRAP_TEST;
@@ -394,7 +406,7 @@
           if (current) end('failed');
           const id = rel + ' > ' + fullName(event.test);
           current = { id, phase: 'setup' };
-          emit('start', Object.assign(base(), { test: id, runner: 'jest', file: rel }), t);
+          emit('start', Object.assign(base(), { test: id, runner: 'jest', file: rel, outer: outer === null ? undefined : outer }), t);
           emit('phase', Object.assign(base(), { test: id, phase: 'setup' }), t);
           setEnv();
           break;
