@@ -44,6 +44,12 @@
 //   `tid` is the kernel thread id: process.pid on the main thread, read once from
 //   /proc/thread-self/stat in a worker thread.
 //
+// For the launcher: set NETTRAP_RUN_DIR (already set for the shim) and create
+// $NETTRAP_RUN_DIR/timeline.jsonl (this module creates it if missing: open with 'a'); prepend
+// `--require <path>` to the user's NODE_OPTIONS, keeping theirs after it, and quote the path with
+// double quotes if it contains spaces (Node splits NODE_OPTIONS like a shell). Loading it twice
+// (two paths) is harmless: every hook is installed once.
+//
 // Not covered: node:test (its default export is the `test` function itself, which ESM importers
 // bind directly, and its reporter stream runs in the parent process: no clean hook without
 // --expose-internals), jest-jasmine2 (an `adapter` event says so), test.concurrent tests (their
