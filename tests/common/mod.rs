@@ -323,3 +323,110 @@ pub fn t(
         count,
     )
 }
+
+/// A Node fixture's pinned dependencies (its `package.json`), installed once under the cargo
+/// target directory, in `target/node-fixtures/<fixture name>/`, and reused by every test binary
+/// and later runs while the fixture's files are unchanged. Returns that install's `node_modules`.
+///
+/// The whole fixture (a few small files) is copied there and `npm install --no-audit --no-fund`
+/// run in it (the only step that needs the network: npm's registry), under an exclusive `flock`
+/// so concurrent test binaries install once; a marker holds a hash of the fixture's files.
+/// Local `file:` dependencies, which npm links, are replaced by copies so their code really lives
+/// under `node_modules/<name>` as a published package's would. The fixture folder itself stays
+/// free of `node_modules`.
+pub fn node_modules(fixture: &Path) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    let name = fixture.file_name().unwrap().to_str().unwrap();
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let dir = target.join("node-fixtures").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+
+    let files = fixture_files(fixture);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a over names and contents
+    for (rel, bytes) in &files {
+        for b in rel.as_bytes().iter().chain([0u8].iter()).chain(bytes) {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    let marker = dir.join(".installed");
+    let modules = dir.join("node_modules");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(&format!("{hash:016x}"))
+        && modules.is_dir()
+    {
+        return modules;
+    }
+    let _ = std::fs::remove_file(&marker);
+    for (rel, bytes) in &files {
+        let to = dir.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(&to, bytes).unwrap();
+    }
+    let out = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running npm (Node.js and npm are needed for the Node adapter's tests)");
+    assert!(
+        out.status.success(),
+        "npm install in {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // npm links `file:` dependencies; make them real copies.
+    for entry in std::fs::read_dir(&modules).unwrap() {
+        let path = entry.unwrap().path();
+        if path.symlink_metadata().unwrap().file_type().is_symlink() {
+            let real = std::fs::canonicalize(&path).unwrap();
+            if real.starts_with(&dir) && !real.starts_with(&modules) {
+                std::fs::remove_file(&path).unwrap();
+                copy_tree(&real, &path);
+            }
+        }
+    }
+    std::fs::write(&marker, format!("{hash:016x}")).unwrap();
+    modules
+}
+
+/// Copies a directory tree (regular files only, `node_modules` skipped).
+pub fn copy_tree(from: &Path, to: &Path) {
+    for (rel, bytes) in fixture_files(from) {
+        let dest = to.join(rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(dest, bytes).unwrap();
+    }
+}
+
+/// A fixture's files, relative paths sorted, `node_modules` skipped.
+fn fixture_files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                if entry.file_name() != "node_modules" {
+                    walk(root, &path, out);
+                }
+            } else if kind.is_file() {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                out.push((rel, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}

@@ -1,0 +1,560 @@
+// nettrap's Node.js runner adapter: publishes what a Node test runner does into the run's
+// attribution timeline ($NETTRAP_RUN_DIR/timeline.jsonl, format: src/attribution/SPEC.md), and
+// where the program is about to connect (`site` events).
+//
+// Loaded into every Node process (and worker thread) of the run with
+//   NODE_OPTIONS="--require /abs/path/preload.cjs <the user's own NODE_OPTIONS>"
+// It does nothing at all unless NETTRAP_RUN_DIR is set, and never throws into the program: every
+// hook is wrapped in try/catch, and a timeline that cannot be written is given up silently.
+//
+// What it covers:
+// - jest (jest-circus, the default runner since jest 27; checked with 29.7.0 and 30.2.0): a
+//   worker loads jest-circus's runner (`jest-circus/runner`, the adapter function that gets the
+//   test environment INSTANCE of each test file) with Node's real `require`. A `Module._load`
+//   hook wraps that function and, before jest-circus looks for it, defines `handleTestEvent` on
+//   the environment instance (so any environment class works: node, jsdom, custom, ESM-loaded),
+//   chaining to the class's own one if it has one (its return value or promise is passed
+//   through). From the events it writes:
+//     test_start          -> start, phase setup (beforeEach hooks run in setup)
+//     test_fn_start       -> phase call
+//     test_fn_success/_failure, hook_start of afterEach -> phase teardown
+//     test_done           -> end, outcome passed/failed from test.errors, duration test.duration
+//     test_skip/test_todo -> end, outcome skipped (jest counts them in its total too)
+//     beforeAll/afterAll  -> fixture start/end (they run outside any test; scope "file" for
+//                            top-level hooks, "describe" inside a describe block)
+//   Test id: `<test file relative to jest's rootDir> > <full name>`, the full name being the
+//   describe blocks and the test name joined with " " exactly as jest prints it and as `-t`
+//   matches it, e.g. `tests/search.test.js > search indexes a document`.
+//   While a test runs, `process.env.NETTRAP_TEST = "<id> (<phase>)"` is set in the worker's real
+//   environment (this module's `process` is outside jest's sandbox, whose `process.env` is a
+//   copy), so children inherit it and the LD_PRELOAD shim reads it at each connect; it is
+//   deleted at the end of the test. If this process started inside another test (NETTRAP_TEST or
+//   PYTEST_CURRENT_TEST already set: a test that runs jest), `start` carries that test's id as
+//   `outer` and NETTRAP_TEST is left alone.
+//   A `process` event names the role: `jest worker N` (JEST_WORKER_ID) in a worker process or
+//   thread, `jest in-band` when jest runs the tests in its own process.
+//   Under `workerThreads: true` several test files run at once in one process: start/phase/end
+//   then carry the thread's `tid` (and NETTRAP_TEST is the thread's copy of the environment only).
+// - call sites: `net.Socket.prototype.connect` (TCP, TLS, http(s) agents all go through it) and
+//   `dgram.Socket.prototype.connect`/`send` write a `site` event just before the call: host and
+//   port from the arguments (unix-socket paths are skipped), `file`/`line`/`func` of the first
+//   frame in the project's own code (not node: internals, not node_modules, not this file; paths
+//   relative to process.cwd()), `library` = the package of the node_modules frame nearest to
+//   that project frame (the library the project called; `@scope/pkg` kept), null if none.
+//   `tid` is the kernel thread id: process.pid on the main thread, read once from
+//   /proc/thread-self/stat in a worker thread.
+//
+// For the launcher: set NETTRAP_RUN_DIR (already set for the shim) and create
+// $NETTRAP_RUN_DIR/timeline.jsonl (this module creates it if missing: open with 'a'); prepend
+// `--require <path>` to the user's NODE_OPTIONS, keeping theirs after it, and quote the path with
+// double quotes if it contains spaces (Node splits NODE_OPTIONS like a shell). Loading it twice
+// (two paths) is harmless: every hook is installed once.
+//
+// Not covered: node:test (its default export is the `test` function itself, which ESM importers
+// bind directly, and its reporter stream runs in the parent process: no clean hook without
+// --expose-internals), jest-jasmine2 (an `adapter` event says so), test.concurrent tests (their
+// bodies start together before the first test; their calls fall outside the tests' intervals),
+// and tests with identical full names in one file (same id). A retried test (jest.retryTimes)
+// writes one start/end pair per attempt, with the same id.
+
+'use strict';
+
+(function nettrapNodeAdapter() {
+  const runDir = process.env.NETTRAP_RUN_DIR;
+  if (!runDir) return;
+
+  let fs, path;
+  try {
+    fs = require('fs');
+    path = require('path');
+  } catch (_) {
+    return;
+  }
+
+  const TIMELINE = path.join(runDir, 'timeline.jsonl');
+  const SELF = __filename;
+  const MAX_STR = 1000; // keeps a line well under the 4 KiB of one atomic append
+
+  // ---- the timeline -------------------------------------------------------------------------
+
+  let fd = -1;
+  let broken = false;
+
+  function openTimeline() {
+    fd = fs.openSync(TIMELINE, 'a'); // O_WRONLY|O_APPEND|O_CREAT, libuv adds O_CLOEXEC
+  }
+
+  function cut(s) {
+    return typeof s === 'string' && s.length > MAX_STR ? s.slice(0, MAX_STR) + '...' : s;
+  }
+
+  // One event: one line, one write(). `t` and `pid` first; `fields` must not hold BigInts.
+  function emit(ev, fields, t) {
+    if (broken) return;
+    try {
+      const when = t === undefined ? process.hrtime.bigint() : t;
+      let rest = '';
+      if (fields) {
+        for (const k of Object.keys(fields)) {
+          const v = fields[k];
+          if (v === undefined) continue;
+          rest += ',' + JSON.stringify(k) + ':' + JSON.stringify(cut(v));
+        }
+      }
+      const line =
+        '{"ev":' + JSON.stringify(ev) + ',"t":' + when.toString() + ',"pid":' + process.pid + rest + '}\n';
+      if (fd < 0) openTimeline();
+      try {
+        fs.writeSync(fd, line);
+      } catch (e) {
+        if (!e || e.code !== 'EBADF') throw e;
+        openTimeline(); // user code closed our descriptor: reopen by path, once
+        fs.writeSync(fd, line);
+      }
+    } catch (_) {
+      broken = true; // cannot write: stay silent from here on
+    }
+  }
+
+  let adapterFailed = false;
+  function failed(runner, why) {
+    if (adapterFailed) return;
+    adapterFailed = true;
+    emit('adapter', { runner, status: 'failed', why: String(why) });
+  }
+
+  // ---- threads ------------------------------------------------------------------------------
+
+  let isMainThread = true;
+  try {
+    isMainThread = require('worker_threads').isMainThread;
+  } catch (_) {}
+
+  let cachedTid = 0;
+  function tid() {
+    if (cachedTid) return cachedTid;
+    if (isMainThread) return (cachedTid = process.pid);
+    try {
+      const stat = fs.readFileSync('/proc/thread-self/stat', 'latin1');
+      const n = parseInt(stat, 10);
+      cachedTid = n > 0 ? n : process.pid;
+    } catch (_) {
+      cachedTid = process.pid; // no /proc: the site carries the pid
+    }
+    return cachedTid;
+  }
+
+  // ---- call sites ---------------------------------------------------------------------------
+
+  const NM = /[\\/]node_modules[\\/]((?:@[^\\/]+[\\/])?[^\\/]+)/g;
+
+  function packageOf(file) {
+    let last = null;
+    let m;
+    NM.lastIndex = 0;
+    while ((m = NM.exec(file)) !== null) last = m[1];
+    return last === null ? null : last.replace(/\\/g, '/');
+  }
+
+  function fileOf(callSite) {
+    let f = callSite.getFileName && callSite.getFileName();
+    if (!f) return null;
+    if (f.startsWith('file://')) {
+      try {
+        f = require('url').fileURLToPath(f);
+      } catch (_) {
+        return null;
+      }
+    }
+    return path.isAbsolute(f) ? f : null; // node:net, evalmachine.<anonymous>, ...
+  }
+
+  function captureFrames() {
+    const prepare = Error.prepareStackTrace;
+    const limit = Error.stackTraceLimit;
+    try {
+      Error.stackTraceLimit = 100;
+      Error.prepareStackTrace = (_e, frames) => frames;
+      const holder = {};
+      Error.captureStackTrace(holder, captureFrames);
+      return Array.isArray(holder.stack) ? holder.stack : [];
+    } finally {
+      Error.prepareStackTrace = prepare;
+      Error.stackTraceLimit = limit;
+    }
+  }
+
+  function site(kind, host, port) {
+    try {
+      const frames = captureFrames();
+      let library = null;
+      let file = null;
+      let line = null;
+      let func = null;
+      for (const fr of frames) {
+        const f = fileOf(fr);
+        if (f === null || f === SELF) continue;
+        const pkg = packageOf(f);
+        if (pkg !== null) {
+          library = pkg; // the last one before the project frame is the outermost
+          continue;
+        }
+        file = path.relative(process.cwd(), f) || f;
+        line = fr.getLineNumber();
+        func = fr.getFunctionName() || null;
+        break;
+      }
+      emit('site', {
+        tid: tid(),
+        kind,
+        host: host === undefined ? null : host,
+        port: port === undefined ? null : port,
+        file,
+        line,
+        func,
+        library,
+      });
+    } catch (_) {}
+  }
+
+  function num(p) {
+    const n = Number(p);
+    return Number.isInteger(n) && n >= 0 && n < 65536 ? n : null;
+  }
+
+  // net.Socket#connect(options[, cb]) | (port[, host][, cb]) | (path[, cb]); net.connect passes
+  // its normalized arguments as one array ([options, cb]).
+  function tcpTarget(args) {
+    let a0 = args[0];
+    if (Array.isArray(a0)) a0 = a0[0];
+    if (a0 !== null && typeof a0 === 'object') {
+      if (a0.path !== undefined && a0.path !== null) return null; // unix socket
+      if (a0.port === undefined) return null;
+      return [typeof a0.host === 'string' ? a0.host : 'localhost', num(a0.port)];
+    }
+    if (typeof a0 === 'number' || (typeof a0 === 'string' && /^\s*\d+\s*$/.test(a0))) {
+      const h = Array.isArray(args[0]) ? args[0][1] : args[1];
+      return [typeof h === 'string' ? h : 'localhost', num(a0)];
+    }
+    return null; // a path: unix socket
+  }
+
+  function hookNet() {
+    const net = require('net');
+    const proto = net.Socket && net.Socket.prototype;
+    if (!proto || typeof proto.connect !== 'function' || proto.connect.__nettrap) return;
+    const orig = proto.connect;
+    const wrapped = function connect() {
+      try {
+        const target = tcpTarget(arguments);
+        if (target !== null) site('connect', target[0], target[1]);
+      } catch (_) {}
+      return orig.apply(this, arguments);
+    };
+    Object.defineProperty(wrapped, '__nettrap', { value: true });
+    Object.defineProperty(wrapped, 'length', { value: orig.length });
+    proto.connect = wrapped;
+  }
+
+  function hookDgram() {
+    const dgram = require('dgram');
+    const proto = dgram.Socket && dgram.Socket.prototype;
+    if (!proto || proto.send.__nettrap) return;
+    const origConnect = proto.connect;
+    const origSend = proto.send;
+    const defaultHost = (sock) => {
+      try {
+        return sock.type === 'udp6' ? '::1' : '127.0.0.1';
+      } catch (_) {
+        return null;
+      }
+    };
+    if (typeof origConnect === 'function') {
+      proto.connect = function connect(port, address) {
+        try {
+          site('connect', typeof address === 'string' ? address : defaultHost(this), num(port));
+        } catch (_) {}
+        return origConnect.apply(this, arguments);
+      };
+    }
+    if (typeof origSend === 'function') {
+      // A send on an unbound socket binds it and calls send again once bound (from node:dgram's
+      // queue, with no project frame on the stack): the site is written for the user's call only.
+      const requeued = new WeakMap();
+      const isBound = (sock) => {
+        try {
+          sock.address();
+          return true;
+        } catch (_) {
+          return false;
+        }
+      };
+      // send(msg[, offset, length][, port][, address][, cb]); no port: a connected socket
+      const wrapped = function send(msg, a, b, c, d) {
+        try {
+          if (isBound(this)) {
+            const n = requeued.get(this) || 0;
+            if (n > 0) {
+              requeued.set(this, n - 1);
+              return origSend.apply(this, arguments);
+            }
+          } else {
+            requeued.set(this, (requeued.get(this) || 0) + 1);
+          }
+          let port, address;
+          if (typeof a === 'number' && typeof b === 'number' && c !== undefined && typeof c !== 'function') {
+            port = c;
+            address = d;
+          } else if (typeof a === 'number' && typeof b === 'number' && (c === undefined || typeof c === 'function')) {
+            // (msg, offset, length[, cb]) on a connected socket, or (msg, port, address=number?)
+            port = undefined;
+          } else {
+            port = a;
+            address = b;
+          }
+          if (port !== undefined && port !== null && typeof port !== 'function') {
+            site('sendto', typeof address === 'string' ? address : defaultHost(this), num(port));
+          }
+        } catch (_) {}
+        return origSend.apply(this, arguments);
+      };
+      Object.defineProperty(wrapped, '__nettrap', { value: true });
+      proto.send = wrapped;
+    }
+  }
+
+  try {
+    hookNet();
+  } catch (e) {
+    failed('node', 'cannot wrap net.Socket.prototype.connect: ' + (e && e.message));
+  }
+  try {
+    hookDgram();
+  } catch (_) {}
+
+  // ---- jest ---------------------------------------------------------------------------------
+
+  const scopeTid = () => (isMainThread ? undefined : tid());
+
+  // A jest run inside another runner's test (a test that runs jest in a subprocess): the outer
+  // test's id, from the environment this process started with. Its tests are then written with
+  // `outer`, and NETTRAP_TEST is left to the outer test.
+  let outer = null;
+  try {
+    const env = process.env.NETTRAP_TEST || process.env.PYTEST_CURRENT_TEST;
+    if (env) outer = env.replace(/ \((setup|call|teardown)\)$/, '');
+  } catch (_) {}
+
+  function fullName(test) {
+    const names = [];
+    for (let b = test; b && b.parent; b = b.parent) names.unshift(b.name);
+    return names.join(' ');
+  }
+
+  function describeName(block) {
+    const names = [];
+    for (let b = block; b && b.parent; b = b.parent) names.unshift(b.name);
+    return names.join(' ');
+  }
+
+  let processWritten = false;
+  function writeProcess() {
+    if (processWritten) return;
+    processWritten = true;
+    const id = process.env.JEST_WORKER_ID;
+    const worker = typeof process.send === 'function' || !isMainThread;
+    emit('process', {
+      tid: scopeTid(),
+      runner: 'jest',
+      role: worker && id ? 'jest worker ' + id : 'jest in-band',
+    });
+  }
+
+  // Per test file: one handler bound to the environment instance.
+  function makeHandler(config, testPath) {
+    let rel = testPath;
+    try {
+      const root = (config && config.rootDir) || process.cwd();
+      rel = path.relative(root, testPath).split(path.sep).join('/') || testPath;
+    } catch (_) {}
+    let current = null; // {id, phase}
+    let hookFixture = null;
+    const base = () => ({ tid: scopeTid() });
+
+    function setEnv() {
+      if (outer !== null) return;
+      try {
+        if (current) process.env.NETTRAP_TEST = current.id + ' (' + current.phase + ')';
+        else delete process.env.NETTRAP_TEST;
+      } catch (_) {}
+    }
+    function phase(p, t) {
+      if (!current || current.phase === p) return;
+      current.phase = p;
+      emit('phase', Object.assign(base(), { test: current.id, phase: p }), t);
+      setEnv();
+    }
+    function end(outcome, durationMs) {
+      if (!current) return;
+      const f = Object.assign(base(), { test: current.id, outcome });
+      if (typeof durationMs === 'number' && durationMs >= 0) f.duration_s = durationMs / 1000;
+      const id = current.id;
+      current = null;
+      setEnv();
+      emit('end', f);
+      return id;
+    }
+
+    return function onEvent(event) {
+      switch (event && event.name) {
+        case 'test_start': {
+          const t = process.hrtime.bigint();
+          if (current) end('failed');
+          const id = rel + ' > ' + fullName(event.test);
+          current = { id, phase: 'setup' };
+          emit('start', Object.assign(base(), { test: id, runner: 'jest', file: rel, outer: outer === null ? undefined : outer }), t);
+          emit('phase', Object.assign(base(), { test: id, phase: 'setup' }), t);
+          setEnv();
+          break;
+        }
+        case 'test_fn_start':
+          phase('call');
+          break;
+        case 'test_fn_success':
+        case 'test_fn_failure':
+          phase('teardown');
+          break;
+        case 'hook_start': {
+          const type = event.hook && event.hook.type;
+          if (type === 'afterEach') phase('teardown');
+          else if (type === 'beforeEach') phase('setup');
+          else if ((type === 'beforeAll' || type === 'afterAll') && !current) {
+            const block = event.hook.parent;
+            const inner = block && block.parent ? describeName(block) : '';
+            hookFixture = {
+              name: type + (inner ? ' ' + inner : ''),
+              scope: inner ? 'describe' : 'file',
+              location: rel,
+            };
+            emit('fixture', Object.assign(base(), { state: 'start' }, hookFixture));
+          }
+          break;
+        }
+        case 'hook_success':
+        case 'hook_failure': {
+          const type = event.hook && event.hook.type;
+          if ((type === 'beforeAll' || type === 'afterAll') && hookFixture) {
+            emit('fixture', Object.assign(base(), { state: 'end' }, hookFixture));
+            hookFixture = null;
+          }
+          break;
+        }
+        case 'test_skip':
+        case 'test_todo':
+          end('skipped');
+          break;
+        case 'test_done': {
+          const errs = event.test && event.test.errors;
+          end(errs && errs.length > 0 ? 'failed' : 'passed', event.test && event.test.duration);
+          break;
+        }
+        case 'teardown':
+        case 'run_finish':
+          if (current) end('failed');
+          break;
+        default:
+          break;
+      }
+    };
+  }
+
+  const HOOKED = typeof Symbol === 'function' ? Symbol.for('nettrap.jest') : '__nettrapJest';
+
+  function instrumentEnvironment(environment, config, testPath) {
+    if (!environment || (typeof environment !== 'object' && typeof environment !== 'function')) {
+      failed('jest', 'jest-circus passed no test environment object');
+      return;
+    }
+    if (environment[HOOKED]) return;
+    const ours = makeHandler(config, testPath);
+    const theirs = environment.handleTestEvent; // the class's own (or an inherited) one, if any
+    const handleTestEvent = function handleTestEvent(event, state) {
+      try {
+        ours(event, state);
+      } catch (_) {}
+      if (typeof theirs === 'function') return theirs.call(this, event, state);
+      return undefined;
+    };
+    Object.defineProperty(environment, 'handleTestEvent', {
+      value: handleTestEvent,
+      writable: true,
+      configurable: true,
+      enumerable: false,
+    });
+    Object.defineProperty(environment, HOOKED, { value: true });
+    writeProcess();
+  }
+
+  function wrapAdapter(adapter) {
+    const wrapped = function jestAdapter(globalConfig, config, environment, runtime, testPath) {
+      try {
+        instrumentEnvironment(environment, config, testPath);
+      } catch (e) {
+        failed('jest', 'cannot instrument the test environment: ' + (e && e.message));
+      }
+      return adapter.apply(this, arguments);
+    };
+    Object.defineProperty(wrapped, '__nettrap', { value: true });
+    return wrapped;
+  }
+
+  // jest-circus's runner (`testRunner`, default `jest-circus/runner`): jest 27-29 export the
+  // adapter function itself, jest 30 `{ default: adapter }`.
+  const RUNNER = /(^|[\\/])jest-circus[\\/](build[\\/])?runner(\.js)?$/;
+  const JASMINE = /(^|[\\/])jest-jasmine2([\\/]build[\\/]index(\.js)?)?$/;
+  const wrappedRunners = new WeakMap();
+
+  function onLoad(request, exports) {
+    if (RUNNER.test(request)) {
+      if (typeof exports === 'function') {
+        if (exports.__nettrap) return exports;
+        let w = wrappedRunners.get(exports);
+        if (!w) {
+          w = wrapAdapter(exports);
+          wrappedRunners.set(exports, w);
+        }
+        return w;
+      }
+      if (exports && typeof exports.default === 'function') {
+        if (!exports.default.__nettrap) exports.default = wrapAdapter(exports.default);
+        return exports;
+      }
+      failed('jest', 'jest-circus/runner exports no adapter function');
+    } else if (JASMINE.test(request)) {
+      failed('jest', 'the jest-jasmine2 runner is not supported (use jest-circus)');
+    }
+    return exports;
+  }
+
+  try {
+    const Module = require('module');
+    const load = Module._load;
+    if (typeof load !== 'function') {
+      failed('jest', 'module.Module._load is not a function');
+    } else if (!load.__nettrap) {
+      const hooked = function _load(request) {
+        const exports = load.apply(this, arguments);
+        if (typeof request === 'string' && request.indexOf('jest-') !== -1) {
+          try {
+            return onLoad(request, exports);
+          } catch (_) {}
+        }
+        return exports;
+      };
+      Object.defineProperty(hooked, '__nettrap', { value: true });
+      Module._load = hooked;
+    }
+  } catch (e) {
+    failed('jest', 'cannot hook require: ' + (e && e.message));
+  }
+})();
