@@ -9,6 +9,7 @@
 //! processes), `supervise` (the child process, signals, exit status), `report` (the model and
 //! its renderings), `run` (the `run` command tying them together).
 
+mod adapters;
 mod cli;
 mod engine;
 mod errno;
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Report(args) => report::render::report_command(args),
+        cli::Command::GoExec { args } => Ok(adapters::go::exec_main(args)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
