@@ -30,8 +30,13 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let blocked = supervise::block_signals();
     let dir = RunDir::create(&compiled)?;
 
-    let mut cmd = Command::new(&args.command[0]);
-    cmd.args(&args.command[1..]).env(ENV_RUN_DIR, dir.path());
+    // Runner adapters: `go test` runs its test binaries through `nettrap go-exec`.
+    let command = std::env::current_exe()
+        .ok()
+        .and_then(|exe| crate::adapters::go::rewrite(&args.command, &exe))
+        .unwrap_or_else(|| args.command.clone());
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..]).env(ENV_RUN_DIR, dir.path());
     if plan.preload {
         preload::configure(&mut cmd, &preload::install()?);
     }
