@@ -17,7 +17,18 @@
 //!
 //! Not rewritten (nothing runs, or what runs is not a test): `go test -c`, `-list`, `-bench`
 //! (benchmarks print no end markers), `-fuzz`. A user's own `-exec X` (on the command line or
-//! in `GOFLAGS`) is chained: `go-exec --chain=X` runs `X <binary> <args>`.
+//! in `GOFLAGS`) is chained: `go-exec --chain=X` runs `X <binary> <args>` (the timeline's pid is
+//! then X's, right when X execs the binary, as `env` does). Any `-exec` also turns off go's test
+//! result cache, which is what we want: a cached result runs nothing, so it makes no calls.
+//!
+//! Output: `-json` gets the binary's bytes unchanged. `-v` and quiet output are rebuilt from the
+//! framed stream (`Renderer`) and match a plain run byte for byte for what the fixture covers
+//! (logs, subtests, failures, direct prints). Known differences: in quiet mode a line the test
+//! prints itself that starts with four spaces while a test runs is taken for that test's log
+//! (shown only if it fails); with `-test.v=test2json` Go sends `os.Stderr` to stdout, so a test's
+//! own stderr writes come out on stdout (`go test` merges both for listed packages anyway); a
+//! test id is `<import path>/<name>` from the nearest `go.mod` (no go.mod: the adapter steps
+//! aside). Tests still running when the binary's output ends (a crash, a timeout) end `failed`.
 
 use std::ffi::OsString;
 use std::io::Write;
