@@ -22,6 +22,12 @@ pub enum Command {
     Run(RunArgs),
     /// Render a saved report again
     Report(ReportArgs),
+    /// Run a Go test binary for the `go test` adapter (internal: `go test -exec`)
+    #[command(name = "go-exec", hide = true, disable_help_flag = true)]
+    GoExec {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Args)]

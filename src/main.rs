@@ -64,6 +64,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Report(args) => report::render::report_command(args),
+        cli::Command::GoExec { args } => Ok(adapters::go::exec_main(args)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -33,8 +33,15 @@ pub fn run(args: RunArgs) -> Result<u8> {
 
     let runner = args.runner.or_else(|| adapters::detect(&args.command));
     let installed = preload::install()?;
-    let mut cmd = Command::new(&args.command[0]);
-    cmd.args(&args.command[1..]).env(ENV_RUN_DIR, dir.path());
+    // Runner adapters that rewrite the command: `go test` runs its test binaries through
+    // `nettrap go-exec`.
+    let command = std::env::current_exe()
+        .ok()
+        .filter(|_| runner != Some(adapters::Runner::None))
+        .and_then(|exe| adapters::go::rewrite(&args.command, &exe))
+        .unwrap_or_else(|| args.command.clone());
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..]).env(ENV_RUN_DIR, dir.path());
     if plan.preload {
         preload::configure(&mut cmd, &installed.shim);
     }

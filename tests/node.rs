@@ -562,7 +562,8 @@ fn jest_under_nettrap_run() {
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let out = isolated(&argv)
         .current_dir(&dir)
-        .env("NODE_OPTIONS", format!("--require {}", preload()))
+        // No NODE_OPTIONS: nettrap loads its own adapter (zero edits to the project).
+        .env_remove("NODE_OPTIONS")
         .env("NETTRAP_KEEP_RUN_DIR", "1")
         .env("TMPDIR", &tmp) // where nettrap makes (and here keeps) its run directory
         .env_remove("NETTRAP_RUN_DIR")
@@ -661,11 +662,34 @@ fn jest_under_nettrap_run() {
             attributed += c["count"].as_u64().unwrap();
         }
     }
-    assert_eq!(attributed, 7);
+    assert_eq!(attributed, 8, "all but the beforeAll connect");
     let key = format!("{CACHE}with a connection gets a key");
 
-    // the environment protocol the adapter keeps: today's report attributes through it
+    // the report joins the calls to the adapter's timeline: every test jest ran, with its
+    // outcome; the runner recognised; each call on its test and phase, with its site
     let r = "recorded";
+    assert_eq!(run.report["runner"], "jest");
+    assert_eq!(run.report["tests_total"], 10, "jest: 10 total");
+    assert_eq!(run.all_tests().len(), 10);
+    assert_eq!(run.test(&key)["outcome"], "passed");
+    assert_eq!(
+        run.calls(Some(&format!("{SEARCH}sends a datagram"))),
+        vec![t("dns", "127.0.0.1", 53, "udp", "call", r, 1)],
+        "a datagram the supervisor sees inside the worker is the test's"
+    );
+    let client = &run.test(&format!("{SEARCH}queries through the client"))["calls"][0];
+    assert_eq!(
+        (client["site"].as_str(), client["library"].as_str()),
+        (Some("tests/search.test.js:20"), Some("fakeclient")),
+        "{client}"
+    );
+    let before_all = &run.report["unattributed"][0];
+    assert!(
+        before_all["fixture"]
+            .as_str()
+            .is_some_and(|f| f.contains("beforeAll")),
+        "{before_all}"
+    );
     assert_eq!(
         run.calls(Some(&key)),
         vec![
@@ -680,7 +704,8 @@ fn jest_under_nettrap_run() {
     );
     assert_eq!(
         run.calls(Some(&format!("{SEARCH}indexes a document"))),
-        vec![t("elasticsearch", "127.0.0.1", 9200, "tcp", "call", r, 2)]
+        vec![t("elasticsearch", "127.0.0.1", 9200, "tcp", "call", r, 1); 2],
+        "two connects, from two call sites (lines 15 and 16)"
     );
     assert_eq!(
         run.calls(Some(&format!("{SEARCH}queries through the client"))),

@@ -7,10 +7,16 @@
 //! - Python (unittest, Django's runner, pytest and xdist): `python/`, put first on PYTHONPATH as
 //!   a `sitecustomize` that chains to the project's own, plus a pytest plugin named in
 //!   PYTEST_PLUGINS. Loaded into every Python process; it acts only when tests run.
+//! - Node (jest): `node/preload.cjs`, loaded into every Node process with `NODE_OPTIONS=--require`
+//!   (before the user's own options); it hooks jest-circus when a jest worker loads it.
+//! - Go (`go test`): `go`, which rewrites the command so test binaries run under
+//!   `nettrap go-exec`, which reads their test2json markers into the timeline.
 //!
 //! The files are carried inside the binary and written to the cache directory beside the shim.
 //! `--runner NAME` names the runner where the command does not show it, `--runner none` turns
 //! adapters off (the environment protocol, `NETTRAP_TEST`, still works).
+
+pub mod go;
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
@@ -30,6 +36,7 @@ pub static FILES: &[(&str, &[u8])] = &[
         "python/_nettrap_pytest.py",
         include_bytes!("python/_nettrap_pytest.py"),
     ),
+    ("node/preload.cjs", include_bytes!("node/preload.cjs")),
 ];
 
 /// The runners nettrap recognises.
@@ -178,6 +185,10 @@ pub fn configure(cmd: &mut Command, dir: &Path, runner: Option<Runner>) {
         .unwrap_or_default();
     plugins.push("_nettrap_pytest");
     cmd.env("PYTEST_PLUGINS", plugins);
+    // Node splits NODE_OPTIONS like a shell: quote the path.
+    let preload = dir.join("node/preload.cjs");
+    let option = format!("--require \"{}\"", preload.display());
+    prepend(cmd, "NODE_OPTIONS", OsStr::new(&option), " ");
 }
 
 #[cfg(test)]

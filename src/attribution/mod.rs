@@ -417,6 +417,16 @@ impl Timeline {
         }
         let (own, nested): (Vec<&Interval>, Vec<&Interval>) =
             covering.iter().partition(|i| i.outer.is_none());
+        // A test running its own subtests (Go's `TestA/sub`) is not a concurrent peer: the
+        // call belongs to the most specific test.
+        let ancestor = |a: &Interval| {
+            own.iter().any(|b| {
+                b.test.len() > a.test.len() + 1
+                    && b.test.starts_with(&a.test)
+                    && b.test.as_bytes()[a.test.len()] == b'/'
+            })
+        };
+        let own: Vec<&Interval> = own.iter().copied().filter(|i| !ancestor(i)).collect();
         let inner_test = nested.last().map(|i| i.test.clone());
         let Some(first) = own.first() else {
             // Only nested tests here: a test runner started by a test; its outer test owns it.
@@ -561,6 +571,19 @@ mod tests {
             (Some("P1"), vec!["P2".to_string()])
         );
         assert_eq!(t.tests.len(), 3);
+        let sub = tl(concat!(
+            r#"{"ev":"start","t":1,"pid":4,"test":"m/TestA"}"#,
+            "\n",
+            r#"{"ev":"start","t":2,"pid":4,"test":"m/TestA/sub"}"#,
+            "\n",
+            r#"{"ev":"start","t":3,"pid":4,"test":"m/TestAB"}"#,
+            "\n",
+        ));
+        let a = sub.attribute(4, 4, 5, None);
+        assert_eq!(
+            (a.test.as_deref(), a.concurrent),
+            (Some("m/TestA/sub"), vec!["m/TestAB".to_string()])
+        );
         let s = t.site(3, 9, 107, 80).unwrap();
         assert_eq!(s.location.as_deref(), Some("x.go:3"));
         assert_eq!(t.site(3, 9, 108, 80), None, "a site is used once");

@@ -205,9 +205,6 @@ impl Supervisor {
     }
 
     fn handle(&mut self, req: &libc::seccomp_notif) {
-        // The call's time, taken while the caller still waits for the answer: once answered,
-        // its test may end (and say so in the timeline) before a later clock read here.
-        let time_ns = now_ns();
         let listener = &self.ctx.listener;
         // io_uring_setup has the same number (425) on x86_64 and i386.
         if req.data.nr as libc::c_long == libc::SYS_io_uring_setup {
@@ -224,7 +221,14 @@ impl Supervisor {
             return;
         };
         let log = self.log();
-        let target = self.targets.lookup(req.pid, &log, time_ns);
+        let target = self.targets.lookup(req.pid, &log, now_ns());
+        // The call's time, taken while the caller still waits for the answer: once answered,
+        // its test may end (and say so in the timeline) before a later clock read here. For a
+        // Go test binary, only once the `go test` adapter stamped every marker written before.
+        if let Some(adapter) = target.go_sync {
+            super::gosync::settle(adapter);
+        }
+        let time_ns = now_ns();
         let transport = if found.fastopen {
             Transport::Tcp
         } else {
