@@ -92,9 +92,7 @@ pub fn detect(argv: &[OsString]) -> Option<Runner> {
     let mut i = 0;
     // Wrappers that run the next word as the command.
     loop {
-        let Some(first) = args.get(i) else {
-            return None;
-        };
+        let first = args.get(i)?;
         match base(OsStr::new(first)).as_str() {
             "uv" | "poetry" | "pipenv" | "pdm" | "hatch"
                 if args.get(i + 1).is_some_and(|a| a == "run") =>

@@ -328,15 +328,13 @@ impl Timeline {
                         tl.roles.insert(e.pid, role);
                     }
                 }
-                "adapter" => {
-                    if e.status.as_deref() == Some("failed") {
-                        tl.adapter_failures.push(format!(
-                            "{} adapter (pid {}): {}",
-                            e.runner.as_deref().unwrap_or("runner"),
-                            e.pid,
-                            e.why.as_deref().unwrap_or("failed")
-                        ));
-                    }
+                "adapter" if e.status.as_deref() == Some("failed") => {
+                    tl.adapter_failures.push(format!(
+                        "{} adapter (pid {}): {}",
+                        e.runner.as_deref().unwrap_or("runner"),
+                        e.pid,
+                        e.why.as_deref().unwrap_or("failed")
+                    ));
                 }
                 _ => {}
             }
