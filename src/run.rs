@@ -41,7 +41,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
         .and_then(|exe| adapters::go::rewrite(&args.command, &exe))
         .unwrap_or_else(|| args.command.clone());
     let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..]).env(ENV_RUN_DIR, dir.path());
+    // A test id inherited from outside (nettrap run from inside another run's test) is not a
+    // test of this run.
+    cmd.args(&command[1..])
+        .env(ENV_RUN_DIR, dir.path())
+        .env_remove("NETTRAP_TEST");
     if plan.preload {
         preload::configure(&mut cmd, &installed.shim);
     }

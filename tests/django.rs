@@ -152,13 +152,19 @@ fn assert_django_run(run: &Run, parallel: bool) {
         .filter_map(|c| c["process"]["role"].as_str().map(String::from))
         .collect();
     if parallel {
-        assert_eq!(
-            roles,
-            ["django worker 1", "django worker 2"]
-                .map(String::from)
-                .into(),
-            "the two workers each ran tests that connect"
-        );
+        // Which worker picks which test is the pool's business; every call made in a worker
+        // (all but the child process's) names one of the two.
+        let workers: std::collections::BTreeSet<String> = ["django worker 1", "django worker 2"]
+            .map(String::from)
+            .into();
+        assert!(!roles.is_empty() && roles.is_subset(&workers), "{roles:?}");
+        for t in r["tests"].as_array().unwrap() {
+            for c in t["calls"].as_array().unwrap() {
+                if t["test"] != "shop.tests.ReportTests.test_export_in_worker" {
+                    assert!(c["process"]["role"].is_string(), "{c}");
+                }
+            }
+        }
     } else {
         assert!(roles.is_empty(), "{roles:?}");
     }

@@ -105,7 +105,7 @@ fn record_mode_reports_every_call_per_test() {
     assert!(run.stdout().contains("19 passed"), "{}", run.stdout());
     assert_matches_expected(&run, "recorded", "recorded");
     let r = &run.report;
-    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["schema_version"], 2);
     assert_eq!(r["tests_total"], 19, "pytest's own count (19 passed)");
     assert_eq!(r["runner"], "pytest");
     assert_eq!(r["runners"], serde_json::json!(["pytest"]));
@@ -405,8 +405,13 @@ fn fixtures_nested_sessions_and_project_hooks() {
     );
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
     assert_eq!(
-        run.report["tests_total"], 5,
+        run.report["tests_total"], 7,
         "inner sessions' tests do not count"
+    );
+    let outcome = |t: &str| run.test(&format!("test_nested.py::{t}"))["outcome"].clone();
+    assert_eq!(
+        (outcome("test_skipped"), outcome("test_expected_failure")),
+        (serde_json::json!("skipped"), serde_json::json!("xfailed"))
     );
     let r = "recorded";
     let first = "test_nested.py::test_uses_session_fixture_first";

@@ -5,8 +5,8 @@
 //! user's project:
 //!
 //! - Python (unittest, Django's runner, pytest and xdist): `python/`, put first on PYTHONPATH as
-//!   a `sitecustomize` that chains to the project's own, plus a pytest plugin named in
-//!   PYTEST_PLUGINS. Loaded into every Python process; it acts only when tests run.
+//!   a `sitecustomize` that chains to the project's own; it registers a pytest plugin with each
+//!   pytest session. Loaded into every Python process; it acts only when tests run.
 //! - Node (jest): `node/preload.cjs`, loaded into every Node process with `NODE_OPTIONS=--require`
 //!   (before the user's own options); it hooks jest-circus when a jest worker loads it.
 //! - Go (`go test`): `go`, which rewrites the command so test binaries run under
@@ -172,17 +172,9 @@ pub fn configure(cmd: &mut Command, dir: &Path, runner: Option<Runner>) {
     if runner == Some(Runner::None) {
         return;
     }
+    // The Python adapter registers its pytest plugin itself, in the processes it is loaded in:
+    // naming it in PYTEST_PLUGINS would break a pytest whose PYTHONPATH a test replaced.
     prepend(cmd, "PYTHONPATH", dir.join("python").as_os_str(), ":");
-    // After the user's plugins, so theirs load first as they did without nettrap.
-    let mut plugins = std::env::var_os("PYTEST_PLUGINS")
-        .filter(|v| !v.is_empty())
-        .map(|mut v| {
-            v.push(",");
-            v
-        })
-        .unwrap_or_default();
-    plugins.push("_nettrap_pytest");
-    cmd.env("PYTEST_PLUGINS", plugins);
     // Node splits NODE_OPTIONS like a shell: quote the path.
     let preload = dir.join("node/preload.cjs");
     let option = format!("--require \"{}\"", preload.display());

@@ -14,7 +14,10 @@ use nettrap_core::policy::{Action, CompiledPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: `tests` lists every test that ran (not only those with calls); runner fields added.
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest schema `nettrap report` still reads (its missing fields take their defaults).
+pub const OLDEST_SCHEMA: u32 = 1;
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Report {

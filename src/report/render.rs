@@ -1,7 +1,7 @@
 //! Renderings of a report: the summary printed at the end of a run (text), the mocking to-do
 //! list (Markdown), and `nettrap report FILE`.
 
-use super::{CallEntry, Report, SCHEMA_VERSION, plural};
+use super::{CallEntry, OLDEST_SCHEMA, Report, SCHEMA_VERSION, plural};
 use crate::cli::{Format, ReportArgs};
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
@@ -305,9 +305,9 @@ pub fn load(path: &std::path::Path) -> Result<Report> {
         anyhow::anyhow!("{}:{}: not a nettrap report: {e}", path.display(), e.line())
     })?;
     match value.get("schema_version").and_then(|v| v.as_u64()) {
-        Some(v) if v == SCHEMA_VERSION as u64 => {}
+        Some(v) if (OLDEST_SCHEMA as u64..=SCHEMA_VERSION as u64).contains(&v) => {}
         Some(v) => bail!(
-            "{}: report schema version {v} is not supported (this nettrap reads {SCHEMA_VERSION})",
+            "{}: report schema version {v} is not supported (this nettrap reads {OLDEST_SCHEMA} to {SCHEMA_VERSION})",
             path.display()
         ),
         None => bail!(

@@ -8,8 +8,9 @@ It appends events to the run's timeline (`$NETTRAP_RUN_DIR/timeline.jsonl`, form
   test's start, phases (setup, call, teardown) and outcome, hooked on `unittest.TestCase` (and
   Django's `SimpleTestCase`) when the program imports them. Ids are `test.id()`, as Django
   prints them (`app.tests.Class.test_method`).
-* pytest (and xdist workers): through the plugin `_nettrap_pytest` (PYTEST_PLUGINS), which
-  calls `begin`, `phase` and `end` here.
+* pytest (and xdist workers): through the plugin `_nettrap_pytest`, registered with each pytest
+  session of this process when pytest's config module loads; it calls `begin`, `phase` and
+  `end` here.
 * Call sites: an audit hook (`socket.connect`, `socket.sendto`, `socket.getaddrinfo`) writes,
   just before each call, the first frame in the project's own code and the client library.
 
@@ -21,6 +22,10 @@ user's program, and nothing costs anything until a test or a socket call happens
 
 import os
 import sys
+
+# unittest leaves frames of modules that set this out of failure tracebacks: the user sees their
+# own failing line, not the adapter's wrappers.
+__unittest = True
 
 _RUN_DIR = os.environ.get("NETTRAP_RUN_DIR")
 _TIMELINE = os.path.join(_RUN_DIR, "timeline.jsonl") if _RUN_DIR else None
@@ -65,13 +70,10 @@ def emit(event):
     try:
         event.setdefault("t", _now())
         event["pid"] = os.getpid()
-        line = _json().dumps(event, separators=(",", ":"), default=str)
-        if len(line) > 4000:
-            for key in ("test", "outer", "func", "file", "host"):
-                if isinstance(event.get(key), str) and len(event[key]) > 1000:
-                    event[key] = event[key][:1000]
-            line = _json().dumps(event, separators=(",", ":"), default=str)
-        data = (line + "\n").encode("utf-8", "replace")
+        # Ids are never cut (a cut id would merge tests): one write to an O_APPEND file is not
+        # interleaved with another process's, whatever its length.
+        line = _json().dumps(event, separators=(",", ":"), default=str, ensure_ascii=False)
+        data = (line + "\n").encode("utf-8", "surrogateescape")
         fd = os.open(_TIMELINE, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
             os.write(fd, data)
@@ -169,9 +171,10 @@ def fixture(state, name, scope, location):
     emit({"ev": "fixture", "state": state, "name": name, "scope": scope, "location": location})
 
 
-def pytest_active():
-    """The pytest plugin runs in this process: unittest cases are pytest items here."""
-    _state["pytest"] = True
+def pytest_active(active=True):
+    """The pytest plugin runs in this process (until its session ends): unittest cases are
+    pytest items meanwhile."""
+    _state["pytest"] = active
 
 
 # --- unittest and Django -------------------------------------------------------------------
@@ -356,7 +359,30 @@ def _patch_unittest_result(module):
     _patch_result_class(module.TestResult)
 
 
+def _patch_pytest(module):
+    """Registers nettrap's pytest plugin with every pytest session of this process (xdist
+    workers, pytester's inner sessions): where this adapter is loaded, and only there. `-p
+    no:nettrap` turns it off."""
+    cls = module.Config
+    original = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        try:
+            pm = self.pluginmanager
+            if not pm.is_blocked("nettrap") and pm.get_plugin("nettrap") is None:
+                import _nettrap_pytest
+
+                pm.register(_nettrap_pytest, "nettrap")
+        except Exception as e:
+            _fail("cannot register the pytest plugin: %s" % e, "pytest")
+
+    __init__.__wrapped__ = original
+    cls.__init__ = __init__
+
+
 _ON_IMPORT = {
+    "_pytest.config": _patch_pytest,
     "unittest.case": _patch_unittest,
     "unittest.async_case": _patch_async_case,
     "unittest.result": _patch_unittest_result,
@@ -366,6 +392,9 @@ _ON_IMPORT = {
 
 class _ImportHook(object):
     """Patches a watched module right after it is first imported (a post-import hook)."""
+
+    def find_module(self, name, path=None):  # the pre-3.4 protocol: not ours
+        return None
 
     def find_spec(self, name, path=None, target=None):
         if name not in _ON_IMPORT:
@@ -453,12 +482,30 @@ def _site(frame):
     return None, None, None, library
 
 
+def _numeric(host):
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str) or not host:
+        return host is None
+    import socket
+
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host.split("%", 1)[0])
+            return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
 def _audit(event, args):
     if event not in _SOCKET_EVENTS:
         return
     try:
         if event == "socket.getaddrinfo":
             host, port = args[0], args[1]
+            if _numeric(host):
+                return  # no lookup leaves the process
         else:
             address = args[1]
             if getattr(args[0], "family", None) not in _INET:

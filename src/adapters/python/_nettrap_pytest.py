@@ -1,4 +1,5 @@
-"""nettrap's pytest plugin, loaded through PYTEST_PLUGINS inside `nettrap run`.
+"""nettrap's pytest plugin, registered by nettrap's Python adapter with every pytest session of a
+process the adapter is loaded in (`nettrap run`; `-p no:nettrap` turns it off).
 
 It reports each test pytest runs in this process (every xdist worker included) to nettrap's
 timeline through `_nettrap_adapter`: start, phases, outcome, the worker's role, and the shared
@@ -27,6 +28,13 @@ def pytest_configure(config):
     worker = getattr(config, "workerinput", None)
     if worker and worker.get("workerid"):
         _adapter.role("pytest", worker["workerid"])
+
+
+def pytest_unconfigure(config):
+    # An in-process session (pytest.main() from a unittest test) has ended: unittest cases
+    # are unittest's again. An inner session of an outer pytest session leaves it on.
+    if _adapter is not None and not _adapter._stack:
+        _adapter.pytest_active(False)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -77,27 +85,30 @@ def pytest_runtest_teardown(item, nextitem):
 _RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 2, "failed": 3, "error": 4}
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    result = yield
-    if _adapter is None:
+def pytest_runtest_logreport(report):
+    # The final report of each phase (xfail already applied), in the process that ran it; in
+    # an xdist controller it is a worker's, whose test is not running here: ignored.
+    if _adapter is None or report.nodeid not in _running_ids():
         return
     try:
-        rep = result.get_result()
-        xfail = hasattr(rep, "wasxfail")
-        if rep.failed:
-            outcome = "failed" if rep.when == "call" else "error"
-        elif rep.skipped:
+        xfail = hasattr(report, "wasxfail")
+        if report.failed:
+            outcome = "failed" if report.when == "call" else "error"
+        elif report.skipped:
             outcome = "xfailed" if xfail else "skipped"
-        elif rep.when == "call":
+        elif report.when == "call":
             outcome = "xpassed" if xfail else "passed"
         else:
             return
-        old = _outcome.get(item.nodeid)
+        old = _outcome.get(report.nodeid)
         if old is None or _RANK[outcome] >= _RANK[old]:
-            _outcome[item.nodeid] = outcome
+            _outcome[report.nodeid] = outcome
     except Exception:
         pass
+
+
+def _running_ids():
+    return [t.test for t in _adapter._stack]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -12,9 +12,10 @@ def _nettrap_start():
 
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        import _nettrap_adapter
+        if sys.version_info >= (3, 8):  # audit hooks, monotonic_ns; older ones run untouched
+            import _nettrap_adapter
 
-        _nettrap_adapter.install()
+            _nettrap_adapter.install()
     except Exception as e:  # never break the user's program
         try:
             sys.stderr.write("nettrap: python adapter not loaded (%s: %s); "
