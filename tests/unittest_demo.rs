@@ -70,3 +70,74 @@ fn demo_suite_is_attributed_through_nettrap_test() {
         run.todo
     );
 }
+
+/// unittest's class and module fixtures, failures and other outcomes (fixtures/unittest-fixtures,
+/// see its EXPECTED.md): set-up calls go to the test they run for, in setup, naming the fixture;
+/// the user still sees their own failing line.
+#[test]
+fn class_and_module_fixtures_and_outcomes() {
+    let run = run_in(
+        "unittest-fixtures",
+        &repo().join("fixtures/unittest-fixtures"),
+        &[],
+        &["python3", "-B", "-m", "unittest", "test_fixtures"],
+    );
+    assert_eq!(run.code(), 1, "two tests fail: {}", run.stderr());
+    let err = run.stderr();
+    assert!(err.contains("Ran 6 tests"), "{err}");
+    assert!(
+        err.contains("line 50, in test_fails\n    self.assertEqual(1, 2)"),
+        "the failing line is shown: {err}"
+    );
+    assert!(
+        !err.contains("_nettrap_adapter"),
+        "no adapter frame in tracebacks: {err}"
+    );
+    assert_eq!(run.report["runner"], "unittest");
+    assert_eq!(run.report["tests_total"], 7);
+    let id = |t: &str| format!("test_fixtures.{t}");
+    let outcomes: Vec<(String, String)> = run.all_tests();
+    assert_eq!(
+        outcomes,
+        [
+            ("Broken.test_never_runs", "error"),
+            ("Outcomes.test_expected", "xfailed"),
+            ("Outcomes.test_fails", "failed"),
+            ("Outcomes.test_skipped", "skipped"),
+            ("Outcomes.test_sub_fails", "failed"),
+            ("Search.test_first", "passed"),
+            ("Search.test_second", "passed"),
+        ]
+        .map(|(t, o)| (id(t), o.to_string()))
+    );
+    let r = "recorded";
+    let fixture = |t: &str| run.test(&id(t))["calls"][0]["fixture"].clone();
+    assert_eq!(
+        run.calls(Some(&id("Broken.test_never_runs"))),
+        vec![t("redis", "127.0.0.1", 6379, "tcp", "setup", r, 1)]
+    );
+    assert_eq!(
+        fixture("Broken.test_never_runs"),
+        "test_fixtures (module, test_fixtures.py)"
+    );
+    assert_eq!(
+        run.calls(Some(&id("Search.test_first"))),
+        vec![t("elasticsearch", "127.0.0.1", 9200, "tcp", "setup", r, 1)]
+    );
+    assert_eq!(
+        fixture("Search.test_first"),
+        "Search (class, test_fixtures.py)"
+    );
+    assert_eq!(
+        run.calls(Some(&id("Search.test_second"))),
+        vec![t("external-api", "127.0.0.1", 80, "tcp", "call", r, 1)]
+    );
+    assert_eq!(
+        run.calls(None),
+        vec![t("memcached", "127.0.0.1", 11211, "tcp", "-", r, 1)]
+    );
+    assert_eq!(
+        run.report["unattributed"][0]["fixture"],
+        "Search (class teardown)"
+    );
+}

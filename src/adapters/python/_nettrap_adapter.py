@@ -62,9 +62,29 @@ def _now():
     return time.monotonic_ns()
 
 
+_fd = {"pid": None, "fd": -1, "id": None}
+
+
+def _timeline_fd():
+    """The timeline, opened once per process. Before each use its identity is checked, so a
+    program that closed the descriptor (and maybe reused its number) is never written to."""
+    pid = os.getpid()
+    if _fd["pid"] == pid and _fd["fd"] >= 0:
+        try:
+            st = os.fstat(_fd["fd"])
+            if (st.st_dev, st.st_ino) == _fd["id"]:
+                return _fd["fd"]
+        except OSError:
+            pass
+    fd = os.open(_TIMELINE, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    # The descriptor of a parent (fork) stays open in the child, as any inherited one does.
+    _fd.update(pid=pid, fd=fd, id=(st.st_dev, st.st_ino))
+    return fd
+
+
 def emit(event):
-    """Appends one event (a dict) to the timeline: opened by path and closed every time, so a
-    program that closes or reuses descriptors is never written to by mistake."""
+    """Appends one event (a dict) to the timeline, in one write."""
     if not _TIMELINE:
         return
     try:
@@ -74,11 +94,7 @@ def emit(event):
         # interleaved with another process's, whatever its length.
         line = _json().dumps(event, separators=(",", ":"), default=str, ensure_ascii=False)
         data = (line + "\n").encode("utf-8", "surrogateescape")
-        fd = os.open(_TIMELINE, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        os.write(_timeline_fd(), data)
     except Exception as e:
         _fail("cannot write the timeline: %s" % e)
 
@@ -110,10 +126,13 @@ def _set_env(test_id, phase):
 
 
 class Token(object):
-    __slots__ = ("test", "nested", "key")
+    __slots__ = ("test", "nested", "key", "phase", "owned")
 
     def __init__(self, test, nested, key):
-        self.test, self.nested, self.key = test, nested, key
+        self.test, self.nested, self.key, self.phase = test, nested, key, None
+        # Whether a test's entry point (TestCase.run, ...) will end it; a test started early by
+        # its class or module fixture is owned by the entry point that runs it next.
+        self.owned = True
 
 
 def begin(test_id, runner, file=None, key=None):
@@ -137,8 +156,9 @@ def begin(test_id, runner, file=None, key=None):
 
 
 def phase(token, name):
-    if token is None:
-        return
+    if token is None or token.phase == name:
+        return  # tearDown then doCleanups: one teardown
+    token.phase = name
     event = {"ev": "phase", "test": token.test, "phase": name}
     if token.nested:
         event["outer"] = _stack[0].test if _stack and _stack[0] is not token else _OUTER
@@ -287,8 +307,13 @@ def _wrap_entry(original):
             elif kwargs.get("result") is not None:
                 _patch_result_class(type(kwargs["result"]))
             test_id = self.id()
-            _outcomes.pop(test_id, None)
-            token = begin(test_id, _runner_of(self), _test_file(self), key=self)
+            early = _running(self)
+            if early is not None and not early.owned:
+                early.owned = True  # started by its class or module fixture's set-up
+                token = early
+            else:
+                _outcomes.pop(test_id, None)
+                token = begin(test_id, _runner_of(self), _test_file(self), key=self)
         except Exception:
             token = None
         try:
@@ -320,6 +345,140 @@ def _wrap_phase(original, name):
     return wrapper
 
 
+def _running(test):
+    return _stack[-1] if _stack and _stack[-1].key is test else None
+
+
+def _wrap_class_setup(original):
+    """TestSuite._handleClassSetUp(test, result): setUpClass (Django's setUpTestData too) runs for
+    the test about to run, so the test starts here, in setup, as pytest counts a class fixture's
+    set-up in the first test that needs it. The calls also name the fixture."""
+
+    def wrapper(self, test, result, *args, **kwargs):
+        if _state["pytest"] or not hasattr(test, "id"):
+            return original(self, test, result, *args, **kwargs)
+        cls = test.__class__
+        token = _running(test)
+        label = None
+        try:
+            if getattr(result, "_previousTestClass", None) is not cls and not getattr(
+                result, "_moduleSetUpFailed", False
+            ):
+                label = (cls.__qualname__, _test_file(test))
+                if token is None:
+                    token = _early_begin(test)
+                fixture("start", label[0], "class", label[1])
+        except Exception:
+            label = None
+        try:
+            return original(self, test, result, *args, **kwargs)
+        finally:
+            if label is not None:
+                fixture("end", label[0], "class", label[1])
+                _end_if_fixture_failed(token, test, result)
+
+    wrapper.__wrapped__ = original
+    wrapper._nettrap = True
+    return wrapper
+
+
+def _early_begin(test):
+    _outcomes.pop(test.id(), None)
+    token = begin(test.id(), _runner_of(test), _test_file(test), key=test)
+    if token is not None:
+        token.owned = False
+        phase(token, "setup")
+    return token
+
+
+def _end_if_fixture_failed(token, test, result):
+    # The class or module set-up failed: the test will not run (unittest reports the fixture's
+    # error instead); it ends here, as an error.
+    failed = getattr(result, "_moduleSetUpFailed", False) or getattr(
+        test.__class__, "_classSetupFailed", False
+    )
+    if failed and token is not None and token in _stack:
+        end(token, "error")
+
+
+def _wrap_module_setup(original):
+    """TestSuite._handleModuleFixture(test, result): tears the previous module down, then runs
+    setUpModule for the test about to run. The test starts only when setUpModule itself runs
+    (the module's function is wrapped for that one call)."""
+
+    def wrapper(self, test, result, *args, **kwargs):
+        if _state["pytest"] or not hasattr(test, "id"):
+            return original(self, test, result, *args, **kwargs)
+        module = sys.modules.get(test.__class__.__module__)
+        setup = getattr(module, "setUpModule", None) if module is not None else None
+        patched = False
+        if callable(setup) and not getattr(setup, "_nettrap", False):
+
+            def setUpModule(*a, **kw):
+                token = _running(test) or _early_begin(test)
+                fixture("start", module.__name__, "module", _test_file(test))
+                try:
+                    return setup(*a, **kw)
+                finally:
+                    fixture("end", module.__name__, "module", _test_file(test))
+                    del token
+
+            setUpModule._nettrap = True
+            try:
+                module.setUpModule = setUpModule
+                patched = True
+            except Exception:
+                pass
+        try:
+            return original(self, test, result, *args, **kwargs)
+        finally:
+            if patched:
+                try:
+                    module.setUpModule = setup
+                except Exception:
+                    pass
+                _end_if_fixture_failed(_running(test), test, result)
+
+    wrapper.__wrapped__ = original
+    wrapper._nettrap = True
+    return wrapper
+
+
+def _wrap_teardown_fixture(original, scope):
+    """Class and module tear-downs run between tests: their calls are nobody's, but name the
+    fixture."""
+
+    def wrapper(self, *args, **kwargs):
+        result = args[-1] if args else kwargs.get("result")
+        name = None
+        try:
+            if not _state["pytest"]:
+                previous = getattr(result, "_previousTestClass", None)
+                if previous is not None:
+                    name = previous.__qualname__ if scope == "class" else previous.__module__
+        except Exception:
+            name = None
+        if name is not None:
+            fixture("start", name, scope + " teardown", None)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if name is not None:
+                fixture("end", name, scope + " teardown", None)
+
+    wrapper.__wrapped__ = original
+    wrapper._nettrap = True
+    return wrapper
+
+
+def _patch_suite(module):
+    cls = module.TestSuite
+    _patch(cls, "_handleClassSetUp", _wrap_class_setup)
+    _patch(cls, "_handleModuleFixture", _wrap_module_setup)
+    _patch(cls, "_tearDownPreviousClass", lambda m: _wrap_teardown_fixture(m, "class"))
+    _patch(cls, "_handleModuleTearDown", lambda m: _wrap_teardown_fixture(m, "module"))
+
+
 _UNITTEST_PHASES = {
     "_callSetUp": "setup",
     "_callTestMethod": "call",
@@ -348,11 +507,32 @@ def _patch_async_case(module):
         _patch(cls, name, lambda m, ph=ph: _wrap_phase(m, ph))
 
 
+def _wrap_class_phase(func, name):
+    """A phase hook that is a classmethod (Django 5.1+'s `_pre_setup`)."""
+
+    def wrapper(klass, *args, **kwargs):
+        top = _stack[-1] if _stack and not _state["pytest"] else None
+        if top is not None and isinstance(top.key, klass):
+            try:
+                phase(top, name)
+            except Exception:
+                pass
+        return func(klass, *args, **kwargs)
+
+    wrapper.__wrapped__ = func
+    wrapper._nettrap = True
+    return wrapper
+
+
 def _patch_django(module):
     cls = module.SimpleTestCase
     _patch(cls, "__call__", _wrap_entry)
     for name, ph in _DJANGO_PHASES.items():
-        _patch(cls, name, lambda m, ph=ph: _wrap_phase(m, ph))
+        method = vars(cls).get(name)
+        if isinstance(method, classmethod) and not getattr(method.__func__, "_nettrap", False):
+            setattr(cls, name, classmethod(_wrap_class_phase(method.__func__, ph)))
+        else:
+            _patch(cls, name, lambda m, ph=ph: _wrap_phase(m, ph))
 
 
 def _patch_unittest_result(module):
@@ -386,6 +566,7 @@ _ON_IMPORT = {
     "unittest.case": _patch_unittest,
     "unittest.async_case": _patch_async_case,
     "unittest.result": _patch_unittest_result,
+    "unittest.suite": _patch_suite,
     "django.test.testcases": _patch_django,
 }
 
