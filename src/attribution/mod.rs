@@ -93,6 +93,9 @@ pub struct Attribution {
     pub concurrent: Vec<String>,
     /// A shared fixture being set up (or torn down) at the time.
     pub fixture: Option<String>,
+    /// When the test (or the gap between tests) the call fell in began: a call site written
+    /// before it belongs to an earlier call.
+    pub since: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +135,19 @@ impl Scope {
                 m
             })
             .collect();
+    }
+
+    /// The end of the last interval that ended at or before `t` (0 if none).
+    fn previous_end(&self, t: u64) -> u64 {
+        let j = self.intervals.partition_point(|i| i.start <= t);
+        self.intervals[..j]
+            .iter()
+            .rev()
+            .take(16)
+            .filter(|i| i.end <= t)
+            .map(|i| i.end)
+            .max()
+            .unwrap_or(0)
     }
 
     fn covering(&self, t: u64) -> Vec<&Interval> {
@@ -399,9 +415,14 @@ impl Timeline {
                 .unwrap_or_default(),
         };
         if covering.is_empty() {
+            let since = self
+                .process_scopes
+                .get(&pid)
+                .map_or(0, |s| s.previous_end(t));
             if self.has_scope(pid, tid) && recorded.is_none() {
                 return Attribution {
                     fixture,
+                    since,
                     ..Attribution::default()
                 };
             }
@@ -410,9 +431,11 @@ impl Timeline {
                 test,
                 phase,
                 fixture,
+                since,
                 ..Attribution::default()
             };
         }
+        let since = covering.iter().map(|i| i.start).max().unwrap_or(0);
         let (own, nested): (Vec<&Interval>, Vec<&Interval>) =
             covering.iter().partition(|i| i.outer.is_none());
         // A test running its own subtests (Go's `TestA/sub`) is not a concurrent peer: the
@@ -435,6 +458,7 @@ impl Timeline {
                 phase,
                 inner_test,
                 fixture,
+                since,
                 ..Attribution::default()
             };
         };
@@ -456,16 +480,18 @@ impl Timeline {
             inner_test,
             concurrent,
             fixture,
+            since,
         }
     }
 
-    /// The call site written just before a call on the same thread, used once.
-    pub fn site(&mut self, pid: u32, tid: u32, t: u64, port: u16) -> Option<Site> {
+    /// The call site written just before a call on the same thread, not before `since` (the
+    /// start of the test the call fell in), used once.
+    pub fn site(&mut self, pid: u32, tid: u32, t: u64, port: u16, since: u64) -> Option<Site> {
         let list = self.sites.get(&(pid, tid))?;
         let end = list.partition_point(|s| s.t <= t);
         for i in (0..end).rev().take(8) {
             let s = &list[i];
-            if t - s.t > SITE_WINDOW_NS {
+            if t - s.t > SITE_WINDOW_NS || s.t < since {
                 break;
             }
             if self.used_sites.contains(&(pid, tid, i)) {
@@ -582,8 +608,13 @@ mod tests {
             (a.test.as_deref(), a.concurrent),
             (Some("m/TestA/sub"), vec!["m/TestAB".to_string()])
         );
-        let s = t.site(3, 9, 107, 80).unwrap();
+        assert_eq!(
+            t.site(3, 9, 107, 80, 107),
+            None,
+            "a site before the test is not its"
+        );
+        let s = t.site(3, 9, 107, 80, 100).unwrap();
         assert_eq!(s.location.as_deref(), Some("x.go:3"));
-        assert_eq!(t.site(3, 9, 108, 80), None, "a site is used once");
+        assert_eq!(t.site(3, 9, 108, 80, 100), None, "a site is used once");
     }
 }

@@ -290,7 +290,7 @@ pub fn build(
             .rules()
             .get(call.rule as usize)
             .map_or_else(|| "record (default)".to_string(), |r| text(r.label()));
-        let site = timeline.site(call.pid, call.tid, call.time_ns, call.dest.port);
+        let site = timeline.site(call.pid, call.tid, call.time_ns, call.dest.port, who.since);
         let key = Key {
             test: who.test,
             phase: who.phase,
