@@ -50,10 +50,15 @@ _roles = set()  # pids that said what they are
 _state = {"pytest": False, "failed": False}
 
 
-def _json():
-    import json
+_encoder = []
 
-    return json
+
+def _encode(event):
+    if not _encoder:
+        import json
+
+        _encoder.append(json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False))
+    return _encoder[0].encode(event)
 
 
 def _now():
@@ -83,8 +88,18 @@ def _timeline_fd():
     return fd
 
 
-def emit(event):
-    """Appends one event (a dict) to the timeline, in one write."""
+_pending = []  # encoded phase events not written yet (see emit)
+
+
+def _drop_pending():
+    del _pending[:]
+
+
+def emit(event, defer=False):
+    """Appends one event (a dict) to the timeline. Events are joined to calls by their time, not
+    by their order, so a phase change (`defer`) waits for the next event of this process and goes
+    out in the same write: a test costs two writes, not five. Losing a deferred phase (the process
+    killed inside a test) loses only which phase a call was in."""
     if not _TIMELINE:
         return
     try:
@@ -92,11 +107,26 @@ def emit(event):
         event["pid"] = os.getpid()
         # Ids are never cut (a cut id would merge tests): one write to an O_APPEND file is not
         # interleaved with another process's, whatever its length.
-        line = _json().dumps(event, separators=(",", ":"), default=str, ensure_ascii=False)
-        data = (line + "\n").encode("utf-8", "surrogateescape")
+        line = (_encode(event) + "\n").encode("utf-8", "surrogateescape")
+        if defer and len(_pending) < 64:
+            _pending.append(line)
+            return
+        data = b"".join(_pending) + line
+        del _pending[:]
         os.write(_timeline_fd(), data)
     except Exception as e:
         _fail("cannot write the timeline: %s" % e)
+
+
+def flush():
+    """Writes deferred events now (before a fork, at exit)."""
+    if _pending:
+        try:
+            data = b"".join(_pending)
+            del _pending[:]
+            os.write(_timeline_fd(), data)
+        except Exception as e:
+            _fail("cannot write the timeline: %s" % e)
 
 
 def _fail(why, runner="python"):
@@ -162,7 +192,7 @@ def phase(token, name):
     event = {"ev": "phase", "test": token.test, "phase": name}
     if token.nested:
         event["outer"] = _stack[0].test if _stack and _stack[0] is not token else _OUTER
-    emit(event)
+    emit(event, defer=True)
     if not token.nested:
         _set_env(token.test, name)
 
@@ -268,13 +298,28 @@ def _patch_result_class(cls):
             pass
 
 
+_files = {}
+
+
 def _test_file(test):
-    try:
-        path = sys.modules[type(test).__module__].__file__
-        rel = os.path.relpath(path)
-        return path if rel.startswith("..") else rel
-    except Exception:
-        return None
+    module = type(test).__module__
+    if module not in _files:
+        try:
+            path = sys.modules[module].__file__
+            rel = os.path.relpath(path)
+            _files[module] = path if rel.startswith("..") else rel
+        except Exception:
+            _files[module] = None
+    return _files[module]
+
+
+def _overrides(cls, name):
+    """Whether a test class has its own `name` (setUpClass, tearDownClass), not unittest's."""
+    import unittest
+
+    own = getattr(getattr(cls, name, None), "__func__", None)
+    base = getattr(getattr(unittest.TestCase, name, None), "__func__", None)
+    return own is not None and own is not base
 
 
 def _django_role():
@@ -361,8 +406,10 @@ def _wrap_class_setup(original):
         token = _running(test)
         label = None
         try:
-            if getattr(result, "_previousTestClass", None) is not cls and not getattr(
-                result, "_moduleSetUpFailed", False
+            if (
+                getattr(result, "_previousTestClass", None) is not cls
+                and not getattr(result, "_moduleSetUpFailed", False)
+                and _overrides(cls, "setUpClass")
             ):
                 label = (cls.__qualname__, _test_file(test))
                 if token is None:
@@ -452,10 +499,19 @@ def _wrap_teardown_fixture(original, scope):
         result = args[-1] if args else kwargs.get("result")
         name = None
         try:
-            if not _state["pytest"]:
-                previous = getattr(result, "_previousTestClass", None)
-                if previous is not None:
-                    name = previous.__qualname__ if scope == "class" else previous.__module__
+            previous = getattr(result, "_previousTestClass", None)
+            if _state["pytest"] or previous is None:
+                pass
+            elif scope == "class":
+                test = args[0] if len(args) > 1 else kwargs.get("test")
+                if previous is not getattr(test, "__class__", None) and _overrides(
+                    previous, "tearDownClass"
+                ):
+                    name = previous.__qualname__
+            else:
+                module = sys.modules.get(previous.__module__)
+                if callable(getattr(module, "tearDownModule", None)):
+                    name = previous.__module__
         except Exception:
             name = None
         if name is not None:
@@ -729,3 +785,8 @@ def install():
             patch(sys.modules[name])
     if hasattr(sys, "addaudithook"):
         sys.addaudithook(_audit)
+    # Deferred events are the parent's: written before a fork, never twice by the child.
+    os.register_at_fork(before=flush, after_in_child=_drop_pending)
+    import atexit
+
+    atexit.register(flush)
