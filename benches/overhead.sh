@@ -11,6 +11,8 @@
 #            under each engine (preload, seccomp, auto) and under strace for comparison
 #   syscalls 200,000 x (open+read+close+getppid), no network call: what the seccomp filter
 #            costs the system calls it does not trap (target: < 2%)
+#   adapter  3000 empty unittest tests under nettrap with the Python runner adapter against the
+#            same run with `--runner none`: what knowing every test costs per test
 # and, where valgrind is installed, the same two costs as user-space instruction counts
 # (callgrind), which do not depend on what else the machine is doing.
 set -euo pipefail
@@ -61,6 +63,27 @@ bench "20000 connects: strace -f -e connect" strace -f -o /dev/null -e trace=con
 fi
 bench "200000 x open/read/close: seccomp"   $(nettrap seccomp) :: "$OUT/syscall_loop" 200000
 }
+
+# The Python adapter: the baseline is nettrap itself without adapters, so the ratio is the
+# adapter's own cost (3000 empty tests: the worst case, a real test takes milliseconds).
+python3 - "$WORK/test_empty.py" <<'PY'
+import sys
+lines = ["import unittest", "class T(unittest.TestCase):"]
+lines += ["    def test_%d(self): pass" % i for i in range(3000)]
+open(sys.argv[1], "w").write("\n".join(lines) + "\n")
+PY
+(
+  cd "$WORK"
+  base=() with=()
+  for _ in $(seq "$ROUNDS"); do
+    base+=("$(time_ns "$NETTRAP" run -q --report r.json --runner none -- python3 -m unittest -q test_empty)")
+    with+=("$(time_ns "$NETTRAP" run -q --report r.json -- python3 -m unittest -q test_empty)")
+  done
+  p=$(printf '%s\n' "${base[@]}" | median)
+  u=$(printf '%s\n' "${with[@]}" | median)
+  awk -v n="3000 empty unittest tests: adapter" -v p="$p" -v u="$u" \
+    'BEGIN { printf "%-44s none  %8.1f ms   adapter %8.1f ms   ratio %.3f  (+%.0f us per test)\n", n, p/1e6, u/1e6, u/p, (u-p)/3e6 }'
+)
 
 if command -v valgrind >/dev/null; then
   echo "user-space instructions, preload engine (callgrind; repeatable on a noisy machine):"
