@@ -391,6 +391,40 @@ impl Timeline {
         self.process_scopes.contains_key(&pid) || self.thread_scopes.contains_key(&(pid, tid))
     }
 
+    /// As [`Timeline::attribute`], and a process that neither reported tests nor carries one in
+    /// its environment (a child forked inside a test: the seccomp engine reads the environment a
+    /// process was exec'd with, which a fork does not renew) takes its parent's test at that
+    /// moment, up the tree. `parent` gives a process's parent, from the engines' records.
+    pub fn attribute_in_tree(
+        &self,
+        pid: u32,
+        tid: u32,
+        t: u64,
+        recorded: Option<(String, Option<String>)>,
+        parent: impl Fn(u32) -> Option<u32>,
+    ) -> Attribution {
+        let own = self.attribute(pid, tid, t, recorded.clone());
+        if own.test.is_some() || recorded.is_some() || self.has_scope(pid, tid) {
+            return own;
+        }
+        let mut p = pid;
+        for _ in 0..8 {
+            match parent(p) {
+                Some(pp) if pp > 1 && pp != p => p = pp,
+                _ => break,
+            }
+            if self.process_scopes.contains_key(&p) {
+                let up = self.attribute(p, p, t, None);
+                return Attribution {
+                    fixture: own.fixture.or(up.fixture.clone()),
+                    since: own.since,
+                    ..up
+                };
+            }
+        }
+        own
+    }
+
     /// The test a call made by `pid`/`tid` at `t` belongs to; `recorded` is what the engine read
     /// from the process's environment (test id and phase).
     pub fn attribute(

@@ -247,6 +247,14 @@ pub fn build(
     info: RunInfo,
 ) -> Report {
     let mut by_pid = processes(&events.records);
+    let parents: HashMap<u32, u32> = events
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Process(p) => Some((p.process.pid, p.process.ppid)),
+            _ => None,
+        })
+        .collect();
     for (pid, list) in by_pid.iter_mut() {
         if let Some(role) = timeline.roles.get(pid) {
             for (_, p) in list.iter_mut() {
@@ -264,7 +272,10 @@ pub fn build(
             let phase = nettrap_core::test_id::Phase::from_u8(call.phase as u8).name();
             (text(t), phase.map(String::from))
         });
-        let who: Attribution = timeline.attribute(call.pid, call.tid, call.time_ns, recorded);
+        let who: Attribution =
+            timeline.attribute_in_tree(call.pid, call.tid, call.time_ns, recorded, |p| {
+                parents.get(&p).copied()
+            });
         if call.syscall == Syscall::IoUringSetup {
             let verdict = if call.action == Action::Deny {
                 "refused"
