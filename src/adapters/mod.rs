@@ -90,7 +90,26 @@ pub fn detect(argv: &[OsString]) -> Option<Runner> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let mut i = 0;
-    // Wrappers that run the next word as the command.
+    // Wrappers that run the next word as the command, with the options of theirs that take a
+    // value (`uv run --with httpx pytest`).
+    const VALUED: &[&str] = &[
+        "--with",
+        "--with-editable",
+        "--with-requirements",
+        "--python",
+        "-p",
+        "--project",
+        "--directory",
+        "--env-file",
+        "--extra",
+        "--group",
+        "--package",
+        "--index",
+        "-w",
+        "--package-manager",
+        "-c",
+        "--call",
+    ];
     loop {
         let first = args.get(i)?;
         match base(OsStr::new(first)).as_str() {
@@ -103,8 +122,11 @@ pub fn detect(argv: &[OsString]) -> Option<Runner> {
             "npm" | "pnpm" | "yarn" if args.get(i + 1).is_some_and(|a| a == "exec") => i += 2,
             _ => break,
         }
-        while args.get(i).is_some_and(|a| a.starts_with('-')) {
-            i += 1;
+        while let Some(a) = args.get(i).filter(|a| a.starts_with('-')) {
+            i += if VALUED.contains(&a.as_str()) { 2 } else { 1 };
+            if a == "--" {
+                break;
+            }
         }
     }
     let prog = base(OsStr::new(&args[i]));
@@ -202,6 +224,8 @@ mod tests {
         assert_eq!(d("django-admin test app"), Some(Runner::Django));
         assert_eq!(d("python3 -m unittest discover"), Some(Runner::Unittest));
         assert_eq!(d("uv run pytest"), Some(Runner::Pytest));
+        assert_eq!(d("uv run --with httpx pytest -x"), Some(Runner::Pytest));
+        assert_eq!(d("npx --yes jest"), Some(Runner::Jest));
         assert_eq!(d("npx jest --ci"), Some(Runner::Jest));
         assert_eq!(d("node node_modules/jest/bin/jest.js"), Some(Runner::Jest));
         assert_eq!(d("node --test"), Some(Runner::NodeTest));

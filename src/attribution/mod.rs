@@ -568,6 +568,8 @@ mod tests {
             r#"{"ev":"start","t":40,"pid":1,"test":"b"}"#,
             "\n",
             "{torn\n",
+            r#"{"ev":"adapter","t":1,"pid":9,"runner":"python","status":"failed","why":"boom"}"#,
+            "\n",
             r#"{"ev":"end","t":50,"pid":1,"test":"b","outcome":"failed","duration_s":0.5}"#,
             "\n",
         ));
@@ -586,6 +588,7 @@ mod tests {
         assert_eq!(t.tests["a"].duration_s, Some(20e-9));
         assert_eq!(t.tests["b"].outcome.as_deref(), Some("failed"));
         assert_eq!(t.bad_lines, 1);
+        assert_eq!(t.adapter_failures, ["python adapter (pid 9): boom"]);
     }
 
     #[test]

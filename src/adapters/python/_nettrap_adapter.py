@@ -130,6 +130,8 @@ def flush():
 
 
 def _fail(why, runner="python"):
+    """Says once, in one line, that the adapter cannot do its job here, and tells the report
+    (when the timeline itself is what failed, the line is all there is)."""
     if _state["failed"]:
         return
     _state["failed"] = True
@@ -137,6 +139,7 @@ def _fail(why, runner="python"):
         sys.stderr.write("nettrap: %s adapter: %s\n" % (runner, why))
     except Exception:
         pass
+    emit({"ev": "adapter", "runner": runner, "status": "failed", "why": why})
 
 
 def role(runner, name):

@@ -17,10 +17,21 @@ def _nettrap_start():
 
             _nettrap_adapter.install()
     except Exception as e:  # never break the user's program
+        why = "not loaded (%s: %s)" % (type(e).__name__, e)
         try:
-            sys.stderr.write("nettrap: python adapter not loaded (%s: %s); "
-                             "falling back to NETTRAP_TEST/PYTEST_CURRENT_TEST\n"
-                             % (type(e).__name__, e))
+            sys.stderr.write("nettrap: python adapter %s; falling back to "
+                             "NETTRAP_TEST/PYTEST_CURRENT_TEST\n" % why)
+            import json
+            import time
+
+            line = json.dumps({"ev": "adapter", "t": time.monotonic_ns(), "pid": os.getpid(),
+                               "runner": "python", "status": "failed", "why": why})
+            path = os.path.join(os.environ["NETTRAP_RUN_DIR"], "timeline.jsonl")
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
         except Exception:
             pass
     # Chain to the next sitecustomize on sys.path, as if ours were not there.
