@@ -18,20 +18,10 @@ const ADAPTER: &str = "example.com/nettrap-fixture/adapter";
 fn go_env() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        assert!(
-            std::process::Command::new("go")
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success()),
-            "the Go toolchain is needed (.ci/run installs it)"
-        );
-        // SAFETY: set once, before any test of this binary spawns a process that reads them
+        go_toolchain();
+        // SAFETY: set once, before any test of this binary spawns a process that reads it
         // (every test calls this first).
-        unsafe {
-            std::env::set_var("GOTOOLCHAIN", "local");
-            std::env::set_var("GOFLAGS", "-count=1");
-            std::env::set_var("NETTRAP_KEEP_RUN_DIR", "1");
-        }
+        unsafe { std::env::set_var("NETTRAP_KEEP_RUN_DIR", "1") };
     });
 }
 

@@ -250,18 +250,7 @@ fn io_uring_is_reported_and_refused_in_enforce_runs() {
 }
 
 fn go_test(name: &str, flags: &[&str]) -> Run {
-    assert!(
-        std::process::Command::new("go")
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "the Go toolchain is needed (.ci/run installs it)"
-    );
-    // SAFETY: set once, before any test of this binary spawns a process that reads them.
-    unsafe {
-        std::env::set_var("GOTOOLCHAIN", "local");
-        std::env::set_var("GOFLAGS", "-count=1");
-    }
+    go_toolchain();
     run_in(
         name,
         &repo().join("fixtures/go"),

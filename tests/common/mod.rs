@@ -126,6 +126,27 @@ pub fn python() -> String {
     .clone()
 }
 
+/// The Go toolchain, checked once per test binary, with the settings every Go run here uses:
+/// the machine's toolchain only (no download), and no cached test results.
+pub fn go_toolchain() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        assert!(
+            Command::new("go")
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "the Go toolchain is needed (.ci/run installs it)"
+        );
+        // SAFETY: set once, before any test of this binary spawns a process that reads them
+        // (every Go test calls this first).
+        unsafe {
+            std::env::set_var("GOTOOLCHAIN", "local");
+            std::env::set_var("GOFLAGS", "-count=1");
+        }
+    });
+}
+
 /// The C fixtures, built once per test binary.
 pub fn c_fixture(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -379,8 +379,15 @@ def _wrap_entry(original):
 
 
 def _wrap_phase(original, name):
+    """A hook that runs in one phase of the running test: a method (`self` is the test) or the
+    function of a classmethod (`self` is its class, Django 5.1+'s `_pre_setup`)."""
+
     def wrapper(self, *args, **kwargs):
-        token = _stack[-1] if _stack and not _state["pytest"] and _stack[-1].key is self else None
+        token = _stack[-1] if _stack and not _state["pytest"] else None
+        if token is not None and not (
+            token.key is self or (isinstance(self, type) and isinstance(token.key, self))
+        ):
+            token = None
         if token is not None:
             try:
                 phase(token, name)
@@ -566,30 +573,13 @@ def _patch_async_case(module):
         _patch(cls, name, lambda m, ph=ph: _wrap_phase(m, ph))
 
 
-def _wrap_class_phase(func, name):
-    """A phase hook that is a classmethod (Django 5.1+'s `_pre_setup`)."""
-
-    def wrapper(klass, *args, **kwargs):
-        top = _stack[-1] if _stack and not _state["pytest"] else None
-        if top is not None and isinstance(top.key, klass):
-            try:
-                phase(top, name)
-            except Exception:
-                pass
-        return func(klass, *args, **kwargs)
-
-    wrapper.__wrapped__ = func
-    wrapper._nettrap = True
-    return wrapper
-
-
 def _patch_django(module):
     cls = module.SimpleTestCase
     _patch(cls, "__call__", _wrap_entry)
     for name, ph in _DJANGO_PHASES.items():
         method = vars(cls).get(name)
         if isinstance(method, classmethod) and not getattr(method.__func__, "_nettrap", False):
-            setattr(cls, name, classmethod(_wrap_class_phase(method.__func__, ph)))
+            setattr(cls, name, classmethod(_wrap_phase(method.__func__, ph)))
         else:
             _patch(cls, name, lambda m, ph=ph: _wrap_phase(m, ph))
 
