@@ -368,6 +368,7 @@ pub fn build(
             }
         })
         .collect();
+    let tests_len = tests.len() as u64;
 
     let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
     let mut seen: BTreeMap<String, (BTreeSet<u16>, BTreeSet<&str>)> = BTreeMap::new();
@@ -419,9 +420,9 @@ pub fn build(
         command_exit_code: info.command_exit_code,
         exit_code: info.command_exit_code,
         runners: timeline.runners.iter().cloned().collect(),
-        tests_total: timeline
-            .knows_tests()
-            .then_some(timeline.tests.len() as u64),
+        // Every test the runner reported, and any other test a call was attributed to (a child
+        // speaking the NETTRAP_TEST protocol with ids of its own): `tests` lists them all.
+        tests_total: timeline.knows_tests().then_some(tests_len),
         tests_with_calls,
         categories,
         tests,
