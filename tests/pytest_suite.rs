@@ -405,7 +405,7 @@ fn fixtures_nested_sessions_and_project_hooks() {
     );
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
     assert_eq!(
-        run.report["tests_total"], 8,
+        run.report["tests_total"], 9,
         "inner sessions' tests do not count"
     );
     let outcome = |t: &str| run.test(&format!("test_nested.py::{t}"))["outcome"].clone();

@@ -404,23 +404,35 @@ impl Timeline {
         parent: impl Fn(u32) -> Option<u32>,
     ) -> Attribution {
         let own = self.attribute(pid, tid, t, recorded.clone());
-        if own.test.is_some() || recorded.is_some() || self.has_scope(pid, tid) {
+        let needs_test = own.test.is_none() && recorded.is_none() && !self.has_scope(pid, tid);
+        let needs_phase = own.test.is_some() && own.phase.is_none();
+        if !needs_test && !needs_phase {
             return own;
         }
+        // The nearest ancestor that reported tests: its test at that moment, or, for a child
+        // whose environment names the test (NETTRAP_TEST holds no phase), the phase.
         let mut p = pid;
         for _ in 0..8 {
             match parent(p) {
                 Some(pp) if pp > 1 && pp != p => p = pp,
                 _ => break,
             }
-            if self.process_scopes.contains_key(&p) {
-                let up = self.attribute(p, p, t, None);
-                return Attribution {
+            if !self.process_scopes.contains_key(&p) {
+                continue;
+            }
+            let up = self.attribute(p, p, t, None);
+            return match &own.test {
+                None if needs_test => Attribution {
                     fixture: own.fixture.or(up.fixture.clone()),
                     since: own.since,
                     ..up
-                };
-            }
+                },
+                Some(test) if up.test.as_ref() == Some(test) => Attribution {
+                    phase: up.phase,
+                    ..own
+                },
+                _ => own,
+            };
         }
         own
     }

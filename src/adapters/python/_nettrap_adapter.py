@@ -14,8 +14,8 @@ It appends events to the run's timeline (`$NETTRAP_RUN_DIR/timeline.jsonl`, form
 * Call sites: an audit hook (`socket.connect`, `socket.sendto`, `socket.getaddrinfo`) writes,
   just before each call, the first frame in the project's own code and the client library.
 
-While a test runs, NETTRAP_TEST holds "<id> (<phase>)" in the real environment, so child
-processes and the LD_PRELOAD shim see it too. A process started inside a test (a test that runs
+While a test runs, NETTRAP_TEST holds its id in the real environment, so child processes and
+the LD_PRELOAD shim see it too. A process started inside a test (a test that runs
 a test runner) reports its own tests as nested in that test. Nothing here may raise into the
 user's program, and nothing costs anything until a test or a socket call happens.
 """
@@ -151,9 +151,12 @@ def role(runner, name):
     emit({"ev": "process", "runner": runner, "role": name})
 
 
-def _set_env(test_id, phase):
+def _set_env(test_id):
+    # The bare id, set once per test: a test or fixture that compares os.environ before and
+    # after (a leak check) sees the same value in its set-up and its teardown. Children inherit
+    # it; this process's own calls take their phase from the timeline.
     try:
-        os.environ[_VAR] = "%s (%s)" % (test_id, phase) if phase else test_id
+        os.environ[_VAR] = test_id
     except Exception:
         pass
 
@@ -184,7 +187,7 @@ def begin(test_id, runner, file=None, key=None):
     token = Token(test_id, outer is not None, key)
     _stack.append(token)
     if not token.nested:
-        _set_env(test_id, None)
+        _set_env(test_id)
     return token
 
 
@@ -196,8 +199,6 @@ def phase(token, name):
     if token.nested:
         event["outer"] = _stack[0].test if _stack and _stack[0] is not token else _OUTER
     emit(event, defer=True)
-    if not token.nested:
-        _set_env(token.test, name)
 
 
 def end(token, outcome=None, duration_s=None):
