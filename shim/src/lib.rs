@@ -145,6 +145,12 @@ mod sys {
         }
     }
 
+    /// Lets another thread run (sched_yield; ~1 us when nobody else wants the CPU).
+    pub fn yield_cpu() {
+        // SAFETY: sched_yield takes no arguments.
+        unsafe { call(libc::SYS_sched_yield, 0, 0, 0, 0, 0, 0) };
+    }
+
     pub fn getpid() -> u32 {
         // SAFETY: getpid takes no arguments and cannot fail.
         unsafe { call(libc::SYS_getpid, 0, 0, 0, 0, 0, 0) as u32 }
@@ -412,18 +418,21 @@ fn init() -> bool {
             ok
         }
         Err(_) => {
-            // Another thread is mapping the files: wait for it (microseconds). If this very
-            // thread is the one mapping them (a signal handler interrupted it), or it takes too
-            // long, pass through rather than wait.
+            // Another thread is mapping the files: wait for it (microseconds, but the mapping
+            // thread may be descheduled on a loaded machine: after a short spin, yield the CPU to
+            // it). If this very thread is the one mapping them (a signal handler interrupted it),
+            // pass through rather than wait for itself; only after about a second of waiting
+            // (something is badly wrong) pass through anyway.
             let me = sys::gettid();
-            for _ in 0..20_000 {
+            for i in 0..220_000u32 {
                 if INIT_OWNER.load(Ordering::Acquire) == me {
                     return false;
                 }
                 match STATE.load(Ordering::Acquire) {
                     READY => return true,
                     OFF => return false,
-                    _ => core::hint::spin_loop(),
+                    _ if i < 20_000 => core::hint::spin_loop(),
+                    _ => sys::yield_cpu(),
                 }
             }
             false
