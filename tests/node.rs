@@ -823,3 +823,59 @@ fn unwritable_timeline_never_breaks_the_program() {
     );
     assert!(!missing.exists());
 }
+
+/// node:test (fixtures/node-test, see its EXPECTED.md) under `nettrap run -- node --test`: every
+/// test with its outcome, calls on their tests (a subtest's on the subtest, a child process's on
+/// its parent's test), call sites.
+#[test]
+fn node_test_runner_under_nettrap_run() {
+    let run = run_in(
+        "node-test",
+        &repo().join("fixtures/node-test"),
+        &[],
+        &["node", "--test", "tests/"],
+    );
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
+    assert!(run.stdout().contains("# tests 6"), "{}", run.stdout());
+    let r = &run.report;
+    assert_eq!(
+        (r["runner"].as_str(), r["tests_total"].as_u64()),
+        (Some("node:test"), Some(6))
+    );
+    let id = |t: &str| format!("tests/net.test.js > {t}");
+    let all = run.all_tests();
+    assert_eq!(
+        all,
+        [
+            ("cache", "passed"),
+            ("cache > gets", "passed"),
+            ("child", "passed"),
+            ("search > indexes", "passed"),
+            ("search > is pure", "passed"),
+            ("search > skipped", "skipped"),
+        ]
+        .map(|(t, o)| (id(t), o.to_string()))
+    );
+    let rec = "recorded";
+    assert_eq!(
+        run.calls(Some(&id("search > indexes"))),
+        vec![t("elasticsearch", "127.0.0.1", 9200, "tcp", "-", rec, 2)]
+    );
+    assert_eq!(
+        run.calls(Some(&id("cache > gets"))),
+        vec![t("redis", "127.0.0.1", 6379, "tcp", "-", rec, 1)]
+    );
+    assert_eq!(
+        run.calls(Some(&id("cache"))),
+        vec![t("memcached", "127.0.0.1", 11211, "tcp", "-", rec, 1)]
+    );
+    assert_eq!(
+        run.calls(Some(&id("child"))),
+        vec![t("postgres", "127.0.0.1", 5432, "tcp", "-", rec, 1)]
+    );
+    assert_eq!(run.calls(None), vec![]);
+    assert_eq!(
+        run.test(&id("search > indexes"))["calls"][0]["site"],
+        "tests/net.test.js:8"
+    );
+}

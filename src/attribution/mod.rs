@@ -484,13 +484,13 @@ impl Timeline {
         let since = covering.iter().map(|i| i.start).max().unwrap_or(0);
         let (own, nested): (Vec<&Interval>, Vec<&Interval>) =
             covering.iter().partition(|i| i.outer.is_none());
-        // A test running its own subtests (Go's `TestA/sub`) is not a concurrent peer: the
-        // call belongs to the most specific test.
+        // A test running its own subtests (Go's `TestA/sub`, node:test's `file > a > sub`) is
+        // not a concurrent peer: the call belongs to the most specific test.
         let ancestor = |a: &Interval| {
             own.iter().any(|b| {
-                b.test.len() > a.test.len() + 1
-                    && b.test.starts_with(&a.test)
-                    && b.test.as_bytes()[a.test.len()] == b'/'
+                b.test.strip_prefix(a.test.as_str()).is_some_and(|rest| {
+                    rest.len() > 1 && (rest.starts_with('/') || rest.starts_with(" > "))
+                })
             })
         };
         let own: Vec<&Interval> = own.iter().copied().filter(|i| !ancestor(i)).collect();
@@ -656,6 +656,16 @@ mod tests {
         assert_eq!(
             (a.test.as_deref(), a.concurrent),
             (Some("m/TestA/sub"), vec!["m/TestAB".to_string()])
+        );
+        let node = tl(concat!(
+            r#"{"ev":"start","t":1,"pid":5,"test":"t.js > cache"}"#,
+            "\n",
+            r#"{"ev":"start","t":2,"pid":5,"test":"t.js > cache > gets"}"#,
+            "\n",
+        ));
+        assert_eq!(
+            node.attribute(5, 5, 3, None).test.as_deref(),
+            Some("t.js > cache > gets")
         );
         assert_eq!(
             t.site(3, 9, 107, 80, 107),

@@ -50,9 +50,9 @@
 // double quotes if it contains spaces (Node splits NODE_OPTIONS like a shell). Loading it twice
 // (two paths) is harmless: every hook is installed once.
 //
-// Not covered: node:test (its default export is the `test` function itself, which ESM importers
-// bind directly, and its reporter stream runs in the parent process: no clean hook without
-// --expose-internals), jest-jasmine2 (an `adapter` event says so), test.concurrent tests (their
+// - node:test: see hookNodeTest below (each test's own start/end times, written at exit).
+//
+// Not covered: jest-jasmine2 (an `adapter` event says so), test.concurrent tests (their
 // bodies start together before the first test; their calls fall outside the tests' intervals),
 // and tests with identical full names in one file (same id). A retried test (jest.retryTimes)
 // writes one start/end pair per attempt, with the same id.
@@ -556,5 +556,65 @@
     }
   } catch (e) {
     failed('jest', 'cannot hook require: ' + (e && e.message));
+  }
+
+  // ---- node:test ----------------------------------------------------------------------------
+  //
+  // node:test offers no hook for the current test in Node 20, but each test is an AsyncResource
+  // of type "Test" that keeps its own startTime/endTime (process.hrtime.bigint(), the timeline's
+  // clock), outcome and parent. An async_hooks `init` hook collects them as they are created,
+  // and at exit every test's start and end go to the timeline (calls are joined by time, so
+  // late is fine; a process killed before its exit loses them). Enabled only where node:test
+  // runs tests: a file's process under `node --test` (NODE_TEST_CONTEXT), or `node --test` run
+  // in-process; async_hooks cost every promise something, so nowhere else.
+  // Id: `<file relative to cwd> > <describe> > ... > <test>`. Children of a test have no id of
+  // their own in their environment: nettrap gives them their parent's test at the time of the
+  // call.
+  function hookNodeTest() {
+    const execArgv = process.execArgv || [];
+    const inTestFile = typeof process.env.NODE_TEST_CONTEXT === 'string';
+    if (!inTestFile && !execArgv.includes('--test')) return;
+    const tests = [];
+    require('async_hooks')
+      .createHook({
+        init(_id, type, _trigger, resource) {
+          if (type === 'Test') tests.push(resource);
+        },
+      })
+      .enable();
+    process.on('exit', () => {
+      let role = false;
+      for (const t of tests) {
+        try {
+          const kind = t.constructor && t.constructor.name;
+          // the root, a file's test in the orchestrator, and describe blocks are not tests
+          if (!t.parent || kind === 'FileTest' || kind === 'Suite') continue;
+          if (typeof t.startTime !== 'bigint' || typeof t.endTime !== 'bigint') continue;
+          const names = [];
+          let file = t.loc && t.loc.file;
+          for (let p = t; p && p.parent; p = p.parent) {
+            names.unshift(String(p.name));
+            if (!file && p.loc) file = p.loc.file;
+          }
+          if (file && file.startsWith('file://')) file = require('url').fileURLToPath(file);
+          const rel = file ? path.relative(process.cwd(), file) || file : '?';
+          const id = rel + ' > ' + names.join(' > ');
+          if (!role) {
+            role = true;
+            emit('process', { runner: 'node:test', role: 'node:test ' + rel });
+          }
+          emit('start', { test: id, runner: 'node:test', file: rel }, t.startTime);
+          let outcome = t.passed ? 'passed' : 'failed';
+          if (t.skipped || t.isTodo) outcome = 'skipped';
+          emit('end', { test: id, outcome }, t.endTime);
+        } catch (_) {}
+      }
+    });
+  }
+
+  try {
+    hookNodeTest();
+  } catch (e) {
+    failed('node:test', 'cannot hook node:test: ' + (e && e.message));
   }
 })();
