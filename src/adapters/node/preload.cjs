@@ -50,7 +50,8 @@
 // double quotes if it contains spaces (Node splits NODE_OPTIONS like a shell). Loading it twice
 // (two paths) is harmless: every hook is installed once.
 //
-// - node:test: see hookNodeTest below (each test's own start/end times, written at exit).
+// node:test is covered too: see hookNodeTest below (each test's own start and end times, written
+// when the test file's process exits).
 //
 // Not covered: jest-jasmine2 (an `adapter` event says so), test.concurrent tests (their
 // bodies start together before the first test; their calls fall outside the tests' intervals),
