@@ -264,7 +264,8 @@ pub fn build(
             let phase = nettrap_core::test_id::Phase::from_u8(call.phase as u8).name();
             (text(t), phase.map(String::from))
         });
-        let who: Attribution = timeline.attribute(call.pid, call.tid, call.time_ns, recorded);
+        let who: Attribution =
+            timeline.attribute(call.pid, call.tid, call.time_ns, recorded, &c.thread);
         if call.syscall == Syscall::IoUringSetup {
             let verdict = if call.action == Action::Deny {
                 "refused"
