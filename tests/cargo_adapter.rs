@@ -279,7 +279,14 @@ fn cargo_test_one_thread_at_a_time() {
 /// The supervisor reads the thread's name from /proc (the shim, `prctl`, under `auto`).
 #[test]
 fn cargo_test_under_the_seccomp_engine() {
-    let command = ["cargo", "test", "--no-fail-fast", "--", "--test-threads", "2"];
+    let command = [
+        "cargo",
+        "test",
+        "--no-fail-fast",
+        "--",
+        "--test-threads",
+        "2",
+    ];
     let r = run_cargo("cargo-seccomp", &["--engine", "seccomp"], &[], &command);
     assert_cargo_test_report(&r);
 }
