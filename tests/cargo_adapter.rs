@@ -426,7 +426,10 @@ fn real_nextest_when_installed() {
         .status()
         .is_ok_and(|s| s.success());
     if !installed {
-        eprintln!(
+        // Straight to the real stderr: libtest's capture holds only `eprintln!`.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "real_nextest_when_installed: SKIPPED, cargo-nextest is not installed \
              (`cargo install cargo-nextest --locked`); the simulated test still ran"
         );
