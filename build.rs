@@ -71,4 +71,7 @@ fn main() {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     });
     println!("cargo:rustc-env=NETTRAP_SHIM_KEY={hash:016x}");
+    // The cargo adapter sets `CARGO_TARGET_<triple>_RUNNER` for the host nettrap runs on.
+    let triple = std::env::var("TARGET").expect("TARGET");
+    println!("cargo:rustc-env=NETTRAP_HOST_TRIPLE={triple}");
 }

@@ -28,6 +28,12 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Run a Rust test binary for the cargo test / nextest adapter (internal: cargo's runner)
+    #[command(name = "cargo-exec", hide = true, disable_help_flag = true)]
+    CargoExec {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Args)]

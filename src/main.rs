@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Report(args) => report::render::report_command(args),
         cli::Command::GoExec { args } => Ok(adapters::go::exec_main(args)),
+        cli::Command::CargoExec { args } => Ok(adapters::cargo::exec_main(args)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -9,7 +9,7 @@ use crate::rundir::{ENV_RUN_DIR, RunDir};
 use crate::say;
 use crate::{policy, supervise};
 use anyhow::{Context, Result};
-use nettrap_core::policy::{Action, FLAG_SECCOMP_BACKSTOP};
+use nettrap_core::policy::{Action, FLAG_SECCOMP_BACKSTOP, FLAG_THREAD_NAMES};
 use std::process::Command;
 
 /// Exit status when the command passed (or failed) but the policy was violated: a call was
@@ -27,11 +27,15 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if plan.preload && plan.seccomp {
         compiled.flags |= FLAG_SECCOMP_BACKSTOP;
     }
+    let runner = args.runner.or_else(|| adapters::detect(&args.command));
+    // libtest runs each test on a thread named after it: the engines record thread names.
+    if runner == Some(adapters::Runner::Cargo) {
+        compiled.flags |= FLAG_THREAD_NAMES;
+    }
     // Before any thread (the run directory starts one).
     let blocked = supervise::block_signals();
     let dir = RunDir::create(&compiled)?;
 
-    let runner = args.runner.or_else(|| adapters::detect(&args.command));
     let installed = preload::install()?;
     // Runner adapters that rewrite the command: `go test` runs its test binaries through
     // `nettrap go-exec`.
@@ -50,6 +54,15 @@ pub fn run(args: RunArgs) -> Result<u8> {
         preload::configure(&mut cmd, &installed.shim);
     }
     adapters::configure(&mut cmd, &installed.dir, runner);
+    // `cargo test` and nextest run test binaries through `nettrap cargo-exec` (the target
+    // runner).
+    if matches!(
+        runner,
+        Some(adapters::Runner::Cargo | adapters::Runner::Nextest)
+    ) && let Ok(exe) = std::env::current_exe()
+    {
+        adapters::cargo::configure(&mut cmd, &exe);
+    }
     let supervisor = if plan.seccomp {
         let prepared = seccomp::prepare().context("cannot prepare the seccomp filter")?;
         prepared.attach(&mut cmd);

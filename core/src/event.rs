@@ -115,10 +115,13 @@ pub struct Call {
     pub has_test: bool,
 }
 
+/// Longest thread name a record carries (the kernel keeps 15 bytes of a name).
+pub const MAX_THREAD_NAME: usize = 16;
+
 const CALL_FIXED: usize = 64;
 
 impl Call {
-    fn encode(&self, test_len: usize, host_len: usize) -> [u8; CALL_FIXED] {
+    fn encode(&self, test_len: usize, host_len: usize, thread_len: usize) -> [u8; CALL_FIXED] {
         let mut b = [0u8; CALL_FIXED];
         b[0..4].copy_from_slice(&self.pid.to_ne_bytes());
         b[4..8].copy_from_slice(&self.tid.to_ne_bytes());
@@ -137,6 +140,9 @@ impl Call {
         b[52..54].copy_from_slice(&(test_len as u16).to_ne_bytes());
         b[54..56].copy_from_slice(&(host_len as u16).to_ne_bytes());
         b[56] = self.has_test as u8;
+        // Added after the first layout: the calling thread's name, a third text after `test`
+        // and `host` (0 in logs of writers that do not record it).
+        b[57] = thread_len as u8;
         b
     }
 }
@@ -312,12 +318,20 @@ impl Log {
         Some(first)
     }
 
-    /// Appends a call. The returned cell takes the real call's result afterwards.
-    pub fn append_call(&self, call: &Call, test: &[u8], host: &[u8]) -> Option<ResultCell> {
+    /// Appends a call. `thread` is the calling thread's name, when the run asks for it (else
+    /// empty). The returned cell takes the real call's result afterwards.
+    pub fn append_call(
+        &self,
+        call: &Call,
+        test: &[u8],
+        host: &[u8],
+        thread: &[u8],
+    ) -> Option<ResultCell> {
         let test = &test[..test.len().min(MAX_TEXT)];
         let host = &host[..host.len().min(MAX_TEXT)];
-        let fixed = call.encode(test.len(), host.len());
-        let first = self.append(KIND_CALL, &[&fixed, test, host])?;
+        let thread = &thread[..thread.len().min(MAX_THREAD_NAME)];
+        let fixed = call.encode(test.len(), host.len(), thread.len());
+        let first = self.append(KIND_CALL, &[&fixed, test, host, thread])?;
         let at = HEADER_LEN + first as usize * SLOT_LEN + CALL_RESULT_OFFSET;
         // SAFETY: inside the slot just written; 4-byte aligned.
         Some(ResultCell(unsafe { self.base.add(at).cast::<AtomicI32>() }))
@@ -348,6 +362,9 @@ mod decode {
         pub result: i32,
         pub test: Option<Vec<u8>>,
         pub host: Vec<u8>,
+        /// The calling thread's name (at most 15 bytes: the kernel's), when the run recorded
+        /// it (`policy::FLAG_THREAD_NAMES`); else empty.
+        pub thread: Vec<u8>,
     }
 
     #[derive(Clone, Debug)]
@@ -462,6 +479,7 @@ mod decode {
         let mut ip = [0u8; 16];
         ip.copy_from_slice(&p[16..32]);
         let (test_len, host_len) = (u16_at(p, 52) as usize, u16_at(p, 54) as usize);
+        let thread_len = p[57] as usize;
         let has_test = p[56] != 0;
         let call = Call {
             pid: u32_at(p, 0),
@@ -490,6 +508,7 @@ mod decode {
             result: u32_at(p, 48) as i32,
             test: has_test.then(|| text(p, CALL_FIXED, test_len)),
             host: text(p, CALL_FIXED + test_len, host_len),
+            thread: text(p, CALL_FIXED + test_len + host_len, thread_len),
         }
     }
 
@@ -551,10 +570,15 @@ mod decode {
                 b"x\0-y\0",
             );
             let long_id = vec![b'a'; 300];
-            log.append_call(&call, &long_id, b"").unwrap().set(111);
+            log.append_call(&call, &long_id, b"db", b"net::search_ind")
+                .unwrap()
+                .set(111);
             // A record reserved but never committed, then one that does not fit.
             log.counter(OFF_CURSOR).fetch_add(2, Ordering::Relaxed);
-            assert!(log.append_call(&call, &vec![b'b'; 2000], b"").is_none());
+            assert!(
+                log.append_call(&call, &vec![b'b'; 2000], b"", b"")
+                    .is_none()
+            );
             let bytes = unsafe { core::slice::from_raw_parts(base, file_len(cap) as usize) };
             let d = decode(&bytes[..used_len(bytes).unwrap()]).unwrap();
             assert_eq!((d.records.len(), d.torn, d.dropped), (2, 1, 1));
@@ -562,6 +586,10 @@ mod decode {
                 panic!("not a call")
             };
             assert_eq!(c.test.as_deref(), Some(&long_id[..]));
+            assert_eq!(
+                (&c.host[..], &c.thread[..]),
+                (&b"db"[..], &b"net::search_ind"[..])
+            );
             assert_eq!(
                 (c.result, c.call.port_for_test(), c.call.rule),
                 (111, 9200, 4)

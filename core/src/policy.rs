@@ -29,6 +29,9 @@ pub const OTHER: u16 = 0;
 /// `CompiledPolicy::flags`: the seccomp supervisor also watches this run, so the shim must mark
 /// the system calls it has already decided and recorded (see the shim's module docs).
 pub const FLAG_SECCOMP_BACKSTOP: u32 = 1;
+/// `CompiledPolicy::flags`: record the calling thread's name with each call (runners that run
+/// tests on threads named after them: libtest). Unset, the engines do not read it at all.
+pub const FLAG_THREAD_NAMES: u32 = 2;
 /// Marks a `connect` the shim has already decided and recorded, in the system call's unused
 /// fourth argument. The seccomp filter lets calls carrying it through without notifying the
 /// supervisor, so a call that both engines could see is counted once.

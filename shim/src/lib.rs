@@ -22,7 +22,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use nettrap_core::addr::{Dest, Transport};
 use nettrap_core::event::{self, Call, Log, Process, Source, Syscall};
 use nettrap_core::msg;
-use nettrap_core::policy::{Action, CompiledPolicy, FLAG_SECCOMP_BACKSTOP, SHIM_CONNECT_MARK};
+use nettrap_core::policy::{
+    Action, CompiledPolicy, FLAG_SECCOMP_BACKSTOP, FLAG_THREAD_NAMES, SHIM_CONNECT_MARK,
+};
 use nettrap_core::test_id::{self, Phase};
 
 #[panic_handler]
@@ -186,6 +188,27 @@ mod sys {
             )
         };
         n == buf.len() as c_long
+    }
+
+    /// The calling thread's name (`prctl(PR_GET_NAME)`: at most 15 bytes and a NUL) into
+    /// `buf`; returns its length (0 on failure).
+    pub fn thread_name(buf: &mut [u8; 16]) -> usize {
+        // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included, into buf.
+        let r = unsafe {
+            call(
+                libc::SYS_prctl,
+                libc::PR_GET_NAME as usize,
+                buf.as_mut_ptr() as usize,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+        if r != 0 {
+            return 0;
+        }
+        buf.iter().position(|&b| b == 0).unwrap_or(0)
     }
 
     pub fn getppid() -> u32 {
@@ -648,7 +671,15 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         },
         has_test: test.is_some(),
     };
-    let cell = log.append_call(&call, test.map_or(&[][..], |t| t.0), &[]);
+    // The thread's name only when the run asks for it (cargo test: libtest names each test's
+    // thread after the test): one system call, never made otherwise.
+    let mut name = [0u8; 16];
+    let name_len = if policy.flags & FLAG_THREAD_NAMES != 0 {
+        sys::thread_name(&mut name)
+    } else {
+        0
+    };
+    let cell = log.append_call(&call, test.map_or(&[][..], |t| t.0), &[], &name[..name_len]);
     if decision.action == Action::Deny {
         let rule = policy
             .rules()

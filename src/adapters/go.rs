@@ -220,10 +220,15 @@ fn warn(why: &str) {
 
 /// Replaces this process with `argv` (exit status 127/126 if that fails).
 fn exec_plain(argv: &[OsString]) -> u8 {
+    exec_plain_as("go", argv)
+}
+
+/// As `exec_plain`, naming `adapter` in the message if the exec fails.
+pub(super) fn exec_plain_as(adapter: &str, argv: &[OsString]) -> u8 {
     let e = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
     let _ = writeln!(
         std::io::stderr(),
-        "nettrap: go adapter: cannot run {}: {e}",
+        "nettrap: {adapter} adapter: cannot run {}: {e}",
         argv[0].to_string_lossy()
     );
     if e.kind() == std::io::ErrorKind::NotFound {
@@ -270,7 +275,7 @@ pub fn exec_main(args: Vec<OsString>) -> u8 {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock of every timeline writer and of the engines.
-fn now_ns() -> u64 {
+pub(super) fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -306,10 +311,10 @@ fn import_path(dir: &Path) -> Option<String> {
 
 // Signals received while the binary runs: forwarded to it. SIGCHLD interrupts the read so a
 // binary that exits while a descendant still holds the pipe does not keep us waiting.
-static CHILD: AtomicI32 = AtomicI32::new(0);
-static CHILD_EXITED: AtomicBool = AtomicBool::new(false);
+pub(super) static CHILD: AtomicI32 = AtomicI32::new(0);
+pub(super) static CHILD_EXITED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn forward(sig: libc::c_int) {
+pub(super) extern "C" fn forward(sig: libc::c_int) {
     let pid = CHILD.load(Ordering::Relaxed);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.
@@ -317,11 +322,11 @@ extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
-extern "C" fn child_exited(_: libc::c_int) {
+pub(super) extern "C" fn child_exited(_: libc::c_int) {
     CHILD_EXITED.store(true, Ordering::Relaxed);
 }
 
-fn install(sig: libc::c_int, handler: extern "C" fn(libc::c_int), restart: bool) {
+pub(super) fn install(sig: libc::c_int, handler: extern "C" fn(libc::c_int), restart: bool) {
     // SAFETY: a zeroed sigaction is valid; the handlers only do async-signal-safe work.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -333,14 +338,14 @@ fn install(sig: libc::c_int, handler: extern "C" fn(libc::c_int), restart: bool)
 }
 
 /// The timeline file, written one event per `write()`.
-struct Timeline {
-    path: PathBuf,
-    file: Option<std::fs::File>,
-    pid: u32,
+pub(super) struct Timeline {
+    pub(super) path: PathBuf,
+    pub(super) file: Option<std::fs::File>,
+    pub(super) pid: u32,
 }
 
 impl Timeline {
-    fn open(path: &Path) -> std::io::Result<std::fs::File> {
+    pub(super) fn open(path: &Path) -> std::io::Result<std::fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .append(true)
@@ -350,7 +355,7 @@ impl Timeline {
             .open(path)
     }
 
-    fn write(&mut self, mut event: serde_json::Value) {
+    pub(super) fn write(&mut self, mut event: serde_json::Value) {
         event["pid"] = self.pid.into();
         let mut line = event.to_string().into_bytes();
         line.push(b'\n');
@@ -364,7 +369,11 @@ impl Timeline {
                 }
             }
             Err(e) => {
-                warn(&format!("cannot write {}: {e}", self.path.display()));
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "nettrap: cannot write {}: {e}",
+                    self.path.display()
+                );
                 self.file = None;
             }
         }
@@ -559,7 +568,7 @@ impl Adapter {
     }
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 writes two descriptors into fds.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {

@@ -13,10 +13,14 @@
 //! - Go (`go test`): `go`, which rewrites the command so test binaries run under
 //!   `nettrap go-exec`, which reads their test2json markers into the timeline.
 //!
+//! - Rust (`cargo test`, cargo-nextest): `cargo`, which makes cargo run test binaries through
+//!   `nettrap cargo-exec` (the host's target runner), which reads libtest's result lines.
+//!
 //! The files are carried inside the binary and written to the cache directory beside the shim.
 //! `--runner NAME` names the runner where the command does not show it, `--runner none` turns
 //! adapters off (the environment protocol, `NETTRAP_TEST`, still works).
 
+pub mod cargo;
 pub mod go;
 
 use std::ffi::{OsStr, OsString};

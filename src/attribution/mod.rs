@@ -12,7 +12,10 @@
 //! 2. nested tests (a test that runs a test runner) go to the outer test, the inner id kept as
 //!    detail; overlapping siblings (Go's `t.Parallel`) go to the earliest started, naming the
 //!    others;
-//! 3. with no timeline for the process, the test the engine read from the process's
+//! 3. for processes whose runner names each test's thread after the test (libtest, `cargo
+//!    test`: a `threads` event), the test whose name the calling thread's name begins with
+//!    ([`Timeline::by_thread_name`]);
+//! 4. with no timeline for the process, the test the engine read from the process's
 //!    environment (`NETTRAP_TEST`, `PYTEST_CURRENT_TEST`, nextest's variables): children
 //!    inherit their parent's current test that way.
 //!
@@ -60,7 +63,22 @@ struct Event {
     // adapter
     status: Option<String>,
     why: Option<String>,
+    // threads
+    tests: Option<Vec<String>>,
+    prefix: Option<String>,
 }
+
+/// A test of a process whose tests run on threads named after them (`threads` event): its
+/// `start` (when the runner printed one) and `end` as stamped by the adapter.
+#[derive(Debug, Clone)]
+struct NamedTest {
+    name: String,
+    start: Option<u64>,
+    end: u64,
+}
+
+/// Longest thread name the kernel keeps (`TASK_COMM_LEN` - 1).
+const COMM_MAX: usize = 15;
 
 /// A test as the runner reported it.
 #[derive(Debug, Clone, Default)]
@@ -180,6 +198,12 @@ pub struct Timeline {
     fixtures: HashMap<u32, Vec<(u64, u64, String)>>,
     sites: HashMap<(u32, u32), Vec<SiteEvent>>,
     used_sites: std::collections::HashSet<(u32, u32, usize)>,
+    /// Processes whose tests run on threads named after them, with those tests in the order
+    /// the adapter reported them.
+    named: HashMap<u32, Vec<NamedTest>>,
+    /// What each such process's test ids start with before the name its threads carry
+    /// (`<binary id> `).
+    named_prefix: HashMap<u32, String>,
     /// Every test that ran, outside nested sessions.
     pub tests: BTreeMap<String, TestRun>,
     /// What each process is to its runner (`gw1`, `django worker 2`).
@@ -217,6 +241,75 @@ impl Timeline {
                 continue;
             };
             match e.ev.as_str() {
+                "threads" => {
+                    if let Some(p) = e.prefix {
+                        tl.named_prefix.insert(e.pid, p);
+                    }
+                    let list = tl.named.entry(e.pid).or_default();
+                    for name in e.tests.unwrap_or_default() {
+                        if !list.iter().any(|n| n.name == name) {
+                            list.push(NamedTest {
+                                name,
+                                start: None,
+                                end: u64::MAX,
+                            });
+                        }
+                    }
+                }
+                "start" if e.tid.is_none() && tl.named.contains_key(&e.pid) => {
+                    // A test of a thread-named process: no process-wide interval (its tests
+                    // may overlap), only its times for `by_thread_name`.
+                    let Some(test) = e.test else { continue };
+                    let run = tl.tests.entry(test.clone()).or_default();
+                    run.runner = e.runner.clone().or(run.runner.take());
+                    if let Some(r) = e.runner {
+                        tl.runners.insert(r);
+                    }
+                    let list = tl.named.get_mut(&e.pid).expect("checked");
+                    match list
+                        .iter_mut()
+                        .find(|n| n.name == test && n.start.is_none() && n.end == u64::MAX)
+                    {
+                        Some(n) => n.start = Some(e.t),
+                        None => list.push(NamedTest {
+                            name: test,
+                            start: Some(e.t),
+                            end: u64::MAX,
+                        }),
+                    }
+                }
+                "end" if e.tid.is_none() && tl.named.contains_key(&e.pid) => {
+                    let Some(test) = e.test else { continue };
+                    let list = tl.named.get_mut(&e.pid).expect("checked");
+                    let start = match list
+                        .iter_mut()
+                        .find(|n| n.name == test && n.end == u64::MAX)
+                    {
+                        Some(n) => {
+                            n.end = e.t;
+                            n.start
+                        }
+                        None => {
+                            list.push(NamedTest {
+                                name: test.clone(),
+                                start: None,
+                                end: e.t,
+                            });
+                            None
+                        }
+                    };
+                    let run = tl.tests.entry(test).or_default();
+                    run.runner = e.runner.clone().or(run.runner.take());
+                    if let Some(r) = e.runner {
+                        tl.runners.insert(r);
+                    }
+                    run.outcome = e.outcome.or(run.outcome.take());
+                    // Without a start (tests run in parallel print only their result), only
+                    // the runner's own duration, if it gave one.
+                    run.duration_s = e
+                        .duration_s
+                        .or(start.map(|s| e.t.saturating_sub(s) as f64 / 1e9));
+                }
                 "start" => {
                     let Some(test) = e.test else { continue };
                     if e.outer.is_none() {
@@ -401,9 +494,10 @@ impl Timeline {
         tid: u32,
         t: u64,
         recorded: Option<(String, Option<String>)>,
+        thread: &[u8],
         parent: impl Fn(u32) -> Option<u32>,
     ) -> Attribution {
-        let own = self.attribute(pid, tid, t, recorded.clone());
+        let own = self.attribute(pid, tid, t, recorded.clone(), thread);
         let needs_test = own.test.is_none() && recorded.is_none() && !self.has_scope(pid, tid);
         let needs_phase = own.test.is_some() && own.phase.is_none();
         if !needs_test && !needs_phase {
@@ -420,7 +514,7 @@ impl Timeline {
             if !self.process_scopes.contains_key(&p) {
                 continue;
             }
-            let up = self.attribute(p, p, t, None);
+            let up = self.attribute(p, p, t, None, b"");
             return match &own.test {
                 None if needs_test => Attribution {
                     fixture: own.fixture.or(up.fixture.clone()),
@@ -438,13 +532,15 @@ impl Timeline {
     }
 
     /// The test a call made by `pid`/`tid` at `t` belongs to; `recorded` is what the engine read
-    /// from the process's environment (test id and phase).
+    /// from the process's environment (test id and phase), `thread` the calling thread's name
+    /// when the run recorded it (else empty).
     pub fn attribute(
         &self,
         pid: u32,
         tid: u32,
         t: u64,
         recorded: Option<(String, Option<String>)>,
+        thread: &[u8],
     ) -> Attribution {
         let fixture = self.fixtures.get(&pid).and_then(|f| {
             f.iter()
@@ -465,6 +561,9 @@ impl Timeline {
                 .process_scopes
                 .get(&pid)
                 .map_or(0, |s| s.previous_end(t));
+            if let Some(a) = self.by_thread_name(pid, t, thread) {
+                return Attribution { fixture, ..a };
+            }
             if self.has_scope(pid, tid) && recorded.is_none() {
                 return Attribution {
                     fixture,
@@ -530,6 +629,71 @@ impl Timeline {
         }
     }
 
+    /// The thread-name join, for processes that wrote a `threads` event (libtest, through
+    /// `nettrap cargo-exec`), used when no timeline interval covers the call.
+    ///
+    /// libtest runs each test on a thread named with the test's full name, of which the kernel
+    /// keeps 15 bytes. The candidates are the process's tests whose name begins with the
+    /// calling thread's name (or equals it, for shorter names). One candidate: the call is its.
+    /// Several (names that share their first 15 bytes): those whose `end` is not before the
+    /// call remain (a test's result is printed after its calls, and stamped when the adapter
+    /// read it, later still); of those the first in name order, which is the order libtest
+    /// starts tests in, gets the call. When the tests ran in parallel (no `start` events: only
+    /// results were printed) the other remaining candidates are named as `concurrent`; when
+    /// they ran one at a time, the later ones had not started, so none is. If every candidate
+    /// had ended (a thread that outlived its test), the one that ended last.
+    ///
+    /// Not exact: an end is stamped when the adapter read the result line, so a call made
+    /// within that delay after a same-prefix test ended can still go to that earlier test.
+    fn by_thread_name(&self, pid: u32, t: u64, thread: &[u8]) -> Option<Attribution> {
+        let tests = self.named.get(&pid)?;
+        if thread.is_empty() {
+            return None;
+        }
+        let thread = &thread[..thread.len().min(COMM_MAX)];
+        let prefix = self.named_prefix.get(&pid).map_or("", String::as_str);
+        // A name cut at 15 bytes may lose up to 3 more to keep UTF-8 whole (Rust's std does not,
+        // but other code naming threads might): a prefix that long is a cut name.
+        let fits = |n: &NamedTest| {
+            let Some(name) = n.name.strip_prefix(prefix) else {
+                return false;
+            };
+            name.as_bytes() == thread
+                || (thread.len() >= COMM_MAX - 3 && name.as_bytes().starts_with(thread))
+        };
+        let mut candidates: Vec<&NamedTest> = tests.iter().filter(|n| fits(n)).collect();
+        candidates.sort_by(|a, b| a.name.cmp(&b.name));
+        candidates.dedup_by(|a, b| a.name == b.name && a.end == b.end);
+        let attribution = |test: &NamedTest, concurrent: Vec<String>| Attribution {
+            test: Some(test.name.clone()),
+            concurrent,
+            ..Attribution::default()
+        };
+        match candidates.len() {
+            0 => None,
+            1 => Some(attribution(candidates[0], Vec::new())),
+            _ => {
+                let running: Vec<&NamedTest> =
+                    candidates.iter().copied().filter(|n| n.end >= t).collect();
+                let Some(first) = running.first() else {
+                    let last = candidates.iter().max_by_key(|n| n.end)?;
+                    return Some(attribution(last, Vec::new()));
+                };
+                let sequential = tests.iter().any(|n| n.start.is_some());
+                let concurrent = if sequential {
+                    Vec::new()
+                } else {
+                    running[1..]
+                        .iter()
+                        .map(|n| n.name.clone())
+                        .filter(|n| *n != first.name)
+                        .collect()
+                };
+                Some(attribution(first, concurrent))
+            }
+        }
+    }
+
     /// The call site written just before a call on the same thread, not before `since` (the
     /// start of the test the call fell in), used once.
     pub fn site(&mut self, pid: u32, tid: u32, t: u64, port: u16, since: u64) -> Option<Site> {
@@ -585,17 +749,20 @@ mod tests {
             r#"{"ev":"end","t":50,"pid":1,"test":"b","outcome":"failed","duration_s":0.5}"#,
             "\n",
         ));
-        let a = t.attribute(1, 1, 15, None);
+        let a = t.attribute(1, 1, 15, None, b"");
         assert_eq!(
             (a.test.as_deref(), a.phase.as_deref()),
             (Some("a"), Some("setup"))
         );
-        assert_eq!(t.attribute(1, 7, 25, None).phase.as_deref(), Some("call"));
+        assert_eq!(
+            t.attribute(1, 7, 25, None, b"").phase.as_deref(),
+            Some("call")
+        );
         // Between tests: nobody's, even if the environment said otherwise (stale).
-        assert_eq!(t.attribute(1, 1, 35, None).test, None);
+        assert_eq!(t.attribute(1, 1, 35, None, b"").test, None);
         // Another process without a timeline: the environment decides.
         let env = Some(("c".to_string(), Some("call".to_string())));
-        assert_eq!(t.attribute(2, 2, 35, env).test.as_deref(), Some("c"));
+        assert_eq!(t.attribute(2, 2, 35, env, b"").test.as_deref(), Some("c"));
         assert_eq!(t.tests.len(), 2);
         assert_eq!(t.tests["a"].duration_s, Some(20e-9));
         assert_eq!(t.tests["b"].outcome.as_deref(), Some("failed"));
@@ -627,18 +794,21 @@ mod tests {
             r#"{"ev":"site","t":106,"pid":3,"tid":9,"kind":"connect","port":80,"file":"x.go","line":3,"library":null}"#,
             "\n",
         ));
-        let a = t.attribute(1, 1, 13, None);
+        let a = t.attribute(1, 1, 13, None, b"");
         assert_eq!(
             (a.test.as_deref(), a.inner_test.as_deref()),
             (Some("outer"), Some("inner"))
         );
-        assert_eq!(t.attribute(1, 1, 16, None).inner_test, None);
-        assert_eq!(t.attribute(2, 2, 13, None).test.as_deref(), Some("outer"));
+        assert_eq!(t.attribute(1, 1, 16, None, b"").inner_test, None);
         assert_eq!(
-            t.attribute(3, 3, 103, None).concurrent,
+            t.attribute(2, 2, 13, None, b"").test.as_deref(),
+            Some("outer")
+        );
+        assert_eq!(
+            t.attribute(3, 3, 103, None, b"").concurrent,
             Vec::<String>::new()
         );
-        let p = t.attribute(3, 3, 107, None);
+        let p = t.attribute(3, 3, 107, None, b"");
         assert_eq!(
             (p.test.as_deref(), p.concurrent.clone()),
             (Some("P1"), vec!["P2".to_string()])
@@ -652,7 +822,7 @@ mod tests {
             r#"{"ev":"start","t":3,"pid":4,"test":"m/TestAB"}"#,
             "\n",
         ));
-        let a = sub.attribute(4, 4, 5, None);
+        let a = sub.attribute(4, 4, 5, None, b"");
         assert_eq!(
             (a.test.as_deref(), a.concurrent),
             (Some("m/TestA/sub"), vec!["m/TestAB".to_string()])
@@ -664,7 +834,7 @@ mod tests {
             "\n",
         ));
         assert_eq!(
-            node.attribute(5, 5, 3, None).test.as_deref(),
+            node.attribute(5, 5, 3, None, b"").test.as_deref(),
             Some("t.js > cache > gets")
         );
         assert_eq!(
@@ -675,5 +845,73 @@ mod tests {
         let s = t.site(3, 9, 107, 80, 100).unwrap();
         assert_eq!(s.location.as_deref(), Some("x.go:3"));
         assert_eq!(t.site(3, 9, 108, 80, 100), None, "a site is used once");
+    }
+
+    #[test]
+    fn thread_names_join_calls_of_libtest_processes() {
+        // Parallel (results only), two names sharing 15 bytes, one short name.
+        let t = tl(concat!(
+            r#"{"ev":"threads","t":1,"pid":5,"prefix":"crate "}"#,
+            "\n",
+            r#"{"ev":"end","t":50,"pid":5,"test":"crate net::search_index_a","outcome":"passed","runner":"cargo"}"#,
+            "\n",
+            r#"{"ev":"end","t":90,"pid":5,"test":"crate net::search_index_b","outcome":"failed"}"#,
+            "\n",
+            r#"{"ev":"end","t":95,"pid":5,"test":"crate tiny","outcome":"skipped"}"#,
+            "\n",
+            r#"{"ev":"threads","t":99,"pid":5,"tests":["crate net::search_index_a","crate net::search_index_b","crate tiny","crate never_ended"]}"#,
+            "\n",
+        ));
+        // Ids are "<binary> <name>": the thread carries the name part.
+        let a = t.attribute(5, 6, 40, None, b"net::search_ind");
+        assert_eq!(
+            (a.test.as_deref(), a.concurrent),
+            (
+                Some("crate net::search_index_a"),
+                vec!["crate net::search_index_b".to_string()]
+            )
+        );
+        let b = t.attribute(5, 7, 60, None, b"net::search_ind");
+        assert_eq!(
+            (b.test.as_deref(), b.concurrent),
+            (Some("crate net::search_index_b"), vec![])
+        );
+        assert_eq!(
+            t.attribute(5, 8, 60, None, b"tiny").test.as_deref(),
+            Some("crate tiny")
+        );
+        assert_eq!(
+            t.attribute(5, 8, 60, None, b"never_ended").test.as_deref(),
+            Some("crate never_ended")
+        );
+        // The main thread, a named helper, or a process without `threads`: not by name.
+        assert_eq!(t.attribute(5, 5, 60, None, b"it-3c230e0f1734").test, None);
+        assert_eq!(t.attribute(5, 9, 60, None, b"helper").test, None);
+        assert_eq!(t.attribute(6, 6, 60, None, b"tiny").test, None);
+        assert_eq!(t.tests.len(), 3, "the list names tests, results count them");
+        assert_eq!(
+            t.tests["crate net::search_index_b"].outcome.as_deref(),
+            Some("failed")
+        );
+        assert_eq!(t.tests["crate tiny"].duration_s, None);
+        // One at a time (a start per test): later same-prefix tests had not started.
+        let s = tl(concat!(
+            r#"{"ev":"threads","t":1,"pid":5,"prefix":"c "}"#,
+            "\n",
+            r#"{"ev":"start","t":10,"pid":5,"test":"c net::search_index_a"}"#,
+            "\n",
+            r#"{"ev":"end","t":20,"pid":5,"test":"c net::search_index_a","outcome":"passed"}"#,
+            "\n",
+            r#"{"ev":"start","t":20,"pid":5,"test":"c net::search_index_b"}"#,
+            "\n",
+        ));
+        let a = s.attribute(5, 6, 15, None, b"net::search_ind");
+        assert_eq!(
+            (a.test.as_deref(), a.concurrent),
+            (Some("c net::search_index_a"), vec![])
+        );
+        let b = s.attribute(5, 7, 25, None, b"net::search_ind");
+        assert_eq!(b.test.as_deref(), Some("c net::search_index_b"));
+        assert_eq!(s.tests["c net::search_index_a"].duration_s, Some(10e-9));
     }
 }

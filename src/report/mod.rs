@@ -272,10 +272,14 @@ pub fn build(
             let phase = nettrap_core::test_id::Phase::from_u8(call.phase as u8).name();
             (text(t), phase.map(String::from))
         });
-        let who: Attribution =
-            timeline.attribute_in_tree(call.pid, call.tid, call.time_ns, recorded, |p| {
-                parents.get(&p).copied()
-            });
+        let who: Attribution = timeline.attribute_in_tree(
+            call.pid,
+            call.tid,
+            call.time_ns,
+            recorded,
+            &c.thread,
+            |p| parents.get(&p).copied(),
+        );
         if call.syscall == Syscall::IoUringSetup {
             let verdict = if call.action == Action::Deny {
                 "refused"

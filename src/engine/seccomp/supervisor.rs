@@ -17,7 +17,7 @@ use super::target::{Target, Targets};
 use nettrap_core::addr::{Dest, Transport};
 use nettrap_core::event::{Call, Log, RESULT_UNKNOWN, Source, Syscall};
 use nettrap_core::msg;
-use nettrap_core::policy::{Action, CompiledPolicy, Decision};
+use nettrap_core::policy::{Action, CompiledPolicy, Decision, FLAG_THREAD_NAMES};
 use nettrap_core::test_id::Phase;
 use std::collections::HashSet;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -88,6 +88,15 @@ pub fn now_ns() -> u64 {
     // SAFETY: clock_gettime writes one timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A thread's name (`/proc/<tgid>/task/<tid>/comm`, without its newline); empty if unreadable.
+fn thread_name(tgid: u32, tid: u32) -> Vec<u8> {
+    let mut name = std::fs::read(format!("/proc/{tgid}/task/{tid}/comm")).unwrap_or_default();
+    if name.last() == Some(&b'\n') {
+        name.pop();
+    }
+    name
 }
 
 fn sockaddr_at(pid: u32, addr: u64, len: u64) -> Option<Dest> {
@@ -244,6 +253,13 @@ impl Supervisor {
             let _ = listener.allow(req.id);
             return;
         }
+        // The calling thread's name, read while it still waits for the answer (it may exit or
+        // rename itself right after), only when the run asks for it.
+        let thread = if self.ctx.policy.flags & FLAG_THREAD_NAMES != 0 {
+            thread_name(target.tgid, req.pid)
+        } else {
+            Vec::new()
+        };
         let test = target.test.as_ref().map(|(id, _)| id.as_slice());
         let decisions: Vec<(Dest, Decision)> = found
             .dests
@@ -279,6 +295,7 @@ impl Supervisor {
                 dest,
                 transport,
                 &d,
+                &thread,
             );
         }
     }
@@ -303,6 +320,7 @@ impl Supervisor {
         dest: Dest,
         transport: Transport,
         d: &Decision,
+        thread: &[u8],
     ) {
         let call = Call {
             pid: target.tgid,
@@ -320,7 +338,7 @@ impl Supervisor {
             has_test: target.test.is_some(),
         };
         let test = target.test.as_ref().map_or(&[][..], |t| t.0.as_slice());
-        if let Some(cell) = log.append_call(&call, test, &[]) {
+        if let Some(cell) = log.append_call(&call, test, &[], thread) {
             // The supervisor answers before the call runs: its outcome is not known here.
             cell.set(if d.action == Action::Deny {
                 d.errno
@@ -390,6 +408,7 @@ impl Supervisor {
             none,
             Transport::Other,
             &d,
+            &[],
         );
     }
 }

@@ -1,0 +1,568 @@
+//! The `cargo test` and cargo-nextest adapter: tells the attribution timeline which Rust test
+//! ran, with its outcome, and lets the report tie each call to its test.
+//!
+//! Cargo and nextest run every test binary through the host target's *runner*. `configure`
+//! sets `CARGO_TARGET_<HOST TRIPLE>_RUNNER` to `<nettrap> cargo-exec` (a runner the user set in
+//! that variable is chained: `cargo-exec` runs `<their runner> <binary> <args>`; one set in
+//! `.cargo/config.toml` is overridden by the variable, as cargo always does). `exec_main` then
+//! sees each invocation and picks one of three ways:
+//!
+//! - **libtest under `cargo test`**: runs the binary with its stdout through a pipe, copies
+//!   every byte to its own stdout as soon as it is read (the user sees what they always see),
+//!   and parses libtest's lines (`test NAME ... ok|FAILED|ignored`, `test NAME - should panic
+//!   ... ok`). It writes a `threads` event for the binary's process (see
+//!   `src/attribution/SPEC.md`), an `end` per result (outcome `passed`, `failed`, `skipped`),
+//!   and, when libtest runs one test at a time (`--test-threads=1`, or one CPU), a `start` per
+//!   `test NAME ... ` line, which libtest prints before the test runs. Calls are tied to tests
+//!   by the calling thread's name (libtest names each test's thread after it; Rust 1.95 does so
+//!   with one thread too): the engines record it (`FLAG_THREAD_NAMES`) and
+//!   `attribution::Timeline::by_thread_name` joins it. With `-q` / `--format terse` or `json`
+//!   libtest prints no names: then no test is known and calls stay unattributed.
+//! - **nextest's process per test** (`NEXTEST` set, `--exact`): writes `start` before spawning
+//!   the binary, `end` after it exits (0: passed, else failed) with the duration, and sets
+//!   `NETTRAP_TEST` to the test's id in the binary's environment, so both engines (and the
+//!   test's subprocesses) attribute its calls.
+//! - anything else passes through untouched (no events): listings (`--list`, which nextest
+//!   runs through the runner too), doc-tests (rustdoc runs each through the runner as
+//!   `rustdoctest*/rust_out`, no name to give it: their calls stay unattributed, named by
+//!   process), and runs outside `nettrap run`.
+//!
+//! Test ids are `<binary id> <test name>` on both paths, as nextest shows them:
+//! `nettrap-rust-fixture net::search_index_a` (a library's unit tests: the package name),
+//! `nettrap-rust-fixture::it kafka_produce` (an integration test target). Under nextest the
+//! binary id is its `NEXTEST_BINARY_ID`; under `cargo test` it is rebuilt from
+//! `CARGO_PKG_NAME` and the binary's file name, which keeps a target's `-` as `_` and cannot
+//! tell a binary's unit tests from the library's (`pkg`, where nextest says `pkg::bin/pkg`).
+
+use super::go::{self, Timeline};
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+/// The host's target triple (set by build.rs).
+pub const HOST_TRIPLE: &str = env!("NETTRAP_HOST_TRIPLE");
+/// Where `configure` keeps a runner the user had set, for `cargo-exec` to chain.
+const ENV_CHAIN: &str = "NETTRAP_CARGO_CHAIN";
+/// Longest test id written to the timeline (lines stay under 4 KiB).
+const ID_MAX: usize = 1000;
+
+/// `CARGO_TARGET_<TRIPLE>_RUNNER` for the host.
+pub fn runner_var() -> String {
+    format!(
+        "CARGO_TARGET_{}_RUNNER",
+        HOST_TRIPLE.to_ascii_uppercase().replace(['-', '.'], "_")
+    )
+}
+
+/// Makes cargo (and nextest) run test binaries through `<nettrap_exe> cargo-exec`, chaining a
+/// runner already set in the environment. Cargo splits the variable at spaces: a nettrap path
+/// with a space in it cannot be used (the adapter then stays off, and says so).
+pub fn configure(cmd: &mut Command, nettrap_exe: &Path) {
+    let var = runner_var();
+    let Some(exe) = nettrap_exe.to_str().filter(|e| !e.contains(' ')) else {
+        crate::say!(
+            "nettrap: cargo adapter: the path of nettrap ({}) has a space, which cargo's runner setting cannot hold; Rust tests are attributed through NETTRAP_TEST only",
+            nettrap_exe.display()
+        );
+        return;
+    };
+    if let Some(user) = std::env::var_os(&var).filter(|v| !v.is_empty()) {
+        cmd.env(ENV_CHAIN, user);
+    }
+    cmd.env(var, format!("{exe} cargo-exec"));
+}
+
+/// How `cargo-exec` handles one invocation.
+#[derive(Debug, PartialEq, Eq)]
+enum Mode {
+    PassThrough,
+    /// `cargo test`: a libtest binary running (some of) its tests; how many at a time.
+    Libtest {
+        threads: usize,
+    },
+    /// nextest: one test, by name.
+    Nextest {
+        name: String,
+    },
+}
+
+/// libtest options that take a value as the next argument.
+const VALUE_FLAGS: &[&str] = &[
+    "--test-threads",
+    "--logfile",
+    "--skip",
+    "--color",
+    "--format",
+    "--shuffle-seed",
+    "-Z",
+];
+
+fn mode(binary: &Path, args: &[OsString], nextest: bool, default_threads: usize) -> Mode {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let doctest = binary.file_name().is_some_and(|n| n == "rust_out")
+        || binary
+            .components()
+            .any(|c| c.as_os_str().as_bytes().starts_with(b"rustdoctest"));
+    if doctest || args.iter().any(|a| a == "--list") {
+        return Mode::PassThrough;
+    }
+    let mut positional = Vec::new();
+    let mut threads = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--test-threads=") {
+            threads = v.parse().ok();
+        } else if a == "--test-threads" {
+            threads = it.next().and_then(|v| v.parse().ok());
+        } else if VALUE_FLAGS.contains(&a.as_str()) {
+            it.next();
+        } else if a == "--" {
+            positional.extend(it.by_ref().cloned());
+        } else if !a.starts_with('-') {
+            positional.push(a.clone());
+        }
+    }
+    if nextest && args.iter().any(|a| a == "--exact") && positional.len() == 1 {
+        return Mode::Nextest {
+            name: positional.remove(0),
+        };
+    }
+    Mode::Libtest {
+        threads: threads.unwrap_or(default_threads).max(1),
+    }
+}
+
+/// The binary id (see the module docs) of a test binary.
+fn binary_id(binary: &Path) -> String {
+    if let Some(id) = std::env::var("NEXTEST_BINARY_ID")
+        .ok()
+        .filter(|i| !i.is_empty())
+    {
+        return id;
+    }
+    let file = binary
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // `<crate name>-<16 hex digits>` in target/*/deps.
+    let stem = match file.rsplit_once('-') {
+        Some((s, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            s.to_string()
+        }
+        _ => file,
+    };
+    match std::env::var("CARGO_PKG_NAME")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        Some(pkg) if pkg.replace('-', "_") == stem => pkg,
+        Some(pkg) => format!("{pkg}::{stem}"),
+        None => stem,
+    }
+}
+
+fn cut(mut id: String) -> String {
+    if id.len() > ID_MAX {
+        let mut at = ID_MAX;
+        while !id.is_char_boundary(at) {
+            at -= 1;
+        }
+        id.truncate(at);
+    }
+    id
+}
+
+/// `nettrap cargo-exec <binary> <args...>`; returns the exit status.
+pub fn exec_main(args: Vec<OsString>) -> u8 {
+    let chain: Vec<OsString> = std::env::var(ENV_CHAIN)
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .map(OsString::from)
+        .collect();
+    let Some((binary, rest)) = args.split_first() else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "nettrap: cargo-exec: usage: nettrap cargo-exec BINARY [ARGS...]"
+        );
+        return crate::EXIT_USAGE;
+    };
+    let argv: Vec<OsString> = chain.iter().chain(&args).cloned().collect();
+    let Some(run_dir) = std::env::var_os(crate::rundir::ENV_RUN_DIR) else {
+        return go::exec_plain_as("cargo", &argv);
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = std::env::var("RUST_TEST_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(threads);
+    let nextest = std::env::var_os("NEXTEST").is_some();
+    let path = Path::new(&run_dir).join(crate::attribution::TIMELINE);
+    let file = match Timeline::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "nettrap: cargo adapter: cannot open {}: {e}",
+                path.display()
+            );
+            return go::exec_plain_as("cargo", &argv);
+        }
+    };
+    let timeline = Timeline {
+        path,
+        file: Some(file),
+        pid: 0,
+    };
+    let id = binary_id(Path::new(binary));
+    match mode(Path::new(binary), rest, nextest, threads) {
+        Mode::PassThrough => go::exec_plain_as("cargo", &argv),
+        Mode::Nextest { name } => nextest_one(&argv, cut(format!("{id} {name}")), timeline),
+        Mode::Libtest { threads } => libtest(&argv, &id, threads == 1, timeline),
+    }
+}
+
+fn forward_signals(pid: u32) {
+    go::CHILD.store(pid as i32, Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGHUP] {
+        go::install(sig, go::forward, true);
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(s)) => (128 + s) as u8,
+        _ => 1,
+    }
+}
+
+fn wait(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    loop {
+        match child.wait() {
+            Ok(s) => break Some(s),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break None,
+        }
+    }
+}
+
+/// nextest's process per test: start, the binary (with `NETTRAP_TEST`), end.
+fn nextest_one(argv: &[OsString], id: String, mut timeline: Timeline) -> u8 {
+    use serde_json::json;
+    let t0 = go::now_ns();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).env("NETTRAP_TEST", &id);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "nettrap: cargo adapter: cannot run {}: {e}",
+                argv[0].to_string_lossy()
+            );
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    forward_signals(child.id());
+    timeline.pid = child.id();
+    timeline.write(json!({"ev": "start", "t": t0, "test": id, "runner": "nextest"}));
+    timeline.write(json!({"ev": "process", "t": t0, "runner": "nextest", "role": "nextest"}));
+    let status = wait(&mut child);
+    let t1 = go::now_ns();
+    go::CHILD.store(0, Ordering::Relaxed);
+    let passed = status.is_some_and(|s| s.success());
+    timeline.write(json!({
+        "ev": "end", "t": t1, "test": id,
+        "outcome": if passed { "passed" } else { "failed" },
+        "duration_s": t1.saturating_sub(t0) as f64 / 1e9,
+    }));
+    status.map_or(1, exit_code)
+}
+
+/// What one line of libtest's output says.
+#[derive(Debug, PartialEq, Eq)]
+enum Line<'a> {
+    /// `test NAME ... ` and the rest of the line (a result, or the test's own output).
+    Test(&'a str, &'a str),
+    /// A bare result word on its own line (after a test's own output, one test at a time).
+    Result(&'static str),
+    Other,
+}
+
+fn outcome(word: &str) -> Option<&'static str> {
+    let word = word.trim_end();
+    match word {
+        "ok" => Some("passed"),
+        "FAILED" => Some("failed"),
+        _ if word == "ignored" || word.starts_with("ignored, ") => Some("skipped"),
+        _ => None,
+    }
+}
+
+fn parse_line(line: &str) -> Line<'_> {
+    if let Some(rest) = line.strip_prefix("test ")
+        && let Some((name, after)) = rest.split_once(" ... ")
+    {
+        let name = name.strip_suffix(" - should panic").unwrap_or(name);
+        if !name.is_empty() && !name.contains(' ') {
+            return Line::Test(name, after);
+        }
+    }
+    match outcome(line) {
+        Some(o) => Line::Result(o),
+        None => Line::Other,
+    }
+}
+
+/// The state of one libtest binary's output.
+struct Libtest {
+    timeline: Timeline,
+    prefix: String,
+    sequential: bool,
+    /// Every test that reported (or, one at a time, started), in order.
+    seen: Vec<String>,
+    /// One at a time: the test printed `test NAME ... ` for and not ended yet.
+    running: Option<String>,
+    /// Whether the start of the incomplete line in the buffer was already stamped.
+    started_partial: bool,
+}
+
+impl Libtest {
+    fn id(&self, name: &str) -> String {
+        cut(format!("{}{name}", self.prefix))
+    }
+
+    fn start(&mut self, name: &str, t: u64) {
+        let id = self.id(name);
+        self.timeline
+            .write(serde_json::json!({"ev": "start", "t": t, "test": id, "runner": "cargo"}));
+        self.seen.push(id.clone());
+        self.running = Some(id);
+    }
+
+    fn end(&mut self, id: String, outcome: &str, t: u64) {
+        self.timeline.write(serde_json::json!(
+            {"ev": "end", "t": t, "test": id, "outcome": outcome, "runner": "cargo"}
+        ));
+        if !self.seen.contains(&id) {
+            self.seen.push(id);
+        }
+    }
+
+    /// A complete line (without its newline), read at `t`.
+    fn line(&mut self, line: &[u8], t: u64) {
+        let line = String::from_utf8_lossy(line);
+        match parse_line(&line) {
+            Line::Test(name, after) => {
+                let id = self.id(name);
+                if self.sequential && self.running.as_deref() != Some(&id) {
+                    self.start(name, t);
+                }
+                if let Some(o) = outcome(after) {
+                    self.running = None;
+                    self.end(id, o, t);
+                }
+            }
+            Line::Result(o) => {
+                if let Some(id) = self.running.take() {
+                    self.end(id, o, t);
+                }
+            }
+            Line::Other => {}
+        }
+    }
+
+    /// The incomplete last line so far: one at a time, `test NAME ... ` is printed before the
+    /// test runs, without a newline; stamp its start now.
+    fn partial(&mut self, line: &[u8], t: u64) {
+        if !self.sequential || self.started_partial {
+            return;
+        }
+        let line = String::from_utf8_lossy(line);
+        if let Line::Test(name, _) = parse_line(&line) {
+            self.start(name, t);
+            self.started_partial = true;
+        }
+    }
+}
+
+/// `cargo test`'s libtest binary: its output copied through, its lines turned into events.
+fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timeline) -> u8 {
+    use serde_json::json;
+    let (read, write) = match go::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "nettrap: cargo adapter: cannot create a pipe: {e}"
+            );
+            return go::exec_plain_as("cargo", argv);
+        }
+    };
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdout(std::process::Stdio::from(write));
+    go::install(libc::SIGCHLD, go::child_exited, false);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "nettrap: cargo adapter: cannot run {}: {e}",
+                argv[0].to_string_lossy()
+            );
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    // `cmd` holds the pipe's write end: drop it so the end of the output is seen.
+    drop(cmd);
+    forward_signals(child.id());
+    let mut state = Libtest {
+        timeline,
+        prefix: format!("{binary_id} "),
+        sequential,
+        seen: Vec::new(),
+        running: None,
+        started_partial: false,
+    };
+    state.timeline.pid = child.id();
+    let t = go::now_ns();
+    // First: the calls of this process are joined by thread name (SPEC.md, `threads`).
+    state
+        .timeline
+        .write(json!({"ev": "threads", "t": t, "prefix": state.prefix}));
+    state
+        .timeline
+        .write(json!({"ev": "process", "t": t, "runner": "cargo", "role": binary_id}));
+    // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop never closes it.
+    let mut stdout = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) });
+    let mut stdout_ok = true;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let fd = read.as_raw_fd();
+    let mut draining = false;
+    loop {
+        if go::CHILD_EXITED.load(Ordering::Relaxed) && !draining {
+            // The binary is gone: read what is left without waiting for descendants that may
+            // still hold the pipe.
+            draining = matches!(child.try_wait(), Ok(Some(_)));
+            if draining {
+                // SAFETY: fcntl on our own descriptor.
+                unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+            }
+            go::CHILD_EXITED.store(false, Ordering::Relaxed);
+        }
+        // SAFETY: read into our buffer, at most its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break; // EAGAIN while draining, or a real error
+        }
+        if n == 0 {
+            break;
+        }
+        let t = go::now_ns();
+        let chunk = &buf[..n as usize];
+        // The user's output first, unchanged.
+        if stdout_ok {
+            stdout_ok = stdout.write_all(chunk).is_ok();
+        }
+        pending.extend_from_slice(chunk);
+        while let Some(p) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=p).collect();
+            state.line(&line[..p], t);
+            state.started_partial = false;
+        }
+        state.partial(&pending, t);
+    }
+    let t = go::now_ns();
+    if !pending.is_empty() {
+        let line = std::mem::take(&mut pending);
+        state.line(&line, t);
+    }
+    let status = wait(&mut child);
+    go::CHILD.store(0, Ordering::Relaxed);
+    let t = go::now_ns();
+    // A test started and never ended: the binary died inside it.
+    if let Some(id) = state.running.take() {
+        state.end(id, "failed", t);
+    }
+    let tests = state.seen.clone();
+    state
+        .timeline
+        .write(json!({"ev": "threads", "t": t, "prefix": state.prefix, "tests": tests}));
+    status.map_or(1, exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn modes() {
+        let bin = Path::new("/t/debug/deps/it-3c230e0f173473e0");
+        assert_eq!(
+            mode(bin, &v(&["--test-threads", "1", "net"]), false, 4),
+            Mode::Libtest { threads: 1 }
+        );
+        assert_eq!(
+            mode(bin, &v(&["--test-threads=3"]), false, 4),
+            Mode::Libtest { threads: 3 }
+        );
+        assert_eq!(mode(bin, &v(&[]), false, 2), Mode::Libtest { threads: 2 });
+        assert_eq!(
+            mode(bin, &v(&["net::a", "--nocapture", "--exact"]), true, 2),
+            Mode::Nextest {
+                name: "net::a".into()
+            }
+        );
+        assert_eq!(
+            mode(bin, &v(&["--list", "--format", "terse"]), true, 2),
+            Mode::PassThrough
+        );
+        assert_eq!(
+            mode(Path::new("/tmp/rustdoctestAb1/rust_out"), &v(&[]), false, 2),
+            Mode::PassThrough
+        );
+    }
+
+    #[test]
+    fn lines() {
+        assert_eq!(parse_line("test net::a ... ok"), Line::Test("net::a", "ok"));
+        assert_eq!(
+            parse_line("test net::p - should panic ... ok"),
+            Line::Test("net::p", "ok")
+        );
+        assert_eq!(
+            parse_line("test net::i ... ignored, needs a database"),
+            Line::Test("net::i", "ignored, needs a database")
+        );
+        assert_eq!(outcome("ignored, needs a database"), Some("skipped"));
+        assert_eq!(outcome("FAILED"), Some("failed"));
+        assert_eq!(parse_line("FAILED"), Line::Result("failed"));
+        assert_eq!(parse_line("test result: ok. 1 passed"), Line::Other);
+        assert_eq!(parse_line("running 2 tests"), Line::Other);
+    }
+}

@@ -1,0 +1,476 @@
+//! The cargo test and cargo-nextest adapter: `nettrap run -- cargo test` runs each test binary
+//! through `nettrap cargo-exec` (cargo's target runner), which reads libtest's result lines, and
+//! the engines record each call's thread name, which libtest sets to the test's name; the
+//! report then puts every call of `fixtures/rust` on the test that made it (see its
+//! EXPECTED.md), lists every test that ran with its outcome, counts as libtest counts, and the
+//! user sees what a plain `cargo test` shows. nextest's process-per-test invocations are
+//! simulated (the same environment and arguments nextest uses) so they are always checked;
+//! a real `cargo nextest run` is checked too when cargo-nextest is installed.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+const LIB: &str = "nettrap-rust-fixture";
+const IT: &str = "nettrap-rust-fixture::it";
+
+fn fixture() -> PathBuf {
+    repo().join("fixtures/rust")
+}
+
+/// The fixture's own target directory, under nettrap's.
+fn target_dir() -> String {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.parent().unwrap().join("rust-fixture");
+    dir.to_str().unwrap().to_string()
+}
+
+fn env() -> Vec<(&'static str, String)> {
+    vec![
+        ("CARGO_TARGET_DIR", target_dir()),
+        ("RUST_BACKTRACE", "0".to_string()),
+        ("CARGO_TERM_COLOR", "never".to_string()),
+    ]
+}
+
+fn run_cargo(name: &str, flags: &[&str], extra_env: &[(&str, &str)], command: &[&str]) -> Run {
+    let env = env();
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(extra_env);
+    run_in_env(name, &fixture(), &all, flags, command)
+}
+
+/// `id`: `<binary id> <test name>`.
+fn lib(name: &str) -> String {
+    format!("{LIB} {name}")
+}
+fn it(name: &str) -> String {
+    format!("{IT} {name}")
+}
+
+fn recorded(category: &str, port: u64) -> Vec<CallRow> {
+    vec![t(category, "127.0.0.1", port, "tcp", "-", "recorded", 1)]
+}
+
+/// Calls, outcomes and listing that hold for `cargo test` whatever the thread count.
+fn assert_cargo_test_report(r: &Run) {
+    assert_eq!(r.report["runner"], "cargo");
+    assert_eq!(r.report["runners"], serde_json::json!(["cargo"]));
+    assert_eq!(
+        r.calls(Some(&lib("net::search_index_a"))),
+        recorded("elasticsearch", 9200)
+    );
+    assert_eq!(
+        r.calls(Some(&lib("net::search_index_b"))),
+        recorded("elasticsearch", 9300)
+    );
+    assert_eq!(
+        r.calls(Some(&lib("net::cache_get"))),
+        recorded("redis", 6379)
+    );
+    // An unnamed thread the test spawned keeps the test's thread name: the test's call.
+    assert_eq!(
+        r.calls(Some(&lib("net::from_child_thread"))),
+        recorded("memcached", 11211)
+    );
+    assert_eq!(
+        r.calls(Some(&lib("net::panics_after_dial"))),
+        recorded("rabbitmq", 5672)
+    );
+    assert_eq!(r.calls(Some(&it("kafka_produce"))), recorded("kafka", 9092));
+    assert_eq!(
+        r.calls(Some(&it("dial_then_fail"))),
+        recorded("other", 11212)
+    );
+    for quiet in [
+        "net::no_calls",
+        "net::database_ignored",
+        "net::from_named_thread",
+    ] {
+        assert_eq!(r.calls(Some(&lib(quiet))), vec![], "{quiet}");
+    }
+    // A named helper thread (not the test's name), and the doc-test (rustdoc's own binary):
+    // unattributed, with their processes.
+    let un = r.report["unattributed"].as_array().unwrap();
+    let port_of = |p: u64| {
+        un.iter()
+            .find(|c| c["port"] == p)
+            .unwrap_or_else(|| panic!("no unattributed call to {p}: {un:?}"))
+    };
+    assert!(
+        port_of(27017)["process"]["cmdline"]
+            .as_str()
+            .unwrap()
+            .contains("nettrap_rust_fixture-")
+    );
+    assert_eq!(port_of(27017)["process"]["role"], LIB);
+    assert!(
+        port_of(8125)["process"]["cmdline"]
+            .as_str()
+            .unwrap()
+            .contains("rust_out")
+    );
+    assert_eq!(r.calls(None).len(), 2, "{un:?}");
+    let mut want: Vec<(String, String)> = [
+        (lib("net::cache_get"), "passed"),
+        (lib("net::database_ignored"), "skipped"),
+        (lib("net::from_child_thread"), "passed"),
+        (lib("net::from_named_thread"), "passed"),
+        (lib("net::no_calls"), "passed"),
+        (lib("net::panics_after_dial"), "passed"),
+        (lib("net::search_index_a"), "passed"),
+        (lib("net::search_index_b"), "passed"),
+        (it("dial_then_fail"), "failed"),
+        (it("kafka_produce"), "passed"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a, b.to_string()))
+    .collect();
+    want.sort();
+    let mut got = r.all_tests();
+    got.sort();
+    assert_eq!(got, want);
+    // As libtest counts them, doc-tests aside (rustdoc runs those; see the adapter's docs).
+    let (counted, doc) = libtest_counts(&r.stdout());
+    assert_eq!(doc, 1, "the doc-test ran");
+    assert_eq!(r.report["tests_total"].as_u64(), Some(counted - doc));
+    assert_eq!(
+        r.code(),
+        101,
+        "the fixture has one failing test: {}",
+        r.stderr()
+    );
+}
+
+/// The sum of passed + failed + ignored over libtest's `test result:` lines, and how many
+/// doc-tests printed a result.
+fn libtest_counts(stdout: &str) -> (u64, u64) {
+    let mut total = 0;
+    for line in stdout.lines() {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            continue;
+        };
+        for part in rest.split(';') {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            if let [.., n, what] = words[..]
+                && ["passed", "failed", "ignored"].contains(&what)
+            {
+                total += n.parse::<u64>().unwrap();
+            }
+        }
+    }
+    let doc = stdout
+        .lines()
+        .filter(|l| l.starts_with("test src/") && l.contains(" (line "))
+        .count() as u64;
+    (total, doc)
+}
+
+/// Output with what changes from run to run (timings, thread ids) blanked, and cargo's build
+/// lines (and its waits for the target directory other tests build in) dropped.
+fn normalized(text: &str) -> String {
+    text.lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            !l.starts_with("Compiling") && !l.starts_with("Blocking waiting for file lock")
+        })
+        .map(|l| {
+            let mut out = String::new();
+            let mut digits = false;
+            for c in l.chars() {
+                if c.is_ascii_digit() || (digits && c == '.') {
+                    if !digits {
+                        out.push('N');
+                    }
+                    digits = true;
+                } else {
+                    digits = false;
+                    out.push(c);
+                }
+            }
+            out + "\n"
+        })
+        .collect()
+}
+
+/// What a plain `cargo test` (no nettrap) prints, isolated the same way.
+fn plain(command: &[&str]) -> (String, String) {
+    let out = isolated(command)
+        .current_dir(fixture())
+        .envs(env())
+        .stdin(Stdio::null())
+        .output()
+        .expect("cargo");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `ordered`: one test at a time, libtest prints results in a fixed order; in parallel the
+/// lines are compared as a multiset.
+fn assert_output_unchanged(r: &Run, command: &[&str], ordered: bool) {
+    let (out, err) = plain(command);
+    let lines = |s: &str| {
+        let mut v: Vec<String> = normalized(s).lines().map(String::from).collect();
+        if !ordered {
+            v.sort();
+        }
+        v
+    };
+    assert_eq!(lines(&r.stdout()), lines(&out));
+    // nettrap's own lines come after the command's.
+    let ours = r.stderr();
+    let cut = ours.find("\nnettrap: ").map_or(ours.len(), |i| i + 1);
+    assert_eq!(normalized(&ours[..cut]), normalized(&err));
+}
+
+#[test]
+fn cargo_test_in_parallel_attributes_every_call_by_thread_name() {
+    let command = [
+        "cargo",
+        "test",
+        "--workspace",
+        "--no-fail-fast",
+        "--",
+        "--test-threads",
+        "2",
+    ];
+    let r = run_cargo("cargo-parallel", &[], &[], &command);
+    assert_cargo_test_report(&r);
+    // libtest prints no start when tests run in parallel and gives no durations.
+    assert!(r.test(&lib("net::no_calls"))["duration_s"].is_null());
+    // search_index_a and _b share their thread name (`net::search_ind`); _b dials long after
+    // _a ended, so its call is not ambiguous; _a's may be named beside _b (running or not).
+    let b = &r.test(&lib("net::search_index_b"))["calls"][0];
+    assert!(
+        b["concurrent_tests"]
+            .as_array()
+            .is_none_or(|c| c.is_empty()),
+        "{b}"
+    );
+    let a = &r.test(&lib("net::search_index_a"))["calls"][0];
+    if let Some(c) = a["concurrent_tests"].as_array() {
+        assert!(c.iter().all(|n| *n == lib("net::search_index_b")), "{a}");
+    }
+    assert_output_unchanged(&r, &command, false);
+}
+
+#[test]
+fn cargo_test_one_thread_at_a_time() {
+    let command = ["cargo", "test", "--no-fail-fast", "--", "--test-threads=1"];
+    let r = run_cargo("cargo-serial", &[], &[], &command);
+    assert_cargo_test_report(&r);
+    // One at a time libtest prints each test's name before running it: durations.
+    let b = r.test(&lib("net::search_index_b"));
+    let d = b["duration_s"].as_f64().unwrap();
+    assert!((0.6..5.0).contains(&d), "{b}");
+    let a = &r.test(&lib("net::search_index_a"))["calls"][0];
+    assert!(
+        a["concurrent_tests"]
+            .as_array()
+            .is_none_or(|c| c.is_empty()),
+        "{a}"
+    );
+    assert_output_unchanged(&r, &command, true);
+}
+
+/// The supervisor reads the thread's name from /proc (the shim, `prctl`, under `auto`).
+#[test]
+fn cargo_test_under_the_seccomp_engine() {
+    let command = [
+        "cargo",
+        "test",
+        "--no-fail-fast",
+        "--",
+        "--test-threads",
+        "2",
+    ];
+    let r = run_cargo("cargo-seccomp", &["--engine", "seccomp"], &[], &command);
+    assert_cargo_test_report(&r);
+}
+
+/// The fixture's test binaries: (binary id, path).
+fn fixture_binaries() -> Vec<(String, String)> {
+    let out = Command::new("cargo")
+        .args(["test", "--no-run", "--message-format=json", "--quiet"])
+        .current_dir(fixture())
+        .envs(env())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo");
+    assert!(out.status.success());
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["reason"] == "compiler-artifact"
+            && let Some(exe) = v["executable"].as_str()
+        {
+            let kind = v["target"]["kind"][0].as_str().unwrap();
+            let id = match kind {
+                "lib" => LIB.to_string(),
+                _ => format!("{LIB}::{}", v["target"]["name"].as_str().unwrap()),
+            };
+            bins.push((id, exe.to_string()));
+        }
+    }
+    bins.sort();
+    bins
+}
+
+/// nextest's process per test, as nextest runs it (listing, then `<binary> <name> --exact
+/// --nocapture` per test with its variables), through the runner nettrap sets, chained to a
+/// runner the user had set.
+#[test]
+fn nextest_process_per_test_simulated() {
+    let bins = fixture_binaries();
+    let lib_bin = &bins.iter().find(|(id, _)| id == LIB).unwrap().1;
+    let it_bin = &bins.iter().find(|(id, _)| id == IT).unwrap().1;
+    let dir = scratch("nextest-sim-chain");
+    let log = dir.join("chain.log");
+    let chain = dir.join("chain.sh");
+    std::fs::write(
+        &chain,
+        format!(
+            "#!/bin/sh\necho \"$2\" >> '{}'\nexec \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&chain, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let var = format!(
+        "CARGO_TARGET_{}_RUNNER",
+        std::env::consts::ARCH.to_ascii_uppercase() + "_UNKNOWN_LINUX_GNU"
+    );
+    let script = format!(
+        r#"set -u
+R="${var}"
+one() {{ NEXTEST=1 NEXTEST_EXECUTION_MODE=process-per-test NEXTEST_RUN_ID=r1 \
+  NEXTEST_BINARY_ID="$1" NEXTEST_TEST_NAME="$3" NEXTEST_ATTEMPT=1 $R "$2" "$3" --nocapture --exact; }}
+NEXTEST=1 $R '{lib}' --list --format terse > /dev/null
+NEXTEST=1 $R '{it}' --list --format terse --ignored > /dev/null
+one '{LIB}' '{lib}' net::cache_get
+one '{LIB}' '{lib}' net::from_named_thread
+one '{LIB}' '{lib}' net::no_calls
+one '{IT}' '{it}' dial_then_fail && exit 3
+exit 0
+"#,
+        lib = lib_bin,
+        it = it_bin,
+    );
+    let chain_s = chain.to_str().unwrap();
+    let r = run_cargo(
+        "nextest-sim",
+        &["--runner", "nextest"],
+        &[(var.as_str(), chain_s)],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert_eq!(r.report["runners"], serde_json::json!(["nextest"]));
+    let mut got = r.all_tests();
+    got.sort();
+    let want = vec![
+        (lib("net::cache_get"), "passed".to_string()),
+        (lib("net::from_named_thread"), "passed".to_string()),
+        (lib("net::no_calls"), "passed".to_string()),
+        (it("dial_then_fail"), "failed".to_string()),
+    ];
+    assert_eq!(got, want, "listings add no tests");
+    assert_eq!(r.report["tests_total"], 4);
+    assert_eq!(
+        r.calls(Some(&lib("net::cache_get"))),
+        recorded("redis", 6379)
+    );
+    // One process per test: even a named helper thread's call is the test's.
+    assert_eq!(
+        r.calls(Some(&lib("net::from_named_thread"))),
+        recorded("mongodb", 27017)
+    );
+    assert_eq!(
+        r.calls(Some(&it("dial_then_fail"))),
+        recorded("other", 11212)
+    );
+    assert_eq!(r.calls(None), vec![]);
+    let call = &r.test(&lib("net::cache_get"))["calls"][0];
+    assert_eq!(call["process"]["role"], "nextest");
+    assert!(
+        r.test(&lib("net::no_calls"))["duration_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    // The user's runner ran every invocation, listings included.
+    let chained = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        chained.lines().collect::<Vec<_>>(),
+        [
+            "--list",
+            "--list",
+            "net::cache_get",
+            "net::from_named_thread",
+            "net::no_calls",
+            "dial_then_fail"
+        ]
+    );
+}
+
+/// The real `cargo nextest run`, when cargo-nextest is installed (it is not installed here: it
+/// takes minutes to build).
+#[test]
+fn real_nextest_when_installed() {
+    let installed = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        // Straight to the real stderr: libtest's capture holds only `eprintln!`.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "real_nextest_when_installed: SKIPPED, cargo-nextest is not installed \
+             (`cargo install cargo-nextest --locked`); the simulated test still ran"
+        );
+        return;
+    }
+    let r = run_cargo(
+        "nextest-real",
+        &[],
+        &[],
+        &["cargo", "nextest", "run", "--no-fail-fast"],
+    );
+    assert_eq!(r.report["runner"], "nextest");
+    assert_eq!(
+        r.calls(Some(&lib("net::search_index_a"))),
+        recorded("elasticsearch", 9200)
+    );
+    assert_eq!(
+        r.calls(Some(&lib("net::search_index_b"))),
+        recorded("elasticsearch", 9300)
+    );
+    assert_eq!(
+        r.calls(Some(&lib("net::from_named_thread"))),
+        recorded("mongodb", 27017)
+    );
+    assert_eq!(
+        r.calls(Some(&it("dial_then_fail"))),
+        recorded("other", 11212)
+    );
+    assert_eq!(r.calls(None), vec![]);
+    // nextest's own count: "N tests run" (ignored tests are not run).
+    let err = r.stderr();
+    let run = err
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("Summary [")?;
+            let (_, rest) = rest.split_once("] ")?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .unwrap_or_else(|| panic!("no nextest summary:\n{err}"));
+    assert_eq!(r.report["tests_total"].as_u64(), Some(run));
+    let outcome = |id: &str| r.test(id)["outcome"].as_str().unwrap().to_string();
+    assert_eq!(outcome(&it("dial_then_fail")), "failed");
+    assert_eq!(outcome(&lib("net::panics_after_dial")), "passed");
+}
