@@ -879,3 +879,82 @@ fn node_test_runner_under_nettrap_run() {
         "tests/net.test.js:8"
     );
 }
+
+/// vitest (fixtures/vitest, see its EXPECTED.md) under `nettrap run -- npx vitest run`, in both
+/// of its pools: every test vitest counts, with its outcome, each call on its test (beforeEach
+/// included), call sites and worker roles.
+#[test]
+fn vitest_under_nettrap_run() {
+    let fixture = repo().join("fixtures/vitest");
+    let modules = node_modules(&fixture);
+    for pool in ["forks", "threads"] {
+        let dir = scratch(&format!("vitest-{pool}"));
+        copy_tree(&fixture, &dir);
+        std::os::unix::fs::symlink(&modules, dir.join("node_modules")).unwrap();
+        let pool_flag = format!("--pool={pool}");
+        let run = run_in(
+            &format!("vitest-run-{pool}"),
+            &dir,
+            &[],
+            &["npx", "--no-install", "vitest", "run", &pool_flag],
+        );
+        assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
+        assert!(
+            run.stdout().contains("4 passed | 1 skipped (5)"),
+            "{}",
+            run.stdout()
+        );
+        let r = &run.report;
+        assert_eq!(
+            (r["runner"].as_str(), r["tests_total"].as_u64()),
+            (Some("vitest"), Some(5)),
+            "{pool}"
+        );
+        let net = |t: &str| format!("tests/net.test.js > {t}");
+        assert_eq!(
+            run.all_tests(),
+            vec![
+                (net("cache"), "passed".to_string()),
+                (net("search > indexes"), "passed".to_string()),
+                (net("search > is pure"), "passed".to_string()),
+                (net("search > skipped"), "skipped".to_string()),
+                (
+                    "tests/other.test.js > memcached".to_string(),
+                    "passed".to_string()
+                ),
+            ],
+            "{pool}"
+        );
+        let rec = "recorded";
+        let es = |port| t("elasticsearch", "127.0.0.1", port, "tcp", "-", rec, 1);
+        assert_eq!(
+            run.calls(Some(&net("search > indexes"))),
+            vec![es(9200), es(9300)],
+            "{pool}"
+        );
+        assert_eq!(
+            run.calls(Some(&net("search > is pure"))),
+            vec![es(9300)],
+            "{pool}"
+        );
+        assert_eq!(
+            run.calls(Some(&net("cache"))),
+            vec![t("redis", "127.0.0.1", 6379, "tcp", "-", rec, 1)],
+            "{pool}"
+        );
+        assert_eq!(
+            run.calls(Some("tests/other.test.js > memcached")),
+            vec![t("memcached", "127.0.0.1", 11211, "tcp", "-", rec, 1)],
+            "{pool}"
+        );
+        assert_eq!(run.calls(None), vec![], "{pool}");
+        let call = &run.test(&net("cache"))["calls"][0];
+        assert_eq!(call["site"], "tests/net.test.js:7", "{pool}");
+        assert!(
+            call["process"]["role"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("vitest worker ")),
+            "{call}"
+        );
+    }
+}

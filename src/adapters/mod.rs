@@ -7,9 +7,10 @@
 //! - Python (unittest, Django's runner, pytest and xdist): `python/`, put first on PYTHONPATH as
 //!   a `sitecustomize` that chains to the project's own; it registers a pytest plugin with each
 //!   pytest session. Loaded into every Python process; it acts only when tests run.
-//! - Node (jest, node:test): `node/preload.cjs`, loaded into every Node process with
+//! - Node (jest, vitest, node:test): `node/preload.cjs`, loaded into every Node process with
 //!   `NODE_OPTIONS=--require` (before the user's own options); it hooks jest-circus when a jest
-//!   worker loads it, and collects node:test's tests in a test file's process.
+//!   worker loads it, vitest's worker state in a vitest worker, and collects node:test's tests
+//!   in a test file's process.
 //! - Go (`go test`): `go`, which rewrites the command so test binaries run under
 //!   `nettrap go-exec`, which reads their test2json markers into the timeline.
 //!

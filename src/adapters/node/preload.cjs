@@ -50,8 +50,8 @@
 // double quotes if it contains spaces (Node splits NODE_OPTIONS like a shell). Loading it twice
 // (two paths) is harmless: every hook is installed once.
 //
-// node:test is covered too: see hookNodeTest below (each test's own start and end times, written
-// when the test file's process exits).
+// node:test and vitest are covered too: see hookNodeTest (each test's own start and end times,
+// written when the test file's process exits) and hookVitest (vitest's worker state) below.
 //
 // Not covered: jest-jasmine2 (an `adapter` event says so), test.concurrent tests (their
 // bodies start together before the first test; their calls fall outside the tests' intervals),
@@ -157,8 +157,7 @@
     return last === null ? null : last.replace(/\\/g, '/');
   }
 
-  function fileOf(callSite) {
-    let f = callSite.getFileName && callSite.getFileName();
+  function absolute(f) {
     if (!f) return null;
     if (f.startsWith('file://')) {
       try {
@@ -170,15 +169,46 @@
     return path.isAbsolute(f) ? f : null; // node:net, evalmachine.<anonymous>, ...
   }
 
+  const FRAME = /^\s*at (?:(.+?) \()?(.+?):(\d+):\d+\)?\s*$/;
+
+  // The stack as {file, line, func}, most recent first. The formatted stack is used where it is
+  // a string, so a runner that maps positions back to the sources (vitest, jest with a
+  // transform, --enable-source-maps) gives the lines of the file the user wrote; else V8's raw
+  // call sites.
   function captureFrames() {
-    const prepare = Error.prepareStackTrace;
     const limit = Error.stackTraceLimit;
+    try {
+      Error.stackTraceLimit = 100;
+      const holder = {};
+      Error.captureStackTrace(holder, captureFrames);
+      const stack = holder.stack;
+      if (typeof stack === 'string') {
+        const frames = [];
+        for (const text of stack.split('\n')) {
+          const m = FRAME.exec(text);
+          if (m === null) continue;
+          let func = m[1] ? m[1].replace(/^async /, '') : null;
+          if (func !== null && func.includes('<anonymous>')) func = null; // as V8's own name
+          frames.push({ file: absolute(m[2]), line: Number(m[3]), func });
+        }
+        return frames;
+      }
+    } catch (_) {
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+    const prepare = Error.prepareStackTrace;
     try {
       Error.stackTraceLimit = 100;
       Error.prepareStackTrace = (_e, frames) => frames;
       const holder = {};
       Error.captureStackTrace(holder, captureFrames);
-      return Array.isArray(holder.stack) ? holder.stack : [];
+      const raw = Array.isArray(holder.stack) ? holder.stack : [];
+      return raw.map((fr) => ({
+        file: absolute(fr.getFileName && fr.getFileName()),
+        line: fr.getLineNumber(),
+        func: fr.getFunctionName() || null,
+      }));
     } finally {
       Error.prepareStackTrace = prepare;
       Error.stackTraceLimit = limit;
@@ -193,7 +223,7 @@
       let line = null;
       let func = null;
       for (const fr of frames) {
-        const f = fileOf(fr);
+        const f = fr.file;
         if (f === null || f === SELF) continue;
         const pkg = packageOf(f);
         if (pkg !== null) {
@@ -201,8 +231,8 @@
           continue;
         }
         file = path.relative(process.cwd(), f) || f;
-        line = fr.getLineNumber();
-        func = fr.getFunctionName() || null;
+        line = fr.line;
+        func = fr.func || null;
         break;
       }
       emit('site', {
@@ -617,5 +647,108 @@
     hookNodeTest();
   } catch (e) {
     failed('node:test', 'cannot hook node:test: ' + (e && e.message));
+  }
+
+  // ---- vitest -------------------------------------------------------------------------------
+  //
+  // In a vitest worker (VITEST set in its environment: a forked process or a worker thread),
+  // vitest's test runner assigns the running test to its worker state's `current` before the
+  // test (its beforeEach hooks included) and its suite or file after it. The worker state is
+  // installed on globalThis with Object.defineProperty('__vitest_worker__'): that one call is
+  // watched (in vitest workers only), and `current` becomes an accessor that writes start and
+  // end. Skipped tests never become current: they are written when the worker is done with its
+  // files, so every test vitest counts is listed. Id: `<file> > <describe> > <test>`.
+  function hookVitest() {
+    if (!process.env.VITEST) return;
+    const scoped = () => (isMainThread ? {} : { tid: tid() });
+    const idOf = (task) => {
+      const names = [];
+      for (let t = task; t && t.type !== undefined && t !== task.file; t = t.suite) names.unshift(String(t.name));
+      const file = task.file && task.file.filepath;
+      const rel = file ? path.relative(process.cwd(), file) || file : '?';
+      return [rel + ' > ' + names.join(' > '), rel];
+    };
+    const outcome = (task) => {
+      const state = task.result && task.result.state;
+      if (state === 'pass') return 'passed';
+      if (state === 'fail') return 'failed';
+      return 'skipped';
+    };
+    const started = new WeakSet();
+    const files = new Set();
+    let role = false;
+    function skippedOf(file) {
+      const walk = (task) => {
+        if (task.type === 'test') {
+          if (!started.has(task)) {
+            const [id, rel] = idOf(task);
+            const t = process.hrtime.bigint();
+            emit('start', Object.assign({ test: id, runner: 'vitest', file: rel }, scoped()), t);
+            emit('end', Object.assign({ test: id, outcome: 'skipped' }, scoped()), t);
+            started.add(task);
+          }
+        } else if (Array.isArray(task.tasks)) task.tasks.forEach(walk);
+      };
+      walk(file);
+    }
+    function onCurrent(prev, next) {
+      if (prev && prev.type === 'test' && prev !== next && started.has(prev)) {
+        const [id] = idOf(prev);
+        const d = prev.result && prev.result.duration;
+        emit('end', Object.assign({ test: id, outcome: outcome(prev), duration_s: typeof d === 'number' ? d / 1000 : undefined }, scoped()));
+      }
+      if (next && next.file) files.add(next.file);
+      if (next && next.type === 'test' && next !== prev) {
+        const [id, rel] = idOf(next);
+        if (!role) {
+          role = true;
+          const n = process.env.VITEST_POOL_ID || process.env.VITEST_WORKER_ID;
+          emit('process', { runner: 'vitest', role: 'vitest worker ' + (n || '?') });
+        }
+        started.add(next);
+        emit('start', Object.assign({ test: id, runner: 'vitest', file: rel }, scoped()));
+      }
+      if (next === undefined) {
+        for (const f of files) skippedOf(f);
+        files.clear();
+      }
+    }
+    function watchState(state) {
+      if (!state || typeof state !== 'object' || state.__nettrap) return;
+      let current = state.current;
+      Object.defineProperty(state, '__nettrap', { value: true });
+      Object.defineProperty(state, 'current', {
+        configurable: true,
+        enumerable: true,
+        get() {
+          return current;
+        },
+        set(next) {
+          const prev = current;
+          current = next;
+          try {
+            onCurrent(prev, next);
+          } catch (_) {}
+        },
+      });
+    }
+    const define = Object.defineProperty;
+    const watching = function defineProperty(obj, key, desc) {
+      const result = define(obj, key, desc);
+      if (key === '__vitest_worker__' && desc && desc.value) {
+        try {
+          watchState(desc.value);
+        } catch (_) {}
+      }
+      return result;
+    };
+    define(watching, 'name', { value: 'defineProperty' });
+    Object.defineProperty = watching;
+  }
+
+  try {
+    hookVitest();
+  } catch (e) {
+    failed('vitest', 'cannot hook vitest: ' + (e && e.message));
   }
 })();
