@@ -30,6 +30,7 @@
 //! test id is `<import path>/<name>` from the nearest `go.mod` (no go.mod: the adapter steps
 //! aside). Tests still running when the binary's output ends (a crash, a timeout) end `failed`.
 
+use crate::engine::seccomp::gosync::{Counters, unread};
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -383,6 +384,8 @@ impl Timeline {
 struct Adapter {
     child: std::process::Child,
     read: OwnedFd,
+    /// Shared with the seccomp supervisor: what this adapter read and stamped (see gosync).
+    counters: Counters,
     renderer: Renderer,
     timeline: Timeline,
     package: String,
@@ -401,6 +404,9 @@ impl Adapter {
         let file =
             Timeline::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let (read, write) = pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let counters_path = run_dir.join(format!("gosync-{}", std::process::id()));
+        let counters = Counters::map(&counters_path, true)
+            .map_err(|e| format!("cannot create {}: {e}", counters_path.display()))?;
         let (binary, rest) = args.split_first().ok_or("no test binary")?;
         let (targs, mode) = test_args(rest);
         let argv: Vec<&OsString> = prefix.iter().chain([binary]).collect();
@@ -410,7 +416,12 @@ impl Adapter {
             .stdout(std::process::Stdio::from(write))
             .env(
                 ENV_SYNC,
-                format!("{}:{}", std::process::id(), read.as_raw_fd()),
+                format!(
+                    "{}:{}:{}",
+                    std::process::id(),
+                    read.as_raw_fd(),
+                    counters_path.display()
+                ),
             );
         install(libc::SIGCHLD, child_exited, false);
         let child = cmd
@@ -433,6 +444,7 @@ impl Adapter {
         Ok(Adapter {
             child,
             read,
+            counters,
             renderer: Renderer::new(mode),
             timeline,
             package,
@@ -448,6 +460,7 @@ impl Adapter {
         let mut pending: Vec<u8> = Vec::new();
         let fd = self.read.as_raw_fd();
         let mut draining = false;
+        let mut read_total = 0u64;
         loop {
             if CHILD_EXITED.load(Ordering::Relaxed) && !draining {
                 // Our binary is gone; read what is left without waiting for descendants that
@@ -459,8 +472,32 @@ impl Adapter {
                 }
                 CHILD_EXITED.store(false, Ordering::Relaxed);
             }
+            // Read exactly what waits in the pipe, claimed first (see gosync): a call the
+            // supervisor traps then knows which bytes it must wait for.
+            let waiting = unread(&self.read).unwrap_or(0);
+            if waiting == 0 {
+                if draining {
+                    break;
+                }
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: poll on one descriptor we own.
+                let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+                if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    break;
+                }
+                if r > 0 && pfd.revents & libc::POLLIN == 0 && pfd.revents != 0 {
+                    break; // hung up with nothing left: the end of the output
+                }
+                continue;
+            }
+            let want = (waiting as usize).min(buf.len());
+            self.counters.claim(want as u64);
             // SAFETY: read into our buffer, at most its length.
-            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), want) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::EINTR) {
@@ -471,10 +508,13 @@ impl Adapter {
             if n == 0 {
                 break;
             }
+            read_total += n as u64;
             // The markers' time: after the read that returned them (see the module docs).
             let t = now_ns();
             pending.extend_from_slice(&buf[..n as usize]);
             let out = self.process(&mut pending, t, false);
+            // Stamped and written to the timeline: calls waiting for these bytes may go on.
+            self.counters.set_done(read_total);
             if stdout_ok && !out.is_empty() {
                 stdout_ok = stdout.write_all(&out).is_ok();
             }

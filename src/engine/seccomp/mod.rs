@@ -34,7 +34,7 @@
 //! supervisor read it), and any program can put the mark on its own calls.
 
 pub mod filter;
-mod gosync;
+pub mod gosync;
 mod notify;
 mod supervisor;
 mod target;

@@ -206,6 +206,8 @@ struct Supervisor {
     /// UDP destinations already recorded, per process and socket: a datagram to a destination
     /// already seen is not a new call.
     udp_seen: HashSet<(u32, i32, Dest)>,
+    /// `go test` adapters whose test binaries' calls wait for their markers (see gosync).
+    go_adapters: super::gosync::Adapters,
 }
 
 impl Supervisor {
@@ -234,8 +236,8 @@ impl Supervisor {
         // The call's time, taken while the caller still waits for the answer: once answered,
         // its test may end (and say so in the timeline) before a later clock read here. For a
         // Go test binary, only once the `go test` adapter stamped every marker written before.
-        if let Some(adapter) = target.go_sync {
-            super::gosync::settle(adapter);
+        if let Some(adapter) = &target.go_sync {
+            self.go_adapters.settle(adapter, target.ppid);
         }
         let time_ns = now_ns();
         let transport = if found.fastopen {
@@ -419,6 +421,7 @@ pub fn run(ctx: Context, stop: OwnedFd) {
         ctx,
         targets: Targets::default(),
         udp_seen: HashSet::new(),
+        go_adapters: Default::default(),
     };
     sup.ctx.listener.set_sync_wakeup();
     let (lfd, sfd) = (sup.ctx.listener.0.as_raw_fd(), stop.as_raw_fd());

@@ -19,9 +19,11 @@ pub struct Target {
     pub test: Option<(Vec<u8>, Phase)>,
     /// A pidfd of the process, kept to borrow its descriptors without reopening it per call.
     pub pidfd: Option<std::os::fd::OwnedFd>,
-    /// The `go test` adapter reading this process's test markers, `(pid, read descriptor)`,
-    /// from `NETTRAP_GO_SYNC` (see `gosync`).
-    pub go_sync: Option<(u32, i32)>,
+    /// The process's parent when the supervisor first met it.
+    pub ppid: u32,
+    /// The `go test` adapter reading this process's test markers, from `NETTRAP_GO_SYNC` (see
+    /// `gosync`).
+    pub go_sync: Option<super::gosync::Adapter>,
 }
 
 /// Identifies one exec image of one task: the task's start time and where its environment
@@ -151,6 +153,7 @@ impl Targets {
             tgid,
             test: test_from(&environ, &cmdline),
             pidfd,
+            ppid,
             go_sync: super::gosync::from_environ(&environ),
         });
         if let (Some(key), Some(stat)) = (key, stat) {
