@@ -50,6 +50,8 @@ pub const HOST_TRIPLE: &str = env!("NETTRAP_HOST_TRIPLE");
 const ENV_CHAIN: &str = "NETTRAP_CARGO_CHAIN";
 /// Longest test id written to the timeline (lines stay under 4 KiB).
 const ID_MAX: usize = 1000;
+/// Longer output lines are not libtest's: not parsed.
+const LINE_MAX: usize = 16 * 1024;
 
 /// `CARGO_TARGET_<TRIPLE>_RUNNER` for the host.
 pub fn runner_var() -> String {
@@ -455,6 +457,7 @@ fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timel
     let mut stdout_ok = true;
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending: Vec<u8> = Vec::new();
+    let mut skipping = false;
     let fd = read.as_raw_fd();
     let mut draining = false;
     loop {
@@ -485,16 +488,32 @@ fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timel
         if stdout_ok {
             stdout_ok = stdout.write_all(chunk).is_ok();
         }
-        pending.extend_from_slice(chunk);
-        while let Some(p) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=p).collect();
-            state.line(&line[..p], t);
+        // Lines are parsed, not kept: the output already went out. A line longer than libtest's
+        // own ever are is the test's output: skipped to its end, never rescanned.
+        let mut from = 0;
+        while let Some(p) = chunk[from..].iter().position(|&b| b == b'\n') {
+            let end = from + p;
+            if !skipping {
+                pending.extend_from_slice(&chunk[from..end]);
+                state.line(&pending, t);
+            }
+            pending.clear();
+            skipping = false;
             state.started_partial = false;
+            from = end + 1;
         }
-        state.partial(&pending, t);
+        if !skipping {
+            pending.extend_from_slice(&chunk[from..]);
+            if pending.len() > LINE_MAX {
+                pending.clear();
+                skipping = true;
+            } else {
+                state.partial(&pending, t);
+            }
+        }
     }
     let t = go::now_ns();
-    if !pending.is_empty() {
+    if !pending.is_empty() && !skipping {
         let line = std::mem::take(&mut pending);
         state.line(&line, t);
     }

@@ -386,6 +386,8 @@ struct Adapter {
     read: OwnedFd,
     /// Shared with the seccomp supervisor: what this adapter read and stamped (see gosync).
     counters: Counters,
+    /// How much of the incomplete line at the start of `pending` was searched already.
+    scanned: usize,
     renderer: Renderer,
     timeline: Timeline,
     package: String,
@@ -445,6 +447,7 @@ impl Adapter {
             child,
             read,
             counters,
+            scanned: 0,
             renderer: Renderer::new(mode),
             timeline,
             package,
@@ -551,18 +554,24 @@ impl Adapter {
         while at < pending.len() {
             let rest = &pending[at..];
             let framed = rest[0] == MARKER;
-            // A line ends at its newline; unframed text also ends where a marker begins.
-            let stop = rest[1..]
+            // A line ends at its newline; unframed text also ends where a marker begins. The
+            // incomplete line kept from the last read was searched already up to `scanned`.
+            let from = if at == 0 { self.scanned.max(1) } else { 1 };
+            let stop = rest[from.min(rest.len())..]
                 .iter()
                 .position(|&b| b == b'\n' || (!framed && b == MARKER))
-                .map(|p| p + 1);
+                .map(|p| p + from);
             let len = match stop {
                 Some(p) if rest[p] == b'\n' => p + 1,
                 Some(p) => p,
                 None if end => rest.len(),
                 None if rest[0] == b'\n' => 1,
-                None => break,
+                None => {
+                    self.scanned = rest.len();
+                    break;
+                }
             };
+            self.scanned = 0;
             let line = rest[..len].to_vec();
             at += len;
             if framed && let Some(ev) = parse_marker(&line[1..]) {
