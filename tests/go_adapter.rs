@@ -599,3 +599,38 @@ fn the_report_attributes_go_calls_per_test() {
     }
     assert_eq!(r.run.calls(None), vec![], "no Go call is left unattributed");
 }
+
+/// A test binary built for another system (js/wasm) runs through go's own
+/// `go_js_wasm_exec`: the adapter steps aside instead of running it itself.
+#[test]
+fn cross_compiled_tests_run_through_gos_own_exec() {
+    go_env();
+    let goroot = std::process::Command::new("go")
+        .args(["env", "GOROOT"])
+        .output()
+        .unwrap();
+    let wasm = PathBuf::from(String::from_utf8_lossy(&goroot.stdout).trim()).join("lib/wasm");
+    assert!(wasm.join("go_js_wasm_exec").exists(), "{}", wasm.display());
+    let path = format!("{}:{}", std::env::var("PATH").unwrap(), wasm.display());
+    let run = run_in_env(
+        "go-wasm",
+        &fixture(),
+        &[("PATH", &path), ("GOOS", "js"), ("GOARCH", "wasm")],
+        &[],
+        &["go", "test", "."],
+    );
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
+    assert!(
+        run.stdout().contains("ok  \texample.com/nettrap-fixture"),
+        "{}",
+        run.stdout()
+    );
+    assert!(!run.stderr().contains("go adapter"), "{}", run.stderr());
+    if let Some(dir) = run
+        .stderr()
+        .lines()
+        .find_map(|l| l.strip_prefix("nettrap: run directory kept: "))
+    {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

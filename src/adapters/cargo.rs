@@ -39,7 +39,6 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -239,11 +238,7 @@ fn forward_signals(pid: u32) {
 }
 
 fn exit_code(status: std::process::ExitStatus) -> u8 {
-    match (status.code(), status.signal()) {
-        (Some(c), _) => c as u8,
-        (None, Some(s)) => (128 + s) as u8,
-        _ => 1,
-    }
+    go::exit_like(status)
 }
 
 fn wait(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {

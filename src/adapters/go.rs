@@ -42,6 +42,14 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 /// The variable the supervisor reads (`<wrapper pid>:<read descriptor>`).
 pub const ENV_SYNC: &str = "NETTRAP_GO_SYNC";
 const MARKER: u8 = 0x16;
+/// What `go env GOOS GOARCH` says on the machine nettrap was built for.
+const HOST_GOOS: &str = std::env::consts::OS;
+const HOST_GOARCH: &str = match std::env::consts::ARCH.as_bytes() {
+    b"x86_64" => "amd64",
+    b"aarch64" => "arm64",
+    b"x86" => "386",
+    _ => std::env::consts::ARCH,
+};
 const INDENT: &[u8] = b"    ";
 /// Longest test id written to the timeline (lines stay under 4 KiB).
 const ID_MAX: usize = 3000;
@@ -66,6 +74,13 @@ pub fn rewrite(argv: &[OsString], nettrap_exe: &Path) -> Option<Vec<OsString>> {
         }
     }
     if argv.get(i).map(|a| a.as_bytes()) != Some(b"test") {
+        return None;
+    }
+    // A test binary built for another system runs through go's own `go_$GOOS_$GOARCH_exec`
+    // (wasm, a simulator): `-exec` would replace it. Such runs are left alone.
+    let foreign =
+        |var: &str, host: &str| std::env::var(var).is_ok_and(|v| !v.is_empty() && v != host);
+    if foreign("GOOS", HOST_GOOS) || foreign("GOARCH", HOST_GOARCH) {
         return None;
     }
     let mut out: Vec<OsString> = argv[..=i].to_vec();
@@ -224,9 +239,30 @@ fn exec_plain(argv: &[OsString]) -> u8 {
     exec_plain_as("go", argv)
 }
 
-/// As `exec_plain`, naming `adapter` in the message if the exec fails.
+/// As `exec_plain`, naming `adapter` in the message if the exec fails. A path is executed as
+/// it is (`execv`): a file the kernel cannot run is an error, never a shell script, as `execvp`
+/// would make it.
 pub(super) fn exec_plain_as(adapter: &str, argv: &[OsString]) -> u8 {
-    let e = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
+    use std::ffi::CString;
+    let e = if argv[0].as_bytes().contains(&b'/') {
+        let args: Option<Vec<CString>> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).ok())
+            .collect();
+        match args {
+            Some(args) => {
+                let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+                ptrs.push(std::ptr::null());
+                // SAFETY: NUL-terminated strings and a NULL-terminated array, alive across the
+                // call; execv only returns on failure.
+                unsafe { libc::execv(ptrs[0], ptrs.as_ptr()) };
+                std::io::Error::last_os_error()
+            }
+            None => std::io::ErrorKind::InvalidInput.into(),
+        }
+    } else {
+        std::process::Command::new(&argv[0]).args(&argv[1..]).exec()
+    };
     let _ = writeln!(
         std::io::stderr(),
         "nettrap: {adapter} adapter: cannot run {}: {e}",
@@ -272,6 +308,36 @@ pub fn exec_main(args: Vec<OsString>) -> u8 {
             warn(&why);
             exec_plain(&plain)
         }
+    }
+}
+
+/// The wrapper's exit status for a test binary that ended with `status`. A binary killed by a
+/// signal kills the wrapper with the same signal, so `go test` and `cargo test` report it as
+/// they would without nettrap (`signal: killed`, cargo's `(signal: 9, SIGKILL: kill)`), not as
+/// an exit status of 128 + N.
+pub(super) fn exit_like(status: std::process::ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(sig)) => {
+            // SAFETY: no core file for the wrapper (the binary made its own); the default action
+            // for the signal, unblocked, then the signal to ourselves. All on this thread.
+            unsafe {
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &none);
+                libc::signal(sig, libc::SIG_DFL);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::raise(sig);
+            }
+            // A signal whose default is to be ignored (SIGCHLD, SIGURG, ...): as shells say it.
+            (128 + sig) as u8
+        }
+        _ => 1,
     }
 }
 
@@ -539,11 +605,7 @@ impl Adapter {
         for name in self.renderer.open_tests() {
             self.end(&name, "failed", None, t);
         }
-        match (status.code(), status.signal()) {
-            (Some(c), _) => c as u8,
-            (None, Some(s)) => (128 + s) as u8,
-            _ => 1,
-        }
+        exit_like(status)
     }
 
     /// Takes the complete lines (all of it at the end) out of `pending`: timeline events for
