@@ -360,7 +360,7 @@ impl Libtest {
 
     /// A complete line (without its newline), read at `t`.
     fn line(&mut self, line: &[u8], t: u64) {
-        let line = String::from_utf8_lossy(line);
+        let line = plain_text(line);
         match parse_line(&line) {
             Line::Test(name, after) => {
                 let id = self.id(name);
@@ -387,12 +387,50 @@ impl Libtest {
         if !self.sequential || self.started_partial {
             return;
         }
-        let line = String::from_utf8_lossy(line);
+        let line = plain_text(line);
         if let Line::Test(name, _) = parse_line(&line) {
             self.start(name, t);
             self.started_partial = true;
         }
     }
+}
+
+/// Whether two of this process's descriptors are the same open file (same device and inode).
+fn same_file(a: i32, b: i32) -> bool {
+    let id = |fd: i32| {
+        // SAFETY: fstat writes one stat struct; a zeroed one is valid.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on a descriptor number; a closed one fails.
+        (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+    };
+    id(a).is_some_and(|x| Some(x) == id(b))
+}
+
+/// A line as text, without the terminal escapes of `--color=always` (`\x1b[32mok\x1b(B\x1b[m`).
+fn plain_text(line: &[u8]) -> String {
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        if line[i] == 0x1b {
+            match line.get(i + 1) {
+                // CSI: parameters and intermediates, then one final byte in @..~
+                Some(b'[') => {
+                    i += 2;
+                    while i < line.len() && !(0x40..=0x7e).contains(&line[i]) {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                // a character-set selection: ESC ( B
+                Some(b'(' | b')') => i += 3,
+                _ => i += 2,
+            }
+            continue;
+        }
+        out.push(line[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `cargo test`'s libtest binary: its output copied through, its lines turned into events.
@@ -409,6 +447,13 @@ fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timel
         }
     };
     let mut cmd = Command::new(&argv[0]);
+    // Where stdout and stderr are one file (a terminal, `2>&1`), the binary gets one pipe for
+    // both, so what it writes to each keeps its order (`--nocapture`).
+    if same_file(1, 2)
+        && let Ok(err) = write.try_clone()
+    {
+        cmd.stderr(std::process::Stdio::from(err));
+    }
     cmd.args(&argv[1..])
         .stdout(std::process::Stdio::from(write));
     go::install(libc::SIGCHLD, go::child_exited, false);
@@ -529,6 +574,18 @@ fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timel
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colored_lines_parse_as_plain_ones() {
+        assert_eq!(
+            plain_text(b"test net::a ... \x1b[32mok\x1b(B\x1b[m"),
+            "test net::a ... ok"
+        );
+        let colored = plain_text(b"test b ... \x1b[31mFAILED\x1b[0m");
+        assert!(
+            matches!(parse_line(&colored), Line::Test("b", after) if outcome(after) == Some("failed"))
+        );
+    }
 
     fn v(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()

@@ -137,10 +137,22 @@ pub fn detect(argv: &[OsString]) -> Option<Runner> {
     }
     let prog = base(OsStr::new(&args[i]));
     let rest = &args[i + 1..];
-    let first_word = rest
-        .iter()
-        .find(|a| !a.starts_with('-'))
-        .map(String::as_str);
+    // The subcommand: the first word that is not an option, an option's value (cargo and go
+    // options that take one) or a `+toolchain`.
+    let first_word = {
+        const VALUED: &[&str] = &["--config", "-Z", "--color", "-C", "--C"];
+        let mut words = rest.iter();
+        let mut found = None;
+        while let Some(a) = words.next() {
+            if VALUED.contains(&a.as_str()) {
+                words.next();
+            } else if !a.starts_with('-') && !a.starts_with('+') {
+                found = Some(a.as_str());
+                break;
+            }
+        }
+        found
+    };
     let runner = match prog.as_str() {
         "pytest" | "py.test" => Runner::Pytest,
         "django-admin" | "django-admin.py" if first_word == Some("test") => Runner::Django,
@@ -148,7 +160,7 @@ pub fn detect(argv: &[OsString]) -> Option<Runner> {
         "jest" => Runner::Jest,
         "vitest" => Runner::Vitest,
         "go" if first_word == Some("test") => Runner::Go,
-        "cargo" if first_word == Some("test") => Runner::Cargo,
+        "cargo" if matches!(first_word, Some("test" | "t")) => Runner::Cargo,
         "cargo" if first_word == Some("nextest") => Runner::Nextest,
         "cargo-nextest" => Runner::Nextest,
         "node" if rest.iter().any(|a| a == "--test") => Runner::NodeTest,
@@ -238,6 +250,9 @@ mod tests {
         assert_eq!(d("go test ./..."), Some(Runner::Go));
         assert_eq!(d("go build"), None);
         assert_eq!(d("cargo test --workspace"), Some(Runner::Cargo));
+        assert_eq!(d("cargo +stable test"), Some(Runner::Cargo));
+        assert_eq!(d("cargo --config build.jobs=2 t"), Some(Runner::Cargo));
+        assert_eq!(d("go -C sub test ./..."), Some(Runner::Go));
         assert_eq!(d("cargo nextest run"), Some(Runner::Nextest));
         assert_eq!(d("python3 fixtures/unittest-demo/run.py"), None);
         assert_eq!(d("make test"), None);

@@ -31,10 +31,12 @@ fn cache_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// LD_PRELOAD separates entries with spaces and colons: a path with either cannot be used.
+/// LD_PRELOAD separates entries with spaces and colons, and NODE_OPTIONS (which names the Node
+/// adapter) splits like a shell: a path with any of these, quotes or backslashes cannot be used.
 fn preloadable(p: &Path) -> bool {
     let s = p.as_os_str().as_encoded_bytes();
-    !s.contains(&b' ') && !s.contains(&b':')
+    !s.iter()
+        .any(|b| matches!(b, b' ' | b':' | b'"' | b'\\' | b'\''))
 }
 
 /// Names the cache directory: a rebuilt shim or changed adapter is never confused with an older
@@ -92,7 +94,10 @@ pub fn install() -> Result<Installed> {
     let mut errors = Vec::new();
     for dir in cache_dirs() {
         if !preloadable(&dir) {
-            errors.push(format!("{}: contains a space or colon", dir.display()));
+            errors.push(format!(
+                "{}: contains a space, colon, quote or backslash",
+                dir.display()
+            ));
             continue;
         }
         match install_in(&dir) {
