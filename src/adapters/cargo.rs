@@ -2,9 +2,9 @@
 //! ran, with its outcome, and lets the report tie each call to its test.
 //!
 //! Cargo and nextest run every test binary through the host target's *runner*. `configure`
-//! sets `CARGO_TARGET_<HOST TRIPLE>_RUNNER` to `<nettrap> cargo-exec` (a runner the user set in
-//! that variable is chained: `cargo-exec` runs `<their runner> <binary> <args>`; one set in
-//! `.cargo/config.toml` is overridden by the variable, as cargo always does). `exec_main` then
+//! sets `CARGO_TARGET_<HOST TRIPLE>_RUNNER` to `<nettrap> cargo-exec`. A runner the user set,
+//! in that variable or in cargo's configuration files (`config_runner`), is chained:
+//! `cargo-exec` runs `<their runner> <binary> <args>`. `exec_main` then
 //! sees each invocation and picks one of three ways:
 //!
 //! - **libtest under `cargo test`**: runs the binary with its stdout through a pipe, copies
@@ -72,10 +72,125 @@ pub fn configure(cmd: &mut Command, nettrap_exe: &Path) {
         );
         return;
     };
-    if let Some(user) = std::env::var_os(&var).filter(|v| !v.is_empty()) {
+    let user = std::env::var_os(&var)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.to_string_lossy().into_owned())
+        .or_else(|| std::env::current_dir().ok().and_then(|d| config_runner(&d)));
+    if let Some(user) = user {
         cmd.env(ENV_CHAIN, user);
     }
     cmd.env(var, format!("{exe} cargo-exec"));
+}
+
+/// The runner cargo's configuration files give the host (`[target.<triple>] runner`, or a
+/// `[target.'cfg(...)']` table whose predicate holds here), as cargo reads them: from `dir` up,
+/// then `$CARGO_HOME`; the nearest file wins. Our own runner setting overrides it, so
+/// `cargo-exec` runs the binary through it instead.
+fn config_runner(dir: &Path) -> Option<String> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    let mut files: Vec<std::path::PathBuf> = dir
+        .ancestors()
+        .flat_map(|d| [d.join(".cargo/config.toml"), d.join(".cargo/config")])
+        .collect();
+    if let Some(home) = home {
+        files.extend([home.join("config.toml"), home.join("config")]);
+    }
+    files.iter().find_map(|f| {
+        let text = std::fs::read_to_string(f).ok()?;
+        let table: toml::Table = toml::from_str(&text).ok()?;
+        let targets = table.get("target")?.as_table()?;
+        let runner = |t: &toml::Value| -> Option<String> {
+            match t.get("runner")? {
+                toml::Value::String(s) => Some(s.clone()),
+                toml::Value::Array(a) => Some(
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                _ => None,
+            }
+        };
+        targets.get(HOST_TRIPLE).and_then(runner).or_else(|| {
+            targets
+                .iter()
+                .filter(|(k, _)| {
+                    k.strip_prefix("cfg(")
+                        .is_some_and(|c| cfg_holds(c.trim_end_matches(')')))
+                })
+                .find_map(|(_, t)| runner(t))
+        })
+    })
+}
+
+/// Whether a `cfg(...)` predicate (its inside) holds for the host: `unix`, `target_os = "linux"`,
+/// `target_arch`, `target_family`, `target_env`, `target_pointer_width`, `all`, `any`, `not`.
+fn cfg_holds(expr: &str) -> bool {
+    let expr = expr.trim();
+    let args = |inner: &str| -> Vec<String> {
+        let (mut depth, mut start, mut out) = (0, 0, Vec::new());
+        for (i, c) in inner.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.push(inner[start..i].to_string());
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        if !inner[start..].trim().is_empty() {
+            out.push(inner[start..].to_string());
+        }
+        out
+    };
+    for (op, all) in [("all(", true), ("any(", false)] {
+        if let Some(inner) = expr.strip_prefix(op).and_then(|e| e.strip_suffix(')')) {
+            let parts = args(inner);
+            return if all {
+                parts.iter().all(|p| cfg_holds(p))
+            } else {
+                parts.iter().any(|p| cfg_holds(p))
+            };
+        }
+    }
+    if let Some(inner) = expr.strip_prefix("not(").and_then(|e| e.strip_suffix(')')) {
+        return !cfg_holds(inner);
+    }
+    let (key, value) = match expr.split_once('=') {
+        Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
+        None => (expr, None),
+    };
+    let host = |k: &str| -> Option<String> {
+        Some(match k {
+            "target_os" => std::env::consts::OS.into(),
+            "target_family" => std::env::consts::FAMILY.into(),
+            "target_arch" => std::env::consts::ARCH.into(),
+            "target_env" => if cfg!(target_env = "gnu") {
+                "gnu"
+            } else if cfg!(target_env = "musl") {
+                "musl"
+            } else {
+                ""
+            }
+            .into(),
+            "target_pointer_width" => (usize::BITS).to_string(),
+            "target_endian" => if cfg!(target_endian = "little") {
+                "little"
+            } else {
+                "big"
+            }
+            .into(),
+            _ => return None,
+        })
+    };
+    match value {
+        None => key == std::env::consts::FAMILY || key == std::env::consts::OS,
+        Some(v) => host(key).is_some_and(|h| h == v),
+    }
 }
 
 /// How `cargo-exec` handles one invocation.
@@ -574,6 +689,39 @@ fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timel
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cargo_config_runners_for_the_host() {
+        assert!(cfg_holds("unix"));
+        assert!(cfg_holds(
+            r#"all(target_os = "linux", target_arch = "x86_64")"#
+        ));
+        assert!(!cfg_holds("windows"));
+        assert!(cfg_holds(r#"not(target_os = "macos")"#));
+        assert!(cfg_holds(r#"any(windows, target_family = "unix")"#));
+        let dir = std::env::temp_dir().join(format!("cargo-config-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("crate/.cargo")).unwrap();
+        std::fs::write(
+            dir.join("crate/.cargo/config.toml"),
+            "[target.'cfg(windows)']\nrunner = \"wine\"\n[target.'cfg(unix)']\nrunner = [\"valgrind\", \"-q\"]\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.join("crate/src")).unwrap();
+        assert_eq!(
+            config_runner(&dir.join("crate/src")).as_deref(),
+            Some("valgrind -q")
+        );
+        std::fs::write(
+            dir.join("crate/.cargo/config.toml"),
+            format!("[target.{HOST_TRIPLE}]\nrunner = \"sudo -E\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            config_runner(&dir.join("crate")).as_deref(),
+            Some("sudo -E")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn colored_lines_parse_as_plain_ones() {
