@@ -752,6 +752,24 @@ struct Renderer {
     json_last: String,
     /// The test `-v` last named (its printer's `lastName`).
     v_last: String,
+    /// The last line was part of a `t.Log` message (its next lines are indented by 8).
+    in_log: bool,
+}
+
+/// Whether `line` is the first line of a `t.Log` message: `    file_test.go:12: ...`.
+fn log_head(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(INDENT) else {
+        return false;
+    };
+    let Some(colon) = rest.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (file, after) = (&rest[..colon], &rest[colon + 1..]);
+    let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+    file.ends_with(b".go")
+        && !file.contains(&b' ')
+        && digits > 0
+        && after.get(digits) == Some(&b':')
 }
 
 impl Renderer {
@@ -761,6 +779,7 @@ impl Renderer {
             open: Vec::new(),
             json_last: String::new(),
             v_last: String::new(),
+            in_log: false,
         }
     }
 
@@ -850,8 +869,13 @@ impl Renderer {
                     }
                     return;
                 }
-                // PASS, FAIL and anything else framed: shown as is.
-                out.extend_from_slice(body);
+                // The final PASS / FAIL: shown without the framing byte; anything else that
+                // begins with one is the program's own bytes, shown as they came.
+                if text.starts_with("PASS") || text.starts_with("FAIL") {
+                    out.extend_from_slice(body);
+                } else {
+                    out.extend_from_slice(line);
+                }
             }
         }
     }
@@ -873,7 +897,11 @@ impl Renderer {
     /// anything the program printed itself.
     fn unframed(&mut self, line: &[u8], out: &mut Vec<u8>) {
         let current = self.find(&self.json_last.clone());
-        let is_log = line.starts_with(INDENT) && line.ends_with(b"\n");
+        // A log line: `    file.go:N: msg`, and the lines of the same message after it
+        // (indented by 8). An indented line the test printed itself is its own output.
+        let is_log = line.ends_with(b"\n")
+            && (log_head(line) || self.in_log && line.starts_with(b"        "));
+        self.in_log = is_log;
         match (current, is_log) {
             (Some(i), true) => match self.mode {
                 Mode::Quiet => self.open[i].1.extend_from_slice(line),
@@ -904,6 +932,16 @@ mod tests {
 
     fn v(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn log_lines_are_told_from_indented_output() {
+        assert!(log_head(
+            b"    dial_test.go:18: dial 127.0.0.1:9: refused\n"
+        ));
+        assert!(!log_head(b"    row 1: 42\n"));
+        assert!(!log_head(b"    see main.go for details: 3\n"));
+        assert!(!log_head(b"dial_test.go:18: x\n"));
     }
 
     #[test]
