@@ -605,6 +605,13 @@
     const execArgv = process.execArgv || [];
     const inTestFile = typeof process.env.NODE_TEST_CONTEXT === 'string';
     if (!inTestFile && !execArgv.includes('--test')) return;
+    if (inTestFile) {
+      // NODE_TEST_CONTEXT is inherited by every process a test starts: only the test file's
+      // own process (the first to see it) pays for the hook; the others see its pid here.
+      const owner = process.env.NETTRAP_NODE_TEST_FILE;
+      if (owner && owner !== String(process.pid)) return;
+      process.env.NETTRAP_NODE_TEST_FILE = String(process.pid);
+    }
     const tests = [];
     require('async_hooks')
       .createHook({
