@@ -53,9 +53,8 @@ fn recorded(category: &str, port: u64) -> Vec<CallRow> {
     vec![t(category, "127.0.0.1", port, "tcp", "-", "recorded", 1)]
 }
 
-/// Calls, outcomes and listing that hold for `cargo test` whatever the thread count; with
-/// `one_at_a_time` (`--test-threads=1`), a named helper thread's call is placed by time too.
-fn assert_cargo_test_report(r: &Run, one_at_a_time: bool) {
+/// Calls, outcomes and listing that hold for `cargo test` whatever the thread count.
+fn assert_cargo_test_report(r: &Run) {
     assert_eq!(r.report["runner"], "cargo");
     assert_eq!(r.report["runners"], serde_json::json!(["cargo"]));
     assert_eq!(
@@ -84,43 +83,35 @@ fn assert_cargo_test_report(r: &Run, one_at_a_time: bool) {
         r.calls(Some(&it("dial_then_fail"))),
         recorded("other", 11212)
     );
-    for quiet in ["net::no_calls", "net::database_ignored"] {
+    for quiet in [
+        "net::no_calls",
+        "net::database_ignored",
+        "net::from_named_thread",
+    ] {
         assert_eq!(r.calls(Some(&lib(quiet))), vec![], "{quiet}");
     }
+    // A named helper thread (not the test's name), and the doc-test (rustdoc's own binary):
+    // unattributed, with their processes.
     let un = r.report["unattributed"].as_array().unwrap();
-    if one_at_a_time {
-        // One test at a time: the helper thread's call, made while its test ran, is the test's.
-        assert_eq!(
-            r.calls(Some(&lib("net::from_named_thread"))),
-            recorded("mongodb", 27017)
-        );
-        assert_eq!(r.calls(None).len(), 1, "only the doc-test's: {un:?}");
-    } else {
-        assert_eq!(r.calls(Some(&lib("net::from_named_thread"))), vec![]);
-    }
-    // A named helper thread (not the test's name) of parallel tests, and the doc-test
-    // (rustdoc's own binary): unattributed, with their processes.
     let port_of = |p: u64| {
         un.iter()
             .find(|c| c["port"] == p)
             .unwrap_or_else(|| panic!("no unattributed call to {p}: {un:?}"))
     };
-    if !one_at_a_time {
-        assert!(
-            port_of(27017)["process"]["cmdline"]
-                .as_str()
-                .unwrap()
-                .contains("nettrap_rust_fixture-")
-        );
-        assert_eq!(port_of(27017)["process"]["role"], LIB);
-        assert_eq!(r.calls(None).len(), 2, "{un:?}");
-    }
+    assert!(
+        port_of(27017)["process"]["cmdline"]
+            .as_str()
+            .unwrap()
+            .contains("nettrap_rust_fixture-")
+    );
+    assert_eq!(port_of(27017)["process"]["role"], LIB);
     assert!(
         port_of(8125)["process"]["cmdline"]
             .as_str()
             .unwrap()
             .contains("rust_out")
     );
+    assert_eq!(r.calls(None).len(), 2, "{un:?}");
     let mut want: Vec<(String, String)> = [
         (lib("net::cache_get"), "passed"),
         (lib("net::database_ignored"), "skipped"),
@@ -247,7 +238,7 @@ fn cargo_test_in_parallel_attributes_every_call_by_thread_name() {
         "2",
     ];
     let r = run_cargo("cargo-parallel", &[], &[], &command);
-    assert_cargo_test_report(&r, false);
+    assert_cargo_test_report(&r);
     // libtest prints no start when tests run in parallel and gives no durations.
     assert!(r.test(&lib("net::no_calls"))["duration_s"].is_null());
     // search_index_a and _b share their thread name (`net::search_ind`); _b dials long after
@@ -270,7 +261,7 @@ fn cargo_test_in_parallel_attributes_every_call_by_thread_name() {
 fn cargo_test_one_thread_at_a_time() {
     let command = ["cargo", "test", "--no-fail-fast", "--", "--test-threads=1"];
     let r = run_cargo("cargo-serial", &[], &[], &command);
-    assert_cargo_test_report(&r, true);
+    assert_cargo_test_report(&r);
     // One at a time libtest prints each test's name before running it: durations.
     let b = r.test(&lib("net::search_index_b"));
     let d = b["duration_s"].as_f64().unwrap();
@@ -297,7 +288,7 @@ fn cargo_test_under_the_seccomp_engine() {
         "2",
     ];
     let r = run_cargo("cargo-seccomp", &["--engine", "seccomp"], &[], &command);
-    assert_cargo_test_report(&r, false);
+    assert_cargo_test_report(&r);
 }
 
 /// The fixture's test binaries: (binary id, path).

@@ -511,7 +511,7 @@ impl Timeline {
                 Some(pp) if pp > 1 && pp != p => p = pp,
                 _ => break,
             }
-            if !self.process_scopes.contains_key(&p) && !self.named.contains_key(&p) {
+            if !self.process_scopes.contains_key(&p) {
                 continue;
             }
             let up = self.attribute(p, p, t, None, b"");
@@ -561,10 +561,7 @@ impl Timeline {
                 .process_scopes
                 .get(&pid)
                 .map_or(0, |s| s.previous_end(t));
-            if let Some(a) = self
-                .by_thread_name(pid, t, thread)
-                .or_else(|| self.by_named_interval(pid, t))
-            {
+            if let Some(a) = self.by_thread_name(pid, t, thread) {
                 return Attribution { fixture, ..a };
             }
             if self.has_scope(pid, tid) && recorded.is_none() {
@@ -695,22 +692,6 @@ impl Timeline {
                 Some(attribution(first, concurrent))
             }
         }
-    }
-
-    /// A thread-named process whose tests ran one at a time (a `start` per test): the test
-    /// running at `t`, for calls no thread name places (a helper thread with a name of its own,
-    /// the main thread, a child process).
-    fn by_named_interval(&self, pid: u32, t: u64) -> Option<Attribution> {
-        let tests = self.named.get(&pid)?;
-        let running = tests
-            .iter()
-            .filter(|n| n.start.is_some_and(|s| s <= t) && t <= n.end)
-            .max_by_key(|n| n.start)?;
-        Some(Attribution {
-            test: Some(running.name.clone()),
-            since: running.start.unwrap_or(0),
-            ..Attribution::default()
-        })
     }
 
     /// The call site written just before a call on the same thread, not before `since` (the
@@ -931,12 +912,6 @@ mod tests {
         );
         let b = s.attribute(5, 7, 25, None, b"net::search_ind");
         assert_eq!(b.test.as_deref(), Some("c net::search_index_b"));
-        // A helper thread with a name of its own, one test at a time: the test running then;
-        // and a child process of the binary, through its parent.
-        let h = s.attribute(5, 8, 15, None, b"my-helper");
-        assert_eq!(h.test.as_deref(), Some("c net::search_index_a"));
-        let child = s.attribute_in_tree(9, 9, 25, None, b"", |p| (p == 9).then_some(5));
-        assert_eq!(child.test.as_deref(), Some("c net::search_index_b"));
         assert_eq!(s.tests["c net::search_index_a"].duration_s, Some(10e-9));
     }
 }
