@@ -367,25 +367,31 @@ fn wait(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
 }
 
 /// nextest's process per test: start, the binary (with `NETTRAP_TEST`), end.
+/// Starts the test binary; on failure says why in one line and gives the exit status a shell
+/// would (127 not found, 126 not executable).
+fn spawn(cmd: &mut Command, program: &OsString) -> Result<std::process::Child, u8> {
+    cmd.spawn().map_err(|e| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "nettrap: cargo adapter: cannot run {}: {e}",
+            program.to_string_lossy()
+        );
+        if e.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        }
+    })
+}
+
 fn nextest_one(argv: &[OsString], id: String, mut timeline: Timeline) -> u8 {
     use serde_json::json;
     let t0 = go::now_ns();
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).env("NETTRAP_TEST", &id);
-    let mut child = match cmd.spawn() {
+    let mut child = match spawn(&mut cmd, &argv[0]) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "nettrap: cargo adapter: cannot run {}: {e}",
-                argv[0].to_string_lossy()
-            );
-            return if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-        }
+        Err(code) => return code,
     };
     forward_signals(child.id());
     timeline.pid = child.id();
@@ -572,20 +578,9 @@ fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timel
     cmd.args(&argv[1..])
         .stdout(std::process::Stdio::from(write));
     go::install(libc::SIGCHLD, go::child_exited, false);
-    let mut child = match cmd.spawn() {
+    let mut child = match spawn(&mut cmd, &argv[0]) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "nettrap: cargo adapter: cannot run {}: {e}",
-                argv[0].to_string_lossy()
-            );
-            return if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-        }
+        Err(code) => return code,
     };
     // `cmd` holds the pipe's write end: drop it so the end of the output is seen.
     drop(cmd);
