@@ -35,6 +35,7 @@
 //! tell a binary's unit tests from the library's (`pkg`, where nextest says `pkg::bin/pkg`).
 
 use super::go::{self, Timeline};
+use crate::attribution::now_ns;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -386,7 +387,7 @@ fn spawn(cmd: &mut Command, program: &OsString) -> Result<std::process::Child, u
 
 fn nextest_one(argv: &[OsString], id: String, mut timeline: Timeline) -> u8 {
     use serde_json::json;
-    let t0 = go::now_ns();
+    let t0 = now_ns();
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).env("NETTRAP_TEST", &id);
     let mut child = match spawn(&mut cmd, &argv[0]) {
@@ -398,7 +399,7 @@ fn nextest_one(argv: &[OsString], id: String, mut timeline: Timeline) -> u8 {
     timeline.write(json!({"ev": "start", "t": t0, "test": id, "runner": "nextest"}));
     timeline.write(json!({"ev": "process", "t": t0, "runner": "nextest", "role": "nextest"}));
     let status = wait(&mut child);
-    let t1 = go::now_ns();
+    let t1 = now_ns();
     go::CHILD.store(0, Ordering::Relaxed);
     let passed = status.is_some_and(|s| s.success());
     timeline.write(json!({
@@ -594,7 +595,7 @@ fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timel
         started_partial: false,
     };
     state.timeline.pid = child.id();
-    let t = go::now_ns();
+    let t = now_ns();
     // First: the calls of this process are joined by thread name (SPEC.md, `threads`).
     state
         .timeline
@@ -632,7 +633,7 @@ fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timel
         if n == 0 {
             break;
         }
-        let t = go::now_ns();
+        let t = now_ns();
         let chunk = &buf[..n as usize];
         // The user's output first, unchanged.
         if stdout_ok {
@@ -662,14 +663,14 @@ fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timel
             }
         }
     }
-    let t = go::now_ns();
+    let t = now_ns();
     if !pending.is_empty() && !skipping {
         let line = std::mem::take(&mut pending);
         state.line(&line, t);
     }
     let status = wait(&mut child);
     go::CHILD.store(0, Ordering::Relaxed);
-    let t = go::now_ns();
+    let t = now_ns();
     // A test started and never ended: the binary died inside it.
     if let Some(id) = state.running.take() {
         state.end(id, "failed", t);

@@ -30,6 +30,7 @@
 //! test id is `<import path>/<name>` from the nearest `go.mod` (no go.mod: the adapter steps
 //! aside). Tests still running when the binary's output ends (a crash, a timeout) end `failed`.
 
+use crate::attribution::now_ns;
 use crate::engine::seccomp::gosync::{Counters, unread};
 use std::ffi::OsString;
 use std::io::Write;
@@ -339,17 +340,6 @@ pub(super) fn exit_like(status: std::process::ExitStatus) -> u8 {
         }
         _ => 1,
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds, the clock of every timeline writer and of the engines.
-pub(super) fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The import path of the package in `dir`: the nearest `go.mod`'s module path plus the

@@ -28,6 +28,18 @@ use std::path::Path;
 
 pub const TIMELINE: &str = "timeline.jsonl";
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of every timeline writer and of the engines' call
+/// records (the shim reads the same clock), so calls and test events can be joined by time.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// How far back a call site may lie before its call.
 const SITE_WINDOW_NS: u64 = 5_000_000_000;
 

@@ -14,6 +14,7 @@
 use super::filter;
 use super::notify::{self, Listener};
 use super::target::{Target, Targets};
+use crate::attribution::now_ns;
 use nettrap_core::addr::{Dest, Transport};
 use nettrap_core::event::{Call, Log, RESULT_UNKNOWN, Source, Syscall};
 use nettrap_core::msg;
@@ -77,17 +78,6 @@ impl Abi {
         };
         (word(0, self.ptr_len), word(self.ptr_len, 4))
     }
-}
-
-/// CLOCK_MONOTONIC, the clock of every event log and timeline writer.
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A thread's name (`/proc/<tgid>/task/<tid>/comm`, without its newline); empty if unreadable.
