@@ -13,7 +13,6 @@
 //!   in a test file's process.
 //! - Go (`go test`): `go`, which rewrites the command so test binaries run under
 //!   `nettrap go-exec`, which reads their test2json markers into the timeline.
-//!
 //! - Rust (`cargo test`, cargo-nextest): `cargo`, which makes cargo run test binaries through
 //!   `nettrap cargo-exec` (the host's target runner), which reads libtest's result lines.
 //!
