@@ -900,7 +900,7 @@ fn vitest_under_nettrap_run() {
         );
         assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
         assert!(
-            run.stdout().contains("4 passed | 1 skipped (5)"),
+            run.stdout_plain().contains("4 passed | 1 skipped (5)"),
             "{}",
             run.stdout()
         );

@@ -185,6 +185,26 @@ impl Run {
     pub fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.out.stdout).into_owned()
     }
+    /// stdout without terminal colour escapes: runners colour their output when `CI` is set
+    /// (picocolors, chalk), whatever the terminal.
+    pub fn stdout_plain(&self) -> String {
+        let mut plain = String::new();
+        let text = self.stdout();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '\x1b' {
+                plain.push(c);
+                continue;
+            }
+            if chars.next_if_eq(&'[').is_some() {
+                // CSI: parameters and intermediates up to one final byte in @..~.
+                while chars.next().is_some_and(|c| !('@'..='~').contains(&c)) {}
+            } else {
+                chars.next();
+            }
+        }
+        plain
+    }
 
     /// Calls of one test (or `None`: unattributed) as comparable tuples:
     /// (category, address, port, transport, phase, verdict, count).
