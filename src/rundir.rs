@@ -2,7 +2,8 @@
 //!
 //! `policy.bin` holds the compiled policy (mapped read-only by the shim), `events.log` the
 //! event log every intercepting process appends to (format: `nettrap_core::event`), and
-//! `timeline.jsonl` what runner adapters say the runner did (format: `attribution/SPEC.md`). The shim
+//! `timeline.jsonl` what runner adapters say the runner did (format: `attribution/SPEC.md`),
+//! `unobserved` the calls a shim could not count in the log (see [`UNOBSERVED`]). The shim
 //! finds the directory through `NETTRAP_RUN_DIR`. The directory is removed when the run ends
 //! unless `NETTRAP_KEEP_RUN_DIR` is set.
 
@@ -18,6 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const ENV_RUN_DIR: &str = "NETTRAP_RUN_DIR";
+/// One byte (an `event::Unobserved` value) per call a shim let pass without being able to map
+/// even the event log's header: appended with O_APPEND, no mapping needed.
+pub const UNOBSERVED: &str = "unobserved";
 
 pub struct RunDir {
     path: PathBuf,
@@ -141,7 +145,14 @@ impl RunDir {
         buf.resize(used, 0);
         f.read_exact(&mut buf[event::HEADER_LEN..])
             .context("cannot read the event log")?;
-        event::decode(&buf).map_err(|e| anyhow::anyhow!("{e}"))
+        let mut decoded = event::decode(&buf).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Calls counted by shims that could not map the log header (see event::Unobserved).
+        if let Ok(bytes) = fs::read(self.path.join(UNOBSERVED)) {
+            for b in bytes {
+                decoded.add_unobserved(b);
+            }
+        }
+        Ok(decoded)
     }
 }
 

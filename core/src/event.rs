@@ -38,6 +38,9 @@ const OFF_DROPPED: usize = 32;
 /// Slots backed by allocated disk blocks (see [`Log::set_allocated`]). Writing a page of a
 /// sparse shared mapping whose filesystem is full raises SIGBUS, so writers never go past it.
 const OFF_ALLOCATED: usize = 40;
+/// Per-cause counters of calls an engine let pass without deciding or recording them
+/// ([`Unobserved`]): `CAUSES` u64s.
+const OFF_UNOBSERVED: usize = 64;
 
 const KIND_CALL: u8 = 1;
 const KIND_PROCESS: u8 = 2;
@@ -81,6 +84,45 @@ impl Syscall {
             Syscall::Sendmmsg => "sendmmsg",
             Syscall::IoUringSetup => "io_uring_setup",
         }
+    }
+}
+
+/// Why an engine let a call pass without deciding or recording it. Each is counted (in the log
+/// header, or, when a shim could not even map that, one byte per call in the run directory's
+/// `unobserved` file), reported as `lost.unobserved`, and fails an enforce run unless another
+/// engine saw the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Unobserved {
+    /// The shim could not map the run's files (a memory limit, no descriptor left, files
+    /// missing): it passed the call to the kernel undecided (under `auto`, the supervisor then
+    /// sees it).
+    ShimUnmapped = 1,
+    /// The supervisor could not read the caller's memory (the destination), and let the call go.
+    SupervisorUnreadable = 2,
+}
+
+/// Slots for [`Unobserved`] causes, indexed by their value (0 unused; room for new causes).
+pub const CAUSES: usize = 8;
+
+impl Unobserved {
+    pub const ALL: [Unobserved; 2] = [Unobserved::ShimUnmapped, Unobserved::SupervisorUnreadable];
+
+    pub fn from_u8(v: u8) -> Option<Unobserved> {
+        Unobserved::ALL.into_iter().find(|c| *c as u8 == v)
+    }
+
+    /// The name the report gives the cause.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unobserved::ShimUnmapped => "shim_unmapped",
+            Unobserved::SupervisorUnreadable => "supervisor_unreadable",
+        }
+    }
+
+    /// Was the call passed on to the kernel where, under `auto`, the supervisor sees it?
+    pub fn seen_by_supervisor_under_auto(self) -> bool {
+        matches!(self, Unobserved::ShimUnmapped)
     }
 }
 
@@ -252,6 +294,12 @@ impl Log {
         self.counter(OFF_ALLOCATED).load(Ordering::Acquire)
     }
 
+    /// Counts one call let pass without a decision or record (see [`Unobserved`]).
+    pub fn count_unobserved(&self, cause: Unobserved) {
+        self.counter(OFF_UNOBSERVED + 8 * cause as usize)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Publishes that the file's blocks for the first `slots` slots are allocated.
     pub fn set_allocated(&self, slots: u64) {
         self.counter(OFF_ALLOCATED)
@@ -388,6 +436,29 @@ mod decode {
         pub dropped: u64,
         /// Reserved slots never committed (a writer died mid-record, or is still writing).
         pub torn: u64,
+        /// Calls let pass without a decision or record, indexed by [`Unobserved`] value.
+        pub unobserved: [u64; CAUSES],
+    }
+
+    impl Decoded {
+        /// Counts one call the header could not hold (the `unobserved` file's bytes).
+        pub fn add_unobserved(&mut self, cause: u8) {
+            let i = if (cause as usize) < CAUSES {
+                cause as usize
+            } else {
+                0
+            };
+            self.unobserved[i] += 1;
+        }
+
+        /// (cause, count) for every cause counted at least once; unknown causes are counted
+        /// under slot 0 and not listed here.
+        pub fn unobserved_by_cause(&self) -> impl Iterator<Item = (Unobserved, u64)> + '_ {
+            Unobserved::ALL
+                .into_iter()
+                .map(|c| (c, self.unobserved[c as usize]))
+                .filter(|(_, n)| *n > 0)
+        }
     }
 
     /// How many bytes of the file hold the header and every reserved slot.
@@ -424,6 +495,9 @@ mod decode {
             dropped: u64_at(file, OFF_DROPPED),
             ..Decoded::default()
         };
+        for (i, n) in out.unobserved.iter_mut().enumerate() {
+            *n = u64_at(file, OFF_UNOBSERVED + 8 * i);
+        }
         let slots = (file.len() - HEADER_LEN) / SLOT_LEN;
         let reserved = (u64_at(file, OFF_CURSOR) as usize).min(slots);
         let tag_at = |i: usize| u32_at(file, HEADER_LEN + i * SLOT_LEN);
@@ -579,9 +653,20 @@ mod decode {
                 log.append_call(&call, &vec![b'b'; 2000], b"", b"")
                     .is_none()
             );
+            log.count_unobserved(Unobserved::SupervisorUnreadable);
             let bytes = unsafe { core::slice::from_raw_parts(base, file_len(cap) as usize) };
-            let d = decode(&bytes[..used_len(bytes).unwrap()]).unwrap();
+            let mut d = decode(&bytes[..used_len(bytes).unwrap()]).unwrap();
             assert_eq!((d.records.len(), d.torn, d.dropped), (2, 1, 1));
+            d.add_unobserved(Unobserved::ShimUnmapped as u8);
+            d.add_unobserved(200);
+            assert_eq!(
+                d.unobserved_by_cause().collect::<Vec<_>>(),
+                vec![
+                    (Unobserved::ShimUnmapped, 1),
+                    (Unobserved::SupervisorUnreadable, 1)
+                ]
+            );
+            assert_eq!(d.unobserved[0], 1);
             let Record::Call(c) = &d.records[1] else {
                 panic!("not a call")
             };
