@@ -178,6 +178,8 @@ pub struct LogMapping {
 
 // SAFETY: the mapping is shared memory written only through nettrap_core's atomic protocol.
 unsafe impl Send for LogMapping {}
+// SAFETY: as for Send: through `&LogMapping` the mapping is only read, or appended to
+// atomically through event::Log.
 unsafe impl Sync for LogMapping {}
 
 impl LogMapping {

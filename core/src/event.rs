@@ -242,6 +242,8 @@ pub struct Log {
 // SAFETY: all shared state in the mapping is reached through atomics (cursor, dropped, tags,
 // results) or through slots that one writer reserved for itself.
 unsafe impl Send for Log {}
+// SAFETY: as for Send: `&Log` only appends (atomics and self-reserved slots), never mutates
+// shared bytes non-atomically.
 unsafe impl Sync for Log {}
 
 /// Where a call's result goes once the real system call returns.
@@ -617,6 +619,8 @@ mod decode {
             let base = backing.as_mut_ptr().cast::<u8>();
             // SAFETY: the buffer is file_len(cap) bytes, 8-aligned, and outlives `log`.
             unsafe { core::ptr::copy_nonoverlapping(header(cap, cap).as_ptr(), base, HEADER_LEN) };
+            // SAFETY: base is that 8-aligned buffer of file_len(cap) bytes, with a valid header,
+            // alive and otherwise unused for the rest of the test.
             let log = unsafe { Log::from_raw(base, file_len(cap) as usize) }.unwrap();
             let call = Call {
                 pid: 7,
@@ -654,6 +658,7 @@ mod decode {
                     .is_none()
             );
             log.count_unobserved(Unobserved::SupervisorUnreadable);
+            // SAFETY: the same live buffer; `log` writes nothing more while `bytes` is read.
             let bytes = unsafe { core::slice::from_raw_parts(base, file_len(cap) as usize) };
             let mut d = decode(&bytes[..used_len(bytes).unwrap()]).unwrap();
             assert_eq!((d.records.len(), d.torn, d.dropped), (2, 1, 1));

@@ -35,11 +35,10 @@ impl Listener {
     pub fn recv(&self) -> io::Result<libc::seccomp_notif> {
         // SAFETY: the kernel requires a zeroed buffer; seccomp_notif is plain data.
         let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-        // SAFETY: RECV writes one seccomp_notif into req.
-        cvt(
-            unsafe { libc::ioctl(self.0.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) }
-                as libc::c_long,
-        )?;
+        // SAFETY: RECV writes one seccomp_notif into req, which lives across the call.
+        let r =
+            unsafe { libc::ioctl(self.0.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) };
+        cvt(r as libc::c_long)?;
         Ok(req)
     }
 
