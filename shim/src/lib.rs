@@ -19,7 +19,7 @@
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
-use nettrap_core::addr::{Dest, Transport};
+use nettrap_core::addr::{Address, Op, SOCKADDR_STORAGE, Transport, arg_len, decode};
 use nettrap_core::event::{self, Call, Log, Process, Source, Syscall};
 use nettrap_core::msg;
 use nettrap_core::policy::{
@@ -216,23 +216,71 @@ mod sys {
         unsafe { call(libc::SYS_getppid, 0, 0, 0, 0, 0, 0) as u32 }
     }
 
-    /// The socket's `SO_TYPE`, or None when `fd` is not a socket.
-    pub fn socket_type(fd: c_int) -> Option<c_int> {
-        let mut ty: c_int = 0;
+    /// One `SOL_SOCKET` option of `fd` that is an int, or None (not a socket).
+    fn sockopt(fd: c_int, opt: c_int) -> Option<c_int> {
+        let mut v: c_int = 0;
         let mut len = core::mem::size_of::<c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most len bytes into ty and updates len.
+        // SAFETY: getsockopt writes at most len bytes into v and updates len; both outlive the
+        // call.
         let r = unsafe {
             call(
                 libc::SYS_getsockopt,
                 fd as usize,
                 libc::SOL_SOCKET as usize,
-                libc::SO_TYPE as usize,
-                &mut ty as *mut c_int as usize,
+                opt as usize,
+                &mut v as *mut c_int as usize,
                 &mut len as *mut libc::socklen_t as usize,
                 0,
             )
         };
-        (r == 0).then_some(ty)
+        (r == 0).then_some(v)
+    }
+
+    /// The socket's domain, type and protocol, or None when `fd` is not a socket.
+    pub fn socket(fd: c_int) -> Option<nettrap_core::addr::Socket> {
+        Some(nettrap_core::addr::Socket {
+            ty: sockopt(fd, libc::SO_TYPE)?,
+            domain: sockopt(fd, libc::SO_DOMAIN)?,
+            protocol: sockopt(fd, libc::SO_PROTOCOL)?,
+        })
+    }
+
+    /// The file type bits (`S_IFMT`) of the open file `fd`, or None.
+    pub fn file_type(fd: c_int) -> Option<u32> {
+        // SAFETY: a zeroed stat is a valid out-parameter for fstat.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: fstat writes one struct stat into st, which outlives the call.
+        let r = unsafe {
+            call(
+                libc::SYS_fstat,
+                fd as usize,
+                &mut st as *mut libc::stat as usize,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+        (r == 0).then_some(st.st_mode & libc::S_IFMT)
+    }
+
+    /// Sends `buf` on socket `fd` without raising SIGPIPE.
+    ///
+    /// # Safety
+    /// `buf` must be readable for `len` bytes.
+    pub unsafe fn send(fd: c_int, buf: *const c_void, len: usize) -> isize {
+        // SAFETY: forwarded from the caller; no address, so the seccomp filter lets it pass.
+        unsafe {
+            call(
+                libc::SYS_sendto,
+                fd as usize,
+                buf as usize,
+                len,
+                libc::MSG_NOSIGNAL as usize,
+                0,
+                0,
+            ) as isize
+        }
     }
 }
 
@@ -591,48 +639,68 @@ fn current_test() -> Option<(&'static [u8], Phase)> {
     found.into_iter().flatten().next().map(test_id::split)
 }
 
-fn socket_transport(fd: c_int) -> Option<Transport> {
-    sys::socket_type(fd).map(Transport::from_sock_type)
+/// Writes the denial line to stderr only when stderr is where a person or a log reads it (a
+/// terminal, a pipe, a socket): a program that pointed fd 2 at a file of its own gets nothing
+/// written into that file (the denial is in the report all the same).
+fn tell(line: &[u8]) {
+    let ptr = line.as_ptr().cast::<c_void>();
+    // A failed or short write is ignored on purpose.
+    match sys::file_type(2) {
+        // SAFETY: writing our own buffer of line.len() bytes.
+        Some(libc::S_IFCHR | libc::S_IFIFO) => unsafe { sys::write(2, ptr, line.len()) },
+        // SAFETY: as above.
+        Some(libc::S_IFSOCK) => unsafe { sys::send(2, ptr, line.len()) },
+        _ => 0,
+    };
 }
 
 /// # Safety
 /// Same contract as connect(2).
 unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
     let saved_errno = errno();
-    let dest = if addr.is_null() || (len as usize) < 2 {
-        None
-    } else {
-        // Copied through the kernel: an invalid address must give the program EFAULT from the
-        // real connect, not a crash here.
-        let mut sa = [0u8; 28];
-        let n = (len as usize).min(sa.len());
+    // The address as the kernel copies it: every declared byte, at most 128 (a longer or
+    // negative length fails with EINVAL). Copied through the kernel: an invalid address must give
+    // the program EFAULT from the real connect, not a crash here.
+    let mut buf = [0u8; SOCKADDR_STORAGE];
+    let sa = arg_len(len as u64).and_then(|n| {
+        if n == 0 {
+            return Some(&buf[..0]);
+        }
         // Fast path: a sockaddr in the same page as this frame's own buffer lies on this
         // thread's live stack, so it is mapped; anything else goes through the kernel.
-        let here = sa.as_ptr() as usize;
+        let here = buf.as_ptr() as usize;
         let (a, page_end) = (addr as usize, (here | 0xfff) + 1);
         let copied = if a >= here && a.checked_add(n).is_some_and(|end| end <= page_end) {
             // SAFETY: [a, a+n) lies between a local of this frame and the end of its page.
-            unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), sa.as_mut_ptr(), n) };
+            unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n) };
             true
         } else {
-            sys::copy_from_self(a, &mut sa[..n])
+            sys::copy_from_self(a, &mut buf[..n])
         };
-        copied.then(|| Dest::from_sockaddr(&sa[..n])).flatten()
-    };
-    let (Some(dest), true) = (dest, dest.is_some() && init()) else {
+        copied.then_some(&buf[..n])
+    });
+    // Not a destination on any socket (AF_UNIX, a short or unreadable address): nothing to
+    // decide, and no need to map the run's files.
+    let candidate =
+        sa.is_some_and(|sa| matches!(decode(Op::Connect, None, Some(sa)), Address::Inet(_)));
+    if !candidate || !init() {
         set_errno(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, false) };
-    };
+    }
     // SAFETY: init() succeeded, so POLICY points to a valid, permanently mapped policy.
     let policy = unsafe { &*POLICY.load(Ordering::Acquire) };
     let marked = policy.flags & FLAG_SECCOMP_BACKSTOP != 0;
-    // Not a socket (EBADF, ENOTSOCK): nothing to decide; the real call reports the error.
-    let Some(transport) = socket_transport(fd) else {
+    // Not a socket (EBADF, ENOTSOCK), or an address this socket does not take as a destination
+    // (EAFNOSUPPORT, EINVAL, AF_UNSPEC): nothing to decide; the real call gives its answer.
+    let sock = sys::socket(fd);
+    let Some((sock, Address::Inet(dest))) = sock.map(|s| (s, decode(Op::Connect, Some(s), sa)))
+    else {
         set_errno(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, marked) };
     };
+    let transport = Transport::from_sock_type(sock.ty);
     // SAFETY: init() succeeded: LOG_BASE/LOG_LEN describe a permanent shared mapping.
     let Some(log) = (unsafe {
         Log::from_raw(
@@ -695,8 +763,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
             pid,
             rule,
         );
-        // SAFETY: writing our own buffer to fd 2; a failed write is ignored on purpose.
-        unsafe { sys::write(2, line.as_ptr().cast::<c_void>(), n) };
+        tell(&line[..n]);
         if let Some(cell) = cell {
             cell.set(decision.errno);
         }

@@ -115,36 +115,114 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
 }
 
-/// The `SO_TYPE` of descriptor `fd` in the process behind `pidfd`.
-pub fn socket_type(pidfd: &OwnedFd, fd: RawFd) -> Option<i32> {
-    let sock = pidfd_getfd(pidfd, fd).ok()?;
-    let mut ty: libc::c_int = 0;
+/// Which socket a descriptor is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SocketId {
+    /// The socket's inode (`socket:[N]`): unique while the socket lives, never the same for two
+    /// sockets in practice (a 32-bit counter per boot).
+    Inode(u64),
+    /// Only the descriptor number, when the inode could not be read.
+    Fd(RawFd),
+}
+
+/// A trapped process's socket, as the supervisor sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct SocketInfo {
+    /// Domain, type and protocol; `None` when the socket could not be borrowed.
+    pub kind: Option<nettrap_core::addr::Socket>,
+    pub id: SocketId,
+}
+
+fn sockopt(fd: RawFd, opt: libc::c_int) -> Option<i32> {
+    let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most len bytes into ty.
+    // SAFETY: getsockopt writes at most len bytes into v and updates len; both outlive the call.
     let r = unsafe {
         libc::getsockopt(
-            sock.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut ty as *mut libc::c_int).cast(),
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
             &mut len,
         )
     };
-    (r == 0).then_some(ty)
+    (r == 0).then_some(v)
+}
+
+/// Descriptor `fd` of process `tgid` (behind `pidfd`), if it is a socket: borrowed through the
+/// pidfd (domain, type, protocol, inode), else its inode from `/proc/<tgid>/fd/<fd>`.
+pub fn socket_info(pidfd: &OwnedFd, tgid: u32, fd: RawFd) -> Option<SocketInfo> {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(sock) = pidfd_getfd(pidfd, fd) {
+        let raw = sock.as_raw_fd();
+        let kind = nettrap_core::addr::Socket {
+            ty: sockopt(raw, libc::SO_TYPE)?,
+            domain: sockopt(raw, libc::SO_DOMAIN)?,
+            protocol: sockopt(raw, libc::SO_PROTOCOL)?,
+        };
+        let ino = std::fs::File::from(sock).metadata().ok()?.ino();
+        return Some(SocketInfo {
+            kind: Some(kind),
+            id: SocketId::Inode(ino),
+        });
+    }
+    let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok()?;
+    let ino = link
+        .to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    Some(SocketInfo {
+        kind: None,
+        id: SocketId::Inode(ino),
+    })
 }
 
 /// Writes `msg` to the stderr of process `tgid`, so a denial shows up where the test's output
-/// is captured (pytest's capture, a CI log). The descriptor is opened anew through /proc (its
-/// own open file description): non-blocking, so a full pipe drops the line instead of stalling
-/// the supervisor and every process waiting on it; appending, so a capture file's contents stay.
-pub fn write_to_stderr_of(tgid: u32, msg: &[u8]) {
+/// is captured (pytest's capture, a CI log), but only when that stderr is a terminal, a pipe or
+/// a socket: a program that pointed fd 2 at a file of its own gets nothing written into it (the
+/// denial is in the report all the same).
+///
+/// A terminal or pipe is opened anew through /proc (its own open file description):
+/// non-blocking, so a full pipe drops the line instead of stalling the supervisor and every
+/// process waiting on it. A socket cannot be opened that way: it is borrowed through the pidfd
+/// and sent to without blocking and without SIGPIPE.
+pub fn write_to_stderr_of(tgid: u32, pidfd: Option<&OwnedFd>, msg: &[u8]) {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let opened = std::fs::OpenOptions::new()
-        .append(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(format!("/proc/{tgid}/fd/2"));
-    if let Ok(mut f) = opened {
-        let _ = f.write(msg);
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    let path = format!("/proc/{tgid}/fd/2");
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return;
+    };
+    let kind = meta.file_type();
+    if kind.is_char_device() || kind.is_fifo() {
+        let opened = std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path);
+        // Still the same file (fd 2 may have been replaced in between).
+        if let Ok(mut f) = opened
+            && f.metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+        {
+            let _ = f.write(msg);
+        }
+    } else if kind.is_socket()
+        && let Some(sock) = pidfd.and_then(|p| pidfd_getfd(p, 2).ok())
+    {
+        let sock = std::fs::File::from(sock);
+        if sock.metadata().is_ok_and(|m| m.file_type().is_socket()) {
+            // SAFETY: sends msg.len() bytes from msg on a descriptor we own; a failed or short
+            // send is ignored on purpose.
+            unsafe {
+                libc::send(
+                    sock.as_raw_fd(),
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+        }
     }
 }

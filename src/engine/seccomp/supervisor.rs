@@ -15,18 +15,16 @@ use super::filter;
 use super::notify::{self, Listener};
 use super::target::{Target, Targets};
 use crate::attribution::now_ns;
-use nettrap_core::addr::{Dest, Transport};
+use nettrap_core::addr::{self, Address, Dest, Transport};
 use nettrap_core::event::{Call, Log, RESULT_UNKNOWN, Source, Syscall};
 use nettrap_core::msg;
 use nettrap_core::policy::{Action, CompiledPolicy, Decision, FLAG_THREAD_NAMES};
 use nettrap_core::test_id::Phase;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 const MSG_FASTOPEN: u64 = 0x2000_0000;
-/// Bytes of a sockaddr worth reading (sockaddr_in6 is 28).
-const SOCKADDR_MAX: usize = 28;
 const SENDMMSG_MAX: usize = 1024;
 
 /// What the supervisor needs, owned by its thread.
@@ -39,13 +37,49 @@ pub struct Context {
     pub refuse_io_uring: bool,
 }
 
+/// One address a trapped call hands the kernel, as the kernel copies it from the caller's
+/// memory: `Ok(None)` for no address, `Err(())` when the kernel fails the call for it (a bad
+/// length: EINVAL; unreadable: EFAULT).
+type Given = Result<Option<Vec<u8>>, ()>;
+
 /// What one trapped call asks for.
 struct Found {
     syscall: Syscall,
     fd: i32,
-    dests: Vec<Dest>,
-    /// A TCP Fast Open send: a connect, whatever the socket type says.
+    /// The call's addresses: one, or one per message of a sendmmsg, in order.
+    addrs: Vec<Given>,
+    /// `MSG_FASTOPEN`: on a TCP socket, a connect carrying data.
     fastopen: bool,
+}
+
+impl Found {
+    fn op(&self) -> addr::Op {
+        match self.syscall {
+            Syscall::Connect => addr::Op::Connect,
+            _ => addr::Op::Send {
+                fastopen: self.fastopen,
+            },
+        }
+    }
+
+    /// The call's destinations on socket `sock` (`None`: not known), without repeats. The
+    /// kernel stops a sendmmsg at the first message it fails, so an address it rejects ends the
+    /// list.
+    fn dests(&self, sock: Option<addr::Socket>) -> Vec<Dest> {
+        let mut dests = Vec::new();
+        for given in &self.addrs {
+            let address = match given {
+                Ok(bytes) => addr::decode(self.op(), sock, bytes.as_deref()),
+                Err(()) => Address::Rejected,
+            };
+            match address {
+                Address::Inet(d) if !dests.contains(&d) => dests.push(d),
+                Address::Inet(_) | Address::NotInet => {}
+                Address::Rejected => break,
+            }
+        }
+        dests
+    }
 }
 
 /// Layout of `struct msghdr` / `struct mmsghdr` for an ABI: the name pointer is first, its
@@ -89,12 +123,23 @@ fn thread_name(tgid: u32, tid: u32) -> Vec<u8> {
     name
 }
 
-fn sockaddr_at(pid: u32, addr: u64, len: u64) -> Option<Dest> {
-    let len = (len as usize).min(SOCKADDR_MAX);
-    if len < 2 {
-        return None;
+/// The `len` bytes of address at `ptr` in process `pid`, as the kernel copies them; `len` as
+/// [`addr::arg_len`] or [`addr::msg_name_len`] give it (`None`: the kernel fails the call).
+fn copy_addr(pid: u32, ptr: u64, len: Option<usize>) -> Result<Vec<u8>, ()> {
+    match len {
+        None => Err(()),
+        Some(0) => Ok(Vec::new()),
+        Some(n) => notify::read_mem(pid, ptr, n).ok_or(()),
     }
-    Dest::from_sockaddr(&notify::read_mem(pid, addr, len)?)
+}
+
+/// The address of a `msghdr` image.
+fn msg_addr(pid: u32, abi: &Abi, hdr: &[u8]) -> Given {
+    let (ptr, namelen) = abi.msg_name(hdr);
+    match addr::msg_name_len(ptr, namelen as u32) {
+        Some(0) => Ok(None),
+        len => copy_addr(pid, ptr, len).map(Some),
+    }
 }
 
 /// The network operations, whatever their number in each ABI.
@@ -142,37 +187,41 @@ fn find(req: &libc::seccomp_notif) -> Option<Found> {
         (&X86_64, op, req.data.args)
     };
     let fd = a[0] as i32;
-    let found = |syscall, dests: Vec<Dest>, fastopen| {
+    let found = |syscall, addrs: Vec<Given>, fastopen| {
         Some(Found {
             syscall,
             fd,
-            dests,
+            addrs,
             fastopen,
         })
     };
     match op {
+        // connect hands the protocol its address whatever the pointer (NULL with a length fails
+        // the copy: EFAULT).
         Op::Connect => found(
             Syscall::Connect,
-            sockaddr_at(pid, a[1], a[2]).into_iter().collect(),
+            vec![copy_addr(pid, a[1], addr::arg_len(a[2])).map(Some)],
             false,
         ),
-        Op::Sendto => found(
-            Syscall::Sendto,
-            sockaddr_at(pid, a[4], a[5]).into_iter().collect(),
-            a[3] & MSG_FASTOPEN != 0,
-        ),
+        Op::Sendto => {
+            let given = if a[4] == 0 {
+                Ok(None)
+            } else {
+                copy_addr(pid, a[4], addr::arg_len(a[5])).map(Some)
+            };
+            found(Syscall::Sendto, vec![given], a[3] & MSG_FASTOPEN != 0)
+        }
         Op::Sendmsg => {
             let hdr = notify::read_mem(pid, a[1], abi.msghdr_len)?;
-            let (ptr, len) = abi.msg_name(&hdr);
             found(
                 Syscall::Sendmsg,
-                sockaddr_at(pid, ptr, len).into_iter().collect(),
+                vec![msg_addr(pid, abi, &hdr)],
                 a[2] & MSG_FASTOPEN != 0,
             )
         }
         Op::Sendmmsg => {
             let n = (a[2] as usize).min(SENDMMSG_MAX);
-            let mut dests = Vec::new();
+            let mut addrs = Vec::new();
             // One header at a time: the kernel sends the leading messages even when the array
             // runs into unmapped memory, so those must be seen too.
             for i in 0..n {
@@ -180,22 +229,58 @@ fn find(req: &libc::seccomp_notif) -> Option<Found> {
                 let Some(h) = notify::read_mem(pid, at, abi.mmsghdr_len) else {
                     break;
                 };
-                let (ptr, len) = abi.msg_name(&h);
-                if let Some(d) = sockaddr_at(pid, ptr, len).filter(|d| !dests.contains(d)) {
-                    dests.push(d);
-                }
+                addrs.push(msg_addr(pid, abi, &h));
             }
-            found(Syscall::Sendmmsg, dests, a[3] & MSG_FASTOPEN != 0)
+            found(Syscall::Sendmmsg, addrs, a[3] & MSG_FASTOPEN != 0)
         }
+    }
+}
+
+/// Identifies one socket of one process for UDP de-duplication: the process (its pid and start
+/// time, so a reused pid is another process) and the socket (its inode, so a reused descriptor
+/// number is another socket; the descriptor number only when the inode cannot be read).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct UdpKey {
+    tgid: u32,
+    start_time: u64,
+    socket: notify::SocketId,
+    dest: Dest,
+}
+
+/// How many (socket, destination) pairs [`UdpSeen`] remembers: 2^18, about 20 MB at most.
+const UDP_SEEN_MAX: usize = 1 << 18;
+
+/// UDP destinations already recorded, per socket: a socket's first datagram to a destination is
+/// a call, its later datagrams there are not (a new socket is a new call). Bounded without ever
+/// starting over: past [`UDP_SEEN_MAX`] pairs the oldest is forgotten, so only a socket that
+/// sends again to a destination after 2^18 newer pairs were seen has that datagram recorded
+/// again.
+#[derive(Default)]
+struct UdpSeen {
+    set: HashSet<UdpKey>,
+    order: VecDeque<UdpKey>,
+}
+
+impl UdpSeen {
+    /// Whether `key` is new (and remember it).
+    fn insert(&mut self, key: UdpKey) -> bool {
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > UDP_SEEN_MAX
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
     }
 }
 
 struct Supervisor {
     ctx: Context,
     targets: Targets,
-    /// UDP destinations already recorded, per process and socket: a datagram to a destination
-    /// already seen is not a new call.
-    udp_seen: HashSet<(u32, i32, Dest)>,
+    udp_seen: UdpSeen,
     /// `go test` adapters whose test binaries' calls wait for their markers (see gosync).
     go_adapters: super::gosync::Adapters,
 }
@@ -217,7 +302,8 @@ impl Supervisor {
         if !listener.id_valid(req.id) {
             return;
         }
-        let Some(found) = found.filter(|f| !f.dests.is_empty()) else {
+        // Nothing that could be a destination on any socket: no need to look further.
+        let Some(found) = found.filter(|f| !f.dests(None).is_empty()) else {
             let _ = listener.allow(req.id);
             return;
         };
@@ -230,21 +316,23 @@ impl Supervisor {
             self.go_adapters.settle(adapter, target.ppid);
         }
         let time_ns = now_ns();
-        let transport = if found.fastopen {
-            Transport::Tcp
-        } else {
-            let ty = target
-                .pidfd
-                .as_ref()
-                .and_then(|p| notify::socket_type(p, found.fd));
-            ty.map_or(Transport::Other, Transport::from_sock_type)
-        };
-        // A send with an address on a stream socket, without Fast Open, makes no connection:
-        // the kernel ignores the address (or fails with EISCONN / ENOTCONN). Not a call.
-        if found.syscall != Syscall::Connect && !found.fastopen && transport == Transport::Tcp {
+        // The socket, borrowed while the caller waits: what it is decides which addresses are
+        // destinations (a TCP send without Fast Open makes no connection; see nettrap_core::addr).
+        let socket = target
+            .pidfd
+            .as_ref()
+            .and_then(|p| notify::socket_info(p, target.tgid, found.fd));
+        let sock = socket.as_ref().and_then(|s| s.kind);
+        let dests = found.dests(sock);
+        if dests.is_empty() {
             let _ = listener.allow(req.id);
             return;
         }
+        let transport = match sock {
+            Some(s) => Transport::from_sock_type(s.ty),
+            None if found.fastopen => Transport::Tcp,
+            None => Transport::Other,
+        };
         // The calling thread's name, read while it still waits for the answer (it may exit or
         // rename itself right after), only when the run asks for it.
         let thread = if self.ctx.policy.flags & FLAG_THREAD_NAMES != 0 {
@@ -253,8 +341,7 @@ impl Supervisor {
             Vec::new()
         };
         let test = target.test.as_ref().map(|(id, _)| id.as_slice());
-        let decisions: Vec<(Dest, Decision)> = found
-            .dests
+        let decisions: Vec<(Dest, Decision)> = dests
             .iter()
             .map(|d| (*d, self.ctx.policy.decide(d, test)))
             .collect();
@@ -269,12 +356,17 @@ impl Supervisor {
         if answered.is_err() {
             return; // interrupted: the restarted call comes back as a new notification
         }
-        let is_datagram_send =
-            transport == Transport::Udp && found.syscall != Syscall::Connect && !found.fastopen;
+        let is_datagram_send = transport == Transport::Udp && found.syscall != Syscall::Connect;
+        let socket_id = socket.map_or(notify::SocketId::Fd(found.fd), |s| s.id);
         for (dest, d) in decisions {
             if is_datagram_send
                 && d.action != Action::Deny
-                && !self.remember_udp(target.tgid, found.fd, dest)
+                && !self.udp_seen.insert(UdpKey {
+                    tgid: target.tgid,
+                    start_time: target.start_time,
+                    socket: socket_id,
+                    dest,
+                })
             {
                 continue;
             }
@@ -290,15 +382,6 @@ impl Supervisor {
                 &thread,
             );
         }
-    }
-
-    /// Whether a datagram destination is new for this process and socket. Bounded: past the
-    /// limit the set starts over (a destination may then be recorded again).
-    fn remember_udp(&mut self, tgid: u32, fd: i32, dest: Dest) -> bool {
-        if self.udp_seen.len() >= 65_536 {
-            self.udp_seen.clear();
-        }
-        self.udp_seen.insert((tgid, fd, dest))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -358,7 +441,7 @@ impl Supervisor {
             target.tgid,
             rule,
         );
-        notify::write_to_stderr_of(target.tgid, &line[..n]);
+        notify::write_to_stderr_of(target.tgid, target.pidfd.as_ref(), &line[..n]);
     }
 
     /// io_uring would carry network calls past the filter: refused in enforce runs (ENOSYS, so
@@ -410,7 +493,7 @@ pub fn run(ctx: Context, stop: OwnedFd) {
     let mut sup = Supervisor {
         ctx,
         targets: Targets::default(),
-        udp_seen: HashSet::new(),
+        udp_seen: UdpSeen::default(),
         go_adapters: Default::default(),
     };
     sup.ctx.listener.set_sync_wakeup();

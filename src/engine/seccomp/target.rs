@@ -21,6 +21,9 @@ pub struct Target {
     pub pidfd: Option<std::os::fd::OwnedFd>,
     /// The process's parent when the supervisor first met it.
     pub ppid: u32,
+    /// When the process started (field 22 of `/proc/<tgid>/stat`, clock ticks since boot): with
+    /// `tgid`, identifies the process even once its pid is reused.
+    pub start_time: u64,
     /// The `go test` adapter reading this process's test markers, from `NETTRAP_GO_SYNC` (see
     /// `gosync`).
     pub go_sync: Option<super::gosync::Adapter>,
@@ -129,15 +132,17 @@ impl Targets {
         let cmdline = read(&format!("/proc/{tid}/cmdline")).unwrap_or_default();
         let exe = std::fs::read_link(format!("/proc/{tid}/exe"))
             .map(|p| p.into_os_string().into_encoded_bytes());
-        let ppid = read(&format!("/proc/{tgid}/stat"))
-            .and_then(|s| {
-                let after = s.iter().rposition(|&b| b == b')')?;
-                std::str::from_utf8(s[after + 2..].split(|&b| b == b' ').nth(1)?)
-                    .ok()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0);
+        let tgid_stat = read(&format!("/proc/{tgid}/stat")).unwrap_or_default();
+        let ppid = (|| {
+            let s = &tgid_stat;
+            let after = s.iter().rposition(|&b| b == b')')?;
+            std::str::from_utf8(s.get(after + 2..)?.split(|&b| b == b' ').nth(1)?)
+                .ok()?
+                .parse()
+                .ok()
+        })()
+        .unwrap_or(0);
+        let start_time = parse_key(&tgid_stat).map_or(0, |k| k.start_time);
         log.append_process(
             &Process {
                 pid: tgid,
@@ -154,6 +159,7 @@ impl Targets {
             test: test_from(&environ, &cmdline),
             pidfd,
             ppid,
+            start_time,
             go_sync: super::gosync::from_environ(&environ),
         });
         if let (Some(key), Some(stat)) = (key, stat) {

@@ -1,0 +1,180 @@
+//! What the kernel accepts as a destination is what nettrap decodes: IPv6 addresses without
+//! `sin6_scope_id` (24 bytes), `AF_UNSPEC` read as IPv4 by a UDP send, lengths over 128 refused
+//! (not a call); and a datagram socket's first send to a destination is a call per socket.
+
+use crate::common::*;
+use nettrap_core::addr::{self, Address, Op, Socket};
+
+fn fx(name: &str) -> String {
+    c_fixture(name).to_str().unwrap().to_string()
+}
+
+/// (address, port, transport, syscall, verdict, count) of every grouped call, sorted.
+fn rows(run: &Run) -> Vec<(String, u64, String, String, String, u64)> {
+    let all = run.report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["calls"].as_array().unwrap().clone())
+        .chain(
+            run.report["unattributed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .cloned(),
+        );
+    let mut v: Vec<_> = all
+        .map(|c| {
+            (
+                c["address"].as_str().unwrap().to_string(),
+                c["port"].as_u64().unwrap(),
+                c["transport"].as_str().unwrap().to_string(),
+                c["syscall"].as_str().unwrap().to_string(),
+                c["verdict"].as_str().unwrap().to_string(),
+                c["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn row(
+    address: &str,
+    transport: &str,
+    syscall: &str,
+    verdict: &str,
+    count: u64,
+) -> (String, u64, String, String, String, u64) {
+    (
+        address.into(),
+        9,
+        transport.into(),
+        syscall.into(),
+        verdict.into(),
+        count,
+    )
+}
+
+#[test]
+fn short_ipv6_addresses_and_unspec_sends_are_calls_and_overlong_ones_are_not() {
+    for engine in ["preload", "seccomp", "auto"] {
+        let run = run_in(
+            &format!("addr-edge-{engine}"),
+            &repo(),
+            &["--engine", engine, "--deny", "9"],
+            &[&fx("addr_edge"), "9"],
+        );
+        assert_eq!(run.code(), 86, "{engine}: {}", run.stderr());
+        let out = run.stdout();
+        // The overlong address is the kernel's to refuse, under every engine.
+        assert!(
+            out.contains("addr_edge connect129: ret=-1 errno=EINVAL"),
+            "{engine}: {out}"
+        );
+        let mut want = vec![row("::1", "tcp", "connect", "denied", 1)];
+        if engine != "preload" {
+            // sendto is the seccomp engine's alone.
+            want.push(row("127.0.0.1", "udp", "sendto", "denied", 1));
+            want.push(row("::1", "udp", "sendto", "denied", 1));
+            assert!(
+                out.contains("addr_edge sendto24: ret=-1 errno=ECONNREFUSED")
+                    && out.contains("addr_edge unspec: ret=-1 errno=ECONNREFUSED"),
+                "{engine}: {out}"
+            );
+        }
+        want.sort();
+        assert_eq!(rows(&run), want, "{engine}");
+    }
+}
+
+/// The decoder against the running kernel: every combination the `addr_matrix` fixture tries
+/// (TCP and UDP over IPv4 and IPv6; connect, sendto, sendmsg, Fast Open; five families; lengths
+/// from -1 to 200) is a destination to nettrap exactly when the kernel acted on it.
+#[test]
+fn the_decoder_agrees_with_the_kernel() {
+    let out = isolated(&[&fx("addr_matrix"), "9"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut disagree = Vec::new();
+    let mut cases = 0;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let [sock, call, len, hex, verdict] = f[..] else {
+            panic!("bad line: {line}");
+        };
+        let s: Vec<i32> = sock.split(',').map(|v| v.parse().unwrap()).collect();
+        let sock = Socket {
+            domain: s[0],
+            ty: s[1],
+            protocol: s[2],
+        };
+        let len: i32 = len.parse().unwrap();
+        let mut bytes = vec![0u8; 256];
+        for (i, b) in bytes.iter_mut().take(hex.len() / 2).enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+        }
+        let send = Op::Send { fastopen: false };
+        let with = |op, n: Option<usize>| match n {
+            None => Address::Rejected,
+            Some(n) => addr::decode(op, Some(sock), Some(&bytes[..n])),
+        };
+        let got = match call {
+            "connect" => with(Op::Connect, addr::arg_len(len as u32 as u64)),
+            "sendto" => with(send, addr::arg_len(len as u32 as u64)),
+            "tfo" => with(
+                Op::Send { fastopen: true },
+                addr::arg_len(len as u32 as u64),
+            ),
+            "sendto-null" => addr::decode(send, Some(sock), None),
+            "sendmsg" | "sendmsg-null" => {
+                let name = if call == "sendmsg" { 0x1000 } else { 0 };
+                match addr::msg_name_len(name, len as u32) {
+                    Some(0) => addr::decode(send, Some(sock), None),
+                    n => with(send, n),
+                }
+            }
+            _ => panic!("bad call: {line}"),
+        };
+        let got = match got {
+            Address::Inet(_) => "inet",
+            Address::NotInet => "notinet",
+            Address::Rejected => "rejected",
+        };
+        cases += 1;
+        if got != verdict {
+            disagree.push(format!("{line}: nettrap says {got}"));
+        }
+    }
+    assert!(cases > 1000, "only {cases} cases:\n{text}");
+    assert!(disagree.is_empty(), "{}", disagree.join("\n"));
+}
+
+#[test]
+fn each_udp_socket_first_datagram_to_a_destination_is_a_call() {
+    for engine in ["seccomp", "auto"] {
+        let run = run_in(
+            &format!("udp-reuse-{engine}"),
+            &repo(),
+            &["--engine", engine],
+            &[&fx("udp_reuse"), "9"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        let out = run.stdout();
+        assert!(
+            out.contains("udp_reuse: fds 3 3, sent 4"),
+            "{engine}: {out}"
+        );
+        // Two sockets (the second reusing the first one's descriptor number), two datagrams
+        // each: one call per socket.
+        assert_eq!(
+            rows(&run),
+            vec![row("127.0.0.1", "udp", "sendto", "recorded", 2)],
+            "{engine}"
+        );
+    }
+}
