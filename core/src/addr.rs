@@ -213,7 +213,13 @@ pub fn decode(op: Op, sock: Option<Socket>, sa: Option<&[u8]>) -> Address {
         Op::Send { .. } => false,
     };
     let Some(family) = family else {
-        return Rejected; // shorter than a family: EINVAL everywhere
+        // raw_sendmsg takes a zero length as no address; shorter than a family is EINVAL
+        // everywhere else.
+        return if len == 0 && !ipv6 && kind == Kind::Raw && !connects {
+            NotInet
+        } else {
+            Rejected
+        };
     };
     if connects {
         if family == AF_UNSPEC {
@@ -458,5 +464,292 @@ mod tests {
             decode(Op::Connect, None, Some(&[0; 129])),
             Address::Rejected
         );
+    }
+
+    /// Property tests: random bytes, lengths and sockets never panic; the decoder agrees with
+    /// a transcription of the kernel's handlers, one function per handler (structured as the
+    /// kernel is, not as the decoder's table); real sockaddr_in/in6 round-trip.
+    mod props {
+        extern crate std;
+        use super::*;
+        use proptest::prelude::*;
+        use std::vec::Vec;
+
+        /// The kernel's handlers, as the oracle. `sa` is the copied address (present).
+        mod kernel {
+            use super::super::super::*;
+            use Address::{NotInet, Rejected};
+
+            fn family(sa: &[u8]) -> u16 {
+                u16::from_ne_bytes([sa[0], sa[1]])
+            }
+            fn tcp_v4_connect(sa: &[u8]) -> Address {
+                if sa.len() < 16 || family(sa) != AF_INET {
+                    return Rejected;
+                }
+                v4(sa)
+            }
+            fn tcp_v6_connect(sa: &[u8]) -> Address {
+                if sa.len() < 24 || family(sa) != AF_INET6 {
+                    return Rejected;
+                }
+                v6(sa)
+            }
+            fn ip4_datagram_connect(sa: &[u8]) -> Address {
+                if sa.len() < 16 || family(sa) != AF_INET {
+                    return Rejected;
+                }
+                v4(sa)
+            }
+            fn ip6_datagram_connect(sa: &[u8]) -> Address {
+                if family(sa) == AF_INET {
+                    return ip4_datagram_connect(sa);
+                }
+                if sa.len() < 24 || family(sa) != AF_INET6 {
+                    return Rejected;
+                }
+                v6(sa)
+            }
+            fn ip6_datagram_connect_v6_only(sa: &[u8]) -> Address {
+                if sa.len() < 24 || family(sa) != AF_INET6 {
+                    return Rejected;
+                }
+                ip6_datagram_connect(sa)
+            }
+            /// inet_stream_connect, inet_dgram_connect.
+            fn inet_connect(sa: &[u8], proto: fn(&[u8]) -> Address) -> Address {
+                if sa.len() < 2 {
+                    return Rejected;
+                }
+                if family(sa) == AF_UNSPEC {
+                    return NotInet;
+                }
+                proto(sa)
+            }
+            fn udp_sendmsg(sa: &[u8]) -> Address {
+                if sa.len() < 16 {
+                    return Rejected;
+                }
+                if family(sa) != AF_INET && family(sa) != AF_UNSPEC {
+                    return Rejected;
+                }
+                v4(sa)
+            }
+            fn udpv6_sendmsg(sa: &[u8]) -> Address {
+                if sa.len() < 2 {
+                    return Rejected;
+                }
+                match family(sa) {
+                    AF_INET6 if sa.len() < 24 => Rejected,
+                    AF_INET6 => v6(sa),
+                    AF_INET => udp_sendmsg(sa),
+                    AF_UNSPEC => NotInet,
+                    _ => Rejected,
+                }
+            }
+            fn raw_sendmsg(sa: &[u8]) -> Address {
+                if sa.is_empty() {
+                    return NotInet; // `if (msg->msg_namelen)`
+                }
+                if sa.len() < 16 {
+                    return Rejected;
+                }
+                if family(sa) != AF_INET && family(sa) != AF_UNSPEC {
+                    return Rejected;
+                }
+                v4(sa)
+            }
+            fn rawv6_sendmsg(sa: &[u8]) -> Address {
+                if sa.len() < 24 {
+                    return Rejected;
+                }
+                if family(sa) != AF_UNSPEC && family(sa) != AF_INET6 {
+                    return Rejected;
+                }
+                v6(sa)
+            }
+            /// tcp_sendmsg_locked, tcp_sendmsg_fastopen, __inet_stream_connect.
+            fn tcp_sendmsg(sa: &[u8], fastopen: bool, connect: fn(&[u8]) -> Address) -> Address {
+                if !fastopen {
+                    return NotInet;
+                }
+                if sa.len() >= 2 && family(sa) == AF_UNSPEC {
+                    return Rejected;
+                }
+                inet_connect(sa, connect)
+            }
+
+            /// TCP, UDP and raw sockets of both domains; None for the rest.
+            pub fn verdict(op: Op, sock: Socket, sa: &[u8]) -> Option<Address> {
+                let tcp =
+                    (sock.ty, sock.protocol) == (1, 6) || (sock.ty, sock.protocol) == (1, 262);
+                let udp =
+                    (sock.ty, sock.protocol) == (2, 17) || (sock.ty, sock.protocol) == (2, 136);
+                let raw = sock.ty == 3;
+                let v6 = sock.domain == AF_INET6 as i32;
+                if sock.domain != AF_INET as i32 && !v6 {
+                    return Some(NotInet);
+                }
+                let tcp_connect = if v6 { tcp_v6_connect } else { tcp_v4_connect };
+                Some(match op {
+                    Op::Connect if tcp => inet_connect(sa, tcp_connect),
+                    Op::Connect if udp && v6 => inet_connect(sa, ip6_datagram_connect),
+                    Op::Connect if raw && v6 => inet_connect(sa, ip6_datagram_connect_v6_only),
+                    Op::Connect if udp || raw => inet_connect(sa, ip4_datagram_connect),
+                    Op::Send { fastopen } if tcp => tcp_sendmsg(sa, fastopen, tcp_connect),
+                    Op::Send { .. } if udp && v6 => udpv6_sendmsg(sa),
+                    Op::Send { .. } if udp => udp_sendmsg(sa),
+                    Op::Send { .. } if raw && v6 => rawv6_sendmsg(sa),
+                    Op::Send { .. } if raw => raw_sendmsg(sa),
+                    _ => return None,
+                })
+            }
+
+            /// The modelled sockets of a domain.
+            pub fn modelled(domain: i32) -> [Socket; 5] {
+                [(1, 6), (1, 262), (2, 17), (2, 136), (3, 17)].map(|(ty, protocol)| Socket {
+                    domain,
+                    ty,
+                    protocol,
+                })
+            }
+        }
+
+        fn any_op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                Just(Op::Connect),
+                any::<bool>().prop_map(|fastopen| Op::Send { fastopen }),
+            ]
+        }
+
+        fn any_socket() -> impl Strategy<Value = Socket> {
+            let domain = prop_oneof![Just(2), Just(10), Just(1), Just(16), Just(17), any::<i32>()];
+            let ty = prop_oneof![Just(1), Just(2), Just(3), Just(5), Just(10), any::<i32>()];
+            let protocol = prop_oneof![
+                Just(0),
+                Just(6),
+                Just(17),
+                Just(58),
+                Just(132),
+                Just(136),
+                Just(262),
+                any::<i32>()
+            ];
+            (domain, ty, protocol).prop_map(|(domain, ty, protocol)| Socket {
+                domain,
+                ty,
+                protocol,
+            })
+        }
+
+        /// Address bytes: mostly a plausible family, and mostly a length at or next to one the
+        /// kernel checks, else any up to past 128.
+        fn any_sockaddr() -> impl Strategy<Value = Vec<u8>> {
+            let family = prop_oneof![Just(0u16), Just(1), Just(2), Just(10), any::<u16>()];
+            let len = prop_oneof![
+                3 => proptest::sample::select(&[0usize, 1, 2, 3, 15, 16, 17, 23, 24, 25, 27, 28, 29, 127, 128, 129][..]),
+                1 => 0usize..140,
+            ];
+            (family, len, any::<[u8; 140]>()).prop_map(|(f, len, bytes)| {
+                let mut b = bytes[..len].to_vec();
+                if b.len() >= 2 {
+                    b[..2].copy_from_slice(&f.to_ne_bytes());
+                }
+                b
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            #[test]
+            fn never_panics(
+                op in any_op(),
+                sock in proptest::option::of(any_socket()),
+                sa in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+                raw in any::<u64>(),
+                name in any::<u64>(),
+                namelen in any::<u32>(),
+            ) {
+                let _ = decode(op, sock, sa.as_deref());
+                let _ = arg_len(raw);
+                let _ = msg_name_len(name, namelen);
+            }
+
+            #[test]
+            fn lengths_follow_move_addr_to_kernel(raw in any::<u64>(), name in any::<u64>(), namelen in any::<u32>()) {
+                let int = raw as u32 as i32;
+                prop_assert_eq!(arg_len(raw), (0..=128).contains(&int).then_some(int as usize));
+                let want = if name == 0 {
+                    Some(0)
+                } else if (namelen as i32) < 0 {
+                    None
+                } else {
+                    Some((namelen as usize).min(128))
+                };
+                prop_assert_eq!(msg_name_len(name, namelen), want);
+            }
+
+            /// TCP, UDP and raw sockets: exactly the kernel's handlers.
+            #[test]
+            fn agrees_with_the_kernel_handlers(op in any_op(), domain in prop_oneof![Just(2), Just(10)], which in 0usize..5, sa in any_sockaddr()) {
+                let sock = kernel::modelled(domain)[which];
+                if sa.len() <= SOCKADDR_STORAGE {
+                    prop_assert_eq!(Some(decode(op, Some(sock), Some(&sa))), kernel::verdict(op, sock, &sa));
+                } else {
+                    prop_assert_eq!(decode(op, Some(sock), Some(&sa)), Address::Rejected);
+                }
+            }
+
+            /// Any other socket: whatever a modelled protocol of its domain takes is decoded
+            /// (the union), and a socket that could not be examined decodes whatever any socket
+            /// takes (what the shim's and the supervisor's first, socket-less look relies on).
+            #[test]
+            fn nothing_the_kernel_takes_goes_undecoded(op in any_op(), sock in any_socket(), sa in any_sockaddr()) {
+                let sa = &sa[..sa.len().min(SOCKADDR_STORAGE)];
+                let got = decode(op, Some(sock), Some(sa));
+                let unknown = decode(op, None, Some(sa));
+                if matches!(got, Address::Inet(_)) {
+                    prop_assert!(matches!(unknown, Address::Inet(_)), "{:?} {:?}: {:?} but unknown {:?}", op, sock, got, unknown);
+                }
+                if sock.domain == AF_INET as i32 || sock.domain == AF_INET6 as i32 {
+                    let other = Socket { ty: 5, protocol: 132, ..sock }; // SCTP
+                    let union = kernel::modelled(sock.domain)
+                        .iter()
+                        .any(|m| matches!(kernel::verdict(op, *m, sa), Some(Address::Inet(_))));
+                    if union {
+                        prop_assert!(matches!(decode(op, Some(other), Some(sa)), Address::Inet(_)));
+                    }
+                } else {
+                    prop_assert_eq!(got, Address::NotInet);
+                }
+            }
+
+            #[test]
+            fn sockaddr_in_round_trips(ip in any::<[u8; 4]>(), port in any::<u16>(), len in 16usize..=128, tail in any::<u8>(), udp in any::<bool>()) {
+                let mut sa = std::vec![tail; len];
+                sa[..16].copy_from_slice(&sockaddr_in(ip, port));
+                let want = Address::Inet(Dest::from_v4(ip, port));
+                let sock = if udp { UDP4 } else { TCP4 };
+                prop_assert_eq!(decode(Op::Connect, Some(sock), Some(&sa)), want);
+                prop_assert_eq!(decode(Op::Send { fastopen: !udp }, Some(sock), Some(&sa)), want);
+                // UDP over IPv6 takes it too.
+                prop_assert_eq!(decode(SEND, Some(UDP6), Some(&sa)), want);
+                prop_assert_eq!(decode(Op::Connect, None, Some(&sa)), want);
+            }
+
+            #[test]
+            fn sockaddr_in6_round_trips(ip in any::<[u8; 16]>(), port in any::<u16>(), len in 24usize..=128, tail in any::<u8>(), udp in any::<bool>()) {
+                let mut sa = std::vec![tail; len];
+                sa[..24].copy_from_slice(&sockaddr_in6(Ipv6Addr::from(ip), port)[..24]);
+                let want = Address::Inet(Dest { ip, port });
+                let sock = if udp { UDP6 } else { TCP6 };
+                prop_assert_eq!(decode(Op::Connect, Some(sock), Some(&sa)), want);
+                prop_assert_eq!(decode(Op::Send { fastopen: !udp }, Some(sock), Some(&sa)), want);
+                prop_assert_eq!(decode(Op::Connect, None, Some(&sa)), want);
+                // An IPv4 socket refuses it.
+                prop_assert_eq!(decode(Op::Connect, Some(UDP4), Some(&sa)), Address::Rejected);
+            }
+        }
     }
 }

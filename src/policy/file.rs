@@ -120,8 +120,27 @@ impl Locator<'_> {
     }
 
     fn err<T>(&self, span: &Spanned<T>, msg: impl fmt::Display) -> anyhow::Error {
-        anyhow!("{}:{}: {msg}", self.file, self.line(span.span().start))
+        anyhow!(
+            "{}:{}: {}",
+            self.file,
+            self.line(span.span().start),
+            one_line(&msg.to_string())
+        )
     }
+}
+
+/// `msg` with control characters escaped (`\n`, `\u{7}`): a message quoting the file's own
+/// text (a category name, an action) stays one line.
+fn one_line(msg: &str) -> String {
+    msg.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn port_span(loc: &Locator, v: &Spanned<Scalar>) -> Result<PortSpan> {
@@ -149,12 +168,7 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
     let loc = Locator { file, text };
     let parsed: PolicyFile = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| loc.line(s.start));
-        let msg = e
-            .message()
-            .lines()
-            .next()
-            .unwrap_or("invalid TOML")
-            .to_string();
+        let msg = one_line(e.message().lines().next().unwrap_or("invalid TOML"));
         match line {
             Some(l) => anyhow!("{file}:{l}: {msg}"),
             None => anyhow!("{file}: {msg}"),
@@ -165,10 +179,14 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
         policy.default_errno = errno(&loc, e)?;
     }
     for (name, cat) in parsed.categories.0 {
-        if name == "other" || name.is_empty() || name.len() > 31 {
+        if name == "other" || name.is_empty() || name.len() > 31 || name.contains(char::is_control)
+        {
             return Err(loc.err(
                 &cat,
-                format!("`{name}` cannot name a category (reserved, empty or over 31 bytes)"),
+                format!(
+                    "`{name}` cannot name a category (reserved, empty, over 31 bytes, or with \
+                     control characters)"
+                ),
             ));
         }
         let c = cat.get_ref();
@@ -370,11 +388,213 @@ action = "allow"
                 .contains(":3: `api.stripe.com` is a host name")
         );
         assert!(err("errno = \"EWHAT\"\n").starts_with("nettrap.toml:1: unknown errno"));
+        // The file's own text, quoted in a message, keeps it one line.
+        assert_eq!(
+            err("[categories.\"a\\nb\"]\nports = [1]\n"),
+            "nettrap.toml:1: `a\\nb` cannot name a category (reserved, empty, over 31 bytes, or \
+             with control characters)"
+        );
+        assert_eq!(
+            err("[[rules]]\naction = \"de\\u0007ny\"\n"),
+            "nettrap.toml:2: unknown action `de\\u{7}ny` (expected allow, record or deny)"
+        );
         assert!(
             err("[[rules]]\ncategory = \"redis\"\n")
                 .starts_with("nettrap.toml:1: missing field `action`"),
             "{}",
             err("[[rules]]\ncategory = \"redis\"\n")
         );
+    }
+
+    /// Property tests: random, TOML-shaped and mutated input never panics, and every error is
+    /// one line naming the file, and its line whenever the input has a place to point at.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const EXAMPLE: &str = r#"errno = "ENETUNREACH"
+fail_on = ["external-api"]
+
+[categories.payments]
+ports = [8443, "9000-9010"]
+hosts = ["10.20.0.0/16"]
+
+[[rules]]
+category = "elasticsearch"
+action = "deny"
+
+[[rules]]
+category = "elasticsearch"
+tests = "tests/integration/**"
+port = 9200
+host = "::1"
+errno = 13
+action = "allow"
+"#;
+
+        fn check(text: &str) -> Result<(), TestCaseError> {
+            let mut policy = builtin::defaults();
+            match apply(&mut policy, text, "nettrap.toml") {
+                Ok(()) => {
+                    let _ = policy.compile();
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    prop_assert!(!msg.contains(['\n', '\r']), "not one line: {msg:?}");
+                    let rest = msg.strip_prefix("nettrap.toml");
+                    prop_assert!(rest.is_some(), "does not name the file: {msg:?}");
+                    let rest = rest.unwrap();
+                    let digits = rest
+                        .strip_prefix(':')
+                        .map(|r| {
+                            r.chars()
+                                .take_while(char::is_ascii_digit)
+                                .collect::<String>()
+                        })
+                        .unwrap_or_default();
+                    prop_assert!(!digits.is_empty(), "no line number: {msg:?} for {text:?}");
+                    let line: usize = digits.parse().unwrap();
+                    let lines = text.split('\n').count();
+                    prop_assert!(
+                        (1..=lines).contains(&line),
+                        "line {line} of {lines}: {msg:?}"
+                    );
+                    prop_assert!(rest[1 + digits.len()..].starts_with(": "), "{msg:?}");
+                }
+            }
+            Ok(())
+        }
+
+        /// Lines made of the file's own keys, values and headers, right and wrong.
+        fn tomlish() -> impl Strategy<Value = String> {
+            let key = proptest::sample::select(
+                &[
+                    "errno",
+                    "fail_on",
+                    "ports",
+                    "hosts",
+                    "action",
+                    "category",
+                    "port",
+                    "host",
+                    "tests",
+                    "x",
+                    "\"a\\nb\"",
+                    "",
+                ][..],
+            );
+            let value = proptest::sample::select(
+                &[
+                    "\"deny\"",
+                    "\"dney\"",
+                    "\"allow\"",
+                    "9200",
+                    "70000",
+                    "-1",
+                    "\"8000-8100\"",
+                    "\"9-1\"",
+                    "[1, \"2-3\"]",
+                    "[]",
+                    "\"10.0.0.0/8\"",
+                    "\"10.0.0.0/99\"",
+                    "\"api.example.com\"",
+                    "\"ECONNREFUSED\"",
+                    "\"EWHAT\"",
+                    "\"a\\nb\"",
+                    "\"\\u0000\"",
+                    "\"\"",
+                    "true",
+                    "{}",
+                    "[",
+                    "\"",
+                    "1e3",
+                    "[\"payments\", \"nope\"]",
+                    "\"redis\"",
+                    "\"tests/**\"",
+                ][..],
+            );
+            let header = proptest::sample::select(
+                &[
+                    "[[rules]]",
+                    "[categories.pay]",
+                    "[categories.\"a\\nb\"]",
+                    "[categories.other]",
+                    "[categories.\"\"]",
+                    "[categories]",
+                    "[",
+                    "[[rules]",
+                    "[rules]",
+                    "[x]",
+                ][..],
+            );
+            let line = prop_oneof![
+                (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+                header.prop_map(String::from),
+                Just(String::new()),
+                "[ -~]{0,12}",
+            ];
+            proptest::collection::vec(line, 0..12).prop_map(|l| l.join("\n"))
+        }
+
+        /// The example with a few random edits: a span deleted, random text inserted, a line
+        /// duplicated.
+        fn mutated() -> impl Strategy<Value = String> {
+            let edit = (
+                0usize..EXAMPLE.len(),
+                0usize..20,
+                "\\PC{0,6}|[\\[\\]\"=,\\n#{}.-]{0,4}",
+                0u8..3,
+            );
+            proptest::collection::vec(edit, 1..4).prop_map(|edits| {
+                let mut t = EXAMPLE.to_string();
+                for (at, n, ins, kind) in edits {
+                    let at = (0..=at.min(t.len()))
+                        .rev()
+                        .find(|&i| t.is_char_boundary(i))
+                        .unwrap();
+                    match kind {
+                        0 => {
+                            let end = (at + n..=t.len())
+                                .find(|&i| t.is_char_boundary(i))
+                                .unwrap_or(t.len());
+                            t.replace_range(at..end, "");
+                        }
+                        1 => t.insert_str(at, &ins),
+                        _ => {
+                            let start = t[..at].rfind('\n').map_or(0, |i| i + 1);
+                            let end = t[at..].find('\n').map_or(t.len(), |i| at + i + 1);
+                            let dup = t[start..end].to_string();
+                            t.insert_str(start, &dup);
+                        }
+                    }
+                }
+                t
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            #[test]
+            fn any_text(text in "\\PC{0,200}|[ -~\\n]{0,200}") {
+                check(&text)?;
+            }
+
+            #[test]
+            fn toml_shaped_text(text in tomlish()) {
+                check(&text)?;
+            }
+
+            #[test]
+            fn mutated_example(text in mutated()) {
+                check(&text)?;
+            }
+        }
+
+        #[test]
+        fn the_example_is_valid() {
+            let mut policy = builtin::defaults();
+            apply(&mut policy, EXAMPLE, "nettrap.toml").unwrap();
+        }
     }
 }
