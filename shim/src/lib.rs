@@ -245,8 +245,8 @@ mod sys {
         })
     }
 
-    /// The file type bits (`S_IFMT`) of the open file `fd`, or None.
-    pub fn file_type(fd: c_int) -> Option<u32> {
+    /// The file type bits (`S_IFMT`) and link count of the open file `fd`, or None.
+    pub fn file_type(fd: c_int) -> Option<(u32, u64)> {
         // SAFETY: a zeroed stat is a valid out-parameter for fstat.
         let mut st: libc::stat = unsafe { core::mem::zeroed() };
         // SAFETY: fstat writes one struct stat into st, which outlives the call.
@@ -261,7 +261,7 @@ mod sys {
                 0,
             )
         };
-        (r == 0).then_some(st.st_mode & libc::S_IFMT)
+        (r == 0).then_some((st.st_mode & libc::S_IFMT, st.st_nlink))
     }
 
     /// Sends `buf` on socket `fd` without raising SIGPIPE.
@@ -639,17 +639,20 @@ fn current_test() -> Option<(&'static [u8], Phase)> {
     found.into_iter().flatten().next().map(test_id::split)
 }
 
-/// Writes the denial line to stderr only when stderr is where a person or a log reads it (a
-/// terminal, a pipe, a socket): a program that pointed fd 2 at a file of its own gets nothing
-/// written into that file (the denial is in the report all the same).
+/// Writes the denial line to stderr only when stderr is where a person or a log reads it: a
+/// terminal, a pipe, a socket, or a deleted file (a capture buffer, as pytest's). A program that
+/// pointed fd 2 at a file of its own gets nothing written into it (the denial is in the report
+/// all the same).
 fn tell(line: &[u8]) {
     let ptr = line.as_ptr().cast::<c_void>();
     // A failed or short write is ignored on purpose.
     match sys::file_type(2) {
         // SAFETY: writing our own buffer of line.len() bytes.
-        Some(libc::S_IFCHR | libc::S_IFIFO) => unsafe { sys::write(2, ptr, line.len()) },
+        Some((libc::S_IFCHR | libc::S_IFIFO, _) | (libc::S_IFREG, 0)) => unsafe {
+            sys::write(2, ptr, line.len())
+        },
         // SAFETY: as above.
-        Some(libc::S_IFSOCK) => unsafe { sys::send(2, ptr, line.len()) },
+        Some((libc::S_IFSOCK, _)) => unsafe { sys::send(2, ptr, line.len()) },
         _ => 0,
     };
 }

@@ -1,5 +1,6 @@
-//! The denial line goes to the program's stderr only when that is a terminal, a pipe or a
-//! socket: a program that pointed fd 2 at a data file of its own finds only its own bytes there.
+//! The denial line goes to the program's stderr only when that is a terminal, a pipe, a socket
+//! or a deleted file (a capture buffer, as pytest's): a program that pointed fd 2 at a data file
+//! of its own finds only its own bytes there.
 
 use crate::common::*;
 
@@ -42,7 +43,7 @@ fn a_stderr_reopened_on_a_file_gets_no_denial_line() {
 }
 
 #[test]
-fn a_stderr_pipe_or_socket_gets_the_denial_line() {
+fn a_stderr_pipe_socket_or_capture_file_gets_the_denial_line() {
     for engine in ["preload", "seccomp", "auto"] {
         // A pipe: the test harness captures nettrap's (and so the program's) stderr.
         let run = run_in(
@@ -77,5 +78,28 @@ fn a_stderr_pipe_or_socket_gets_the_denial_line() {
             want,
             "{engine}: {out}"
         );
+
+        // A deleted file, as pytest's capture: the line lands at the program's own offset,
+        // before what the program writes next.
+        let run = run_in(
+            &format!("stderr-tmpfile-{engine}"),
+            &repo(),
+            &["--engine", engine, "--deny", "9"],
+            &[&fx("stderr_file"), "tmpfile", "9"],
+        );
+        assert_eq!(run.code(), 86, "{engine}: {}", run.stderr());
+        let out = run.stdout();
+        let got = out
+            .split_once("stderr_file tmpfile: ")
+            .map_or("", |(_, rest)| rest);
+        let lines: Vec<&str> = got.trim_end().lines().collect();
+        assert_eq!(lines.len(), want + 1, "{engine}: {out}");
+        assert!(
+            lines[..want]
+                .iter()
+                .all(|l| l.starts_with("nettrap: denied ")),
+            "{engine}: {out}"
+        );
+        assert_eq!(lines[want], "data", "{engine}: {out}");
     }
 }

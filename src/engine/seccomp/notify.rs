@@ -180,14 +180,15 @@ pub fn socket_info(pidfd: &OwnedFd, tgid: u32, fd: RawFd) -> Option<SocketInfo> 
 }
 
 /// Writes `msg` to the stderr of process `tgid`, so a denial shows up where the test's output
-/// is captured (pytest's capture, a CI log), but only when that stderr is a terminal, a pipe or
-/// a socket: a program that pointed fd 2 at a file of its own gets nothing written into it (the
-/// denial is in the report all the same).
+/// is captured (pytest's capture, a CI log), but only when that stderr is a terminal, a pipe, a
+/// socket, or a deleted file (a capture buffer, as pytest's): a program that pointed fd 2 at a
+/// file of its own gets nothing written into it (the denial is in the report all the same).
 ///
 /// A terminal or pipe is opened anew through /proc (its own open file description):
 /// non-blocking, so a full pipe drops the line instead of stalling the supervisor and every
-/// process waiting on it. A socket cannot be opened that way: it is borrowed through the pidfd
-/// and sent to without blocking and without SIGPIPE.
+/// process waiting on it. A socket is borrowed through the pidfd and sent to without blocking
+/// and without SIGPIPE; a deleted file is borrowed too and written at the program's own offset,
+/// as if the program wrote the line itself.
 pub fn write_to_stderr_of(tgid: u32, pidfd: Option<&OwnedFd>, msg: &[u8]) {
     use std::io::Write;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -196,6 +197,7 @@ pub fn write_to_stderr_of(tgid: u32, pidfd: Option<&OwnedFd>, msg: &[u8]) {
         return;
     };
     let kind = meta.file_type();
+    let same = |m: &std::fs::Metadata| (m.dev(), m.ino()) == (meta.dev(), meta.ino());
     if kind.is_char_device() || kind.is_fifo() {
         let opened = std::fs::OpenOptions::new()
             .append(true)
@@ -203,26 +205,35 @@ pub fn write_to_stderr_of(tgid: u32, pidfd: Option<&OwnedFd>, msg: &[u8]) {
             .open(&path);
         // Still the same file (fd 2 may have been replaced in between).
         if let Ok(mut f) = opened
-            && f.metadata()
-                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+            && f.metadata().is_ok_and(|m| same(&m))
         {
             let _ = f.write(msg);
         }
-    } else if kind.is_socket()
-        && let Some(sock) = pidfd.and_then(|p| pidfd_getfd(p, 2).ok())
-    {
-        let sock = std::fs::File::from(sock);
-        if sock.metadata().is_ok_and(|m| m.file_type().is_socket()) {
-            // SAFETY: sends msg.len() bytes from msg on a descriptor we own; a failed or short
-            // send is ignored on purpose.
-            unsafe {
-                libc::send(
-                    sock.as_raw_fd(),
-                    msg.as_ptr().cast(),
-                    msg.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-        }
+        return;
+    }
+    let borrowable = kind.is_socket() || (kind.is_file() && meta.nlink() == 0);
+    let Some(fd) = pidfd
+        .filter(|_| borrowable)
+        .and_then(|p| pidfd_getfd(p, 2).ok())
+    else {
+        return;
+    };
+    let mut f = std::fs::File::from(fd);
+    if !f.metadata().is_ok_and(|m| same(&m)) {
+        return;
+    }
+    if kind.is_socket() {
+        // SAFETY: sends msg.len() bytes from msg on a descriptor we own; a failed or short
+        // send is ignored on purpose.
+        unsafe {
+            libc::send(
+                f.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+    } else {
+        let _ = f.write(msg);
     }
 }
