@@ -82,10 +82,21 @@ impl Listener {
     }
 }
 
+/// Why a process's memory could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// Nothing is mapped there (a null or unmapped address, or a range running into one): a
+    /// system call given that address fails with EFAULT itself.
+    Fault,
+    /// Anything else: the process is not ours to read (EPERM: it made itself non-dumpable, or
+    /// runs with other credentials), or is gone (ESRCH).
+    Denied,
+}
+
 /// Reads `len` bytes at `addr` in process (or thread) `pid`.
-pub fn read_mem(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
+pub fn read_mem(pid: u32, addr: u64, len: usize) -> Result<Vec<u8>, ReadError> {
     if addr == 0 || len == 0 {
-        return None;
+        return Err(ReadError::Fault);
     }
     let mut buf = vec![0u8; len];
     let local = libc::iovec {
@@ -98,7 +109,15 @@ pub fn read_mem(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
     };
     // SAFETY: one local iovec over our buffer; the remote one is only read by the kernel.
     let n = unsafe { libc::process_vm_readv(pid as i32, &local, 1, &remote, 1, 0) };
-    (n == len as isize).then_some(buf)
+    match n {
+        _ if n == len as isize => Ok(buf),
+        // A short read: the range runs into unmapped memory.
+        0.. => Err(ReadError::Fault),
+        _ if io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT) => {
+            Err(ReadError::Fault)
+        }
+        _ => Err(ReadError::Denied),
+    }
 }
 
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {

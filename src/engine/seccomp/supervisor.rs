@@ -16,7 +16,7 @@ use super::notify::{self, Listener};
 use super::target::{Target, Targets};
 use crate::attribution::now_ns;
 use nettrap_core::addr::{Dest, Transport};
-use nettrap_core::event::{Call, Log, RESULT_UNKNOWN, Source, Syscall};
+use nettrap_core::event::{Call, Log, NotWritten, RESULT_UNKNOWN, Source, Syscall, Unobserved};
 use nettrap_core::msg;
 use nettrap_core::policy::{Action, CompiledPolicy, Decision, FLAG_THREAD_NAMES};
 use nettrap_core::test_id::Phase;
@@ -89,12 +89,33 @@ fn thread_name(tgid: u32, tid: u32) -> Vec<u8> {
     name
 }
 
-fn sockaddr_at(pid: u32, addr: u64, len: u64) -> Option<Dest> {
-    let len = (len as usize).min(SOCKADDR_MAX);
-    if len < 2 {
-        return None;
+/// The caller's memory could not be read (see [`mem`]): the call goes on unseen, and is
+/// counted (`Unobserved::SupervisorUnreadable`).
+#[derive(Debug)]
+struct Unreadable;
+
+/// `len` bytes at `addr` in the caller; None when nothing is mapped there.
+///
+/// A system call given such an address fails with EFAULT by itself, so it is not a call. Any
+/// other failure to read (the caller made itself non-dumpable, runs with other credentials) is
+/// [`Unreadable`]. The two can be told apart only by the errno of our own read: memory the
+/// caller maps between our read and the kernel's copy (a race the caller would have to win on
+/// purpose) is taken for the first.
+fn mem(pid: u32, addr: u64, len: usize) -> Result<Option<Vec<u8>>, Unreadable> {
+    match notify::read_mem(pid, addr, len) {
+        Ok(b) => Ok(Some(b)),
+        Err(notify::ReadError::Fault) => Ok(None),
+        Err(notify::ReadError::Denied) => Err(Unreadable),
     }
-    Dest::from_sockaddr(&notify::read_mem(pid, addr, len)?)
+}
+
+fn sockaddr_at(pid: u32, addr: u64, len: u64) -> Result<Option<Dest>, Unreadable> {
+    let len = (len as usize).min(SOCKADDR_MAX);
+    // No address (a send without one), or one too short to name a family: not a destination.
+    if len < 2 || addr == 0 {
+        return Ok(None);
+    }
+    Ok(mem(pid, addr, len)?.and_then(|sa| Dest::from_sockaddr(&sa)))
 }
 
 /// The network operations, whatever their number in each ABI.
@@ -106,18 +127,21 @@ enum Op {
     Sendmmsg,
 }
 
-/// Destinations of a trapped call, read from the caller's memory.
-fn find(req: &libc::seccomp_notif) -> Option<Found> {
+/// Destinations of a trapped call, read from the caller's memory; None when it is not a call
+/// with a destination.
+fn find(req: &libc::seccomp_notif) -> Result<Option<Found>, Unreadable> {
     let pid = req.pid;
     let nr = req.data.nr as u32;
     let (abi, op, a) = if req.data.arch == filter::AUDIT_ARCH_I386 {
         let a = req.data.args.map(|v| v & 0xffff_ffff);
         let (call, args) = if nr == filter::i386::SOCKETCALL {
             // socketcall(call, args): the arguments are an array of 32-bit words in memory.
-            let words = notify::read_mem(pid, a[1], 24)?;
+            let Some(words) = mem(pid, a[1], 24)? else {
+                return Ok(None);
+            };
             let mut args = [0u64; 6];
             for (i, w) in words.chunks_exact(4).enumerate() {
-                args[i] = u32::from_ne_bytes(w.try_into().ok()?) as u64;
+                args[i] = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) as u64;
             }
             (a[0] as u32 + 1000, args) // socketcall's SYS_* numbers, offset to stay apart
         } else {
@@ -128,7 +152,7 @@ fn find(req: &libc::seccomp_notif) -> Option<Found> {
             filter::i386::SENDTO | 1011 => Op::Sendto,
             filter::i386::SENDMSG | 1016 => Op::Sendmsg,
             filter::i386::SENDMMSG | 1020 => Op::Sendmmsg,
-            _ => return None,
+            _ => return Ok(None),
         };
         (&I386, op, args)
     } else {
@@ -137,36 +161,38 @@ fn find(req: &libc::seccomp_notif) -> Option<Found> {
             libc::SYS_sendto => Op::Sendto,
             libc::SYS_sendmsg => Op::Sendmsg,
             libc::SYS_sendmmsg => Op::Sendmmsg,
-            _ => return None,
+            _ => return Ok(None),
         };
         (&X86_64, op, req.data.args)
     };
     let fd = a[0] as i32;
     let found = |syscall, dests: Vec<Dest>, fastopen| {
-        Some(Found {
+        Ok(Some(Found {
             syscall,
             fd,
             dests,
             fastopen,
-        })
+        }))
     };
     match op {
         Op::Connect => found(
             Syscall::Connect,
-            sockaddr_at(pid, a[1], a[2]).into_iter().collect(),
+            sockaddr_at(pid, a[1], a[2])?.into_iter().collect(),
             false,
         ),
         Op::Sendto => found(
             Syscall::Sendto,
-            sockaddr_at(pid, a[4], a[5]).into_iter().collect(),
+            sockaddr_at(pid, a[4], a[5])?.into_iter().collect(),
             a[3] & MSG_FASTOPEN != 0,
         ),
         Op::Sendmsg => {
-            let hdr = notify::read_mem(pid, a[1], abi.msghdr_len)?;
+            let Some(hdr) = mem(pid, a[1], abi.msghdr_len)? else {
+                return Ok(None);
+            };
             let (ptr, len) = abi.msg_name(&hdr);
             found(
                 Syscall::Sendmsg,
-                sockaddr_at(pid, ptr, len).into_iter().collect(),
+                sockaddr_at(pid, ptr, len)?.into_iter().collect(),
                 a[2] & MSG_FASTOPEN != 0,
             )
         }
@@ -177,11 +203,11 @@ fn find(req: &libc::seccomp_notif) -> Option<Found> {
             // runs into unmapped memory, so those must be seen too.
             for i in 0..n {
                 let at = a[1].wrapping_add((i * abi.mmsghdr_len) as u64);
-                let Some(h) = notify::read_mem(pid, at, abi.mmsghdr_len) else {
+                let Some(h) = mem(pid, at, abi.mmsghdr_len)? else {
                     break;
                 };
                 let (ptr, len) = abi.msg_name(&h);
-                if let Some(d) = sockaddr_at(pid, ptr, len).filter(|d| !dests.contains(d)) {
+                if let Some(d) = sockaddr_at(pid, ptr, len)?.filter(|d| !dests.contains(d)) {
                     dests.push(d);
                 }
             }
@@ -201,10 +227,6 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn log(&self) -> Log {
-        self.ctx.log_mapping.log()
-    }
-
     fn handle(&mut self, req: &libc::seccomp_notif) {
         let listener = &self.ctx.listener;
         // io_uring_setup has the same number (425) on x86_64 and i386.
@@ -217,11 +239,21 @@ impl Supervisor {
         if !listener.id_valid(req.id) {
             return;
         }
+        let mapping = self.ctx.log_mapping.clone();
+        let log = mapping.log();
+        let found = match found {
+            Ok(found) => found,
+            Err(Unreadable) => {
+                // The destination cannot be known: the call goes on unseen, and is counted.
+                log.count_unobserved(Unobserved::SupervisorUnreadable);
+                let _ = listener.allow(req.id);
+                return;
+            }
+        };
         let Some(found) = found.filter(|f| !f.dests.is_empty()) else {
             let _ = listener.allow(req.id);
             return;
         };
-        let log = self.log();
         let target = self.targets.lookup(req.pid, &log, now_ns());
         // The call's time, taken while the caller still waits for the answer: once answered,
         // its test may end (and say so in the timeline) before a later clock read here. For a
@@ -330,13 +362,15 @@ impl Supervisor {
             has_test: target.test.is_some(),
         };
         let test = target.test.as_ref().map_or(&[][..], |t| t.0.as_slice());
-        if let Some(cell) = log.append_call(&call, test, &[], thread) {
+        match log.append_call(&call, test, &[], thread) {
             // The supervisor answers before the call runs: its outcome is not known here.
-            cell.set(if d.action == Action::Deny {
+            Ok(cell) => cell.set(if d.action == Action::Deny {
                 d.errno
             } else {
                 RESULT_UNKNOWN
-            });
+            }),
+            Err(NotWritten::Full) => {} // counted as dropped
+            Err(NotWritten::Unmapped) => log.count_dropped(),
         }
     }
 
@@ -366,7 +400,8 @@ impl Supervisor {
     fn io_uring(&mut self, req: &libc::seccomp_notif) {
         // Who the caller is, read while it still waits for the answer (it may exit right after).
         let time_ns = now_ns();
-        let log = self.log();
+        let mapping = self.ctx.log_mapping.clone();
+        let log = mapping.log();
         let target = self.targets.lookup(req.pid, &log, time_ns);
         let listener = &self.ctx.listener;
         let answered = if self.ctx.refuse_io_uring {

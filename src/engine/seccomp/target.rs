@@ -7,7 +7,7 @@
 //! test name on the command line (`<binary> <test> --exact`). A process started during a test
 //! inherits that test's variables, so subprocesses of Python tests are attributed too.
 
-use nettrap_core::event::{Log, Process, Source};
+use nettrap_core::event::{Log, NotWritten, Process, Source};
 use nettrap_core::test_id::{self, Phase};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -138,7 +138,7 @@ impl Targets {
                     .ok()
             })
             .unwrap_or(0);
-        log.append_process(
+        let written = log.append_process(
             &Process {
                 pid: tgid,
                 ppid,
@@ -148,6 +148,9 @@ impl Targets {
             &exe.unwrap_or_default(),
             &cmdline,
         );
+        if written == Err(NotWritten::Unmapped) {
+            log.count_dropped();
+        }
         let pidfd = super::notify::pidfd_open(tgid).ok();
         let target = Arc::new(Target {
             tgid,
