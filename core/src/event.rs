@@ -364,7 +364,9 @@ pub trait Mapper: Sync {
 /// Window `i` maps slots `[i*W, (i+1)*W + MAX_SLOTS)` (W = its window size), cut at the log's
 /// capacity.
 pub struct Windows {
-    window_slots: u64,
+    /// Slots per window; 0 for [`WINDOW_SLOTS`], which keeps a default table all zero bytes
+    /// (the shim's static then takes no room in its file: `.bss`, not 8 KiB of `.data`).
+    custom_slots: u64,
     table: [AtomicPtr<u8>; MAX_WINDOWS],
 }
 
@@ -376,7 +378,10 @@ impl Default for Windows {
 
 impl Windows {
     pub const fn new() -> Windows {
-        Windows::with_window_slots(WINDOW_SLOTS)
+        Windows {
+            custom_slots: 0,
+            table: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_WINDOWS],
+        }
     }
 
     /// A table of windows of `slots` slots each: a multiple of 32, so that every window starts
@@ -384,20 +389,27 @@ impl Windows {
     pub const fn with_window_slots(slots: u64) -> Windows {
         assert!(slots > 0 && slots.is_multiple_of(32));
         Windows {
-            window_slots: slots,
-            table: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_WINDOWS],
+            custom_slots: slots,
+            ..Windows::new()
+        }
+    }
+
+    fn window_slots(&self) -> u64 {
+        match self.custom_slots {
+            0 => WINDOW_SLOTS,
+            n => n,
         }
     }
 
     /// Slots the table can reach.
     fn reach(&self) -> u64 {
-        self.window_slots * MAX_WINDOWS as u64
+        self.window_slots() * MAX_WINDOWS as u64
     }
 
     /// (file offset, length) of window `i` of a log of `capacity` slots.
     fn extent(&self, i: usize, capacity: u64) -> (u64, usize) {
-        let first = i as u64 * self.window_slots;
-        let slots = (capacity.saturating_sub(first)).min(self.window_slots + MAX_SLOTS as u64);
+        let first = i as u64 * self.window_slots();
+        let slots = (capacity.saturating_sub(first)).min(self.window_slots() + MAX_SLOTS as u64);
         (
             HEADER_LEN as u64 + first * SLOT_LEN as u64,
             slots as usize * SLOT_LEN,
@@ -579,7 +591,7 @@ impl<'a> Log<'a> {
                 self.count_dropped();
                 return Err(NotWritten::Full);
             }
-            let w = self.windows.window_slots;
+            let w = self.windows.window_slots();
             let window = (first / w) as usize;
             let base = self
                 .windows

@@ -168,3 +168,38 @@ pub fn write_to_stderr_of(tgid: u32, msg: &[u8]) {
         let _ = f.write(msg);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tell_a_bad_address_from_a_process_that_cannot_be_read() {
+        let me = std::process::id();
+        let bytes = *b"sockaddr";
+        assert_eq!(read_mem(me, bytes.as_ptr() as u64, 8), Ok(bytes.to_vec()));
+        // Null, unmapped, and a range running off the end of a mapping: the kernel would
+        // fail the call itself with EFAULT.
+        assert_eq!(read_mem(me, 0, 8), Err(ReadError::Fault));
+        assert_eq!(read_mem(me, 8, 8), Err(ReadError::Fault));
+        // SAFETY: mapping two fresh pages, then unmapping the second.
+        let end = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            libc::munmap(p.cast::<u8>().add(4096).cast(), 4096);
+            p as u64 + 4096
+        };
+        assert_eq!(read_mem(me, end - 4, 8), Err(ReadError::Fault));
+        // No such process (above any pid_max): not ours to read.
+        assert_eq!(read_mem(0x7fff_fff0, end - 4096, 8), Err(ReadError::Denied));
+        // SAFETY: the first page, mapped above and no longer used.
+        unsafe { libc::munmap((end - 4096) as *mut libc::c_void, 4096) };
+    }
+}
