@@ -139,13 +139,22 @@ pub enum Unobserved {
     ShimUnmapped = 1,
     /// The supervisor could not read the caller's memory (the destination), and let the call go.
     SupervisorUnreadable = 2,
+    /// The shim could not read where an IPv4/IPv6 socket connects (the kernel refused to copy
+    /// the address for another reason than a bad pointer: a sandbox forbidding
+    /// process_vm_readv), and passed the call to the kernel undecided and unmarked (under
+    /// `auto`, the supervisor sees it).
+    ShimUnreadable = 3,
 }
 
 /// Slots for [`Unobserved`] causes, indexed by their value (0 unused; room for new causes).
 pub const CAUSES: usize = 8;
 
 impl Unobserved {
-    pub const ALL: [Unobserved; 2] = [Unobserved::ShimUnmapped, Unobserved::SupervisorUnreadable];
+    pub const ALL: [Unobserved; 3] = [
+        Unobserved::ShimUnmapped,
+        Unobserved::SupervisorUnreadable,
+        Unobserved::ShimUnreadable,
+    ];
 
     pub fn from_u8(v: u8) -> Option<Unobserved> {
         Unobserved::ALL.into_iter().find(|c| *c as u8 == v)
@@ -156,12 +165,13 @@ impl Unobserved {
         match self {
             Unobserved::ShimUnmapped => "shim_unmapped",
             Unobserved::SupervisorUnreadable => "supervisor_unreadable",
+            Unobserved::ShimUnreadable => "shim_unreadable",
         }
     }
 
     /// Was the call passed on to the kernel where, under `auto`, the supervisor sees it?
     pub fn seen_by_supervisor_under_auto(self) -> bool {
-        matches!(self, Unobserved::ShimUnmapped)
+        matches!(self, Unobserved::ShimUnmapped | Unobserved::ShimUnreadable)
     }
 }
 

@@ -184,9 +184,10 @@ mod sys {
     }
 
     /// Copies `buf.len()` bytes at `addr` of this process into `buf`, through the kernel, so an
-    /// invalid address fails (as the kernel would make connect fail with EFAULT) instead of
-    /// faulting in the shim.
-    pub fn copy_from_self(addr: usize, buf: &mut [u8]) -> bool {
+    /// invalid address fails instead of faulting in the shim: Ok(false) when not all of it is
+    /// mapped (connect itself would fail with EFAULT), Err when the kernel refuses the copy for
+    /// another reason (a sandbox's seccomp profile that forbids process_vm_readv).
+    pub fn copy_from_self(addr: usize, buf: &mut [u8]) -> Result<bool, ()> {
         let local = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -207,7 +208,14 @@ mod sys {
                 0,
             )
         };
-        n == buf.len() as c_long
+        if n == buf.len() as c_long {
+            return Ok(true);
+        }
+        // SAFETY: this thread's errno, set by the failed call.
+        if n >= 0 || unsafe { *libc::__errno_location() } == libc::EFAULT {
+            return Ok(false);
+        }
+        Err(())
     }
 
     /// The calling thread's name (`prctl(PR_GET_NAME)`: at most 15 bytes and a NUL) into
@@ -238,6 +246,15 @@ mod sys {
 
     /// The socket's `SO_TYPE`, or None when `fd` is not a socket.
     pub fn socket_type(fd: c_int) -> Option<c_int> {
+        socket_option(fd, libc::SO_TYPE)
+    }
+
+    /// The socket's address family (`SO_DOMAIN`), or None when `fd` is not a socket.
+    pub fn socket_domain(fd: c_int) -> Option<c_int> {
+        socket_option(fd, libc::SO_DOMAIN)
+    }
+
+    fn socket_option(fd: c_int, option: c_int) -> Option<c_int> {
         let mut ty: c_int = 0;
         let mut len = core::mem::size_of::<c_int>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most len bytes into ty and updates len.
@@ -246,7 +263,7 @@ mod sys {
                 libc::SYS_getsockopt,
                 fd as usize,
                 libc::SOL_SOCKET as usize,
-                libc::SO_TYPE as usize,
+                option as usize,
                 &mut ty as *mut c_int as usize,
                 &mut len as *mut libc::socklen_t as usize,
                 0,
@@ -485,12 +502,12 @@ fn log() -> Option<Log<'static>> {
     unsafe { Log::new(h, &WINDOWS, &MAPPER) }
 }
 
-/// Counts a call the shim could not record (see `nettrap_core::event::Unobserved`): in the log's
-/// header when it is mapped, else as one byte appended to the run directory's `unobserved`
-/// file (no mapping needed).
-fn count_unobserved(log: Option<&Log>) {
+/// Counts a call the shim could not decide or record (see `nettrap_core::event::Unobserved`):
+/// in the log's header when it is mapped, else as one byte appended to the run directory's
+/// `unobserved` file (no mapping needed).
+fn count_unobserved(log: Option<&Log>, cause: Unobserved) {
     if let Some(log) = log {
-        log.count_unobserved(Unobserved::ShimUnmapped);
+        log.count_unobserved(cause);
         return;
     }
     let mut buf = [0u8; RUN_DIR_MAX];
@@ -503,7 +520,7 @@ fn count_unobserved(log: Option<&Log>) {
     if fd < 0 {
         return;
     }
-    let cause = [Unobserved::ShimUnmapped as u8];
+    let cause = [cause as u8];
     // SAFETY: writing one byte of our own buffer.
     unsafe { sys::write(fd, cause.as_ptr().cast::<c_void>(), 1) };
     sys::close(fd);
@@ -673,11 +690,25 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         let copied = if a >= here && a.checked_add(n).is_some_and(|end| end <= page_end) {
             // SAFETY: [a, a+n) lies between a local of this frame and the end of its page.
             unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), sa.as_mut_ptr(), n) };
-            true
+            Ok(true)
         } else {
             sys::copy_from_self(a, &mut sa[..n])
         };
-        copied.then(|| Dest::from_sockaddr(&sa[..n])).flatten()
+        match copied {
+            Ok(true) => Dest::from_sockaddr(&sa[..n]),
+            Ok(false) => None,
+            // Where an IPv4/IPv6 socket connects cannot be read: count the call and hand it to
+            // the kernel unmarked (under auto, the supervisor reads it).
+            Err(()) => {
+                let inet = matches!(sys::socket_domain(fd), Some(libc::AF_INET | libc::AF_INET6));
+                if inet {
+                    count_unobserved(log().as_ref(), Unobserved::ShimUnreadable);
+                }
+                set_errno(saved_errno);
+                // SAFETY: forwarding the caller's arguments.
+                return unsafe { real_connect(fd, addr, len, false) };
+            }
+        }
     };
     let Some(dest) = dest else {
         set_errno(saved_errno);
@@ -698,7 +729,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     // Cannot decide (no policy), or cannot record with the supervisor there to do both: count
     // the call and hand it to the kernel unmarked.
     let Some(policy) = policy.filter(|_| log.is_some() || !backstop) else {
-        count_unobserved(log.as_ref());
+        count_unobserved(log.as_ref(), Unobserved::ShimUnmapped);
         set_errno(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, false) };
@@ -741,7 +772,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     let cell = match &log {
         // Alone, without the header: decided (a denial still fails) but not recorded.
         None => {
-            count_unobserved(None);
+            count_unobserved(None, Unobserved::ShimUnmapped);
             None
         }
         Some(log) => {

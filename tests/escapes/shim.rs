@@ -175,3 +175,32 @@ fn parallel_storms_of_fresh_processes_lose_no_first_call() {
         );
     }
 }
+
+#[test]
+fn a_destination_the_shim_cannot_read_is_counted_and_under_auto_still_denied() {
+    // A sandbox forbids process_vm_readv: the shim cannot copy a heap sockaddr through the
+    // kernel. It once took that for a bad address and let the call through, uncounted.
+    for engine in ENGINES {
+        let run = run_in_env(
+            &format!("noreadv-{engine}"),
+            &repo(),
+            &[("NETTRAP_KEEP_RUN_DIR", "1")],
+            &deny_flags(engine),
+            &[&fixture("noreadv"), CLOSED],
+        );
+        let out = run.stdout();
+        assert!(out.contains("blocked=1"), "{engine}: {out}");
+        let kept = kept(&run);
+        let counted = kept.log.unobserved[Unobserved::ShimUnreadable as usize];
+        if engine == "preload" {
+            assert!(out.contains("errno=ECONNREFUSED"), "{out}");
+            assert_eq!((run.total_calls(), counted), (0, 1));
+            // Once the report shows losses: lost.unobserved.shim_unreadable == 1, exit 86.
+            continue;
+        }
+        assert_eq!(run.code(), 86, "{engine}: {}", run.stderr());
+        assert!(out.contains("errno=EACCES"), "{engine}: {out}");
+        assert_eq!(run.calls(None), denied_once(), "{engine}");
+        assert_eq!(counted, u64::from(engine == "auto"), "{engine}");
+    }
+}
