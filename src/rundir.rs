@@ -15,13 +15,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const ENV_RUN_DIR: &str = "NETTRAP_RUN_DIR";
 /// One byte (an `event::Unobserved` value) per call a shim let pass without being able to map
 /// even the event log's header: appended with O_APPEND, no mapping needed.
-pub const UNOBSERVED: &str = "unobserved";
+pub const UNOBSERVED: &str = event::UNOBSERVED_FILE;
 
 pub struct RunDir {
     path: PathBuf,
@@ -84,6 +85,15 @@ impl RunDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let path = base.join(format!("nettrap-{}-{nanos:09}", std::process::id()));
+        // The shim builds its file names under the run directory in a fixed buffer.
+        if path.as_os_str().len() > event::RUN_DIR_MAX_LEN {
+            anyhow::bail!(
+                "the temporary directory's path is too long for a run directory ({} bytes, at \
+                 most {}): set TMPDIR to a shorter path",
+                path.as_os_str().len(),
+                event::RUN_DIR_MAX_LEN
+            );
+        }
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
@@ -142,7 +152,9 @@ impl RunDir {
         f.read_exact(&mut buf)
             .context("cannot read the event log header")?;
         let used = event::used_len(&buf).context("the event log header is corrupt")?;
-        buf.resize(used, 0);
+        let len = f.metadata().context("cannot read the event log")?.len();
+        // A damaged header cannot make the reader allocate more than the file holds.
+        buf.resize(used.min(usize::try_from(len).unwrap_or(usize::MAX)), 0);
         f.read_exact(&mut buf[event::HEADER_LEN..])
             .context("cannot read the event log")?;
         let mut decoded = event::decode(&buf).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -170,30 +182,70 @@ impl Drop for RunDir {
     }
 }
 
-/// The event log mapped into the launcher, for the seccomp supervisor to append to.
+/// The event log mapped into the launcher, for the seccomp supervisor to append to: its header,
+/// and its slots in windows mapped as records land in them (as the shim does, through the same
+/// `event::Windows`), so nettrap's own address space grows with the log's use, not its
+/// capacity.
 pub struct LogMapping {
-    base: *mut u8,
-    len: usize,
+    header: NonNull<u8>,
+    windows: event::Windows,
+    mapper: FileMapper,
+    capacity: u64,
 }
 
-// SAFETY: the mapping is shared memory written only through nettrap_core's atomic protocol.
+// SAFETY: the mappings are shared memory written only through nettrap_core's atomic protocol.
 unsafe impl Send for LogMapping {}
 // SAFETY: as for Send: through `&LogMapping` the mapping is only read, or appended to
 // atomically through event::Log.
 unsafe impl Sync for LogMapping {}
 
+/// Maps windows of the open event log.
+struct FileMapper(File);
+
+impl event::Mapper for FileMapper {
+    fn map(&self, offset: u64, len: usize) -> Option<NonNull<u8>> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: mapping part of an open file, shared and writable; the kernel picks the
+        // address. The file is as long as the log's capacity, which bounds every window.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.0.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        NonNull::new(p.cast())
+    }
+
+    unsafe fn unmap(&self, base: NonNull<u8>, len: usize) {
+        // SAFETY: per the trait's contract, a mapping of ours nothing refers to.
+        unsafe { libc::munmap(base.as_ptr().cast(), len) };
+    }
+}
+
 impl LogMapping {
-    pub fn log(&self) -> event::Log {
-        // SAFETY: base/len describe a live shared mapping of the log (checked when mapped).
-        unsafe { event::Log::from_raw(self.base, self.len) }
-            .expect("event log mapping checked at map time")
+    pub fn log(&self) -> event::Log<'_> {
+        // SAFETY: the header mapping lives as long as self (checked when mapped); the windows
+        // are of this file, mapped by this mapper.
+        unsafe { event::Log::new(self.header.as_ptr(), &self.windows, &self.mapper) }
+            .expect("event log header checked at map time")
     }
 }
 
 impl Drop for LogMapping {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly what map_log mapped; no Log from it outlives the mapping.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
+        // SAFETY: nothing borrows self any more, so no Log or ResultCell from it is in use;
+        // unmapping exactly what was mapped.
+        unsafe {
+            self.windows.unmap_all(self.capacity, &self.mapper);
+            libc::munmap(self.header.as_ptr().cast(), event::HEADER_LEN);
+        }
     }
 }
 
@@ -225,39 +277,32 @@ fn create_log(path: &Path) -> Result<(File, Option<u64>)> {
     }
 }
 
-/// Maps the event log for writing from this process.
+/// Maps the event log's header for writing from this process (its slots are mapped as used).
 fn map_log(path: &Path) -> Result<LogMapping> {
-    use std::os::fd::AsRawFd;
     let f = OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .context("cannot open the event log")?;
-    let len = f.metadata().context("cannot stat the event log")?.len() as usize;
-    // SAFETY: mapping an open file of len bytes, shared and writable; the mapping outlives f.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        anyhow::bail!(
+    let mapper = FileMapper(f);
+    let header = event::Mapper::map(&mapper, 0, event::HEADER_LEN).ok_or_else(|| {
+        anyhow::anyhow!(
             "cannot map the event log: {}",
             std::io::Error::last_os_error()
-        );
-    }
-    let m = LogMapping {
-        base: base.cast(),
-        len,
+        )
+    })?;
+    let mut m = LogMapping {
+        header,
+        windows: event::Windows::new(),
+        mapper,
+        capacity: 0,
     };
     // SAFETY: as in LogMapping::log; checked here once.
-    if unsafe { event::Log::from_raw(m.base, m.len) }.is_none() {
+    let Some(capacity) =
+        (unsafe { event::Log::new(header.as_ptr(), &m.windows, &m.mapper) }).map(|l| l.capacity())
+    else {
         anyhow::bail!("the event log is corrupt");
-    }
+    };
+    m.capacity = capacity;
     Ok(m)
 }

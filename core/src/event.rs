@@ -2,33 +2,64 @@
 //!
 //! The launcher creates `events.log` in the run directory: a 4 KiB header followed by a large,
 //! sparse array of 128-byte slots. A writer (the shim in any process of the tree, or the seccomp
-//! supervisor) maps the file `MAP_SHARED`, reserves consecutive slots with one atomic add on the
-//! header's cursor, fills them and commits by storing the first slot's tag last. That costs no
-//! system call, needs no lock, and survives the writer: the kernel keeps what a process wrote to
-//! a shared mapping when it `_exit`s, crashes or is killed, and the mapping does not depend on
-//! any file descriptor the program might close or `dup2` over.
+//! supervisor) maps the header on its own (one page) and the slots in windows of
+//! [`WINDOW_SLOTS`] slots, each mapped `MAP_SHARED` the first time one of the writer's records
+//! falls in it ([`Windows`], [`Mapper`]), so a process's address space grows only with the parts
+//! of the log its own records landed in. A writer reserves consecutive slots by advancing the
+//! header's cursor (one compare-and-swap), fills them and commits by storing the first slot's
+//! tag last. That costs no system call once the window is mapped, needs no lock, and survives
+//! the writer: the kernel keeps what a process wrote to a shared mapping when it `_exit`s,
+//! crashes or is killed, and the mapping does not depend on any file descriptor the program
+//! might close or `dup2` over.
 //!
-//! Every slot starts with a tag (`0xA5`, kind, slot count, slot index), so the reader can walk
-//! the array slot by slot: slots whose writer died before committing have no valid first tag and
-//! are counted as torn, never misread. When the array is full, writers count the record as
-//! dropped in the header instead of writing it; the report says how many.
+//! Every slot starts with a tag (`0xA5`, kind, slot count, slot index). A writer tags its first
+//! slot "reserved" right after reserving, then writes the payload, then the other slots' tags,
+//! then the real first tag, which carries a checksum of the record. The reader walks the slots
+//! below the cursor:
+//! - a record whose first tag still says "reserved" (its writer died, or is still writing) is
+//!   one torn record; its slots are skipped;
+//! - a run of untagged slots (a writer died between reserving and its first store) is one torn
+//!   record (two such writers side by side count once);
+//! - a record that does not check out (bad tags, unknown kind or field value, wrong checksum:
+//!   something wrote over the shared mapping) is torn too, never misread.
+//!
+//! Records are never written past the slots the launcher allocated (see [`Log::set_allocated`])
+//! or past the capacity: a writer whose record does not fit counts it as dropped in the header
+//! instead, without reserving anything. A writer that cannot map the window its record falls in
+//! reserves nothing either and says so ([`NotWritten::Unmapped`]); the caller counts the call:
+//! as dropped when it still decided the call (it was enforced, only its record is missing), or
+//! as [`Unobserved`] when it hands the call on undecided. The report says how many of each.
 
 use crate::addr::{Dest, Transport};
 use crate::policy::Action;
 use crate::test_id::Phase;
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: [u8; 8] = *b"NTRAPLOG";
-pub const VERSION: u32 = 1;
+/// 2: windowed writers (reserved head tags, checksums, results guarded by their complement).
+pub const VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 4096;
 pub const SLOT_LEN: usize = 128;
 const TAG_LEN: usize = 8;
 const PAYLOAD_PER_SLOT: usize = SLOT_LEN - TAG_LEN;
-const MAX_SLOTS: usize = 255;
+/// The most slots one record takes.
+pub const MAX_SLOTS: usize = 255;
 /// Test ids and host names longer than this are cut (the id is still unique in practice).
 pub const MAX_TEXT: usize = 4096;
 /// Default log capacity in slots (1 GiB of sparse file; about 8 million calls).
 pub const DEFAULT_CAPACITY: u64 = 1 << 23;
+/// Slots per window a writer maps (1 MiB). A window maps [`MAX_SLOTS`] more slots beyond its
+/// own, so a record that starts in it never straddles two mappings.
+pub const WINDOW_SLOTS: u64 = 8192;
+/// Windows in a [`Windows`] table: enough for [`DEFAULT_CAPACITY`].
+pub const MAX_WINDOWS: usize = (DEFAULT_CAPACITY / WINDOW_SLOTS) as usize;
+/// Longest run directory path the shim can build file names under; the launcher refuses a
+/// longer one.
+pub const RUN_DIR_MAX_LEN: usize = 480;
+/// The run directory's file of calls a shim could not count in the header: one [`Unobserved`]
+/// byte per call, appended (`O_APPEND`) without any mapping.
+pub const UNOBSERVED_FILE: &str = "unobserved";
 
 const OFF_VERSION: usize = 8;
 const OFF_SLOT_LEN: usize = 12;
@@ -44,8 +75,8 @@ const OFF_UNOBSERVED: usize = 64;
 
 const KIND_CALL: u8 = 1;
 const KIND_PROCESS: u8 = 2;
-/// Slots reserved by a record that did not fit: skipped by the reader, not torn.
-const KIND_PAD: u8 = 0x7f;
+/// First tag of a record whose writer reserved its slots and has not committed it (yet).
+const KIND_RESERVED: u8 = 3;
 const TAG_MARK: u32 = 0xA5;
 
 /// Result value of a call whose real system call has not returned (yet).
@@ -65,17 +96,22 @@ pub enum Syscall {
     IoUringSetup = 5,
 }
 
-impl Syscall {
-    pub fn from_u8(v: u8) -> Syscall {
-        match v {
+impl TryFrom<u8> for Syscall {
+    type Error = u8;
+    /// The system call a log byte names; any other value is an error (a corrupt record).
+    fn try_from(v: u8) -> Result<Syscall, u8> {
+        Ok(match v {
+            1 => Syscall::Connect,
             2 => Syscall::Sendto,
             3 => Syscall::Sendmsg,
             4 => Syscall::Sendmmsg,
             5 => Syscall::IoUringSetup,
-            _ => Syscall::Connect,
-        }
+            _ => return Err(v),
+        })
     }
+}
 
+impl Syscall {
     pub fn name(self) -> &'static str {
         match self {
             Syscall::Connect => "connect",
@@ -95,18 +131,30 @@ impl Syscall {
 #[repr(u8)]
 pub enum Unobserved {
     /// The shim could not map the run's files (a memory limit, no descriptor left, files
-    /// missing): it passed the call to the kernel undecided (under `auto`, the supervisor then
-    /// sees it).
+    /// missing or of another version), so it could not record the call. With the seccomp
+    /// supervisor beside it (`auto`), it passed the call to the kernel undecided and unmarked,
+    /// where the supervisor decides and records it. Alone (`preload`), it passed the call
+    /// undecided when it could not map the policy, and decided it (a denial still fails) but
+    /// recorded nothing when it could map the policy but not the log's header.
     ShimUnmapped = 1,
     /// The supervisor could not read the caller's memory (the destination), and let the call go.
     SupervisorUnreadable = 2,
+    /// The shim could not read where an IPv4/IPv6 socket connects (the kernel refused to copy
+    /// the address for another reason than a bad pointer: a sandbox forbidding
+    /// process_vm_readv), and passed the call to the kernel undecided and unmarked (under
+    /// `auto`, the supervisor sees it).
+    ShimUnreadable = 3,
 }
 
 /// Slots for [`Unobserved`] causes, indexed by their value (0 unused; room for new causes).
 pub const CAUSES: usize = 8;
 
 impl Unobserved {
-    pub const ALL: [Unobserved; 2] = [Unobserved::ShimUnmapped, Unobserved::SupervisorUnreadable];
+    pub const ALL: [Unobserved; 3] = [
+        Unobserved::ShimUnmapped,
+        Unobserved::SupervisorUnreadable,
+        Unobserved::ShimUnreadable,
+    ];
 
     pub fn from_u8(v: u8) -> Option<Unobserved> {
         Unobserved::ALL.into_iter().find(|c| *c as u8 == v)
@@ -117,12 +165,13 @@ impl Unobserved {
         match self {
             Unobserved::ShimUnmapped => "shim_unmapped",
             Unobserved::SupervisorUnreadable => "supervisor_unreadable",
+            Unobserved::ShimUnreadable => "shim_unreadable",
         }
     }
 
     /// Was the call passed on to the kernel where, under `auto`, the supervisor sees it?
     pub fn seen_by_supervisor_under_auto(self) -> bool {
-        matches!(self, Unobserved::ShimUnmapped)
+        matches!(self, Unobserved::ShimUnmapped | Unobserved::ShimUnreadable)
     }
 }
 
@@ -134,8 +183,37 @@ pub enum Source {
     Seccomp = 2,
 }
 
+impl TryFrom<u8> for Source {
+    type Error = u8;
+    fn try_from(v: u8) -> Result<Source, u8> {
+        match v {
+            1 => Ok(Source::Shim),
+            2 => Ok(Source::Seccomp),
+            _ => Err(v),
+        }
+    }
+}
+
+/// Strict decoders of the enums other modules own: a byte their lenient `from_u8` would turn
+/// into a default is rejected (the record is corrupt).
+#[cfg(feature = "alloc")]
+fn transport_from(v: u8) -> Option<Transport> {
+    let t = Transport::from_u8(v);
+    (t as u8 == v).then_some(t)
+}
+#[cfg(feature = "alloc")]
+fn action_from(v: u8) -> Option<Action> {
+    let a = Action::from_u8(v);
+    (a as u8 == v).then_some(a)
+}
+#[cfg(feature = "alloc")]
+fn phase_from(v: u8) -> Option<Phase> {
+    let p = Phase::from_u8(v);
+    (p as u8 == v).then_some(p)
+}
+
 /// The fixed part of a call record.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Call {
     pub pid: u32,
     /// Kernel thread id of the caller.
@@ -161,6 +239,15 @@ pub struct Call {
 pub const MAX_THREAD_NAME: usize = 16;
 
 const CALL_FIXED: usize = 64;
+/// The result field of a call's payload: the result (i32) and its bitwise complement, stored
+/// together as one u64 so that a later update stays atomic and a damaged value shows. Not
+/// covered by the checksum (it is written after the commit).
+const CALL_RESULT: usize = 48;
+
+/// The result field's value for `result`.
+fn guarded(result: i32) -> u64 {
+    (result as u32 as u64) | ((!(result as u32) as u64) << 32)
+}
 
 impl Call {
     fn encode(&self, test_len: usize, host_len: usize, thread_len: usize) -> [u8; CALL_FIXED] {
@@ -178,22 +265,21 @@ impl Call {
         b[40..42].copy_from_slice(&self.category.to_ne_bytes());
         b[42..44].copy_from_slice(&self.rule.to_ne_bytes());
         b[44..48].copy_from_slice(&self.deny_errno.to_ne_bytes());
-        b[48..52].copy_from_slice(&RESULT_PENDING.to_ne_bytes());
-        b[52..54].copy_from_slice(&(test_len as u16).to_ne_bytes());
-        b[54..56].copy_from_slice(&(host_len as u16).to_ne_bytes());
-        b[56] = self.has_test as u8;
-        // Added after the first layout: the calling thread's name, a third text after `test`
-        // and `host` (0 in logs of writers that do not record it).
-        b[57] = thread_len as u8;
+        b[CALL_RESULT..CALL_RESULT + 8].copy_from_slice(&guarded(RESULT_PENDING).to_ne_bytes());
+        b[56..58].copy_from_slice(&(test_len as u16).to_ne_bytes());
+        b[58..60].copy_from_slice(&(host_len as u16).to_ne_bytes());
+        b[60] = self.has_test as u8;
+        // The calling thread's name, a third text after `test` and `host`.
+        b[61] = thread_len as u8;
         b
     }
 }
 
-/// Offset of the result field inside slot 0 of a call record.
-const CALL_RESULT_OFFSET: usize = TAG_LEN + 48;
+/// Offset of the result field inside slot 0 of a call record (8-aligned).
+const CALL_RESULT_OFFSET: usize = TAG_LEN + CALL_RESULT;
 
 /// The fixed part of a process record: who made the calls that follow with this pid.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Process {
     pub pid: u32,
     pub ppid: u32,
@@ -216,6 +302,40 @@ impl Process {
     }
 }
 
+// The largest records fit: texts are cut before they are written, never the record.
+const _: () = assert!(CALL_FIXED + 2 * MAX_TEXT + MAX_THREAD_NAME <= MAX_SLOTS * PAYLOAD_PER_SLOT);
+const _: () = assert!(PROCESS_FIXED + 2 * MAX_TEXT <= MAX_SLOTS * PAYLOAD_PER_SLOT);
+
+/// The slots a record of `total` payload bytes takes.
+fn slots_for(total: usize) -> usize {
+    total.div_ceil(PAYLOAD_PER_SLOT).max(1)
+}
+
+fn tag(kind: u8, n: usize, idx: usize) -> u32 {
+    (TAG_MARK << 24) | (kind as u32) << 16 | (n as u32) << 8 | idx as u32
+}
+
+/// FNV-1a over a record's payload (`parts`, concatenated), seeded with its kind; a call's
+/// result field is left out (it changes after the commit).
+fn checksum(kind: u8, parts: &[&[u8]]) -> u32 {
+    let skip = if kind == KIND_CALL {
+        CALL_RESULT..CALL_RESULT + 8
+    } else {
+        0..0
+    };
+    let mut h = 0x811c_9dc5u32 ^ kind as u32;
+    let mut pos = 0usize;
+    for part in parts {
+        for &b in *part {
+            if !skip.contains(&pos) {
+                h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+            }
+            pos += 1;
+        }
+    }
+    h
+}
+
 /// Writes a fresh header into the first [`HEADER_LEN`] bytes of a new log file. Until the
 /// launcher allocates blocks and says so ([`Log::set_allocated`]), `allocated` slots may be used.
 pub fn header(capacity: u64, allocated: u64) -> [u8; HEADER_LEN] {
@@ -233,41 +353,184 @@ pub fn file_len(capacity: u64) -> u64 {
     HEADER_LEN as u64 + capacity * SLOT_LEN as u64
 }
 
-/// A writer on a mapped log.
-pub struct Log {
-    base: *mut u8,
-    capacity: u64,
+/// Maps parts of one log file into this process, for [`Windows`].
+pub trait Mapper: Sync {
+    /// Maps `len` bytes of the log file from byte `offset` (a multiple of 4096), shared and
+    /// writable, or None when it cannot (a memory limit, no descriptor left, the file gone or
+    /// shorter than `offset + len`).
+    fn map(&self, offset: u64, len: usize) -> Option<NonNull<u8>>;
+
+    /// Unmaps what [`Mapper::map`] returned.
+    ///
+    /// # Safety
+    /// `base` and `len` come from one call of `map`, and nothing refers to that memory any more.
+    unsafe fn unmap(&self, base: NonNull<u8>, len: usize);
 }
 
-// SAFETY: all shared state in the mapping is reached through atomics (cursor, dropped, tags,
-// results) or through slots that one writer reserved for itself.
-unsafe impl Send for Log {}
-// SAFETY: as for Send: `&Log` only appends (atomics and self-reserved slots), never mutates
-// shared bytes non-atomically.
-unsafe impl Sync for Log {}
+/// The windows of a log's slots this process has mapped, one atomic pointer each: filled on
+/// demand by whichever thread first needs a window (a thread that loses the race to publish its
+/// mapping unmaps its own), and kept until the table is dropped (the shim's table is static and
+/// never unmapped, so a record's memory stays valid in the process and its fork children).
+/// Window `i` maps slots `[i*W, (i+1)*W + MAX_SLOTS)` (W = its window size), cut at the log's
+/// capacity.
+pub struct Windows {
+    /// Slots per window; 0 for [`WINDOW_SLOTS`], which keeps a default table all zero bytes
+    /// (the shim's static then takes no room in its file: `.bss`, not 8 KiB of `.data`).
+    custom_slots: u64,
+    table: [AtomicPtr<u8>; MAX_WINDOWS],
+}
 
-/// Where a call's result goes once the real system call returns.
-pub struct ResultCell(*const AtomicI32);
-
-impl ResultCell {
-    /// Records the real outcome: 0 for success, else the errno.
-    pub fn set(&self, result: i32) {
-        // SAFETY: the cell points into a slot this writer reserved, inside a mapping that is
-        // never unmapped (see Log::from_raw), and is 4-byte aligned (slot base + 56).
-        unsafe { (*self.0).store(result, Ordering::Relaxed) }
+impl Default for Windows {
+    fn default() -> Windows {
+        Windows::new()
     }
 }
 
-impl Log {
-    /// # Safety
-    /// `base` must point to a shared, writable mapping of `len` bytes of a log file that stays
-    /// mapped for as long as the `Log` and any [`ResultCell`] from it are used.
-    pub unsafe fn from_raw(base: *mut u8, len: usize) -> Option<Log> {
-        if len < HEADER_LEN || !(base as usize).is_multiple_of(8) {
+impl Windows {
+    pub const fn new() -> Windows {
+        Windows {
+            custom_slots: 0,
+            table: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_WINDOWS],
+        }
+    }
+
+    /// A table of windows of `slots` slots each: a multiple of 32, so that every window starts
+    /// on a page of the file (4 KiB of slots); tests use small ones.
+    pub const fn with_window_slots(slots: u64) -> Windows {
+        assert!(slots > 0 && slots.is_multiple_of(32));
+        Windows {
+            custom_slots: slots,
+            ..Windows::new()
+        }
+    }
+
+    fn window_slots(&self) -> u64 {
+        match self.custom_slots {
+            0 => WINDOW_SLOTS,
+            n => n,
+        }
+    }
+
+    /// Slots the table can reach.
+    fn reach(&self) -> u64 {
+        self.window_slots() * MAX_WINDOWS as u64
+    }
+
+    /// (file offset, length) of window `i` of a log of `capacity` slots.
+    fn extent(&self, i: usize, capacity: u64) -> (u64, usize) {
+        let first = i as u64 * self.window_slots();
+        let slots = (capacity.saturating_sub(first)).min(self.window_slots() + MAX_SLOTS as u64);
+        (
+            HEADER_LEN as u64 + first * SLOT_LEN as u64,
+            slots as usize * SLOT_LEN,
+        )
+    }
+
+    /// The base of window `i`, mapped now if it was not.
+    fn get(&self, i: usize, capacity: u64, mapper: &dyn Mapper) -> Option<*mut u8> {
+        let cell = self.table.get(i)?;
+        let p = cell.load(Ordering::Acquire);
+        if !p.is_null() {
+            return Some(p);
+        }
+        let (offset, len) = self.extent(i, capacity);
+        if len == 0 {
             return None;
         }
-        // SAFETY: the header lies inside the mapping (len >= HEADER_LEN).
-        let h = unsafe { core::slice::from_raw_parts(base, 40) };
+        let new = mapper.map(offset, len)?;
+        match cell.compare_exchange(
+            core::ptr::null_mut(),
+            new.as_ptr(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Some(new.as_ptr()),
+            Err(winner) => {
+                // SAFETY: our own mapping, never published: nothing refers to it.
+                unsafe { mapper.unmap(new, len) };
+                Some(winner)
+            }
+        }
+    }
+
+    /// Windows mapped so far.
+    pub fn mapped(&self) -> usize {
+        self.table
+            .iter()
+            .filter(|p| !p.load(Ordering::Relaxed).is_null())
+            .count()
+    }
+
+    /// Unmaps every window.
+    ///
+    /// # Safety
+    /// Nothing uses a [`Log`] over this table or a [`ResultCell`] from one any more, and
+    /// `capacity` and `mapper` are the ones the windows were mapped with.
+    pub unsafe fn unmap_all(&self, capacity: u64, mapper: &dyn Mapper) {
+        for (i, cell) in self.table.iter().enumerate() {
+            let p = cell.swap(core::ptr::null_mut(), Ordering::AcqRel);
+            if let Some(p) = NonNull::new(p) {
+                // SAFETY: mapped by `get` with this extent; unused per the caller.
+                unsafe { mapper.unmap(p, self.extent(i, capacity.min(self.reach())).1) };
+            }
+        }
+    }
+}
+
+/// A writer on a log: its mapped header and its windows.
+pub struct Log<'a> {
+    header: *mut u8,
+    capacity: u64,
+    windows: &'a Windows,
+    mapper: &'a dyn Mapper,
+}
+
+// SAFETY: all shared state in the mappings is reached through atomics (cursor, counters, tags,
+// results) or through slots that one writer reserved for itself.
+unsafe impl Send for Log<'_> {}
+// SAFETY: as for Send: `&Log` only appends (atomics and self-reserved slots), never mutates
+// shared bytes non-atomically.
+unsafe impl Sync for Log<'_> {}
+
+/// Why a record was not written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotWritten {
+    /// The log is full, or its blocks are not allocated: already counted as dropped.
+    Full,
+    /// The window the record falls in could not be mapped. Nothing was reserved or counted:
+    /// the caller counts the call, as dropped ([`Log::count_dropped`]) when it still enforces
+    /// its decision, or as [`Unobserved`] when it hands the call on undecided.
+    Unmapped,
+}
+
+/// Where a call's result goes once the real system call returns.
+pub struct ResultCell<'a>(&'a AtomicU64);
+
+impl ResultCell<'_> {
+    /// Records the real outcome: 0 for success, else the errno.
+    pub fn set(&self, result: i32) {
+        self.0.store(guarded(result), Ordering::Relaxed)
+    }
+}
+
+impl<'a> Log<'a> {
+    /// A writer over a mapped header whose slots are mapped through `windows`, on demand, by
+    /// `mapper`. None when the header is not one of this version's.
+    ///
+    /// # Safety
+    /// `header` must point to a shared, writable, 8-aligned mapping of the log file's first
+    /// [`HEADER_LEN`] bytes that stays mapped for as long as the `Log` and any [`ResultCell`]
+    /// from it are used; `mapper` maps that same file, and `windows` holds only windows of it.
+    pub unsafe fn new(
+        header: *mut u8,
+        windows: &'a Windows,
+        mapper: &'a dyn Mapper,
+    ) -> Option<Log<'a>> {
+        if header.is_null() || !(header as usize).is_multiple_of(8) {
+            return None;
+        }
+        // SAFETY: the header mapping covers HEADER_LEN bytes.
+        let h = unsafe { core::slice::from_raw_parts(header, OFF_CAPACITY + 8) };
         if h[0..8] != MAGIC
             || u32::from_ne_bytes([h[8], h[9], h[10], h[11]]) != VERSION
             || u32::from_ne_bytes([h[12], h[13], h[14], h[15]]) != SLOT_LEN as u32
@@ -276,8 +539,13 @@ impl Log {
         }
         let mut cap = [0u8; 8];
         cap.copy_from_slice(&h[OFF_CAPACITY..OFF_CAPACITY + 8]);
-        let capacity = u64::from_ne_bytes(cap).min(((len - HEADER_LEN) / SLOT_LEN) as u64);
-        Some(Log { base, capacity })
+        let capacity = u64::from_ne_bytes(cap).min(windows.reach());
+        Some(Log {
+            header,
+            capacity,
+            windows,
+            mapper,
+        })
     }
 
     /// Slots that may be written: the capacity, or less while blocks are not allocated yet.
@@ -287,7 +555,12 @@ impl Log {
             .min(self.capacity)
     }
 
-    /// Slots reserved so far (some may lie beyond the limit and be dropped).
+    /// Slots the log holds (as far as the window table reaches).
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Slots reserved so far.
     pub fn cursor(&self) -> u64 {
         self.counter(OFF_CURSOR).load(Ordering::Relaxed)
     }
@@ -302,70 +575,109 @@ impl Log {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Publishes that the file's blocks for the first `slots` slots are allocated.
+    /// Counts one record that could not be written (see [`NotWritten::Unmapped`]).
+    pub fn count_dropped(&self) {
+        self.counter(OFF_DROPPED).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Publishes that the file's blocks for the first `slots` slots are allocated. Never
+    /// lowers the limit (a writer may have reserved slots below it).
     pub fn set_allocated(&self, slots: u64) {
         self.counter(OFF_ALLOCATED)
-            .store(slots.min(self.capacity), Ordering::Release);
+            .fetch_max(slots.min(self.capacity), Ordering::Release);
     }
 
     fn counter(&self, off: usize) -> &AtomicU64 {
         // SAFETY: off is a fixed, 8-aligned offset inside the header, which the mapping covers.
-        unsafe { &*(self.base.add(off).cast::<AtomicU64>()) }
+        unsafe { &*(self.header.add(off).cast::<AtomicU64>()) }
     }
 
-    fn tag(&self, slot: u64) -> &AtomicU32 {
-        // SAFETY: callers pass slots below capacity, so the slot lies inside the mapping;
-        // slots are 128-byte aligned.
-        unsafe {
-            &*(self
-                .base
-                .add(HEADER_LEN + slot as usize * SLOT_LEN)
-                .cast::<AtomicU32>())
-        }
-    }
-
-    /// Appends a record made of `parts`, concatenated. Returns its first slot.
-    fn append(&self, kind: u8, parts: &[&[u8]]) -> Option<u64> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let n = total.div_ceil(PAYLOAD_PER_SLOT).clamp(1, MAX_SLOTS);
-        let tag = |kind: u8, n: usize, idx: usize| {
-            (TAG_MARK << 24) | (kind as u32) << 16 | (n as u32) << 8 | idx as u32
-        };
-        let first = self
-            .counter(OFF_CURSOR)
-            .fetch_add(n as u64, Ordering::Relaxed);
-        let limit = self.limit();
-        if first.checked_add(n as u64).is_none_or(|end| end > limit) {
-            self.counter(OFF_DROPPED).fetch_add(1, Ordering::Relaxed);
-            if first < limit {
-                // Mark the reserved slots that exist, so the reader skips them cleanly.
-                let pad = (limit - first) as usize;
-                self.tag(first)
-                    .store(tag(KIND_PAD, pad, 0), Ordering::Release);
+    /// Reserves `n` slots in a mapped window: (first slot, that slot's address). Only a
+    /// reservation that fits below the limit and whose window is mapped advances the cursor,
+    /// so every slot below the cursor belongs to a writer that could write it.
+    fn reserve(&self, n: usize) -> Result<(u64, *mut u8), NotWritten> {
+        let cursor = self.counter(OFF_CURSOR);
+        let mut first = cursor.load(Ordering::Relaxed);
+        loop {
+            if n > MAX_SLOTS || first.saturating_add(n as u64) > self.limit() {
+                self.count_dropped();
+                return Err(NotWritten::Full);
             }
-            return None;
+            let w = self.windows.window_slots();
+            let window = (first / w) as usize;
+            let base = self
+                .windows
+                .get(window, self.capacity, self.mapper)
+                .ok_or(NotWritten::Unmapped)?;
+            match cursor.compare_exchange_weak(
+                first,
+                first + n as u64,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    let at = (first - window as u64 * w) as usize * SLOT_LEN;
+                    // SAFETY: first + n <= capacity, and the window maps every slot from its
+                    // first to MAX_SLOTS past its own (cut at the capacity).
+                    return Ok((first, unsafe { base.add(at) }));
+                }
+                Err(now) => first = now,
+            }
         }
-        let limit = n * PAYLOAD_PER_SLOT;
+    }
+
+    /// Appends a record made of `parts`, concatenated, up to `until` (a writer stops before
+    /// [`Step::Committed`] only in tests, which tear records this way, as a writer that dies
+    /// there would). Returns its first slot's address.
+    fn append_until(&self, kind: u8, parts: &[&[u8]], until: Step) -> Result<*mut u8, NotWritten> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let n = slots_for(total);
+        let (_, slot0) = self.reserve(n)?;
+        let tag_at = |idx: usize| {
+            // SAFETY: idx < n: a slot reserved above; slots are 128-byte aligned.
+            unsafe { &*(slot0.add(idx * SLOT_LEN).cast::<AtomicU32>()) }
+        };
+        if until == Step::Reserved {
+            return Ok(slot0);
+        }
+        tag_at(0).store(tag(KIND_RESERVED, n, 0), Ordering::Relaxed);
+        if until == Step::Tagged {
+            return Ok(slot0);
+        }
         let mut pos = 0usize;
         for part in parts {
-            let mut rest = &part[..part.len().min(limit - pos)];
+            let mut rest = *part;
             while !rest.is_empty() {
                 let (slot, off) = (pos / PAYLOAD_PER_SLOT, pos % PAYLOAD_PER_SLOT);
                 let take = rest.len().min(PAYLOAD_PER_SLOT - off);
-                let at = HEADER_LEN + (first as usize + slot) * SLOT_LEN + TAG_LEN + off;
-                // SAFETY: bytes at..at+take lie inside one slot reserved above, below capacity;
-                // the source is a caller's slice that cannot overlap the mapping's free slots.
-                unsafe { core::ptr::copy_nonoverlapping(rest.as_ptr(), self.base.add(at), take) };
+                // SAFETY: these bytes lie inside one slot reserved above, after its tag
+                // (pos + take <= total <= n * PAYLOAD_PER_SLOT); the source is a caller's
+                // slice, which cannot overlap slots nobody else writes.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        rest.as_ptr(),
+                        slot0.add(slot * SLOT_LEN + TAG_LEN + off),
+                        take,
+                    )
+                };
                 rest = &rest[take..];
                 pos += take;
             }
         }
-        for idx in 1..n {
-            self.tag(first + idx as u64)
-                .store(tag(kind, n, idx), Ordering::Release);
+        if until == Step::Payload {
+            return Ok(slot0);
         }
-        self.tag(first).store(tag(kind, n, 0), Ordering::Release);
-        Some(first)
+        for idx in 1..n {
+            tag_at(idx).store(tag(kind, n, idx), Ordering::Release);
+        }
+        if until == Step::Continued {
+            return Ok(slot0);
+        }
+        // SAFETY: the checksum lives in the first slot's tag word, after the tag (bytes 4..8).
+        let sum = unsafe { &*(slot0.add(4).cast::<AtomicU32>()) };
+        sum.store(checksum(kind, parts), Ordering::Relaxed);
+        tag_at(0).store(tag(kind, n, 0), Ordering::Release);
+        Ok(slot0)
     }
 
     /// Appends a call. `thread` is the calling thread's name, when the run asks for it (else
@@ -376,24 +688,69 @@ impl Log {
         test: &[u8],
         host: &[u8],
         thread: &[u8],
-    ) -> Option<ResultCell> {
+    ) -> Result<ResultCell<'a>, NotWritten> {
+        self.append_call_until(call, test, host, thread, Step::Committed)
+    }
+
+    fn append_call_until(
+        &self,
+        call: &Call,
+        test: &[u8],
+        host: &[u8],
+        thread: &[u8],
+        until: Step,
+    ) -> Result<ResultCell<'a>, NotWritten> {
         let test = &test[..test.len().min(MAX_TEXT)];
         let host = &host[..host.len().min(MAX_TEXT)];
         let thread = &thread[..thread.len().min(MAX_THREAD_NAME)];
         let fixed = call.encode(test.len(), host.len(), thread.len());
-        let first = self.append(KIND_CALL, &[&fixed, test, host, thread])?;
-        let at = HEADER_LEN + first as usize * SLOT_LEN + CALL_RESULT_OFFSET;
-        // SAFETY: inside the slot just written; 4-byte aligned.
-        Some(ResultCell(unsafe { self.base.add(at).cast::<AtomicI32>() }))
+        let slot0 = self.append_until(KIND_CALL, &[&fixed, test, host, thread], until)?;
+        // SAFETY: inside the first slot reserved for the record, 8-aligned (slot base + 56), in
+        // a window that stays mapped for 'a (see Log::new).
+        Ok(ResultCell(unsafe {
+            &*(slot0.add(CALL_RESULT_OFFSET).cast::<AtomicU64>())
+        }))
     }
 
     /// Appends a process record. `cmdline` is NUL-separated, as in `/proc/PID/cmdline`.
-    pub fn append_process(&self, p: &Process, exe: &[u8], cmdline: &[u8]) {
+    pub fn append_process(
+        &self,
+        p: &Process,
+        exe: &[u8],
+        cmdline: &[u8],
+    ) -> Result<(), NotWritten> {
+        self.append_process_until(p, exe, cmdline, Step::Committed)
+    }
+
+    fn append_process_until(
+        &self,
+        p: &Process,
+        exe: &[u8],
+        cmdline: &[u8],
+        until: Step,
+    ) -> Result<(), NotWritten> {
         let exe = &exe[..exe.len().min(MAX_TEXT)];
         let cmdline = &cmdline[..cmdline.len().min(MAX_TEXT)];
         let fixed = p.encode(exe.len(), cmdline.len());
-        let _ = self.append(KIND_PROCESS, &[&fixed, exe, cmdline]);
+        self.append_until(KIND_PROCESS, &[&fixed, exe, cmdline], until)
+            .map(|_| ())
     }
+}
+
+/// How far a writer got with a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))] // only tests stop a writer early
+enum Step {
+    /// Slots reserved, nothing stored.
+    Reserved,
+    /// The first slot tagged "reserved".
+    Tagged,
+    /// The payload written.
+    Payload,
+    /// The other slots tagged.
+    Continued,
+    /// The first slot's real tag stored: the record is in the log.
+    Committed,
 }
 
 #[cfg(feature = "alloc")]
@@ -405,10 +762,10 @@ mod decode {
     use alloc::vec::Vec;
 
     /// A call as read back from the log.
-    #[derive(Clone, Debug)]
+    #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct CallRecord {
         pub call: Call,
-        /// The real call's outcome: 0, an errno, or [`RESULT_PENDING`].
+        /// The real call's outcome: 0, an errno, [`RESULT_PENDING`] or [`RESULT_UNKNOWN`].
         pub result: i32,
         pub test: Option<Vec<u8>>,
         pub host: Vec<u8>,
@@ -417,14 +774,14 @@ mod decode {
         pub thread: Vec<u8>,
     }
 
-    #[derive(Clone, Debug)]
+    #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct ProcessRecord {
         pub process: Process,
         pub exe: Vec<u8>,
         pub cmdline: Vec<u8>,
     }
 
-    #[derive(Clone, Debug)]
+    #[derive(Clone, Debug, PartialEq, Eq)]
     pub enum Record {
         Call(CallRecord),
         Process(ProcessRecord),
@@ -434,9 +791,12 @@ mod decode {
     #[derive(Debug, Default)]
     pub struct Decoded {
         pub records: Vec<Record>,
-        /// Records writers could not append because the log was full.
+        /// Records writers could not write: the log was full (or its disk blocks could not be
+        /// allocated), or, for a call the engine still decided, the part of the log it fell in
+        /// could not be mapped.
         pub dropped: u64,
-        /// Reserved slots never committed (a writer died mid-record, or is still writing).
+        /// Records reserved and never committed (a writer died mid-record, or is still
+        /// writing), and records that do not check out (something wrote over them).
         pub torn: u64,
         /// Calls let pass without a decision or record, indexed by [`Unobserved`] value.
         pub unobserved: [u64; CAUSES],
@@ -463,16 +823,6 @@ mod decode {
         }
     }
 
-    /// How many bytes of the file hold the header and every reserved slot.
-    pub fn used_len(header: &[u8]) -> Option<usize> {
-        if header.len() < 40 || header[0..8] != MAGIC {
-            return None;
-        }
-        let cap = u64::from_ne_bytes(header[OFF_CAPACITY..OFF_CAPACITY + 8].try_into().ok()?);
-        let cursor = u64::from_ne_bytes(header[OFF_CURSOR..OFF_CURSOR + 8].try_into().ok()?);
-        Some(HEADER_LEN + cursor.min(cap) as usize * SLOT_LEN)
-    }
-
     fn u16_at(b: &[u8], at: usize) -> u16 {
         u16::from_ne_bytes([b[at], b[at + 1]])
     }
@@ -483,6 +833,31 @@ mod decode {
         let mut x = [0u8; 8];
         x.copy_from_slice(&b[at..at + 8]);
         u64::from_ne_bytes(x)
+    }
+
+    /// Slots a reader walks: below the cursor, the allocated limit and the capacity.
+    fn walked(header: &[u8]) -> u64 {
+        let (cap, cursor, allocated) = (
+            u64_at(header, OFF_CAPACITY),
+            u64_at(header, OFF_CURSOR),
+            u64_at(header, OFF_ALLOCATED),
+        );
+        cursor.min(allocated).min(cap)
+    }
+
+    /// How many bytes of the file hold the header and every slot the reader walks.
+    pub fn used_len(header: &[u8]) -> Option<usize> {
+        if header.len() < HEADER_LEN || header[0..8] != MAGIC {
+            return None;
+        }
+        let slots = usize::try_from(walked(header)).ok()?;
+        slots.checked_mul(SLOT_LEN)?.checked_add(HEADER_LEN)
+    }
+
+    /// A head tag: (kind, slot count).
+    fn head(tag: u32) -> Option<(u8, usize)> {
+        let (mark, kind, n, idx) = (tag >> 24, (tag >> 16) as u8, (tag >> 8) & 0xff, tag & 0xff);
+        (mark == TAG_MARK && idx == 0 && n > 0).then_some((kind, n as usize))
     }
 
     /// Decodes a log file's contents (at least [`used_len`] bytes of it).
@@ -500,63 +875,82 @@ mod decode {
         for (i, n) in out.unobserved.iter_mut().enumerate() {
             *n = u64_at(file, OFF_UNOBSERVED + 8 * i);
         }
-        let slots = (file.len() - HEADER_LEN) / SLOT_LEN;
-        let reserved = (u64_at(file, OFF_CURSOR) as usize).min(slots);
-        let tag_at = |i: usize| u32_at(file, HEADER_LEN + i * SLOT_LEN);
+        let in_file = ((file.len() - HEADER_LEN) / SLOT_LEN) as u64;
+        let end = walked(file).min(in_file) as usize;
+        let slot = |i: usize| &file[HEADER_LEN + i * SLOT_LEN..HEADER_LEN + (i + 1) * SLOT_LEN];
+        let tag_at = |i: usize| u32_at(slot(i), 0);
         let mut i = 0;
-        while i < reserved {
-            let tag = tag_at(i);
-            let (mark, kind, n, idx) = (
-                tag >> 24,
-                (tag >> 16) as u8,
-                ((tag >> 8) & 0xff) as usize,
-                tag & 0xff,
-            );
-            if mark == TAG_MARK && kind == KIND_PAD {
-                i += n.max(1);
-                continue;
-            }
-            if mark != TAG_MARK || idx != 0 || n == 0 || i + n > reserved {
-                // A run of slots without a record start is one record left unfinished (or
-                // slots reserved past the limit and dropped, already counted as such).
-                out.torn += 1;
-                i += 1;
-                while i < reserved && tag_at(i) >> 24 != TAG_MARK {
-                    i += 1;
+        while i < end {
+            match head(tag_at(i)) {
+                Some((KIND_RESERVED, n)) => {
+                    // Reserved, never committed: one record, whatever it had written.
+                    out.torn += 1;
+                    i += n;
                 }
-                continue;
+                Some((kind, n)) => {
+                    let complete = i + n <= end && (1..n).all(|k| tag_at(i + k) == tag(kind, n, k));
+                    let record = complete
+                        .then(|| {
+                            let mut payload = Vec::with_capacity(n * PAYLOAD_PER_SLOT);
+                            for k in 0..n {
+                                payload.extend_from_slice(&slot(i + k)[TAG_LEN..]);
+                            }
+                            let sum = u32_at(slot(i), 4);
+                            match kind {
+                                KIND_CALL => decode_call(&payload, n, sum).map(Record::Call),
+                                KIND_PROCESS => {
+                                    decode_process(&payload, n, sum).map(Record::Process)
+                                }
+                                _ => None,
+                            }
+                        })
+                        .flatten();
+                    match record {
+                        Some(r) => out.records.push(r),
+                        None => out.torn += 1,
+                    }
+                    i += n;
+                }
+                None => {
+                    // Slots without a record's first tag: a writer died between reserving and
+                    // its first store (its slots are all untagged), or something wrote over
+                    // the log. One record per run of them.
+                    out.torn += 1;
+                    i += 1;
+                    while i < end && head(tag_at(i)).is_none() {
+                        i += 1;
+                    }
+                }
             }
-            let complete = (1..n).all(|k| tag_at(i + k) == (tag & !0xff) | k as u32);
-            if !complete {
-                out.torn += 1;
-                i += 1;
-                continue;
-            }
-            let mut payload = Vec::with_capacity(n * PAYLOAD_PER_SLOT);
-            for k in 0..n {
-                let s = HEADER_LEN + (i + k) * SLOT_LEN + TAG_LEN;
-                payload.extend_from_slice(&file[s..s + PAYLOAD_PER_SLOT]);
-            }
-            match kind {
-                KIND_CALL => out.records.push(Record::Call(decode_call(&payload))),
-                KIND_PROCESS => out.records.push(Record::Process(decode_process(&payload))),
-                _ => out.torn += 1,
-            }
-            i += n;
         }
         Ok(out)
     }
 
-    fn text(p: &[u8], at: usize, len: usize) -> Vec<u8> {
-        p.get(at..at + len).unwrap_or(&[]).to_vec()
+    /// The payload's first `total` bytes, if its slot count and checksum agree with them.
+    fn checked(p: &[u8], kind: u8, total: usize, n: usize, sum: u32) -> Option<&[u8]> {
+        let body = p.get(..total)?;
+        (slots_for(total) == n && checksum(kind, &[body]) == sum).then_some(body)
     }
 
-    fn decode_call(p: &[u8]) -> CallRecord {
+    fn decode_call(p: &[u8], n: usize, sum: u32) -> Option<CallRecord> {
+        let (test_len, host_len) = (u16_at(p, 56) as usize, u16_at(p, 58) as usize);
+        let thread_len = p[61] as usize;
+        if test_len > MAX_TEXT || host_len > MAX_TEXT || thread_len > MAX_THREAD_NAME {
+            return None;
+        }
+        let total = CALL_FIXED + test_len + host_len + thread_len;
+        let p = checked(p, KIND_CALL, total, n, sum)?;
+        let has_test = match p[60] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let result = u64_at(p, CALL_RESULT);
+        if result >> 32 != !result & 0xffff_ffff {
+            return None;
+        }
         let mut ip = [0u8; 16];
         ip.copy_from_slice(&p[16..32]);
-        let (test_len, host_len) = (u16_at(p, 52) as usize, u16_at(p, 54) as usize);
-        let thread_len = p[57] as usize;
-        let has_test = p[56] != 0;
         let call = Call {
             pid: u32_at(p, 0),
             tid: u32_at(p, 4),
@@ -565,131 +959,44 @@ mod decode {
                 ip,
                 port: u16_at(p, 32),
             },
-            transport: Transport::from_u8(p[34]),
-            action: Action::from_u8(p[35]),
-            phase: Phase::from_u8(p[36]),
-            source: if p[37] == Source::Seccomp as u8 {
-                Source::Seccomp
-            } else {
-                Source::Shim
-            },
-            syscall: Syscall::from_u8(p[38]),
+            transport: transport_from(p[34])?,
+            action: action_from(p[35])?,
+            phase: phase_from(p[36])?,
+            source: Source::try_from(p[37]).ok()?,
+            syscall: Syscall::try_from(p[38]).ok()?,
             category: u16_at(p, 40),
             rule: u16_at(p, 42),
             deny_errno: u32_at(p, 44) as i32,
             has_test,
         };
-        CallRecord {
+        let text = |at: usize, len: usize| p[at..at + len].to_vec();
+        Some(CallRecord {
             call,
-            result: u32_at(p, 48) as i32,
-            test: has_test.then(|| text(p, CALL_FIXED, test_len)),
-            host: text(p, CALL_FIXED + test_len, host_len),
-            thread: text(p, CALL_FIXED + test_len + host_len, thread_len),
-        }
+            result: result as u32 as i32,
+            test: has_test.then(|| text(CALL_FIXED, test_len)),
+            host: text(CALL_FIXED + test_len, host_len),
+            thread: text(CALL_FIXED + test_len + host_len, thread_len),
+        })
     }
 
-    fn decode_process(p: &[u8]) -> ProcessRecord {
+    fn decode_process(p: &[u8], n: usize, sum: u32) -> Option<ProcessRecord> {
         let (exe_len, cmd_len) = (u16_at(p, 16) as usize, u16_at(p, 18) as usize);
-        ProcessRecord {
+        if exe_len > MAX_TEXT || cmd_len > MAX_TEXT {
+            return None;
+        }
+        let p = checked(p, KIND_PROCESS, PROCESS_FIXED + exe_len + cmd_len, n, sum)?;
+        Some(ProcessRecord {
             process: Process {
                 pid: u32_at(p, 0),
                 ppid: u32_at(p, 4),
                 time_ns: u64_at(p, 8),
-                source: if p[20] == Source::Seccomp as u8 {
-                    Source::Seccomp
-                } else {
-                    Source::Shim
-                },
+                source: Source::try_from(p[20]).ok()?,
             },
-            exe: text(p, PROCESS_FIXED, exe_len),
-            cmdline: text(p, PROCESS_FIXED + exe_len, cmd_len),
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use alloc::vec;
-
-        #[test]
-        fn round_trip_torn_and_dropped() {
-            let cap = 16u64;
-            // u64 backing keeps the buffer 8-aligned, as a mapping is.
-            let mut backing = vec![0u64; file_len(cap) as usize / 8];
-            let base = backing.as_mut_ptr().cast::<u8>();
-            // SAFETY: the buffer is file_len(cap) bytes, 8-aligned, and outlives `log`.
-            unsafe { core::ptr::copy_nonoverlapping(header(cap, cap).as_ptr(), base, HEADER_LEN) };
-            // SAFETY: base is that 8-aligned buffer of file_len(cap) bytes, with a valid header,
-            // alive and otherwise unused for the rest of the test.
-            let log = unsafe { Log::from_raw(base, file_len(cap) as usize) }.unwrap();
-            let call = Call {
-                pid: 7,
-                tid: 8,
-                time_ns: 9,
-                dest: Dest::from_v4([127, 0, 0, 1], 9200),
-                transport: Transport::Tcp,
-                action: Action::Deny,
-                phase: Phase::Call,
-                source: Source::Shim,
-                syscall: Syscall::Connect,
-                category: 3,
-                rule: 4,
-                deny_errno: 111,
-                has_test: true,
-            };
-            log.append_process(
-                &Process {
-                    pid: 7,
-                    ppid: 1,
-                    time_ns: 0,
-                    source: Source::Shim,
-                },
-                b"/bin/x",
-                b"x\0-y\0",
-            );
-            let long_id = vec![b'a'; 300];
-            log.append_call(&call, &long_id, b"db", b"net::search_ind")
-                .unwrap()
-                .set(111);
-            // A record reserved but never committed, then one that does not fit.
-            log.counter(OFF_CURSOR).fetch_add(2, Ordering::Relaxed);
-            assert!(
-                log.append_call(&call, &vec![b'b'; 2000], b"", b"")
-                    .is_none()
-            );
-            log.count_unobserved(Unobserved::SupervisorUnreadable);
-            // SAFETY: the same live buffer; `log` writes nothing more while `bytes` is read.
-            let bytes = unsafe { core::slice::from_raw_parts(base, file_len(cap) as usize) };
-            let mut d = decode(&bytes[..used_len(bytes).unwrap()]).unwrap();
-            assert_eq!((d.records.len(), d.torn, d.dropped), (2, 1, 1));
-            d.add_unobserved(Unobserved::ShimUnmapped as u8);
-            d.add_unobserved(200);
-            assert_eq!(
-                d.unobserved_by_cause().collect::<Vec<_>>(),
-                vec![
-                    (Unobserved::ShimUnmapped, 1),
-                    (Unobserved::SupervisorUnreadable, 1)
-                ]
-            );
-            assert_eq!(d.unobserved[0], 1);
-            let Record::Call(c) = &d.records[1] else {
-                panic!("not a call")
-            };
-            assert_eq!(c.test.as_deref(), Some(&long_id[..]));
-            assert_eq!(
-                (&c.host[..], &c.thread[..]),
-                (&b"db"[..], &b"net::search_ind"[..])
-            );
-            assert_eq!(
-                (c.result, c.call.port_for_test(), c.call.rule),
-                (111, 9200, 4)
-            );
-        }
-
-        impl Call {
-            fn port_for_test(&self) -> u16 {
-                self.dest.port
-            }
-        }
+            exe: p[PROCESS_FIXED..PROCESS_FIXED + exe_len].to_vec(),
+            cmdline: p[PROCESS_FIXED + exe_len..PROCESS_FIXED + exe_len + cmd_len].to_vec(),
+        })
     }
 }
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests;

@@ -11,16 +11,29 @@
 //! - In record mode the program sees exactly what the real `connect()` returns, errno included.
 //! - Nothing happens at load time but copying one environment variable and one `dlsym`; the
 //!   run's files are mapped on the first intercepted call, so processes that never connect pay
-//!   nothing.
-//! - If anything is missing (no run directory, a file of another version), it passes through.
+//!   nothing: the policy, the event log's header (one page), and then only the windows of the
+//!   log (1 MiB each, see `nettrap_core::event::Windows`) that this process's records land in.
+//! - No thread ever waits for another: a thread that finds a file not mapped yet maps it
+//!   itself and publishes it with one compare-and-swap (the loser unmaps its own copy), so
+//!   nothing is left half-done by a fork, a vfork, a raw clone or a signal handler.
+//! - A call is never let through silently. When the shim cannot decide or record a call (it
+//!   cannot map the run's files: a memory limit, no descriptor left, files of another version),
+//!   it counts the call as unobserved (in the log's header, or, if that cannot be mapped, as
+//!   one byte appended to the run directory's `unobserved` file) and, when the seccomp
+//!   supervisor watches too (`auto`), hands it to the kernel unmarked, where the supervisor
+//!   decides and records it. Alone (`preload`), it still enforces a decision it could make.
+//! - Without `NETTRAP_RUN_DIR` (the shim loaded outside a run) it passes everything through.
 
 #![no_std]
 
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char, c_int, c_void};
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use nettrap_core::addr::{Address, Op, SOCKADDR_STORAGE, Transport, arg_len, decode};
-use nettrap_core::event::{self, Call, Log, Process, Source, Syscall};
+use nettrap_core::event::{
+    self, Call, Log, Mapper, NotWritten, Process, Source, Syscall, Unobserved, Windows,
+};
 use nettrap_core::msg;
 use nettrap_core::policy::{
     Action, CompiledPolicy, FLAG_SECCOMP_BACKSTOP, FLAG_THREAD_NAMES, SHIM_CONNECT_MARK,
@@ -59,7 +72,7 @@ mod sys {
 
     /// # Safety
     /// `path` must be NUL-terminated.
-    pub unsafe fn open(path: *const c_char, flags: c_int) -> c_int {
+    pub unsafe fn open(path: *const c_char, flags: c_int, mode: c_int) -> c_int {
         // SAFETY: openat relative to the working directory, as open(2).
         unsafe {
             call(
@@ -67,7 +80,7 @@ mod sys {
                 libc::AT_FDCWD as usize,
                 path as usize,
                 flags as usize,
-                0,
+                mode as usize,
                 0,
                 0,
             ) as c_int
@@ -130,8 +143,14 @@ mod sys {
     }
 
     /// # Safety
-    /// As mmap(2).
-    pub unsafe fn mmap(len: usize, prot: c_int, flags: c_int, fd: c_int) -> *mut c_void {
+    /// As mmap(2), with the kernel choosing the address.
+    pub unsafe fn mmap(
+        len: usize,
+        prot: c_int,
+        flags: c_int,
+        fd: c_int,
+        offset: u64,
+    ) -> *mut c_void {
         // SAFETY: forwarded from the caller; the kernel returns an address or -errno, which
         // libc's syscall() turns into -1 (MAP_FAILED).
         unsafe {
@@ -142,15 +161,16 @@ mod sys {
                 prot as usize,
                 flags as usize,
                 fd as usize,
-                0,
+                offset as usize,
             ) as *mut c_void
         }
     }
 
-    /// Lets another thread run (sched_yield; ~1 us when nobody else wants the CPU).
-    pub fn yield_cpu() {
-        // SAFETY: sched_yield takes no arguments.
-        unsafe { call(libc::SYS_sched_yield, 0, 0, 0, 0, 0, 0) };
+    /// # Safety
+    /// As munmap(2): nothing may use the memory afterwards.
+    pub unsafe fn munmap(addr: *mut u8, len: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { call(libc::SYS_munmap, addr as usize, len, 0, 0, 0, 0) };
     }
 
     pub fn getpid() -> u32 {
@@ -164,9 +184,10 @@ mod sys {
     }
 
     /// Copies `buf.len()` bytes at `addr` of this process into `buf`, through the kernel, so an
-    /// invalid address fails (as the kernel would make connect fail with EFAULT) instead of
-    /// faulting in the shim.
-    pub fn copy_from_self(addr: usize, buf: &mut [u8]) -> bool {
+    /// invalid address fails instead of faulting in the shim: Ok(false) when not all of it is
+    /// mapped (connect itself would fail with EFAULT), Err when the kernel refuses the copy for
+    /// another reason (a sandbox's seccomp profile that forbids process_vm_readv).
+    pub fn copy_from_self(addr: usize, buf: &mut [u8]) -> Result<bool, ()> {
         let local = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -187,7 +208,14 @@ mod sys {
                 0,
             )
         };
-        n == buf.len() as c_long
+        if n == buf.len() as c_long {
+            return Ok(true);
+        }
+        // SAFETY: this thread's errno, set by the failed call.
+        if n >= 0 || unsafe { *libc::__errno_location() } == libc::EFAULT {
+            return Ok(false);
+        }
+        Err(())
     }
 
     /// The calling thread's name (`prctl(PR_GET_NAME)`: at most 15 bytes and a NUL) into
@@ -217,7 +245,7 @@ mod sys {
     }
 
     /// One `SOL_SOCKET` option of `fd` that is an int, or None (not a socket).
-    fn sockopt(fd: c_int, opt: c_int) -> Option<c_int> {
+    pub fn sockopt(fd: c_int, opt: c_int) -> Option<c_int> {
         let mut v: c_int = 0;
         let mut len = core::mem::size_of::<c_int>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most len bytes into v and updates len; both outlive the
@@ -284,48 +312,35 @@ mod sys {
     }
 }
 
-const UNINIT: u8 = 0;
-const BUSY: u8 = 1;
-const READY: u8 = 2;
-const OFF: u8 = 3;
-
 static REAL_CONNECT: AtomicUsize = AtomicUsize::new(0);
-static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+/// The run's compiled policy, mapped read-only on first use; never unmapped.
 static POLICY: AtomicPtr<CompiledPolicy> = AtomicPtr::new(core::ptr::null_mut());
-static LOG_BASE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
-static LOG_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The event log's header page, mapped on first use; never unmapped.
+static HEADER: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+/// The windows of the event log this process mapped; never unmapped.
+static WINDOWS: Windows = Windows::new();
+static MAPPER: RunFiles = RunFiles;
 /// The process that last wrote a process record; a different pid means we were forked.
 static RECORDED_PID: AtomicU32 = AtomicU32::new(0);
-/// The thread mapping the run's files (see init), so a signal handler on that same thread
-/// passes through instead of waiting for itself.
-static INIT_OWNER: AtomicU32 = AtomicU32::new(0);
 
-const RUN_DIR_MAX: usize = 512;
+const RUN_DIR_MAX: usize = event::RUN_DIR_MAX_LEN + 32;
 struct RunDir(UnsafeCell<[u8; RUN_DIR_MAX]>);
-// SAFETY: written only by the constructor, before main() and before any thread can exist;
-// read-only afterwards.
+// SAFETY: written only by the constructor, before RUN_DIR_LEN publishes it; read-only
+// afterwards.
 unsafe impl Sync for RunDir {}
 static RUN_DIR: RunDir = RunDir(UnsafeCell::new([0; RUN_DIR_MAX]));
-static RUN_DIR_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The length of the run directory's path in RUN_DIR; 0 when there is none; NOT_LOADED until
+/// the constructor ran.
+static RUN_DIR_LEN: AtomicUsize = AtomicUsize::new(NOT_LOADED);
+const NOT_LOADED: usize = usize::MAX;
 
 #[used]
 #[unsafe(link_section = ".init_array")]
 static CONSTRUCTOR: extern "C" fn() = on_load;
 
 extern "C" fn on_load() {
-    if STATE.load(Ordering::Acquire) == UNINIT {
-        load_run_dir();
-    }
+    load_run_dir();
     resolve_real_connect();
-    // SAFETY: registering a plain function; pthread_atfork only records it.
-    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-}
-
-/// In a fork child, a mapping another thread of the parent was making is not being made any
-/// more: start over rather than wait for it.
-extern "C" fn after_fork_in_child() {
-    let _ = STATE.compare_exchange(BUSY, UNINIT, Ordering::AcqRel, Ordering::Relaxed);
-    INIT_OWNER.store(0, Ordering::Relaxed);
 }
 
 /// This process's pid. Not cached: a vfork child shares the parent's memory, so a cache would
@@ -391,47 +406,64 @@ unsafe fn real_connect(
     unsafe { f(fd, addr, len) }
 }
 
+/// The run directory: as the constructor read it, or, when another library's constructor
+/// connects before ours ran, straight from the environment.
+fn run_dir() -> Option<&'static [u8]> {
+    match RUN_DIR_LEN.load(Ordering::Acquire) {
+        NOT_LOADED => env_value(b"NETTRAP_RUN_DIR").filter(|v| v.len() <= event::RUN_DIR_MAX_LEN),
+        0 => None,
+        // SAFETY: RUN_DIR is immutable once its length is published.
+        n => Some(unsafe { &(&*RUN_DIR.0.get())[..n] }),
+    }
+}
+
 /// Builds `RUN_DIR/name\0` in `buf`.
 fn run_path<'a>(buf: &'a mut [u8; RUN_DIR_MAX], name: &[u8]) -> Option<&'a CStr> {
-    let n = RUN_DIR_LEN.load(Ordering::Acquire);
+    let dir = run_dir()?;
+    let n = dir.len();
     if n == 0 || n + 1 + name.len() + 1 > RUN_DIR_MAX {
         return None;
     }
-    // SAFETY: RUN_DIR is immutable after the constructor.
-    buf[..n].copy_from_slice(unsafe { &(&*RUN_DIR.0.get())[..n] });
+    buf[..n].copy_from_slice(dir);
     buf[n] = b'/';
     buf[n + 1..n + 1 + name.len()].copy_from_slice(name);
     buf[n + 1 + name.len()] = 0;
     CStr::from_bytes_with_nul(&buf[..n + name.len() + 2]).ok()
 }
 
-/// Maps a run file; `min_len` guards against SIGBUS on a short file.
-fn map_file(name: &[u8], writable: bool, min_len: usize) -> Option<(*mut u8, usize)> {
+/// Maps `len` bytes (None: all) of a run file from `offset`, if the file is that long (a
+/// mapping past its end would raise SIGBUS when touched).
+fn map_file(
+    name: &[u8],
+    writable: bool,
+    offset: u64,
+    len: Option<usize>,
+) -> Option<(NonNull<u8>, usize)> {
     let mut buf = [0u8; RUN_DIR_MAX];
     let path = run_path(&mut buf, name)?;
-    let flags = if writable {
-        libc::O_RDWR
+    let (flags, prot) = if writable {
+        (libc::O_RDWR, libc::PROT_READ | libc::PROT_WRITE)
     } else {
-        libc::O_RDONLY
+        (libc::O_RDONLY, libc::PROT_READ)
     };
     // SAFETY: path is NUL-terminated.
-    let fd = unsafe { sys::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    let fd = unsafe { sys::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0) };
     if fd < 0 {
         return None;
     }
     let size = sys::file_size(fd);
+    let len = len.unwrap_or(size.max(0) as usize);
     let mut result = None;
-    if size >= min_len as i64 {
-        let len = size as usize;
-        let prot = if writable {
-            libc::PROT_READ | libc::PROT_WRITE
-        } else {
-            libc::PROT_READ
-        };
-        // SAFETY: mapping an open file of at least len bytes; the mapping outlives the fd.
-        let p = unsafe { sys::mmap(len, prot, libc::MAP_SHARED, fd) };
+    if size >= 0
+        && len > 0
+        && offset
+            .checked_add(len as u64)
+            .is_some_and(|e| e <= size as u64)
+    {
+        // SAFETY: mapping part of an open file that covers it; the mapping outlives the fd.
+        let p = unsafe { sys::mmap(len, prot, libc::MAP_SHARED, fd, offset) };
         if p != libc::MAP_FAILED {
-            result = Some((p.cast::<u8>(), len));
+            result = NonNull::new(p.cast::<u8>()).map(|p| (p, len));
         }
     }
     // The mapping stays. Nothing depends on the fd afterwards, so a program that closes or
@@ -440,75 +472,111 @@ fn map_file(name: &[u8], writable: bool, min_len: usize) -> Option<(*mut u8, usi
     result
 }
 
-/// Reads NETTRAP_RUN_DIR into RUN_DIR. Normally done by the constructor; done by init() when a
-/// library constructor that runs before ours already connects.
-fn load_run_dir() {
-    if let Some(bytes) = env_value(b"NETTRAP_RUN_DIR")
-        && bytes.len() < RUN_DIR_MAX - 32
-    {
-        // SAFETY: written by the constructor before any thread exists, or by init() while it
-        // holds the BUSY state (the only writer), before RUN_DIR_LEN publishes it.
-        unsafe { (&mut *RUN_DIR.0.get())[..bytes.len()].copy_from_slice(bytes) };
-        RUN_DIR_LEN.store(bytes.len(), Ordering::Release);
+/// Maps windows of the run's event log for [`Windows`].
+struct RunFiles;
+
+impl Mapper for RunFiles {
+    fn map(&self, offset: u64, len: usize) -> Option<NonNull<u8>> {
+        map_file(b"events.log", true, offset, Some(len)).map(|(p, _)| p)
+    }
+
+    unsafe fn unmap(&self, base: NonNull<u8>, len: usize) {
+        // SAFETY: per the trait's contract.
+        unsafe { sys::munmap(base.as_ptr(), len) }
     }
 }
 
-fn init() -> bool {
-    match STATE.load(Ordering::Acquire) {
-        READY => return true,
-        OFF => return false,
-        _ => {}
-    }
-    match STATE.compare_exchange(UNINIT, BUSY, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {
-            INIT_OWNER.store(sys::gettid(), Ordering::Release);
-            if RUN_DIR_LEN.load(Ordering::Acquire) == 0 {
-                load_run_dir();
-            }
-            let policy = map_file(b"policy.bin", false, core::mem::size_of::<CompiledPolicy>());
-            let log = map_file(b"events.log", true, event::HEADER_LEN);
-            let ok = match (policy, log) {
-                (Some((p, plen)), Some((l, llen))) => {
-                    // SAFETY: p maps plen bytes that stay mapped for the life of the process.
-                    let bytes = unsafe { core::slice::from_raw_parts(p, plen) };
-                    // SAFETY: l maps llen bytes, shared and writable, never unmapped.
-                    let log_ok = unsafe { Log::from_raw(l, llen) }.is_some();
-                    if CompiledPolicy::from_bytes(bytes).is_some() && log_ok {
-                        POLICY.store(p.cast(), Ordering::Release);
-                        LOG_BASE.store(l, Ordering::Release);
-                        LOG_LEN.store(llen, Ordering::Release);
-                        true
-                    } else {
-                        false
-                    }
-                }
-                _ => false,
-            };
-            STATE.store(if ok { READY } else { OFF }, Ordering::Release);
-            INIT_OWNER.store(0, Ordering::Release);
-            ok
-        }
-        Err(_) => {
-            // Another thread is mapping the files: wait for it (microseconds, but the mapping
-            // thread may be descheduled on a loaded machine: after a short spin, yield the CPU to
-            // it). If this very thread is the one mapping them (a signal handler interrupted it),
-            // pass through rather than wait for itself; only after about a second of waiting
-            // (something is badly wrong) pass through anyway.
-            let me = sys::gettid();
-            for i in 0..220_000u32 {
-                if INIT_OWNER.load(Ordering::Acquire) == me {
-                    return false;
-                }
-                match STATE.load(Ordering::Acquire) {
-                    READY => return true,
-                    OFF => return false,
-                    _ if i < 20_000 => core::hint::spin_loop(),
-                    _ => sys::yield_cpu(),
-                }
-            }
-            false
+/// Publishes `mine` (a fresh mapping of `len` bytes) in `cell` unless another thread was
+/// first, in which case ours is unmapped and theirs returned.
+fn publish<T>(cell: &AtomicPtr<T>, mine: NonNull<u8>, len: usize) -> *mut T {
+    match cell.compare_exchange(
+        core::ptr::null_mut(),
+        mine.as_ptr().cast(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => mine.as_ptr().cast(),
+        Err(theirs) => {
+            // SAFETY: our own mapping, never published: nothing refers to it.
+            unsafe { sys::munmap(mine.as_ptr(), len) };
+            theirs
         }
     }
+}
+
+/// The run's compiled policy, mapped now if no thread of this process did yet.
+fn policy() -> Option<&'static CompiledPolicy> {
+    let mut p = POLICY.load(Ordering::Acquire);
+    if p.is_null() {
+        let (m, len) = map_file(b"policy.bin", false, 0, None)?;
+        // SAFETY: m maps len bytes, read-only; unmapped below unless published.
+        if CompiledPolicy::from_bytes(unsafe { core::slice::from_raw_parts(m.as_ptr(), len) })
+            .is_none()
+        {
+            // SAFETY: our own mapping, never published.
+            unsafe { sys::munmap(m.as_ptr(), len) };
+            return None;
+        }
+        p = publish(&POLICY, m, len);
+    }
+    // SAFETY: p maps a policy checked by from_bytes, never unmapped.
+    Some(unsafe { &*p })
+}
+
+/// The run's event log, its header mapped now if no thread of this process did yet.
+fn log() -> Option<Log<'static>> {
+    let mut h = HEADER.load(Ordering::Acquire);
+    if h.is_null() {
+        let (m, len) = map_file(b"events.log", true, 0, Some(event::HEADER_LEN))?;
+        // SAFETY: m maps the log's first HEADER_LEN bytes, shared and writable.
+        if unsafe { Log::new(m.as_ptr(), &WINDOWS, &MAPPER) }.is_none() {
+            // SAFETY: our own mapping, never published.
+            unsafe { sys::munmap(m.as_ptr(), len) };
+            return None;
+        }
+        h = publish(&HEADER, m, len);
+    }
+    // SAFETY: h maps this run's log header (checked when mapped), never unmapped; WINDOWS
+    // holds windows of the same file, mapped by MAPPER.
+    unsafe { Log::new(h, &WINDOWS, &MAPPER) }
+}
+
+/// Counts a call the shim could not decide or record (see `nettrap_core::event::Unobserved`):
+/// in the log's header when it is mapped, else as one byte appended to the run directory's
+/// `unobserved` file (no mapping needed).
+fn count_unobserved(log: Option<&Log>, cause: Unobserved) {
+    if let Some(log) = log {
+        log.count_unobserved(cause);
+        return;
+    }
+    let mut buf = [0u8; RUN_DIR_MAX];
+    let Some(path) = run_path(&mut buf, event::UNOBSERVED_FILE.as_bytes()) else {
+        return;
+    };
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC;
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe { sys::open(path.as_ptr(), flags, 0o600) };
+    if fd < 0 {
+        return;
+    }
+    let cause = [cause as u8];
+    // SAFETY: writing one byte of our own buffer.
+    unsafe { sys::write(fd, cause.as_ptr().cast::<c_void>(), 1) };
+    sys::close(fd);
+}
+
+/// Reads NETTRAP_RUN_DIR into RUN_DIR (from the constructor).
+fn load_run_dir() {
+    let len = match env_value(b"NETTRAP_RUN_DIR") {
+        Some(bytes) if bytes.len() <= event::RUN_DIR_MAX_LEN => {
+            // SAFETY: only the constructor writes RUN_DIR, before RUN_DIR_LEN publishes it;
+            // until then readers take the path from the environment.
+            unsafe { (&mut *RUN_DIR.0.get())[..bytes.len()].copy_from_slice(bytes) };
+            bytes.len()
+        }
+        _ => 0,
+    };
+    RUN_DIR_LEN.store(len, Ordering::Release);
 }
 
 /// CLOCK_MONOTONIC, as every writer of the run's event log and timeline uses (see
@@ -524,7 +592,7 @@ fn now_ns() -> u64 {
 /// Reads a small file (`/proc/self/cmdline`) into `buf`; returns the length read.
 fn read_small(path: &CStr, buf: &mut [u8]) -> usize {
     // SAFETY: path is NUL-terminated.
-    let fd = unsafe { sys::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe { sys::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
     if fd < 0 {
         return 0;
     }
@@ -543,9 +611,9 @@ fn read_small(path: &CStr, buf: &mut [u8]) -> usize {
 
 /// The first call a process makes writes who the process is, so calls outside any test can be
 /// traced to a pid, executable and command line.
-fn record_process(log: &Log, pid: u32) {
+fn record_process(log: &Log, pid: u32) -> Result<(), NotWritten> {
     if RECORDED_PID.swap(pid, Ordering::AcqRel) == pid {
-        return;
+        return Ok(());
     }
     let mut exe = [0u8; 512];
     // SAFETY: readlink writes at most exe.len() bytes.
@@ -566,7 +634,7 @@ fn record_process(log: &Log, pid: u32) {
         time_ns: now_ns(),
         source: Source::Shim,
     };
-    log.append_process(&p, &exe[..exe_len], &cmdline[..cmd_len]);
+    log.append_process(&p, &exe[..exe_len], &cmdline[..cmd_len])
 }
 
 unsafe extern "C" {
@@ -665,35 +733,51 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     // negative length fails with EINVAL). Copied through the kernel: an invalid address must give
     // the program EFAULT from the real connect, not a crash here.
     let mut buf = [0u8; SOCKADDR_STORAGE];
-    let sa = arg_len(len as u64).and_then(|n| {
-        if n == 0 {
-            return Some(&buf[..0]);
+    let copied = match arg_len(len as u64) {
+        None => Ok(None),
+        Some(0) => Ok(Some(0)),
+        Some(n) => {
+            // Fast path: a sockaddr in the same page as this frame's own buffer lies on this
+            // thread's live stack, so it is mapped; anything else goes through the kernel.
+            let here = buf.as_ptr() as usize;
+            let (a, page_end) = (addr as usize, (here | 0xfff) + 1);
+            if a >= here && a.checked_add(n).is_some_and(|end| end <= page_end) {
+                // SAFETY: [a, a+n) lies between a local of this frame and the end of its page.
+                unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n) };
+                Ok(Some(n))
+            } else {
+                sys::copy_from_self(a, &mut buf[..n]).map(|ok| ok.then_some(n))
+            }
         }
-        // Fast path: a sockaddr in the same page as this frame's own buffer lies on this
-        // thread's live stack, so it is mapped; anything else goes through the kernel.
-        let here = buf.as_ptr() as usize;
-        let (a, page_end) = (addr as usize, (here | 0xfff) + 1);
-        let copied = if a >= here && a.checked_add(n).is_some_and(|end| end <= page_end) {
-            // SAFETY: [a, a+n) lies between a local of this frame and the end of its page.
-            unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n) };
-            true
-        } else {
-            sys::copy_from_self(a, &mut buf[..n])
-        };
-        copied.then_some(&buf[..n])
-    });
+    };
+    let sa = match copied {
+        Ok(n) => n.map(|n| &buf[..n]),
+        // Where an IPv4/IPv6 socket connects cannot be read: count the call and hand it to the
+        // kernel unmarked (under auto, the supervisor reads it).
+        Err(()) => {
+            let inet = matches!(
+                sys::sockopt(fd, libc::SO_DOMAIN),
+                Some(libc::AF_INET | libc::AF_INET6)
+            );
+            if inet {
+                count_unobserved(log().as_ref(), Unobserved::ShimUnreadable);
+            }
+            set_errno(saved_errno);
+            // SAFETY: forwarding the caller's arguments.
+            return unsafe { real_connect(fd, addr, len, false) };
+        }
+    };
     // Not a destination on any socket (AF_UNIX, a short or unreadable address): nothing to
     // decide, and no need to map the run's files.
-    let candidate =
-        sa.is_some_and(|sa| matches!(decode(Op::Connect, None, Some(sa)), Address::Inet(_)));
-    if !candidate || !init() {
+    if !sa.is_some_and(|sa| matches!(decode(Op::Connect, None, Some(sa)), Address::Inet(_))) {
         set_errno(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, false) };
     }
-    // SAFETY: init() succeeded, so POLICY points to a valid, permanently mapped policy.
-    let policy = unsafe { &*POLICY.load(Ordering::Acquire) };
-    let marked = policy.flags & FLAG_SECCOMP_BACKSTOP != 0;
+    let policy = policy();
+    // With the supervisor watching (auto), calls the shim decided and recorded carry the mark
+    // that lets them past the filter; every other call meets the supervisor.
+    let backstop = policy.is_some_and(|p| p.flags & FLAG_SECCOMP_BACKSTOP != 0);
     // Not a socket (EBADF, ENOTSOCK), or an address this socket does not take as a destination
     // (EAFNOSUPPORT, EINVAL, AF_UNSPEC): nothing to decide; the real call gives its answer.
     let sock = sys::socket(fd);
@@ -701,22 +785,20 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     else {
         set_errno(saved_errno);
         // SAFETY: forwarding the caller's arguments.
-        return unsafe { real_connect(fd, addr, len, marked) };
+        return unsafe { real_connect(fd, addr, len, backstop) };
     };
     let transport = Transport::from_sock_type(sock.ty);
-    // SAFETY: init() succeeded: LOG_BASE/LOG_LEN describe a permanent shared mapping.
-    let Some(log) = (unsafe {
-        Log::from_raw(
-            LOG_BASE.load(Ordering::Acquire),
-            LOG_LEN.load(Ordering::Acquire),
-        )
-    }) else {
+    let log = log();
+    // Cannot decide (no policy), or cannot record with the supervisor there to do both: count
+    // the call and hand it to the kernel unmarked.
+    let Some(policy) = policy.filter(|_| log.is_some() || !backstop) else {
+        count_unobserved(log.as_ref(), Unobserved::ShimUnmapped);
         set_errno(saved_errno);
         // SAFETY: forwarding the caller's arguments.
-        return unsafe { real_connect(fd, addr, len, marked) };
+        return unsafe { real_connect(fd, addr, len, false) };
     };
     let pid = pid();
-    record_process(&log, pid);
+    let process = log.as_ref().map(|log| record_process(log, pid));
     // Taken before the decision: a runner's test events are joined to calls by time.
     let time_ns = now_ns();
     let test = current_test();
@@ -750,7 +832,38 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     } else {
         0
     };
-    let cell = log.append_call(&call, test.map_or(&[][..], |t| t.0), &[], &name[..name_len]);
+    let cell = match &log {
+        // Alone, without the header: decided (a denial still fails) but not recorded.
+        None => {
+            count_unobserved(None, Unobserved::ShimUnmapped);
+            None
+        }
+        Some(log) => {
+            let test = test.map_or(&[][..], |t| t.0);
+            match log.append_call(&call, test, &[], &name[..name_len]) {
+                Ok(cell) => Some(cell),
+                Err(NotWritten::Full) => None,
+                // The window the record falls in cannot be mapped: with the supervisor there,
+                // it decides and records the call; alone, the decision stands and the record is
+                // counted as dropped.
+                Err(NotWritten::Unmapped) if backstop => {
+                    log.count_unobserved(Unobserved::ShimUnmapped);
+                    set_errno(saved_errno);
+                    // SAFETY: forwarding the caller's arguments.
+                    return unsafe { real_connect(fd, addr, len, false) };
+                }
+                Err(NotWritten::Unmapped) => {
+                    log.count_dropped();
+                    None
+                }
+            }
+        }
+    };
+    // A process record that could not be mapped is lost (unless the call went to the
+    // supervisor above, which writes its own).
+    if let (Some(log), Some(Err(NotWritten::Unmapped))) = (&log, process) {
+        log.count_dropped();
+    }
     if decision.action == Action::Deny {
         let rule = policy
             .rules()
@@ -775,7 +888,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     }
     set_errno(saved_errno);
     // SAFETY: forwarding the caller's arguments.
-    let ret = unsafe { real_connect(fd, addr, len, marked) };
+    let ret = unsafe { real_connect(fd, addr, len, backstop) };
     let e = errno();
     if let Some(cell) = cell {
         cell.set(if ret == 0 { 0 } else { e });

@@ -9,4 +9,5 @@
 mod common;
 
 mod addr;
+mod shim;
 mod stderr;

@@ -81,10 +81,21 @@ impl Listener {
     }
 }
 
+/// Why a process's memory could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// Nothing is mapped there (a null or unmapped address, or a range running into one): a
+    /// system call given that address fails with EFAULT itself.
+    Fault,
+    /// Anything else: the process is not ours to read (EPERM: it made itself non-dumpable, or
+    /// runs with other credentials), or is gone (ESRCH).
+    Denied,
+}
+
 /// Reads `len` bytes at `addr` in process (or thread) `pid`.
-pub fn read_mem(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
+pub fn read_mem(pid: u32, addr: u64, len: usize) -> Result<Vec<u8>, ReadError> {
     if addr == 0 || len == 0 {
-        return None;
+        return Err(ReadError::Fault);
     }
     let mut buf = vec![0u8; len];
     let local = libc::iovec {
@@ -97,7 +108,15 @@ pub fn read_mem(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
     };
     // SAFETY: one local iovec over our buffer; the remote one is only read by the kernel.
     let n = unsafe { libc::process_vm_readv(pid as i32, &local, 1, &remote, 1, 0) };
-    (n == len as isize).then_some(buf)
+    match n {
+        _ if n == len as isize => Ok(buf),
+        // A short read: the range runs into unmapped memory.
+        0.. => Err(ReadError::Fault),
+        _ if io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT) => {
+            Err(ReadError::Fault)
+        }
+        _ => Err(ReadError::Denied),
+    }
 }
 
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
@@ -235,5 +254,40 @@ pub fn write_to_stderr_of(tgid: u32, pidfd: Option<&OwnedFd>, msg: &[u8]) {
         };
     } else {
         let _ = f.write(msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tell_a_bad_address_from_a_process_that_cannot_be_read() {
+        let me = std::process::id();
+        let bytes = *b"sockaddr";
+        assert_eq!(read_mem(me, bytes.as_ptr() as u64, 8), Ok(bytes.to_vec()));
+        // Null, unmapped, and a range running off the end of a mapping: the kernel would
+        // fail the call itself with EFAULT.
+        assert_eq!(read_mem(me, 0, 8), Err(ReadError::Fault));
+        assert_eq!(read_mem(me, 8, 8), Err(ReadError::Fault));
+        // SAFETY: mapping two fresh pages, then unmapping the second.
+        let end = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            libc::munmap(p.cast::<u8>().add(4096).cast(), 4096);
+            p as u64 + 4096
+        };
+        assert_eq!(read_mem(me, end - 4, 8), Err(ReadError::Fault));
+        // No such process (above any pid_max): not ours to read.
+        assert_eq!(read_mem(0x7fff_fff0, end - 4096, 8), Err(ReadError::Denied));
+        // SAFETY: the first page, mapped above and no longer used.
+        unsafe { libc::munmap((end - 4096) as *mut libc::c_void, 4096) };
     }
 }

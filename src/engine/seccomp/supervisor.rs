@@ -16,7 +16,7 @@ use super::notify::{self, Listener};
 use super::target::{Target, Targets};
 use crate::attribution::now_ns;
 use nettrap_core::addr::{self, Address, Dest, Transport};
-use nettrap_core::event::{Call, Log, RESULT_UNKNOWN, Source, Syscall};
+use nettrap_core::event::{Call, Log, NotWritten, RESULT_UNKNOWN, Source, Syscall, Unobserved};
 use nettrap_core::msg;
 use nettrap_core::policy::{Action, CompiledPolicy, Decision, FLAG_THREAD_NAMES};
 use nettrap_core::test_id::Phase;
@@ -123,22 +123,43 @@ fn thread_name(tgid: u32, tid: u32) -> Vec<u8> {
     name
 }
 
-/// The `len` bytes of address at `ptr` in process `pid`, as the kernel copies them; `len` as
-/// [`addr::arg_len`] or [`addr::msg_name_len`] give it (`None`: the kernel fails the call).
-fn copy_addr(pid: u32, ptr: u64, len: Option<usize>) -> Result<Vec<u8>, ()> {
-    match len {
-        None => Err(()),
-        Some(0) => Ok(Vec::new()),
-        Some(n) => notify::read_mem(pid, ptr, n).ok_or(()),
+/// The caller's memory could not be read (see [`mem`]): the call goes on unseen, and is
+/// counted (`Unobserved::SupervisorUnreadable`).
+#[derive(Debug)]
+struct Unreadable;
+
+/// `len` bytes at `addr` in the caller; None when nothing is mapped there.
+///
+/// A system call given such an address fails with EFAULT by itself, so it is not a call. Any
+/// other failure to read (the caller made itself non-dumpable, runs with other credentials) is
+/// [`Unreadable`]. The two can be told apart only by the errno of our own read: memory the
+/// caller maps between our read and the kernel's copy (a race the caller would have to win on
+/// purpose) is taken for the first.
+fn mem(pid: u32, addr: u64, len: usize) -> Result<Option<Vec<u8>>, Unreadable> {
+    match notify::read_mem(pid, addr, len) {
+        Ok(b) => Ok(Some(b)),
+        Err(notify::ReadError::Fault) => Ok(None),
+        Err(notify::ReadError::Denied) => Err(Unreadable),
     }
 }
 
+/// The `len` bytes of address at `ptr` in process `pid`, as the kernel copies them; `len` as
+/// [`addr::arg_len`] or [`addr::msg_name_len`] give it (`None`: the kernel fails the call, as
+/// it does when nothing is mapped there).
+fn copy_addr(pid: u32, ptr: u64, len: Option<usize>) -> Result<Given, Unreadable> {
+    Ok(match len {
+        None => Err(()),
+        Some(0) => Ok(Some(Vec::new())),
+        Some(n) => mem(pid, ptr, n)?.map(Some).ok_or(()),
+    })
+}
+
 /// The address of a `msghdr` image.
-fn msg_addr(pid: u32, abi: &Abi, hdr: &[u8]) -> Given {
+fn msg_addr(pid: u32, abi: &Abi, hdr: &[u8]) -> Result<Given, Unreadable> {
     let (ptr, namelen) = abi.msg_name(hdr);
     match addr::msg_name_len(ptr, namelen as u32) {
-        Some(0) => Ok(None),
-        len => copy_addr(pid, ptr, len).map(Some),
+        Some(0) => Ok(Ok(None)),
+        len => copy_addr(pid, ptr, len),
     }
 }
 
@@ -151,18 +172,21 @@ enum Op {
     Sendmmsg,
 }
 
-/// Destinations of a trapped call, read from the caller's memory.
-fn find(req: &libc::seccomp_notif) -> Option<Found> {
+/// Destinations of a trapped call, read from the caller's memory; None when it is not a call
+/// with a destination.
+fn find(req: &libc::seccomp_notif) -> Result<Option<Found>, Unreadable> {
     let pid = req.pid;
     let nr = req.data.nr as u32;
     let (abi, op, a) = if req.data.arch == filter::AUDIT_ARCH_I386 {
         let a = req.data.args.map(|v| v & 0xffff_ffff);
         let (call, args) = if nr == filter::i386::SOCKETCALL {
             // socketcall(call, args): the arguments are an array of 32-bit words in memory.
-            let words = notify::read_mem(pid, a[1], 24)?;
+            let Some(words) = mem(pid, a[1], 24)? else {
+                return Ok(None);
+            };
             let mut args = [0u64; 6];
             for (i, w) in words.chunks_exact(4).enumerate() {
-                args[i] = u32::from_ne_bytes(w.try_into().ok()?) as u64;
+                args[i] = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) as u64;
             }
             (a[0] as u32 + 1000, args) // socketcall's SYS_* numbers, offset to stay apart
         } else {
@@ -173,7 +197,7 @@ fn find(req: &libc::seccomp_notif) -> Option<Found> {
             filter::i386::SENDTO | 1011 => Op::Sendto,
             filter::i386::SENDMSG | 1016 => Op::Sendmsg,
             filter::i386::SENDMMSG | 1020 => Op::Sendmmsg,
-            _ => return None,
+            _ => return Ok(None),
         };
         (&I386, op, args)
     } else {
@@ -182,40 +206,42 @@ fn find(req: &libc::seccomp_notif) -> Option<Found> {
             libc::SYS_sendto => Op::Sendto,
             libc::SYS_sendmsg => Op::Sendmsg,
             libc::SYS_sendmmsg => Op::Sendmmsg,
-            _ => return None,
+            _ => return Ok(None),
         };
         (&X86_64, op, req.data.args)
     };
     let fd = a[0] as i32;
     let found = |syscall, addrs: Vec<Given>, fastopen| {
-        Some(Found {
+        Ok(Some(Found {
             syscall,
             fd,
             addrs,
             fastopen,
-        })
+        }))
     };
     match op {
         // connect hands the protocol its address whatever the pointer (NULL with a length fails
         // the copy: EFAULT).
         Op::Connect => found(
             Syscall::Connect,
-            vec![copy_addr(pid, a[1], addr::arg_len(a[2])).map(Some)],
+            vec![copy_addr(pid, a[1], addr::arg_len(a[2]))?],
             false,
         ),
         Op::Sendto => {
             let given = if a[4] == 0 {
                 Ok(None)
             } else {
-                copy_addr(pid, a[4], addr::arg_len(a[5])).map(Some)
+                copy_addr(pid, a[4], addr::arg_len(a[5]))?
             };
             found(Syscall::Sendto, vec![given], a[3] & MSG_FASTOPEN != 0)
         }
         Op::Sendmsg => {
-            let hdr = notify::read_mem(pid, a[1], abi.msghdr_len)?;
+            let Some(hdr) = mem(pid, a[1], abi.msghdr_len)? else {
+                return Ok(None);
+            };
             found(
                 Syscall::Sendmsg,
-                vec![msg_addr(pid, abi, &hdr)],
+                vec![msg_addr(pid, abi, &hdr)?],
                 a[2] & MSG_FASTOPEN != 0,
             )
         }
@@ -226,10 +252,10 @@ fn find(req: &libc::seccomp_notif) -> Option<Found> {
             // runs into unmapped memory, so those must be seen too.
             for i in 0..n {
                 let at = a[1].wrapping_add((i * abi.mmsghdr_len) as u64);
-                let Some(h) = notify::read_mem(pid, at, abi.mmsghdr_len) else {
+                let Some(h) = mem(pid, at, abi.mmsghdr_len)? else {
                     break;
                 };
-                addrs.push(msg_addr(pid, abi, &h));
+                addrs.push(msg_addr(pid, abi, &h)?);
             }
             found(Syscall::Sendmmsg, addrs, a[3] & MSG_FASTOPEN != 0)
         }
@@ -286,10 +312,6 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn log(&self) -> Log {
-        self.ctx.log_mapping.log()
-    }
-
     fn handle(&mut self, req: &libc::seccomp_notif) {
         let listener = &self.ctx.listener;
         // io_uring_setup has the same number (425) on x86_64 and i386.
@@ -302,12 +324,22 @@ impl Supervisor {
         if !listener.id_valid(req.id) {
             return;
         }
+        let mapping = self.ctx.log_mapping.clone();
+        let log = mapping.log();
+        let found = match found {
+            Ok(found) => found,
+            Err(Unreadable) => {
+                // The destination cannot be known: the call goes on unseen, and is counted.
+                log.count_unobserved(Unobserved::SupervisorUnreadable);
+                let _ = listener.allow(req.id);
+                return;
+            }
+        };
         // Nothing that could be a destination on any socket: no need to look further.
         let Some(found) = found.filter(|f| !f.dests(None).is_empty()) else {
             let _ = listener.allow(req.id);
             return;
         };
-        let log = self.log();
         let target = self.targets.lookup(req.pid, &log, now_ns());
         // The call's time, taken while the caller still waits for the answer: once answered,
         // its test may end (and say so in the timeline) before a later clock read here. For a
@@ -413,13 +445,15 @@ impl Supervisor {
             has_test: target.test.is_some(),
         };
         let test = target.test.as_ref().map_or(&[][..], |t| t.0.as_slice());
-        if let Some(cell) = log.append_call(&call, test, &[], thread) {
+        match log.append_call(&call, test, &[], thread) {
             // The supervisor answers before the call runs: its outcome is not known here.
-            cell.set(if d.action == Action::Deny {
+            Ok(cell) => cell.set(if d.action == Action::Deny {
                 d.errno
             } else {
                 RESULT_UNKNOWN
-            });
+            }),
+            Err(NotWritten::Full) => {} // counted as dropped
+            Err(NotWritten::Unmapped) => log.count_dropped(),
         }
     }
 
@@ -449,7 +483,8 @@ impl Supervisor {
     fn io_uring(&mut self, req: &libc::seccomp_notif) {
         // Who the caller is, read while it still waits for the answer (it may exit right after).
         let time_ns = now_ns();
-        let log = self.log();
+        let mapping = self.ctx.log_mapping.clone();
+        let log = mapping.log();
         let target = self.targets.lookup(req.pid, &log, time_ns);
         let listener = &self.ctx.listener;
         let answered = if self.ctx.refuse_io_uring {

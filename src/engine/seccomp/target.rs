@@ -7,7 +7,7 @@
 //! test name on the command line (`<binary> <test> --exact`). A process started during a test
 //! inherits that test's variables, so subprocesses of Python tests are attributed too.
 
-use nettrap_core::event::{Log, Process, Source};
+use nettrap_core::event::{Log, NotWritten, Process, Source};
 use nettrap_core::test_id::{self, Phase};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -143,7 +143,7 @@ impl Targets {
         })()
         .unwrap_or(0);
         let start_time = parse_key(&tgid_stat).map_or(0, |k| k.start_time);
-        log.append_process(
+        let written = log.append_process(
             &Process {
                 pid: tgid,
                 ppid,
@@ -153,6 +153,9 @@ impl Targets {
             &exe.unwrap_or_default(),
             &cmdline,
         );
+        if written == Err(NotWritten::Unmapped) {
+            log.count_dropped();
+        }
         let pidfd = super::notify::pidfd_open(tgid).ok();
         let target = Arc::new(Target {
             tgid,
