@@ -7,3 +7,6 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod lost;
+mod outputs;
+mod tree;
