@@ -19,6 +19,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run a test command with every outbound connect() of its process tree intercepted
+    #[command(after_help = RUN_EXIT_STATUS)]
     Run(RunArgs),
     /// Render a saved report again
     Report(ReportArgs),
@@ -35,6 +36,19 @@ pub enum Command {
         args: Vec<OsString>,
     },
 }
+
+/// `nettrap run --help`'s account of its exit status (see `run`).
+const RUN_EXIT_STATUS: &str = "\
+Exit status: the command's own, unless (first that applies)
+  86   the policy was violated (a call denied, a --fail-on category's call recorded), or an
+       enforce run (one with deny rules or --fail-on) lost calls (log full, torn records,
+       calls no engine decided, an unreadable event log)
+  3    the report or the to-do list could not be written after the command ran
+  2    bad flags, policy file or output path (all checked before the command starts)
+  126  the command cannot be executed; 127: not found
+
+Processes the command leaves running get 500 ms, then SIGTERM, then SIGKILL 500 ms later; a
+second interrupt (SIGINT, SIGTERM, SIGHUP) kills the whole tree at once.";
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -62,7 +76,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "ERRNO")]
     pub errno: Option<String>,
 
-    /// Where to write the JSON report
+    /// Where to write the JSON report (checked before the command starts, replaced whole)
     #[arg(long, value_name = "FILE", default_value = "nettrap-report.json")]
     pub report: PathBuf,
 

@@ -8,14 +8,21 @@
 //! compiled), `engine` (how calls are intercepted), `adapters` (runner adapters: what each test
 //! runner needs so its tests are known), `rundir` (the files a run shares with its processes),
 //! `attribution` (which test made each call), `supervise` (the child process, signals, exit
-//! status), `report` (the model and its renderings), `run` (the `run` command tying them
-//! together).
+//! status, ending the process tree), `report` (the model and its renderings), `outputs` (the
+//! report files: checked before the run, written atomically), `run` (the `run` command tying
+//! them together).
+//!
+//! Exit statuses of `nettrap run`: the command's own, or 86 (policy violated, or calls lost in an
+//! enforce run), 3 (the report or to-do list could not be written after the command ran), 2
+//! (nettrap's own errors before the command ran: flags, policy, output paths), 126/127 (the
+//! command cannot be executed / found). See `run`.
 
 mod adapters;
 mod attribution;
 mod cli;
 mod engine;
 mod errno;
+mod outputs;
 mod policy;
 mod report;
 mod run;
@@ -35,7 +42,8 @@ macro_rules! say {
 }
 pub(crate) use say;
 
-/// Exit status for nettrap's own errors: bad flags, a malformed policy file, a corrupt report.
+/// Exit status for nettrap's own errors: bad flags, a malformed policy file, an output path that
+/// cannot be written (checked before the command starts), a corrupt report.
 pub const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {

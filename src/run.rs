@@ -1,10 +1,18 @@
-//! `nettrap run`: load the policy, prepare the run directory and the engine, run the command,
-//! then turn the event log into the report, the to-do list, the summary and the exit status.
+//! `nettrap run`: load the policy, check the outputs, prepare the run directory and the engine,
+//! run the command, then turn the event log into the report, the to-do list, the summary and the
+//! exit status.
+//!
+//! Exit status, first that applies: [`EXIT_VIOLATION`] when the policy was violated, or when an
+//! enforce run (one with deny rules or `--fail-on`) lost calls; [`EXIT_REPORT`] when the report
+//! or the to-do list could not be written after the command ran; else the command's own status.
+//! Before the command runs: 2 (`EXIT_USAGE`) for bad flags, policies and output paths,
+//! [`EXIT_NOT_FOUND`] / [`EXIT_NOT_EXECUTABLE`] when the command cannot be started.
 
 use crate::adapters;
 use crate::cli::RunArgs;
 use crate::engine::{self, preload, seccomp};
-use crate::report::{self, RunInfo, render};
+use crate::outputs;
+use crate::report::{self, KilledEntry, RunInfo, render};
 use crate::rundir::{ENV_RUN_DIR, RunDir};
 use crate::say;
 use crate::{policy, supervise};
@@ -13,8 +21,13 @@ use nettrap_core::policy::{Action, FLAG_SECCOMP_BACKSTOP, FLAG_THREAD_NAMES};
 use std::process::Command;
 
 /// Exit status when the command passed (or failed) but the policy was violated: a call was
-/// denied, or a call in a `--fail-on` category was recorded.
+/// denied, or a call in a `--fail-on` category was recorded; or when an enforce run lost calls
+/// (records dropped or torn, calls no engine decided, an unreadable event log), which may have
+/// been denied ones. Beats every later error.
 pub const EXIT_VIOLATION: u8 = 86;
+/// Exit status when the command ran but the report or the to-do list could not be written (the
+/// summary is still printed). A violation still exits [`EXIT_VIOLATION`].
+pub const EXIT_REPORT: u8 = 3;
 /// Exit status when the command cannot be found, or cannot be executed (as in shells).
 pub const EXIT_NOT_FOUND: u8 = 127;
 pub const EXIT_NOT_EXECUTABLE: u8 = 126;
@@ -26,6 +39,17 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let plan = engine::plan(args.engine)?;
     if plan.preload && plan.seccomp {
         compiled.flags |= FLAG_SECCOMP_BACKSTOP;
+    }
+    // Before anything runs: an output that cannot be written fails now, not after the suite.
+    let report_path = outputs::resolve(&args.report);
+    let todo_arg = args
+        .todo
+        .clone()
+        .unwrap_or_else(|| args.report.with_file_name("nettrap-todo.md"));
+    let todo_path = outputs::resolve(&todo_arg);
+    for (path, what) in [(&report_path, "report"), (&todo_path, "to-do list")] {
+        outputs::check(path)
+            .with_context(|| format!("cannot write the {what} to {}", path.display()))?;
     }
     let runner = args.runner.or_else(|| adapters::detect(&args.command));
     // libtest runs each test on a thread named after it: the engines record thread names.
@@ -76,8 +100,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if let Some(s) = supervisor {
         s.stop();
     }
-    let status = match result {
-        Ok(s) => s,
+    let outcome = match result {
+        Ok(o) => o,
         Err(e) => {
             let (why, code) = match e.kind() {
                 std::io::ErrorKind::NotFound => ("command not found".to_string(), EXIT_NOT_FOUND),
@@ -91,7 +115,44 @@ pub fn run(args: RunArgs) -> Result<u8> {
         }
     };
 
-    let events = dir.read_events()?;
+    let status = outcome.status;
+    if !outcome.unkillable.is_empty() {
+        let list: Vec<String> = outcome
+            .unkillable
+            .iter()
+            .map(|k| format!("{} `{}`", k.pid, k.cmdline))
+            .collect();
+        say!(
+            "nettrap: warning: {} {} did not end after SIGKILL and are left behind: {}",
+            list.len(),
+            report::plural(list.len() as u64, "process", "processes"),
+            list.join(", ")
+        );
+    }
+    // An unreadable log costs the calls, not the report: it counts as a loss.
+    let (events, log_error) = match dir.read_events() {
+        Ok(e) => (e, None),
+        Err(e) => (Default::default(), Some(format!("{e:#}"))),
+    };
+    if let Some(e) = &log_error
+        && args.quiet
+    {
+        say!("nettrap: error: cannot read the event log ({e}): the report holds no calls");
+    }
+    let killed = outcome
+        .killed
+        .iter()
+        .map(|k| KilledEntry {
+            pid: k.pid,
+            cmdline: k.cmdline.clone(),
+            signal: k.signal.as_str().into(),
+            reason: match k.why {
+                supervise::Why::LeftRunning => "left_running",
+                supervise::Why::SecondInterrupt => "second_interrupt",
+            }
+            .into(),
+        })
+        .collect();
     let info = RunInfo {
         command: args
             .command
@@ -101,43 +162,80 @@ pub fn run(args: RunArgs) -> Result<u8> {
         engine: plan.name().into(),
         command_exit_code: status.code as i32,
         runner: runner.map(|r| r.name().to_string()),
+        seccomp: plan.seccomp,
+        killed,
+        log_error,
     };
     let timeline = crate::attribution::Timeline::read(dir.path());
     let mut report = report::build(&policy, &compiled, events, timeline, info);
     let violation = report::violation(&report);
-    let exit = if violation.is_some() {
-        EXIT_VIOLATION
-    } else {
-        status.code
+    let unverified = report::unverified(&report);
+    let fails = violation.is_some() || unverified.is_some();
+    let exit_for = |write_failed: bool| {
+        if fails {
+            EXIT_VIOLATION
+        } else if write_failed {
+            EXIT_REPORT
+        } else {
+            status.code
+        }
     };
-    report.exit_code = exit as i32;
 
-    let todo_path = args
-        .todo
-        .clone()
-        .unwrap_or_else(|| args.report.with_file_name("nettrap-todo.md"));
-    // Files first: a closed stderr or a Ctrl-C must not cost the report.
-    let json = serde_json::to_string_pretty(&report)? + "\n";
-    std::fs::write(&args.report, json)
-        .with_context(|| format!("cannot write the report to {}", args.report.display()))?;
-    std::fs::write(&todo_path, render::todo(&report))
-        .with_context(|| format!("cannot write the to-do list to {}", todo_path.display()))?;
+    // Files first: a closed stderr or a Ctrl-C must not cost the report. The to-do list before
+    // the report, so that the report's exit code accounts for it.
+    let mut failed = Vec::new();
+    let todo_written = outputs::write(&todo_path, render::todo(&report).as_bytes())
+        .map_err(|e| {
+            failed.push(format!(
+                "cannot write the to-do list to {}: {e}",
+                todo_path.display()
+            ))
+        })
+        .is_ok();
+    report.exit_code = exit_for(!failed.is_empty()) as i32;
+    let report_written = serde_json::to_string_pretty(&report)
+        .map_err(std::io::Error::other)
+        .and_then(|json| outputs::write(&report_path, (json + "\n").as_bytes()))
+        .map_err(|e| {
+            failed.push(format!(
+                "cannot write the report to {}: {e}",
+                report_path.display()
+            ))
+        })
+        .is_ok();
+    let exit = exit_for(!failed.is_empty());
     if !args.quiet {
         say!("{}", render::summary(&report).trim_end());
-        say!(
-            "nettrap: report: {}, to-do list: {}",
-            args.report.display(),
-            todo_path.display()
-        );
+        let mut written = Vec::new();
+        if report_written {
+            written.push(format!("report: {}", args.report.display()));
+        }
+        if todo_written {
+            written.push(format!("to-do list: {}", todo_arg.display()));
+        }
+        if !written.is_empty() {
+            say!("nettrap: {}", written.join(", "));
+        }
     }
-    if let Some(why) = violation {
+    for f in &failed {
+        say!("nettrap: error: {f}");
+    }
+    if fails {
         let own = match status.signal {
             Some(sig) => format!("was killed by signal {sig}"),
             None => format!("exited {}", status.code),
         };
-        say!(
-            "nettrap: policy violated ({why}); the command itself {own}; exiting {EXIT_VIOLATION}"
-        );
+        let what = match (violation, unverified) {
+            (Some(v), Some(u)) => format!("policy violated ({v}; and calls were lost: {u})"),
+            (Some(v), None) => format!("policy violated ({v})"),
+            (None, u) => format!(
+                "calls lost in an enforce run ({}): any of them may have been denied",
+                u.unwrap_or_default()
+            ),
+        };
+        say!("nettrap: {what}; the command itself {own}; exiting {EXIT_VIOLATION}");
+    } else if !failed.is_empty() {
+        say!("nettrap: exiting {EXIT_REPORT} (outputs not written)");
     }
     Ok(exit)
 }

@@ -9,12 +9,15 @@ pub mod render;
 use crate::attribution::{Attribution, Timeline};
 use crate::policy::Policy;
 use nettrap_core::addr::Dest;
-use nettrap_core::event::{Decoded, Record, Syscall};
+use nettrap_core::event::{Decoded, Record, Syscall, Unobserved};
 use nettrap_core::policy::{Action, CompiledPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// 2: `tests` lists every test that ran (not only those with calls); runner fields added.
+/// Fields are added within a version (a change to existing fields bumps it): `enforce`,
+/// `killed`, and in `lost`: `unobserved`, `handed_to_supervisor`, `log_error` came later in 2,
+/// and read as their defaults from reports without them.
 pub const SCHEMA_VERSION: u32 = 2;
 /// The oldest schema `nettrap report` still reads (its missing fields take their defaults).
 pub const OLDEST_SCHEMA: u32 = 1;
@@ -32,6 +35,9 @@ pub struct Report {
     pub command_exit_code: i32,
     /// What `nettrap run` exited with.
     pub exit_code: i32,
+    /// Did the policy deny anything or name `fail_on` categories? Losses then fail the run.
+    #[serde(default)]
+    pub enforce: bool,
     /// The runners that reported their tests (`pytest`, `unittest`, `django`, `jest`, `go`).
     #[serde(default)]
     pub runners: Vec<String>,
@@ -50,6 +56,10 @@ pub struct Report {
     pub io_uring: Vec<IoUringEntry>,
     /// Records the run could not keep, if any: the report is then incomplete.
     pub lost: Lost,
+    /// Processes nettrap killed to end the run: left running after the command exited, or
+    /// killed at a second interrupt.
+    #[serde(default)]
+    pub killed: Vec<KilledEntry>,
     /// Adapters that could not load (the run fell back to the environment protocol).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adapter_failures: Vec<String>,
@@ -145,6 +155,42 @@ pub struct Lost {
     pub dropped: u64,
     /// Records a process began but never finished writing (it died mid-record).
     pub torn: u64,
+    /// Calls an engine let pass without deciding or recording them, and no other engine saw.
+    #[serde(default)]
+    pub unobserved: UnobservedLoss,
+    /// Calls a shim let pass undecided to the seccomp supervisor, which ran too (engine `auto`)
+    /// and decided them: not lost, listed for completeness.
+    #[serde(default)]
+    pub handed_to_supervisor: u64,
+    /// Why the event log could not be read after the run, if it could not: the report then
+    /// holds no calls at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct UnobservedLoss {
+    pub total: u64,
+    /// Per cause: `shim_unmapped`, `supervisor_unreadable` (`unknown`: a cause this nettrap
+    /// does not know, from a newer shim).
+    pub by_cause: BTreeMap<String, u64>,
+}
+
+impl Lost {
+    pub fn any(&self) -> bool {
+        self.dropped > 0 || self.torn > 0 || self.unobserved.total > 0 || self.log_error.is_some()
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct KilledEntry {
+    pub pid: u32,
+    pub cmdline: String,
+    /// The last signal nettrap sent it: `SIGTERM`, or `SIGKILL` when SIGTERM was not enough.
+    pub signal: String,
+    /// `left_running` (still running after the command exited and the grace period passed) or
+    /// `second_interrupt` (nettrap was interrupted twice while the command ran).
+    pub reason: String,
 }
 
 impl CallEntry {
@@ -160,6 +206,11 @@ pub struct RunInfo {
     pub command_exit_code: i32,
     /// The runner recognised from the command (or `--runner`).
     pub runner: Option<String>,
+    /// Did the seccomp supervisor run (engines `seccomp` and `auto`)?
+    pub seccomp: bool,
+    pub killed: Vec<KilledEntry>,
+    /// Why the event log could not be read (`events` is then empty).
+    pub log_error: Option<String>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -433,12 +484,76 @@ pub fn build(
         unattributed,
         fail_on: policy.fail_on.clone(),
         io_uring,
-        lost: Lost {
-            dropped: events.dropped,
-            torn: events.torn,
-        },
+        enforce: policy.rules.iter().any(|r| r.action == Action::Deny)
+            || !policy.fail_on.is_empty(),
+        lost: lost(&events, info.seccomp, info.log_error),
+        killed: info.killed,
         adapter_failures: timeline.adapter_failures.clone(),
     }
+}
+
+/// What the event log says was lost. A cause whose calls the shim passed on to the kernel counts
+/// as handed to the supervisor when the supervisor ran, else as lost.
+fn lost(events: &Decoded, seccomp: bool, log_error: Option<String>) -> Lost {
+    let mut unobserved = UnobservedLoss::default();
+    let mut handed = 0;
+    for (i, &n) in events.unobserved.iter().enumerate() {
+        if n == 0 {
+            continue;
+        }
+        let cause = u8::try_from(i).ok().and_then(Unobserved::from_u8);
+        if seccomp && cause.is_some_and(Unobserved::seen_by_supervisor_under_auto) {
+            handed += n;
+            continue;
+        }
+        let name = cause.map_or("unknown", Unobserved::name);
+        *unobserved.by_cause.entry(name.to_string()).or_default() += n;
+        unobserved.total += n;
+    }
+    Lost {
+        dropped: events.dropped,
+        torn: events.torn,
+        unobserved,
+        handed_to_supervisor: handed,
+        log_error,
+    }
+}
+
+/// Why an enforce run fails although no violation was seen: calls may have escaped the policy
+/// unseen. `None` in record-only runs, and when nothing was lost.
+pub fn unverified(report: &Report) -> Option<String> {
+    let l = &report.lost;
+    if !report.enforce || !l.any() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if let Some(e) = &l.log_error {
+        parts.push(format!("the event log could not be read: {e}"));
+    }
+    if l.dropped > 0 {
+        parts.push(format!(
+            "{} {} not recorded: the event log was full",
+            l.dropped,
+            plural(l.dropped, "record", "records")
+        ));
+    }
+    if l.torn > 0 {
+        parts.push(format!(
+            "{} {} cut short",
+            l.torn,
+            plural(l.torn, "record", "records")
+        ));
+    }
+    if l.unobserved.total > 0 {
+        let causes: Vec<&str> = l.unobserved.by_cause.keys().map(String::as_str).collect();
+        parts.push(format!(
+            "{} {} no engine decided ({})",
+            l.unobserved.total,
+            plural(l.unobserved.total, "call", "calls"),
+            causes.join(", ")
+        ));
+    }
+    Some(parts.join(", "))
 }
 
 /// Why the run fails even if the command passed: denied calls, or recorded calls in `fail_on`

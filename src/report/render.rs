@@ -126,7 +126,70 @@ pub fn summary(r: &Report) -> String {
             r.lost.torn
         );
     }
+    for (cause, &n) in &r.lost.unobserved.by_cause {
+        let why = match cause.as_str() {
+            "shim_unmapped" => "the shim could not map the run's files",
+            "supervisor_unreadable" => "the supervisor could not read the caller's memory",
+            _ => "for a reason this nettrap does not know",
+        };
+        let _ = writeln!(
+            out,
+            "nettrap: warning: {n} {} passed undecided and unrecorded ({cause}): {why}",
+            plural(n, "call", "calls")
+        );
+    }
+    if r.lost.handed_to_supervisor > 0 {
+        let n = r.lost.handed_to_supervisor;
+        let _ = writeln!(
+            out,
+            "nettrap: {n} {} passed on by shims that could not map the run's files, decided by the seccomp supervisor instead",
+            plural(n, "call", "calls")
+        );
+    }
+    if let Some(e) = &r.lost.log_error {
+        let _ = writeln!(
+            out,
+            "nettrap: warning: the event log could not be read ({e}): the report holds no calls"
+        );
+    }
+    for (reason, what) in [
+        (
+            "left_running",
+            "warning: killed {} still running after the command exited",
+        ),
+        ("second_interrupt", "killed {} at the second interrupt"),
+    ] {
+        let killed: Vec<&super::KilledEntry> =
+            r.killed.iter().filter(|k| k.reason == reason).collect();
+        if killed.is_empty() {
+            continue;
+        }
+        let n = killed.len() as u64;
+        let mut list: Vec<String> = killed
+            .iter()
+            .take(KILLED_SHOWN)
+            .map(|k| format!("{} `{}` ({})", k.pid, shorten(&k.cmdline, 60), k.signal))
+            .collect();
+        if killed.len() > KILLED_SHOWN {
+            list.push(format!("and {} more", killed.len() - KILLED_SHOWN));
+        }
+        let what = what.replace("{}", &format!("{n} {}", plural(n, "process", "processes")));
+        let _ = writeln!(out, "nettrap: {what}: {}", list.join(", "));
+    }
     out
+}
+
+/// Killed processes the summary names; the report lists them all.
+const KILLED_SHOWN: usize = 5;
+
+/// `s` cut to at most `max` characters, with an ellipsis when cut.
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut cut: String = s.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// Where a call was made, as the to-do list shows it: `` `app/x.py:3 in f` (requests) ``.

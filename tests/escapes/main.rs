@@ -9,5 +9,8 @@
 mod common;
 
 mod addr;
+mod lost;
+mod outputs;
 mod shim;
 mod stderr;
+mod tree;

@@ -1,0 +1,98 @@
+//! The files a run writes (the report and the to-do list): checked before the command starts,
+//! written atomically after it ends.
+//!
+//! A report path that cannot be written fails the run before the suite runs (exit 2), not after
+//! it, when the verdict would be lost. Each file is written to a temporary file beside it and
+//! renamed over it, so a reader never sees half a report, and a failed write (a full disk, the
+//! directory gone) leaves the previous report as it was and no temporary file behind.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Where writing `path` lands: the file a symbolic link points to (renaming over the link
+/// would replace the link), else `path` itself.
+pub fn resolve(path: &Path) -> PathBuf {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path).unwrap_or_else(|_| {
+            // A dangling link: its target, relative to the link's directory.
+            match fs::read_link(path) {
+                Ok(t) => path.parent().map_or(t.clone(), |d| d.join(t)),
+                Err(_) => path.to_path_buf(),
+            }
+        }),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The temporary file a write of `path` goes through: hidden, beside it, one per process.
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.nettrap-{}.tmp", std::process::id()))
+}
+
+/// Can `path` be written (atomically, as [`write`] does)? Creates and removes a temporary file
+/// beside it.
+pub fn check(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        return Err(io::Error::other("it is a directory"));
+    }
+    if path.file_name().is_none() {
+        return Err(io::Error::other("not a file name"));
+    }
+    let tmp = temp_path(path);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    fs::remove_file(&tmp)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename; on failure the temporary
+/// file is removed and whatever `path` held before is left as it was.
+pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        drop(f);
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("nettrap-outputs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("r.json");
+        write(&f, b"old").unwrap();
+        assert!(check(&f).is_ok());
+        // The temporary file's name taken by a directory: the write fails before the rename.
+        fs::create_dir(temp_path(&f)).unwrap();
+        assert!(write(&f, b"new").is_err());
+        fs::remove_dir(temp_path(&f)).unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"old");
+        write(&f, b"new").unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"new");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        assert!(check(&dir).is_err());
+        assert!(check(&dir.join("missing/r.json")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,162 @@
+//! The report files: a path that cannot be written fails the run before the command starts; a
+//! failure after the command ran keeps the summary and the verdict; a report is never half
+//! written.
+
+use crate::common::*;
+use std::process::{Command, Output, Stdio};
+
+const ENGINES: [&str; 3] = ["preload", "seccomp", "auto"];
+
+fn edge() -> String {
+    c_fixture("edge").to_str().unwrap().to_string()
+}
+
+/// `nettrap run ARGS -- sh -c SCRIPT`, isolated.
+fn run_sh(args: &[&str], script: &str) -> Output {
+    let mut argv = vec![nettrap(), "run"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--", "sh", "-c", script]);
+    isolated(&argv).stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn an_output_path_that_cannot_be_written_fails_before_the_command_runs() {
+    let dir = scratch("outputs-bad-path");
+    let marker = dir.join("ran");
+    let script = format!("touch {}; exec {} exit 9", marker.display(), edge());
+    let good = dir.join("r.json");
+    let good = good.to_str().unwrap();
+    let dir_s = dir.to_str().unwrap();
+    std::fs::create_dir_all(dir.join("sub/nettrap-todo.md")).unwrap();
+    let sub_report = format!("{dir_s}/sub/r.json");
+    let sub_todo = format!("{dir_s}/sub/nettrap-todo.md");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--report", "/nonexistent-nettrap/r.json"],
+            "/nonexistent-nettrap/r.json",
+        ),
+        (&["--report", dir_s], dir_s),
+        (
+            &["--report", good, "--todo", "/nonexistent-nettrap/todo.md"],
+            "/nonexistent-nettrap/todo.md",
+        ),
+        // The to-do list goes beside the report by default: a directory in its way.
+        (&["--report", &sub_report], &sub_todo),
+    ];
+    for engine in ENGINES {
+        for (paths, named) in cases {
+            let mut args = vec!["--engine", engine, "--deny", "9"];
+            args.extend_from_slice(paths);
+            let out = run_sh(&args, &script);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{engine} {paths:?}: {err}");
+            assert!(
+                !marker.exists(),
+                "{engine} {paths:?}: the command ran although the output path was bad"
+            );
+            assert_eq!(err.lines().count(), 1, "{engine} {paths:?}: {err}");
+            assert!(
+                err.starts_with("nettrap: error: ") && err.contains(named),
+                "{engine} {paths:?}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_report_directory_removed_during_the_run_keeps_the_summary_and_the_verdict() {
+    for engine in ENGINES {
+        let dir = scratch(&format!("outputs-removed-{engine}"));
+        let out_dir = dir.join("out");
+        std::fs::create_dir(&out_dir).unwrap();
+        let report = out_dir.join("r.json");
+        let script = format!("rm -rf {}; exec {} exit 9", out_dir.display(), edge());
+        for (policy, want) in [("--deny", 86), ("--record", 3)] {
+            std::fs::create_dir_all(&out_dir).unwrap();
+            let out = run_sh(
+                &[
+                    "--engine",
+                    engine,
+                    policy,
+                    "9",
+                    "--report",
+                    report.to_str().unwrap(),
+                ],
+                &script,
+            );
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(want), "{engine} {policy}: {err}");
+            assert!(
+                err.contains("nettrap: 1 category of external calls") && err.contains("other (9)"),
+                "{engine} {policy}: the summary is missing:\n{err}"
+            );
+            assert!(
+                err.contains(&format!("cannot write the report to {}", report.display())),
+                "{engine} {policy}: {err}"
+            );
+            if want == 86 {
+                assert!(
+                    err.contains("policy violated (1 denied call)"),
+                    "{engine}: {err}"
+                );
+            }
+        }
+    }
+}
+
+/// Runs `script` in a user and mount namespace (outside the network namespace: it mounts), as
+/// `sh -c`, and returns its output.
+fn in_mount_ns(script: &str) -> Output {
+    Command::new("unshare")
+        .args(["-rmn", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_failed_write_leaves_the_previous_report_whole_and_no_temporary_file() {
+    // The report lives on a 64 KiB tmpfs that the command fills: writing it fails (ENOSPC).
+    // What the directory holds afterwards is listed from inside the namespace, where the tmpfs
+    // lives.
+    for engine in ENGINES {
+        let dir = scratch(&format!("outputs-full-{engine}"));
+        let out_dir = dir.join("out");
+        std::fs::create_dir(&out_dir).unwrap();
+        let o = out_dir.display();
+        for (policy, want) in [("--deny", 86), ("--record", 3)] {
+            let script = format!(
+                "ip link set lo up; mount -t tmpfs -o size=64k tmpfs {o} && \
+                 echo old-report > {o}/r.json && echo old-todo > {o}/nettrap-todo.md && \
+                 {n} run --engine {engine} {policy} 9 --report {o}/r.json -- \
+                 sh -c 'cat /dev/zero > {o}/filler 2>/dev/null; exec {e} exit 9'; \
+                 echo \"exit=$?\"; echo \"report=$(cat {o}/r.json)\"; \
+                 echo \"todo=$(cat {o}/nettrap-todo.md)\"; ls -A {o} | tr '\\n' ' '",
+                n = nettrap(),
+                e = edge(),
+            );
+            let out = in_mount_ns(&script);
+            let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+            assert!(
+                stdout.contains(&format!("exit={want}\n")),
+                "{engine} {policy}: {stdout}\n{err}"
+            );
+            assert!(
+                stdout.contains("report=old-report\n") && stdout.contains("todo=old-todo\n"),
+                "{engine} {policy}: the previous files were damaged: {stdout}"
+            );
+            assert!(
+                stdout.ends_with("filler nettrap-todo.md r.json "),
+                "{engine} {policy}: temporary files were left behind: {stdout}"
+            );
+            assert!(
+                err.contains("cannot write the report to") && err.contains("other (9)"),
+                "{engine} {policy}: {err}"
+            );
+        }
+    }
+}
