@@ -43,7 +43,7 @@ Exit status: the command's own, unless (first that applies)
   86   the policy was violated (a call denied, a --fail-on category's call recorded), or an
        enforce run (one with deny rules or --fail-on) lost calls (log full, torn records,
        calls no engine decided, an unreadable event log)
-  3    the report or the to-do list could not be written after the command ran
+  87   the report or the to-do list could not be written after the command ran
   2    bad flags, policy file or output path (all checked before the command starts)
   126  the command cannot be executed; 127: not found
 

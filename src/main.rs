@@ -13,7 +13,7 @@
 //! them together).
 //!
 //! Exit statuses of `nettrap run`: the command's own, or 86 (policy violated, or calls lost in an
-//! enforce run), 3 (the report or to-do list could not be written after the command ran), 2
+//! enforce run), 87 (the report or to-do list could not be written after the command ran), 2
 //! (nettrap's own errors before the command ran: flags, policy, output paths), 126/127 (the
 //! command cannot be executed / found). See `run`.
 

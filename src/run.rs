@@ -27,7 +27,7 @@ use std::process::Command;
 pub const EXIT_VIOLATION: u8 = 86;
 /// Exit status when the command ran but the report or the to-do list could not be written (the
 /// summary is still printed). A violation still exits [`EXIT_VIOLATION`].
-pub const EXIT_REPORT: u8 = 3;
+pub const EXIT_REPORT: u8 = 87;
 /// Exit status when the command cannot be found, or cannot be executed (as in shells).
 pub const EXIT_NOT_FOUND: u8 = 127;
 pub const EXIT_NOT_EXECUTABLE: u8 = 126;

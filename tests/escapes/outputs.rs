@@ -75,7 +75,7 @@ fn a_report_directory_removed_during_the_run_keeps_the_summary_and_the_verdict()
         std::fs::create_dir(&out_dir).unwrap();
         let report = out_dir.join("r.json");
         let script = format!("rm -rf {}; exec {} exit 9", out_dir.display(), edge());
-        for (policy, want) in [("--deny", 86), ("--record", 3)] {
+        for (policy, want) in [("--deny", 86), ("--record", 87)] {
             std::fs::create_dir_all(&out_dir).unwrap();
             let out = run_sh(
                 &[
@@ -128,7 +128,7 @@ fn a_failed_write_leaves_the_previous_report_whole_and_no_temporary_file() {
         let out_dir = dir.join("out");
         std::fs::create_dir(&out_dir).unwrap();
         let o = out_dir.display();
-        for (policy, want) in [("--deny", 86), ("--record", 3)] {
+        for (policy, want) in [("--deny", 86), ("--record", 87)] {
             let script = format!(
                 "ip link set lo up; mount -t tmpfs -o size=64k tmpfs {o} && \
                  echo old-report > {o}/r.json && echo old-todo > {o}/nettrap-todo.md && \

@@ -90,7 +90,13 @@ fn with_no_address_space_left_the_first_call_is_counted_and_under_auto_still_den
             assert!(out.contains("eacces=0 refused=1"), "{out}");
             assert_eq!(run.total_calls(), 0);
             assert_eq!(kept.unobserved_file, [Unobserved::ShimUnmapped as u8]);
-            // Once the report shows losses: lost.unobserved.shim_unmapped == 1, exit 86.
+            // The report counts it as lost, and the enforce run fails.
+            assert_eq!(
+                run.report["lost"]["unobserved"]["by_cause"]["shim_unmapped"], 1,
+                "{}",
+                run.report["lost"]
+            );
+            assert_eq!(run.code(), 86, "{}", run.stderr());
             continue;
         }
         // The supervisor decided and recorded it.
@@ -195,7 +201,12 @@ fn a_destination_the_shim_cannot_read_is_counted_and_under_auto_still_denied() {
         if engine == "preload" {
             assert!(out.contains("errno=ECONNREFUSED"), "{out}");
             assert_eq!((run.total_calls(), counted), (0, 1));
-            // Once the report shows losses: lost.unobserved.shim_unreadable == 1, exit 86.
+            assert_eq!(
+                run.report["lost"]["unobserved"]["by_cause"]["shim_unreadable"], 1,
+                "{}",
+                run.report["lost"]
+            );
+            assert_eq!(run.code(), 86, "{}", run.stderr());
             continue;
         }
         assert_eq!(run.code(), 86, "{engine}: {}", run.stderr());
