@@ -316,10 +316,8 @@ fn a_second_ctrl_c_from_the_terminal_kills_the_tree() {
     let pid = read_pid(&dir.join("pid"));
     let ctrl_c = || {
         // SAFETY: writing one byte to the master we opened.
-        assert_eq!(
-            unsafe { libc::write(master, b"\x03".as_ptr().cast(), 1) },
-            1
-        );
+        let n = unsafe { libc::write(master, b"\x03".as_ptr().cast(), 1) };
+        assert_eq!(n, 1);
     };
     ctrl_c();
     read_pid_like(&dir.join("got"));
