@@ -151,9 +151,11 @@ pub struct IoUringEntry {
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct Lost {
-    /// Calls not recorded because the event log was full.
+    /// Calls decided but not recorded: the event log or its filesystem was full, or the log
+    /// window the record fell in could not be mapped.
     pub dropped: u64,
-    /// Records a process began but never finished writing (it died mid-record).
+    /// Records a process began but never finished writing (it died mid-record), or damaged
+    /// ones: one per record.
     pub torn: u64,
     /// Calls an engine let pass without deciding or recording them, and no other engine saw.
     #[serde(default)]
@@ -171,8 +173,8 @@ pub struct Lost {
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct UnobservedLoss {
     pub total: u64,
-    /// Per cause: `shim_unmapped`, `supervisor_unreadable` (`unknown`: a cause this nettrap
-    /// does not know, from a newer shim).
+    /// Per cause: `shim_unmapped`, `shim_unreadable`, `supervisor_unreadable` (`unknown`: a
+    /// cause this nettrap does not know, from a newer shim).
     pub by_cause: BTreeMap<String, u64>,
 }
 
