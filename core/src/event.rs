@@ -94,6 +94,13 @@ pub enum Syscall {
     Sendmmsg = 4,
     /// Not a call: a process set up io_uring, whose operations bypass interception.
     IoUringSetup = 5,
+    /// A name lookup (`getaddrinfo`, `gethostbyname`…, or a DNS query the supervisor read) that
+    /// would leave the machine: `host` is the name; `dest` the resolver when known, else
+    /// port 53 with a zero address. One lookup is one record, however many datagrams it takes.
+    Lookup = 6,
+    /// Not a call: a process of the run listens on `dest` (so calls to it are to the suite's
+    /// own server, `in-suite`).
+    Listen = 7,
 }
 
 impl TryFrom<u8> for Syscall {
@@ -106,6 +113,8 @@ impl TryFrom<u8> for Syscall {
             3 => Syscall::Sendmsg,
             4 => Syscall::Sendmmsg,
             5 => Syscall::IoUringSetup,
+            6 => Syscall::Lookup,
+            7 => Syscall::Listen,
             _ => return Err(v),
         })
     }
@@ -119,6 +128,8 @@ impl Syscall {
             Syscall::Sendmsg => "sendmsg",
             Syscall::Sendmmsg => "sendmmsg",
             Syscall::IoUringSetup => "io_uring_setup",
+            Syscall::Lookup => "lookup",
+            Syscall::Listen => "listen",
         }
     }
 }

@@ -32,6 +32,9 @@ pub const FLAG_SECCOMP_BACKSTOP: u32 = 1;
 /// `CompiledPolicy::flags`: record the calling thread's name with each call (runners that run
 /// tests on threads named after them: libtest). Unset, the engines do not read it at all.
 pub const FLAG_THREAD_NAMES: u32 = 2;
+/// `--deny-dns`: every name lookup that would leave the machine (not answered from
+/// `/etc/hosts`, not `localhost`) is denied, at once, by whichever engine sees it.
+pub const FLAG_DENY_DNS: u32 = 4;
 /// Marks a `connect` the shim has already decided and recorded, in the system call's unused
 /// fourth argument. The seccomp filter lets calls carrying it through without notifying the
 /// supervisor, so a call that both engines could see is counted once.

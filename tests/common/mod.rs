@@ -63,16 +63,44 @@ fn resolv_conf() -> &'static Path {
     })
 }
 
+/// Names every isolated run can resolve from its private `/etc/hosts`, each to a loopback
+/// address of its own, so tests can call "external" services by name without leaving the
+/// machine.
+pub const HOSTS: [(&str, &str); 5] = [
+    ("api.payments.example", "127.0.0.2"),
+    ("search.internal", "127.0.0.3"),
+    ("cache.internal", "127.0.0.4"),
+    ("db.internal", "127.0.0.5"),
+    ("api.v6.example", "::1"),
+];
+
+/// The `/etc/hosts` every isolated run sees: localhost and [`HOSTS`].
+fn hosts_file() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hosts");
+        let mut text = String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost\n");
+        for (name, addr) in HOSTS {
+            text.push_str(&format!("{addr} {name}\n"));
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    })
+}
+
 /// A command that runs `argv` inside a private network namespace with loopback up, and a
-/// private mount namespace where /etc/resolv.conf points name lookups at 127.0.0.1.
+/// private mount namespace where /etc/resolv.conf points name lookups at 127.0.0.1 (where
+/// nothing answers) and /etc/hosts maps [`HOSTS`] to loopback addresses.
 pub fn isolated(argv: &[&str]) -> Command {
     netns();
     let mut c = Command::new("unshare");
     let script = format!(
         "ip link set lo up 2>/dev/null || true; \
          if [ -e /etc/resolv.conf ]; then mount --bind '{}' /etc/resolv.conf || exit 97; fi; \
+         if [ -e /etc/hosts ]; then mount --bind '{}' /etc/hosts || exit 97; fi; \
          exec \"$@\"",
-        resolv_conf().display()
+        resolv_conf().display(),
+        hosts_file().display()
     );
     c.args(["-rmn", "sh", "-c", &script, "sh"]);
     c.args(argv);
