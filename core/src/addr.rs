@@ -171,6 +171,21 @@ fn v6(sa: &[u8]) -> Address {
 /// with a NULL pointer, a `msghdr` without a name). The caller turns an unreadable address into
 /// [`Address::Rejected`] itself (`EFAULT`).
 pub fn decode(op: Op, sock: Option<Socket>, sa: Option<&[u8]>) -> Address {
+    match decode_kernel(op, sock, sa) {
+        // A UDP connect to port 0 names no peer a program can talk to; it is how glibc's
+        // getaddrinfo probes the source address of each result to sort them (RFC 6724). Not a
+        // call.
+        Address::Inet(d)
+            if d.port == 0 && op == Op::Connect && sock.is_some_and(|s| s.kind() == Kind::Udp) =>
+        {
+            Address::NotInet
+        }
+        a => a,
+    }
+}
+
+/// [`decode`], exactly as the kernel takes the address.
+fn decode_kernel(op: Op, sock: Option<Socket>, sa: Option<&[u8]>) -> Address {
     use Address::{NotInet, Rejected};
     let sa = match (op, sa) {
         // connect always hands the protocol its address, even an empty one.

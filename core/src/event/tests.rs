@@ -260,14 +260,14 @@ fn unknown_values_are_corrupt_records_not_defaults() {
     let mut process = [0u8; PROCESS_FIXED];
     process.copy_from_slice(&a_process().encode(0, 0));
     let bad_calls: [(usize, u8); 8] = [
-        (34, 3), // transport
-        (35, 3), // action
-        (36, 4), // phase
-        (37, 0), // source
-        (37, 3), // source
-        (38, 0), // syscall
-        (38, 6), // syscall
-        (60, 2), // has_test
+        (34, 3),   // transport
+        (35, 3),   // action
+        (36, 4),   // phase
+        (37, 0),   // source
+        (37, 3),   // source
+        (38, 0),   // syscall
+        (38, 200), // syscall
+        (60, 2),   // has_test
     ];
     for (at, v) in bad_calls {
         let mut mem = Mem::new(16, 16);
