@@ -36,8 +36,11 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Can `path` be written (atomically, as [`write`] does)? Creates and removes a temporary file
 /// beside it.
 pub fn check(path: &Path) -> io::Result<()> {
-    if path.is_dir() {
-        return Err(io::Error::other("it is a directory"));
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Err(io::Error::other("it is a directory")),
+        // A device or a pipe (`--report /dev/null`): renaming over it would replace it.
+        Ok(m) if !m.is_file() => return Err(io::Error::other("it is not a regular file")),
+        _ => {}
     }
     if path.file_name().is_none() {
         return Err(io::Error::other("not a file name"));

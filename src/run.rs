@@ -17,7 +17,7 @@ use crate::rundir::{ENV_RUN_DIR, RunDir};
 use crate::say;
 use crate::{policy, supervise};
 use anyhow::{Context, Result};
-use nettrap_core::policy::{Action, FLAG_SECCOMP_BACKSTOP, FLAG_THREAD_NAMES};
+use nettrap_core::policy::{FLAG_SECCOMP_BACKSTOP, FLAG_THREAD_NAMES};
 use std::process::Command;
 
 /// Exit status when the command passed (or failed) but the policy was violated: a call was
@@ -90,16 +90,17 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let supervisor = if plan.seccomp {
         let prepared = seccomp::prepare().context("cannot prepare the seccomp filter")?;
         prepared.attach(&mut cmd);
-        let refuse_io_uring = policy.rules.iter().any(|r| r.action == Action::Deny);
+        // Every enforce run (deny rules or --fail-on): a connect through io_uring would be
+        // neither denied nor recorded.
+        let refuse_io_uring = policy.enforces();
         Some(prepared.start(compiled.clone(), dir.log(), refuse_io_uring)?)
     } else {
         None
     };
     let program = args.command[0].to_string_lossy().into_owned();
     let result = supervise::run(cmd, &blocked);
-    if let Some(s) = supervisor {
-        s.stop();
-    }
+    // A supervisor that failed while the command ran answered no more calls: a loss.
+    let supervisor_error = supervisor.and_then(|s| s.stop());
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
@@ -165,6 +166,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         seccomp: plan.seccomp,
         killed,
         log_error,
+        supervisor_error,
     };
     let timeline = crate::attribution::Timeline::read(dir.path());
     let mut report = report::build(&policy, &compiled, events, timeline, info);

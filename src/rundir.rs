@@ -80,7 +80,10 @@ fn start_grower(file: File, log: Arc<LogMapping>) -> Grower {
 impl RunDir {
     /// Creates a fresh run directory holding `policy` and an empty event log.
     pub fn create(policy: &CompiledPolicy) -> Result<RunDir> {
-        let base = std::env::temp_dir();
+        // Absolute: every process of the tree finds it, whatever its working directory (a
+        // relative TMPDIR would be resolved against each process's own).
+        let base = std::path::absolute(std::env::temp_dir())
+            .context("cannot resolve the temporary directory")?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());

@@ -168,6 +168,10 @@ pub struct Lost {
     /// holds no calls at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_error: Option<String>,
+    /// Why the seccomp supervisor stopped answering before the run ended, if it did: calls
+    /// trapped after that failed with ENOSYS, undecided and unrecorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor_error: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -180,7 +184,11 @@ pub struct UnobservedLoss {
 
 impl Lost {
     pub fn any(&self) -> bool {
-        self.dropped > 0 || self.torn > 0 || self.unobserved.total > 0 || self.log_error.is_some()
+        self.dropped > 0
+            || self.torn > 0
+            || self.unobserved.total > 0
+            || self.log_error.is_some()
+            || self.supervisor_error.is_some()
     }
 }
 
@@ -213,6 +221,8 @@ pub struct RunInfo {
     pub killed: Vec<KilledEntry>,
     /// Why the event log could not be read (`events` is then empty).
     pub log_error: Option<String>,
+    /// Why the seccomp supervisor stopped early, if it did.
+    pub supervisor_error: Option<String>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -486,9 +496,8 @@ pub fn build(
         unattributed,
         fail_on: policy.fail_on.clone(),
         io_uring,
-        enforce: policy.rules.iter().any(|r| r.action == Action::Deny)
-            || !policy.fail_on.is_empty(),
-        lost: lost(&events, info.seccomp, info.log_error),
+        enforce: policy.enforces(),
+        lost: lost(&events, info.seccomp, info.log_error, info.supervisor_error),
         killed: info.killed,
         adapter_failures: timeline.adapter_failures.clone(),
     }
@@ -496,7 +505,12 @@ pub fn build(
 
 /// What the event log says was lost. A cause whose calls the shim passed on to the kernel counts
 /// as handed to the supervisor when the supervisor ran, else as lost.
-fn lost(events: &Decoded, seccomp: bool, log_error: Option<String>) -> Lost {
+fn lost(
+    events: &Decoded,
+    seccomp: bool,
+    log_error: Option<String>,
+    supervisor_error: Option<String>,
+) -> Lost {
     let mut unobserved = UnobservedLoss::default();
     let mut handed = 0;
     for (i, &n) in events.unobserved.iter().enumerate() {
@@ -518,6 +532,7 @@ fn lost(events: &Decoded, seccomp: bool, log_error: Option<String>) -> Lost {
         unobserved,
         handed_to_supervisor: handed,
         log_error,
+        supervisor_error,
     }
 }
 
@@ -531,6 +546,9 @@ pub fn unverified(report: &Report) -> Option<String> {
     let mut parts = Vec::new();
     if let Some(e) = &l.log_error {
         parts.push(format!("the event log could not be read: {e}"));
+    }
+    if let Some(e) = &l.supervisor_error {
+        parts.push(format!("the seccomp supervisor stopped early: {e}"));
     }
     if l.dropped > 0 {
         parts.push(format!(

@@ -152,6 +152,12 @@ pub fn summary(r: &Report) -> String {
             "nettrap: warning: the event log could not be read ({e}): the report holds no calls"
         );
     }
+    if let Some(e) = &r.lost.supervisor_error {
+        let _ = writeln!(
+            out,
+            "nettrap: warning: the seccomp supervisor stopped early ({e}): calls trapped after that failed with ENOSYS, unrecorded"
+        );
+    }
     for (reason, what) in [
         (
             "left_running",

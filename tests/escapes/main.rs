@@ -13,4 +13,5 @@ mod lost;
 mod outputs;
 mod shim;
 mod stderr;
+mod supervisor;
 mod tree;

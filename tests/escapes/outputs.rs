@@ -34,7 +34,15 @@ fn an_output_path_that_cannot_be_written_fails_before_the_command_runs() {
     std::fs::create_dir_all(dir.join("sub/nettrap-todo.md")).unwrap();
     let sub_report = format!("{dir_s}/sub/r.json");
     let sub_todo = format!("{dir_s}/sub/nettrap-todo.md");
-    let cases: [(&[&str], &str); 4] = [
+    // Not a regular file (as `--report /dev/null` would be): renaming over it would replace it.
+    let fifo = dir.join("fifo.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo = fifo.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--report", "/nonexistent-nettrap/r.json"],
             "/nonexistent-nettrap/r.json",
@@ -46,6 +54,7 @@ fn an_output_path_that_cannot_be_written_fails_before_the_command_runs() {
         ),
         // The to-do list goes beside the report by default: a directory in its way.
         (&["--report", &sub_report], &sub_todo),
+        (&["--report", fifo], fifo),
     ];
     for engine in ENGINES {
         for (paths, named) in cases {
@@ -65,6 +74,11 @@ fn an_output_path_that_cannot_be_written_fails_before_the_command_runs() {
             );
         }
     }
+    let kind = std::fs::symlink_metadata(fifo).unwrap().file_type();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&kind),
+        "the FIFO was replaced"
+    );
 }
 
 #[test]

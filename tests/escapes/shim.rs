@@ -215,3 +215,23 @@ fn a_destination_the_shim_cannot_read_is_counted_and_under_auto_still_denied() {
         assert_eq!(counted, u64::from(engine == "auto"), "{engine}");
     }
 }
+
+#[test]
+fn a_relative_tmpdir_still_reaches_every_process() {
+    // TMPDIR=rel once gave the run directory as a relative path: a process that changed its
+    // working directory could not find the run's files, and its call went through uncounted.
+    let dir = scratch("relative-tmpdir");
+    std::fs::create_dir_all(dir.join("rel")).unwrap();
+    let script = format!("cd / && exec {} 1 {CLOSED}", fixture("connect_loop"));
+    for engine in ENGINES {
+        let run = run_in_env(
+            &format!("relative-tmpdir-{engine}"),
+            &dir,
+            &[("TMPDIR", "rel")],
+            &deny_flags(engine),
+            &["sh", "-c", &script],
+        );
+        assert_eq!(run.code(), 86, "{engine}: {}", run.stderr());
+        assert_eq!(run.calls(None), denied_once(), "{engine}");
+    }
+}

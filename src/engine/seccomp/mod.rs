@@ -255,7 +255,7 @@ impl Prepared {
             .name("nettrap-seccomp".into())
             .spawn(move || {
                 let Some(listener) = self.take_listener(&stop_r) else {
-                    return;
+                    return None;
                 };
                 let ctx = supervisor::Context {
                     listener,
@@ -263,7 +263,7 @@ impl Prepared {
                     log_mapping: log,
                     refuse_io_uring,
                 };
-                supervisor::run(ctx, stop_r);
+                supervisor::run(ctx, stop_r)
             })?;
         Ok(Running {
             thread,
@@ -297,15 +297,29 @@ impl Prepared {
 
 /// The running supervisor.
 pub struct Running {
-    thread: JoinHandle<()>,
+    thread: JoinHandle<Option<String>>,
     stop: OwnedFd,
 }
 
 impl Running {
-    /// Stops the supervisor once the command and its grace period are over.
-    pub fn stop(self) {
+    /// Stops the supervisor once the command and its grace period are over. Returns why it had
+    /// stopped answering before that, if it had (calls trapped after it stopped failed with
+    /// ENOSYS, undecided and unrecorded: a loss).
+    pub fn stop(self) -> Option<String> {
         // SAFETY: writing one byte from a local to our pipe.
         unsafe { libc::write(self.stop.as_raw_fd(), b"s".as_ptr().cast(), 1) };
-        let _ = self.thread.join();
+        match self.thread.join() {
+            Ok(early) => early,
+            Err(panic) => Some(panic_message(&panic)),
+        }
     }
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
 }

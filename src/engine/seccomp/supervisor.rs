@@ -180,15 +180,24 @@ fn find(req: &libc::seccomp_notif) -> Result<Option<Found>, Unreadable> {
     let (abi, op, a) = if req.data.arch == filter::AUDIT_ARCH_I386 {
         let a = req.data.args.map(|v| v & 0xffff_ffff);
         let (call, args) = if nr == filter::i386::SOCKETCALL {
-            // socketcall(call, args): the arguments are an array of 32-bit words in memory.
-            let Some(words) = mem(pid, a[1], 24)? else {
+            // socketcall(call, args): the arguments are an array of 32-bit words in memory, of
+            // exactly as many words as the kernel reads for that call (reading more could fail
+            // where the kernel's read succeeds, at the end of a mapping).
+            let nargs = match a[0] {
+                3 | 16 => 3, // SYS_CONNECT, SYS_SENDMSG
+                20 => 4,     // SYS_SENDMMSG
+                11 => 6,     // SYS_SENDTO
+                _ => return Ok(None),
+            };
+            let Some(words) = mem(pid, a[1], nargs * 4)? else {
                 return Ok(None);
             };
             let mut args = [0u64; 6];
             for (i, w) in words.chunks_exact(4).enumerate() {
                 args[i] = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) as u64;
             }
-            (a[0] as u32 + 1000, args) // socketcall's SYS_* numbers, offset to stay apart
+            // socketcall's SYS_* numbers, offset to stay apart from system call numbers.
+            (a[0] as u32 + 1000, args)
         } else {
             (nr, a)
         };
@@ -252,7 +261,8 @@ fn find(req: &libc::seccomp_notif) -> Result<Option<Found>, Unreadable> {
             // runs into unmapped memory, so those must be seen too.
             for i in 0..n {
                 let at = a[1].wrapping_add((i * abi.mmsghdr_len) as u64);
-                let Some(h) = mem(pid, at, abi.mmsghdr_len)? else {
+                // The kernel reads the msghdr only (it writes msg_len, after it, once sent).
+                let Some(h) = mem(pid, at, abi.msghdr_len)? else {
                     break;
                 };
                 addrs.push(msg_addr(pid, abi, &h)?);
@@ -523,8 +533,9 @@ impl Supervisor {
     }
 }
 
-/// Runs until `stop` becomes readable or no process holds the filter any more.
-pub fn run(ctx: Context, stop: OwnedFd) {
+/// Runs until `stop` becomes readable or no process holds the filter any more. Returns why it
+/// stopped before being told to, if it did while processes still held the filter.
+pub fn run(ctx: Context, stop: OwnedFd) -> Option<String> {
     let mut sup = Supervisor {
         ctx,
         targets: Targets::default(),
@@ -533,6 +544,9 @@ pub fn run(ctx: Context, stop: OwnedFd) {
     };
     sup.ctx.listener.set_sync_wakeup();
     let (lfd, sfd) = (sup.ctx.listener.0.as_raw_fd(), stop.as_raw_fd());
+    // The first failure, if any: a panic while handling a call (that call is failed with
+    // ENOSYS and the supervisor goes on), or an error that ends it.
+    let mut error = None;
     loop {
         let mut fds = [
             libc::pollfd {
@@ -558,14 +572,29 @@ pub fn run(ctx: Context, stop: OwnedFd) {
         }
         if fds[0].revents & libc::POLLIN != 0 {
             match sup.ctx.listener.recv() {
-                Ok(req) => sup.handle(&req),
+                Ok(req) => {
+                    let handled =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sup.handle(&req)));
+                    if let Err(panic) = handled {
+                        // Never leave the caller waiting; the run counts this as a loss.
+                        let _ = sup.ctx.listener.fail(req.id, libc::ENOSYS);
+                        error.get_or_insert(format!(
+                            "a panic while handling a call: {}",
+                            super::panic_message(&panic)
+                        ));
+                    }
+                }
                 Err(e)
                     if e.raw_os_error() == Some(libc::ENOENT)
                         || e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(_) => break,
+                Err(e) => {
+                    error.get_or_insert(format!("cannot receive notifications: {e}"));
+                    break;
+                }
             }
         } else if fds[0].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             break;
         }
     }
+    error
 }
