@@ -254,9 +254,8 @@ impl Prepared {
         let thread = std::thread::Builder::new()
             .name("nettrap-seccomp".into())
             .spawn(move || {
-                let Some(listener) = self.take_listener(&stop_r) else {
-                    return None;
-                };
+                // No listener: the command never started; nothing was trapped.
+                let listener = self.take_listener(&stop_r)?;
                 let ctx = supervisor::Context {
                     listener,
                     policy,
