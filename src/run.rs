@@ -73,6 +73,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     // test of this run.
     cmd.args(&command[1..])
         .env(ENV_RUN_DIR, dir.path())
+        // Where shims with no descriptor left send their count of unobserved calls.
+        .env("NETTRAP_LAUNCHER_PID", std::process::id().to_string())
         .env_remove("NETTRAP_TEST");
     if plan.preload {
         preload::configure(&mut cmd, &installed.shim);
@@ -131,10 +133,13 @@ pub fn run(args: RunArgs) -> Result<u8> {
         );
     }
     // An unreadable log costs the calls, not the report: it counts as a loss.
-    let (events, log_error) = match dir.read_events() {
+    let (mut events, log_error) = match dir.read_events() {
         Ok(e) => (e, None),
         Err(e) => (Default::default(), Some(format!("{e:#}"))),
     };
+    for (n, by_signal) in events.unobserved.iter_mut().zip(outcome.unobserved) {
+        *n += by_signal;
+    }
     if let Some(e) = &log_error
         && args.quiet
     {

@@ -27,6 +27,7 @@
 //! If nettrap itself is killed, the kernel kills the command (PR_SET_PDEATHSIG); processes the
 //! command left behind are then no longer nettrap's to end.
 
+use nettrap_core::event;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::prctl;
@@ -95,6 +96,17 @@ pub struct Outcome {
     pub killed: Vec<Killed>,
     /// Processes still there when nettrap gave up sending SIGKILL.
     pub unkillable: Vec<Killed>,
+    /// Calls shims counted by signal (they had no descriptor left to count them otherwise),
+    /// indexed by `event::Unobserved` value.
+    pub unobserved: [u64; event::CAUSES],
+}
+
+/// The cause a shim's counting signal stands for (see `event::UNOBSERVED_SIGNAL_BASE`).
+fn unobserved_cause(signo: u32) -> Option<usize> {
+    let cause = event::UNOBSERVED_SIGNAL_BASE.checked_sub(signo as i32)?;
+    (1..event::CAUSES as i32)
+        .contains(&cause)
+        .then_some(cause as usize)
 }
 
 /// The signals nettrap waits for, blocked in every thread of nettrap.
@@ -111,6 +123,15 @@ pub fn block_signals() -> Blocked {
         set.add(s);
     }
     set.add(Signal::SIGCHLD);
+    // The real-time signals shims count unobserved calls with (nix's Signal has no names for
+    // them).
+    let mut raw = *set.as_ref();
+    for cause in 1..event::CAUSES as i32 {
+        // SAFETY: a valid set and a valid real-time signal number.
+        unsafe { libc::sigaddset(&mut raw, event::UNOBSERVED_SIGNAL_BASE - cause) };
+    }
+    // SAFETY: raw was made from a valid SigSet by sigaddset only.
+    let set = unsafe { SigSet::from_sigset_t_unchecked(raw) };
     let _ = signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
     Blocked { set }
 }
@@ -342,6 +363,7 @@ pub fn run(mut cmd: Command, blocked: &Blocked) -> io::Result<Outcome> {
     let mut interrupts = 0;
     let mut stage = Stage::Running;
     let mut unkillable = Vec::new();
+    let mut unobserved = [0u64; event::CAUSES];
     loop {
         let (exited, none_left) = reap(main);
         if exited.is_some() {
@@ -392,6 +414,10 @@ pub fn run(mut cmd: Command, blocked: &Blocked) -> io::Result<Outcome> {
         let Some(info) = next_signal(&sfd, timeout) else {
             continue;
         };
+        if let Some(cause) = unobserved_cause(info.ssi_signo) {
+            unobserved[cause] += 1;
+            continue;
+        }
         let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
             continue;
         };
@@ -422,6 +448,12 @@ pub fn run(mut cmd: Command, blocked: &Blocked) -> io::Result<Outcome> {
             _ => {}
         }
     }
+    // Counting signals still queued: every process that could send one has ended.
+    while let Ok(Some(info)) = sfd.read_signal() {
+        if let Some(cause) = unobserved_cause(info.ssi_signo) {
+            unobserved[cause] += 1;
+        }
+    }
     let mut killed: Vec<Killed> = ender.sent.into_values().collect();
     killed.sort_by_key(|k| k.pid);
     Ok(Outcome {
@@ -431,5 +463,6 @@ pub fn run(mut cmd: Command, blocked: &Blocked) -> io::Result<Outcome> {
         }),
         killed,
         unkillable,
+        unobserved,
     })
 }

@@ -157,6 +157,12 @@ pub enum Unobserved {
     ShimUnreadable = 3,
 }
 
+/// The last resort for counting an unobserved call, when a shim cannot even open a file (no
+/// descriptor left): the real-time signal `UNOBSERVED_SIGNAL_BASE - cause` sent to the launcher
+/// (pid in `NETTRAP_LAUNCHER_PID`), which counts each one it receives (real-time signals queue,
+/// one per call). 64 is Linux's SIGRTMAX on x86_64.
+pub const UNOBSERVED_SIGNAL_BASE: i32 = 64;
+
 /// Slots for [`Unobserved`] causes, indexed by their value (0 unused; room for new causes).
 pub const CAUSES: usize = 8;
 

@@ -239,6 +239,12 @@ mod sys {
         buf.iter().position(|&b| b == 0).unwrap_or(0)
     }
 
+    /// Sends signal `sig` to process `pid`; failure is ignored.
+    pub fn kill(pid: u32, sig: c_int) {
+        // SAFETY: kill takes plain integers.
+        unsafe { call(libc::SYS_kill, pid as usize, sig as usize, 0, 0, 0, 0) };
+    }
+
     pub fn getppid() -> u32 {
         // SAFETY: getppid takes no arguments and cannot fail.
         unsafe { call(libc::SYS_getppid, 0, 0, 0, 0, 0, 0) as u32 }
@@ -292,7 +298,52 @@ mod sys {
         (r == 0).then_some((st.st_mode & libc::S_IFMT, st.st_nlink))
     }
 
-    /// Sends `buf` on socket `fd` without raising SIGPIPE.
+    /// A fresh private anonymous mapping of `len` bytes, or None.
+    ///
+    /// # Safety
+    /// As mmap(2).
+    pub unsafe fn mmap_anon(len: usize, prot: c_int) -> Option<core::ptr::NonNull<u8>> {
+        // SAFETY: forwarded from the caller.
+        let p = unsafe {
+            call(
+                libc::SYS_mmap,
+                0,
+                len,
+                prot as usize,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as usize,
+                usize::MAX, // fd -1
+                0,
+            )
+        };
+        if p < 0 {
+            return None;
+        }
+        core::ptr::NonNull::new(p as *mut u8)
+    }
+
+    /// Can `fd` take a write without blocking now (poll for POLLOUT, no wait)?
+    pub fn writable(fd: c_int) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, which outlives the call; a zero timeout.
+        let n = unsafe {
+            call(
+                libc::SYS_poll,
+                &mut p as *mut libc::pollfd as usize,
+                1,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+        n == 1 && p.revents & libc::POLLOUT != 0
+    }
+
+    /// Sends `buf` on socket `fd` without raising SIGPIPE or blocking.
     ///
     /// # Safety
     /// `buf` must be readable for `len` bytes.
@@ -304,7 +355,7 @@ mod sys {
                 fd as usize,
                 buf as usize,
                 len,
-                libc::MSG_NOSIGNAL as usize,
+                (libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as usize,
                 0,
                 0,
             ) as isize
@@ -432,7 +483,11 @@ fn run_path<'a>(buf: &'a mut [u8; RUN_DIR_MAX], name: &[u8]) -> Option<&'a CStr>
 }
 
 /// Maps `len` bytes (None: all) of a run file from `offset`, if the file is that long (a
-/// mapping past its end would raise SIGBUS when touched).
+/// mapping past its end would raise SIGBUS when touched). Out of line, as every path with a
+/// large buffer: a connect on a small stack (a coroutine's, a signal handler's alternate stack)
+/// pays for these buffers only on the calls that need them.
+#[inline(never)]
+#[cold]
 fn map_file(
     name: &[u8],
     writable: bool,
@@ -544,6 +599,8 @@ fn log() -> Option<Log<'static>> {
 /// Counts a call the shim could not decide or record (see `nettrap_core::event::Unobserved`):
 /// in the log's header when it is mapped, else as one byte appended to the run directory's
 /// `unobserved` file (no mapping needed).
+#[inline(never)]
+#[cold]
 fn count_unobserved(log: Option<&Log>, cause: Unobserved) {
     if let Some(log) = log {
         log.count_unobserved(cause);
@@ -557,6 +614,11 @@ fn count_unobserved(log: Option<&Log>, cause: Unobserved) {
     // SAFETY: path is NUL-terminated.
     let fd = unsafe { sys::open(path.as_ptr(), flags, 0o600) };
     if fd < 0 {
+        // No descriptor left (or no room): tell the launcher with a signal, which needs none.
+        let launcher = LAUNCHER_PID.load(Ordering::Relaxed);
+        if launcher != 0 {
+            sys::kill(launcher, event::UNOBSERVED_SIGNAL_BASE - cause as i32);
+        }
         return;
     }
     let cause = [cause as u8];
@@ -565,8 +627,19 @@ fn count_unobserved(log: Option<&Log>, cause: Unobserved) {
     sys::close(fd);
 }
 
-/// Reads NETTRAP_RUN_DIR into RUN_DIR (from the constructor).
+/// The launcher's pid (`NETTRAP_LAUNCHER_PID`), for the last resort of [`count_unobserved`].
+static LAUNCHER_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Reads NETTRAP_RUN_DIR into RUN_DIR and NETTRAP_LAUNCHER_PID (from the constructor).
 fn load_run_dir() {
+    let pid = env_value(b"NETTRAP_LAUNCHER_PID").and_then(|digits| {
+        digits.iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit()
+                .then(|| n.checked_mul(10)?.checked_add(u32::from(d - b'0')))
+                .flatten()
+        })
+    });
+    LAUNCHER_PID.store(pid.unwrap_or(0), Ordering::Relaxed);
     let len = match env_value(b"NETTRAP_RUN_DIR") {
         Some(bytes) if bytes.len() <= event::RUN_DIR_MAX_LEN => {
             // SAFETY: only the constructor writes RUN_DIR, before RUN_DIR_LEN publishes it;
@@ -611,11 +684,32 @@ fn read_small(path: &CStr, buf: &mut [u8]) -> usize {
 
 /// The first call a process makes writes who the process is, so calls outside any test can be
 /// traced to a pid, executable and command line.
+#[inline(never)]
 fn record_process(log: &Log, pid: u32) -> Result<(), NotWritten> {
     if RECORDED_PID.swap(pid, Ordering::AcqRel) == pid {
         return Ok(());
     }
-    let mut exe = [0u8; 512];
+    // The executable and command line go through a scratch page of their own, not the stack:
+    // this runs on whatever stack the program's connect ran on (a coroutine's may be a few KiB).
+    const EXE: usize = 512;
+    const SCRATCH: usize = 4096;
+    // SAFETY: a fresh private anonymous mapping, unmapped below.
+    let page = unsafe { sys::mmap_anon(SCRATCH, libc::PROT_READ | libc::PROT_WRITE) };
+    let Some(page) = page else {
+        return log.append_process(
+            &Process {
+                pid,
+                ppid: sys::getppid(),
+                time_ns: now_ns(),
+                source: Source::Shim,
+            },
+            &[],
+            &[],
+        );
+    };
+    // SAFETY: the page is SCRATCH bytes, readable and writable, and ours alone until unmapped.
+    let scratch = unsafe { core::slice::from_raw_parts_mut(page.as_ptr(), SCRATCH) };
+    let (exe, cmdline) = scratch.split_at_mut(EXE);
     // SAFETY: readlink writes at most exe.len() bytes.
     let n = unsafe {
         sys::readlink(
@@ -625,8 +719,7 @@ fn record_process(log: &Log, pid: u32) -> Result<(), NotWritten> {
         )
     };
     let exe_len = if n > 0 { n as usize } else { 0 };
-    let mut cmdline = [0u8; 2048];
-    let cmd_len = read_small(c"/proc/self/cmdline", &mut cmdline);
+    let cmd_len = read_small(c"/proc/self/cmdline", cmdline);
     let ppid = sys::getppid();
     let p = Process {
         pid,
@@ -634,7 +727,10 @@ fn record_process(log: &Log, pid: u32) -> Result<(), NotWritten> {
         time_ns: now_ns(),
         source: Source::Shim,
     };
-    log.append_process(&p, &exe[..exe_len], &cmdline[..cmd_len])
+    let written = log.append_process(&p, &exe[..exe_len], &cmdline[..cmd_len]);
+    // SAFETY: the scratch page mapped above; nothing refers to it any more.
+    unsafe { sys::munmap(page.as_ptr(), SCRATCH) };
+    written
 }
 
 unsafe extern "C" {
@@ -711,18 +807,49 @@ fn current_test() -> Option<(&'static [u8], Phase)> {
 /// terminal, a pipe, a socket, or a deleted file (a capture buffer, as pytest's). A program that
 /// pointed fd 2 at a file of its own gets nothing written into it (the denial is in the report
 /// all the same).
+///
+/// Never blocks: a pipe or terminal nobody drains (a parent that waits for its child without
+/// reading its stderr) gets nothing rather than a hung program.
 fn tell(line: &[u8]) {
     let ptr = line.as_ptr().cast::<c_void>();
     // A failed or short write is ignored on purpose.
     match sys::file_type(2) {
-        // SAFETY: writing our own buffer of line.len() bytes.
-        Some((libc::S_IFCHR | libc::S_IFIFO, _) | (libc::S_IFREG, 0)) => unsafe {
+        // SAFETY: writing our own buffer of line.len() bytes (at most 1 KiB: a pipe that polls
+        // writable has a free page, so the write does not block).
+        Some((libc::S_IFCHR | libc::S_IFIFO, _) | (libc::S_IFREG, 0)) if sys::writable(2) => unsafe {
             sys::write(2, ptr, line.len())
         },
         // SAFETY: as above.
         Some((libc::S_IFSOCK, _)) => unsafe { sys::send(2, ptr, line.len()) },
         _ => 0,
     };
+}
+
+/// The one-line denial notice for a call to `dest`, through [`tell`].
+#[inline(never)]
+#[cold]
+fn tell_denial(
+    policy: &CompiledPolicy,
+    decision: &nettrap_core::policy::Decision,
+    dest: &nettrap_core::addr::Dest,
+    test: Option<&[u8]>,
+    pid: u32,
+) {
+    let rule = policy
+        .rules()
+        .get(decision.rule as usize)
+        .map_or(&b"default"[..], |r| r.label());
+    let mut line = [0u8; 1024];
+    let n = msg::denial(
+        &mut line,
+        "connect",
+        dest,
+        policy.category_name(decision.category),
+        test,
+        pid,
+        rule,
+    );
+    tell(&line[..n]);
 }
 
 /// # Safety
@@ -865,21 +992,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         log.count_dropped();
     }
     if decision.action == Action::Deny {
-        let rule = policy
-            .rules()
-            .get(decision.rule as usize)
-            .map_or(&b"default"[..], |r| r.label());
-        let mut line = [0u8; 1024];
-        let n = msg::denial(
-            &mut line,
-            "connect",
-            &dest,
-            policy.category_name(decision.category),
-            test.map(|t| t.0),
-            pid,
-            rule,
-        );
-        tell(&line[..n]);
+        tell_denial(policy, &decision, &dest, test.map(|t| t.0), pid);
         if let Some(cell) = cell {
             cell.set(decision.errno);
         }

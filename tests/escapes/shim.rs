@@ -235,3 +235,90 @@ fn a_relative_tmpdir_still_reaches_every_process() {
         assert_eq!(run.calls(None), denied_once(), "{engine}");
     }
 }
+
+#[test]
+fn with_no_descriptor_left_the_first_call_is_still_counted() {
+    // The shim can open neither the run's files nor the `unobserved` file: it once let the call
+    // through uncounted. Now it signals the launcher, which needs no descriptor.
+    for engine in ENGINES {
+        let run = run_in(
+            &format!("nofd-{engine}"),
+            &repo(),
+            &["--engine", engine, "--deny", "9200"],
+            &[&fixture("nofd"), "9200"],
+        );
+        assert_eq!(run.code(), 86, "{engine}: {}", run.stderr());
+        let lost = &run.report["lost"];
+        match engine {
+            "preload" => {
+                assert!(run.stdout().contains("ret=0"), "{}", run.stdout());
+                assert_eq!(lost["unobserved"]["by_cause"]["shim_unmapped"], 1, "{lost}");
+            }
+            _ => {
+                assert!(
+                    run.stdout().contains("ret=-1"),
+                    "{engine}: {}",
+                    run.stdout()
+                );
+                assert_eq!(lost["unobserved"]["total"], 0, "{engine}: {lost}");
+                let handed = if engine == "auto" { 1 } else { 0 };
+                assert_eq!(lost["handed_to_supervisor"], handed, "{engine}: {lost}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_connect_on_a_small_stack_does_not_crash() {
+    // The shim once needed about 5 KiB of stack for a process's first call (its executable's
+    // path and command line were read into stack buffers): a connect on a 4 KiB coroutine stack
+    // crashed under nettrap, and ran fine without it.
+    for engine in ENGINES {
+        for flags in [&["--engine", engine][..], &deny_flags(engine)[..]] {
+            let run = run_in(
+                &format!("small-stack-{engine}"),
+                &repo(),
+                flags,
+                &[&fixture("small_stack"), "3072", CLOSED],
+            );
+            assert!(
+                run.stdout().contains("ok 3072"),
+                "{engine} {flags:?}: exit {}: {}",
+                run.code(),
+                run.stderr()
+            );
+            let want = if flags.len() > 2 { 86 } else { 0 };
+            assert_eq!(run.code(), want, "{engine} {flags:?}: {}", run.stderr());
+            assert_eq!(run.total_calls(), 1, "{engine} {flags:?}");
+        }
+    }
+}
+
+#[test]
+fn a_denial_never_blocks_on_a_full_stderr_pipe() {
+    // A parent that waits for its child without reading the child's stderr: the shim's denial
+    // lines once filled the pipe and hung the child after a few hundred denials.
+    let script = format!(
+        "import subprocess, sys\n\
+         p = subprocess.Popen(['{}', '1', '1', '3000', '{CLOSED}'], stderr=subprocess.PIPE)\n\
+         print('exited', p.wait(timeout=30))\n",
+        fixture("stress")
+    );
+    for engine in ENGINES {
+        let run = run_in(
+            &format!("full-stderr-pipe-{engine}"),
+            &repo(),
+            // ECONNREFUSED, which stress expects (it reports other errors on stderr itself).
+            &["--engine", engine, "--deny", CLOSED],
+            &["python3", "-c", &script],
+        );
+        assert!(
+            run.stdout().contains("exited 0"),
+            "{engine}: {}\n{}",
+            run.stdout(),
+            run.stderr()
+        );
+        assert_eq!(run.code(), 86, "{engine}");
+        assert_eq!(run.total_calls(), 3000, "{engine}");
+    }
+}
