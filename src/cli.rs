@@ -17,6 +17,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of `run`'s arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run a test command with every outbound connect() of its process tree intercepted
     #[command(after_help = RUN_EXIT_STATUS)]

@@ -460,7 +460,7 @@ mod tests {
 
     #[test]
     fn table_remembers_the_latest_name_per_address() {
-        let t: Box<NameTable<4, 2>> = Box::new(NameTable::new());
+        let t: Box<NameTable<4, 2>> = Box::default();
         let mut out = [0u8; MAX_NAME];
         assert!(t.is_empty());
         assert_eq!(t.lookup(&ip(1), &mut out), 0);
@@ -482,7 +482,7 @@ mod tests {
 
     #[test]
     fn table_is_bounded_and_replaces_the_oldest() {
-        let t: Box<NameTable<4, 2>> = Box::new(NameTable::new());
+        let t: Box<NameTable<4, 2>> = Box::default();
         let mut out = [0u8; MAX_NAME];
         for i in 0..=200u8 {
             t.remember(&ip(i), &[b'a' + i % 26; 3]);
@@ -498,7 +498,7 @@ mod tests {
 
     #[test]
     fn table_skips_entries_being_written() {
-        let t: Box<NameTable<1, 1>> = Box::new(NameTable::new());
+        let t: Box<NameTable<1, 1>> = Box::default();
         let mut out = [0u8; MAX_NAME];
         t.remember(&ip(1), b"a.example");
         // A writer that stopped half-way (odd sequence): readers skip it, writers leave it.

@@ -64,10 +64,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// An enforce run: any deny rule or `--fail-on` category. Losses fail such a run, and
+    /// An enforce run: any deny rule, `--deny-dns` or `--fail-on` category. Losses fail such a run, and
     /// io_uring (which would carry calls past every engine) is refused in it.
     pub fn enforces(&self) -> bool {
-        self.rules.iter().any(|r| r.action == Action::Deny) || !self.fail_on.is_empty()
+        self.rules.iter().any(|r| r.action == Action::Deny)
+            || self.deny_dns
+            || !self.fail_on.is_empty()
     }
 
     pub fn has_category(&self, name: &str) -> bool {

@@ -35,7 +35,8 @@ pub struct Report {
     pub command_exit_code: i32,
     /// What `nettrap run` exited with.
     pub exit_code: i32,
-    /// Did the policy deny anything or name `fail_on` categories? Losses then fail the run.
+    /// Did the policy deny anything (rules, `--deny-dns`) or name `fail_on` categories? Losses
+    /// then fail the run.
     #[serde(default)]
     pub enforce: bool,
     /// The runners that reported their tests (`pytest`, `unittest`, `django`, `jest`, `go`).
@@ -460,8 +461,18 @@ pub fn build(
         let (location, library, host) = key
             .site
             .map_or((None, None, None), |s| (s.location, s.library, s.host));
-        // The adapter's name (from the call site) first, else the engine's.
-        let host = host.or(key.host);
+        // The adapter's name (from the call site) first, unless it is only the address
+        // (a connect by address after a lookup the adapter did not tie to it); else the
+        // engine's.
+        let numeric = |h: &String| {
+            h.split('%')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
+        };
+        let host = match (host, key.host) {
+            (Some(site), Some(engine)) if numeric(&site) => Some(engine),
+            (site, engine) => site.or(engine),
+        };
         let entry = CallEntry {
             category: key.category,
             address: address(key.ip),
