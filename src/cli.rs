@@ -17,6 +17,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of `run`'s arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run a test command with every outbound connect() of its process tree intercepted
     #[command(after_help = RUN_EXIT_STATUS)]
@@ -56,17 +58,29 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
 
-    /// Deny calls to these ports, port ranges or categories (e.g. 80,443,elasticsearch)
+    /// Deny calls to these ports, port ranges, categories or HOST[:PORT]s (e.g.
+    /// 80,elasticsearch,10.0.0.0/8,'api.*.example:443'); HOST an address, CIDR, host name or
+    /// name glob (`*` one label, `**` any)
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub deny: Vec<String>,
 
-    /// Record (report, let through) calls to these ports, ranges or categories
+    /// Record (report, let through) calls to these ports, ranges, categories or HOST[:PORT]s
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub record: Vec<String>,
 
-    /// Allow (expect, do not report as offending) calls to HOST[:PORT] or CIDR[:PORT]
-    #[arg(long, value_name = "HOST[:PORT]|CIDR[:PORT]", value_delimiter = ',')]
+    /// Allow (expect, do not report as offending) calls to HOST[:PORT]: an address, CIDR, host
+    /// name or name glob ('*.internal', '**.svc.cluster.local:443')
+    #[arg(long, value_name = "HOST[:PORT]", value_delimiter = ',')]
     pub allow: Vec<String>,
+
+    /// Fail every name lookup that would leave the machine at once (not answered from
+    /// /etc/hosts, not localhost), unless a rule allows the name
+    #[arg(long)]
+    pub deny_dns: bool,
+
+    /// What denied lookups fail with: EAI_NONAME, EAI_AGAIN or EAI_FAIL [default: EAI_NONAME]
+    #[arg(long, value_name = "EAI")]
+    pub dns_errno: Option<String>,
 
     /// Fail the run (exit 86) when a call in these categories is recorded
     #[arg(long, value_name = "CATEGORIES", value_delimiter = ',')]

@@ -97,6 +97,15 @@ pub enum Syscall {
     /// A name lookup (`getaddrinfo`, `gethostbyname`…, or a DNS query the supervisor read) that
     /// would leave the machine: `host` is the name; `dest` the resolver when known, else
     /// port 53 with a zero address. One lookup is one record, however many datagrams it takes.
+    /// The shim's records: result 0, or the lookup's `EAI_*` code (negative; `gethostbyname*`
+    /// failures as their `EAI_*` equivalents); `deny_errno` the `EAI_*` code of a denied one.
+    ///
+    /// Both engines may see one lookup (engine `auto`: the shim at the API, the supervisor at
+    /// the DNS datagrams glibc sends for it, from the same thread). The shim's record covers
+    /// those datagrams: the report drops a supervisor Lookup record when the latest shim
+    /// Lookup record of the same process and thread made before it is for the same name, or
+    /// for a name it extends with a search domain (`nettrap::report::dedup_lookups`). The
+    /// supervisor records the DNS datagrams of every process as usual; it need not know.
     Lookup = 6,
     /// Not a call: a process of the run listens on `dest` (so calls to it are to the suite's
     /// own server, `in-suite`).

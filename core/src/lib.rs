@@ -18,5 +18,6 @@ pub mod addr;
 pub mod event;
 pub mod glob;
 pub mod msg;
+pub mod names;
 pub mod policy;
 pub mod test_id;

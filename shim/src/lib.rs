@@ -5,6 +5,11 @@
 //! shared event log, and then either calls the real `connect()` (allow, record) or fails at once
 //! with the policy's errno and one line on stderr (deny). Everything else passes through.
 //!
+//! It also interposes the resolver's entry points ([`resolve`]): a lookup that would leave the
+//! machine is a call of its own (recorded, and failed at once when the policy denies it), and
+//! the addresses a lookup returns are remembered with the name, so a `connect` carries the name
+//! the program resolved (`host` in its record, and in the policy's decision).
+//!
 //! Rules this code keeps, because it runs inside other people's programs:
 //! - `no_std`, no allocation, no locks: it is safe after `fork()` in a threaded program and
 //!   inside signal handlers. State is a handful of atomics.
@@ -25,6 +30,8 @@
 //! - Without `NETTRAP_RUN_DIR` (the shim loaded outside a run) it passes everything through.
 
 #![no_std]
+
+mod resolve;
 
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char, c_int, c_void};
@@ -832,6 +839,7 @@ fn tell_denial(
     policy: &CompiledPolicy,
     decision: &nettrap_core::policy::Decision,
     dest: &nettrap_core::addr::Dest,
+    host: &[u8],
     test: Option<&[u8]>,
     pid: u32,
 ) {
@@ -840,10 +848,11 @@ fn tell_denial(
         .get(decision.rule as usize)
         .map_or(&b"default"[..], |r| r.label());
     let mut line = [0u8; 1024];
-    let n = msg::denial(
+    let n = msg::denial_named(
         &mut line,
         "connect",
         dest,
+        host,
         policy.category_name(decision.category),
         test,
         pid,
@@ -929,7 +938,12 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     // Taken before the decision: a runner's test events are joined to calls by time.
     let time_ns = now_ns();
     let test = current_test();
-    let decision = policy.decide(&dest, test.map(|t| t.0));
+    // The name the program resolved this address from, if a lookup of this process returned
+    // it (see `resolve`).
+    let mut host_buf = [0u8; nettrap_core::names::MAX_NAME];
+    let host_len = resolve::NAMES.lookup(&dest.ip, &mut host_buf);
+    let host = &host_buf[..host_len];
+    let decision = policy.decide(&dest, test.map(|t| t.0), Some(host));
     let call = Call {
         pid,
         // The calling thread: joins the call to the runner's per-thread test events and to the
@@ -967,7 +981,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         }
         Some(log) => {
             let test = test.map_or(&[][..], |t| t.0);
-            match log.append_call(&call, test, &[], &name[..name_len]) {
+            match log.append_call(&call, test, host, &name[..name_len]) {
                 Ok(cell) => Some(cell),
                 Err(NotWritten::Full) => None,
                 // The window the record falls in cannot be mapped: with the supervisor there,
@@ -992,7 +1006,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         log.count_dropped();
     }
     if decision.action == Action::Deny {
-        tell_denial(policy, &decision, &dest, test.map(|t| t.0), pid);
+        tell_denial(policy, &decision, &dest, host, test.map(|t| t.0), pid);
         if let Some(cell) = cell {
             cell.set(decision.errno);
         }

@@ -29,18 +29,13 @@ pub fn defaults() -> Policy {
                 name: name.to_string(),
                 ports: ports.iter().map(|&p| PortSpan { lo: p, hi: p }).collect(),
                 nets: Vec::new(),
+                names: Vec::new(),
             })
             .collect(),
-        rules: vec![RuleDef {
-            category: None,
-            ports: None,
-            net: None,
-            tests: None,
-            action: Action::Record,
-            errno: None,
-            label: "record (default)".to_string(),
-        }],
+        rules: vec![RuleDef::new(Action::Record, "record (default)".to_string())],
         default_errno: libc::ECONNREFUSED,
         fail_on: Vec::new(),
+        deny_dns: false,
+        dns_errno: nettrap_core::policy::EAI_NONAME,
     }
 }

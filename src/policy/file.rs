@@ -3,13 +3,15 @@
 //! ```toml
 //! errno = "ECONNREFUSED"            # how denied calls fail (default)
 //! fail_on = ["external-api"]        # recorded calls in these categories fail the run
+//! deny_dns = true                   # as --deny-dns
+//! dns_errno = "EAI_NONAME"          # how denied lookups fail (default; EAI_AGAIN, EAI_FAIL)
 //!
 //! [categories.payments]             # user categories are classified before built-in ones
 //! ports = [8443, "9000-9010"]
-//! hosts = ["10.20.0.0/16"]
+//! hosts = ["10.20.0.0/16", "*.payments.internal"]   # addresses, networks, host-name globs
 //!
 //! [[rules]]                         # later rules win
-//! category = "elasticsearch"        # or: port / ports, host (IP or CIDR)
+//! category = "elasticsearch"        # or: port / ports, host (IP, CIDR, name or name glob)
 //! action = "deny"                   # allow | record | deny
 //!
 //! [[rules]]
@@ -18,10 +20,10 @@
 //! action = "allow"
 //! ```
 
-use super::spec::{self, PortSpan};
+use super::spec::{self, Host, PortSpan};
 use super::{CategoryDef, Policy, RuleDef};
 use anyhow::{Result, anyhow};
-use nettrap_core::policy::Action;
+use nettrap_core::policy::{Action, MAX_CATEGORY_NETS};
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use std::fmt;
@@ -32,6 +34,8 @@ use toml::Spanned;
 struct PolicyFile {
     errno: Option<Spanned<Scalar>>,
     fail_on: Option<Vec<Spanned<String>>>,
+    deny_dns: Option<bool>,
+    dns_errno: Option<Spanned<String>>,
     #[serde(default)]
     categories: Ordered<Spanned<CategoryFile>>,
     #[serde(default)]
@@ -178,6 +182,12 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
     if let Some(e) = &parsed.errno {
         policy.default_errno = errno(&loc, e)?;
     }
+    if let Some(e) = &parsed.dns_errno {
+        policy.dns_errno = crate::errno::parse_dns(e.get_ref()).map_err(|m| loc.err(e, m))?;
+    }
+    if let Some(d) = parsed.deny_dns {
+        policy.deny_dns = d;
+    }
     for (name, cat) in parsed.categories.0 {
         if name == "other" || name.is_empty() || name.len() > 31 || name.contains(char::is_control)
         {
@@ -201,12 +211,28 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
             .iter()
             .map(|p| port_span(&loc, p))
             .collect::<Result<Vec<_>>>()?;
-        let nets = c
-            .hosts
-            .iter()
-            .map(|h| spec::parse_net(h.get_ref()).map_err(|m| loc.err(h, m)))
-            .collect::<Result<Vec<_>>>()?;
-        policy.define_category(CategoryDef { name, ports, nets });
+        let (mut nets, mut names) = (Vec::new(), Vec::new());
+        for h in &c.hosts {
+            match spec::parse_host(h.get_ref()).map_err(|m| loc.err(h, m))? {
+                Host::Net(n) => nets.push(n),
+                Host::Name(n) => names.push(n),
+            }
+        }
+        if nets.len() > MAX_CATEGORY_NETS || names.len() > MAX_CATEGORY_NETS {
+            return Err(loc.err(
+                &cat,
+                format!(
+                    "category `{name}` has too many hosts (at most {MAX_CATEGORY_NETS} networks \
+                     and {MAX_CATEGORY_NETS} names)"
+                ),
+            ));
+        }
+        policy.define_category(CategoryDef {
+            name,
+            ports,
+            nets,
+            names,
+        });
     }
     for rule in &parsed.rules {
         let r = rule.get_ref();
@@ -234,9 +260,12 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
                 ),
             ));
         }
-        let net = match &r.host {
-            Some(h) => Some(spec::parse_net(h.get_ref()).map_err(|m| loc.err(h, m))?),
-            None => None,
+        let (net, host) = match &r.host {
+            Some(h) => match spec::parse_host(h.get_ref()).map_err(|m| loc.err(h, m))? {
+                Host::Net(n) => (Some(n), None),
+                Host::Name(n) => (None, Some(n)),
+            },
+            None => (None, None),
         };
         let mut spans: Vec<Option<PortSpan>> = Vec::new();
         if let Some(p) = &r.port {
@@ -276,6 +305,7 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
                 category: r.category.as_ref().map(|c| c.get_ref().clone()),
                 ports: span,
                 net,
+                host: host.clone(),
                 tests: r.tests.as_ref().map(|t| t.get_ref().clone()),
                 action,
                 errno,
@@ -344,19 +374,66 @@ action = "allow"
         let c = p.compile().unwrap();
         let es = Dest::from_v4([127, 0, 0, 1], 9200);
         assert_eq!(
-            c.decide(&es, Some(b"tests/unit/test_a.py::t")).action,
+            c.decide(&es, Some(b"tests/unit/test_a.py::t"), None).action,
             Action::Deny
         );
         assert_eq!(
-            c.decide(&es, Some(b"tests/integration/test_a.py::t"))
+            c.decide(&es, Some(b"tests/integration/test_a.py::t"), None)
                 .action,
             Action::Allow
         );
-        let pay = c.classify(&Dest::from_v4([10, 20, 1, 1], 9005));
+        let pay = c.classify(&Dest::from_v4([10, 20, 1, 1], 9005), None);
         assert_eq!(c.category_name(pay), b"payments");
-        assert_eq!(c.classify(&Dest::from_v4([10, 21, 1, 1], 9005)), 0);
+        assert_eq!(c.classify(&Dest::from_v4([10, 21, 1, 1], 9005), None), 0);
         let label = c.rules()[1].label();
         assert_eq!(label, b"deny elasticsearch, nettrap.toml:9");
+    }
+
+    #[test]
+    fn names_in_rules_and_categories() {
+        let p = load(
+            r#"
+deny_dns = true
+dns_errno = "eai_again"
+
+[categories.search]
+hosts = ["*.ES.internal.", "10.9.0.0/16"]
+
+[[rules]]
+host = "api.*.example"
+port = 443
+action = "deny"
+
+[[rules]]
+category = "search"
+action = "allow"
+"#,
+        )
+        .unwrap();
+        assert!(p.deny_dns);
+        let c = p.compile().unwrap();
+        assert_eq!(c.dns_errno, libc::EAI_AGAIN);
+        assert_ne!(c.flags & nettrap_core::policy::FLAG_DENY_DNS, 0);
+        let any = Dest::from_v4([127, 0, 0, 3], 9200);
+        let es = c.classify(&any, Some(b"n1.es.internal"));
+        assert_eq!(c.category_name(es), b"search");
+        assert_eq!(c.classify(&Dest::from_v4([10, 9, 1, 1], 9200), None), es);
+        assert_eq!(c.classify(&any, None), 2); // elasticsearch, by port
+        assert_eq!(
+            c.decide(&any, None, Some(b"n1.es.internal")).action,
+            Action::Allow
+        );
+        let pay = Dest::from_v4([127, 0, 0, 2], 443);
+        let d = c.decide(&pay, None, Some(b"api.payments.example"));
+        assert_eq!(d.action, Action::Deny);
+        assert_eq!(
+            c.rules()[d.rule as usize].label(),
+            b"deny api.*.example port 443, nettrap.toml:8"
+        );
+        assert_eq!(c.decide(&pay, None, None).action, Action::Record);
+        // --deny-dns, except the names the policy allows.
+        assert!(c.decide_lookup(b"api.stripe.com", None).is_some());
+        assert_eq!(c.decide_lookup(b"n1.es.internal", None), None);
     }
 
     #[test]
@@ -384,8 +461,13 @@ action = "allow"
                 .starts_with("nettrap.toml:2: `70000` is not a port")
         );
         assert!(
-            err("[[rules]]\naction = \"deny\"\nhost = \"api.stripe.com\"\n")
-                .contains(":3: `api.stripe.com` is a host name")
+            err("[[rules]]\naction = \"deny\"\nhost = \"api..stripe.com\"\n")
+                .starts_with("nettrap.toml:3: `api..stripe.com` is not a host name")
+        );
+        assert!(err("[categories.x]\nhosts = [\"a b\"]\n").starts_with("nettrap.toml:2: `a b`"));
+        assert!(
+            err("dns_errno = \"EAI_MEMORY\"\n")
+                .starts_with("nettrap.toml:1: `EAI_MEMORY` is not EAI_NONAME")
         );
         assert!(err("errno = \"EWHAT\"\n").starts_with("nettrap.toml:1: unknown errno"));
         // The file's own text, quoted in a message, keeps it one line.

@@ -2,8 +2,16 @@
 //!
 //! Sources, later wins: the built-in defaults ([`builtin`]), a policy file ([`file`]:
 //! `nettrap.toml` in the working directory, or `--policy FILE`), then flags (`--deny`,
-//! `--record`, `--allow`, `--fail-on`, `--errno`). The merged [`Policy`] is compiled into the
-//! fixed-size block that the shim and the supervisor decide with (`nettrap_core::policy`).
+//! `--record`, `--allow`, `--fail-on`, `--errno`, `--deny-dns`, `--dns-errno`). The merged
+//! [`Policy`] is compiled into the fixed-size block that the shim and the supervisor decide
+//! with (`nettrap_core::policy`).
+//!
+//! Hosts in rules and categories are addresses, networks or host-name globs
+//! (`api.stripe.com`, `*.internal`, `**.svc.cluster.local`), matched against the name the
+//! program resolved (see `nettrap_core::policy`: a name rule never matches a call whose name is
+//! unknown). In `--deny` and `--record`, a word that is a category is the category; a name
+//! without a dot must be written with a trailing one (`redis.`), so a misspelt category is an
+//! error, not a rule that matches nothing.
 
 pub mod builtin;
 pub mod file;
@@ -12,7 +20,7 @@ pub mod spec;
 use crate::cli::RunArgs;
 use anyhow::{Result, bail};
 use nettrap_core::policy::{self as core_policy, Action, CompiledPolicy, Net, PortRange};
-use spec::PortSpan;
+use spec::{Host, PortSpan};
 use std::path::Path;
 
 /// A category: a name for a kind of destination.
@@ -21,6 +29,8 @@ pub struct CategoryDef {
     pub name: String,
     pub ports: Vec<PortSpan>,
     pub nets: Vec<Net>,
+    /// Host-name globs, lower case.
+    pub names: Vec<String>,
 }
 
 /// A rule: what happens to the calls it matches.
@@ -29,6 +39,8 @@ pub struct RuleDef {
     pub category: Option<String>,
     pub ports: Option<PortSpan>,
     pub net: Option<Net>,
+    /// Host-name glob, lower case.
+    pub host: Option<String>,
     pub tests: Option<String>,
     pub action: Action,
     pub errno: Option<i32>,
@@ -45,13 +57,19 @@ pub struct Policy {
     pub default_errno: i32,
     /// Categories whose recorded calls fail the run.
     pub fail_on: Vec<String>,
+    /// `--deny-dns`: deny every lookup that would leave the machine, unless a rule allows it.
+    pub deny_dns: bool,
+    /// The `EAI_*` code denied lookups fail with.
+    pub dns_errno: i32,
 }
 
 impl Policy {
-    /// An enforce run: any deny rule or `--fail-on` category. Losses fail such a run, and
+    /// An enforce run: any deny rule, `--deny-dns` or `--fail-on` category. Losses fail such a run, and
     /// io_uring (which would carry calls past every engine) is refused in it.
     pub fn enforces(&self) -> bool {
-        self.rules.iter().any(|r| r.action == Action::Deny) || !self.fail_on.is_empty()
+        self.rules.iter().any(|r| r.action == Action::Deny)
+            || self.deny_dns
+            || !self.fail_on.is_empty()
     }
 
     pub fn has_category(&self, name: &str) -> bool {
@@ -77,6 +95,16 @@ impl Policy {
     pub fn compile(&self) -> Result<Box<CompiledPolicy>> {
         let mut p = Box::new(CompiledPolicy::EMPTY);
         p.default_errno = self.default_errno;
+        p.dns_errno = self.dns_errno;
+        if self.deny_dns {
+            p.flags |= core_policy::FLAG_DENY_DNS;
+        }
+        let full = || {
+            anyhow::anyhow!(
+                "too many host names in rules and categories (at most {} different ones)",
+                core_policy::MAX_HOST_GLOBS
+            )
+        };
         if self.categories.len() > core_policy::MAX_CATEGORIES {
             bail!(
                 "too many categories ({}; at most {})",
@@ -112,6 +140,27 @@ impl Policy {
             slot.n_ports = c.ports.len() as u32;
             slot.nets[..c.nets.len()].copy_from_slice(&c.nets);
             slot.n_nets = c.nets.len() as u32;
+            if c.names.len() > core_policy::MAX_CATEGORY_NETS {
+                bail!(
+                    "category `{}` has too many host names (at most {})",
+                    c.name,
+                    core_policy::MAX_CATEGORY_NETS
+                );
+            }
+            // A category's names take consecutive places in the pool (not shared).
+            let at = p.n_host_globs;
+            for name in &c.names {
+                if p.n_host_globs as usize >= core_policy::MAX_HOST_GLOBS
+                    || name.len() >= core_policy::HOST_GLOB_LEN
+                {
+                    return Err(full());
+                }
+                let i = p.n_host_globs as usize;
+                core_policy::set_field(&mut p.host_globs[i], name.as_bytes());
+                p.n_host_globs += 1;
+            }
+            p.categories[i].hosts_at = at as u16;
+            p.categories[i].n_hosts = c.names.len() as u16;
         }
         p.n_categories = self.categories.len() as u32;
         if self.rules.len() > core_policy::MAX_RULES {
@@ -135,6 +184,11 @@ impl Policy {
                 .map_or(PortRange::ANY, |s| PortRange { lo: s.lo, hi: s.hi });
             slot.net = r.net.unwrap_or(Net::NONE);
             slot.action = r.action as u32;
+            if let Some(name) = &r.host {
+                let at = p.add_host_glob(name.as_bytes()).ok_or_else(full)?;
+                p.rules[i].host = at;
+            }
+            let slot = &mut p.rules[i];
             slot.errno = r.errno.unwrap_or(0);
             if let Some(glob) = &r.tests {
                 if glob.len() >= core_policy::GLOB_LEN {
@@ -173,6 +227,11 @@ fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
         policy.default_errno =
             crate::errno::parse(e).map_err(|m| anyhow::anyhow!("--errno: {m}"))?;
     }
+    if let Some(e) = &args.dns_errno {
+        policy.dns_errno =
+            crate::errno::parse_dns(e).map_err(|m| anyhow::anyhow!("--dns-errno: {m}"))?;
+    }
+    policy.deny_dns |= args.deny_dns;
     for (flag, items, action) in [
         ("--record", &args.record, Action::Record),
         ("--deny", &args.deny, Action::Deny),
@@ -180,29 +239,28 @@ fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
         for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
             let rule = if let Some(span) = PortSpan::parse(item) {
                 RuleDef {
-                    category: None,
                     ports: Some(span),
-                    net: None,
-                    tests: None,
-                    action,
-                    errno: None,
-                    label: format!("{} {span}", action.name()),
+                    ..RuleDef::new(action, format!("{} {span}", action.name()))
                 }
             } else if policy.has_category(item) {
                 RuleDef {
                     category: Some(item.to_string()),
-                    ports: None,
-                    net: None,
-                    tests: None,
-                    action,
-                    errno: None,
-                    label: format!("{} {item}", action.name()),
+                    ..RuleDef::new(action, format!("{} {item}", action.name()))
                 }
-            } else {
+            } else if item
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && item.chars().any(|c| c.is_ascii_alphabetic())
+            {
                 bail!(
-                    "{flag}: `{item}` is neither a port, a port range (8000-8100) nor a category ({})",
+                    "{flag}: `{item}` is neither a port, a port range (8000-8100), a category \
+                     ({}) nor a host; for the host name write `{item}.`",
                     names(policy)
                 );
+            } else {
+                let (host, ports) = spec::parse_host_port(item)
+                    .map_err(|m| anyhow::anyhow!("{flag} `{item}`: {m}"))?;
+                host_rule(host, ports, action, format!("{} {item}", action.name()))
             };
             policy.rules.push(rule);
         }
@@ -213,17 +271,14 @@ fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
     {
-        let (net, ports) =
+        let (host, ports) =
             spec::parse_host_port(item).map_err(|m| anyhow::anyhow!("--allow `{item}`: {m}"))?;
-        policy.rules.push(RuleDef {
-            category: None,
+        policy.rules.push(host_rule(
+            host,
             ports,
-            net: Some(net),
-            tests: None,
-            action: Action::Allow,
-            errno: None,
-            label: format!("allow {item}"),
-        });
+            Action::Allow,
+            format!("allow {item}"),
+        ));
     }
     for item in args
         .fail_on
@@ -241,8 +296,150 @@ fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// A rule on a host (address, network or name) and ports.
+fn host_rule(host: Host, ports: Option<PortSpan>, action: Action, label: String) -> RuleDef {
+    let (net, host) = match host {
+        Host::Net(n) => (Some(n), None),
+        Host::Name(n) => (None, Some(n)),
+    };
+    RuleDef {
+        ports,
+        net,
+        host,
+        ..RuleDef::new(action, label)
+    }
+}
+
+impl RuleDef {
+    /// A rule that matches every call.
+    pub fn new(action: Action, label: String) -> RuleDef {
+        RuleDef {
+            category: None,
+            ports: None,
+            net: None,
+            host: None,
+            tests: None,
+            action,
+            errno: None,
+            label,
+        }
+    }
+}
+
 /// `known categories: external-api, elasticsearch, …`
 pub fn names(policy: &Policy) -> String {
     let list: Vec<&str> = policy.categories.iter().map(|c| c.name.as_str()).collect();
     format!("known categories: {}", list.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use nettrap_core::addr::Dest;
+    use nettrap_core::policy::{EAI_FAIL, FLAG_DENY_DNS, RULE_DENY_DNS};
+
+    fn flags(args: &[&str]) -> Result<Policy> {
+        let mut argv = vec!["nettrap", "run", "--policy", "/nonexistent/nettrap.toml"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--", "true"]);
+        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!()
+        };
+        let mut policy = builtin::defaults();
+        apply_flags(&mut policy, &args)?;
+        Ok(policy)
+    }
+
+    fn err(args: &[&str]) -> String {
+        flags(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn names_in_flags() {
+        let p = flags(&[
+            "--deny",
+            "api.*.example:443,redis.",
+            "--record",
+            "**.svc.cluster.local",
+            "--allow",
+            "search.internal,127.0.0.0/8:6379",
+            "--deny-dns",
+            "--dns-errno",
+            "EAI_FAIL",
+        ])
+        .unwrap();
+        let c = p.compile().unwrap();
+        assert_eq!(
+            (c.flags & FLAG_DENY_DNS, c.dns_errno),
+            (FLAG_DENY_DNS, EAI_FAIL)
+        );
+        let d = Dest::from_v4([127, 0, 0, 2], 443);
+        let deny = c.decide(&d, None, Some(b"api.payments.example"));
+        assert_eq!(deny.action, Action::Deny);
+        assert_eq!(
+            c.rule_label(deny.rule),
+            Some(&b"deny api.*.example:443"[..])
+        );
+        assert_eq!(c.decide(&d, None, None).action, Action::Record);
+        let redis = Dest::from_v4([10, 0, 0, 1], 6379);
+        assert_eq!(c.decide(&redis, None, Some(b"redis")).action, Action::Deny);
+        assert_eq!(
+            c.decide(&redis, None, Some(b"cache")).action,
+            Action::Record
+        );
+        let allow = c.decide(
+            &Dest::from_v4([127, 0, 0, 3], 9200),
+            None,
+            Some(b"search.internal"),
+        );
+        assert_eq!(allow.action, Action::Allow);
+        // Lookups: allowed names resolve, others are denied by --deny-dns.
+        assert_eq!(c.decide_lookup(b"search.internal", None), None);
+        let d = c.decide_lookup(b"web.ns.svc.cluster.local", None).unwrap();
+        assert_eq!((d.rule, d.errno), (RULE_DENY_DNS, EAI_FAIL));
+        // Without --deny-dns, a name denied on every port fails fast; on one port it does not.
+        let c = flags(&["--deny", "tracker.example"])
+            .unwrap()
+            .compile()
+            .unwrap();
+        assert!(c.decide_lookup(b"tracker.example", None).is_some());
+        assert!(c.decide_lookup(b"TRACKER.example.", None).is_some());
+        assert_eq!(c.decide_lookup(b"other.example", None), None);
+        let c = flags(&["--deny", "tracker.example:443"])
+            .unwrap()
+            .compile()
+            .unwrap();
+        assert_eq!(c.decide_lookup(b"tracker.example", None), None);
+        let c = flags(&["--deny", "dns"]).unwrap().compile().unwrap();
+        assert!(c.decide_lookup(b"other.example", None).is_some());
+    }
+
+    #[test]
+    fn bad_names_in_flags_are_one_line_errors() {
+        assert!(
+            err(&["--deny", "elasticseach"]).starts_with(
+                "--deny: `elasticseach` is neither a port, a port range (8000-8100), a category"
+            ),
+            "{}",
+            err(&["--deny", "elasticseach"])
+        );
+        assert!(err(&["--deny", "elasticseach"]).contains("write `elasticseach.`"));
+        assert_eq!(
+            err(&["--record", "a..b"]),
+            "--record `a..b`: `a..b` is not a host name (empty label)"
+        );
+        assert!(
+            err(&["--allow", "a b:1"]).starts_with("--allow `a b:1`: `a b` is not a host name")
+        );
+        assert_eq!(
+            err(&["--dns-errno", "EAI_MEMORY"]),
+            "--dns-errno: `EAI_MEMORY` is not EAI_NONAME, EAI_AGAIN or EAI_FAIL"
+        );
+        assert!(err(&["--deny", "10.0.0.*"]).contains("address pattern"));
+        for e in [err(&["--deny", "x y"]), err(&["--allow", "*.a:99999"])] {
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
 }

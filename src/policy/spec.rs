@@ -1,6 +1,7 @@
 //! Parsing the small address languages shared by flags and the policy file: ports and port
 //! ranges (`9200`, `8000-8100`), hosts and networks (`127.0.0.1`, `10.0.0.0/8`, `::1`,
-//! `[::1]:6379`, `10.0.0.0/8:443`).
+//! `[::1]:6379`, `10.0.0.0/8:443`), host names and name globs (`api.stripe.com`,
+//! `*.internal:5432`, `**.svc.cluster.local`; see `nettrap_core::glob` for the glob language).
 
 use nettrap_core::addr::Dest;
 use nettrap_core::policy::Net;
@@ -37,19 +38,74 @@ impl fmt::Display for PortSpan {
     }
 }
 
+/// A host condition: an address or network, or a host-name glob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    Net(Net),
+    /// Lower case, without a trailing dot.
+    Name(String),
+}
+
+/// Does `s` read as an address or network rather than a name? (Digits, dots, colons, a `/`;
+/// names have a letter, a `-`, `_` or a glob character.)
+fn looks_numeric(s: &str) -> bool {
+    s.contains([':', '/']) || s.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
+/// `127.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8` as a network; anything else as a host-name glob
+/// ([`parse_name`]).
+pub fn parse_host(s: &str) -> Result<Host, String> {
+    if looks_numeric(s) {
+        parse_net(s).map(Host::Net)
+    } else {
+        parse_name(s).map(Host::Name)
+    }
+}
+
+/// A host name or name glob: letters, digits, `-`, `_`, and `*` / `?` / `**`, in labels
+/// separated by dots; at most 253 bytes; any case (kept in lower case); a trailing dot is
+/// dropped.
+pub fn parse_name(s: &str) -> Result<String, String> {
+    let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    if name.is_empty() {
+        return Err(format!("`{s}` is not a host name"));
+    }
+    if name.len() > 253 {
+        return Err(format!("host name `{s}` is too long (at most 253 bytes)"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*' | '?')))
+    {
+        return Err(format!(
+            "`{s}` is not a host name or name glob (`{}` is not allowed; use letters, digits, \
+             `-`, `_`, `.`, `*`, `?`)",
+            c.escape_default()
+        ));
+    }
+    if name.split('.').any(str::is_empty) {
+        return Err(format!("`{s}` is not a host name (empty label)"));
+    }
+    if name
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '.' | '*' | '?'))
+    {
+        return Err(format!(
+            "`{s}` looks like an address pattern: use an IP address or CIDR (10.0.0.0/8)"
+        ));
+    }
+    Ok(name)
+}
+
 /// `127.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8` as a network.
 pub fn parse_net(s: &str) -> Result<Net, String> {
     let (ip, prefix) = match s.split_once('/') {
         Some((ip, p)) => (ip, Some(p)),
         None => (s, None),
     };
-    let ip: IpAddr = ip.parse().map_err(|_| {
-        if ip.chars().any(|c| c.is_ascii_alphabetic()) && !ip.contains(':') {
-            format!("`{ip}` is a host name; rules by name are not supported yet, use an IP address or CIDR")
-        } else {
-            format!("`{ip}` is not an IP address")
-        }
-    })?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("`{ip}` is not an IP address"))?;
     let (octets, max, offset) = match ip {
         IpAddr::V4(v4) => (Dest::from_v4(v4.octets(), 0).ip, 32u8, 96u8),
         IpAddr::V6(v6) => (v6.octets(), 128u8, 0u8),
@@ -64,8 +120,9 @@ pub fn parse_net(s: &str) -> Result<Net, String> {
     Ok(Net::new(octets, offset + bits))
 }
 
-/// `HOST[:PORT]` or `CIDR[:PORT]`, IPv6 in brackets when a port follows (`[::1]:6379`).
-pub fn parse_host_port(s: &str) -> Result<(Net, Option<PortSpan>), String> {
+/// `HOST[:PORT]` or `CIDR[:PORT]`, IPv6 in brackets when a port follows (`[::1]:6379`); HOST an
+/// address or a host-name glob (`api.*.example:443`).
+pub fn parse_host_port(s: &str) -> Result<(Host, Option<PortSpan>), String> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest.split_once(']').ok_or("missing `]`")?;
         match after.strip_prefix(':') {
@@ -79,19 +136,74 @@ pub fn parse_host_port(s: &str) -> Result<(Net, Option<PortSpan>), String> {
     } else {
         (s, None)
     };
-    let net = parse_net(host)?;
+    let host = if s.starts_with('[') {
+        Host::Net(parse_net(host)?)
+    } else {
+        parse_host(host)?
+    };
     let port = match port {
         Some(p) => {
             Some(PortSpan::parse(p).ok_or_else(|| format!("`{p}` is not a port or port range"))?)
         }
         None => None,
     };
-    Ok((net, port))
+    Ok((host, port))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn net(h: Host) -> Net {
+        match h {
+            Host::Net(n) => n,
+            Host::Name(n) => panic!("a name: {n}"),
+        }
+    }
+
+    fn parse_host_port(s: &str) -> Result<(Net, Option<PortSpan>), String> {
+        super::parse_host_port(s).map(|(h, p)| (net(h), p))
+    }
+
+    #[test]
+    fn names() {
+        let name = |s| super::parse_host_port(s);
+        assert_eq!(
+            name("api.stripe.com").unwrap(),
+            (Host::Name("api.stripe.com".into()), None)
+        );
+        assert_eq!(
+            name("API.*.Example.:443").unwrap(),
+            (
+                Host::Name("api.*.example".into()),
+                Some(PortSpan { lo: 443, hi: 443 })
+            )
+        );
+        assert_eq!(
+            name("**.svc.cluster.local").unwrap().0,
+            Host::Name("**.svc.cluster.local".into())
+        );
+        assert_eq!(name("redis").unwrap().0, Host::Name("redis".into()));
+        assert_eq!(name("db-1_x").unwrap().0, Host::Name("db-1_x".into()));
+        assert!(name("10.0.0.*").unwrap_err().contains("address pattern"));
+        assert!(name("a..b").unwrap_err().contains("empty label"));
+        assert!(name(".a").unwrap_err().contains("empty label"));
+        assert!(name("a b").unwrap_err().contains("` ` is not allowed"));
+        assert!(name("a/b").unwrap_err().contains("not an IP address"));
+        assert!(
+            name("10.0.0.300")
+                .unwrap_err()
+                .contains("not an IP address")
+        );
+        assert!(
+            name("api.stripe.com:http")
+                .unwrap_err()
+                .contains("not a port")
+        );
+        assert!(name(&"a".repeat(254)).unwrap_err().contains("too long"));
+        assert!(parse_name("").is_err());
+        assert!(parse_name(".").is_err());
+    }
 
     #[test]
     fn host_ports() {
@@ -105,11 +217,6 @@ mod tests {
         let (n, p) = parse_host_port("[::1]:443").unwrap();
         assert_eq!((n.prefix, p.unwrap().lo), (128, 443));
         assert_eq!(parse_host_port("::1").unwrap().1, None);
-        assert!(
-            parse_host_port("api.stripe.com:443")
-                .unwrap_err()
-                .contains("host name")
-        );
         assert!(parse_host_port("10.0.0.0/33").is_err());
         assert!(parse_host_port("127.0.0.1:http").is_err());
     }

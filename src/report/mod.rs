@@ -9,7 +9,7 @@ pub mod render;
 use crate::attribution::{Attribution, Timeline};
 use crate::policy::Policy;
 use nettrap_core::addr::Dest;
-use nettrap_core::event::{Decoded, Record, Syscall, Unobserved};
+use nettrap_core::event::{Decoded, Record, Source, Syscall, Unobserved};
 use nettrap_core::policy::{Action, CompiledPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -35,7 +35,8 @@ pub struct Report {
     pub command_exit_code: i32,
     /// What `nettrap run` exited with.
     pub exit_code: i32,
-    /// Did the policy deny anything or name `fail_on` categories? Losses then fail the run.
+    /// Did the policy deny anything (rules, `--deny-dns`) or name `fail_on` categories? Losses
+    /// then fail the run.
     #[serde(default)]
     pub enforce: bool,
     /// The runners that reported their tests (`pytest`, `unittest`, `django`, `jest`, `go`).
@@ -115,7 +116,9 @@ pub struct CallEntry {
     /// The client library that made the call (`redis`, `urllib3`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub library: Option<String>,
-    /// The host name the program connected by, when an adapter saw it.
+    /// The host name the program connected by: the adapter's (from the call site), else the
+    /// name the shim saw the program resolve the address from; for a `lookup`, the name looked
+    /// up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// A shared fixture being set up when the call was made: `es_client (session, tests/conftest.py)`.
@@ -232,6 +235,8 @@ struct Key {
     category: String,
     ip: [u8; 16],
     port: u16,
+    /// The name the engine saw the program use (`host` of the record), if any.
+    host: Option<String>,
     transport: &'static str,
     verdict: &'static str,
     syscall: &'static str,
@@ -253,13 +258,69 @@ fn address(ip: [u8; 16]) -> String {
     s
 }
 
-fn outcome(result: i32) -> String {
+fn outcome(syscall: Syscall, result: i32) -> String {
     match result {
         0 => "ok".into(),
         nettrap_core::event::RESULT_PENDING => "pending".into(),
         nettrap_core::event::RESULT_UNKNOWN => "unknown".into(),
+        // A lookup's failure is an `EAI_*` code (negative), not an errno.
+        e if syscall == Syscall::Lookup && e < 0 => crate::errno::eai_name(e),
         e => crate::errno::name(e),
     }
+}
+
+/// Does `later` (a DNS question name) belong to the lookup of `name`: the same name, or the
+/// name with a search domain appended? ASCII case and a trailing dot aside.
+fn same_lookup(name: &[u8], later: &[u8]) -> bool {
+    let strip = |s: &[u8]| s.strip_suffix(b".").unwrap_or(s).to_ascii_lowercase();
+    let (name, later) = (strip(name), strip(later));
+    !name.is_empty()
+        && (later == name || (later.starts_with(&name) && later.get(name.len()) == Some(&b'.')))
+}
+
+/// One lookup is one call: drops the supervisor's Lookup records that the shim's Lookup record
+/// of the same lookup covers (see `nettrap_core::event::Syscall::Lookup`). A supervisor record
+/// is covered when the latest shim Lookup record of the same process and thread made at or
+/// before it is for the same name (or the name with a search domain appended): glibc sends a
+/// lookup's queries from the thread that called it, after the shim recorded the call.
+pub fn dedup_lookups(records: &mut Vec<Record>) {
+    let mut latest: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    let time = |r: &Record| match r {
+        Record::Call(c) => c.call.time_ns,
+        Record::Process(p) => p.process.time_ns,
+    };
+    // By time, shim records before the supervisor's at the same instant.
+    order.sort_by_key(|&i| {
+        let r = &records[i];
+        let seccomp = matches!(r, Record::Call(c) if c.call.source == Source::Seccomp);
+        (time(r), seccomp, i)
+    });
+    let mut drop = vec![false; records.len()];
+    for i in order {
+        let Record::Call(c) = &records[i] else {
+            continue;
+        };
+        if c.call.syscall != Syscall::Lookup {
+            continue;
+        }
+        let key = (c.call.pid, c.call.tid);
+        match c.call.source {
+            Source::Shim => {
+                latest.insert(key, c.host.clone());
+            }
+            Source::Seccomp => {
+                drop[i] = latest
+                    .get(&key)
+                    .is_some_and(|name| same_lookup(name, &c.host));
+            }
+        }
+    }
+    let mut i = 0;
+    records.retain(|_| {
+        i += 1;
+        !drop[i - 1]
+    });
 }
 
 /// Process records per pid, in log order: a call takes the last one written before it, or, when
@@ -305,10 +366,11 @@ fn process_at(
 pub fn build(
     policy: &Policy,
     compiled: &CompiledPolicy,
-    events: Decoded,
+    mut events: Decoded,
     mut timeline: Timeline,
     info: RunInfo,
 ) -> Report {
+    dedup_lookups(&mut events.records);
     let mut by_pid = processes(&events.records);
     let parents: HashMap<u32, u32> = events
         .records
@@ -365,9 +427,8 @@ pub fn build(
             continue;
         }
         let rule = compiled
-            .rules()
-            .get(call.rule as usize)
-            .map_or_else(|| "record (default)".to_string(), |r| text(r.label()));
+            .rule_label(call.rule)
+            .map_or_else(|| "record (default)".to_string(), text);
         let site = timeline.site(call.pid, call.tid, call.time_ns, call.dest.port, who.since);
         let key = Key {
             test: who.test,
@@ -375,6 +436,7 @@ pub fn build(
             category: text(compiled.category_name(call.category)),
             ip: call.dest.ip,
             port: call.dest.port,
+            host: (!c.host.is_empty()).then(|| text(&c.host)),
             transport: call.transport.name(),
             verdict: call.action.verdict(),
             syscall: call.syscall.name(),
@@ -387,7 +449,7 @@ pub fn build(
         };
         let g = groups.entry(key).or_default();
         g.0 += 1;
-        *g.1.entry(outcome(c.result)).or_default() += 1;
+        *g.1.entry(outcome(call.syscall, c.result)).or_default() += 1;
     }
 
     let mut tests: BTreeMap<String, Vec<CallEntry>> = BTreeMap::new();
@@ -399,6 +461,18 @@ pub fn build(
         let (location, library, host) = key
             .site
             .map_or((None, None, None), |s| (s.location, s.library, s.host));
+        // The adapter's name (from the call site) first, unless it is only the address
+        // (a connect by address after a lookup the adapter did not tie to it); else the
+        // engine's.
+        let numeric = |h: &String| {
+            h.split('%')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
+        };
+        let host = match (host, key.host) {
+            (Some(site), Some(engine)) if numeric(&site) => Some(engine),
+            (site, engine) => site.or(engine),
+        };
         let entry = CallEntry {
             category: key.category,
             address: address(key.ip),
@@ -611,4 +685,77 @@ pub fn violation(report: &Report) -> Option<String> {
 
 pub fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nettrap_core::addr::{Dest, Transport};
+    use nettrap_core::event::{Call, CallRecord};
+    use nettrap_core::test_id::Phase;
+
+    fn lookup(source: Source, tid: u32, time_ns: u64, name: &str) -> Record {
+        Record::Call(CallRecord {
+            call: Call {
+                pid: 10,
+                tid,
+                time_ns,
+                dest: Dest::from_v4([127, 0, 0, 1], 53),
+                transport: Transport::Udp,
+                action: Action::Record,
+                phase: Phase::None,
+                source,
+                syscall: Syscall::Lookup,
+                category: 0,
+                rule: 0,
+                deny_errno: 0,
+                has_test: false,
+            },
+            result: 0,
+            test: None,
+            host: name.as_bytes().to_vec(),
+            thread: Vec::new(),
+        })
+    }
+
+    fn names(records: &[Record]) -> Vec<(Source, String)> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Call(c) => Some((c.call.source, text(&c.host))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_lookup_is_one_call() {
+        use Source::{Seccomp, Shim};
+        let mut records = vec![
+            lookup(Shim, 1, 100, "api.stripe.com"),
+            // The A and AAAA queries of that lookup, one with a search domain.
+            lookup(Seccomp, 1, 101, "api.stripe.com."),
+            lookup(Seccomp, 1, 102, "API.stripe.com.corp.example"),
+            // Another thread, another name, a query before the shim's record: kept.
+            lookup(Seccomp, 2, 103, "api.stripe.com"),
+            lookup(Seccomp, 1, 104, "api.stripe.co"),
+            lookup(Seccomp, 1, 99, "api.stripe.com"),
+            // A later lookup of another name on the same thread ends the first one.
+            lookup(Shim, 1, 200, "db.internal"),
+            lookup(Seccomp, 1, 201, "api.stripe.com"),
+            lookup(Seccomp, 1, 202, "db.internal"),
+        ];
+        dedup_lookups(&mut records);
+        assert_eq!(
+            names(&records),
+            vec![
+                (Shim, "api.stripe.com".to_string()),
+                (Seccomp, "api.stripe.com".to_string()),
+                (Seccomp, "api.stripe.co".to_string()),
+                (Seccomp, "api.stripe.com".to_string()),
+                (Shim, "db.internal".to_string()),
+                (Seccomp, "api.stripe.com".to_string()),
+            ]
+        );
+    }
 }

@@ -385,7 +385,7 @@ impl Supervisor {
         let test = target.test.as_ref().map(|(id, _)| id.as_slice());
         let decisions: Vec<(Dest, Decision)> = dests
             .iter()
-            .map(|d| (*d, self.ctx.policy.decide(d, test)))
+            .map(|d| (*d, self.ctx.policy.decide(d, test, None)))
             .collect();
         let denied = decisions.iter().find(|(_, d)| d.action == Action::Deny);
         let answered = match denied {
