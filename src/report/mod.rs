@@ -115,9 +115,14 @@ pub struct CallEntry {
     /// The client library that made the call (`redis`, `urllib3`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub library: Option<String>,
-    /// The host name the program connected by, when an adapter saw it.
+    /// The host name the program connected by (or, for a `lookup`, the name looked up), when
+    /// the shim or an adapter saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The destination is a server a process of the run itself started (a `redis-server` a
+    /// fixture launched): the call keeps its category, and the report marks it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub served_by_suite: bool,
     /// A shared fixture being set up when the call was made: `es_client (session, tests/conftest.py)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixture: Option<String>,
@@ -195,9 +200,27 @@ pub struct KilledEntry {
     pub reason: String,
 }
 
+/// The category of calls to a server a process of the run itself listens on: not external.
+pub const IN_SUITE: &str = "in-suite";
+
 impl CallEntry {
+    /// A recorded or denied call to something outside the suite: what the summary counts and
+    /// the to-do list lists. Calls to the suite's own servers (`in-suite`) never are.
     pub fn offending(&self) -> bool {
-        self.verdict != Action::Allow.verdict()
+        self.verdict != Action::Allow.verdict() && self.category != IN_SUITE
+    }
+
+    /// A name lookup that would leave the machine (`host` is the name looked up).
+    pub fn lookup(&self) -> bool {
+        self.syscall == Syscall::Lookup.name()
+    }
+
+    /// The host name the call was made by, if it is a name (not an address literal).
+    pub fn name(&self) -> Option<&str> {
+        let h = self.host.as_deref()?.trim();
+        let bare = h.trim_start_matches('[').trim_end_matches(']');
+        let bare = bare.split('%').next().unwrap_or(bare);
+        (!h.is_empty() && bare.parse::<std::net::IpAddr>().is_err()).then_some(h)
     }
 }
 
@@ -227,6 +250,8 @@ struct Key {
     syscall: &'static str,
     rule: String,
     process: ProcessInfo,
+    /// The name the call record carries (the shim's, or the looked-up name of a lookup).
+    host: Option<String>,
     site: Option<crate::attribution::Site>,
     fixture: Option<String>,
     inner_test: Option<String>,
@@ -370,6 +395,7 @@ pub fn build(
             syscall: call.syscall.name(),
             rule,
             process,
+            host: (!c.host.is_empty()).then(|| text(&c.host)),
             site,
             fixture: who.fixture,
             inner_test: who.inner_test,
@@ -386,9 +412,12 @@ pub fn build(
     }
     let mut unattributed = Vec::new();
     for (key, (count, outcomes)) in groups {
-        let (location, library, host) = key
+        let (location, library, site_host) = key
             .site
             .map_or((None, None, None), |s| (s.location, s.library, s.host));
+        // The record's own name (the shim saw the program resolve it) comes first; an
+        // adapter's may be an address literal.
+        let host = key.host.or(site_host);
         let entry = CallEntry {
             category: key.category,
             address: address(key.ip),
@@ -404,6 +433,7 @@ pub fn build(
             site: location,
             library,
             host,
+            served_by_suite: false,
             fixture: key.fixture,
             inner_test: key.inner_test,
             concurrent_tests: key.concurrent,
@@ -427,42 +457,13 @@ pub fn build(
         .collect();
     let tests_len = tests.len() as u64;
 
-    let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
-    let mut seen: BTreeMap<String, (BTreeSet<u16>, BTreeSet<&str>)> = BTreeMap::new();
-    let all = tests
-        .iter()
-        .flat_map(|t| t.calls.iter().map(move |c| (Some(t.test.as_str()), c)));
-    for (test, c) in all.chain(unattributed.iter().map(|c| (None, c))) {
-        let s = categories
-            .entry(c.category.clone())
-            .or_insert_with(|| CategorySummary {
-                ports: policy
-                    .category_ports(&c.category)
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect(),
-                ..CategorySummary::default()
-            });
-        match c.verdict.as_str() {
-            "denied" => s.denied += c.count,
-            "recorded" => s.recorded += c.count,
-            _ => s.allowed += c.count,
-        }
-        if c.offending() {
-            s.calls += c.count;
-            let (ports, names) = seen.entry(c.category.clone()).or_default();
-            ports.insert(c.port);
-            if let Some(t) = test {
-                names.insert(t);
-            }
-        }
-    }
-    for (name, (ports, names)) in &seen {
-        if let Some(s) = categories.get_mut(name) {
-            s.ports_seen = ports.iter().copied().collect();
-            s.tests = names.len() as u64;
-        }
-    }
+    let categories = categories(&tests, &unattributed, |name| {
+        policy
+            .category_ports(name)
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    });
     let tests_with_calls = tests
         .iter()
         .filter(|t| t.calls.iter().any(CallEntry::offending))
@@ -492,6 +493,48 @@ pub fn build(
         killed: info.killed,
         adapter_failures: timeline.adapter_failures.clone(),
     }
+}
+
+/// Per category: its ports (`ports` says what defines it), and the tests and calls that reached
+/// it.
+pub fn categories(
+    tests: &[TestEntry],
+    unattributed: &[CallEntry],
+    ports: impl Fn(&str) -> Vec<String>,
+) -> BTreeMap<String, CategorySummary> {
+    let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
+    let mut seen: BTreeMap<String, (BTreeSet<u16>, BTreeSet<&str>)> = BTreeMap::new();
+    let all = tests
+        .iter()
+        .flat_map(|t| t.calls.iter().map(move |c| (Some(t.test.as_str()), c)));
+    for (test, c) in all.chain(unattributed.iter().map(|c| (None, c))) {
+        let s = categories
+            .entry(c.category.clone())
+            .or_insert_with(|| CategorySummary {
+                ports: ports(&c.category),
+                ..CategorySummary::default()
+            });
+        match c.verdict.as_str() {
+            "denied" => s.denied += c.count,
+            "recorded" => s.recorded += c.count,
+            _ => s.allowed += c.count,
+        }
+        if c.offending() {
+            s.calls += c.count;
+            let (ports, names) = seen.entry(c.category.clone()).or_default();
+            ports.insert(c.port);
+            if let Some(t) = test {
+                names.insert(t);
+            }
+        }
+    }
+    for (name, (ports, names)) in &seen {
+        if let Some(s) = categories.get_mut(name) {
+            s.ports_seen = ports.iter().copied().collect();
+            s.tests = names.len() as u64;
+        }
+    }
+    categories
 }
 
 /// What the event log says was lost. A cause whose calls the shim passed on to the kernel counts
