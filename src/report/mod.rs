@@ -210,9 +210,12 @@ impl CallEntry {
         self.verdict != Action::Allow.verdict() && self.category != IN_SUITE
     }
 
-    /// A name lookup that would leave the machine (`host` is the name looked up).
+    /// A name lookup that would leave the machine (`host` is the name looked up): a `lookup`
+    /// record, or a query to a resolver (`dns`, port 53) that an adapter saw the program's
+    /// lookup of a name make (Python's `socket.getaddrinfo`).
     pub fn lookup(&self) -> bool {
         self.syscall == Syscall::Lookup.name()
+            || (self.category == "dns" && self.port == 53 && self.name().is_some())
     }
 
     /// The host name the call was made by, if it is a name (not an address literal).

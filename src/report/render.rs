@@ -940,6 +940,16 @@ mod tests {
             ..unnamed
         };
         assert_eq!(dest(&via), "dns lookup (name not known) via 127.0.0.1:53");
+        // A resolver query an adapter saw the program's lookup of a name make.
+        let query = CallEntry {
+            transport: "udp".into(),
+            ..call("dns", Some("api.x.example"), "127.0.0.1", 53, "recorded", 1)
+        };
+        assert!(query.lookup());
+        assert_eq!(dest(&query), "dns lookup of api.x.example");
+        let unnamed = call("dns", None, "127.0.0.1", 53, "recorded", 1);
+        assert!(!unnamed.lookup());
+        assert_eq!(dest(&unnamed), "127.0.0.1:53");
     }
 
     #[test]
