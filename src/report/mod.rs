@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// 2: `tests` lists every test that ran (not only those with calls); runner fields added.
 /// Fields are added within a version (a change to existing fields bumps it): `enforce`,
-/// `killed`, and in `lost`: `unobserved`, `handed_to_supervisor`, `log_error` came later in 2,
-/// and read as their defaults from reports without them.
+/// `killed`, in `lost`: `unobserved`, `handed_to_supervisor`, `log_error`, and in calls:
+/// `served_by_suite` came later in 2, and read as their defaults from reports without them.
 pub const SCHEMA_VERSION: u32 = 2;
 /// The oldest schema `nettrap report` still reads (its missing fields take their defaults).
 pub const OLDEST_SCHEMA: u32 = 1;
