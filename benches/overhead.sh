@@ -13,6 +13,12 @@
 #            costs the system calls it does not trap (target: < 2%)
 #   adapter  3000 empty unittest tests under nettrap with the Python runner adapter against the
 #            same run with `--runner none`: what knowing every test costs per test
+#   lookups  50 unittest tests that each look up a name no resolver answers (the offline-CI
+#            hang: a private resolv.conf points at a loopback "resolver" that reads and never
+#            answers, `timeout:1 attempts:1`), plain against `nettrap run --deny-dns`, all inside
+#            its own user, network and mount namespace (`unshare -rmn`). The plain run waits out
+#            the resolver timeout in every test (about 1 s each, so it runs once, not ROUNDS
+#            times: its time is the timeouts'); DNS_TESTS=N changes the number of tests.
 # and, where valgrind is installed, the same two costs as user-space instruction counts
 # (callgrind), which do not depend on what else the machine is doing.
 set -euo pipefail
@@ -84,6 +90,71 @@ PY
   awk -v n="3000 empty unittest tests: adapter" -v p="$p" -v u="$u" \
     'BEGIN { printf "%-44s none  %8.1f ms   adapter %8.1f ms   ratio %.3f  (+%.0f us per test)\n", n, p/1e6, u/1e6, u/p, (u-p)/3e6 }'
 )
+
+# Lookups in an offline job: every test waits out the resolver's timeout, unless nettrap denies
+# the lookups (`--deny-dns`) and they fail at once. The ratio is plain / --deny-dns (large).
+DNS_TESTS=${DNS_TESTS:-50}
+run_help=$("$NETTRAP" run --help 2>&1 || true)
+if [[ $run_help != *--deny-dns* ]]; then
+  echo "$DNS_TESTS lookups, hanging resolver: skipped (this nettrap has no \`run --deny-dns\`)"
+elif ! unshare -rmn true 2>/dev/null; then
+  echo "$DNS_TESTS lookups, hanging resolver: skipped (\`unshare -rmn\` is not available here)"
+else
+  python3 - "$WORK/test_lookups.py" "$DNS_TESTS" <<'PY'
+import sys
+lines = ["import socket, unittest", "class T(unittest.TestCase):"]
+for i in range(int(sys.argv[2])):
+    lines += [
+        "    def test_%d(self):" % i,
+        "        try:",
+        "            socket.getaddrinfo('api.unknown.example', 443)",
+        "        except OSError:",
+        "            pass",
+    ]
+open(sys.argv[1], "w").write("\n".join(lines) + "\n")
+PY
+  printf 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n' >"$WORK/resolv.conf"
+  printf '127.0.0.1 localhost\n::1 localhost ip6-localhost\n' >"$WORK/hosts"
+  cat >"$WORK/lookups.sh" <<'SH'
+# Runs inside `unshare -rmn`: loopback only, a private resolver configuration, and a "resolver"
+# on 127.0.0.1:53 that reads every query and never answers.
+set -eu
+cd "$WORK"
+ip link set lo up
+mount --bind "$WORK/resolv.conf" /etc/resolv.conf
+mount --bind "$WORK/hosts" /etc/hosts
+python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+while True:
+    s.recv(4096)
+' &
+resolver=$!
+trap 'kill "$resolver"' EXIT
+sleep 0.2
+now() { date +%s%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+time_ns() { local t0; t0=$(now); "$@" >/dev/null 2>&1 || true; echo $(($(now) - t0)); }
+p=$(time_ns python3 -m unittest -q test_lookups)
+under=()
+for _ in $(seq "$ROUNDS"); do
+  under+=("$(time_ns "$NETTRAP" run -q --report r.json --deny-dns -- python3 -m unittest -q test_lookups)")
+done
+u=$(printf '%s\n' "${under[@]}" | median)
+awk -v n="$DNS_TESTS tests x 1 lookup, hanging resolver" -v p="$p" -v u="$u" \
+  'BEGIN { printf "%-44s plain %8.1f ms   deny-dns %7.1f ms   ratio %.0f (plain / --deny-dns)\n", n, p/1e6, u/1e6, p/u }'
+# What the last run's report says: the lookups were denied, one per test.
+python3 - r.json <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+tests = [t for t in r["tests"] if any(c["syscall"] == "lookup" and c["verdict"] == "denied" for c in t["calls"])]
+n = sum(c["count"] for t in r["tests"] for c in t["calls"] if c["syscall"] == "lookup" and c["verdict"] == "denied")
+print("%-44s %d denied lookups in %d of %d tests" % ("", n, len(tests), len(r["tests"])))
+PY
+SH
+  WORK=$WORK NETTRAP=$NETTRAP ROUNDS=$ROUNDS DNS_TESTS=$DNS_TESTS unshare -rmn bash "$WORK/lookups.sh"
+fi
 
 if command -v valgrind >/dev/null; then
   echo "user-space instructions, preload engine (callgrind; repeatable on a noisy machine):"

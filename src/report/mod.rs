@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// 2: `tests` lists every test that ran (not only those with calls); runner fields added.
 /// Fields are added within a version (a change to existing fields bumps it): `enforce`,
-/// `killed`, and in `lost`: `unobserved`, `handed_to_supervisor`, `log_error` came later in 2,
-/// and read as their defaults from reports without them.
+/// `killed`, in `lost`: `unobserved`, `handed_to_supervisor`, `log_error`, and in calls:
+/// `served_by_suite` came later in 2, and read as their defaults from reports without them.
 pub const SCHEMA_VERSION: u32 = 2;
 /// The oldest schema `nettrap report` still reads (its missing fields take their defaults).
 pub const OLDEST_SCHEMA: u32 = 1;
@@ -121,6 +121,10 @@ pub struct CallEntry {
     /// up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The destination is a server a process of the run itself started (a `redis-server` a
+    /// fixture launched): the call keeps its category, and the report marks it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub served_by_suite: bool,
     /// A shared fixture being set up when the call was made: `es_client (session, tests/conftest.py)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixture: Option<String>,
@@ -206,9 +210,30 @@ pub struct KilledEntry {
     pub reason: String,
 }
 
+/// The category of calls to a server a process of the run itself listens on: not external.
+pub const IN_SUITE: &str = "in-suite";
+
 impl CallEntry {
+    /// A recorded or denied call to something outside the suite: what the summary counts and
+    /// the to-do list lists. Calls to the suite's own servers (`in-suite`) never are.
     pub fn offending(&self) -> bool {
-        self.verdict != Action::Allow.verdict()
+        self.verdict != Action::Allow.verdict() && self.category != IN_SUITE
+    }
+
+    /// A name lookup that would leave the machine (`host` is the name looked up): a `lookup`
+    /// record, or a query to a resolver (`dns`, port 53) that an adapter saw the program's
+    /// lookup of a name make (Python's `socket.getaddrinfo`).
+    pub fn lookup(&self) -> bool {
+        self.syscall == Syscall::Lookup.name()
+            || (self.category == "dns" && self.port == 53 && self.name().is_some())
+    }
+
+    /// The host name the call was made by, if it is a name (not an address literal).
+    pub fn name(&self) -> Option<&str> {
+        let h = self.host.as_deref()?.trim();
+        let bare = h.trim_start_matches('[').trim_end_matches(']');
+        let bare = bare.split('%').next().unwrap_or(bare);
+        (!h.is_empty() && bare.parse::<std::net::IpAddr>().is_err()).then_some(h)
     }
 }
 
@@ -458,7 +483,7 @@ pub fn build(
     }
     let mut unattributed = Vec::new();
     for (key, (count, outcomes)) in groups {
-        let (location, library, host) = key
+        let (location, library, site_host) = key
             .site
             .map_or((None, None, None), |s| (s.location, s.library, s.host));
         // The adapter's name (from the call site) first, unless it is only the address
@@ -469,7 +494,7 @@ pub fn build(
                 .next()
                 .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
         };
-        let host = match (host, key.host) {
+        let host = match (site_host, key.host) {
             (Some(site), Some(engine)) if numeric(&site) => Some(engine),
             (site, engine) => site.or(engine),
         };
@@ -488,6 +513,7 @@ pub fn build(
             site: location,
             library,
             host,
+            served_by_suite: false,
             fixture: key.fixture,
             inner_test: key.inner_test,
             concurrent_tests: key.concurrent,
@@ -511,42 +537,13 @@ pub fn build(
         .collect();
     let tests_len = tests.len() as u64;
 
-    let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
-    let mut seen: BTreeMap<String, (BTreeSet<u16>, BTreeSet<&str>)> = BTreeMap::new();
-    let all = tests
-        .iter()
-        .flat_map(|t| t.calls.iter().map(move |c| (Some(t.test.as_str()), c)));
-    for (test, c) in all.chain(unattributed.iter().map(|c| (None, c))) {
-        let s = categories
-            .entry(c.category.clone())
-            .or_insert_with(|| CategorySummary {
-                ports: policy
-                    .category_ports(&c.category)
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect(),
-                ..CategorySummary::default()
-            });
-        match c.verdict.as_str() {
-            "denied" => s.denied += c.count,
-            "recorded" => s.recorded += c.count,
-            _ => s.allowed += c.count,
-        }
-        if c.offending() {
-            s.calls += c.count;
-            let (ports, names) = seen.entry(c.category.clone()).or_default();
-            ports.insert(c.port);
-            if let Some(t) = test {
-                names.insert(t);
-            }
-        }
-    }
-    for (name, (ports, names)) in &seen {
-        if let Some(s) = categories.get_mut(name) {
-            s.ports_seen = ports.iter().copied().collect();
-            s.tests = names.len() as u64;
-        }
-    }
+    let categories = categories(&tests, &unattributed, |name| {
+        policy
+            .category_ports(name)
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    });
     let tests_with_calls = tests
         .iter()
         .filter(|t| t.calls.iter().any(CallEntry::offending))
@@ -575,6 +572,48 @@ pub fn build(
         killed: info.killed,
         adapter_failures: timeline.adapter_failures.clone(),
     }
+}
+
+/// Per category: its ports (`ports` says what defines it), and the tests and calls that reached
+/// it.
+pub fn categories(
+    tests: &[TestEntry],
+    unattributed: &[CallEntry],
+    ports: impl Fn(&str) -> Vec<String>,
+) -> BTreeMap<String, CategorySummary> {
+    let mut categories: BTreeMap<String, CategorySummary> = BTreeMap::new();
+    let mut seen: BTreeMap<String, (BTreeSet<u16>, BTreeSet<&str>)> = BTreeMap::new();
+    let all = tests
+        .iter()
+        .flat_map(|t| t.calls.iter().map(move |c| (Some(t.test.as_str()), c)));
+    for (test, c) in all.chain(unattributed.iter().map(|c| (None, c))) {
+        let s = categories
+            .entry(c.category.clone())
+            .or_insert_with(|| CategorySummary {
+                ports: ports(&c.category),
+                ..CategorySummary::default()
+            });
+        match c.verdict.as_str() {
+            "denied" => s.denied += c.count,
+            "recorded" => s.recorded += c.count,
+            _ => s.allowed += c.count,
+        }
+        if c.offending() {
+            s.calls += c.count;
+            let (ports, names) = seen.entry(c.category.clone()).or_default();
+            ports.insert(c.port);
+            if let Some(t) = test {
+                names.insert(t);
+            }
+        }
+    }
+    for (name, (ports, names)) in &seen {
+        if let Some(s) = categories.get_mut(name) {
+            s.ports_seen = ports.iter().copied().collect();
+            s.tests = names.len() as u64;
+        }
+    }
+    categories
 }
 
 /// What the event log says was lost. A cause whose calls the shim passed on to the kernel counts

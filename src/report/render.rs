@@ -1,23 +1,164 @@
 //! Renderings of a report: the summary printed at the end of a run (text), the mocking to-do
 //! list (Markdown), and `nettrap report FILE`.
 
-use super::{CallEntry, OLDEST_SCHEMA, Report, SCHEMA_VERSION, plural};
+use super::{CallEntry, IN_SUITE, OLDEST_SCHEMA, Report, SCHEMA_VERSION, plural};
 use crate::cli::{Format, ReportArgs};
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::net::IpAddr;
 
 /// Counts come from a file that may have been edited by hand: never overflow.
 fn saturating_sum(it: impl Iterator<Item = u64>) -> u64 {
     it.fold(0, u64::saturating_add)
 }
 
-fn dest(c: &CallEntry) -> String {
-    if c.address.contains(':') {
-        format!("[{}]:{}", c.address, c.port)
+/// `10.2.3.4:443`, `[::1]:443`.
+fn addr_port(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
     } else {
-        format!("{}:{}", c.address, c.port)
+        format!("{address}:{port}")
     }
+}
+
+/// How one call's destination is shown: `api.stripe.com:443 (10.2.3.4)` when the name is
+/// known, the address alone otherwise; a lookup as `dns lookup of api.stripe.com`.
+pub fn dest(c: &CallEntry) -> String {
+    if c.lookup() {
+        return match c.name() {
+            Some(n) => format!("dns lookup of {n}"),
+            None if c
+                .address
+                .parse::<IpAddr>()
+                .is_ok_and(|a| a.is_unspecified()) =>
+            {
+                "dns lookup (name not known)".into()
+            }
+            None => format!(
+                "dns lookup (name not known) via {}",
+                addr_port(&c.address, c.port)
+            ),
+        };
+    }
+    match c.name() {
+        Some(n) => format!("{n}:{} ({})", c.port, c.address),
+        None => addr_port(&c.address, c.port),
+    }
+}
+
+/// At most `max` items, then `+N more`.
+fn capped(items: &[String], max: usize, sep: &str) -> String {
+    let mut out = items[..items.len().min(max)].join(sep);
+    if items.len() > max {
+        let _ = write!(out, " +{} more", items.len() - max);
+    }
+    out
+}
+
+/// Ports and addresses shown per summary row or service, at most.
+const SHOWN: usize = 3;
+
+/// What the summary and the to-do list group calls by: the name the program used (its lookups
+/// and its calls to every address the name led to), else the destination.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Service {
+    Name(String),
+    Dest(String),
+}
+
+impl Service {
+    fn of(c: &CallEntry) -> Service {
+        match c.name() {
+            Some(n) => Service::Name(n.to_string()),
+            None => Service::Dest(dest(c)),
+        }
+    }
+}
+
+/// Calls to one service (in one category), for the summary and the to-do list.
+#[derive(Default)]
+struct Tally<'a> {
+    /// Ports and addresses its calls (not its lookups) went to.
+    ports: BTreeSet<u16>,
+    addresses: Vec<&'a str>,
+    lookups: u64,
+    lookups_denied: u64,
+    calls: u64,
+    denied: u64,
+    served: u64,
+    tests: BTreeSet<&'a str>,
+}
+
+impl<'a> Tally<'a> {
+    fn add(&mut self, test: Option<&'a str>, c: &'a CallEntry) {
+        let denied = if c.verdict == "denied" { c.count } else { 0 };
+        if c.lookup() {
+            self.lookups = self.lookups.saturating_add(c.count);
+            self.lookups_denied = self.lookups_denied.saturating_add(denied);
+        } else {
+            self.calls = self.calls.saturating_add(c.count);
+            self.ports.insert(c.port);
+            if !self.addresses.contains(&c.address.as_str()) {
+                self.addresses.push(&c.address);
+            }
+        }
+        self.denied = self.denied.saturating_add(denied);
+        if c.served_by_suite {
+            self.served = self.served.saturating_add(c.count);
+        }
+        if let Some(t) = test {
+            self.tests.insert(t);
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.lookups.saturating_add(self.calls)
+    }
+
+    /// How the service is shown: `api.x:443 (10.0.0.1, 10.0.0.2)`, `dns lookup of api.x`, or
+    /// the destination.
+    fn label(&self, service: &Service) -> String {
+        match service {
+            Service::Dest(d) => d.clone(),
+            Service::Name(n) if self.calls == 0 => format!("dns lookup of {n}"),
+            Service::Name(n) => {
+                let ports: Vec<String> = self.ports.iter().map(|p| p.to_string()).collect();
+                let mut addresses = self.addresses.clone();
+                addresses.sort_by_key(|a| (a.parse::<IpAddr>().ok(), *a));
+                let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+                format!(
+                    "{n}:{} ({})",
+                    capped(&ports, SHOWN, ","),
+                    capped(&addresses, SHOWN, ", ")
+                )
+            }
+        }
+    }
+}
+
+/// ` (served by the suite)`, ` (2 served by the suite)` or nothing.
+fn served(served: u64, total: u64) -> String {
+    match served {
+        0 => String::new(),
+        s if s >= total => " (served by the suite)".into(),
+        s => format!(" ({s} served by the suite)"),
+    }
+}
+
+/// `3 tests, 1 lookup, 4 calls`: lookups and calls, each when there are any.
+fn counts(tests: u64, lookups: u64, calls: u64) -> String {
+    let mut parts = vec![format!("{tests} {}", plural(tests, "test", "tests"))];
+    if lookups > 0 {
+        parts.push(format!(
+            "{lookups} {}",
+            plural(lookups, "lookup", "lookups")
+        ));
+    }
+    if calls > 0 || lookups == 0 {
+        parts.push(format!("{calls} {}", plural(calls, "call", "calls")));
+    }
+    parts.join(", ")
 }
 
 /// Offending calls with their test (`None`: unattributed).
@@ -41,7 +182,11 @@ fn verdicts(recorded: u64, denied: u64) -> String {
 
 /// The summary: one line for the run, one per category, largest first.
 pub fn summary(r: &Report) -> String {
-    let mut cats: Vec<_> = r.categories.iter().filter(|(_, s)| s.calls > 0).collect();
+    let mut cats: Vec<_> = r
+        .categories
+        .iter()
+        .filter(|(n, s)| s.calls > 0 && n.as_str() != IN_SUITE)
+        .collect();
     cats.sort_by(|a, b| (b.1.tests, b.1.calls, a.0).cmp(&(a.1.tests, a.1.calls, b.0)));
     let mut out = String::new();
     let scope = match r.tests_total {
@@ -62,11 +207,21 @@ pub fn summary(r: &Report) -> String {
             plural(n, "category", "categories")
         );
     }
+    // category -> service -> its calls: the names behind each row.
+    let mut services: BTreeMap<&str, BTreeMap<Service, Tally>> = BTreeMap::new();
+    for (test, c) in offending(r) {
+        services
+            .entry(&c.category)
+            .or_default()
+            .entry(Service::of(c))
+            .or_default()
+            .add(test, c);
+    }
     let ports: Vec<String> = cats
         .iter()
         .map(|(_, s)| {
             let p: Vec<String> = s.ports_seen.iter().map(|p| p.to_string()).collect();
-            format!("({})", p.join(","))
+            format!("({})", capped(&p, SHOWN, ","))
         })
         .collect();
     let w_name = cats.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
@@ -74,10 +229,64 @@ pub fn summary(r: &Report) -> String {
     for ((name, s), ports) in cats.iter().zip(&ports) {
         let tests = format!("{} {}", s.tests, plural(s.tests, "test", "tests"));
         let calls = format!("{} {}", s.calls, plural(s.calls, "call", "calls"));
+        let list = services.get(name.as_str());
+        let by_suite = list.map_or(0, |l| saturating_sum(l.values().map(|t| t.served)));
         let _ = writeln!(
             out,
-            "  {name:<w_name$} {ports:<w_ports$}  {tests:>9}  {calls:>10}  {}",
-            verdicts(s.recorded, s.denied)
+            "  {name:<w_name$} {ports:<w_ports$}  {tests:>9}  {calls:>10}  {}{}",
+            verdicts(s.recorded, s.denied),
+            served(by_suite, s.calls)
+        );
+        // The services behind the row, when names are known: largest first, a few.
+        let Some(list) = list.filter(|l| l.keys().any(|k| matches!(k, Service::Name(_)))) else {
+            continue;
+        };
+        let mut list: Vec<_> = list.iter().collect();
+        list.sort_by(|a, b| {
+            (b.1.tests.len(), b.1.total(), a.0).cmp(&(a.1.tests.len(), a.1.total(), b.0))
+        });
+        for (service, t) in list.iter().take(SHOWN) {
+            let n = t.tests.len() as u64;
+            let total = t.total();
+            let what = if t.calls == 0 {
+                plural(total, "lookup", "lookups")
+            } else {
+                plural(total, "call", "calls")
+            };
+            let denied = match t.denied {
+                0 => String::new(),
+                d if d >= total => ", denied".into(),
+                d => format!(", {d} denied"),
+            };
+            let tests = match n {
+                0 => String::new(),
+                n => format!("{n} {}, ", plural(n, "test", "tests")),
+            };
+            let outside = if n == 0 { " outside any test" } else { "" };
+            let _ = writeln!(
+                out,
+                "    {}: {tests}{total} {what}{outside}{denied}{}",
+                t.label(service),
+                served(t.served, total)
+            );
+        }
+        if list.len() > SHOWN {
+            let _ = writeln!(out, "    +{} more", list.len() - SHOWN);
+        }
+    }
+    let in_suite = saturating_sum(
+        r.tests
+            .iter()
+            .flat_map(|t| &t.calls)
+            .chain(&r.unattributed)
+            .filter(|c| c.category == IN_SUITE)
+            .map(|c| c.count),
+    );
+    if in_suite > 0 {
+        let _ = writeln!(
+            out,
+            "  {in_suite} {} to the suite's own servers (in-suite), not external",
+            plural(in_suite, "call", "calls")
         );
     }
     let outside = saturating_sum(
@@ -207,47 +416,97 @@ fn site_label(c: &CallEntry) -> Option<String> {
     })
 }
 
-/// The mocking to-do list: category, then destination, then call site (where the mock goes),
-/// then tests; largest group first.
+/// One test's calls under a to-do item: its lookups first, then its calls.
+#[derive(Default)]
+struct TestCalls<'a> {
+    lookups: u64,
+    lookups_denied: u64,
+    calls: u64,
+    phases: BTreeMap<&'a str, u64>,
+}
+
+impl TestCalls<'_> {
+    fn total(&self) -> u64 {
+        self.lookups.saturating_add(self.calls)
+    }
+}
+
+/// One item of the to-do list: a service (a name with its lookups and every address it led to,
+/// or one destination) in a category, its calls by call site (None: not known) and test.
+#[derive(Default)]
+struct Item<'a> {
+    tally: Tally<'a>,
+    sites: BTreeMap<Option<String>, BTreeMap<&'a str, TestCalls<'a>>>,
+}
+
+/// `3 tests, 1 lookup, 4 calls` for some tests' calls.
+fn tests_counts<'a>(tests: impl Iterator<Item = (&'a str, &'a TestCalls<'a>)>) -> (u64, u64, u64) {
+    let (mut names, mut lookups, mut calls) = (BTreeSet::new(), 0u64, 0u64);
+    for (t, c) in tests {
+        names.insert(t);
+        lookups = lookups.saturating_add(c.lookups);
+        calls = calls.saturating_add(c.calls);
+    }
+    (names.len() as u64, lookups, calls)
+}
+
+/// The mocking to-do list: category, then service (a name: what to mock, its lookups and its
+/// calls to every address; or a destination), then call site (where the mock goes), then
+/// tests; largest group first. A test's lookups of a name go with its calls to that name.
 pub fn todo(r: &Report) -> String {
-    // test -> (calls, phases)
-    type Tests<'a> = BTreeMap<&'a str, (u64, BTreeMap<&'a str, u64>)>;
-    // category -> destination -> call site (None: not known) -> tests
-    type Sites<'a> = BTreeMap<Option<String>, Tests<'a>>;
-    let mut groups: BTreeMap<&str, BTreeMap<String, Sites>> = BTreeMap::new();
-    let mut outside = Vec::new();
-    for (test, c) in offending(r) {
-        match test {
-            Some(t) => {
-                let e = groups
-                    .entry(&c.category)
-                    .or_default()
-                    .entry(dest(c))
-                    .or_default()
-                    .entry(site_label(c))
-                    .or_default()
-                    .entry(t)
-                    .or_default();
-                e.0 = e.0.saturating_add(c.count);
-                let phase = e.1.entry(c.phase.as_deref().unwrap_or("-")).or_default();
-                *phase = phase.saturating_add(c.count);
-            }
-            None => outside.push(c),
+    // The category a name's lookups are listed under: that of the name's calls (the one with
+    // most calls), so the lookup and the call are mocked together; `dns` when none followed.
+    let mut homes: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    for (_, c) in offending(r).filter(|(t, c)| t.is_some() && !c.lookup()) {
+        if let Some(n) = c.name() {
+            let e = homes.entry(n).or_default().entry(&c.category).or_default();
+            *e = e.saturating_add(c.count);
         }
     }
-    let size = |tests: &Tests| -> (u64, u64) {
-        (
-            tests.len() as u64,
-            saturating_sum(tests.values().map(|v| v.0)),
-        )
+    let home = |n: &str| -> Option<&str> {
+        let cats = homes.get(n)?;
+        cats.iter()
+            .max_by(|a, b| (a.1, b.0).cmp(&(b.1, a.0)))
+            .map(|(c, _)| *c)
     };
-    let dest_size = |sites: &Sites| -> (u64, u64) {
-        let tests: BTreeSet<&str> = sites.values().flat_map(|t| t.keys().copied()).collect();
-        (
-            tests.len() as u64,
-            saturating_sum(sites.values().map(|t| size(t).1)),
-        )
-    };
+    let mut groups: BTreeMap<&str, BTreeMap<Service, Item>> = BTreeMap::new();
+    let mut outside = Vec::new();
+    for (test, c) in offending(r) {
+        let Some(t) = test else {
+            outside.push(c);
+            continue;
+        };
+        let category = match c.name() {
+            Some(n) if c.lookup() => home(n).unwrap_or(&c.category),
+            _ => &c.category,
+        };
+        let item = groups
+            .entry(category)
+            .or_default()
+            .entry(Service::of(c))
+            .or_default();
+        item.tally.add(test, c);
+        let e = item
+            .sites
+            .entry(site_label(c))
+            .or_default()
+            .entry(t)
+            .or_default();
+        if c.lookup() {
+            e.lookups = e.lookups.saturating_add(c.count);
+            if c.verdict == "denied" {
+                e.lookups_denied = e.lookups_denied.saturating_add(c.count);
+            }
+        } else {
+            e.calls = e.calls.saturating_add(c.count);
+        }
+        let phase = e
+            .phases
+            .entry(c.phase.as_deref().unwrap_or("-"))
+            .or_default();
+        *phase = phase.saturating_add(c.count);
+    }
+    let item_size = |i: &Item| -> (u64, u64) { (i.tally.tests.len() as u64, i.tally.total()) };
     let mut out = String::from("# nettrap: mocking to-do list\n\n");
     let calls = saturating_sum(offending(r).map(|(_, c)| c.count));
     if calls == 0 {
@@ -270,23 +529,24 @@ pub fn todo(r: &Report) -> String {
         r.command.join(" "),
         plural(calls, "call", "calls"),
     );
-    let mut cats: Vec<_> = groups.iter().collect();
-    let cat_size = |d: &BTreeMap<String, Sites>| {
-        let tests: BTreeSet<&str> = d
-            .values()
-            .flat_map(|s| s.values().flat_map(|t| t.keys().copied()))
-            .collect();
-        (
-            tests.len() as u64,
-            saturating_sum(d.values().map(|s| dest_size(s).1)),
-        )
+    let cat_size = |items: &BTreeMap<Service, Item>| -> (u64, u64, u64) {
+        let mut all = items.values().flat_map(|i| {
+            i.sites
+                .values()
+                .flat_map(|tests| tests.iter().map(|(t, c)| (*t, c)))
+        });
+        tests_counts(&mut all)
     };
-    cats.sort_by(|a, b| (cat_size(b.1), a.0).cmp(&(cat_size(a.1), b.0)));
-    let write_tests = |out: &mut String, tests: &Tests| {
+    let mut cats: Vec<_> = groups.iter().collect();
+    cats.sort_by(|a, b| {
+        let (sa, sb) = (cat_size(a.1), cat_size(b.1));
+        ((sb.0, sb.1 + sb.2), a.0).cmp(&((sa.0, sa.1 + sa.2), b.0))
+    });
+    let write_tests = |out: &mut String, tests: &BTreeMap<&str, TestCalls>| {
         let mut tests: Vec<_> = tests.iter().collect();
-        tests.sort_by(|a, b| (b.1.0, a.0).cmp(&(a.1.0, b.0)));
-        for (test, (n, phases)) in tests {
-            let mut phases: Vec<(&&str, &u64)> = phases.iter().collect();
+        tests.sort_by(|a, b| (b.1.total(), a.0).cmp(&(a.1.total(), b.0)));
+        for (test, c) in tests {
+            let mut phases: Vec<(&&str, &u64)> = c.phases.iter().collect();
             let rank = |p: &str| {
                 ["setup", "call", "teardown"]
                     .iter()
@@ -295,47 +555,88 @@ pub fn todo(r: &Report) -> String {
             };
             phases.sort_by_key(|(p, _)| rank(p));
             let phases: Vec<String> = phases.iter().map(|(p, k)| format!("{p} {k}")).collect();
+            let mut what = Vec::new();
+            if c.lookups > 0 {
+                let n = c.lookups;
+                what.push(match c.lookups_denied {
+                    0 => format!("{n} {}", plural(n, "lookup", "lookups")),
+                    d if d >= n => format!("{n} denied {}", plural(n, "lookup", "lookups")),
+                    d => format!("{n} {} ({d} denied)", plural(n, "lookup", "lookups")),
+                });
+            }
+            if c.calls > 0 {
+                what.push(format!("{} {}", c.calls, plural(c.calls, "call", "calls")));
+            }
             let _ = writeln!(
                 out,
-                "- [ ] `{test}`: {n} {} ({})",
-                plural(*n, "call", "calls"),
+                "- [ ] `{test}`: {} ({})",
+                what.join(", then "),
                 phases.join(", ")
             );
         }
     };
-    for (cat, dests) in cats {
-        let (t, c) = cat_size(dests);
-        let _ = writeln!(
-            out,
-            "## {cat}: {t} {}, {c} {}\n",
-            plural(t, "test", "tests"),
-            plural(c, "call", "calls")
-        );
-        let mut dests: Vec<_> = dests.iter().collect();
-        dests.sort_by(|a, b| (dest_size(b.1), a.0).cmp(&(dest_size(a.1), b.0)));
-        for (d, sites) in dests {
-            let (t, c) = dest_size(sites);
+    for (cat, items) in cats {
+        let (t, l, c) = cat_size(items);
+        let _ = writeln!(out, "## {cat}: {}\n", counts(t, l, c));
+        let mut items: Vec<_> = items.iter().collect();
+        items.sort_by(|a, b| (item_size(b.1), a.0).cmp(&(item_size(a.1), b.0)));
+        for (service, item) in items {
+            let tally = &item.tally;
+            let heading = match service {
+                Service::Name(n) if tally.calls > 0 => n.clone(),
+                _ => tally.label(service),
+            };
             let _ = writeln!(
                 out,
-                "### {d}: {t} {}, {c} {}\n",
-                plural(t, "test", "tests"),
-                plural(c, "call", "calls")
+                "### {heading}: {}{}\n",
+                counts(tally.tests.len() as u64, tally.lookups, tally.calls),
+                served(tally.served, tally.total())
             );
+            if let Service::Name(n) = service {
+                let mut what = match (tally.lookups, tally.calls) {
+                    (0, _) => format!("Mock the calls to {}.", tally.label(service)),
+                    (_, 0) => format!("Mock the lookup of {n}: no call to it followed."),
+                    _ => format!(
+                        "Mock the lookup and the calls: dns lookup of {n}, then {}.",
+                        tally.label(service)
+                    ),
+                };
+                match tally.lookups_denied {
+                    0 => {}
+                    d if d >= tally.lookups => {
+                        what.push_str(" The policy denied the lookups: they failed at once.")
+                    }
+                    d => {
+                        let _ = write!(
+                            what,
+                            " The policy denied {d} of the {} lookups: they failed at once.",
+                            tally.lookups
+                        );
+                    }
+                }
+                let _ = writeln!(out, "{what}\n");
+            }
+            let sites = &item.sites;
             if sites.len() == 1 && sites.contains_key(&None) {
                 write_tests(&mut out, &sites[&None]);
                 out.push('\n');
                 continue;
             }
+            let size = |tests: &BTreeMap<&str, TestCalls>| -> (u64, u64) {
+                (
+                    tests.len() as u64,
+                    saturating_sum(tests.values().map(TestCalls::total)),
+                )
+            };
             let mut sites: Vec<_> = sites.iter().collect();
             sites.sort_by(|a, b| (size(b.1), a.0).cmp(&(size(a.1), b.0)));
             for (site, tests) in sites {
-                let (t, c) = size(tests);
+                let (t, l, c) = tests_counts(tests.iter().map(|(t, c)| (*t, c)));
                 let _ = writeln!(
                     out,
-                    "#### {}: {t} {}, {c} {}\n",
+                    "#### {}: {}\n",
                     site.as_deref().unwrap_or("call site not known"),
-                    plural(t, "test", "tests"),
-                    plural(c, "call", "calls")
+                    counts(t, l, c)
                 );
                 write_tests(&mut out, tests);
                 out.push('\n');
@@ -351,13 +652,23 @@ pub fn todo(r: &Report) -> String {
             let at = site_label(c)
                 .map(|s| format!(" at {s}"))
                 .unwrap_or_default();
+            let what = if c.lookup() {
+                plural(c.count, "lookup", "lookups")
+            } else {
+                plural(c.count, "call", "calls")
+            };
+            let denied = if c.lookup() && c.verdict == "denied" {
+                ", denied"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "- [ ] {} ({}): {} {} from pid {} `{}`{at}",
+                "- [ ] {} ({}): {} {what}{denied}{} from pid {} `{}`{at}",
                 dest(c),
                 c.category,
                 c.count,
-                plural(c.count, "call", "calls"),
+                served(u64::from(c.served_by_suite), 1),
                 c.process.pid,
                 c.process.cmdline
             );
@@ -400,4 +711,358 @@ pub fn report_command(args: ReportArgs) -> Result<u8> {
     use std::io::Write as _;
     let _ = std::io::stdout().write_all(out.as_bytes());
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Lost, ProcessInfo, TestEntry, categories};
+
+    fn call(
+        category: &str,
+        host: Option<&str>,
+        address: &str,
+        port: u16,
+        verdict: &str,
+        count: u64,
+    ) -> CallEntry {
+        CallEntry {
+            category: category.into(),
+            address: address.into(),
+            port,
+            transport: "tcp".into(),
+            verdict: verdict.into(),
+            count,
+            phase: Some("call".into()),
+            syscall: "connect".into(),
+            rule: "record (default)".into(),
+            outcomes: BTreeMap::from([("ok".to_string(), count)]),
+            process: ProcessInfo {
+                pid: 42,
+                exe: "/usr/bin/python3".into(),
+                cmdline: "python3 -m pytest".into(),
+                role: None,
+            },
+            site: None,
+            library: None,
+            host: host.map(String::from),
+            served_by_suite: false,
+            fixture: None,
+            inner_test: None,
+            concurrent_tests: Vec::new(),
+        }
+    }
+
+    /// A lookup of `name` (its resolver not known: port 53, zero address).
+    fn lookup(name: &str, verdict: &str, count: u64) -> CallEntry {
+        CallEntry {
+            syscall: "lookup".into(),
+            transport: "udp".into(),
+            ..call("dns", Some(name), "0.0.0.0", 53, verdict, count)
+        }
+    }
+
+    fn report(tests: Vec<(&str, Vec<CallEntry>)>, unattributed: Vec<CallEntry>) -> Report {
+        let tests: Vec<TestEntry> = tests
+            .into_iter()
+            .map(|(test, calls)| TestEntry {
+                test: test.into(),
+                outcome: Some("passed".into()),
+                duration_s: None,
+                calls,
+            })
+            .collect();
+        Report {
+            schema_version: SCHEMA_VERSION,
+            nettrap_version: "0".into(),
+            command: vec!["python3".into(), "-m".into(), "pytest".into()],
+            engine: "auto".into(),
+            runner: Some("pytest".into()),
+            command_exit_code: 0,
+            exit_code: 0,
+            enforce: false,
+            runners: vec!["pytest".into()],
+            tests_total: Some(tests.len() as u64),
+            tests_with_calls: tests
+                .iter()
+                .filter(|t| t.calls.iter().any(CallEntry::offending))
+                .count() as u64,
+            categories: categories(&tests, &unattributed, |_| Vec::new()),
+            tests,
+            unattributed,
+            fail_on: Vec::new(),
+            io_uring: Vec::new(),
+            lost: Lost::default(),
+            killed: Vec::new(),
+            adapter_failures: Vec::new(),
+        }
+    }
+
+    /// Names, lookups (one denied), a numeric host, the suite's own servers (in-suite and a
+    /// redis the suite serves), and, with `ephemeral`, nine ports in one category.
+    fn names_report(ephemeral: bool) -> Report {
+        let pay = "api.payments.example";
+        let served = CallEntry {
+            served_by_suite: true,
+            ..call("redis", Some("localhost"), "127.0.0.1", 6379, "recorded", 2)
+        };
+        let mut live = vec![
+            call("in-suite", None, "127.0.0.1", 45678, "recorded", 3),
+            call("in-suite", None, "127.0.0.1", 45679, "allowed", 1),
+            served,
+        ];
+        if ephemeral {
+            live.extend((0..9).map(|i| call("other", None, "127.0.0.1", 40000 + i, "recorded", 1)));
+        }
+        report(
+            vec![
+                (
+                    "tests/test_pay.py::test_charge",
+                    vec![
+                        lookup(pay, "recorded", 1),
+                        call("https", Some(pay), "127.0.0.2", 443, "recorded", 2),
+                    ],
+                ),
+                (
+                    "tests/test_pay.py::test_refund",
+                    vec![call("https", Some(pay), "127.0.0.9", 443, "recorded", 1)],
+                ),
+                (
+                    "tests/test_pay.py::test_numeric",
+                    vec![call(
+                        "https",
+                        Some("10.2.3.4"),
+                        "10.2.3.4",
+                        443,
+                        "recorded",
+                        1,
+                    )],
+                ),
+                (
+                    "tests/test_offline.py::test_geo",
+                    vec![lookup("api.unknown.example", "denied", 2)],
+                ),
+                ("tests/test_live.py::test_server", live),
+                ("tests/test_pure.py::test_pure", vec![]),
+            ],
+            vec![lookup("search.internal", "recorded", 1)],
+        )
+    }
+
+    #[test]
+    fn summary_shows_names_lookups_and_the_suites_own_servers_apart() {
+        assert_eq!(
+            summary(&names_report(true)),
+            concat!(
+                "nettrap: 4 categories of external calls in 5 of 6 tests\n",
+                "  https (443)                          3 tests     4 calls  recorded\n",
+                "    api.payments.example:443 (127.0.0.2, 127.0.0.9): 2 tests, 3 calls\n",
+                "    10.2.3.4:443: 1 test, 1 call\n",
+                "  dns   (53)                           2 tests     4 calls  2 denied, 2 recorded\n",
+                "    dns lookup of api.unknown.example: 1 test, 2 lookups, denied\n",
+                "    dns lookup of api.payments.example: 1 test, 1 lookup\n",
+                "    dns lookup of search.internal: 1 lookup outside any test\n",
+                "  other (40000,40001,40002 +6 more)     1 test     9 calls  recorded\n",
+                "  redis (6379)                          1 test     2 calls  recorded (served by the suite)\n",
+                "    localhost:6379 (127.0.0.1): 1 test, 2 calls (served by the suite)\n",
+                "  4 calls to the suite's own servers (in-suite), not external\n",
+                "  1 call outside any test (unattributed)\n",
+            )
+        );
+    }
+
+    #[test]
+    fn todo_groups_by_name_lookups_first_never_the_suites_own_servers() {
+        assert_eq!(
+            todo(&names_report(false)),
+            concat!(
+                "# nettrap: mocking to-do list\n",
+                "\n",
+                "`python3 -m pytest`: 5 of 6 tests made 10 recorded or denied calls. Largest payoff first: mocking a group's\n",
+                "service takes every listed test off the network; the call site under a destination is\n",
+                "where the mock goes.\n",
+                "\n",
+                "## https: 3 tests, 1 lookup, 4 calls\n",
+                "\n",
+                "### api.payments.example: 2 tests, 1 lookup, 3 calls\n",
+                "\n",
+                "Mock the lookup and the calls: dns lookup of api.payments.example, then api.payments.example:443 (127.0.0.2, 127.0.0.9).\n",
+                "\n",
+                "- [ ] `tests/test_pay.py::test_charge`: 1 lookup, then 2 calls (call 3)\n",
+                "- [ ] `tests/test_pay.py::test_refund`: 1 call (call 1)\n",
+                "\n",
+                "### 10.2.3.4:443: 1 test, 1 call\n",
+                "\n",
+                "- [ ] `tests/test_pay.py::test_numeric`: 1 call (call 1)\n",
+                "\n",
+                "## dns: 1 test, 2 lookups\n",
+                "\n",
+                "### dns lookup of api.unknown.example: 1 test, 2 lookups\n",
+                "\n",
+                "Mock the lookup of api.unknown.example: no call to it followed. The policy denied the lookups: they failed at once.\n",
+                "\n",
+                "- [ ] `tests/test_offline.py::test_geo`: 2 denied lookups (call 2)\n",
+                "\n",
+                "## redis: 1 test, 2 calls\n",
+                "\n",
+                "### localhost: 1 test, 2 calls (served by the suite)\n",
+                "\n",
+                "Mock the calls to localhost:6379 (127.0.0.1).\n",
+                "\n",
+                "- [ ] `tests/test_live.py::test_server`: 2 calls (call 2)\n",
+                "\n",
+                "## Outside any test\n",
+                "\n",
+                "Made at import, during collection or by session-wide fixtures: mock them where\n",
+                "the module or fixture makes the call.\n",
+                "\n",
+                "- [ ] dns lookup of search.internal (dns): 1 lookup from pid 42 `python3 -m pytest`\n",
+            )
+        );
+    }
+
+    #[test]
+    fn destinations_show_the_name_and_the_address() {
+        let named = call("https", Some("api.v6.example"), "::1", 443, "recorded", 1);
+        assert_eq!(dest(&named), "api.v6.example:443 (::1)");
+        let bare = call("https", None, "::1", 443, "recorded", 1);
+        assert_eq!(dest(&bare), "[::1]:443");
+        for literal in ["10.2.3.4", "::1", "[::1]", "fe80::1%eth0", ""] {
+            let c = call("https", Some(literal), "10.2.3.4", 443, "recorded", 1);
+            assert_eq!(c.name(), None, "{literal:?}");
+            assert_eq!(dest(&c), "10.2.3.4:443");
+        }
+        assert_eq!(
+            dest(&lookup("api.x.example", "denied", 1)),
+            "dns lookup of api.x.example"
+        );
+        let unnamed = CallEntry {
+            host: None,
+            ..lookup("-", "recorded", 1)
+        };
+        assert_eq!(dest(&unnamed), "dns lookup (name not known)");
+        let via = CallEntry {
+            address: "127.0.0.1".into(),
+            ..unnamed
+        };
+        assert_eq!(dest(&via), "dns lookup (name not known) via 127.0.0.1:53");
+        // A resolver query an adapter saw the program's lookup of a name make.
+        let query = CallEntry {
+            transport: "udp".into(),
+            ..call("dns", Some("api.x.example"), "127.0.0.1", 53, "recorded", 1)
+        };
+        assert!(query.lookup());
+        assert_eq!(dest(&query), "dns lookup of api.x.example");
+        let unnamed = call("dns", None, "127.0.0.1", 53, "recorded", 1);
+        assert!(!unnamed.lookup());
+        assert_eq!(dest(&unnamed), "127.0.0.1:53");
+    }
+
+    #[test]
+    fn a_few_ports_addresses_and_names_per_row() {
+        let t = "tests/test_many.py::test_many";
+        let mut calls: Vec<CallEntry> = [80, 443, 8443, 9443]
+            .iter()
+            .enumerate()
+            .map(|(i, &port)| {
+                let address = format!("10.0.0.{}", 5 - i);
+                call("web", Some("api.x.example"), &address, port, "recorded", 1)
+            })
+            .collect();
+        calls.push(call(
+            "web",
+            Some("api.x.example"),
+            "10.0.0.9",
+            80,
+            "denied",
+            1,
+        ));
+        for name in ["a.example", "b.example", "c.example", "d.example"] {
+            calls.push(call("web", Some(name), "10.0.1.1", 80, "recorded", 1));
+        }
+        let r = report(vec![(t, calls)], Vec::new());
+        assert_eq!(
+            summary(&r),
+            concat!(
+                "nettrap: 1 category of external calls in 1 of 1 tests\n",
+                "  web (80,443,8443 +1 more)     1 test     9 calls  1 denied, 8 recorded\n",
+                "    api.x.example:80,443,8443 +1 more (10.0.0.2, 10.0.0.3, 10.0.0.4 +2 more): 1 test, 5 calls, 1 denied\n",
+                "    a.example:80 (10.0.1.1): 1 test, 1 call\n",
+                "    b.example:80 (10.0.1.1): 1 test, 1 call\n",
+                "    +2 more\n",
+            )
+        );
+    }
+
+    #[test]
+    fn only_the_suites_own_servers_is_no_external_call() {
+        let r = report(
+            vec![(
+                "t",
+                vec![call("in-suite", None, "127.0.0.1", 45678, "recorded", 1)],
+            )],
+            Vec::new(),
+        );
+        assert_eq!(r.tests_with_calls, 0);
+        assert_eq!(
+            summary(&r),
+            "nettrap: no external calls\n  1 call to the suite's own servers (in-suite), not external\n"
+        );
+        assert!(todo(&r).ends_with("nothing to mock.\n"), "{}", todo(&r));
+    }
+
+    #[test]
+    fn lookups_partly_denied_and_outside_any_test() {
+        let pay = "api.payments.example";
+        let served = CallEntry {
+            served_by_suite: true,
+            ..call("redis", None, "127.0.0.1", 6379, "recorded", 1)
+        };
+        let r = report(
+            vec![(
+                "t",
+                vec![
+                    lookup(pay, "recorded", 2),
+                    lookup(pay, "denied", 1),
+                    call("https", Some(pay), "127.0.0.2", 443, "recorded", 1),
+                ],
+            )],
+            vec![lookup("x.example", "denied", 1), served],
+        );
+        let md = todo(&r);
+        for line in [
+            "### api.payments.example: 1 test, 3 lookups, 1 call\n",
+            "Mock the lookup and the calls: dns lookup of api.payments.example, then api.payments.example:443 (127.0.0.2). The policy denied 1 of the 3 lookups: they failed at once.\n",
+            "- [ ] `t`: 3 lookups (1 denied), then 1 call (call 4)\n",
+            "- [ ] dns lookup of x.example (dns): 1 lookup, denied from pid 42 `python3 -m pytest`\n",
+            "- [ ] 127.0.0.1:6379 (redis): 1 call (served by the suite) from pid 42 `python3 -m pytest`\n",
+        ] {
+            assert!(md.contains(line), "{line:?} not in:\n{md}");
+        }
+    }
+
+    #[test]
+    fn json_keeps_address_and_host_and_marks_served_calls() {
+        let named = call(
+            "https",
+            Some("api.payments.example"),
+            "127.0.0.2",
+            443,
+            "recorded",
+            1,
+        );
+        let v = serde_json::to_value(&named).unwrap();
+        assert_eq!(v["address"], "127.0.0.2");
+        assert_eq!(v["host"], "api.payments.example");
+        assert!(v.get("served_by_suite").is_none(), "{v}");
+        let back: CallEntry = serde_json::from_value(v).unwrap();
+        assert!(!back.served_by_suite);
+        let served = CallEntry {
+            served_by_suite: true,
+            ..named
+        };
+        let v = serde_json::to_value(&served).unwrap();
+        assert_eq!(v["served_by_suite"], true);
+        assert_eq!(serde_json::from_value::<CallEntry>(v).unwrap(), served);
+    }
 }
