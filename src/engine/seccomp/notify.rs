@@ -270,7 +270,8 @@ mod tests {
         // fail the call itself with EFAULT.
         assert_eq!(read_mem(me, 0, 8), Err(ReadError::Fault));
         assert_eq!(read_mem(me, 8, 8), Err(ReadError::Fault));
-        // SAFETY: mapping two fresh pages, then unmapping the second.
+        // SAFETY: mapping two fresh pages, then making the second inaccessible (not unmapping
+        // it: another test's thread could map something there before the read).
         let end = unsafe {
             let p = libc::mmap(
                 std::ptr::null_mut(),
@@ -281,13 +282,13 @@ mod tests {
                 0,
             );
             assert_ne!(p, libc::MAP_FAILED);
-            libc::munmap(p.cast::<u8>().add(4096).cast(), 4096);
+            libc::mprotect(p.cast::<u8>().add(4096).cast(), 4096, libc::PROT_NONE);
             p as u64 + 4096
         };
         assert_eq!(read_mem(me, end - 4, 8), Err(ReadError::Fault));
         // No such process (above any pid_max): not ours to read.
         assert_eq!(read_mem(0x7fff_fff0, end - 4096, 8), Err(ReadError::Denied));
-        // SAFETY: the first page, mapped above and no longer used.
-        unsafe { libc::munmap((end - 4096) as *mut libc::c_void, 4096) };
+        // SAFETY: both pages, mapped above and no longer used.
+        unsafe { libc::munmap((end - 4096) as *mut libc::c_void, 8192) };
     }
 }
