@@ -72,6 +72,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "CATEGORIES", value_delimiter = ',')]
     pub fail_on: Vec<String>,
 
+    /// Deny every name lookup that would leave the machine (names in /etc/hosts still resolve)
+    #[arg(long)]
+    pub deny_dns: bool,
+
     /// errno a denied call fails with (name or number) [default: ECONNREFUSED]
     #[arg(long, value_name = "ERRNO")]
     pub errno: Option<String>,

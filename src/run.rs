@@ -17,7 +17,7 @@ use crate::rundir::{ENV_RUN_DIR, RunDir};
 use crate::say;
 use crate::{policy, supervise};
 use anyhow::{Context, Result};
-use nettrap_core::policy::{Action, FLAG_SECCOMP_BACKSTOP, FLAG_THREAD_NAMES};
+use nettrap_core::policy::{FLAG_SECCOMP_BACKSTOP, FLAG_THREAD_NAMES};
 use std::process::Command;
 
 /// Exit status when the command passed (or failed) but the policy was violated: a call was
@@ -90,7 +90,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let supervisor = if plan.seccomp {
         let prepared = seccomp::prepare().context("cannot prepare the seccomp filter")?;
         prepared.attach(&mut cmd);
-        let refuse_io_uring = policy.rules.iter().any(|r| r.action == Action::Deny);
+        let refuse_io_uring = policy.denies();
         Some(prepared.start(compiled.clone(), dir.log(), refuse_io_uring)?)
     } else {
         None

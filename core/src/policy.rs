@@ -41,6 +41,11 @@ pub const FLAG_DENY_DNS: u32 = 4;
 pub const SHIM_CONNECT_MARK: u64 = 0x4e54_5241_505f_4f4b; // "NTRAP_OK"
 /// `Decision::rule` when no rule matched.
 pub const NO_RULE: u16 = u16::MAX;
+/// `Decision::rule` of a lookup denied by `--deny-dns` ([`FLAG_DENY_DNS`]), which is a flag,
+/// not one of the policy's rules; shown as [`DENY_DNS_LABEL`].
+pub const DENY_DNS_RULE: u16 = u16::MAX - 1;
+/// How a call denied by [`DENY_DNS_RULE`] names its rule, in messages and the report.
+pub const DENY_DNS_LABEL: &str = "--deny-dns";
 
 /// What happens to a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -42,5 +42,6 @@ pub fn defaults() -> Policy {
         }],
         default_errno: libc::ECONNREFUSED,
         fail_on: Vec::new(),
+        deny_dns: false,
     }
 }

@@ -45,6 +45,8 @@ pub struct Policy {
     pub default_errno: i32,
     /// Categories whose recorded calls fail the run.
     pub fail_on: Vec<String>,
+    /// `--deny-dns`: every lookup that would leave the machine is denied.
+    pub deny_dns: bool,
 }
 
 impl Policy {
@@ -59,6 +61,11 @@ impl Policy {
         self.categories.push(def);
     }
 
+    /// Does the policy deny anything (so losses fail the run, and io_uring is refused)?
+    pub fn denies(&self) -> bool {
+        self.deny_dns || self.rules.iter().any(|r| r.action == Action::Deny)
+    }
+
     pub fn category_ports(&self, name: &str) -> Vec<PortSpan> {
         self.categories
             .iter()
@@ -71,6 +78,9 @@ impl Policy {
     pub fn compile(&self) -> Result<Box<CompiledPolicy>> {
         let mut p = Box::new(CompiledPolicy::EMPTY);
         p.default_errno = self.default_errno;
+        if self.deny_dns {
+            p.flags |= core_policy::FLAG_DENY_DNS;
+        }
         if self.categories.len() > core_policy::MAX_CATEGORIES {
             bail!(
                 "too many categories ({}; at most {})",
@@ -163,6 +173,7 @@ pub fn load(args: &RunArgs) -> Result<Policy> {
 }
 
 fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
+    policy.deny_dns |= args.deny_dns;
     if let Some(e) = &args.errno {
         policy.default_errno =
             crate::errno::parse(e).map_err(|m| anyhow::anyhow!("--errno: {m}"))?;

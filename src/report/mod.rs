@@ -4,6 +4,7 @@
 //! category, transport, verdict, phase, process and rule, with a count. `render` turns a report
 //! into the summary, the mocking to-do list and the `nettrap report` output.
 
+pub mod in_suite;
 pub mod render;
 
 use crate::attribution::{Attribution, Timeline};
@@ -69,9 +70,9 @@ pub struct Report {
 pub struct CategorySummary {
     /// Ports that define the category (`"8000-8100"` for a range).
     pub ports: Vec<String>,
-    /// Ports actually called.
+    /// Ports actually called (by recorded or denied calls; for `in-suite`, by any call).
     pub ports_seen: Vec<u16>,
-    /// Tests with a recorded or denied call in this category.
+    /// Tests with a recorded or denied call in this category (for `in-suite`, with any call).
     pub tests: u64,
     /// Recorded and denied calls, unattributed ones included.
     pub calls: u64,
@@ -127,6 +128,10 @@ pub struct CallEntry {
     /// Other tests running in the same process at the time (overlapping parallel tests).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub concurrent_tests: Vec<String>,
+    /// The destination is a server a process of the run opened (see `in_suite`): category
+    /// `in-suite`, or a known service's the suite started itself (a fixture's `redis-server`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub served_by_suite: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -231,6 +236,9 @@ struct Key {
     fixture: Option<String>,
     inner_test: Option<String>,
     concurrent: Vec<String>,
+    /// The name the call was made for (a lookup's name), from its record.
+    host: Option<String>,
+    served_by_suite: bool,
 }
 
 fn text(b: &[u8]) -> String {
@@ -317,9 +325,14 @@ pub fn build(
     }
     let mut groups: BTreeMap<Key, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
+    let listeners = in_suite::Listeners::from_records(&events.records);
     for (at, record) in events.records.iter().enumerate() {
         let Record::Call(c) = record else { continue };
         let call = c.call;
+        // Not a call: the run's own servers, used below.
+        if call.syscall == Syscall::Listen {
+            continue;
+        }
         let process = process_at(&by_pid, call.pid, at);
         let recorded = c.test.as_deref().map(|t| {
             let phase = nettrap_core::test_id::Phase::from_u8(call.phase as u8).name();
@@ -354,19 +367,36 @@ pub fn build(
             }
             continue;
         }
-        let rule = compiled
-            .rules()
-            .get(call.rule as usize)
-            .map_or_else(|| "record (default)".to_string(), |r| text(r.label()));
+        let mut rule = if call.rule == nettrap_core::policy::DENY_DNS_RULE {
+            nettrap_core::policy::DENY_DNS_LABEL.to_string()
+        } else {
+            compiled
+                .rules()
+                .get(call.rule as usize)
+                .map_or_else(|| "record (default)".to_string(), |r| text(r.label()))
+        };
+        let mut category = text(compiled.category_name(call.category));
+        let mut verdict = call.action.verdict();
+        let served_by_suite = call.syscall != Syscall::Lookup
+            && listeners.serves(&call.dest, call.transport, call.time_ns);
+        if served_by_suite && call.category == nettrap_core::policy::OTHER {
+            category = in_suite::IN_SUITE.to_string();
+            // Rule 0 is the built-in default (record); a rule of the user's still stands.
+            let by_default = call.rule == 0 || call.rule == nettrap_core::policy::NO_RULE;
+            if by_default && call.action == Action::Record {
+                verdict = Action::Allow.verdict();
+                rule = in_suite::IN_SUITE_RULE.to_string();
+            }
+        }
         let site = timeline.site(call.pid, call.tid, call.time_ns, call.dest.port, who.since);
         let key = Key {
             test: who.test,
             phase: who.phase,
-            category: text(compiled.category_name(call.category)),
+            category,
             ip: call.dest.ip,
             port: call.dest.port,
             transport: call.transport.name(),
-            verdict: call.action.verdict(),
+            verdict,
             syscall: call.syscall.name(),
             rule,
             process,
@@ -374,6 +404,8 @@ pub fn build(
             fixture: who.fixture,
             inner_test: who.inner_test,
             concurrent: who.concurrent,
+            host: (!c.host.is_empty()).then(|| text(&c.host)),
+            served_by_suite,
         };
         let g = groups.entry(key).or_default();
         g.0 += 1;
@@ -386,9 +418,11 @@ pub fn build(
     }
     let mut unattributed = Vec::new();
     for (key, (count, outcomes)) in groups {
-        let (location, library, host) = key
+        let (location, library, site_host) = key
             .site
             .map_or((None, None, None), |s| (s.location, s.library, s.host));
+        // The name on the record (a lookup's), else the one the call site gave.
+        let host = key.host.or(site_host);
         let entry = CallEntry {
             category: key.category,
             address: address(key.ip),
@@ -407,6 +441,7 @@ pub fn build(
             fixture: key.fixture,
             inner_test: key.inner_test,
             concurrent_tests: key.concurrent,
+            served_by_suite: key.served_by_suite,
         };
         match key.test {
             Some(t) => tests.entry(t).or_default().push(entry),
@@ -448,13 +483,16 @@ pub fn build(
             "recorded" => s.recorded += c.count,
             _ => s.allowed += c.count,
         }
-        if c.offending() {
-            s.calls += c.count;
+        // The suite's own servers' calls are allowed: their ports and tests are still listed.
+        if c.offending() || c.category == in_suite::IN_SUITE {
             let (ports, names) = seen.entry(c.category.clone()).or_default();
             ports.insert(c.port);
             if let Some(t) = test {
                 names.insert(t);
             }
+        }
+        if c.offending() {
+            s.calls += c.count;
         }
     }
     for (name, (ports, names)) in &seen {
@@ -486,8 +524,7 @@ pub fn build(
         unattributed,
         fail_on: policy.fail_on.clone(),
         io_uring,
-        enforce: policy.rules.iter().any(|r| r.action == Action::Deny)
-            || !policy.fail_on.is_empty(),
+        enforce: policy.denies() || !policy.fail_on.is_empty(),
         lost: lost(&events, info.seccomp, info.log_error),
         killed: info.killed,
         adapter_failures: timeline.adapter_failures.clone(),

@@ -266,7 +266,7 @@ fn unknown_values_are_corrupt_records_not_defaults() {
         (37, 0), // source
         (37, 3), // source
         (38, 0), // syscall
-        (38, 6), // syscall
+        (38, 8), // syscall (1 to 7 are system calls and records)
         (60, 2), // has_test
     ];
     for (at, v) in bad_calls {

@@ -33,8 +33,10 @@
 //! notification has a time-of-check/time-of-use gap (the caller's memory can change after the
 //! supervisor read it), and any program can put the mark on its own calls.
 
+mod dns;
 pub mod filter;
 pub mod gosync;
+mod lookups;
 mod notify;
 mod supervisor;
 mod target;
