@@ -3,7 +3,10 @@
 //! It interposes `connect()` (and the exported alias `__connect`). For an IPv4/IPv6 destination
 //! on a socket it asks the run's compiled policy what to do, appends one record to the run's
 //! shared event log, and then either calls the real `connect()` (allow, record) or fails at once
-//! with the policy's errno and one line on stderr (deny). Everything else passes through.
+//! with the policy's errno and one line on stderr (deny). It interposes `listen()` too: once the
+//! real `listen` succeeds on an IPv4/IPv6 socket it appends a `Listen` record with the address
+//! the socket listens on (the run's own servers: `in-suite` in the report), and returns exactly
+//! what `listen` returned. Everything else passes through.
 //!
 //! It also interposes the resolver's entry points ([`resolve`]): a lookup that would leave the
 //! machine is a call of its own (recorded, and failed at once when the policy denies it), and
@@ -55,6 +58,7 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 }
 
 type ConnectFn = unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int;
+type ListenFn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 
 /// The shim's own system calls, made through libc's one `syscall` entry point rather than its
 /// wrappers: every libc function the shim imports is one more symbol the loader must bind in
@@ -328,6 +332,28 @@ mod sys {
         core::ptr::NonNull::new(p as *mut u8)
     }
 
+    /// The address socket `fd` is bound to (`getsockname`) into `buf`; its length, or None.
+    pub fn sockname(
+        fd: c_int,
+        buf: &mut [u8; nettrap_core::addr::SOCKADDR_STORAGE],
+    ) -> Option<usize> {
+        let mut len = buf.len() as libc::socklen_t;
+        // SAFETY: getsockname writes at most len bytes into buf and updates len; both outlive
+        // the call.
+        let r = unsafe {
+            call(
+                libc::SYS_getsockname,
+                fd as usize,
+                buf.as_mut_ptr() as usize,
+                &mut len as *mut libc::socklen_t as usize,
+                0,
+                0,
+                0,
+            )
+        };
+        (r == 0).then_some((len as usize).min(buf.len()))
+    }
+
     /// Can `fd` take a write without blocking now (poll for POLLOUT, no wait)?
     pub fn writable(fd: c_int) -> bool {
         let mut p = libc::pollfd {
@@ -371,6 +397,7 @@ mod sys {
 }
 
 static REAL_CONNECT: AtomicUsize = AtomicUsize::new(0);
+static REAL_LISTEN: AtomicUsize = AtomicUsize::new(0);
 /// The run's compiled policy, mapped read-only on first use; never unmapped.
 static POLICY: AtomicPtr<CompiledPolicy> = AtomicPtr::new(core::ptr::null_mut());
 /// The event log's header page, mapped on first use; never unmapped.
@@ -399,6 +426,7 @@ static CONSTRUCTOR: extern "C" fn() = on_load;
 extern "C" fn on_load() {
     load_run_dir();
     resolve_real_connect();
+    resolve_real_listen();
 }
 
 /// This process's pid. Not cached: a vfork child shares the parent's memory, so a cache would
@@ -411,6 +439,13 @@ fn resolve_real_connect() -> usize {
     // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
     let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"connect".as_ptr()) } as usize;
     REAL_CONNECT.store(f, Ordering::Release);
+    f
+}
+
+fn resolve_real_listen() -> usize {
+    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
+    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"listen".as_ptr()) } as usize;
+    REAL_LISTEN.store(f, Ordering::Release);
     f
 }
 
@@ -1046,4 +1081,82 @@ pub unsafe extern "C" fn __connect(
 ) -> c_int {
     // SAFETY: same contract as ours.
     unsafe { intercept(fd, addr, len) }
+}
+
+/// The real `listen`, or the raw system call if the symbol cannot be found; with `marked`, the
+/// raw system call carrying [`SHIM_CONNECT_MARK`] (the supervisor lets it through: the shim
+/// records it).
+///
+/// # Safety
+/// Same contract as listen(2).
+unsafe fn real_listen(fd: c_int, backlog: c_int, marked: bool) -> c_int {
+    if marked {
+        // SAFETY: listen(2) ignores the extra arguments; the caller's pass unchanged.
+        return unsafe { libc::syscall(libc::SYS_listen, fd, backlog, 0, SHIM_CONNECT_MARK) }
+            as c_int;
+    }
+    let mut f = REAL_LISTEN.load(Ordering::Acquire);
+    if f == 0 {
+        f = resolve_real_listen();
+    }
+    if f == 0 || f == listen as *const () as usize {
+        // SAFETY: a plain listen(2) with the caller's arguments.
+        return unsafe { libc::syscall(libc::SYS_listen, fd, backlog) } as c_int;
+    }
+    // SAFETY: f is libc's listen, resolved by dlsym(RTLD_NEXT).
+    let f: ListenFn = unsafe { core::mem::transmute::<usize, ListenFn>(f) };
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { f(fd, backlog) }
+}
+
+/// # Safety
+/// Same contract as listen(2); exported to interpose libc's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    let saved_errno = errno();
+    // Only an IPv4/IPv6 socket is a server a call can reach; anything else passes through.
+    let inet = matches!(
+        sys::sockopt(fd, libc::SO_DOMAIN),
+        Some(libc::AF_INET | libc::AF_INET6)
+    );
+    let backstop = policy().is_some_and(|p| p.flags & FLAG_SECCOMP_BACKSTOP != 0);
+    let log = if inet { log() } else { None };
+    // With the supervisor watching, a listen the shim cannot record goes to it unmarked.
+    let marked = backstop && (!inet || log.is_some());
+    set_errno(saved_errno);
+    // SAFETY: forwarding the caller's arguments.
+    let r = unsafe { real_listen(fd, backlog, marked) };
+    let e = errno();
+    if r == 0
+        && let Some(log) = &log
+    {
+        let mut sa = [0u8; SOCKADDR_STORAGE];
+        if let Some(n) = sys::sockname(fd, &mut sa)
+            && let Address::Inet(dest) = decode(Op::Connect, None, Some(&sa[..n]))
+        {
+            let transport =
+                sys::sockopt(fd, libc::SO_TYPE).map_or(Transport::Other, Transport::from_sock_type);
+            let call = Call {
+                pid: pid(),
+                tid: sys::gettid(),
+                time_ns: now_ns(),
+                dest,
+                transport,
+                action: Action::Record,
+                phase: Phase::None,
+                source: Source::Shim,
+                syscall: Syscall::Listen,
+                category: nettrap_core::policy::OTHER,
+                rule: nettrap_core::policy::NO_RULE,
+                deny_errno: 0,
+                has_test: false,
+            };
+            // Not a call: a record that cannot be written only leaves the server unknown.
+            if let Ok(cell) = log.append_call(&call, &[], &[], &[]) {
+                cell.set(0);
+            }
+        }
+    }
+    set_errno(e);
+    r
 }

@@ -73,13 +73,16 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 fn install_in(dir: &Path) -> std::io::Result<Installed> {
     let dir = dir.join(key());
-    let shim = dir.join("libnettrap_shim.so");
+    let shim = dir.join(SHIM_FILE);
     write_file(&shim, SHIM)?;
     for (name, bytes) in adapters::FILES {
         write_file(&dir.join(name), bytes)?;
     }
     Ok(Installed { shim, dir })
 }
+
+/// The shim's file name (the seccomp supervisor looks for it in a process's maps).
+pub const SHIM_FILE: &str = "libnettrap_shim.so";
 
 /// What `install` wrote.
 pub struct Installed {

@@ -64,8 +64,8 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// An enforce run: any deny rule, `--deny-dns` or `--fail-on` category. Losses fail such a run, and
-    /// io_uring (which would carry calls past every engine) is refused in it.
+    /// An enforce run: any deny rule, `--deny-dns` or `--fail-on` category. Losses fail such a
+    /// run, and io_uring (which would carry calls past every engine) is refused in it.
     pub fn enforces(&self) -> bool {
         self.rules.iter().any(|r| r.action == Action::Deny)
             || self.deny_dns

@@ -4,6 +4,7 @@
 //! category, transport, verdict, phase, process and rule, with a count. `render` turns a report
 //! into the summary, the mocking to-do list and the `nettrap report` output.
 
+pub mod in_suite;
 pub mod render;
 
 use crate::attribution::{Attribution, Timeline};
@@ -70,9 +71,9 @@ pub struct Report {
 pub struct CategorySummary {
     /// Ports that define the category (`"8000-8100"` for a range).
     pub ports: Vec<String>,
-    /// Ports actually called.
+    /// Ports actually called (by recorded or denied calls; for `in-suite`, by any call).
     pub ports_seen: Vec<u16>,
-    /// Tests with a recorded or denied call in this category.
+    /// Tests with a recorded or denied call in this category (for `in-suite`, with any call).
     pub tests: u64,
     /// Recorded and denied calls, unattributed ones included.
     pub calls: u64,
@@ -121,10 +122,6 @@ pub struct CallEntry {
     /// up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// The destination is a server a process of the run itself started (a `redis-server` a
-    /// fixture launched): the call keeps its category, and the report marks it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub served_by_suite: bool,
     /// A shared fixture being set up when the call was made: `es_client (session, tests/conftest.py)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixture: Option<String>,
@@ -134,6 +131,10 @@ pub struct CallEntry {
     /// Other tests running in the same process at the time (overlapping parallel tests).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub concurrent_tests: Vec<String>,
+    /// The destination is a server a process of the run opened (see `in_suite`): category
+    /// `in-suite`, or a known service's the suite started itself (a fixture's `redis-server`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub served_by_suite: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -210,8 +211,7 @@ pub struct KilledEntry {
     pub reason: String,
 }
 
-/// The category of calls to a server a process of the run itself listens on: not external.
-pub const IN_SUITE: &str = "in-suite";
+pub use in_suite::IN_SUITE;
 
 impl CallEntry {
     /// A recorded or denied call to something outside the suite: what the summary counts and
@@ -271,6 +271,7 @@ struct Key {
     fixture: Option<String>,
     inner_test: Option<String>,
     concurrent: Vec<String>,
+    served_by_suite: bool,
 }
 
 fn text(b: &[u8]) -> String {
@@ -303,13 +304,16 @@ fn same_lookup(name: &[u8], later: &[u8]) -> bool {
         && (later == name || (later.starts_with(&name) && later.get(name.len()) == Some(&b'.')))
 }
 
-/// One lookup is one call: drops the supervisor's Lookup records that the shim's Lookup record
-/// of the same lookup covers (see `nettrap_core::event::Syscall::Lookup`). A supervisor record
-/// is covered when the latest shim Lookup record of the same process and thread made at or
-/// before it is for the same name (or the name with a search domain appended): glibc sends a
-/// lookup's queries from the thread that called it, after the shim recorded the call.
+/// One lookup is one call: drops the supervisor's records that the shim's Lookup record of the
+/// same lookup covers (see `nettrap_core::event::Syscall::Lookup`). A supervisor record is
+/// covered when the latest shim Lookup record of the same process and thread made at or before
+/// it is for the same name (or the name with a search domain appended): glibc sends a lookup's
+/// queries from the thread that called it, after the shim recorded the call. A supervisor record
+/// to port 53 without a name (glibc's own connect to the resolver, a query sent with `send`,
+/// which the supervisor cannot read) is covered by such a shim record made less than
+/// [`LOOKUP_SPAN_NS`] before it.
 pub fn dedup_lookups(records: &mut Vec<Record>) {
-    let mut latest: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
+    let mut latest: HashMap<(u32, u32), (Vec<u8>, u64)> = HashMap::new();
     let mut order: Vec<usize> = (0..records.len()).collect();
     let time = |r: &Record| match r {
         Record::Call(c) => c.call.time_ns,
@@ -326,18 +330,26 @@ pub fn dedup_lookups(records: &mut Vec<Record>) {
         let Record::Call(c) = &records[i] else {
             continue;
         };
-        if c.call.syscall != Syscall::Lookup {
+        let key = (c.call.pid, c.call.tid);
+        let unnamed_dns = c.call.source == Source::Seccomp
+            && c.call.dest.port == 53
+            && c.host.is_empty()
+            && c.call.syscall != Syscall::Listen;
+        if c.call.syscall != Syscall::Lookup && !unnamed_dns {
             continue;
         }
-        let key = (c.call.pid, c.call.tid);
         match c.call.source {
             Source::Shim => {
-                latest.insert(key, c.host.clone());
+                latest.insert(key, (c.host.clone(), c.call.time_ns));
             }
             Source::Seccomp => {
-                drop[i] = latest
-                    .get(&key)
-                    .is_some_and(|name| same_lookup(name, &c.host));
+                drop[i] = latest.get(&key).is_some_and(|(name, at)| {
+                    if unnamed_dns {
+                        c.call.time_ns.saturating_sub(*at) < LOOKUP_SPAN_NS
+                    } else {
+                        same_lookup(name, &c.host)
+                    }
+                });
             }
         }
     }
@@ -347,6 +359,10 @@ pub fn dedup_lookups(records: &mut Vec<Record>) {
         !drop[i - 1]
     });
 }
+
+/// How long after the shim recorded a lookup the resolver may still be asked for it (glibc's
+/// default: 5 s per attempt, 2 attempts).
+const LOOKUP_SPAN_NS: u64 = 10_000_000_000;
 
 /// Process records per pid, in log order: a call takes the last one written before it, or, when
 /// its process record came later (another thread of the process was still writing it), the
@@ -414,9 +430,14 @@ pub fn build(
     }
     let mut groups: BTreeMap<Key, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
+    let listeners = in_suite::Listeners::from_records(&events.records);
     for (at, record) in events.records.iter().enumerate() {
         let Record::Call(c) = record else { continue };
         let call = c.call;
+        // Not a call: the run's own servers, used below.
+        if call.syscall == Syscall::Listen {
+            continue;
+        }
         let process = process_at(&by_pid, call.pid, at);
         let recorded = c.test.as_deref().map(|t| {
             let phase = nettrap_core::test_id::Phase::from_u8(call.phase as u8).name();
@@ -451,19 +472,32 @@ pub fn build(
             }
             continue;
         }
-        let rule = compiled
+        let mut rule = compiled
             .rule_label(call.rule)
             .map_or_else(|| "record (default)".to_string(), text);
+        let mut category = text(compiled.category_name(call.category));
+        let mut verdict = call.action.verdict();
+        let served_by_suite = call.syscall != Syscall::Lookup
+            && listeners.serves(&call.dest, call.transport, call.time_ns);
+        if served_by_suite && call.category == nettrap_core::policy::OTHER {
+            category = IN_SUITE.to_string();
+            // Rule 0 is the built-in default (record); a rule of the user's still stands.
+            let by_default = call.rule == 0 || call.rule == nettrap_core::policy::NO_RULE;
+            if by_default && call.action == Action::Record {
+                verdict = Action::Allow.verdict();
+                rule = in_suite::IN_SUITE_RULE.to_string();
+            }
+        }
         let site = timeline.site(call.pid, call.tid, call.time_ns, call.dest.port, who.since);
         let key = Key {
             test: who.test,
             phase: who.phase,
-            category: text(compiled.category_name(call.category)),
+            category,
             ip: call.dest.ip,
             port: call.dest.port,
             host: (!c.host.is_empty()).then(|| text(&c.host)),
             transport: call.transport.name(),
-            verdict: call.action.verdict(),
+            verdict,
             syscall: call.syscall.name(),
             rule,
             process,
@@ -471,6 +505,7 @@ pub fn build(
             fixture: who.fixture,
             inner_test: who.inner_test,
             concurrent: who.concurrent,
+            served_by_suite,
         };
         let g = groups.entry(key).or_default();
         g.0 += 1;
@@ -513,10 +548,10 @@ pub fn build(
             site: location,
             library,
             host,
-            served_by_suite: false,
             fixture: key.fixture,
             inner_test: key.inner_test,
             concurrent_tests: key.concurrent,
+            served_by_suite: key.served_by_suite,
         };
         match key.test {
             Some(t) => tests.entry(t).or_default().push(entry),
@@ -598,13 +633,17 @@ pub fn categories(
             "recorded" => s.recorded += c.count,
             _ => s.allowed += c.count,
         }
-        if c.offending() {
-            s.calls += c.count;
+        // The suite's own servers' calls are not offending: their ports and tests are still
+        // listed.
+        if c.offending() || c.category == IN_SUITE {
             let (ports, names) = seen.entry(c.category.clone()).or_default();
             ports.insert(c.port);
             if let Some(t) = test {
                 names.insert(t);
             }
+        }
+        if c.offending() {
+            s.calls += c.count;
         }
     }
     for (name, (ports, names)) in &seen {

@@ -3,15 +3,16 @@
 //! assembler resolves the jump labels.
 //!
 //! x86_64 system calls:
-//! - `connect` notifies the supervisor, unless its unused fourth argument carries the shim's
-//!   mark: the shim has already decided and recorded that call (see the module docs of `super`).
+//! - `connect` and `listen` notify the supervisor, unless their unused fourth argument carries
+//!   the shim's mark: the shim has already decided and recorded that call (see the module docs
+//!   of `super`).
 //! - `sendto` with a destination address, `sendmsg` and `sendmmsg` (whose destinations live in
 //!   memory) and `io_uring_setup` notify the supervisor.
 //! - x32 system calls (`__X32_SYSCALL_BIT`) fail with ENOSYS.
 //!
 //! i386 system calls (32-bit programs, or `int $0x80` from a 64-bit one, which the kernel
-//! reports under `AUDIT_ARCH_I386` with i386 numbers): `socketcall`, `connect`, `sendto` with an
-//! address, `sendmsg`, `sendmmsg` and `io_uring_setup` notify the supervisor. So no ABI
+//! reports under `AUDIT_ARCH_I386` with i386 numbers): `socketcall`, `connect`, `listen`,
+//! `sendto` with an address, `sendmsg`, `sendmmsg` and `io_uring_setup` notify the supervisor. So no ABI
 //! sidesteps the filter; any other architecture value is refused with ENOSYS.
 //!
 //! Everything else is allowed. Those outcomes depend only on the architecture and the call
@@ -47,6 +48,7 @@ pub mod i386 {
     pub const SOCKETCALL: u32 = 102;
     pub const SENDMMSG: u32 = 345;
     pub const CONNECT: u32 = 362;
+    pub const LISTEN: u32 = 363;
     pub const SENDTO: u32 = 369;
     pub const SENDMSG: u32 = 370;
     pub const IO_URING_SETUP: u32 = 425;
@@ -129,11 +131,12 @@ pub fn program(mark: u64) -> Vec<sock_filter> {
     // The hot path: read, write, openat, mmap, … are all numbered below connect.
     a.jump(JGE, nr(libc::SYS_connect), "", "allow");
     a.jeq(nr(libc::SYS_connect), "connect", "");
+    a.jeq(nr(libc::SYS_listen), "connect", "");
     a.jeq(nr(libc::SYS_sendto), "sendto64", "");
     a.jeq(nr(libc::SYS_sendmsg), "notify", "");
     a.jeq(nr(libc::SYS_sendmmsg), "notify", "");
     a.jeq(nr(libc::SYS_io_uring_setup), "notify", "allow");
-    a.label("connect"); // marked by the shim?
+    a.label("connect"); // connect or listen: marked by the shim?
     a.load(off_arg_lo(3));
     a.jeq(mark_lo, "", "notify");
     a.load(off_arg_hi(3));
@@ -148,6 +151,7 @@ pub fn program(mark: u64) -> Vec<sock_filter> {
     a.load(OFF_NR);
     a.jeq(i386::SOCKETCALL, "notify", "");
     a.jeq(i386::CONNECT, "notify", "");
+    a.jeq(i386::LISTEN, "notify", "");
     a.jeq(i386::SENDMSG, "notify", "");
     a.jeq(i386::SENDMMSG, "notify", "");
     a.jeq(i386::IO_URING_SETUP, "notify", "");
@@ -209,6 +213,9 @@ mod tests {
             x(libc::SYS_connect, [3, 1, 16, mark & 0xffff_ffff, 0, 0]),
             RET_USER_NOTIF
         );
+        assert_eq!(x(libc::SYS_listen, [3, 5, 0, 0, 0, 0]), RET_USER_NOTIF);
+        assert_eq!(x(libc::SYS_listen, [3, 5, 0, mark, 0, 0]), RET_ALLOW);
+        assert_eq!(x(libc::SYS_bind, [3, 1, 16, 0, 0, 0]), RET_ALLOW);
         assert_eq!(x(libc::SYS_sendto, [3, 1, 4, 0, 0, 0]), RET_ALLOW);
         assert_eq!(
             x(libc::SYS_sendto, [3, 1, 4, 0, 0x7fff_0000_0000, 16]),
@@ -235,6 +242,7 @@ mod tests {
             RET_USER_NOTIF,
             "no mark in i386"
         );
+        assert_eq!(i(i386::LISTEN, [3, 5, 0, 0, 0, 0]), RET_USER_NOTIF);
         assert_eq!(i(i386::SENDTO, [3, 1, 4, 0, 0, 0]), RET_ALLOW);
         assert_eq!(i(i386::SENDTO, [3, 1, 4, 0, 0x1000, 16]), RET_USER_NOTIF);
         assert_eq!(i(i386::SENDMSG, [0; 6]), RET_USER_NOTIF);

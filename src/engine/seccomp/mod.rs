@@ -3,10 +3,11 @@
 //!
 //! A seccomp filter ([`filter`]) is installed in the command's process just before `exec`. The
 //! kernel keeps it across `fork`, `clone`, `exec` and for every descendant, whatever they do to
-//! their environment or linking. It hands `connect`, `sendto` with an address, `sendmsg`,
-//! `sendmmsg` and `io_uring_setup` to a supervisor thread in nettrap through seccomp user
-//! notification ([`supervisor`]), which decides with the same compiled policy as the shim and
-//! writes to the same event log.
+//! their environment or linking. It hands `connect`, `listen`, `sendto` with an address,
+//! `sendmsg`, `sendmmsg` and `io_uring_setup` to a supervisor thread in nettrap through seccomp
+//! user notification ([`supervisor`]), which decides with the same compiled policy as the shim
+//! and writes to the same event log. DNS queries among those sends are read for their question
+//! ([`dns`]) and recorded as one lookup each ([`lookups`]).
 //!
 //! Getting the listener out: the filter's notification descriptor is created in the child and
 //! is close-on-exec. The child writes its pid and the descriptor's number down a pipe and waits;
@@ -21,7 +22,8 @@
 //!   test read from the live environment). It records and decides the call, then issues the
 //!   real `connect` as a raw system call carrying `SHIM_CONNECT_MARK` in its unused fourth
 //!   argument; the filter lets marked calls through without a notification. A call the shim
-//!   denies never reaches the kernel at all.
+//!   denies never reaches the kernel at all. Its `listen` is marked the same way (and recorded
+//!   by the shim once it succeeded).
 //! - the supervisor sees everything else: processes without the shim, glibc-internal and raw
 //!   `connect`s in processes with it, and every `sendto`/`sendmsg`/`sendmmsg` (the shim does not
 //!   interpose those).
@@ -33,8 +35,10 @@
 //! notification has a time-of-check/time-of-use gap (the caller's memory can change after the
 //! supervisor read it), and any program can put the mark on its own calls.
 
+mod dns;
 pub mod filter;
 pub mod gosync;
+mod lookups;
 mod notify;
 mod supervisor;
 mod target;

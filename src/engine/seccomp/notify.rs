@@ -1,6 +1,7 @@
 //! The kernel plumbing the supervisor needs: the seccomp user-notification ioctls, reading a
 //! trapped process's memory, and borrowing its file descriptors through pidfds.
 
+use nettrap_core::addr::Dest;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -55,6 +56,17 @@ impl Listener {
             val: 0,
             error: 0,
             flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        })
+    }
+
+    /// Answers the system call for the caller: it returns `val` (the supervisor made the call
+    /// itself, on a borrowed descriptor).
+    pub fn succeed(&self, id: u64, val: i64) -> io::Result<()> {
+        self.send(libc::seccomp_notif_resp {
+            id,
+            val,
+            error: 0,
+            flags: 0,
         })
     }
 
@@ -150,6 +162,8 @@ pub struct SocketInfo {
     /// Domain, type and protocol; `None` when the socket could not be borrowed.
     pub kind: Option<nettrap_core::addr::Socket>,
     pub id: SocketId,
+    /// The connected peer (`getpeername`), when asked for and the socket has an inet one.
+    pub peer: Option<Dest>,
 }
 
 fn sockopt(fd: RawFd, opt: libc::c_int) -> Option<i32> {
@@ -168,9 +182,38 @@ fn sockopt(fd: RawFd, opt: libc::c_int) -> Option<i32> {
     (r == 0).then_some(v)
 }
 
+/// A socket's type (`SOCK_STREAM`, `SOCK_DGRAM`, …).
+pub fn sock_type(fd: RawFd) -> Option<i32> {
+    sockopt(fd, libc::SO_TYPE)
+}
+
+/// The inet address a socket is bound to (`getsockname`) or connected to (`getpeername`).
+pub fn sock_addr(fd: RawFd, peer: bool) -> Option<Dest> {
+    let mut sa = [0u8; nettrap_core::addr::SOCKADDR_STORAGE];
+    let mut len = sa.len() as libc::socklen_t;
+    let ptr = sa.as_mut_ptr().cast::<libc::sockaddr>();
+    // SAFETY: both calls write at most len bytes into sa and update len; both outlive the call.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, ptr, &mut len)
+        } else {
+            libc::getsockname(fd, ptr, &mut len)
+        }
+    };
+    if r != 0 {
+        return None;
+    }
+    let sa = &sa[..(len as usize).min(sa.len())];
+    match nettrap_core::addr::decode(nettrap_core::addr::Op::Connect, None, Some(sa)) {
+        nettrap_core::addr::Address::Inet(d) => Some(d),
+        _ => None,
+    }
+}
+
 /// Descriptor `fd` of process `tgid` (behind `pidfd`), if it is a socket: borrowed through the
-/// pidfd (domain, type, protocol, inode), else its inode from `/proc/<tgid>/fd/<fd>`.
-pub fn socket_info(pidfd: &OwnedFd, tgid: u32, fd: RawFd) -> Option<SocketInfo> {
+/// pidfd (domain, type, protocol, inode, and with `want_peer` its connected peer), else its
+/// inode from `/proc/<tgid>/fd/<fd>`.
+pub fn socket_info(pidfd: &OwnedFd, tgid: u32, fd: RawFd, want_peer: bool) -> Option<SocketInfo> {
     use std::os::unix::fs::MetadataExt;
     if let Ok(sock) = pidfd_getfd(pidfd, fd) {
         let raw = sock.as_raw_fd();
@@ -179,10 +222,12 @@ pub fn socket_info(pidfd: &OwnedFd, tgid: u32, fd: RawFd) -> Option<SocketInfo> 
             domain: sockopt(raw, libc::SO_DOMAIN)?,
             protocol: sockopt(raw, libc::SO_PROTOCOL)?,
         };
+        let peer = want_peer.then(|| sock_addr(raw, true)).flatten();
         let ino = std::fs::File::from(sock).metadata().ok()?.ino();
         return Some(SocketInfo {
             kind: Some(kind),
             id: SocketId::Inode(ino),
+            peer,
         });
     }
     let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok()?;
@@ -195,6 +240,7 @@ pub fn socket_info(pidfd: &OwnedFd, tgid: u32, fd: RawFd) -> Option<SocketInfo> 
     Some(SocketInfo {
         kind: None,
         id: SocketId::Inode(ino),
+        peer: None,
     })
 }
 

@@ -10,15 +10,43 @@
 //!
 //! One thread is enough and keeps shutdown simple: it only calls RECV after poll() reported a
 //! pending notification, so it never blocks where the stop signal cannot reach it.
+//!
+//! ## DNS
+//!
+//! A datagram (or a TCP Fast Open send) to port 53 whose payload is a DNS query is a lookup:
+//! the supervisor reads the first question's name ([`super::dns`]) and records a
+//! `Syscall::Lookup` call (its `host` is the name, its destination the resolver) in place of
+//! the send. That covers `sendto` and `sendmsg`/`sendmmsg` with an address, and
+//! `sendmsg`/`sendmmsg` without one on a socket connected to port 53 (glibc's resolver sends
+//! A and AAAA with one `sendmmsg` on a connected socket; the peer is read with `getpeername`
+//! on the borrowed socket, only when the payload already reads as a query). A `connect` to port
+//! 53 is held back until a query names it, and recorded unnamed if none is trapped (`write`
+//! and `send` are not): see [`super::lookups`], which also makes one lookup one call.
+//!
+//! `--deny-dns` ([`FLAG_DENY_DNS`], decided by [`lookup_decision`]): a trapped query fails at
+//! once (the policy's errno), and so does a `connect` to port 53 by a process without the shim
+//! (Go's resolver, static programs: their queries, sent with `write`, are not trapped). In a
+//! process with the shim the connect goes on: the shim decided the lookup by name at
+//! `getaddrinfo` (a denied name never gets that far), and the query, if trapped, is decided
+//! here by its name.
+//!
+//! ## listen
+//!
+//! `listen` is trapped for processes without the shim (the shim marks its own), so the report
+//! knows the run's own servers (`in-suite`). The supervisor makes the call itself on the
+//! borrowed socket (the same socket), answers with its result, and records a `Syscall::Listen`
+//! record with the address the socket listens on.
 
+use super::dns::{self, Question};
 use super::filter;
+use super::lookups::{self, Lookups, Proc, SockKey};
 use super::notify::{self, Listener};
 use super::target::{Target, Targets};
 use crate::attribution::now_ns;
 use nettrap_core::addr::{self, Address, Dest, Transport};
 use nettrap_core::event::{Call, Log, NotWritten, RESULT_UNKNOWN, Source, Syscall, Unobserved};
 use nettrap_core::msg;
-use nettrap_core::policy::{Action, CompiledPolicy, Decision, FLAG_THREAD_NAMES};
+use nettrap_core::policy::{Action, CompiledPolicy, Decision, FLAG_THREAD_NAMES, NO_RULE};
 use nettrap_core::test_id::Phase;
 use std::collections::{HashSet, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -26,6 +54,62 @@ use std::sync::Arc;
 
 const MSG_FASTOPEN: u64 = 0x2000_0000;
 const SENDMMSG_MAX: usize = 1024;
+/// Messages of a sendmmsg whose payloads are read for DNS questions (resolvers send two).
+const DNS_MSGS_MAX: usize = 8;
+/// iovecs of a message gathered for its DNS question.
+const DNS_IOVS_MAX: usize = 4;
+/// The port DNS resolvers listen on.
+const DNS_PORT: u16 = 53;
+
+/// What to do with a DNS lookup a process makes, as the supervisor sees it: `name` is the
+/// question when the supervisor could read it from the query (`None`: a `connect` to port 53,
+/// or a datagram there that is not a query it can read); `test` the caller's test. The one
+/// decision the shim makes too (`CompiledPolicy::lookup_decision`: rules by host name,
+/// `--deny-dns`); a denied query or connect fails with the policy's errno (the shim's lookups
+/// fail with an `EAI_*` code instead).
+pub fn lookup_decision(
+    policy: &CompiledPolicy,
+    resolver: &Dest,
+    name: Option<&[u8]>,
+    test: Option<&[u8]>,
+) -> Decision {
+    // An unknown name matches no name rule; `--deny-dns` still denies it.
+    let mut d = policy.lookup_decision(Some(resolver), name.unwrap_or(b""), test);
+    if d.action == Action::Deny {
+        d.errno = policy.default_errno;
+    }
+    d
+}
+
+/// A call to a resolver that is a lookup: the port's decision (`decide`: rules on `dns`, port 53
+/// or the resolver's address) and the lookup's ([`lookup_decision`]). A denial by either wins
+/// (the port's first); else the lookup's if a rule made it; else the port's. The category is
+/// always the destination's.
+fn decide_dns(
+    policy: &CompiledPolicy,
+    dest: &Dest,
+    name: Option<&[u8]>,
+    test: Option<&[u8]>,
+) -> Decision {
+    let port = policy.decide(dest, test, None);
+    if port.action == Action::Deny {
+        return port;
+    }
+    let lookup = lookup_decision(policy, dest, name, test);
+    if lookup.action == Action::Deny || lookup.rule != NO_RULE {
+        Decision {
+            category: port.category,
+            ..lookup
+        }
+    } else {
+        port
+    }
+}
+
+/// How a decision's rule is named in the denial line.
+fn rule_label(policy: &CompiledPolicy, rule: u16) -> &[u8] {
+    policy.rule_label(rule).unwrap_or(b"default")
+}
 
 /// What the supervisor needs, owned by its thread.
 pub struct Context {
@@ -42,6 +126,27 @@ pub struct Context {
 /// length: EINVAL; unreadable: EFAULT).
 type Given = Result<Option<Vec<u8>>, ()>;
 
+/// The DNS question a message's payload carries, read as a datagram and as a TCP stream (the
+/// socket's type, known later, says which applies).
+#[derive(Default)]
+struct Payload {
+    udp: Option<Question>,
+    tcp: Option<Question>,
+}
+
+impl Payload {
+    fn read(bytes: &[u8]) -> Payload {
+        Payload {
+            udp: dns::parse(bytes),
+            tcp: dns::parse_tcp(bytes),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.udp.is_some() || self.tcp.is_some()
+    }
+}
+
 /// What one trapped call asks for.
 struct Found {
     syscall: Syscall,
@@ -50,6 +155,11 @@ struct Found {
     addrs: Vec<Given>,
     /// `MSG_FASTOPEN`: on a TCP socket, a connect carrying data.
     fastopen: bool,
+    /// Per message, as `addrs` (for the first [`DNS_MSGS_MAX`]): the DNS question in its
+    /// payload, read only for messages to port 53 or without an address.
+    payloads: Vec<Payload>,
+    /// `listen`'s backlog.
+    backlog: i32,
 }
 
 impl Found {
@@ -80,37 +190,136 @@ impl Found {
         }
         dests
     }
+
+    /// Does a message without an address carry what reads as a DNS query (so the socket's
+    /// connected peer is worth reading)?
+    fn unaddressed_query(&self) -> bool {
+        self.addrs
+            .iter()
+            .zip(&self.payloads)
+            .any(|(a, p)| matches!(a, Ok(None)) && p.any())
+    }
+
+    /// The DNS queries the call sends to port 53, each name once per resolver: on socket `sock`
+    /// (connected to `peer`, for messages without an address), of `transport`.
+    fn queries(
+        &self,
+        sock: Option<addr::Socket>,
+        peer: Option<Dest>,
+        transport: Transport,
+    ) -> Vec<(Dest, Question)> {
+        let mut out: Vec<(Dest, Question)> = Vec::new();
+        for (given, payload) in self.addrs.iter().zip(&self.payloads) {
+            let dest = match given {
+                Ok(bytes) => match addr::decode(self.op(), sock, bytes.as_deref()) {
+                    Address::Inet(d) => Some(d),
+                    // No address (or one the socket ignores): the connected peer.
+                    Address::NotInet => peer,
+                    Address::Rejected => break,
+                },
+                Err(()) => break,
+            };
+            let Some(dest) = dest.filter(|d| d.port == DNS_PORT) else {
+                continue;
+            };
+            let q = match transport {
+                Transport::Tcp => &payload.tcp,
+                _ => &payload.udp,
+            };
+            if let Some(q) = q
+                && !out.iter().any(|(d, x)| *d == dest && x.name == q.name)
+            {
+                out.push((dest, q.clone()));
+            }
+        }
+        out
+    }
 }
 
-/// Layout of `struct msghdr` / `struct mmsghdr` for an ABI: the name pointer is first, its
-/// length right after it.
+/// Layout of `struct msghdr` / `struct mmsghdr` / `struct iovec` for an ABI: the name pointer
+/// is first, its length right after it; then the iovec array and its length.
 struct Abi {
     ptr_len: usize,
     msghdr_len: usize,
     mmsghdr_len: usize,
+    /// Offsets of `msg_iov` and `msg_iovlen`.
+    iov_at: usize,
+    iovlen_at: usize,
 }
 
 const X86_64: Abi = Abi {
     ptr_len: 8,
     msghdr_len: 56,
     mmsghdr_len: 64,
+    iov_at: 16,
+    iovlen_at: 24,
 };
 const I386: Abi = Abi {
     ptr_len: 4,
     msghdr_len: 28,
     mmsghdr_len: 32,
+    iov_at: 8,
+    iovlen_at: 12,
 };
+
+/// A little-endian word of `len` bytes at `at`.
+fn word(b: &[u8], at: usize, len: usize) -> u64 {
+    b[at..at + len]
+        .iter()
+        .rev()
+        .fold(0u64, |v, &b| v << 8 | b as u64)
+}
 
 impl Abi {
     /// The (name pointer, name length) of a `struct msghdr` image.
     fn msg_name(&self, hdr: &[u8]) -> (u64, u64) {
-        let word = |at: usize, len: usize| {
-            hdr[at..at + len]
-                .iter()
-                .rev()
-                .fold(0u64, |v, &b| v << 8 | b as u64)
-        };
-        (word(0, self.ptr_len), word(self.ptr_len, 4))
+        (word(hdr, 0, self.ptr_len), word(hdr, self.ptr_len, 4))
+    }
+
+    /// The (iovec array pointer, count) of a `struct msghdr` image.
+    fn msg_iov(&self, hdr: &[u8]) -> (u64, u64) {
+        (
+            word(hdr, self.iov_at, self.ptr_len),
+            word(hdr, self.iovlen_at, self.ptr_len),
+        )
+    }
+}
+
+/// Up to [`dns::READ_MAX`] bytes of a message's payload, gathered from its first iovecs (what
+/// cannot be read is left out: the question is then not named, nothing else changes).
+fn gather(pid: u32, abi: &Abi, hdr: &[u8]) -> Vec<u8> {
+    let (iov, n) = abi.msg_iov(hdr);
+    let n = (n as usize).min(DNS_IOVS_MAX);
+    let iovec_len = 2 * abi.ptr_len;
+    let Ok(vecs) = notify::read_mem(pid, iov, n * iovec_len) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for v in vecs.chunks_exact(iovec_len) {
+        let (base, len) = (word(v, 0, abi.ptr_len), word(v, abi.ptr_len, abi.ptr_len));
+        let want = (len as usize).min(dns::READ_MAX - out.len());
+        if want == 0 {
+            continue;
+        }
+        match notify::read_mem(pid, base, want) {
+            Ok(b) => out.extend(b),
+            Err(_) => break,
+        }
+        if out.len() >= dns::READ_MAX {
+            break;
+        }
+    }
+    out
+}
+
+/// Could a message with this address (the raw bytes the caller gave) go to a resolver? No
+/// address (a connected socket's peer), or one whose port (at the same place in every inet
+/// family's sockaddr) is 53.
+fn maybe_resolver(given: &Given) -> bool {
+    match given {
+        Ok(None) => true,
+        Ok(Some(sa)) => sa.len() >= 4 && u16::from_be_bytes([sa[2], sa[3]]) == DNS_PORT,
+        Err(()) => false,
     }
 }
 
@@ -170,6 +379,7 @@ enum Op {
     Sendto,
     Sendmsg,
     Sendmmsg,
+    Listen,
 }
 
 /// Destinations of a trapped call, read from the caller's memory; None when it is not a call
@@ -206,6 +416,7 @@ fn find(req: &libc::seccomp_notif) -> Result<Option<Found>, Unreadable> {
             filter::i386::SENDTO | 1011 => Op::Sendto,
             filter::i386::SENDMSG | 1016 => Op::Sendmsg,
             filter::i386::SENDMMSG | 1020 => Op::Sendmmsg,
+            filter::i386::LISTEN | 1004 => Op::Listen,
             _ => return Ok(None),
         };
         (&I386, op, args)
@@ -215,26 +426,38 @@ fn find(req: &libc::seccomp_notif) -> Result<Option<Found>, Unreadable> {
             libc::SYS_sendto => Op::Sendto,
             libc::SYS_sendmsg => Op::Sendmsg,
             libc::SYS_sendmmsg => Op::Sendmmsg,
+            libc::SYS_listen => Op::Listen,
             _ => return Ok(None),
         };
         (&X86_64, op, req.data.args)
     };
     let fd = a[0] as i32;
-    let found = |syscall, addrs: Vec<Given>, fastopen| {
+    let found = |syscall, addrs: Vec<Given>, fastopen, payloads| {
         Ok(Some(Found {
             syscall,
             fd,
             addrs,
             fastopen,
+            payloads,
+            backlog: 0,
         }))
     };
     match op {
+        Op::Listen => Ok(Some(Found {
+            syscall: Syscall::Listen,
+            fd,
+            addrs: Vec::new(),
+            fastopen: false,
+            payloads: Vec::new(),
+            backlog: a[1] as i32,
+        })),
         // connect hands the protocol its address whatever the pointer (NULL with a length fails
         // the copy: EFAULT).
         Op::Connect => found(
             Syscall::Connect,
             vec![copy_addr(pid, a[1], addr::arg_len(a[2]))?],
             false,
+            Vec::new(),
         ),
         Op::Sendto => {
             let given = if a[4] == 0 {
@@ -242,21 +465,42 @@ fn find(req: &libc::seccomp_notif) -> Result<Option<Found>, Unreadable> {
             } else {
                 copy_addr(pid, a[4], addr::arg_len(a[5]))?
             };
-            found(Syscall::Sendto, vec![given], a[3] & MSG_FASTOPEN != 0)
+            // The filter traps only sendto with an address: read the payload when it is 53's.
+            let payload = if a[4] != 0 && maybe_resolver(&given) {
+                let want = (a[2] as usize).min(dns::READ_MAX);
+                notify::read_mem(pid, a[1], want)
+                    .map_or_else(|_| Payload::default(), |b| Payload::read(&b))
+            } else {
+                Payload::default()
+            };
+            found(
+                Syscall::Sendto,
+                vec![given],
+                a[3] & MSG_FASTOPEN != 0,
+                vec![payload],
+            )
         }
         Op::Sendmsg => {
             let Some(hdr) = mem(pid, a[1], abi.msghdr_len)? else {
                 return Ok(None);
             };
+            let given = msg_addr(pid, abi, &hdr)?;
+            let payload = if maybe_resolver(&given) {
+                Payload::read(&gather(pid, abi, &hdr))
+            } else {
+                Payload::default()
+            };
             found(
                 Syscall::Sendmsg,
-                vec![msg_addr(pid, abi, &hdr)?],
+                vec![given],
                 a[2] & MSG_FASTOPEN != 0,
+                vec![payload],
             )
         }
         Op::Sendmmsg => {
             let n = (a[2] as usize).min(SENDMMSG_MAX);
             let mut addrs = Vec::new();
+            let mut payloads = Vec::new();
             // One header at a time: the kernel sends the leading messages even when the array
             // runs into unmapped memory, so those must be seen too.
             for i in 0..n {
@@ -265,9 +509,17 @@ fn find(req: &libc::seccomp_notif) -> Result<Option<Found>, Unreadable> {
                 let Some(h) = mem(pid, at, abi.msghdr_len)? else {
                     break;
                 };
-                addrs.push(msg_addr(pid, abi, &h)?);
+                let given = msg_addr(pid, abi, &h)?;
+                if i < DNS_MSGS_MAX {
+                    payloads.push(if maybe_resolver(&given) {
+                        Payload::read(&gather(pid, abi, &h))
+                    } else {
+                        Payload::default()
+                    });
+                }
+                addrs.push(given);
             }
-            found(Syscall::Sendmmsg, addrs, a[3] & MSG_FASTOPEN != 0)
+            found(Syscall::Sendmmsg, addrs, a[3] & MSG_FASTOPEN != 0, payloads)
         }
     }
 }
@@ -313,10 +565,37 @@ impl UdpSeen {
     }
 }
 
+/// One record the supervisor writes.
+struct Rec<'a> {
+    target: &'a Target,
+    tid: u32,
+    time_ns: u64,
+    syscall: Syscall,
+    dest: Dest,
+    transport: Transport,
+    d: Decision,
+    thread: &'a [u8],
+    /// The name, for a lookup.
+    host: &'a [u8],
+}
+
+/// A `connect` to a resolver held back until a query names it (see [`lookups`]).
+struct Held {
+    target: Arc<Target>,
+    tid: u32,
+    time_ns: u64,
+    dest: Dest,
+    transport: Transport,
+    d: Decision,
+    thread: Vec<u8>,
+}
+
 struct Supervisor {
     ctx: Context,
     targets: Targets,
     udp_seen: UdpSeen,
+    /// DNS lookups in flight: one lookup, one call.
+    lookups: Lookups<Held>,
     /// `go test` adapters whose test binaries' calls wait for their markers (see gosync).
     go_adapters: super::gosync::Adapters,
 }
@@ -345,8 +624,15 @@ impl Supervisor {
                 return;
             }
         };
-        // Nothing that could be a destination on any socket: no need to look further.
-        let Some(found) = found.filter(|f| !f.dests(None).is_empty()) else {
+        if let Some(f) = &found
+            && f.syscall == Syscall::Listen
+        {
+            return self.listen(req, f.fd, f.backlog, &log);
+        }
+        // Nothing that could be a destination on any socket, nor a DNS query on a connected
+        // socket: no need to look further.
+        let Some(found) = found.filter(|f| !f.dests(None).is_empty() || f.unaddressed_query())
+        else {
             let _ = listener.allow(req.id);
             return;
         };
@@ -360,21 +646,29 @@ impl Supervisor {
         let time_ns = now_ns();
         // The socket, borrowed while the caller waits: what it is decides which addresses are
         // destinations (a TCP send without Fast Open makes no connection; see nettrap_core::addr).
+        // Its peer only when a message without an address reads as a DNS query.
+        let want_peer = found.payloads.iter().any(Payload::any);
         let socket = target
             .pidfd
             .as_ref()
-            .and_then(|p| notify::socket_info(p, target.tgid, found.fd));
+            .and_then(|p| notify::socket_info(p, target.tgid, found.fd, want_peer));
         let sock = socket.as_ref().and_then(|s| s.kind);
-        let dests = found.dests(sock);
-        if dests.is_empty() {
-            let _ = listener.allow(req.id);
-            return;
-        }
         let transport = match sock {
             Some(s) => Transport::from_sock_type(s.ty),
             None if found.fastopen => Transport::Tcp,
             None => Transport::Other,
         };
+        let queries = found.queries(sock, socket.as_ref().and_then(|s| s.peer), transport);
+        // A destination a query goes to is a lookup, not a send.
+        let dests: Vec<Dest> = found
+            .dests(sock)
+            .into_iter()
+            .filter(|d| !queries.iter().any(|(q, _)| q == d))
+            .collect();
+        if dests.is_empty() && queries.is_empty() {
+            let _ = listener.allow(req.id);
+            return;
+        }
         // The calling thread's name, read while it still waits for the answer (it may exit or
         // rename itself right after), only when the run asks for it.
         let thread = if self.ctx.policy.flags & FLAG_THREAD_NAMES != 0 {
@@ -382,25 +676,110 @@ impl Supervisor {
         } else {
             Vec::new()
         };
+        let policy = &self.ctx.policy;
         let test = target.test.as_ref().map(|(id, _)| id.as_slice());
+        let dns_transport = matches!(transport, Transport::Udp | Transport::Tcp);
         let decisions: Vec<(Dest, Decision)> = dests
             .iter()
-            .map(|d| (*d, self.ctx.policy.decide(d, test, None)))
+            .map(|d| {
+                let port = policy.decide(d, test, None);
+                if d.port != DNS_PORT || !dns_transport {
+                    return (*d, port);
+                }
+                let dns = decide_dns(policy, d, None, test);
+                // A connect to a resolver denied for the lookup, in a process with the shim: the
+                // shim decided the lookup at the resolver's API (see the module docs); the
+                // query, if trapped, is decided by its name.
+                if dns.action == Action::Deny
+                    && port.action != Action::Deny
+                    && found.syscall == Syscall::Connect
+                    && target.has_shim()
+                {
+                    return (*d, port);
+                }
+                (*d, dns)
+            })
             .collect();
-        let denied = decisions.iter().find(|(_, d)| d.action == Action::Deny);
-        let answered = match denied {
-            Some((dest, d)) => {
+        let lookups: Vec<(Dest, Question, Decision)> = queries
+            .into_iter()
+            .map(|(dest, q)| {
+                let d = decide_dns(policy, &dest, Some(q.name.as_bytes()), test);
+                (dest, q, d)
+            })
+            .collect();
+        let proc = Proc {
+            tgid: target.tgid,
+            start_time: target.start_time,
+        };
+        // A denied connect to a resolver of a lookup already denied (Go's second socket):
+        // failed, but neither told nor recorded again.
+        let resolver_connect =
+            |d: &Dest| found.syscall == Syscall::Connect && d.port == DNS_PORT && dns_transport;
+        let repeat = decisions.iter().any(|(dest, d)| {
+            d.action == Action::Deny
+                && resolver_connect(dest)
+                && !self.lookups.denied_connect(proc, *dest, time_ns)
+        });
+        let listener = &self.ctx.listener;
+        let answered = if let Some((dest, d)) =
+            decisions.iter().find(|(_, d)| d.action == Action::Deny)
+        {
+            if !repeat {
                 self.tell(&target, found.syscall, dest, d);
-                listener.fail(req.id, d.errno)
             }
-            None => listener.allow(req.id),
+            listener.fail(req.id, d.errno)
+        } else if let Some((_, q, d)) = lookups.iter().find(|(_, _, d)| d.action == Action::Deny) {
+            self.tell_lookup(&target, &q.name, d);
+            listener.fail(req.id, d.errno)
+        } else {
+            listener.allow(req.id)
         };
         if answered.is_err() {
             return; // interrupted: the restarted call comes back as a new notification
         }
         let is_datagram_send = transport == Transport::Udp && found.syscall != Syscall::Connect;
         let socket_id = socket.map_or(notify::SocketId::Fd(found.fd), |s| s.id);
+        let sock_key = SockKey {
+            proc,
+            socket: socket_id,
+        };
+        let rec = |syscall, dest, d, host| Rec {
+            target: &target,
+            tid: req.pid,
+            time_ns,
+            syscall,
+            dest,
+            transport,
+            d,
+            thread: &thread,
+            host,
+        };
+        for (dest, q, d) in &lookups {
+            let (new, evicted) = self.lookups.query(sock_key, *dest, &q.name, time_ns);
+            self.flush(&log, evicted);
+            if new {
+                self.record(&log, &rec(Syscall::Lookup, *dest, *d, q.name.as_bytes()));
+            }
+        }
         for (dest, d) in decisions {
+            if repeat {
+                continue;
+            }
+            // A connect to a resolver: held until a query names the lookup (or time is up).
+            if resolver_connect(&dest) && d.action != Action::Deny {
+                let held = Held {
+                    target: target.clone(),
+                    tid: req.pid,
+                    time_ns,
+                    dest,
+                    transport,
+                    d,
+                    thread: thread.clone(),
+                };
+                let evicted = self.lookups.connect(sock_key, dest, time_ns, held);
+                self.flush(&log, evicted);
+                continue;
+            }
             if is_datagram_send
                 && d.action != Action::Deny
                 && !self.udp_seen.insert(UdpKey {
@@ -412,50 +791,62 @@ impl Supervisor {
             {
                 continue;
             }
+            self.record(&log, &rec(found.syscall, dest, d, &[]));
+        }
+    }
+
+    /// Records held connects to resolvers that no query named: unnamed `connect` calls.
+    fn flush(&self, log: &Log, held: Vec<Held>) {
+        for h in held {
             self.record(
-                &log,
-                &target,
-                req.pid,
-                time_ns,
-                found.syscall,
-                dest,
-                transport,
-                &d,
-                &thread,
+                log,
+                &Rec {
+                    target: &h.target,
+                    tid: h.tid,
+                    time_ns: h.time_ns,
+                    syscall: Syscall::Connect,
+                    dest: h.dest,
+                    transport: h.transport,
+                    d: h.d,
+                    thread: &h.thread,
+                    host: &[],
+                },
             );
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &self,
-        log: &Log,
-        target: &Target,
-        tid: u32,
-        time_ns: u64,
-        syscall: Syscall,
-        dest: Dest,
-        transport: Transport,
-        d: &Decision,
-        thread: &[u8],
-    ) {
+    /// Held connects whose time is up are recorded (see [`lookups`]).
+    fn sweep(&mut self, all: bool) {
+        let held = if all {
+            self.lookups.drain()
+        } else {
+            self.lookups.sweep(now_ns())
+        };
+        if !held.is_empty() {
+            let mapping = self.ctx.log_mapping.clone();
+            self.flush(&mapping.log(), held);
+        }
+    }
+
+    fn record(&self, log: &Log, r: &Rec) {
+        let d = &r.d;
         let call = Call {
-            pid: target.tgid,
-            tid,
-            time_ns,
-            dest,
-            transport,
+            pid: r.target.tgid,
+            tid: r.tid,
+            time_ns: r.time_ns,
+            dest: r.dest,
+            transport: r.transport,
             action: d.action,
-            phase: target.test.as_ref().map_or(Phase::None, |t| t.1),
+            phase: r.target.test.as_ref().map_or(Phase::None, |t| t.1),
             source: Source::Seccomp,
-            syscall,
+            syscall: r.syscall,
             category: d.category,
             rule: d.rule,
             deny_errno: if d.action == Action::Deny { d.errno } else { 0 },
-            has_test: target.test.is_some(),
+            has_test: r.target.test.is_some(),
         };
-        let test = target.test.as_ref().map_or(&[][..], |t| t.0.as_slice());
-        match log.append_call(&call, test, &[], thread) {
+        let test = r.target.test.as_ref().map_or(&[][..], |t| t.0.as_slice());
+        match log.append_call(&call, test, r.host, r.thread) {
             // The supervisor answers before the call runs: its outcome is not known here.
             Ok(cell) => cell.set(if d.action == Action::Deny {
                 d.errno
@@ -470,10 +861,6 @@ impl Supervisor {
     /// The one-line denial, written into the caller's own stderr.
     fn tell(&self, target: &Target, syscall: Syscall, dest: &Dest, d: &Decision) {
         let policy = &self.ctx.policy;
-        let rule = policy
-            .rules()
-            .get(d.rule as usize)
-            .map_or(&b"default"[..], |r| r.label());
         let mut line = [0u8; 1024];
         let test = target.test.as_ref().map(|t| t.0.as_slice());
         let n = msg::denial(
@@ -483,9 +870,82 @@ impl Supervisor {
             policy.category_name(d.category),
             test,
             target.tgid,
-            rule,
+            rule_label(policy, d.rule),
         );
         notify::write_to_stderr_of(target.tgid, target.pidfd.as_ref(), &line[..n]);
+    }
+
+    /// The denial line of a lookup: `nettrap: denied lookup of NAME (dns) in TEST (rule: …)`.
+    fn tell_lookup(&self, target: &Target, name: &str, d: &Decision) {
+        let policy = &self.ctx.policy;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let who = match &target.test {
+            Some((t, _)) => format!("in {}", text(t)),
+            None => format!("outside any test (pid {})", target.tgid),
+        };
+        let line = format!(
+            "nettrap: denied lookup of {name} ({}) {who} (rule: {})\n",
+            text(policy.category_name(d.category)),
+            text(rule_label(policy, d.rule)),
+        );
+        notify::write_to_stderr_of(target.tgid, target.pidfd.as_ref(), line.as_bytes());
+    }
+
+    /// `listen` in a process without the shim: made here on the borrowed socket (the same
+    /// socket), answered with its result, recorded with the address it listens on.
+    fn listen(&mut self, req: &libc::seccomp_notif, fd: i32, backlog: i32, log: &Log) {
+        let time_ns = now_ns();
+        let target = self.targets.lookup(req.pid, log, time_ns);
+        let listener = &self.ctx.listener;
+        let Some(sock) = target
+            .pidfd
+            .as_ref()
+            .and_then(|p| notify::pidfd_getfd(p, fd).ok())
+        else {
+            // Not ours to borrow (or no such descriptor): the kernel answers, unrecorded.
+            let _ = listener.allow(req.id);
+            return;
+        };
+        // SAFETY: listen on our copy of the caller's descriptor: the same open socket.
+        let r = unsafe { libc::listen(sock.as_raw_fd(), backlog) };
+        let answered = if r == 0 {
+            listener.succeed(req.id, 0)
+        } else {
+            let e = std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL);
+            listener.fail(req.id, e)
+        };
+        // Interrupted: listen again on a listening socket changes nothing, and the restarted
+        // call is recorded.
+        if r != 0 || answered.is_err() {
+            return;
+        }
+        let Some(dest) = notify::sock_addr(sock.as_raw_fd(), false) else {
+            return; // not an inet socket
+        };
+        let transport =
+            notify::sock_type(sock.as_raw_fd()).map_or(Transport::Other, Transport::from_sock_type);
+        let d = Decision {
+            category: self.ctx.policy.classify(&dest, None),
+            rule: NO_RULE,
+            action: Action::Record,
+            errno: 0,
+        };
+        self.record(
+            log,
+            &Rec {
+                target: &target,
+                tid: req.pid,
+                time_ns,
+                syscall: Syscall::Listen,
+                dest,
+                transport,
+                d,
+                thread: &[],
+                host: &[],
+            },
+        );
     }
 
     /// io_uring would carry network calls past the filter: refused in enforce runs (ENOSYS, so
@@ -507,7 +967,7 @@ impl Supervisor {
         }
         let d = Decision {
             category: nettrap_core::policy::OTHER,
-            rule: nettrap_core::policy::NO_RULE,
+            rule: NO_RULE,
             action: if self.ctx.refuse_io_uring {
                 Action::Deny
             } else {
@@ -521,25 +981,30 @@ impl Supervisor {
         };
         self.record(
             &log,
-            &target,
-            req.pid,
-            time_ns,
-            Syscall::IoUringSetup,
-            none,
-            Transport::Other,
-            &d,
-            &[],
+            &Rec {
+                target: &target,
+                tid: req.pid,
+                time_ns,
+                syscall: Syscall::IoUringSetup,
+                dest: none,
+                transport: Transport::Other,
+                d,
+                thread: &[],
+                host: &[],
+            },
         );
     }
 }
 
-/// Runs until `stop` becomes readable or no process holds the filter any more. Returns why it
-/// stopped before being told to, if it did while processes still held the filter.
+/// Runs until `stop` becomes readable or no process holds the filter any more; then records
+/// the connects to resolvers still held back. Returns why it stopped before being told to, if
+/// it did while processes still held the filter.
 pub fn run(ctx: Context, stop: OwnedFd) -> Option<String> {
     let mut sup = Supervisor {
         ctx,
         targets: Targets::default(),
         udp_seen: UdpSeen::default(),
+        lookups: Lookups::default(),
         go_adapters: Default::default(),
     };
     sup.ctx.listener.set_sync_wakeup();
@@ -560,11 +1025,18 @@ pub fn run(ctx: Context, stop: OwnedFd) -> Option<String> {
                 revents: 0,
             },
         ];
+        // While connects to resolvers are held back, wake up to record those whose time is up.
+        let timeout = if sup.lookups.holding() {
+            (lookups::HOLD_NS / 4 / 1_000_000) as i32
+        } else {
+            -1
+        };
         // SAFETY: poll on two valid descriptors with a correctly sized array.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
         if n < 0 {
             continue; // EINTR
         }
+        sup.sweep(false);
         // Stop when told (the command and its grace period are over: processes still trapped
         // then get ENOSYS once nettrap exits), or when no process holds the filter any more.
         if fds[1].revents != 0 {
@@ -596,5 +1068,6 @@ pub fn run(ctx: Context, stop: OwnedFd) -> Option<String> {
             break;
         }
     }
+    sup.sweep(true);
     error
 }

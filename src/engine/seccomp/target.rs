@@ -27,6 +27,23 @@ pub struct Target {
     /// The `go test` adapter reading this process's test markers, from `NETTRAP_GO_SYNC` (see
     /// `gosync`).
     pub go_sync: Option<super::gosync::Adapter>,
+    /// Whether nettrap's shim is loaded in the process (read from its maps when first asked).
+    shim: std::sync::OnceLock<bool>,
+}
+
+impl Target {
+    /// Is nettrap's shim loaded in this process (so its resolver entry points are interposed)?
+    /// Read once per exec image from `/proc/<tgid>/maps`.
+    pub fn has_shim(&self) -> bool {
+        *self.shim.get_or_init(|| {
+            let maps = std::fs::read(format!("/proc/{}/maps", self.tgid)).unwrap_or_default();
+            let file = crate::engine::preload::SHIM_FILE.as_bytes();
+            maps.split(|&b| b == b'\n').any(|line| {
+                line.strip_suffix(file)
+                    .is_some_and(|rest| rest.ends_with(b"/"))
+            })
+        })
+    }
 }
 
 /// Identifies one exec image of one task: the task's start time and where its environment
@@ -164,6 +181,7 @@ impl Targets {
             ppid,
             start_time,
             go_sync: super::gosync::from_environ(&environ),
+            shim: std::sync::OnceLock::new(),
         });
         if let (Some(key), Some(stat)) = (key, stat) {
             // Bounded: every entry holds two descriptors, and entries of tasks that ended are

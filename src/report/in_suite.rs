@@ -1,0 +1,195 @@
+//! The suite's own servers: calls to a listener that a process of the run itself opened.
+//!
+//! The engines record every `listen` of the run (`Syscall::Listen` records: the shim for the
+//! processes it is in, the seccomp supervisor for the others) with the address the socket
+//! listens on. A call is to the suite's own server when a listener opened before it (by time)
+//! listens on its destination: the same address and port, or the port on a wildcard address
+//! (`0.0.0.0`, `::`) and a destination that is an address of this machine (loopback, an
+//! interface's address, or the unspecified address, which reaches the machine itself).
+//!
+//! Such a call is marked `served_by_suite`. If no category claims it (`other`), it becomes
+//! `in-suite` instead: allowed when the engine decided it by the default rule, so it is not
+//! offending and never on the to-do list; a rule of the user's that decided it (a deny of
+//! `other`, a port range) still stands, since the engines decide at call time, before the run's
+//! listeners are known. A known service keeps its category (a `redis-server` a fixture started
+//! is still `redis`, and still a dependency of the tests that use it).
+//!
+//! Not seen: servers of processes no engine watches (a static program under `--engine
+//! preload`), UDP servers (they `bind` but never `listen`), and listeners a process of the run
+//! inherited already listening from outside it.
+
+use nettrap_core::addr::{Dest, Transport};
+use nettrap_core::event::{Record, Syscall};
+
+/// The category of calls to the suite's own servers that no other category claims.
+pub const IN_SUITE: &str = "in-suite";
+/// How such a call's rule is shown when it was allowed for being one.
+pub const IN_SUITE_RULE: &str = "allow in-suite (default)";
+
+/// The run's listeners, with the machine's own addresses.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// (when, address, transport), in log order.
+    list: Vec<(u64, Dest, Transport)>,
+    /// This machine's interface addresses (IPv4 as IPv4-mapped).
+    local: Vec<[u8; 16]>,
+}
+
+const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+fn is_v4(ip: &[u8; 16]) -> bool {
+    ip[..12] == V4_MAPPED
+}
+
+fn unspecified(ip: &[u8; 16]) -> bool {
+    ip.iter().all(|&b| b == 0) || (is_v4(ip) && ip[12..] == [0; 4])
+}
+
+fn loopback(ip: &[u8; 16]) -> bool {
+    (is_v4(ip) && ip[12] == 127) || *ip == std::net::Ipv6Addr::LOCALHOST.octets()
+}
+
+/// The addresses of this machine's interfaces (`getifaddrs`); empty when they cannot be read.
+fn interface_addresses() -> Vec<[u8; 16]> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list into head, freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: p is a node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*p };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says how long it is.
+            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+            match family {
+                libc::AF_INET => {
+                    // SAFETY: an AF_INET address is a sockaddr_in.
+                    let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                    let v4 = sin.sin_addr.s_addr.to_ne_bytes();
+                    out.push(std::net::Ipv4Addr::from(v4).to_ipv6_mapped().octets());
+                }
+                libc::AF_INET6 => {
+                    // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                    let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                    out.push(sin6.sin6_addr.s6_addr);
+                }
+                _ => {}
+            }
+        }
+        p = ifa.ifa_next;
+    }
+    // SAFETY: freeing the list getifaddrs allocated, no longer used.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+impl Listeners {
+    /// The listeners among the log's records; the machine's addresses read now.
+    pub fn from_records(records: &[Record]) -> Listeners {
+        let list: Vec<(u64, Dest, Transport)> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Call(c) if c.call.syscall == Syscall::Listen => {
+                    Some((c.call.time_ns, c.call.dest, c.call.transport))
+                }
+                _ => None,
+            })
+            .collect();
+        let local = if list.is_empty() {
+            Vec::new()
+        } else {
+            interface_addresses()
+        };
+        Listeners { list, local }
+    }
+
+    #[cfg(test)]
+    fn with(list: Vec<(u64, Dest, Transport)>, local: Vec<[u8; 16]>) -> Listeners {
+        Listeners { list, local }
+    }
+
+    /// Is `ip` an address of this machine?
+    fn local(&self, ip: &[u8; 16]) -> bool {
+        loopback(ip) || unspecified(ip) || self.local.contains(ip)
+    }
+
+    /// Does a listener of the run, opened at or before `time_ns`, serve `dest` over
+    /// `transport`?
+    pub fn serves(&self, dest: &Dest, transport: Transport, time_ns: u64) -> bool {
+        self.list.iter().any(|(t, l, lt)| {
+            if *t > time_ns || l.port != dest.port || dest.port == 0 {
+                return false;
+            }
+            if transport != Transport::Other && *lt != transport {
+                return false;
+            }
+            if l.ip == dest.ip {
+                return true;
+            }
+            if !unspecified(&l.ip) || !self.local(&dest.ip) {
+                return false;
+            }
+            // 0.0.0.0 takes IPv4 only; `::` takes both (unless the socket is IPv6-only, which
+            // the record does not say).
+            !is_v4(&l.ip) || is_v4(&dest.ip)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v6(last: u8, port: u16) -> Dest {
+        let mut ip = [0u8; 16];
+        ip[15] = last;
+        Dest { ip, port }
+    }
+
+    #[test]
+    fn listeners_serve_their_address_and_wildcards_the_local_ones() {
+        let lan = Dest::from_v4([10, 1, 2, 3], 0).ip;
+        let l = Listeners::with(
+            vec![
+                (10, Dest::from_v4([127, 0, 0, 1], 8001), Transport::Tcp),
+                (10, Dest::from_v4([0, 0, 0, 0], 8002), Transport::Tcp),
+                (10, v6(0, 8003), Transport::Tcp),
+                (10, v6(1, 8004), Transport::Tcp),
+            ],
+            vec![lan],
+        );
+        let tcp = Transport::Tcp;
+        let at = |d: Dest| l.serves(&d, tcp, 20);
+        assert!(at(Dest::from_v4([127, 0, 0, 1], 8001)));
+        assert!(!at(Dest::from_v4([127, 0, 0, 2], 8001)), "another address");
+        assert!(
+            !l.serves(&Dest::from_v4([127, 0, 0, 1], 8001), tcp, 5),
+            "before it listened"
+        );
+        assert!(!l.serves(&Dest::from_v4([127, 0, 0, 1], 8001), Transport::Udp, 20));
+        // 0.0.0.0: any local IPv4 address, not IPv6, not another machine.
+        assert!(at(Dest::from_v4([127, 0, 0, 9], 8002)));
+        assert!(at(Dest::from_v4([10, 1, 2, 3], 8002)));
+        assert!(at(Dest::from_v4([0, 0, 0, 0], 8002)));
+        assert!(!at(Dest::from_v4([10, 1, 2, 4], 8002)));
+        assert!(!at(v6(1, 8002)));
+        // `::`: both families.
+        assert!(at(v6(1, 8003)));
+        assert!(at(Dest::from_v4([127, 0, 0, 1], 8003)));
+        assert!(!at(Dest::from_v4([192, 0, 2, 1], 8003)));
+        assert!(at(v6(1, 8004)));
+        assert!(!at(Dest::from_v4([127, 0, 0, 1], 8004)));
+        assert!(!at(Dest::from_v4([127, 0, 0, 1], 9999)));
+    }
+
+    #[test]
+    fn this_machine_has_addresses() {
+        // Loopback is always there; reading the interfaces never fails loudly.
+        let _ = interface_addresses();
+        assert!(loopback(&Dest::from_v4([127, 0, 0, 1], 0).ip));
+        assert!(!loopback(&Dest::from_v4([128, 0, 0, 1], 0).ip));
+    }
+}
