@@ -16,19 +16,9 @@ type Row = (String, String, u64, String, String, u64);
 
 /// Every call, sorted.
 fn rows(run: &Run) -> Vec<Row> {
-    let all = run.report["tests"]
-        .as_array()
-        .unwrap()
+    let mut v: Vec<_> = run
+        .all_calls()
         .iter()
-        .flat_map(|t| t["calls"].as_array().unwrap().clone());
-    let mut v: Vec<_> = all
-        .chain(
-            run.report["unattributed"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .cloned(),
-        )
         .map(|c| {
             (
                 c["category"].as_str().unwrap().to_string(),

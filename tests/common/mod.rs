@@ -305,6 +305,16 @@ impl Run {
     }
 
     /// Total calls over the whole report.
+    /// Every grouped call entry of the report: the tests' and the unattributed ones.
+    pub fn all_calls(&self) -> Vec<Value> {
+        let tests = self.report["tests"].as_array().into_iter().flatten();
+        tests
+            .flat_map(|t| t["calls"].as_array().into_iter().flatten())
+            .chain(self.report["unattributed"].as_array().into_iter().flatten())
+            .cloned()
+            .collect()
+    }
+
     pub fn total_calls(&self) -> u64 {
         let all = self.report["tests"]
             .as_array()

@@ -11,19 +11,9 @@ fn fx(name: &str) -> String {
 
 /// (address, port, transport, syscall, verdict, count) of every grouped call, sorted.
 fn rows(run: &Run) -> Vec<(String, u64, String, String, String, u64)> {
-    let all = run.report["tests"]
-        .as_array()
-        .unwrap()
+    let mut v: Vec<_> = run
+        .all_calls()
         .iter()
-        .flat_map(|t| t["calls"].as_array().unwrap().clone())
-        .chain(
-            run.report["unattributed"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .cloned(),
-        );
-    let mut v: Vec<_> = all
         .map(|c| {
             (
                 c["address"].as_str().unwrap().to_string(),
