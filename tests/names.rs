@@ -690,3 +690,36 @@ fn record_mode_changes_nothing_the_program_sees() {
         assert!(!of(&run, "lookup").is_empty());
     }
 }
+
+#[test]
+fn a_name_rule_holds_while_threads_resolve_the_same_name() {
+    // Every lookup rewrote the address's entry in the shim's table; a connect on another thread
+    // that found it half-written went without a name, and past the name rule.
+    let race = c_fixture("resolve_race").to_str().unwrap().to_string();
+    for engine in ["preload", "auto"] {
+        let run = nt(
+            &format!("name-race-{engine}"),
+            &[
+                "--engine",
+                engine,
+                "--errno",
+                "EACCES",
+                "--deny",
+                "api.payments.example:443",
+            ],
+            &[
+                race.clone(),
+                "500".into(),
+                "4".into(),
+                "api.payments.example".into(),
+                "443".into(),
+            ],
+        );
+        assert!(
+            run.stdout().contains("denied=2000 other=0"),
+            "{engine}: {}",
+            run.stdout()
+        );
+        assert_eq!(run.code(), 86, "{engine}");
+    }
+}

@@ -289,6 +289,15 @@ impl<const SETS: usize, const WAYS: usize> NameTable<SETS, WAYS> {
             }
         }
         let e = &set[pick];
+        // Already remembered so (threads resolving the same name again and again): no write, so
+        // no moment in which a reader finds the entry being written.
+        let mut held = [0u8; MAX_NAME];
+        if self
+            .read(e, &key, &mut held)
+            .is_some_and(|(_, len)| &held[..len] == name)
+        {
+            return;
+        }
         let seq = e.seq.load(Ordering::Relaxed);
         if seq & 1 == 1
             || e.seq
@@ -327,11 +336,35 @@ impl<const SETS: usize, const WAYS: usize> NameTable<SETS, WAYS> {
         let mut best = (0u64, 0usize);
         let mut buf = [0u8; MAX_NAME];
         for e in self.set(ip) {
+            if let Some((stamp, len)) = self.read(e, &key, &mut buf)
+                && stamp > best.0
+            {
+                best = (stamp, len);
+                out[..len].copy_from_slice(&buf[..len]);
+            }
+        }
+        best.1
+    }
+
+    /// Entry `e`'s (stamp, name length) with its name in `buf`, if it holds address `key`. An
+    /// entry being written is read again (a writer stores a few hundred bytes; a reader that
+    /// gave up at once would take a connect made meanwhile for one without a name), up to a
+    /// bound: a writer preempted in the middle cannot stall a reader for long.
+    fn read(&self, e: &Entry, key: &[u64; 2], buf: &mut [u8; MAX_NAME]) -> Option<(u64, usize)> {
+        for _ in 0..READ_TRIES {
             let before = e.seq.load(Ordering::Acquire);
-            if before & 1 == 1
-                || e.ip[0].load(Ordering::Relaxed) != key[0]
+            if before & 1 == 1 {
+                core::hint::spin_loop();
+                continue;
+            }
+            if e.ip[0].load(Ordering::Relaxed) != key[0]
                 || e.ip[1].load(Ordering::Relaxed) != key[1]
             {
+                // Check that the mismatch was not torn either.
+                fence(Ordering::Acquire);
+                if e.seq.load(Ordering::Relaxed) == before {
+                    return None;
+                }
                 continue;
             }
             let stamp = e.stamp.load(Ordering::Relaxed);
@@ -340,17 +373,17 @@ impl<const SETS: usize, const WAYS: usize> NameTable<SETS, WAYS> {
                 chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
             }
             fence(Ordering::Acquire);
-            if e.seq.load(Ordering::Relaxed) != before || len == 0 || len > MAX_NAME {
+            if e.seq.load(Ordering::Relaxed) != before {
                 continue; // torn: written meanwhile
             }
-            if stamp > best.0 {
-                best = (stamp, len);
-                out[..len].copy_from_slice(&buf[..len]);
-            }
+            return (stamp != 0 && len != 0 && len <= MAX_NAME).then_some((stamp, len));
         }
-        best.1
+        None
     }
 }
+
+/// How often a reader tries an entry that is being written (see `NameTable::read`).
+const READ_TRIES: usize = 10_000;
 
 #[cfg(test)]
 mod tests {
