@@ -723,3 +723,21 @@ fn a_name_rule_holds_while_threads_resolve_the_same_name() {
         assert_eq!(run.code(), 86, "{engine}");
     }
 }
+
+#[test]
+fn getaddrinfo_sorting_its_results_is_not_a_call() {
+    // glibc sorts several results by connecting a UDP socket to each (RFC 6724; nothing is
+    // sent). Under auto those connects reached the supervisor as calls, and a deny rule on the
+    // port failed a run that never connected.
+    let script = "import socket; print(len(socket.getaddrinfo('localhost', 80)) > 1)";
+    for engine in ["preload", "auto"] {
+        let run = nt(
+            &format!("gai-sort-{engine}"),
+            &["--engine", engine, "--deny", "external-api"],
+            &["python3".into(), "-c".into(), script.into()],
+        );
+        assert!(run.stdout().contains("True"), "{engine}: {}", run.stdout());
+        assert_eq!(run.total_calls(), 0, "{engine}: {}", run.stderr());
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+    }
+}

@@ -72,6 +72,13 @@ const OFF_ALLOCATED: usize = 40;
 /// Per-cause counters of calls an engine let pass without deciding or recording them
 /// ([`Unobserved`]): `CAUSES` u64s.
 const OFF_UNOBSERVED: usize = 64;
+/// Threads inside the resolver (`getaddrinfo`), by thread id, [`RESOLVING_SLOTS`] u32s: their
+/// UDP connects are how glibc sorts a lookup's results (RFC 6724: a connect to each result,
+/// nothing sent), not calls. The shim marks its threads; both engines read the marks.
+const OFF_RESOLVING: usize = 512;
+/// Threads the resolver table holds at once; a thread that finds no free slot is not marked
+/// (its sorting connects are then counted as calls, as they were before the table).
+pub const RESOLVING_SLOTS: usize = 256;
 
 const KIND_CALL: u8 = 1;
 const KIND_PROCESS: u8 = 2;
@@ -593,6 +600,38 @@ impl<'a> Log<'a> {
 
     pub fn allocated(&self) -> u64 {
         self.counter(OFF_ALLOCATED).load(Ordering::Acquire)
+    }
+
+    fn resolving(&self, slot: usize) -> &AtomicU32 {
+        // SAFETY: slot < RESOLVING_SLOTS: a fixed, 4-aligned offset inside the header (512 +
+        // 4 * 256 < 4096), which the mapping covers.
+        unsafe {
+            &*(self
+                .header
+                .add(OFF_RESOLVING + 4 * slot)
+                .cast::<AtomicU32>())
+        }
+    }
+
+    /// Marks thread `tid` as inside the resolver (see [`OFF_RESOLVING`]); the slot to clear
+    /// with [`Log::leave_resolver`], or None when the table is full.
+    pub fn enter_resolver(&self, tid: u32) -> Option<usize> {
+        (0..RESOLVING_SLOTS).find(|&i| {
+            self.resolving(i)
+                .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
+    pub fn leave_resolver(&self, slot: usize) {
+        if slot < RESOLVING_SLOTS {
+            self.resolving(slot).store(0, Ordering::Release);
+        }
+    }
+
+    /// Is thread `tid` inside the resolver?
+    pub fn in_resolver(&self, tid: u32) -> bool {
+        tid != 0 && (0..RESOLVING_SLOTS).any(|i| self.resolving(i).load(Ordering::Acquire) == tid)
     }
 
     /// Counts one call let pass without a decision or record (see [`Unobserved`]).

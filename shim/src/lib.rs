@@ -960,6 +960,16 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     };
     let transport = Transport::from_sock_type(sock.ty);
     let log = log();
+    // glibc's getaddrinfo sorting its results (a UDP connect to each, nothing sent): not a call.
+    if transport == Transport::Udp
+        && log
+            .as_ref()
+            .is_some_and(|log| log.in_resolver(sys::gettid()))
+    {
+        set_errno(saved_errno);
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real_connect(fd, addr, len, backstop) };
+    }
     // Cannot decide (no policy), or cannot record with the supervisor there to do both: count
     // the call and hand it to the kernel unmarked.
     let Some(policy) = policy.filter(|_| log.is_some() || !backstop) else {

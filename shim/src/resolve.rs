@@ -425,6 +425,26 @@ fn family_of(af: c_int) -> Option<Family> {
     }
 }
 
+/// This thread marked as inside `getaddrinfo` in the run's log header for as long as the value
+/// lives (see `nettrap_core::event::Log::enter_resolver`): the UDP connects glibc makes to sort
+/// the results are not calls, for the shim and the supervisor alike. Nothing is marked when the
+/// log cannot be mapped or its table is full.
+struct Resolving(Option<usize>);
+
+impl Resolving {
+    fn enter() -> Resolving {
+        Resolving(log().and_then(|log| log.enter_resolver(sys::gettid())))
+    }
+}
+
+impl Drop for Resolving {
+    fn drop(&mut self) {
+        if let (Some(slot), Some(log)) = (self.0, log()) {
+            log.leave_resolver(slot);
+        }
+    }
+}
+
 /// # Safety
 /// As getaddrinfo(3); exported to interpose libc's.
 #[unsafe(no_mangle)]
@@ -466,6 +486,7 @@ pub unsafe extern "C" fn getaddrinfo(
     };
     let pending = match begin {
         Begin::Forward => {
+            let _mark = Resolving::enter();
             set_errno(saved_errno);
             // SAFETY: forwarding the caller's arguments.
             return unsafe { f(node, service, hints, res) };
@@ -476,10 +497,12 @@ pub unsafe extern "C" fn getaddrinfo(
         }
         Begin::Go(p) => p,
     };
+    let mark = Resolving::enter();
     set_errno(saved_errno);
     // SAFETY: forwarding the caller's arguments.
     let r = unsafe { f(node, service, hints, res) };
     let e = super::errno();
+    drop(mark);
     let list = if r == 0 && !res.is_null() {
         // SAFETY: on success *res is the list getaddrinfo returned, not freed yet.
         unsafe { *res }

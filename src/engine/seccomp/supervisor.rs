@@ -658,6 +658,15 @@ impl Supervisor {
             None if found.fastopen => Transport::Tcp,
             None => Transport::Other,
         };
+        // glibc's getaddrinfo sorting its results in a process with the shim (a UDP connect to
+        // each result, nothing sent; the shim marks the thread): not a call.
+        if found.syscall == Syscall::Connect
+            && transport == Transport::Udp
+            && log.in_resolver(req.pid)
+        {
+            let _ = listener.allow(req.id);
+            return;
+        }
         let queries = found.queries(sock, socket.as_ref().and_then(|s| s.peer), transport);
         // A destination a query goes to is a lookup, not a send.
         let dests: Vec<Dest> = found
