@@ -741,3 +741,29 @@ fn getaddrinfo_sorting_its_results_is_not_a_call() {
         assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
     }
 }
+
+#[test]
+fn names_glibc_sends_to_the_resolver_are_lookups_too() {
+    // Names that look local or numeric but that glibc asks DNS for (`x.localhost`,
+    // `localhost.`, `999.1.1.1`) once passed the shim as local: under preload they waited out
+    // the resolver and were neither recorded nor denied.
+    let r = resolve();
+    let mut args = vec![r.as_str()];
+    for name in ["x.localhost", "localhost.", "999.1.1.1"] {
+        args.extend_from_slice(&["gai", name, "9"]);
+    }
+    let command = in_test("t/odd", &args);
+    let (run, secs) = run_with_hanging_resolver(
+        "names-odd-local",
+        &["--engine", "preload", "--deny-dns"],
+        &command,
+    );
+    assert_eq!(run.code(), 86, "{}", run.stderr());
+    assert!(secs < 5.0, "the lookups waited for the resolver: {secs} s");
+    let mut names: Vec<String> = of(&run, "lookup")
+        .iter()
+        .map(|(_, c)| c["host"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["999.1.1.1", "localhost.", "x.localhost"]);
+}

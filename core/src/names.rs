@@ -21,42 +21,60 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 /// The longest name remembered (a DNS name has at most 253 bytes; longer ones are not names).
 pub const MAX_NAME: usize = 256;
 
-/// Is `name` an address literal, answered without a lookup? IPv6 (anything with a `:`, which
-/// no host name has) and the IPv4 forms `inet_aton` accepts (`127.0.0.1`, `127.1`, `0x7f.1`,
-/// `2130706433`).
+/// Is `name` an address literal, answered without a lookup? Exactly what glibc's getaddrinfo
+/// takes as one: an IPv6 address (`inet_pton`, with an optional `%scope`), or an IPv4 form that
+/// `inet_aton` accepts (`127.0.0.1`, `127.1`, `0x7f.1`, `2130706433`), each part in range.
+/// Anything else (`999.1.1.1`, `4294967296`, `0x`) goes to the resolver.
 pub fn is_numeric(name: &[u8]) -> bool {
     if name.contains(&b':') {
-        return true;
+        let addr = name.split(|&b| b == b'%').next().unwrap_or(name);
+        return core::str::from_utf8(addr).is_ok_and(|a| a.parse::<core::net::Ipv6Addr>().is_ok());
     }
-    if name.is_empty() {
-        return false;
-    }
+    let mut values = [0u64; 4];
     let mut parts = 0;
     for part in name.split(|&b| b == b'.') {
-        parts += 1;
-        if parts > 4 || !number(part) {
+        if parts == 4 {
             return false;
         }
+        let Some(v) = number(part) else {
+            return false;
+        };
+        values[parts] = v;
+        parts += 1;
     }
-    true
+    // inet_aton: the last part fills the remaining bytes; the others are one byte each.
+    let last_max = match parts {
+        1 => 0xffff_ffff,
+        2 => 0xff_ffff,
+        3 => 0xffff,
+        4 => 0xff,
+        _ => return false,
+    };
+    values[..parts - 1].iter().all(|&v| v <= 0xff) && values[parts - 1] <= last_max
 }
 
-/// One `inet_aton` number: decimal, `0x` hex or `0` octal.
-fn number(p: &[u8]) -> bool {
-    match p {
-        [] => false,
-        [b'0', b'x' | b'X', hex @ ..] => hex.iter().all(u8::is_ascii_hexdigit),
-        [b'0', oct @ ..] => oct.iter().all(|b| (b'0'..=b'7').contains(b)),
-        _ => p.iter().all(u8::is_ascii_digit),
+/// One `inet_aton` number: decimal, `0x` hex or `0` octal; None when it is not one (or too
+/// large for any part).
+fn number(p: &[u8]) -> Option<u64> {
+    let (digits, radix) = match p {
+        [] => return None,
+        [b'0', b'x' | b'X', hex @ ..] => (hex, 16),
+        [b'0', oct @ ..] if !oct.is_empty() => (oct, 8),
+        _ => (p, 10),
+    };
+    if digits.is_empty() || digits.len() > 12 {
+        return None;
     }
+    digits.iter().try_fold(0u64, |v, &b| {
+        let d = (b as char).to_digit(radix)?;
+        Some(v * radix as u64 + d as u64)
+    })
 }
 
-/// `localhost`, `localhost.` and names below `localhost`: loopback by definition (RFC 6761),
-/// never a lookup nettrap counts.
+/// `localhost` itself, which the resolver answers on every machine (glibc sends `localhost.`
+/// and names below `localhost` to DNS, unless `/etc/hosts` lists them).
 pub fn is_localhost(name: &[u8]) -> bool {
-    let n = name.strip_suffix(b".").unwrap_or(name);
-    let lower = |s: &[u8], t: &[u8]| s.eq_ignore_ascii_case(t);
-    lower(n, b"localhost") || (n.len() > 10 && lower(&n[n.len() - 10..], b".localhost"))
+    name.eq_ignore_ascii_case(b"localhost")
 }
 
 /// Which addresses of a hosts-file line answer a lookup.
@@ -401,6 +419,9 @@ mod tests {
             b"010.0.0.1",
             b"::1",
             b"fe80::1%eth0",
+            b"4294967295",
+            b"1.16777215",
+            b"0",
         ] {
             assert!(is_numeric(n), "{:?}", core::str::from_utf8(n));
         }
@@ -413,6 +434,12 @@ mod tests {
             b"08.1",
             b"",
             b"123.example",
+            // What inet_aton refuses goes to the resolver.
+            b"999.1.1.1",
+            b"4294967296",
+            b"1.16777216",
+            b"0x",
+            b"a:b:zz",
         ] {
             assert!(!is_numeric(n), "{:?}", core::str::from_utf8(n));
         }
@@ -421,8 +448,10 @@ mod tests {
     #[test]
     fn localhost() {
         assert!(is_localhost(b"localhost"));
-        assert!(is_localhost(b"LocalHost."));
-        assert!(is_localhost(b"app.localhost"));
+        assert!(is_localhost(b"LocalHost"));
+        // glibc asks DNS for these (unless /etc/hosts lists them).
+        assert!(!is_localhost(b"localhost."));
+        assert!(!is_localhost(b"app.localhost"));
         assert!(!is_localhost(b"xlocalhost"));
         assert!(!is_localhost(b"localhost.example"));
     }
