@@ -49,6 +49,19 @@ fn bad_input_gets_one_clear_line() {
         2,
         "--deny: `elastic` is neither a port",
     );
+    // A category given a port, or a misspelt one: not silently a rule on a host name.
+    one_line_error(
+        &["run", "--deny", "redis:6379", "--", "true"],
+        &dir,
+        2,
+        "`redis` is a category, which takes no port",
+    );
+    one_line_error(
+        &["run", "--deny", "postgress:5432", "--", "true"],
+        &dir,
+        2,
+        "`postgress` is not a category",
+    );
     one_line_error(
         &["run", "--allow", "10.0.0.0/40", "--", "true"],
         &dir,

@@ -260,6 +260,7 @@ fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
             } else {
                 let (host, ports) = spec::parse_host_port(item)
                     .map_err(|m| anyhow::anyhow!("{flag} `{item}`: {m}"))?;
+                one_label_guard(policy, flag, item, &host)?;
                 host_rule(host, ports, action, format!("{} {item}", action.name()))
             };
             policy.rules.push(rule);
@@ -273,6 +274,7 @@ fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
     {
         let (host, ports) =
             spec::parse_host_port(item).map_err(|m| anyhow::anyhow!("--allow `{item}`: {m}"))?;
+        one_label_guard(policy, "--allow", item, &host)?;
         policy.rules.push(host_rule(
             host,
             ports,
@@ -294,6 +296,29 @@ fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A one-label host name in a flag (`redis:6379`) is far more often a misspelt category, or a
+/// category given a port, than a host: it must be written with a trailing dot (`redis.:6379`),
+/// except `localhost`.
+fn one_label_guard(policy: &Policy, flag: &str, item: &str, host: &Host) -> Result<()> {
+    let Host::Name(name) = host else {
+        return Ok(());
+    };
+    let written = item.rsplit_once(':').map_or(item, |(h, _)| h);
+    if name.contains('.') || name == "localhost" || written.ends_with('.') {
+        return Ok(());
+    }
+    if policy.has_category(name) {
+        bail!(
+            "{flag} `{item}`: `{name}` is a category, which takes no port (write `{name}`, or \
+             `{name}.` for a host of that name)"
+        );
+    }
+    bail!(
+        "{flag} `{item}`: `{name}` is not a category ({}); for the host name write `{name}.`",
+        names(policy)
+    );
 }
 
 /// A rule on a host (address, network or name) and ports.
