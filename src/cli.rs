@@ -25,6 +25,11 @@ pub enum Command {
     Run(RunArgs),
     /// Render a saved report again
     Report(ReportArgs),
+    /// Combine the reports of a suite's shards into the report of the whole suite
+    Merge(MergeArgs),
+    /// Write the baseline `nettrap run --baseline` compares with
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
     /// Run a Go test binary for the `go test` adapter (internal: `go test -exec`)
     #[command(name = "go-exec", hide = true, disable_help_flag = true)]
     GoExec {
@@ -108,6 +113,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "RUNNER")]
     pub runner: Option<crate::adapters::Runner>,
 
+    /// Fail (exit 86) only on offending calls this baseline does not hold (see `nettrap
+    /// baseline update`); list them, and the baseline's entries fixed since
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+
     /// Do not print the summary
     #[arg(short, long)]
     pub quiet: bool,
@@ -135,4 +145,40 @@ pub enum Format {
     Json,
     /// The mocking to-do list
     Markdown,
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Reports of the shards (`nettrap run --report`), in any order
+    #[arg(required = true, value_name = "REPORT")]
+    pub files: Vec<PathBuf>,
+
+    /// Where to write the merged report (replaced whole)
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "nettrap-report.json"
+    )]
+    pub output: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum BaselineCommand {
+    /// Write the baseline from a report: every offending call's (test, category, host or
+    /// address, port, verdict), sorted, one per line
+    Update {
+        /// The report to take the offending calls from
+        #[arg(long, value_name = "FILE", default_value = "nettrap-report.json")]
+        report: PathBuf,
+
+        /// Where to write the baseline (replaced whole)
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            default_value = "nettrap-baseline.json"
+        )]
+        output: PathBuf,
+    },
 }

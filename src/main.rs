@@ -72,6 +72,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Report(args) => report::render::report_command(args),
+        cli::Command::Merge(args) => report::merge::merge_command(args),
+        cli::Command::Baseline(cmd) => report::baseline::baseline_command(cmd),
         cli::Command::GoExec { args } => Ok(adapters::go::exec_main(args)),
         cli::Command::CargoExec { args } => Ok(adapters::cargo::exec_main(args)),
     };

@@ -35,6 +35,8 @@ pub const EXIT_NOT_EXECUTABLE: u8 = 126;
 pub fn run(args: RunArgs) -> Result<u8> {
     let policy = policy::load(&args)?;
     let mut compiled = policy.compile()?;
+    // Before the per-run flags (engine, runner): shards of one suite share it.
+    let fingerprint = policy.fingerprint(&compiled);
     // Probing forks: before any thread exists.
     let plan = engine::plan(args.engine)?;
     if plan.preload && plan.seccomp {
@@ -51,6 +53,13 @@ pub fn run(args: RunArgs) -> Result<u8> {
         outputs::check(path)
             .with_context(|| format!("cannot write the {what} to {}", path.display()))?;
     }
+    // A missing or corrupt baseline fails now, before the suite runs.
+    let baseline = match &args.baseline {
+        Some(path) => Some((path.clone(), report::baseline::load(path)?)),
+        None => None,
+    };
+    // A run with a baseline fails on what is new: calls lost may have been new ones.
+    let enforces = policy.enforces() || baseline.is_some();
     let runner = args.runner.or_else(|| adapters::detect(&args.command));
     // libtest runs each test on a thread named after it: the engines record thread names.
     if runner == Some(adapters::Runner::Cargo) {
@@ -94,7 +103,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         prepared.attach(&mut cmd);
         // Every enforce run (deny rules or --fail-on): a connect through io_uring would be
         // neither denied nor recorded.
-        let refuse_io_uring = policy.enforces();
+        let refuse_io_uring = enforces;
         Some(prepared.start(compiled.clone(), dir.log(), refuse_io_uring)?)
     } else {
         None
@@ -175,7 +184,18 @@ pub fn run(args: RunArgs) -> Result<u8> {
     };
     let timeline = crate::attribution::Timeline::read(dir.path());
     let mut report = report::build(&policy, &compiled, events, timeline, info);
-    let violation = report::violation(&report);
+    report.policy_fingerprint = Some(fingerprint);
+    report.enforce = enforces;
+    // With a baseline, what is new fails the run, and only that.
+    let violation = match &baseline {
+        Some((path, entries)) => {
+            let check = report::baseline::check(&report, path, entries);
+            let v = check.violation();
+            report.baseline = Some(check);
+            v
+        }
+        None => report::violation(&report),
+    };
     let unverified = report::unverified(&report);
     let fails = violation.is_some() || unverified.is_some();
     let exit_for = |write_failed: bool| {

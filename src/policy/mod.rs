@@ -72,6 +72,29 @@ impl Policy {
             || !self.fail_on.is_empty()
     }
 
+    /// What identifies the policy for `nettrap merge`: FNV-1a (64 bits, a fixed, documented
+    /// hash) over the compiled block (rules, categories, errnos, `--deny-dns`) and the
+    /// `--fail-on` categories, taken before the launcher adds its per-run flags (engine,
+    /// runner). Rule labels hold the policy file's path as given, so shards run with the same
+    /// (relative) `--policy` agree across machines.
+    pub fn fingerprint(&self, compiled: &nettrap_core::policy::CompiledPolicy) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(compiled.as_bytes());
+        let mut fail_on: Vec<&str> = self.fail_on.iter().map(String::as_str).collect();
+        fail_on.sort_unstable();
+        for c in fail_on {
+            eat(b"\0fail_on\0");
+            eat(c.as_bytes());
+        }
+        format!("fnv1a64:{h:016x}")
+    }
+
     pub fn has_category(&self, name: &str) -> bool {
         self.categories.iter().any(|c| c.name == name)
     }

@@ -4,7 +4,9 @@
 //! category, transport, verdict, phase, process and rule, with a count. `render` turns a report
 //! into the summary, the mocking to-do list and the `nettrap report` output.
 
+pub mod baseline;
 pub mod in_suite;
+pub mod merge;
 pub mod render;
 
 use crate::attribution::{Attribution, Timeline};
@@ -65,6 +67,16 @@ pub struct Report {
     /// Adapters that could not load (the run fell back to the environment protocol).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adapter_failures: Vec<String>,
+    /// A hash of the policy the run was under (`fnv1a64:…`, see `policy::fingerprint`):
+    /// `nettrap merge` combines only reports of one policy. Absent from older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_fingerprint: Option<String>,
+    /// The shard reports `nettrap merge` combined into this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<merge::Shard>,
+    /// What `--baseline` found: offending calls new since the baseline, and entries fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<baseline::BaselineCheck>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -606,6 +618,9 @@ pub fn build(
         lost: lost(&events, info.seccomp, info.log_error, info.supervisor_error),
         killed: info.killed,
         adapter_failures: timeline.adapter_failures.clone(),
+        policy_fingerprint: None,
+        shards: Vec::new(),
+        baseline: None,
     }
 }
 

@@ -391,6 +391,9 @@ pub fn summary(r: &Report) -> String {
         let what = what.replace("{}", &format!("{n} {}", plural(n, "process", "processes")));
         let _ = writeln!(out, "nettrap: {what}: {}", list.join(", "));
     }
+    if let Some(b) = &r.baseline {
+        out.push_str(&b.summary());
+    }
     out
 }
 
@@ -795,6 +798,9 @@ mod tests {
             lost: Lost::default(),
             killed: Vec::new(),
             adapter_failures: Vec::new(),
+            policy_fingerprint: None,
+            shards: Vec::new(),
+            baseline: None,
         }
     }
 
