@@ -335,3 +335,24 @@ pub fn merge_command(args: MergeArgs) -> Result<u8> {
     );
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worst_exit_status_wins() {
+        assert_eq!(worst([0, 1, 86, 87].into_iter()), 86);
+        assert_eq!(worst([0, 137, 87, 1].into_iter()), 87);
+        assert_eq!(worst([0, 1, 137].into_iter()), 137);
+        assert_eq!(worst([0, 0].into_iter()), 0);
+    }
+
+    #[test]
+    fn a_command_is_cut_to_what_the_shards_share() {
+        let a: Vec<String> = ["pytest", "-q", "tests/a.py"].map(String::from).to_vec();
+        let b: Vec<String> = ["pytest", "-q", "tests/b.py"].map(String::from).to_vec();
+        assert_eq!(common_prefix(&[&a, &b]), vec!["pytest", "-q"]);
+        assert_eq!(common_prefix(&[&a]), a);
+    }
+}
