@@ -4,7 +4,11 @@
 //! category, transport, verdict, phase, process and rule, with a count. `render` turns a report
 //! into the summary, the mocking to-do list and the `nettrap report` output.
 
+pub mod formats;
+pub mod github;
 pub mod in_suite;
+pub mod junit;
+pub mod payoff;
 pub mod render;
 
 use crate::attribution::{Attribution, Timeline};
@@ -65,6 +69,13 @@ pub struct Report {
     /// Adapters that could not load (the run fell back to the environment protocol).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adapter_failures: Vec<String>,
+    /// The suite's time and the part of it at stake (see `payoff`).
+    #[serde(default)]
+    pub payoff: payoff::SuitePayoff,
+    /// Per category and destination: offending calls, tests and time at stake, largest payoff
+    /// first.
+    #[serde(default)]
+    pub destinations: Vec<payoff::DestinationSummary>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -80,6 +91,11 @@ pub struct CategorySummary {
     pub recorded: u64,
     pub denied: u64,
     pub allowed: u64,
+    /// Of `calls`, those made outside any test.
+    #[serde(default)]
+    pub unattributed: u64,
+    #[serde(flatten)]
+    pub payoff: payoff::Payoff,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -92,6 +108,9 @@ pub struct TestEntry {
     /// Seconds the test took (all its phases), as the runner reported it.
     #[serde(default)]
     pub duration_s: Option<f64>,
+    /// Its duration when it made an offending call, else 0.
+    #[serde(flatten)]
+    pub payoff: payoff::Payoff,
     pub calls: Vec<CallEntry>,
 }
 
@@ -565,6 +584,7 @@ pub fn build(
             TestEntry {
                 outcome: run.and_then(|r| r.outcome.clone()),
                 duration_s: run.and_then(|r| r.duration_s),
+                payoff: Default::default(),
                 test,
                 calls,
             }
@@ -584,7 +604,7 @@ pub fn build(
         .filter(|t| t.calls.iter().any(CallEntry::offending))
         .count() as u64;
 
-    Report {
+    let mut report = Report {
         schema_version: SCHEMA_VERSION,
         nettrap_version: env!("CARGO_PKG_VERSION").into(),
         command: info.command,
@@ -606,7 +626,11 @@ pub fn build(
         lost: lost(&events, info.seccomp, info.log_error, info.supervisor_error),
         killed: info.killed,
         adapter_failures: timeline.adapter_failures.clone(),
-    }
+        payoff: Default::default(),
+        destinations: Vec::new(),
+    };
+    payoff::derive(&mut report);
+    report
 }
 
 /// Per category: its ports (`ports` says what defines it), and the tests and calls that reached
