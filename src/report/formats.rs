@@ -62,12 +62,7 @@ pub fn step_summary(r: &Report) -> Result<()> {
         .append(true)
         .open(&path)
         .and_then(|mut f| f.write_all(github::step_summary(r).as_bytes()))
-        .with_context(|| {
-            format!(
-                "cannot append to $GITHUB_STEP_SUMMARY ({})",
-                path.display()
-            )
-        })
+        .with_context(|| format!("cannot append to $GITHUB_STEP_SUMMARY ({})", path.display()))
 }
 
 /// Writes `text` to `path` atomically, or to stdout (a closed pipe ends it quietly).
@@ -93,14 +88,21 @@ pub fn report_command(r: &Report, args: &ReportArgs) -> Result<u8> {
         (Some(_), _) => anyhow::bail!("--junit is for --format junit"),
         _ => None,
     };
-    let text = render(r, args.format, xml.as_deref())
-        .with_context(|| args.junit.as_ref().map_or(String::new(), |p| p.display().to_string()))?;
+    let text = render(r, args.format, xml.as_deref()).with_context(|| {
+        args.junit
+            .as_ref()
+            .map_or(String::new(), |p| p.display().to_string())
+    })?;
     if let Some(p) = &args.output {
         outputs::check(&outputs::resolve(p))
             .with_context(|| format!("-o: cannot write {}", p.display()))?;
     }
-    emit(args.output.as_deref(), &text)
-        .with_context(|| format!("-o: cannot write {}", args.output.as_deref().unwrap_or(Path::new("-")).display()))?;
+    emit(args.output.as_deref(), &text).with_context(|| {
+        format!(
+            "-o: cannot write {}",
+            args.output.as_deref().unwrap_or(Path::new("-")).display()
+        )
+    })?;
     if args.format == Format::Github {
         step_summary(r)?;
     }
@@ -129,7 +131,9 @@ pub fn check_run(specs: &[FormatSpec]) -> Result<()> {
             outputs::check(&outputs::resolve(p)).with_context(|| {
                 format!(
                     "--format {}: cannot write {}",
-                    s.format.to_possible_value().map_or("?".into(), |v| v.get_name().to_string()),
+                    s.format
+                        .to_possible_value()
+                        .map_or("?".into(), |v| v.get_name().to_string()),
                     p.display()
                 )
             })?;
@@ -153,7 +157,10 @@ pub fn write_run(r: &Report, specs: &[FormatSpec], junit: Option<&Path>) -> Vec<
             },
             _ => None,
         };
-        let what = s.path.as_deref().map_or("stdout".into(), |p| p.display().to_string());
+        let what = s
+            .path
+            .as_deref()
+            .map_or("stdout".into(), |p| p.display().to_string());
         let result = render(r, s.format, xml.as_deref())
             .with_context(|| junit.map_or(String::new(), |p| p.display().to_string()))
             .and_then(|text| {
@@ -185,7 +192,11 @@ mod tests {
             }
         );
         assert_eq!(parse_spec("github").unwrap().path, None);
-        assert!(parse_spec("xml").unwrap_err().contains("unknown format `xml`"));
+        assert!(
+            parse_spec("xml")
+                .unwrap_err()
+                .contains("unknown format `xml`")
+        );
         assert!(parse_spec("junit=").is_err());
     }
 }

@@ -12,7 +12,9 @@ const TOP: usize = 10;
 
 /// A workflow command's message: `%`, CR and LF escaped.
 fn data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 /// A workflow command's property value: as [`data`], and `:` and `,`.
@@ -169,10 +171,7 @@ mod tests {
 
     #[test]
     fn call_sites_and_escapes() {
-        assert_eq!(
-            file_line("app/x.py:42 in f"),
-            Some(("app/x.py", 42))
-        );
+        assert_eq!(file_line("app/x.py:42 in f"), Some(("app/x.py", 42)));
         assert_eq!(file_line("C:/x.py:7"), Some(("C:/x.py", 7)));
         assert_eq!(file_line("<string>"), None);
         assert_eq!(data("50%\nx"), "50%25%0Ax");

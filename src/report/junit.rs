@@ -106,7 +106,10 @@ fn findings(t: &TestEntry) -> Option<(String, String)> {
 }
 
 fn seconds(d: Option<f64>) -> String {
-    format!("{:.6}", d.filter(|d| d.is_finite() && *d >= 0.0).unwrap_or(0.0))
+    format!(
+        "{:.6}",
+        d.filter(|d| d.is_finite() && *d >= 0.0).unwrap_or(0.0)
+    )
 }
 
 /// A JUnit of nettrap's own.
@@ -171,7 +174,11 @@ pub fn own(r: &Report) -> String {
         .map(|c| format!("nettrap: outside any test: {}\n", call_line(c)))
         .collect();
     if !outside.is_empty() {
-        let _ = writeln!(out, "    <system-err>{}</system-err>", esc(&outside.concat()));
+        let _ = writeln!(
+            out,
+            "    <system-err>{}</system-err>",
+            esc(&outside.concat())
+        );
     }
     out.push_str("  </testsuite>\n</testsuites>\n");
     out
@@ -309,14 +316,16 @@ fn flush(
             }
             _ => {}
         }
-        let start_props = top && matches!(&ev, Event::Start(s) if s.name().as_ref() == b"properties");
+        let start_props =
+            top && matches!(&ev, Event::Start(s) if s.name().as_ref() == b"properties");
         w.write_event(ev)?;
         if i == 0 && !has_props {
             w.get_mut()
                 .extend_from_slice(format!("<properties>\n{props}</properties>").as_bytes());
         }
         if start_props {
-            w.get_mut().extend_from_slice(format!("\n{props}").as_bytes());
+            w.get_mut()
+                .extend_from_slice(format!("\n{props}").as_bytes());
         }
     }
     Ok(())

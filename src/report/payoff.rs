@@ -73,7 +73,11 @@ pub fn destination(c: &CallEntry) -> String {
 /// `destinations` and the suite's payoff. Idempotent.
 pub fn derive(r: &mut Report) {
     let duration = |d: Option<f64>| d.filter(|d| d.is_finite() && *d > 0.0).unwrap_or(0.0);
-    let suite_time: f64 = r.tests.iter().map(|t| duration(t.duration_s)).fold(0.0, |a, b| a + b);
+    let suite_time: f64 = r
+        .tests
+        .iter()
+        .map(|t| duration(t.duration_s))
+        .fold(0.0, |a, b| a + b);
     let known = r.tests.iter().filter(|t| t.duration_s.is_some()).count() as u64;
     let mut at_stake = 0.0;
     let mut offending_tests = 0;
@@ -81,7 +85,11 @@ pub fn derive(r: &mut Report) {
     let mut dests: BTreeMap<(&str, String), (BTreeSet<usize>, u64, u64)> = BTreeMap::new();
     for t in r.tests.iter_mut() {
         let offending = t.calls.iter().any(CallEntry::offending);
-        let time = if offending { duration(t.duration_s) } else { 0.0 };
+        let time = if offending {
+            duration(t.duration_s)
+        } else {
+            0.0
+        };
         t.payoff = Payoff {
             time_at_stake_s: time,
             share_of_suite: share(time, suite_time),
@@ -115,7 +123,11 @@ pub fn derive(r: &mut Report) {
     let mut categories = std::mem::take(&mut r.categories);
     for (name, s) in categories.iter_mut() {
         let (tests, outside) = cats.remove(name.as_str()).unwrap_or_default();
-        let time = if name == IN_SUITE { 0.0 } else { time_of(&tests) };
+        let time = if name == IN_SUITE {
+            0.0
+        } else {
+            time_of(&tests)
+        };
         s.unattributed = outside;
         s.payoff = Payoff {
             time_at_stake_s: time,

@@ -526,7 +526,12 @@ pub fn todo(r: &Report) -> String {
     let durations: BTreeMap<&str, f64> = r
         .tests
         .iter()
-        .map(|t| (t.test.as_str(), t.duration_s.filter(|d| *d > 0.0).unwrap_or(0.0)))
+        .map(|t| {
+            (
+                t.test.as_str(),
+                t.duration_s.filter(|d| *d > 0.0).unwrap_or(0.0),
+            )
+        })
         .collect();
     let stake = |tests: &BTreeSet<&str>| -> f64 {
         tests
