@@ -118,6 +118,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
 
+    /// Also render the report as F (text, json, markdown, junit, github) into PATH, or onto
+    /// stdout after the command ends; repeatable: --format junit=report.xml --format github
+    #[arg(long = "format", value_name = "F[=PATH]", value_parser = crate::report::formats::parse_spec)]
+    pub formats: Vec<crate::report::formats::FormatSpec>,
+
+    /// The runner's JUnit XML (e.g. pytest --junitxml=FILE): nettrap's findings are added to
+    /// its test cases, in place unless --format junit=PATH says where [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
     /// Do not print the summary
     #[arg(short, long)]
     pub quiet: bool,
@@ -135,9 +145,18 @@ pub struct ReportArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+
+    /// Write the output to PATH (atomically) instead of stdout
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// With --format junit: the runner's JUnit XML to add nettrap's findings to (else nettrap
+    /// writes a JUnit of its own)
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// The summary printed at the end of a run
     Text,
@@ -145,6 +164,11 @@ pub enum Format {
     Json,
     /// The mocking to-do list
     Markdown,
+    /// JUnit XML: nettrap's own, or the runner's with nettrap's findings added (--junit)
+    Junit,
+    /// GitHub Actions annotations for denied and --fail-on calls (and a Markdown summary
+    /// appended to $GITHUB_STEP_SUMMARY when set)
+    Github,
 }
 
 #[derive(Args)]

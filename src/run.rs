@@ -60,6 +60,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     };
     // A run with a baseline fails on what is new: calls lost may have been new ones.
     let enforces = policy.enforces() || baseline.is_some();
+    let formats = report::formats::run_specs(&args.formats, args.junit.as_deref());
+    report::formats::check_run(&formats)?;
     let runner = args.runner.or_else(|| adapters::detect(&args.command));
     // libtest runs each test on a thread named after it: the engines record thread names.
     if runner == Some(adapters::Runner::Cargo) {
@@ -219,6 +221,13 @@ pub fn run(args: RunArgs) -> Result<u8> {
             ))
         })
         .is_ok();
+    // The other renderings next (they show the exit code as it stands), the report last.
+    report.exit_code = exit_for(!failed.is_empty()) as i32;
+    failed.extend(report::formats::write_run(
+        &report,
+        &formats,
+        args.junit.as_deref(),
+    ));
     report.exit_code = exit_for(!failed.is_empty()) as i32;
     let report_written = serde_json::to_string_pretty(&report)
         .map_err(std::io::Error::other)

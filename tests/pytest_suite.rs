@@ -195,15 +195,30 @@ fn record_mode_reports_every_call_per_test() {
     );
     assert!(!err.contains("nettrap: denied"), "{err}");
 
-    // The to-do list: largest category first, then destination, then tests by calls.
+    // The to-do list: largest payoff (time at stake) first, then destination, then tests by
+    // calls.
     let todo = &run.todo;
     let pos = |s: &str| {
         todo.find(s)
             .unwrap_or_else(|| panic!("{s:?} not in:\n{todo}"))
     };
-    assert!(pos("## redis: 5 tests, 8 calls") < pos("## elasticsearch: 5 tests, 6 calls"));
-    assert!(pos("## elasticsearch: 5 tests, 6 calls") < pos("## external-api: 1 test, 1 call"));
-    assert!(pos("### 127.0.0.1:6379: 4 tests, 7 calls") < pos("### [::1]:6379: 1 test, 1 call"));
+    let stake = |c: &str| {
+        run.report["categories"][c]["time_at_stake_s"]
+            .as_f64()
+            .unwrap()
+    };
+    let mut cats = ["redis", "elasticsearch", "external-api"];
+    cats.sort_by(|a, b| stake(b).total_cmp(&stake(a)));
+    let heading = |c: &str| {
+        pos(match c {
+            "redis" => "## redis: 5 tests, 8 calls",
+            "elasticsearch" => "## elasticsearch: 5 tests, 6 calls",
+            _ => "## external-api: 1 test, 1 call",
+        })
+    };
+    assert!(heading(cats[0]) < heading(cats[1]) && heading(cats[1]) < heading(cats[2]));
+    pos("### 127.0.0.1:6379: 4 tests, 7 calls");
+    pos("### [::1]:6379: 1 test, 1 call");
     assert!(
         pos("- [ ] `tests/test_cache.py::test_cache_get`: 4 calls (setup 1, call 3)")
             < pos("- [ ] `tests/test_cache.py::test_cache_set`: 1 call (call 1)")

@@ -73,8 +73,8 @@ fn names_are_shown_with_their_addresses_in_every_rendering() {
     }
     let todo = &run.todo;
     for block in [
-        "## external-api: 3 tests, 4 calls\n\n\
-         ### api.payments.example: 2 tests, 3 calls\n\n\
+        "## external-api: 3 tests, 4 calls",
+        "\n\n### api.payments.example: 2 tests, 3 calls\n\n\
          Mock the calls to api.payments.example:443 (127.0.0.2).\n\n\
          #### `test_names.py:10 in call`: 2 tests, 3 calls\n\n\
          - [ ] `test_names.Names.test_refund`: 2 calls (call 2)\n\

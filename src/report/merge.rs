@@ -238,7 +238,7 @@ pub fn merge(mut reports: Vec<(String, Report)>) -> Report {
         .then_some(tests.len() as u64);
     let first = &reports[0].1;
     let commands: Vec<&Vec<String>> = reports.iter().map(|(_, r)| &r.command).collect();
-    Report {
+    let mut merged = Report {
         schema_version: SCHEMA_VERSION,
         nettrap_version: env!("CARGO_PKG_VERSION").into(),
         command: common_prefix(&commands),
@@ -270,7 +270,12 @@ pub fn merge(mut reports: Vec<(String, Report)>) -> Report {
             .collect(),
         // Each shard compared its own calls; `nettrap baseline update` works on the merge.
         baseline: None,
-    }
+        payoff: Default::default(),
+        destinations: Vec::new(),
+    };
+    // Payoff, from the merged tests' durations, as for one run.
+    super::payoff::derive(&mut merged);
+    merged
 }
 
 /// Loads the inputs, refusing what cannot be merged.

@@ -5,8 +5,12 @@
 //! into the summary, the mocking to-do list and the `nettrap report` output.
 
 pub mod baseline;
+pub mod formats;
+pub mod github;
 pub mod in_suite;
+pub mod junit;
 pub mod merge;
+pub mod payoff;
 pub mod render;
 
 use crate::attribution::{Attribution, Timeline};
@@ -77,6 +81,13 @@ pub struct Report {
     /// What `--baseline` found: offending calls new since the baseline, and entries fixed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<baseline::BaselineCheck>,
+    /// The suite's time and the part of it at stake (see `payoff`).
+    #[serde(default)]
+    pub payoff: payoff::SuitePayoff,
+    /// Per category and destination: offending calls, tests and time at stake, largest payoff
+    /// first.
+    #[serde(default)]
+    pub destinations: Vec<payoff::DestinationSummary>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
@@ -92,6 +103,11 @@ pub struct CategorySummary {
     pub recorded: u64,
     pub denied: u64,
     pub allowed: u64,
+    /// Of `calls`, those made outside any test.
+    #[serde(default)]
+    pub unattributed: u64,
+    #[serde(flatten)]
+    pub payoff: payoff::Payoff,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -104,6 +120,9 @@ pub struct TestEntry {
     /// Seconds the test took (all its phases), as the runner reported it.
     #[serde(default)]
     pub duration_s: Option<f64>,
+    /// Its duration when it made an offending call, else 0.
+    #[serde(flatten)]
+    pub payoff: payoff::Payoff,
     pub calls: Vec<CallEntry>,
 }
 
@@ -577,6 +596,7 @@ pub fn build(
             TestEntry {
                 outcome: run.and_then(|r| r.outcome.clone()),
                 duration_s: run.and_then(|r| r.duration_s),
+                payoff: Default::default(),
                 test,
                 calls,
             }
@@ -596,7 +616,7 @@ pub fn build(
         .filter(|t| t.calls.iter().any(CallEntry::offending))
         .count() as u64;
 
-    Report {
+    let mut report = Report {
         schema_version: SCHEMA_VERSION,
         nettrap_version: env!("CARGO_PKG_VERSION").into(),
         command: info.command,
@@ -621,7 +641,11 @@ pub fn build(
         policy_fingerprint: None,
         shards: Vec::new(),
         baseline: None,
-    }
+        payoff: Default::default(),
+        destinations: Vec::new(),
+    };
+    payoff::derive(&mut report);
+    report
 }
 
 /// Per category: its ports (`ports` says what defines it), and the tests and calls that reached

@@ -2,7 +2,7 @@
 //! list (Markdown), and `nettrap report FILE`.
 
 use super::{CallEntry, IN_SUITE, OLDEST_SCHEMA, Report, SCHEMA_VERSION, plural};
-use crate::cli::{Format, ReportArgs};
+use crate::cli::ReportArgs;
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -509,6 +509,44 @@ pub fn todo(r: &Report) -> String {
             .or_default();
         *phase = phase.saturating_add(c.count);
     }
+    // Every category the summary and the JSON list has a section, with their numbers (see
+    // `payoff`): one that only calls outside any test made included.
+    for (name, s) in &r.categories {
+        if s.calls > 0 && name != IN_SUITE {
+            groups.entry(name.as_str()).or_default();
+        }
+    }
+    // Lookups listed under the category of the calls they led to: (from, to) -> count.
+    let mut moved: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for (_, c) in offending(r).filter(|(t, c)| t.is_some() && c.lookup()) {
+        if let Some(to) = c.name().and_then(home)
+            && to != c.category
+        {
+            let e = moved.entry((c.category.as_str(), to)).or_default();
+            *e = e.saturating_add(c.count);
+        }
+    }
+    let durations: BTreeMap<&str, f64> = r
+        .tests
+        .iter()
+        .map(|t| {
+            (
+                t.test.as_str(),
+                t.duration_s.filter(|d| *d > 0.0).unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let stake = |tests: &BTreeSet<&str>| -> f64 {
+        tests
+            .iter()
+            .filter_map(|t| durations.get(t))
+            .fold(0.0, |a, b| a + b)
+    };
+    let cat_stake = |name: &str| {
+        r.categories
+            .get(name)
+            .map_or(0.0, |s| s.payoff.time_at_stake_s)
+    };
     let item_size = |i: &Item| -> (u64, u64) { (i.tally.tests.len() as u64, i.tally.total()) };
     let mut out = String::from("# nettrap: mocking to-do list\n\n");
     let calls = saturating_sum(offending(r).map(|(_, c)| c.count));
@@ -528,9 +566,10 @@ pub fn todo(r: &Report) -> String {
         out,
         "`{}`: {scope} made {calls} recorded or denied {}. Largest payoff first: mocking a group's\n\
          service takes every listed test off the network; the call site under a destination is\n\
-         where the mock goes.\n",
+         where the mock goes.\n\n{}\n",
         r.command.join(" "),
         plural(calls, "call", "calls"),
+        super::payoff::headline(r),
     );
     let cat_size = |items: &BTreeMap<Service, Item>| -> (u64, u64, u64) {
         let mut all = items.values().flat_map(|i| {
@@ -543,7 +582,9 @@ pub fn todo(r: &Report) -> String {
     let mut cats: Vec<_> = groups.iter().collect();
     cats.sort_by(|a, b| {
         let (sa, sb) = (cat_size(a.1), cat_size(b.1));
-        ((sb.0, sb.1 + sb.2), a.0).cmp(&((sa.0, sa.1 + sa.2), b.0))
+        cat_stake(b.0)
+            .total_cmp(&cat_stake(a.0))
+            .then(((sb.0, sb.1 + sb.2), a.0).cmp(&((sa.0, sa.1 + sa.2), b.0)))
     });
     let write_tests = |out: &mut String, tests: &BTreeMap<&str, TestCalls>| {
         let mut tests: Vec<_> = tests.iter().collect();
@@ -579,10 +620,54 @@ pub fn todo(r: &Report) -> String {
         }
     };
     for (cat, items) in cats {
-        let (t, l, c) = cat_size(items);
-        let _ = writeln!(out, "## {cat}: {}\n", counts(t, l, c));
+        // The category's own numbers, as the summary and the JSON give them.
+        let model = r.categories.get(*cat).cloned().unwrap_or_default();
+        let mut notes = Vec::new();
+        if model.unattributed > 0 {
+            notes.push(format!("{} outside any test", model.unattributed));
+        }
+        for ((from, to), n) in &moved {
+            if from == cat {
+                notes.push(format!(
+                    "{n} {} listed under {to} with the calls {} led to",
+                    plural(*n, "lookup", "lookups"),
+                    plural(*n, "it", "they")
+                ));
+            } else if to == cat {
+                notes.push(format!(
+                    "and {n} {from} {} that led to them",
+                    plural(*n, "lookup", "lookups")
+                ));
+            }
+        }
+        let mut heading = format!(
+            "{} {}, {} {}",
+            model.tests,
+            plural(model.tests, "test", "tests"),
+            model.calls,
+            plural(model.calls, "call", "calls")
+        );
+        if let Some(share) = model.payoff.share_of_suite.filter(|s| *s > 0.0) {
+            let _ = write!(
+                heading,
+                ", {} of suite time ({})",
+                super::payoff::percent(share),
+                super::payoff::seconds(model.payoff.time_at_stake_s)
+            );
+        }
+        if !notes.is_empty() {
+            let _ = write!(heading, " ({})", notes.join("; "));
+        }
+        let _ = writeln!(out, "## {cat}: {heading}\n");
+        if items.is_empty() {
+            out.push_str("Only outside any test: see below.\n\n");
+        }
         let mut items: Vec<_> = items.iter().collect();
-        items.sort_by(|a, b| (item_size(b.1), a.0).cmp(&(item_size(a.1), b.0)));
+        items.sort_by(|a, b| {
+            stake(&b.1.tally.tests)
+                .total_cmp(&stake(&a.1.tally.tests))
+                .then((item_size(b.1), a.0).cmp(&(item_size(a.1), b.0)))
+        });
         for (service, item) in items {
             let tally = &item.tally;
             let heading = match service {
@@ -698,22 +783,16 @@ pub fn load(path: &std::path::Path) -> Result<Report> {
             path.display()
         ),
     }
-    serde_json::from_value(value)
-        .map_err(|e| anyhow::anyhow!("{}: not a nettrap report: {e}", path.display()))
+    let mut report: Report = serde_json::from_value(value)
+        .map_err(|e| anyhow::anyhow!("{}: not a nettrap report: {e}", path.display()))?;
+    super::payoff::derive(&mut report);
+    Ok(report)
 }
 
 /// `nettrap report FILE [--format text|json|markdown]`
 pub fn report_command(args: ReportArgs) -> Result<u8> {
     let report = load(&args.file)?;
-    let out = match args.format {
-        Format::Text => summary(&report),
-        Format::Markdown => todo(&report),
-        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
-    };
-    // A closed pipe (`| head`) ends the output quietly.
-    use std::io::Write as _;
-    let _ = std::io::stdout().write_all(out.as_bytes());
-    Ok(0)
+    super::formats::report_command(&report, &args)
 }
 
 #[cfg(test)]
@@ -772,10 +851,11 @@ mod tests {
                 test: test.into(),
                 outcome: Some("passed".into()),
                 duration_s: None,
+                payoff: Default::default(),
                 calls,
             })
             .collect();
-        Report {
+        let mut r = Report {
             schema_version: SCHEMA_VERSION,
             nettrap_version: "0".into(),
             command: vec!["python3".into(), "-m".into(), "pytest".into()],
@@ -801,7 +881,11 @@ mod tests {
             policy_fingerprint: None,
             shards: Vec::new(),
             baseline: None,
-        }
+            payoff: Default::default(),
+            destinations: Vec::new(),
+        };
+        crate::report::payoff::derive(&mut r);
+        r
     }
 
     /// Names, lookups (one denied), a numeric host, the suite's own servers (in-suite and a
@@ -888,7 +972,9 @@ mod tests {
                 "service takes every listed test off the network; the call site under a destination is\n",
                 "where the mock goes.\n",
                 "\n",
-                "## https: 3 tests, 1 lookup, 4 calls\n",
+                "Mocking these 5 tests: time at stake not known (no test durations: no runner adapter timed the tests).\n",
+                "\n",
+                "## https: 3 tests, 4 calls (and 1 dns lookup that led to them)\n",
                 "\n",
                 "### api.payments.example: 2 tests, 1 lookup, 3 calls\n",
                 "\n",
@@ -901,7 +987,7 @@ mod tests {
                 "\n",
                 "- [ ] `tests/test_pay.py::test_numeric`: 1 call (call 1)\n",
                 "\n",
-                "## dns: 1 test, 2 lookups\n",
+                "## dns: 2 tests, 4 calls (1 outside any test; 1 lookup listed under https with the calls it led to)\n",
                 "\n",
                 "### dns lookup of api.unknown.example: 1 test, 2 lookups\n",
                 "\n",
