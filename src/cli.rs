@@ -125,6 +125,10 @@ pub struct ReportArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+
+    /// Write the output to PATH (replaced whole) instead of stdout
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -135,4 +139,6 @@ pub enum Format {
     Json,
     /// The mocking to-do list
     Markdown,
+    /// One self-contained HTML page: census, tests, unattributed calls, to-do list
+    Html,
 }

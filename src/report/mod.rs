@@ -4,6 +4,7 @@
 //! category, transport, verdict, phase, process and rule, with a count. `render` turns a report
 //! into the summary, the mocking to-do list and the `nettrap report` output.
 
+pub mod html;
 pub mod in_suite;
 pub mod render;
 

@@ -699,14 +699,20 @@ pub fn load(path: &std::path::Path) -> Result<Report> {
         .map_err(|e| anyhow::anyhow!("{}: not a nettrap report: {e}", path.display()))
 }
 
-/// `nettrap report FILE [--format text|json|markdown]`
+/// `nettrap report FILE [--format text|json|markdown|html] [-o PATH]`
 pub fn report_command(args: ReportArgs) -> Result<u8> {
     let report = load(&args.file)?;
     let out = match args.format {
         Format::Text => summary(&report),
         Format::Markdown => todo(&report),
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Html => super::html::html(&report),
     };
+    if let Some(path) = &args.output {
+        crate::outputs::write(&crate::outputs::resolve(path), out.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        return Ok(0);
+    }
     // A closed pipe (`| head`) ends the output quietly.
     use std::io::Write as _;
     let _ = std::io::stdout().write_all(out.as_bytes());
