@@ -462,7 +462,8 @@ th { background: #f3f5f7; font-weight: 600; white-space: nowrap; }
 #categories { width: auto; margin-top: 8px; }
 table.calls { margin: 0; font-size: 12.5px; } table.calls th { background: #fafbfc; font-weight: 500; }
 table.calls td, table.calls th { padding: 2px 6px; }
-.id { overflow-wrap: anywhere; min-width: 300px; }
+.id { overflow-wrap: anywhere; min-width: 220px; } .site { overflow-wrap: anywhere; }
+#tests-table > tbody > tr > td:last-child { width: 58%; }
 .verdict, .outcome { display: inline-block; padding: 0 6px; border-radius: 8px; font-size: 12px; }
 .verdict.recorded { background: #e8f0fc; color: #1f4f9a; } .verdict.denied { background: #fdecec; color: #a12222; }
 .verdict.allowed { background: #eef6ee; color: #2c6b2c; }
@@ -491,7 +492,12 @@ const SCRIPT: &str = r#"
   if (!table) { return; }
   var body = table.tBodies[0];
   var rows = Array.prototype.filter.call(body.rows, function (r) { return r.classList.contains('test'); });
-  rows.forEach(function (r, i) { r.dataset.index = String(i); r.dataset.text = r.textContent.toLowerCase(); });
+  /* Per row: its place in the report's order and its cells' text, for sorting and filtering. */
+  var info = new Map();
+  rows.forEach(function (r, i) {
+    var cells = Array.prototype.map.call(r.querySelectorAll('td'), function (td) { return td.textContent; });
+    info.set(r, { index: i, text: cells.join(' ').toLowerCase() });
+  });
   var controls = document.getElementById('controls');
   var filter = document.getElementById('filter');
   var category = document.getElementById('category');
@@ -529,7 +535,7 @@ const SCRIPT: &str = r#"
   }
 
   function matches(r) {
-    if (state.filter && r.dataset.text.indexOf(state.filter.toLowerCase()) < 0) { return false; }
+    if (state.filter && info.get(r).text.indexOf(state.filter.toLowerCase()) < 0) { return false; }
     if (state.calls && !(parseInt(r.dataset.calls, 10) > 0)) { return false; }
     if (state.category) {
       var calls = r.querySelectorAll('tr.call');
@@ -553,7 +559,7 @@ const SCRIPT: &str = r#"
         var x = key(a, k), y = key(b, k);
         var c = x < y ? -1 : x > y ? 1 : 0;
         if (desc) { c = -c; }
-        return c || (parseInt(a.dataset.index, 10) - parseInt(b.dataset.index, 10));
+        return c || (info.get(a).index - info.get(b).index);
       });
       heads.forEach(function (h) {
         if (h.dataset.sort === k) { h.setAttribute('aria-sort', desc ? 'descending' : 'ascending'); }
