@@ -169,6 +169,8 @@ pub enum Format {
     /// GitHub Actions annotations for denied and --fail-on calls (and a Markdown summary
     /// appended to $GITHUB_STEP_SUMMARY when set)
     Github,
+    /// One self-contained HTML page: census, tests, unattributed calls, to-do list
+    Html,
 }
 
 #[derive(Args)]

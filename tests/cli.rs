@@ -140,7 +140,7 @@ fn bad_input_gets_one_clear_line() {
         2,
         "cannot read absent.json",
     );
-    one_line_error(&["report", "--format", "html", "x.json"], &dir, 2, "'html'");
+    one_line_error(&["report", "--format", "pdf", "x.json"], &dir, 2, "'pdf'");
 }
 
 #[test]

@@ -47,6 +47,7 @@ pub fn render(r: &Report, format: Format, junit: Option<&[u8]>) -> Result<String
             None => junit::own(r),
         },
         Format::Github => github::annotations(r),
+        Format::Html => super::html::html(r),
     })
 }
 

@@ -7,6 +7,7 @@
 pub mod baseline;
 pub mod formats;
 pub mod github;
+pub mod html;
 pub mod in_suite;
 pub mod junit;
 pub mod merge;

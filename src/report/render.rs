@@ -789,7 +789,7 @@ pub fn load(path: &std::path::Path) -> Result<Report> {
     Ok(report)
 }
 
-/// `nettrap report FILE [--format text|json|markdown]`
+/// `nettrap report FILE [--format text|json|markdown|html] [-o PATH]`
 pub fn report_command(args: ReportArgs) -> Result<u8> {
     let report = load(&args.file)?;
     super::formats::report_command(&report, &args)
