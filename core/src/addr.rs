@@ -705,14 +705,28 @@ mod tests {
                 prop_assert_eq!(msg_name_len(name, namelen), want);
             }
 
+            /// A UDP connect to port 0 (glibc's getaddrinfo sorting its results) is the one
+            /// address the kernel takes that is not a call.
+            #[test]
+            fn a_udp_connect_to_port_0_is_not_a_call(ip in any::<[u8; 4]>(), port in any::<u16>()) {
+                let sa = sockaddr_in(ip, port);
+                let got = decode(Op::Connect, Some(UDP4), Some(&sa));
+                if port == 0 {
+                    prop_assert_eq!(got, Address::NotInet);
+                    prop_assert_eq!(decode(Op::Connect, Some(TCP4), Some(&sa)), Address::Inet(Dest::from_v4(ip, 0)));
+                } else {
+                    prop_assert_eq!(got, Address::Inet(Dest::from_v4(ip, port)));
+                }
+            }
+
             /// TCP, UDP and raw sockets: exactly the kernel's handlers.
             #[test]
             fn agrees_with_the_kernel_handlers(op in any_op(), domain in prop_oneof![Just(2), Just(10)], which in 0usize..5, sa in any_sockaddr()) {
                 let sock = kernel::modelled(domain)[which];
                 if sa.len() <= SOCKADDR_STORAGE {
-                    prop_assert_eq!(Some(decode(op, Some(sock), Some(&sa))), kernel::verdict(op, sock, &sa));
+                    prop_assert_eq!(Some(decode_kernel(op, Some(sock), Some(&sa))), kernel::verdict(op, sock, &sa));
                 } else {
-                    prop_assert_eq!(decode(op, Some(sock), Some(&sa)), Address::Rejected);
+                    prop_assert_eq!(decode_kernel(op, Some(sock), Some(&sa)), Address::Rejected);
                 }
             }
 
@@ -746,11 +760,11 @@ mod tests {
                 sa[..16].copy_from_slice(&sockaddr_in(ip, port));
                 let want = Address::Inet(Dest::from_v4(ip, port));
                 let sock = if udp { UDP4 } else { TCP4 };
-                prop_assert_eq!(decode(Op::Connect, Some(sock), Some(&sa)), want);
-                prop_assert_eq!(decode(Op::Send { fastopen: !udp }, Some(sock), Some(&sa)), want);
+                prop_assert_eq!(decode_kernel(Op::Connect, Some(sock), Some(&sa)), want);
+                prop_assert_eq!(decode_kernel(Op::Send { fastopen: !udp }, Some(sock), Some(&sa)), want);
                 // UDP over IPv6 takes it too.
-                prop_assert_eq!(decode(SEND, Some(UDP6), Some(&sa)), want);
-                prop_assert_eq!(decode(Op::Connect, None, Some(&sa)), want);
+                prop_assert_eq!(decode_kernel(SEND, Some(UDP6), Some(&sa)), want);
+                prop_assert_eq!(decode_kernel(Op::Connect, None, Some(&sa)), want);
             }
 
             #[test]
@@ -759,11 +773,11 @@ mod tests {
                 sa[..24].copy_from_slice(&sockaddr_in6(Ipv6Addr::from(ip), port)[..24]);
                 let want = Address::Inet(Dest { ip, port });
                 let sock = if udp { UDP6 } else { TCP6 };
-                prop_assert_eq!(decode(Op::Connect, Some(sock), Some(&sa)), want);
-                prop_assert_eq!(decode(Op::Send { fastopen: !udp }, Some(sock), Some(&sa)), want);
-                prop_assert_eq!(decode(Op::Connect, None, Some(&sa)), want);
+                prop_assert_eq!(decode_kernel(Op::Connect, Some(sock), Some(&sa)), want);
+                prop_assert_eq!(decode_kernel(Op::Send { fastopen: !udp }, Some(sock), Some(&sa)), want);
+                prop_assert_eq!(decode_kernel(Op::Connect, None, Some(&sa)), want);
                 // An IPv4 socket refuses it.
-                prop_assert_eq!(decode(Op::Connect, Some(UDP4), Some(&sa)), Address::Rejected);
+                prop_assert_eq!(decode_kernel(Op::Connect, Some(UDP4), Some(&sa)), Address::Rejected);
             }
         }
     }

@@ -25,7 +25,7 @@ pub fn parse_spec(s: &str) -> Result<FormatSpec, String> {
         None => (s, None),
     };
     let format = Format::from_str(name, true).map_err(|_| {
-        format!("unknown format `{name}` (expected text, json, markdown, junit or github)")
+        format!("unknown format `{name}` (expected text, json, markdown, junit, github or html)")
     })?;
     if path.is_some_and(str::is_empty) {
         return Err(format!("`{s}`: no path after `=`"));
