@@ -153,7 +153,8 @@ fn the_page_is_self_contained_and_shows_the_reports_numbers() {
         html.contains("127.0.0.1:11211"),
         "memcached, outside any test"
     );
-    assert!(html.contains("<h3>redis: 4 tests, 6 calls</h3>"));
+    // The heading may go on with the share of suite time and "served by the suite".
+    assert!(html.contains("<h3>redis: 4 tests, 6 calls"), "{html}");
     assert_eq!(
         html.matches("<li><label><input type=\"checkbox\">").count(),
         demo().todo.matches("- [ ] ").count()
@@ -312,6 +313,9 @@ fn assert_no_console_messages(log: &str) {
     let console: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("Refused"))
+        // Chromium's own pages (chrome://…) log too, e.g. "Slow network is detected" on a
+        // loaded machine: only the page under test counts.
+        .filter(|l| !l.contains("source: chrome://"))
         .collect();
     assert!(console.is_empty(), "console messages: {console:#?}");
 }
