@@ -256,11 +256,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
     for f in &failed {
         say!("nettrap: error: {f}");
     }
+    let own = match status.signal {
+        Some(sig) => format!("was killed by signal {sig}"),
+        None => format!("exited {}", status.code),
+    };
     if fails {
-        let own = match status.signal {
-            Some(sig) => format!("was killed by signal {sig}"),
-            None => format!("exited {}", status.code),
-        };
         let what = match (violation, unverified) {
             (Some(v), Some(u)) => format!("policy violated ({v}; and calls were lost: {u})"),
             (Some(v), None) => format!("policy violated ({v})"),
@@ -271,7 +271,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
         };
         say!("nettrap: {what}; the command itself {own}; exiting {EXIT_VIOLATION}");
     } else if !failed.is_empty() {
-        say!("nettrap: exiting {EXIT_REPORT} (outputs not written)");
+        let n = failed.len() as u64;
+        say!(
+            "nettrap: {n} {} not written; the command itself {own}; exiting {EXIT_REPORT}",
+            report::plural(n, "output", "outputs")
+        );
     }
     Ok(exit)
 }

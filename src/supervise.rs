@@ -220,6 +220,19 @@ fn stat(pid: i32) -> Option<(char, i32)> {
     Some((state, ppid))
 }
 
+/// Is `pid` a descendant of `me` (by its chain of parents, as it is now)?
+fn is_descendant(pid: i32, me: i32) -> bool {
+    let mut p = pid;
+    for _ in 0..4096 {
+        match stat(p) {
+            Some((_, parent)) if parent == me => return true,
+            Some((_, parent)) if parent > 1 => p = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Every descendant of `me`, parents before children.
 fn descendants(me: i32) -> Vec<i32> {
     let mut out = Vec::new();
@@ -422,6 +435,12 @@ pub fn run(mut cmd: Command, blocked: &Blocked) -> io::Result<Outcome> {
             continue;
         };
         if sig == Signal::SIGCHLD {
+            continue;
+        }
+        // A signal a process of the run sent to its own process group (`kill(0, SIG)`,
+        // `os.killpg`) reached the command already: neither forwarded again nor counted as an
+        // interrupt of nettrap.
+        if info.ssi_code == libc::SI_USER && is_descendant(info.ssi_pid as i32, ender.me) {
             continue;
         }
         let interrupt = INTERRUPTS.contains(&sig);

@@ -428,3 +428,29 @@ fn outputs_are_written_whole_and_bad_input_is_refused_in_one_line() {
         .unwrap();
     one_line(&o, "--format junit: cannot write");
 }
+
+#[test]
+fn an_empty_junit_or_an_unwritable_job_summary_keeps_the_commands_status() {
+    // No tests collected (an empty CI shard): the runner's JUnit has no test case. It once
+    // failed a clean run with 87, and so did a $GITHUB_STEP_SUMMARY that cannot be written.
+    let dir = scratch("formats-empty-junit");
+    let xml = dir.join("junit.xml");
+    let empty = "<testsuites><testsuite name=\"pytest\" tests=\"0\"/></testsuites>";
+    std::fs::write(&xml, empty).unwrap();
+    let xml_s = xml.to_str().unwrap();
+    let run = run_in_env(
+        "formats-empty-junit-run",
+        &dir,
+        &[("GITHUB_STEP_SUMMARY", "/nonexistent-nettrap/summary.md")],
+        &["--junit", xml_s, "--format", "github"],
+        &["sh", "-c", "exit 5"],
+    );
+    assert_eq!(run.code(), 5, "{}", run.stderr());
+    assert_eq!(std::fs::read_to_string(&xml).unwrap(), empty);
+    assert!(
+        run.stderr()
+            .contains("nettrap: warning: cannot append to $GITHUB_STEP_SUMMARY"),
+        "{}",
+        run.stderr()
+    );
+}

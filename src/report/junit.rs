@@ -260,9 +260,9 @@ pub fn merge(r: &Report, xml: &[u8]) -> Result<String> {
     if case.is_some() {
         bail!("not JUnit XML: a testcase is not closed");
     }
-    if cases == 0 {
-        bail!("not JUnit XML: no testcase");
-    }
+    // No test case (no tests collected, an empty shard): nothing to add the findings to; the
+    // file stays as the runner wrote it.
+    let _ = cases;
     String::from_utf8(w.into_inner()).context("not UTF-8")
 }
 

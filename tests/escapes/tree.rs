@@ -342,3 +342,48 @@ fn a_second_ctrl_c_from_the_terminal_kills_the_tree() {
         report["killed"]
     );
 }
+
+#[test]
+fn signals_the_command_sends_its_own_group_are_not_interrupts() {
+    // A program that signals its own process group (`os.killpg`) reaches nettrap too, which
+    // once forwarded the signal a second time and counted two SIGTERMs as a second interrupt:
+    // the whole tree was SIGKILLed. The program runs in a session of its own here, so its
+    // group signals reach nothing but nettrap and the command.
+    let script = "import os, signal, time\n\
+         n = [0]\n\
+         signal.signal(signal.SIGUSR1, lambda *a: n.__setitem__(0, n[0] + 1))\n\
+         signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
+         os.killpg(os.getpgrp(), signal.SIGUSR1)\n\
+         time.sleep(0.3)\n\
+         for i in range(2):\n    os.killpg(os.getpgrp(), signal.SIGTERM); time.sleep(0.3)\n\
+         print('usr1', n[0], 'survived')\n";
+    for engine in ["preload", "auto"] {
+        let dir = scratch(&format!("group-signals-{engine}"));
+        let report = dir.join("r.json");
+        let out = isolated(&[
+            "setsid",
+            "-w",
+            nettrap(),
+            "run",
+            "-q",
+            "--engine",
+            engine,
+            "--report",
+            report.to_str().unwrap(),
+            "--",
+            "python3",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("usr1 1 survived"),
+            "{engine}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{engine}");
+    }
+}
