@@ -28,6 +28,7 @@ mod report;
 mod run;
 mod rundir;
 mod supervise;
+mod timings;
 
 use clap::Parser;
 use std::process::ExitCode;

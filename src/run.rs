@@ -112,8 +112,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
     };
     let program = args.command[0].to_string_lossy().into_owned();
     let result = supervise::run(cmd, &blocked);
+    // NETTRAP_TIMINGS=1|2: the report step's time and peak memory on stderr (src/timings.rs).
+    let mut timings = crate::timings::Timings::start();
     // A supervisor that failed while the command ran answered no more calls: a loss.
     let supervisor_error = supervisor.and_then(|s| s.stop());
+    timings.mark("supervisor stop");
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
@@ -148,6 +151,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Ok(e) => (e, None),
         Err(e) => (Default::default(), Some(format!("{e:#}"))),
     };
+    timings.mark("decode event log");
     for (n, by_signal) in events.unobserved.iter_mut().zip(outcome.unobserved) {
         *n += by_signal;
     }
@@ -185,6 +189,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         supervisor_error,
     };
     let timeline = crate::attribution::Timeline::read(dir.path());
+    timings.mark("read timeline");
     let mut report = report::build(&policy, &compiled, events, timeline, info);
     report.policy_fingerprint = Some(fingerprint);
     report.enforce = enforces;
@@ -199,6 +204,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         None => report::violation(&report),
     };
     let unverified = report::unverified(&report);
+    timings.mark("build (attribution, grouping)");
     let fails = violation.is_some() || unverified.is_some();
     let exit_for = |write_failed: bool| {
         if fails {
@@ -213,7 +219,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
     // Files first: a closed stderr or a Ctrl-C must not cost the report. The to-do list before
     // the report, so that the report's exit code accounts for it.
     let mut failed = Vec::new();
-    let todo_written = outputs::write(&todo_path, render::todo(&report).as_bytes())
+    let todo = render::todo(&report);
+    timings.mark("render to-do list");
+    let todo_written = outputs::write(&todo_path, todo.as_bytes())
         .map_err(|e| {
             failed.push(format!(
                 "cannot write the to-do list to {}: {e}",
@@ -221,6 +229,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             ))
         })
         .is_ok();
+    timings.mark("write to-do list");
     // The other renderings next (they show the exit code as it stands), the report last.
     report.exit_code = exit_for(!failed.is_empty()) as i32;
     failed.extend(report::formats::write_run(
@@ -229,8 +238,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
         args.junit.as_deref(),
     ));
     report.exit_code = exit_for(!failed.is_empty()) as i32;
-    let report_written = serde_json::to_string_pretty(&report)
-        .map_err(std::io::Error::other)
+    timings.mark("other formats");
+    let json = serde_json::to_string_pretty(&report).map_err(std::io::Error::other);
+    timings.mark("render report JSON");
+    let report_written = json
         .and_then(|json| outputs::write(&report_path, (json + "\n").as_bytes()))
         .map_err(|e| {
             failed.push(format!(
@@ -239,6 +250,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             ))
         })
         .is_ok();
+    timings.mark("write report JSON");
     let exit = exit_for(!failed.is_empty());
     if !args.quiet {
         say!("{}", render::summary(&report).trim_end());
@@ -276,6 +288,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
             "nettrap: {n} {} not written; the command itself {own}; exiting {EXIT_REPORT}",
             report::plural(n, "output", "outputs")
         );
+    }
+    for line in timings.lines() {
+        say!("{line}");
     }
     Ok(exit)
 }
