@@ -19,6 +19,10 @@
 #            its own user, network and mount namespace (`unshare -rmn`). The plain run waits out
 #            the resolver timeout in every test (about 1 s each, so it runs once, not ROUNDS
 #            times: its time is the timeouts'); DNS_TESTS=N changes the number of tests.
+#   report   the report step alone (decode the event log, attribute, build, render, write) of a
+#            run of REPORT_CALLS (1,000,000) refused loopback connects over REPORT_TESTS (10,000)
+#            tests, as `NETTRAP_TIMINGS=1` prints it: wall time and peak RSS of nettrap (target:
+#            < 2 s and < 200 MB). Runs once, inside `unshare -rn`.
 # and, where valgrind is installed, the same two costs as user-space instruction counts
 # (callgrind), which do not depend on what else the machine is doing.
 set -euo pipefail
@@ -154,6 +158,26 @@ print("%-44s %d denied lookups in %d of %d tests" % ("", n, len(tests), len(r["t
 PY
 SH
   WORK=$WORK NETTRAP=$NETTRAP ROUNDS=$ROUNDS DNS_TESTS=$DNS_TESTS unshare -rmn bash "$WORK/lookups.sh"
+fi
+
+# The report step of a large run: REPORT_CALLS connects over REPORT_TESTS tests (many_calls
+# sets NETTRAP_TEST per test), refused on loopback in a private network namespace.
+REPORT_CALLS=${REPORT_CALLS:-1000000}
+REPORT_TESTS=${REPORT_TESTS:-10000}
+thousands() { echo "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
+report_name="report step, $(thousands "$REPORT_CALLS") calls over $(thousands "$REPORT_TESTS") tests"
+if ! unshare -rn true 2>/dev/null; then
+  echo "$report_name: skipped (\`unshare -rn\` is not available here)"
+else
+  line=$(cd "$WORK" && NETTRAP_TIMINGS=1 unshare -rn sh -c 'ip link set lo up; exec "$@"' sh \
+    "$NETTRAP" run -q --report r.json --engine preload -- "$OUT/many_calls" "$REPORT_CALLS" "$REPORT_TESTS" 2>&1 >/dev/null |
+    sed -n 's/^nettrap: report step: \([0-9]*\) ms, peak RSS \([0-9.]*\) MB$/\1 \2/p')
+  if [ -z "$line" ]; then
+    echo "$report_name: failed (no \`nettrap: report step\` line)"
+  else
+    read -r ms mb <<<"$line"
+    printf '%-44s %6s ms, peak RSS %6s MB   (target < 2000 ms, < 200 MB)\n' "$report_name" "$ms" "$mb"
+  fi
 fi
 
 if command -v valgrind >/dev/null; then

@@ -3,7 +3,8 @@
 //! `NETTRAP_TIMINGS=1`: after writing its outputs, `nettrap run` prints one line on stderr,
 //! `nettrap: report step: X ms, peak RSS Y MB`, where X is the wall time from the command's end
 //! (the supervise loop returned) to the outputs written, and Y the process's peak resident set
-//! (`VmHWM`). `NETTRAP_TIMINGS=2` adds one line per phase (decode, build, render, write...).
+//! (`VmHWM`). `NETTRAP_TIMINGS=2` adds one line per phase (decode, build, render, write...) with
+//! its time and the resident set after it (`VmRSS`).
 //! Unset, empty or `0`: nothing is measured or printed. `benches/overhead.sh` reads the line.
 
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ pub struct Timings {
     level: u8,
     start: Instant,
     last: Instant,
-    phases: Vec<(&'static str, Duration)>,
+    phases: Vec<(&'static str, Duration, Option<u64>)>,
 }
 
 impl Timings {
@@ -37,7 +38,8 @@ impl Timings {
             return;
         }
         let now = Instant::now();
-        self.phases.push((phase, now - self.last));
+        self.phases
+            .push((phase, now - self.last, status_kb("VmRSS:")));
         self.last = now;
     }
 
@@ -48,7 +50,7 @@ impl Timings {
             return Vec::new();
         }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let rss = match peak_rss_kb() {
+        let rss = match status_kb("VmHWM:") {
             Some(kb) => format!("{:.1} MB", kb as f64 / 1024.0),
             None => "unknown".into(),
         };
@@ -57,17 +59,23 @@ impl Timings {
             ms(self.last - self.start)
         )];
         if self.level >= 2 {
-            for (name, d) in &self.phases {
-                out.push(format!("nettrap: report step: {name}: {:.1} ms", ms(*d)));
+            for (name, d, rss) in &self.phases {
+                let rss = rss.map_or("unknown".into(), |kb| {
+                    format!("{:.1} MB", kb as f64 / 1024.0)
+                });
+                out.push(format!(
+                    "nettrap: report step: {name}: {:.1} ms, RSS after {rss}",
+                    ms(*d)
+                ));
             }
         }
         out
     }
 }
 
-/// `VmHWM` from /proc/self/status, in kB.
-fn peak_rss_kb() -> Option<u64> {
+/// A field of /proc/self/status in kB: `VmHWM:` (the peak resident set), `VmRSS:` (now).
+fn status_kb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
