@@ -178,7 +178,10 @@ impl State {
         }
         let to = end.min(self.slot + MAX_PASS);
         let mut buf = header;
-        buf.resize(event::HEADER_LEN + ((to - self.slot) as usize) * event::SLOT_LEN, 0);
+        buf.resize(
+            event::HEADER_LEN + ((to - self.slot) as usize) * event::SLOT_LEN,
+            0,
+        );
         let at = event::HEADER_LEN as u64 + self.slot * event::SLOT_LEN as u64;
         if f.read_exact_at(&mut buf[event::HEADER_LEN..], at).is_err() {
             return;
