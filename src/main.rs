@@ -24,6 +24,7 @@ mod engine;
 mod errno;
 mod outputs;
 mod policy;
+mod progress;
 mod report;
 mod run;
 mod rundir;

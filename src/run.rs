@@ -111,9 +111,14 @@ pub fn run(args: RunArgs) -> Result<u8> {
         None
     };
     let program = args.command[0].to_string_lossy().into_owned();
+    let progress = crate::progress::wanted(args.progress, args.quiet)
+        .then(|| crate::progress::start(dir.path(), &compiled));
     let result = supervise::run(cmd, &blocked);
     // NETTRAP_TIMINGS=1|2: the report step's time and peak memory on stderr (src/timings.rs).
     let mut timings = crate::timings::Timings::start();
+    if let Some(p) = progress {
+        p.stop();
+    }
     // A supervisor that failed while the command ran answered no more calls: a loss.
     let supervisor_error = supervisor.and_then(|s| s.stop());
     timings.mark("supervisor stop");

@@ -927,6 +927,21 @@ mod decode {
 
     /// Decodes a log file's contents (at least [`used_len`] bytes of it).
     pub fn decode(file: &[u8]) -> Result<Decoded, &'static str> {
+        decode_settled(file).map(|(d, _)| d)
+    }
+
+    /// Where a reader following a log as it is written can resume: the records before the
+    /// first one not (yet) complete, and the slot it starts at.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Settled {
+        pub records: usize,
+        pub slots: u64,
+    }
+
+    /// As [`decode`], and where the complete part of the log ends: the slots after it may
+    /// still be being written. `file` may also be the header followed by a run of slots that
+    /// starts at a record's first slot (a reader's next pass).
+    pub fn decode_settled(file: &[u8]) -> Result<(Decoded, Settled), &'static str> {
         if file.len() < HEADER_LEN || file[0..8] != MAGIC {
             return Err("not a nettrap event log");
         }
@@ -945,7 +960,22 @@ mod decode {
         let slot = |i: usize| &file[HEADER_LEN + i * SLOT_LEN..HEADER_LEN + (i + 1) * SLOT_LEN];
         let tag_at = |i: usize| u32_at(slot(i), 0);
         let mut i = 0;
+        let mut settled: Option<Settled> = None;
         while i < end {
+            if settled.is_none() {
+                let complete = match head(tag_at(i)) {
+                    Some((KIND_RESERVED, _)) | None => false,
+                    Some((kind, n)) => {
+                        i + n <= end && (1..n).all(|k| tag_at(i + k) == tag(kind, n, k))
+                    }
+                };
+                if !complete {
+                    settled = Some(Settled {
+                        records: out.records.len(),
+                        slots: i as u64,
+                    });
+                }
+            }
             match head(tag_at(i)) {
                 Some((KIND_RESERVED, n)) => {
                     // Reserved, never committed: one record, whatever it had written.
@@ -988,7 +1018,11 @@ mod decode {
                 }
             }
         }
-        Ok(out)
+        let settled = settled.unwrap_or(Settled {
+            records: out.records.len(),
+            slots: end as u64,
+        });
+        Ok((out, settled))
     }
 
     /// The payload's first `total` bytes, if its slot count and checksum agree with them.
