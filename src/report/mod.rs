@@ -263,10 +263,15 @@ impl CallEntry {
     /// The host name the call was made by, if it is a name (not an address literal).
     pub fn name(&self) -> Option<&str> {
         let h = self.host.as_deref()?.trim();
-        let bare = h.trim_start_matches('[').trim_end_matches(']');
-        let bare = bare.split('%').next().unwrap_or(bare);
-        (!h.is_empty() && bare.parse::<std::net::IpAddr>().is_err()).then_some(h)
+        (!h.is_empty() && !is_address(h)).then_some(h)
     }
+}
+
+/// Is `host` only an address literal (`127.0.0.1`, `[::1]`, `fe80::1%eth0`), not a name?
+fn is_address(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let bare = bare.split('%').next().unwrap_or(bare);
+    bare.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// What the launcher knows about the run, beside the events.
@@ -556,13 +561,8 @@ pub fn build(
         // The adapter's name (from the call site) first, unless it is only the address
         // (a connect by address after a lookup the adapter did not tie to it); else the
         // engine's.
-        let numeric = |h: &String| {
-            h.split('%')
-                .next()
-                .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
-        };
         let host = match (site_host, key.host) {
-            (Some(site), Some(engine)) if numeric(&site) => Some(engine),
+            (Some(site), Some(engine)) if is_address(&site) => Some(engine),
             (site, engine) => site.or(engine),
         };
         let entry = CallEntry {
