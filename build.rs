@@ -104,9 +104,16 @@ fn java_adapter(src: &Path, out: &Path) -> Result<(), String> {
     let classes = |name: &str| out.join(format!("{name}-classes"));
     let compile = |name: &str, extra: &[&std::ffi::OsStr]| -> Result<(), String> {
         let mut cmd = Command::new(&javac);
-        cmd.args(["--release", "8", "-Xlint:-options", "-nowarn", "-implicit:none", "-d"])
-            .arg(classes(name))
-            .args(extra);
+        cmd.args([
+            "--release",
+            "8",
+            "-Xlint:-options",
+            "-nowarn",
+            "-implicit:none",
+            "-d",
+        ])
+        .arg(classes(name))
+        .args(extra);
         for f in files(&src.join(name)) {
             if f.extension().is_some_and(|e| e == "java") {
                 cmd.arg(f);
@@ -118,7 +125,10 @@ fn java_adapter(src: &Path, out: &Path) -> Result<(), String> {
         if !o.status.success() {
             return Err(format!(
                 "javac failed on src/adapters/java/{name}: {}",
-                String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("")
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
             ));
         }
         Ok(())
@@ -128,13 +138,22 @@ fn java_adapter(src: &Path, out: &Path) -> Result<(), String> {
     let stubs = src.join("stubs");
     compile(
         "junit",
-        &["-cp".as_ref(), agent_classes.as_os_str(), "-sourcepath".as_ref(), stubs.as_os_str()],
+        &[
+            "-cp".as_ref(),
+            agent_classes.as_os_str(),
+            "-sourcepath".as_ref(),
+            stubs.as_os_str(),
+        ],
     )?;
     let manifest = b"Manifest-Version: 1.0\nPremain-Class: nettrap.agent.Agent\n\n".to_vec();
     let mut agent = vec![("META-INF/MANIFEST.MF".to_string(), manifest)];
     agent.extend(tree(&agent_classes));
     let mut junit = tree(&classes("junit"));
-    junit.extend(tree(&src.join("junit")).into_iter().filter(|(n, _)| n.starts_with("META-INF/")));
+    junit.extend(
+        tree(&src.join("junit"))
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("META-INF/")),
+    );
     std::fs::write(out.join("nettrap-agent.jar"), zip(&agent)).map_err(|e| e.to_string())?;
     std::fs::write(out.join("nettrap-junit.jar"), zip(&junit)).map_err(|e| e.to_string())?;
     Ok(())
@@ -162,7 +181,11 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files(dir)
         .into_iter()
         .map(|p| {
-            let rel = p.strip_prefix(dir).expect("under dir").to_string_lossy().replace('\\', "/");
+            let rel = p
+                .strip_prefix(dir)
+                .expect("under dir")
+                .to_string_lossy()
+                .replace('\\', "/");
             (rel, std::fs::read(&p).expect("reading a compiled class"))
         })
         .collect()
@@ -175,7 +198,11 @@ fn zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
         for &b in data {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc

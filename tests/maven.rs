@@ -135,7 +135,11 @@ fn calls_by_test(run: &Run) -> BTreeMap<String, Vec<(u64, u64)>> {
     let entries = tests
         .flat_map(|t| {
             let id = t["test"].as_str().unwrap().to_string();
-            t["calls"].as_array().unwrap().iter().map(move |c| (id.clone(), c))
+            t["calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |c| (id.clone(), c))
         })
         .chain(
             run.report["unattributed"]
@@ -174,7 +178,12 @@ fn maven_suite_under_nettrap_run() {
     let r = &run.report;
     assert_eq!(r["runner"], "maven");
     assert_eq!(r["runners"], serde_json::json!(["maven"]));
-    assert!(r["adapter_failures"].as_array().is_none_or(|a| a.is_empty()), "{r}");
+    assert!(
+        r["adapter_failures"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{r}"
+    );
 
     // every test Surefire ran, under the ids its JUnit XML gives (class name, case name)
     let (cases, total) = surefire_cases(&dir);
@@ -194,10 +203,14 @@ fn maven_suite_under_nettrap_run() {
 
     // outcomes and durations
     for (id, outcome) in run.all_tests() {
-        let want = if id.ends_with("reindexesEverything") { "skipped" } else { "passed" };
+        let want = if id.ends_with("reindexesEverything") {
+            "skipped"
+        } else {
+            "passed"
+        };
         assert_eq!(outcome, want, "{id}");
         let d = run.test(&id)["duration_s"].as_f64().unwrap();
-        assert!(d >= 0.0 && d < 60.0, "{id}: {d}");
+        assert!((0.0..60.0).contains(&d), "{id}: {d}");
         if want == "passed" {
             assert!(d > 0.0, "{id}: {d}");
         }
@@ -214,7 +227,10 @@ fn maven_suite_under_nettrap_run() {
             assert_eq!(c["process"]["role"], "surefire fork 1", "{c}");
             assert_eq!(c["served_by_suite"], true, "{c}");
         }
-        assert!(c["fixture"].is_null(), "inside tests, no class fixture: {c}");
+        assert!(
+            c["fixture"].is_null(),
+            "inside tests, no class fixture: {c}"
+        );
     }
     assert_eq!(
         run.calls(Some(NESTED)),
@@ -275,7 +291,9 @@ fn maven_parallel_junit_is_attributed_per_thread() {
     assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
     assert_eq!(run.report["tests_total"], 10);
     let mut want = expected_calls();
-    let child = want.remove(&format!("{CACHE}warmsUpInChildProcess")).unwrap();
+    let child = want
+        .remove(&format!("{CACHE}warmsUpInChildProcess"))
+        .unwrap();
     want.insert("-".into(), child);
     assert_eq!(calls_by_test(&run), want, "{}", run.report);
 }
@@ -290,7 +308,11 @@ fn jars(name: &str) -> PathBuf {
         .env("NETTRAP_CACHE_DIR", &cache)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -317,7 +339,11 @@ fn agent_without_its_listener_jar_says_so_once() {
     // `adapter` event, and the program runs on. In a JVM without JUnit it writes nothing.
     let java = jars("maven-agent-jars");
     let dir = scratch("maven-agent-alone");
-    std::fs::copy(java.join("nettrap-agent.jar"), dir.join("nettrap-agent.jar")).unwrap();
+    std::fs::copy(
+        java.join("nettrap-agent.jar"),
+        dir.join("nettrap-agent.jar"),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("Hello.java"),
         "class Hello { public static void main(String[] a) { System.out.println(\"hello\"); } }\n",
@@ -329,7 +355,10 @@ fn agent_without_its_listener_jar_says_so_once() {
         std::fs::create_dir_all(&rd).unwrap();
         std::fs::write(rd.join("timeline.jsonl"), "").unwrap();
         let mut cmd = Command::new("java");
-        cmd.arg(format!("-javaagent:{}", dir.join("nettrap-agent.jar").display()));
+        cmd.arg(format!(
+            "-javaagent:{}",
+            dir.join("nettrap-agent.jar").display()
+        ));
         if let Some(cp) = cp {
             cmd.arg("-cp").arg(cp);
         }
@@ -339,15 +368,28 @@ fn agent_without_its_listener_jar_says_so_once() {
             .env_remove("JAVA_TOOL_OPTIONS")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
         let text = std::fs::read_to_string(rd.join("timeline.jsonl")).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), events, "{text}");
         if let Some(e) = lines.first() {
-            assert_eq!((e["ev"].as_str(), e["runner"].as_str()), (Some("adapter"), Some("maven")));
+            assert_eq!(
+                (e["ev"].as_str(), e["runner"].as_str()),
+                (Some("adapter"), Some("maven"))
+            );
             assert_eq!(e["status"], "failed");
-            assert!(e["why"].as_str().unwrap().contains("nettrap-junit.jar"), "{e}");
+            assert!(
+                e["why"].as_str().unwrap().contains("nettrap-junit.jar"),
+                "{e}"
+            );
         }
     }
 }
@@ -373,5 +415,9 @@ fn listener_compiles_against_the_real_junit_platform() {
         .arg(src.join("junit/nettrap/junit/NettrapListener.java"))
         .output()
         .expect("javac");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -62,17 +62,32 @@ pub fn runs_tests(args: &[String]) -> bool {
     ];
     // Maven's options that take a separate value.
     const VALUED: &[&str] = &[
-        "-pl", "--projects", "-f", "--file", "-s", "--settings", "-gs", "-P", "--activate-profiles",
-        "-T", "--threads", "-rf", "--resume-from", "-l", "--log-file", "-t", "--toolchains",
-        "-b", "--builder", "-D",
+        "-pl",
+        "--projects",
+        "-f",
+        "--file",
+        "-s",
+        "--settings",
+        "-gs",
+        "-P",
+        "--activate-profiles",
+        "-T",
+        "--threads",
+        "-rf",
+        "--resume-from",
+        "-l",
+        "--log-file",
+        "-t",
+        "--toolchains",
+        "-b",
+        "--builder",
+        "-D",
     ];
     let mut words = args.iter();
     while let Some(a) = words.next() {
         if VALUED.contains(&a.as_str()) {
             words.next();
-        } else if !a.starts_with('-')
-            && (PHASES.contains(&a.as_str()) || a.contains("surefire:"))
-        {
+        } else if !a.starts_with('-') && (PHASES.contains(&a.as_str()) || a.contains("surefire:")) {
             return true;
         }
     }
