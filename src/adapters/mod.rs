@@ -15,6 +15,9 @@
 //!   `nettrap go-exec`, which reads their test2json markers into the timeline.
 //! - Rust (`cargo test`, cargo-nextest): `cargo`, which makes cargo run test binaries through
 //!   `nettrap cargo-exec` (the host's target runner), which reads libtest's result lines.
+//! - Maven (Surefire running JUnit Platform tests): `java/`, a Java agent loaded into the JVMs
+//!   of a Maven run through `JAVA_TOOL_OPTIONS` (see [`java`]); in Surefire's test JVM it
+//!   registers a JUnit Platform TestExecutionListener that writes the tests to the timeline.
 //!
 //! The files are carried inside the binary and written to the cache directory beside the shim.
 //! `--runner NAME` names the runner where the command does not show it, `--runner none` turns
@@ -22,13 +25,19 @@
 
 pub mod cargo;
 pub mod go;
+pub mod java;
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::Command;
 
 /// The adapters' files, written under the cache directory (path relative to it, contents).
-pub static FILES: &[(&str, &[u8])] = &[
+pub fn files() -> impl Iterator<Item = &'static (&'static str, &'static [u8])> {
+    FILES.iter().chain(java::FILES)
+}
+
+/// The adapters' files that every build carries.
+static FILES: &[(&str, &[u8])] = &[
     (
         "python/sitecustomize.py",
         include_bytes!("python/sitecustomize.py"),
@@ -57,6 +66,8 @@ pub enum Runner {
     Go,
     Cargo,
     Nextest,
+    /// Maven (Surefire), JUnit Platform tests.
+    Maven,
     /// No adapter: attribution from the environment protocol only.
     None,
 }
@@ -73,6 +84,7 @@ impl Runner {
             Runner::Go => "go",
             Runner::Cargo => "cargo",
             Runner::Nextest => "nextest",
+            Runner::Maven => "maven",
             Runner::None => "none",
         }
     }
@@ -87,7 +99,8 @@ fn base(arg: &OsStr) -> String {
 
 /// The runner a command line starts, if nettrap recognises it: `pytest`, `python -m pytest`,
 /// `manage.py test`, `django-admin test`, `python -m unittest`, `jest`, `npx jest`, `vitest`,
-/// `node --test`, `go test`, `cargo test`, `cargo nextest run`; through `uv run`, `poetry run`,
+/// `node --test`, `go test`, `cargo test`, `cargo nextest run`, `mvn test` (or `./mvnw`, any
+/// phase that runs Surefire: `verify`, `install`, `surefire:test`); through `uv run`, `poetry run`,
 /// `pipenv run`, `npx` and `npm exec`.
 pub fn detect(argv: &[OsString]) -> Option<Runner> {
     let args: Vec<String> = argv
@@ -162,6 +175,7 @@ pub fn detect(argv: &[OsString]) -> Option<Runner> {
         "cargo" if matches!(first_word, Some("test" | "t")) => Runner::Cargo,
         "cargo" if first_word == Some("nextest") => Runner::Nextest,
         "cargo-nextest" => Runner::Nextest,
+        "mvn" | "mvnw" | "mvnd" if java::runs_tests(rest) => Runner::Maven,
         "node" if rest.iter().any(|a| a == "--test") => Runner::NodeTest,
         "node" => {
             let script = rest.iter().find(|a| !a.starts_with('-'))?;
@@ -218,6 +232,10 @@ pub fn configure(cmd: &mut Command, dir: &Path, runner: Option<Runner>) {
     let preload = dir.join("node/preload.cjs");
     let option = format!("--require \"{}\"", preload.display());
     prepend(cmd, "NODE_OPTIONS", OsStr::new(&option), " ");
+    // Only for Maven: every JVM prints a line when it picks the variable up.
+    if runner == Some(Runner::Maven) {
+        java::configure(cmd, dir);
+    }
 }
 
 #[cfg(test)]
@@ -255,5 +273,12 @@ mod tests {
         assert_eq!(d("cargo nextest run"), Some(Runner::Nextest));
         assert_eq!(d("python3 fixtures/unittest-demo/run.py"), None);
         assert_eq!(d("make test"), None);
+        assert_eq!(d("mvn test"), Some(Runner::Maven));
+        assert_eq!(d("mvn -o -q test"), Some(Runner::Maven));
+        assert_eq!(d("./mvnw -B verify"), Some(Runner::Maven));
+        assert_eq!(d("mvn -pl core -Dx=1 clean install"), Some(Runner::Maven));
+        assert_eq!(d("mvn surefire:test"), Some(Runner::Maven));
+        assert_eq!(d("mvn compile"), None);
+        assert_eq!(d("mvn -DskipTests package"), Some(Runner::Maven));
     }
 }

@@ -42,8 +42,7 @@ fn preloadable(p: &Path) -> bool {
 /// Names the cache directory: a rebuilt shim or changed adapter is never confused with an older
 /// one of the same version.
 fn key() -> String {
-    let hash = adapters::FILES
-        .iter()
+    let hash = adapters::files()
         .flat_map(|(name, bytes)| name.as_bytes().iter().chain(bytes.iter()))
         .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
@@ -75,7 +74,7 @@ fn install_in(dir: &Path) -> std::io::Result<Installed> {
     let dir = dir.join(key());
     let shim = dir.join(SHIM_FILE);
     write_file(&shim, SHIM)?;
-    for (name, bytes) in adapters::FILES {
+    for (name, bytes) in adapters::files() {
         write_file(&dir.join(name), bytes)?;
     }
     Ok(Installed { shim, dir })

@@ -6,7 +6,8 @@
 //!
 //! Test ids map to JUnit's `classname` and `name` as the runners write them: pytest's
 //! `path/test_x.py::TestC::test_y` is classname `path.test_x.TestC`, name `test_y`; a dotted id
-//! (unittest, Django: `tests.test_x.C.test_y`) splits at its last dot.
+//! (unittest, Django: `tests.test_x.C.test_y`; Maven: `com.example.SearchTest.pages(int)[1]`)
+//! splits at its last dot before any parameters.
 
 use super::{CallEntry, Report, TestEntry, render};
 use anyhow::{Context, Result, bail};
@@ -39,8 +40,9 @@ pub fn case_key(id: &str) -> (String, String) {
         class.extend(parts);
         return (class.join("."), name);
     }
-    // A dotted id, unless the dot is inside parameters (`test_x[1.5]`).
-    let head = id.split('[').next().unwrap_or(id);
+    // A dotted id, unless the dot is inside parameters (`test_x[1.5]`) or a Java method's
+    // parameter types (Surefire's `com.example.T.pages(java.lang.String)[1]`).
+    let head = id.split(['[', '(']).next().unwrap_or(id);
     match head.rfind('.') {
         Some(i) => (id[..i].to_string(), id[i + 1..].to_string()),
         None => (String::new(), id.to_string()),
@@ -347,5 +349,17 @@ mod tests {
             ("tests.test_cache.CacheTests".into(), "test_get".into())
         );
         assert_eq!(k("TestSearch"), (String::new(), "TestSearch".into()));
+        // the Maven adapter's ids: Surefire's classname and case name
+        assert_eq!(
+            k("com.example.A$Inner.pages(java.lang.String)[1]"),
+            (
+                "com.example.A$Inner".into(),
+                "pages(java.lang.String)[1]".into()
+            )
+        );
+        assert_eq!(
+            k("com.example.SearchTest.indexes"),
+            ("com.example.SearchTest".into(), "indexes".into())
+        );
     }
 }

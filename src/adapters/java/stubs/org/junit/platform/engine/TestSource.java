@@ -1,0 +1,6 @@
+// Compile-only stub of the JUnit Platform 1.x API (not packaged): only what nettrap's listener
+// uses, with the real signatures (checked by tests/maven.rs, which compiles the listener against
+// the real jars too).
+package org.junit.platform.engine;
+
+public interface TestSource extends java.io.Serializable {}
