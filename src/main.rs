@@ -76,6 +76,7 @@ fn main() -> ExitCode {
         cli::Command::Report(args) => report::render::report_command(args),
         cli::Command::Merge(args) => report::merge::merge_command(args),
         cli::Command::Baseline(cmd) => report::baseline::baseline_command(cmd),
+        cli::Command::Config(args) => policy::show::config_command(args),
         cli::Command::GoExec { args } => Ok(adapters::go::exec_main(args)),
         cli::Command::CargoExec { args } => Ok(adapters::cargo::exec_main(args)),
     };
