@@ -33,6 +33,18 @@ pub enum Command {
     /// Print the effective policy (built-in defaults, the policy file, these flags) and where
     /// each part came from
     Config(PolicyArgs),
+    /// Print a shell completion script: nettrap completions bash > /etc/bash_completion.d/nettrap
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of nettrap or of one command: nettrap man run > nettrap-run.1
+    Man {
+        /// The command whose page to print [default: nettrap's own]
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
     /// Run a Go test binary for the `go test` adapter (internal: `go test -exec`)
     #[command(name = "go-exec", hide = true, disable_help_flag = true)]
     GoExec {
