@@ -160,6 +160,11 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "CATEGORIES", value_delimiter = ',')]
     pub fail_on: Vec<String>,
 
+    /// What happens to calls no rule of the policy decides: record, or deny (everything not
+    /// allowed or recorded by a rule fails at once)
+    #[arg(long = "default", value_name = "ACTION", value_parser = ["record", "deny"], default_value = "record")]
+    pub default_action: String,
+
     /// errno a denied call fails with (name or number) [default: ECONNREFUSED]
     #[arg(long, value_name = "ERRNO")]
     pub errno: Option<String>,

@@ -283,6 +283,11 @@ fn apply_flags(policy: &mut Policy, args: &PolicyArgs) -> Result<()> {
             crate::errno::parse_dns(e).map_err(|m| anyhow::anyhow!("--dns-errno: {m}"))?;
         policy.note("dns_errno", "--dns-errno".into());
     }
+    if args.default_action == "deny" {
+        // The built-in default is the first rule: every rule of the file and flags still
+        // overrides it.
+        policy.rules[0] = RuleDef::new(Action::Deny, "deny (default)".to_string());
+    }
     if args.deny_dns {
         policy.deny_dns = true;
         policy.note("deny_dns", "--deny-dns".into());
