@@ -270,7 +270,7 @@ fn toml_error(loc: &Locator, e: &toml::de::Error) -> anyhow::Error {
 fn apply_parsed(policy: &mut Policy, parsed: PolicyFile, loc: &Locator) -> Result<()> {
     let file = loc.file;
     if let Some(e) = &parsed.errno {
-        policy.default_errno = errno(&loc, e)?;
+        policy.default_errno = errno(loc, e)?;
         policy.note("errno", loc.origin(e));
     }
     if let Some(e) = &parsed.dns_errno {
@@ -302,7 +302,7 @@ fn apply_parsed(policy: &mut Policy, parsed: PolicyFile, loc: &Locator) -> Resul
         let ports = c
             .ports
             .iter()
-            .map(|p| port_span(&loc, p))
+            .map(|p| port_span(loc, p))
             .collect::<Result<Vec<_>>>()?;
         let (mut nets, mut names) = (Vec::new(), Vec::new());
         for h in &c.hosts {
@@ -363,16 +363,16 @@ fn apply_parsed(policy: &mut Policy, parsed: PolicyFile, loc: &Locator) -> Resul
         };
         let mut spans: Vec<Option<PortSpan>> = Vec::new();
         if let Some(p) = &r.port {
-            spans.push(Some(port_span(&loc, p)?));
+            spans.push(Some(port_span(loc, p)?));
         }
         for p in r.ports.iter().flatten() {
-            spans.push(Some(port_span(&loc, p)?));
+            spans.push(Some(port_span(loc, p)?));
         }
         if spans.is_empty() {
             spans.push(None);
         }
         let errno = match &r.errno {
-            Some(e) => Some(errno(&loc, e)?),
+            Some(e) => Some(errno(loc, e)?),
             None => None,
         };
         let what = [

@@ -443,6 +443,21 @@ mod tests {
     }
 
     #[test]
+    fn default_deny_is_the_first_rule_so_every_other_rule_overrides_it() {
+        let p = flags(&["--default", "deny", "--record", "redis"]).unwrap();
+        assert_eq!(p.rules[0].action, Action::Deny);
+        assert_eq!(p.rules[0].label, "deny (default)");
+        let c = p.compile().unwrap();
+        let redis = Dest::from_v4([127, 0, 0, 1], 6379);
+        let es = Dest::from_v4([127, 0, 0, 1], 9200);
+        assert_eq!(c.decide(&redis, None, None).action, Action::Record);
+        assert_eq!(c.decide(&es, None, None).action, Action::Deny);
+        assert!(p.enforces());
+        let bad = ["nettrap", "run", "--default", "allow", "--", "true"];
+        assert!(Cli::try_parse_from(bad).is_err());
+    }
+
+    #[test]
     fn names_in_flags() {
         let p = flags(&[
             "--deny",
