@@ -26,6 +26,14 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
+    if !root.join("shim/Cargo.toml").is_file() {
+        // A packaged crate (cargo package leaves out nested packages such as shim/): the
+        // binary cannot carry its shim without the shim's sources.
+        panic!(
+            "the shim's sources (shim/) are not in this source tree: build nettrap from its \
+             repository (cargo install --path .) or install the wheel (pip install nettrap)"
+        );
+    }
     let target_dir = out.join("shim-target");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

@@ -30,6 +30,21 @@ pub enum Command {
     /// Write the baseline `nettrap run --baseline` compares with
     #[command(subcommand)]
     Baseline(BaselineCommand),
+    /// Print the effective policy (built-in defaults, the policy file, these flags) and where
+    /// each part came from
+    Config(PolicyArgs),
+    /// Print a shell completion script: nettrap completions bash > /etc/bash_completion.d/nettrap
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of nettrap or of one command: nettrap man run > nettrap-run.1
+    Man {
+        /// The command whose page to print [default: nettrap's own]
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
     /// Run a Go test binary for the `go test` adapter (internal: `go test -exec`)
     #[command(name = "go-exec", hide = true, disable_help_flag = true)]
     GoExec {
@@ -59,41 +74,8 @@ second interrupt (SIGINT, SIGTERM, SIGHUP) kills the whole tree at once.";
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Policy file [default: nettrap.toml in the working directory, if present]
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-
-    /// Deny calls to these ports, port ranges, categories or HOST[:PORT]s (e.g.
-    /// 80,elasticsearch,10.0.0.0/8,'api.*.example:443'); HOST an address, CIDR, host name or
-    /// name glob (`*` one label, `**` any)
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    pub deny: Vec<String>,
-
-    /// Record (report, let through) calls to these ports, ranges, categories or HOST[:PORT]s
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    pub record: Vec<String>,
-
-    /// Allow (expect, do not report as offending) calls to HOST[:PORT]: an address, CIDR, host
-    /// name or name glob ('*.internal', '**.svc.cluster.local:443')
-    #[arg(long, value_name = "HOST[:PORT]", value_delimiter = ',')]
-    pub allow: Vec<String>,
-
-    /// Fail every name lookup that would leave the machine at once (not answered from
-    /// /etc/hosts, not localhost), unless a rule allows the name
-    #[arg(long)]
-    pub deny_dns: bool,
-
-    /// What denied lookups fail with: EAI_NONAME, EAI_AGAIN or EAI_FAIL [default: EAI_NONAME]
-    #[arg(long, value_name = "EAI")]
-    pub dns_errno: Option<String>,
-
-    /// Fail the run (exit 86) when a call in these categories is recorded
-    #[arg(long, value_name = "CATEGORIES", value_delimiter = ',')]
-    pub fail_on: Vec<String>,
-
-    /// errno a denied call fails with (name or number) [default: ECONNREFUSED]
-    #[arg(long, value_name = "ERRNO")]
-    pub errno: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 
     /// Where to write the JSON report (checked before the command starts, replaced whole)
     #[arg(long, value_name = "FILE", default_value = "nettrap-report.json")]
@@ -140,6 +122,52 @@ pub struct RunArgs {
     /// The test command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+/// The flags that make the policy (`nettrap run`, `nettrap config`).
+#[derive(Args)]
+pub struct PolicyArgs {
+    /// Policy file: a nettrap.toml, or a pyproject.toml's [tool.nettrap] [default: the closest
+    /// nettrap.toml or pyproject.toml with [tool.nettrap], from the working directory up]
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Deny calls to these ports, port ranges, categories or HOST[:PORT]s (e.g.
+    /// 80,elasticsearch,10.0.0.0/8,'api.*.example:443'); HOST an address, CIDR, host name or
+    /// name glob (`*` one label, `**` any)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub deny: Vec<String>,
+
+    /// Record (report, let through) calls to these ports, ranges, categories or HOST[:PORT]s
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub record: Vec<String>,
+
+    /// Allow (expect, do not report as offending) calls to HOST[:PORT]: an address, CIDR, host
+    /// name or name glob ('*.internal', '**.svc.cluster.local:443')
+    #[arg(long, value_name = "HOST[:PORT]", value_delimiter = ',')]
+    pub allow: Vec<String>,
+
+    /// Fail every name lookup that would leave the machine at once (not answered from
+    /// /etc/hosts, not localhost), unless a rule allows the name
+    #[arg(long)]
+    pub deny_dns: bool,
+
+    /// What denied lookups fail with: EAI_NONAME, EAI_AGAIN or EAI_FAIL [default: EAI_NONAME]
+    #[arg(long, value_name = "EAI")]
+    pub dns_errno: Option<String>,
+
+    /// Fail the run (exit 86) when a call in these categories is recorded
+    #[arg(long, value_name = "CATEGORIES", value_delimiter = ',')]
+    pub fail_on: Vec<String>,
+
+    /// What happens to calls no rule of the policy decides: record, or deny (everything not
+    /// allowed or recorded by a rule fails at once)
+    #[arg(long = "default", value_name = "ACTION", value_parser = ["record", "deny"], default_value = "record")]
+    pub default_action: String,
+
+    /// errno a denied call fails with (name or number) [default: ECONNREFUSED]
+    #[arg(long, value_name = "ERRNO")]
+    pub errno: Option<String>,
 }
 
 #[derive(Args)]

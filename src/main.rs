@@ -17,6 +17,7 @@
 //! (nettrap's own errors before the command ran: flags, policy, output paths), 126/127 (the
 //! command cannot be executed / found). See `run`.
 
+mod about;
 mod adapters;
 mod attribution;
 mod cli;
@@ -53,7 +54,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+            if e.kind() == ErrorKind::DisplayVersion {
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(about::version_text().as_bytes());
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelp
                 || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             {
                 e.exit();
@@ -76,6 +82,9 @@ fn main() -> ExitCode {
         cli::Command::Report(args) => report::render::report_command(args),
         cli::Command::Merge(args) => report::merge::merge_command(args),
         cli::Command::Baseline(cmd) => report::baseline::baseline_command(cmd),
+        cli::Command::Config(args) => policy::show::config_command(args),
+        cli::Command::Completions { shell } => about::completions(shell),
+        cli::Command::Man { command } => about::man(command.as_deref()),
         cli::Command::GoExec { args } => Ok(adapters::go::exec_main(args)),
         cli::Command::CargoExec { args } => Ok(adapters::cargo::exec_main(args)),
     };

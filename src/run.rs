@@ -33,7 +33,7 @@ pub const EXIT_NOT_FOUND: u8 = 127;
 pub const EXIT_NOT_EXECUTABLE: u8 = 126;
 
 pub fn run(args: RunArgs) -> Result<u8> {
-    let policy = policy::load(&args)?;
+    let policy = policy::load(&args.policy)?;
     let mut compiled = policy.compile()?;
     // Before the per-run flags (engine, runner): shards of one suite share it.
     let fingerprint = policy.fingerprint(&compiled);

@@ -37,5 +37,6 @@ pub fn defaults() -> Policy {
         fail_on: Vec::new(),
         deny_dns: false,
         dns_errno: nettrap_core::policy::EAI_NONAME,
+        origins: Vec::new(),
     }
 }

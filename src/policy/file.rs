@@ -1,4 +1,5 @@
-//! The policy file (`nettrap.toml`), with errors that name the file and line.
+//! The policy file (`nettrap.toml`, or the `[tool.nettrap]` table of a `pyproject.toml`: the
+//! same keys), with errors that name the file and line (and, in `pyproject.toml`, the table).
 //!
 //! ```toml
 //! errno = "ECONNREFUSED"            # how denied calls fail (default)
@@ -34,7 +35,7 @@ use toml::Spanned;
 struct PolicyFile {
     errno: Option<Spanned<Scalar>>,
     fail_on: Option<Vec<Spanned<String>>>,
-    deny_dns: Option<bool>,
+    deny_dns: Option<Spanned<bool>>,
     dns_errno: Option<Spanned<String>>,
     #[serde(default)]
     categories: Ordered<Spanned<CategoryFile>>,
@@ -109,10 +110,23 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
     }
 }
 
-/// Where an error is: `FILE:LINE`.
+/// `pyproject.toml`: only `[tool.nettrap]` is ours; every other table is left unread.
+#[derive(Deserialize)]
+struct Pyproject {
+    tool: Option<Tool>,
+}
+
+#[derive(Deserialize)]
+struct Tool {
+    nettrap: Option<PolicyFile>,
+}
+
+/// Where an error is: `FILE:LINE`, and in a `pyproject.toml` also the table (`[tool.nettrap]`,
+/// `[[tool.nettrap.rules]]`).
 struct Locator<'a> {
     file: &'a str,
     text: &'a str,
+    pyproject: bool,
 }
 
 impl Locator<'_> {
@@ -123,13 +137,49 @@ impl Locator<'_> {
             + 1
     }
 
+    /// `FILE:LINE: ` (with `TABLE: ` in a pyproject.toml) for the text at `offset`.
+    fn at(&self, offset: usize) -> String {
+        let line = self.line(offset);
+        match self.table(offset) {
+            Some(t) => format!("{}:{line}: {t}:", self.file),
+            None => format!("{}:{line}:", self.file),
+        }
+    }
+
+    /// In a pyproject.toml, the `[tool.nettrap...]` table `offset` lies in: the closest table
+    /// header above it (a dotted key or inline table under `[tool]` still says `[tool.nettrap]`).
+    fn table(&self, offset: usize) -> Option<String> {
+        if !self.pyproject {
+            return None;
+        }
+        let before = &self.text[..offset.min(self.text.len())];
+        let header = before
+            .lines()
+            .rev()
+            .map(str::trim_start)
+            .find(|l| l.starts_with('['))
+            .and_then(|l| {
+                let end = if l.starts_with("[[") { "]]" } else { "]" };
+                l.find(end).map(|i| &l[..i + end.len()])
+            })
+            .filter(|h| {
+                let name = h.trim_matches(|c| c == '[' || c == ']').trim();
+                name == "tool.nettrap" || name.starts_with("tool.nettrap.")
+            });
+        Some(one_line(header.unwrap_or("[tool.nettrap]")))
+    }
+
     fn err<T>(&self, span: &Spanned<T>, msg: impl fmt::Display) -> anyhow::Error {
         anyhow!(
-            "{}:{}: {}",
-            self.file,
-            self.line(span.span().start),
+            "{} {}",
+            self.at(span.span().start),
             one_line(&msg.to_string())
         )
+    }
+
+    /// `FILE:LINE`, the place a setting is shown as coming from (`nettrap config`).
+    fn origin<T>(&self, span: &Spanned<T>) -> String {
+        format!("{}:{}", self.file, self.line(span.span().start))
     }
 }
 
@@ -167,26 +217,69 @@ fn errno(loc: &Locator, v: &Spanned<Scalar>) -> Result<i32> {
     crate::errno::parse(&v.get_ref().to_string()).map_err(|m| loc.err(v, m))
 }
 
-/// Reads a policy file's text into `policy`. `file` names it in errors.
+/// Reads a policy file's text (`nettrap.toml`'s format) into `policy`. `file` names it in
+/// errors and in rule labels.
 pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
-    let loc = Locator { file, text };
-    let parsed: PolicyFile = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| loc.line(s.start));
-        let msg = one_line(e.message().lines().next().unwrap_or("invalid TOML"));
-        match line {
-            Some(l) => anyhow!("{file}:{l}: {msg}"),
-            None => anyhow!("{file}: {msg}"),
-        }
-    })?;
+    let loc = Locator {
+        file,
+        text,
+        pyproject: false,
+    };
+    let parsed: PolicyFile = toml::from_str(text).map_err(|e| toml_error(&loc, &e))?;
+    apply_parsed(policy, parsed, &loc)
+}
 
+/// Whether a `pyproject.toml`'s text holds a `[tool.nettrap]` table (errors: the file is not
+/// TOML, or the table is malformed).
+pub fn pyproject_has_table(text: &str, file: &str) -> Result<bool> {
+    Ok(parse_pyproject(text, file)?.is_some())
+}
+
+/// Reads the `[tool.nettrap]` table of a `pyproject.toml` into `policy`; `false` (and nothing
+/// read) when it has none.
+pub fn apply_pyproject(policy: &mut Policy, text: &str, file: &str) -> Result<bool> {
+    let loc = Locator {
+        file,
+        text,
+        pyproject: true,
+    };
+    match parse_pyproject(text, file)? {
+        Some(parsed) => apply_parsed(policy, parsed, &loc).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+fn parse_pyproject(text: &str, file: &str) -> Result<Option<PolicyFile>> {
+    let loc = Locator {
+        file,
+        text,
+        pyproject: true,
+    };
+    let parsed: Pyproject = toml::from_str(text).map_err(|e| toml_error(&loc, &e))?;
+    Ok(parsed.tool.and_then(|t| t.nettrap))
+}
+
+fn toml_error(loc: &Locator, e: &toml::de::Error) -> anyhow::Error {
+    let msg = one_line(e.message().lines().next().unwrap_or("invalid TOML"));
+    match e.span() {
+        Some(s) => anyhow!("{} {msg}", loc.at(s.start)),
+        None => anyhow!("{}: {msg}", loc.file),
+    }
+}
+
+fn apply_parsed(policy: &mut Policy, parsed: PolicyFile, loc: &Locator) -> Result<()> {
+    let file = loc.file;
     if let Some(e) = &parsed.errno {
-        policy.default_errno = errno(&loc, e)?;
+        policy.default_errno = errno(loc, e)?;
+        policy.note("errno", loc.origin(e));
     }
     if let Some(e) = &parsed.dns_errno {
         policy.dns_errno = crate::errno::parse_dns(e.get_ref()).map_err(|m| loc.err(e, m))?;
+        policy.note("dns_errno", loc.origin(e));
     }
-    if let Some(d) = parsed.deny_dns {
-        policy.deny_dns = d;
+    if let Some(d) = &parsed.deny_dns {
+        policy.deny_dns = *d.get_ref();
+        policy.note("deny_dns", loc.origin(d));
     }
     for (name, cat) in parsed.categories.0 {
         if name == "other" || name.is_empty() || name.len() > 31 || name.contains(char::is_control)
@@ -209,7 +302,7 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
         let ports = c
             .ports
             .iter()
-            .map(|p| port_span(&loc, p))
+            .map(|p| port_span(loc, p))
             .collect::<Result<Vec<_>>>()?;
         let (mut nets, mut names) = (Vec::new(), Vec::new());
         for h in &c.hosts {
@@ -227,6 +320,7 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
                 ),
             ));
         }
+        policy.note(&format!("category {name}"), loc.origin(&cat));
         policy.define_category(CategoryDef {
             name,
             ports,
@@ -269,16 +363,16 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
         };
         let mut spans: Vec<Option<PortSpan>> = Vec::new();
         if let Some(p) = &r.port {
-            spans.push(Some(port_span(&loc, p)?));
+            spans.push(Some(port_span(loc, p)?));
         }
         for p in r.ports.iter().flatten() {
-            spans.push(Some(port_span(&loc, p)?));
+            spans.push(Some(port_span(loc, p)?));
         }
         if spans.is_empty() {
             spans.push(None);
         }
         let errno = match &r.errno {
-            Some(e) => Some(errno(&loc, e)?),
+            Some(e) => Some(errno(loc, e)?),
             None => None,
         };
         let what = [
@@ -327,6 +421,7 @@ pub fn apply(policy: &mut Policy, text: &str, file: &str) -> Result<()> {
         if !policy.fail_on.contains(f.get_ref()) {
             policy.fail_on.push(f.get_ref().clone());
         }
+        policy.note(&format!("fail_on {}", f.get_ref()), loc.origin(f));
     }
     Ok(())
 }

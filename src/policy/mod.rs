@@ -1,7 +1,8 @@
 //! The policy: which category a call belongs to and what happens to it.
 //!
-//! Sources, later wins: the built-in defaults ([`builtin`]), a policy file ([`file`]:
-//! `nettrap.toml` in the working directory, or `--policy FILE`), then flags (`--deny`,
+//! Sources, later wins: the built-in defaults ([`builtin`]), a policy file ([`file`]: the
+//! closest `nettrap.toml` or `pyproject.toml` `[tool.nettrap]` from the working directory up
+//! ([`source`]), or `--policy FILE`), then flags (`--deny`,
 //! `--record`, `--allow`, `--fail-on`, `--errno`, `--deny-dns`, `--dns-errno`). The merged
 //! [`Policy`] is compiled into the fixed-size block that the shim and the supervisor decide
 //! with (`nettrap_core::policy`).
@@ -15,13 +16,14 @@
 
 pub mod builtin;
 pub mod file;
+pub mod show;
+pub mod source;
 pub mod spec;
 
-use crate::cli::RunArgs;
+use crate::cli::PolicyArgs;
 use anyhow::{Result, bail};
 use nettrap_core::policy::{self as core_policy, Action, CompiledPolicy, Net, PortRange};
 use spec::{Host, PortSpan};
-use std::path::Path;
 
 /// A category: a name for a kind of destination.
 #[derive(Clone, Debug)]
@@ -61,6 +63,9 @@ pub struct Policy {
     pub deny_dns: bool,
     /// The `EAI_*` code denied lookups fail with.
     pub dns_errno: i32,
+    /// Where settings that are not built-in came from, for `nettrap config`: (`errno`,
+    /// `category payments`, …, `pyproject.toml:5` or `--errno`); the last note of a key holds.
+    pub origins: Vec<(String, String)>,
 }
 
 impl Policy {
@@ -93,6 +98,20 @@ impl Policy {
             eat(c.as_bytes());
         }
         format!("fnv1a64:{h:016x}")
+    }
+
+    /// Notes where the setting `key` came from (see [`Policy::origins`]).
+    pub fn note(&mut self, key: &str, origin: String) {
+        self.origins.retain(|(k, _)| k != key);
+        self.origins.push((key.to_string(), origin));
+    }
+
+    /// Where `key` came from, if not built in.
+    pub fn origin(&self, key: &str) -> Option<&str> {
+        self.origins
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, o)| o.as_str())
     }
 
     pub fn has_category(&self, name: &str) -> bool {
@@ -230,31 +249,49 @@ impl Policy {
 }
 
 /// Loads the policy for `nettrap run`: defaults, then the policy file, then flags.
-pub fn load(args: &RunArgs) -> Result<Policy> {
-    let mut policy = builtin::defaults();
-    let path = match &args.policy {
-        Some(p) => Some(p.clone()),
-        None => Some(Path::new("nettrap.toml").to_path_buf()).filter(|p| p.is_file()),
-    };
-    if let Some(path) = path {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", path.display()))?;
-        file::apply(&mut policy, &text, &path.display().to_string())?;
-    }
-    apply_flags(&mut policy, args)?;
-    Ok(policy)
+pub fn load(args: &PolicyArgs) -> Result<Policy> {
+    Ok(load_from(args)?.0)
 }
 
-fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
+/// As [`load`], also saying which file was read.
+pub fn load_from(args: &PolicyArgs) -> Result<(Policy, Option<source::Source>)> {
+    let mut policy = builtin::defaults();
+    let cwd = std::env::current_dir()
+        .map_err(|e| anyhow::anyhow!("cannot read the working directory: {e}"))?;
+    let found = source::find(args.policy.as_deref(), &cwd)?;
+    if let Some(src) = &found {
+        if src.pyproject {
+            if !file::apply_pyproject(&mut policy, &src.text, &src.shown)? {
+                bail!("{}: no [tool.nettrap] table", src.shown);
+            }
+        } else {
+            file::apply(&mut policy, &src.text, &src.shown)?;
+        }
+    }
+    apply_flags(&mut policy, args)?;
+    Ok((policy, found))
+}
+
+fn apply_flags(policy: &mut Policy, args: &PolicyArgs) -> Result<()> {
     if let Some(e) = &args.errno {
         policy.default_errno =
             crate::errno::parse(e).map_err(|m| anyhow::anyhow!("--errno: {m}"))?;
+        policy.note("errno", "--errno".into());
     }
     if let Some(e) = &args.dns_errno {
         policy.dns_errno =
             crate::errno::parse_dns(e).map_err(|m| anyhow::anyhow!("--dns-errno: {m}"))?;
+        policy.note("dns_errno", "--dns-errno".into());
     }
-    policy.deny_dns |= args.deny_dns;
+    if args.default_action == "deny" {
+        // The built-in default is the first rule: every rule of the file and flags still
+        // overrides it.
+        policy.rules[0] = RuleDef::new(Action::Deny, "deny (default)".to_string());
+    }
+    if args.deny_dns {
+        policy.deny_dns = true;
+        policy.note("deny_dns", "--deny-dns".into());
+    }
     for (flag, items, action) in [
         ("--record", &args.record, Action::Record),
         ("--deny", &args.deny, Action::Deny),
@@ -317,6 +354,7 @@ fn apply_flags(policy: &mut Policy, args: &RunArgs) -> Result<()> {
         if !policy.fail_on.iter().any(|c| c == item) {
             policy.fail_on.push(item.to_string());
         }
+        policy.note(&format!("fail_on {item}"), "--fail-on".into());
     }
     Ok(())
 }
@@ -396,12 +434,27 @@ mod tests {
             unreachable!()
         };
         let mut policy = builtin::defaults();
-        apply_flags(&mut policy, &args)?;
+        apply_flags(&mut policy, &args.policy)?;
         Ok(policy)
     }
 
     fn err(args: &[&str]) -> String {
         flags(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn default_deny_is_the_first_rule_so_every_other_rule_overrides_it() {
+        let p = flags(&["--default", "deny", "--record", "redis"]).unwrap();
+        assert_eq!(p.rules[0].action, Action::Deny);
+        assert_eq!(p.rules[0].label, "deny (default)");
+        let c = p.compile().unwrap();
+        let redis = Dest::from_v4([127, 0, 0, 1], 6379);
+        let es = Dest::from_v4([127, 0, 0, 1], 9200);
+        assert_eq!(c.decide(&redis, None, None).action, Action::Record);
+        assert_eq!(c.decide(&es, None, None).action, Action::Deny);
+        assert!(p.enforces());
+        let bad = ["nettrap", "run", "--default", "allow", "--", "true"];
+        assert!(Cli::try_parse_from(bad).is_err());
     }
 
     #[test]
