@@ -82,13 +82,21 @@ fn man_pages_render_with_man() {
         let path = dir.join(page);
         std::fs::write(&path, &roff).unwrap();
         // Rendered by man itself (groff): a page man can read, not only roff-looking text.
-        let out = Command::new("man")
+        // man is not on every fresh machine (`.ci/run` installs it): without it, only the roff.
+        let Ok(out) = Command::new("man")
             .args(["-P", "cat", "-l"])
             .arg(&path)
             .env("MANWIDTH", "200")
             .env("MAN_KEEP_FORMATTING", "0")
             .output()
-            .unwrap();
+        else {
+            eprintln!("man_pages_render_with_man: man is not installed, rendering SKIPPED");
+            let text = roff.replace("\\-", "-").replace("\\*(Aq", "'");
+            for want in wants {
+                assert!(text.contains(want), "{want:?} not in {page}");
+            }
+            continue;
+        };
         assert!(
             out.status.success(),
             "{}",
