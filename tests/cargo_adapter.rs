@@ -276,6 +276,117 @@ fn cargo_test_one_thread_at_a_time() {
     assert_output_unchanged(&r, &command, true);
 }
 
+/// `cargo test -q` (libtest's terse output: one character per test, no names) and
+/// `-- --format terse`: the adapter lists the binary's tests first (same selection) and joins
+/// calls by thread name to that list; outcomes come from the `failures:` block and the ignored
+/// tests' listing; the output is unchanged. Every test ends when its binary does, so of the
+/// two tests sharing the thread name `net::search_ind` the first in name order gets both
+/// calls and names the other as concurrent (README, Rust's limits).
+#[test]
+fn cargo_test_quiet_and_terse_know_every_test() {
+    for (name, command) in [
+        (
+            "cargo-quiet",
+            &[
+                "cargo",
+                "test",
+                "-q",
+                "--no-fail-fast",
+                "--",
+                "--test-threads",
+                "2",
+            ][..],
+        ),
+        (
+            "cargo-terse",
+            &[
+                "cargo",
+                "test",
+                "--no-fail-fast",
+                "--",
+                "--format",
+                "terse",
+                "--test-threads=1",
+            ],
+        ),
+    ] {
+        let r = run_cargo(name, &[], &[], command);
+        assert_eq!(r.code(), 101, "{}", r.stderr());
+        assert_eq!(r.report["runners"], serde_json::json!(["cargo"]));
+        assert_eq!(
+            r.calls(Some(&lib("net::cache_get"))),
+            recorded("redis", 6379)
+        );
+        assert_eq!(
+            r.calls(Some(&lib("net::from_child_thread"))),
+            recorded("memcached", 11211)
+        );
+        assert_eq!(
+            r.calls(Some(&lib("net::panics_after_dial"))),
+            recorded("rabbitmq", 5672)
+        );
+        assert_eq!(r.calls(Some(&it("kafka_produce"))), recorded("kafka", 9092));
+        assert_eq!(
+            r.calls(Some(&it("dial_then_fail"))),
+            recorded("other", 11212)
+        );
+        let a = r.test(&lib("net::search_index_a"));
+        let mut ports: Vec<u64> = a["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                assert_eq!(
+                    c["concurrent_tests"],
+                    serde_json::json!([lib("net::search_index_b")]),
+                    "{c}"
+                );
+                c["port"].as_u64().unwrap()
+            })
+            .collect();
+        ports.sort();
+        assert_eq!(ports, [9200, 9300], "{name}");
+        // The named helper thread and the doc-test: unattributed, as without -q.
+        assert_eq!(
+            r.calls(None).len(),
+            2,
+            "{name}: {}",
+            r.report["unattributed"]
+        );
+        let mut got = r.all_tests();
+        got.sort();
+        let mut want: Vec<(String, String)> = [
+            (lib("net::cache_get"), "passed"),
+            (lib("net::database_ignored"), "skipped"),
+            (lib("net::from_child_thread"), "passed"),
+            (lib("net::from_named_thread"), "passed"),
+            (lib("net::no_calls"), "passed"),
+            (lib("net::panics_after_dial"), "passed"),
+            (lib("net::search_index_a"), "passed"),
+            (lib("net::search_index_b"), "passed"),
+            (it("dial_then_fail"), "failed"),
+            (it("kafka_produce"), "passed"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a, b.to_string()))
+        .collect();
+        want.sort();
+        assert_eq!(got, want, "{name}");
+        // libtest's own count, the one doc-test aside (terse output does not name it).
+        let (counted, _) = libtest_counts(&r.stdout());
+        assert_eq!(
+            r.report["tests_total"].as_u64(),
+            Some(counted - 1),
+            "{name}"
+        );
+        // In parallel, terse output depends on which test ends first (a failure after a `.`
+        // prints a ` 1/2` progress first): compared one test at a time only.
+        if name == "cargo-terse" {
+            assert_output_unchanged(&r, command, true);
+        }
+    }
+}
+
 /// The supervisor reads the thread's name from /proc (the shim, `prctl`, under `auto`).
 #[test]
 fn cargo_test_under_the_seccomp_engine() {
