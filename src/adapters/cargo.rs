@@ -16,8 +16,10 @@
 //!   `test NAME ... ` line, which libtest prints before the test runs. Calls are tied to tests
 //!   by the calling thread's name (libtest names each test's thread after it; Rust 1.95 does so
 //!   with one thread too): the engines record it (`FLAG_THREAD_NAMES`) and
-//!   `attribution::Timeline::by_thread_name` joins it. With `-q` / `--format terse` or `json`
-//!   libtest prints no names: then no test is known and calls stay unattributed.
+//!   `attribution::Timeline::by_thread_name` joins it. With `-q` / `--format terse` libtest
+//!   prints one character per test: the tests come from `<binary> --list --format terse` run
+//!   first with the same selection (`Terse`). `--format json` (unstable, nightly only) is not
+//!   read: no test is known and calls stay unattributed.
 //! - **nextest's process per test** (`NEXTEST` set, `--exact`): writes `start` before spawning
 //!   the binary, `end` after it exits (0: passed, else failed) with the duration, and sets
 //!   `NETTRAP_TEST` to the test's id in the binary's environment, so both engines (and the
@@ -198,9 +200,11 @@ fn cfg_holds(expr: &str) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 enum Mode {
     PassThrough,
-    /// `cargo test`: a libtest binary running (some of) its tests; how many at a time.
+    /// `cargo test`: a libtest binary running (some of) its tests; how many at a time, and
+    /// whether it prints one character per test (`-q`, `--format terse`) instead of names.
     Libtest {
         threads: usize,
+        terse: bool,
     },
     /// nextest: one test, by name.
     Nextest {
@@ -233,12 +237,19 @@ fn mode(binary: &Path, args: &[OsString], nextest: bool, default_threads: usize)
     }
     let mut positional = Vec::new();
     let mut threads = None;
+    let (mut quiet, mut format) = (false, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if let Some(v) = a.strip_prefix("--test-threads=") {
             threads = v.parse().ok();
         } else if a == "--test-threads" {
             threads = it.next().and_then(|v| v.parse().ok());
+        } else if a == "-q" || a == "--quiet" {
+            quiet = true;
+        } else if let Some(v) = a.strip_prefix("--format=") {
+            format = Some(v.to_string());
+        } else if a == "--format" {
+            format = it.next().cloned();
         } else if VALUE_FLAGS.contains(&a.as_str()) {
             it.next();
         } else if a == "--" {
@@ -252,9 +263,70 @@ fn mode(binary: &Path, args: &[OsString], nextest: bool, default_threads: usize)
             name: positional.remove(0),
         };
     }
+    // As libtest decides: `--format` wins over `--quiet`.
+    let terse = match format.as_deref() {
+        None => quiet,
+        Some(f) => f == "terse",
+    };
     Mode::Libtest {
         threads: threads.unwrap_or(default_threads).max(1),
+        terse,
     }
+}
+
+/// The arguments of `args` that choose which tests run, for the `--list` that names them in
+/// terse mode: filters, `--exact`, `--skip`, `--ignored`, `--include-ignored`, `-Z`.
+fn selection(args: &[OsString]) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        if matches!(
+            s.as_ref(),
+            "--exact" | "--ignored" | "--include-ignored" | "--exclude-should-panic"
+        ) || s.starts_with("--skip=")
+            || s.starts_with("-Zunstable")
+        {
+            out.push(a.clone());
+        } else if s == "--skip" || s == "-Z" {
+            out.push(a.clone());
+            out.extend(it.next().cloned());
+        } else if s == "--" {
+            out.extend(it.by_ref().cloned());
+        } else if VALUE_FLAGS.contains(&s.as_ref()) {
+            it.next();
+        } else if !s.starts_with('-') {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+/// The test names `<argv> --list --format terse <extra>` prints (`name: test`, `name: bench`);
+/// `None` if the listing fails.
+fn list(argv: &[OsString], selection: &[OsString], extra: &[&str]) -> Option<Vec<String>> {
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .args(["--list", "--format", "terse"])
+        .args(selection)
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.strip_suffix(": test")
+                    .or_else(|| l.strip_suffix(": bench"))
+                    .map(String::from)
+            })
+            .collect(),
+    )
 }
 
 /// The binary id (see the module docs) of a test binary.
@@ -342,7 +414,36 @@ pub fn exec_main(args: Vec<OsString>) -> u8 {
     match mode(Path::new(binary), rest, nextest, threads) {
         Mode::PassThrough => go::exec_plain_as("cargo", &argv),
         Mode::Nextest { name } => nextest_one(&argv, cut(format!("{id} {name}")), timeline),
-        Mode::Libtest { threads } => libtest(&argv, &id, threads == 1, timeline),
+        Mode::Libtest { threads, terse } => {
+            let listed = terse.then(|| {
+                let chosen = selection(rest);
+                let prefix = &argv[..argv.len() - rest.len()];
+                let all = list(prefix, &chosen, &[]);
+                // Ignored tests do not run unless asked: they end skipped.
+                let runs_ignored = rest
+                    .iter()
+                    .any(|a| a == "--ignored" || a == "--include-ignored");
+                let ignored = if runs_ignored {
+                    Some(Vec::new())
+                } else {
+                    list(prefix, &chosen, &["--ignored"])
+                };
+                all.zip(ignored)
+            });
+            let terse = match listed {
+                None => None,
+                Some(Some((all, ignored))) => Some(Terse::new(all, ignored)),
+                Some(None) => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "nettrap: cargo adapter: cannot list the tests of {} (terse output names none): its calls are unattributed",
+                        binary.to_string_lossy()
+                    );
+                    None
+                }
+            };
+            libtest(&argv, &id, threads == 1, terse, timeline)
+        }
     }
 }
 
@@ -445,6 +546,76 @@ fn parse_line(line: &str) -> Line<'_> {
     }
 }
 
+/// Terse output (`-q`, `--format terse`) prints one character per test, no names: the tests
+/// come from `--list` (run first, with the same selection), outcomes from the output's
+/// `failures:` blocks (`---- NAME stdout ----`, then the indented list of names) and the
+/// ignored tests' listing; every test ends when the binary does (so, for tests whose names
+/// share their first 15 bytes, a call goes to the first of them in name order, the others
+/// named as concurrent).
+struct Terse {
+    tests: Vec<String>,
+    ignored: std::collections::HashSet<String>,
+    failed: std::collections::HashSet<String>,
+    /// Inside a `failures:` block.
+    in_failures: bool,
+    /// libtest printed its `test result:` line (it finished its tests).
+    finished: bool,
+}
+
+impl Terse {
+    fn new(tests: Vec<String>, ignored: Vec<String>) -> Terse {
+        Terse {
+            tests,
+            ignored: ignored.into_iter().collect(),
+            failed: Default::default(),
+            in_failures: false,
+            finished: false,
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        if line.starts_with("test result: ") {
+            self.finished = true;
+            self.in_failures = false;
+        } else if line == "failures:" {
+            self.in_failures = true;
+        } else if line == "successes:" {
+            // `--show-output`: the passed tests' output, in the same `---- NAME` form.
+            self.in_failures = false;
+        } else if self.in_failures
+            && let Some(name) = line
+                .strip_prefix("---- ")
+                .and_then(|l| l.strip_suffix(" stdout ----"))
+        {
+            self.failed.insert(name.to_string());
+        } else if self.in_failures
+            && let Some(name) = line.strip_prefix("    ")
+            && !name.starts_with(' ')
+        {
+            self.failed.insert(name.to_string());
+        }
+    }
+
+    /// Each listed test's outcome, once the binary ended.
+    fn outcomes(&self) -> Vec<(&str, &'static str)> {
+        self.tests
+            .iter()
+            .map(|t| {
+                let o = if self.failed.contains(t) {
+                    "failed"
+                } else if self.ignored.contains(t) {
+                    "skipped"
+                } else if self.finished {
+                    "passed"
+                } else {
+                    "failed" // the binary died before it finished
+                };
+                (t.as_str(), o)
+            })
+            .collect()
+    }
+}
+
 /// The state of one libtest binary's output.
 struct Libtest {
     timeline: Timeline,
@@ -456,6 +627,7 @@ struct Libtest {
     running: Option<String>,
     /// Whether the start of the incomplete line in the buffer was already stamped.
     started_partial: bool,
+    terse: Option<Terse>,
 }
 
 impl Libtest {
@@ -483,6 +655,9 @@ impl Libtest {
     /// A complete line (without its newline), read at `t`.
     fn line(&mut self, line: &[u8], t: u64) {
         let line = plain_text(line);
+        if let Some(terse) = self.terse.as_mut() {
+            return terse.line(&line);
+        }
         match parse_line(&line) {
             Line::Test(name, after) => {
                 let id = self.id(name);
@@ -556,7 +731,13 @@ fn plain_text(line: &[u8]) -> String {
 }
 
 /// `cargo test`'s libtest binary: its output copied through, its lines turned into events.
-fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timeline) -> u8 {
+fn libtest(
+    argv: &[OsString],
+    binary_id: &str,
+    sequential: bool,
+    terse: Option<Terse>,
+    timeline: Timeline,
+) -> u8 {
     use serde_json::json;
     let (read, write) = match go::pipe() {
         Ok(p) => p,
@@ -593,13 +774,21 @@ fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timel
         seen: Vec::new(),
         running: None,
         started_partial: false,
+        terse,
     };
     state.timeline.pid = child.id();
     let t = now_ns();
-    // First: the calls of this process are joined by thread name (SPEC.md, `threads`).
-    state
-        .timeline
-        .write(json!({"ev": "threads", "t": t, "prefix": state.prefix}));
+    // First: the calls of this process are joined by thread name (SPEC.md, `threads`); in
+    // terse mode with every test the listing named.
+    let listed: Option<Vec<String>> = state
+        .terse
+        .as_ref()
+        .map(|terse| terse.tests.iter().map(|n| state.id(n)).collect());
+    let mut threads = json!({"ev": "threads", "t": t, "prefix": state.prefix});
+    if let Some(listed) = listed {
+        threads["tests"] = listed.into();
+    }
+    state.timeline.write(threads);
     state
         .timeline
         .write(json!({"ev": "process", "t": t, "runner": "cargo", "role": binary_id}));
@@ -675,6 +864,12 @@ fn libtest(argv: &[OsString], binary_id: &str, sequential: bool, timeline: Timel
     if let Some(id) = state.running.take() {
         state.end(id, "failed", t);
     }
+    if let Some(terse) = state.terse.take() {
+        for (name, outcome) in terse.outcomes() {
+            let id = state.id(name);
+            state.end(id, outcome, t);
+        }
+    }
     let tests = state.seen.clone();
     state
         .timeline
@@ -740,13 +935,25 @@ mod tests {
         let bin = Path::new("/t/debug/deps/it-3c230e0f173473e0");
         assert_eq!(
             mode(bin, &v(&["--test-threads", "1", "net"]), false, 4),
-            Mode::Libtest { threads: 1 }
+            Mode::Libtest {
+                threads: 1,
+                terse: false
+            }
         );
         assert_eq!(
             mode(bin, &v(&["--test-threads=3"]), false, 4),
-            Mode::Libtest { threads: 3 }
+            Mode::Libtest {
+                threads: 3,
+                terse: false
+            }
         );
-        assert_eq!(mode(bin, &v(&[]), false, 2), Mode::Libtest { threads: 2 });
+        assert_eq!(
+            mode(bin, &v(&[]), false, 2),
+            Mode::Libtest {
+                threads: 2,
+                terse: false
+            }
+        );
         assert_eq!(
             mode(bin, &v(&["net::a", "--nocapture", "--exact"]), true, 2),
             Mode::Nextest {
@@ -760,6 +967,74 @@ mod tests {
         assert_eq!(
             mode(Path::new("/tmp/rustdoctestAb1/rust_out"), &v(&[]), false, 2),
             Mode::PassThrough
+        );
+    }
+
+    #[test]
+    fn terse_runs_are_listed_and_read() {
+        let bin = Path::new("/t/debug/deps/it-3c230e0f173473e0");
+        for args in [
+            &["--quiet"][..],
+            &["-q", "--test-threads", "1"],
+            &["--format", "terse"],
+            &["--format=terse"],
+        ] {
+            assert!(
+                matches!(
+                    mode(bin, &v(args), false, 2),
+                    Mode::Libtest { terse: true, .. }
+                ),
+                "{args:?}"
+            );
+        }
+        assert!(matches!(
+            mode(bin, &v(&["-q", "--format", "pretty"]), false, 2),
+            Mode::Libtest { terse: false, .. }
+        ));
+        assert_eq!(
+            selection(&v(&[
+                "--quiet",
+                "net",
+                "--test-threads",
+                "2",
+                "--skip",
+                "slow",
+                "--exact",
+                "--color",
+                "never",
+                "--include-ignored"
+            ])),
+            v(&["net", "--skip", "slow", "--exact", "--include-ignored"])
+        );
+        let mut t = Terse::new(
+            vec!["a".into(), "b".into(), "c".into(), "i".into()],
+            vec!["i".into()],
+        );
+        for l in [
+            "running 4 tests",
+            "..Fi",
+            "successes:",
+            "---- a stdout ----",
+            "failures:",
+            "",
+            "---- b stdout ----",
+            "thread 'b' panicked at src/lib.rs:1:1:",
+            "",
+            "failures:",
+            "    b",
+            "",
+            "test result: FAILED. 2 passed; 1 failed; 1 ignored",
+        ] {
+            t.line(l);
+        }
+        assert_eq!(
+            t.outcomes(),
+            [
+                ("a", "passed"),
+                ("b", "failed"),
+                ("c", "passed"),
+                ("i", "skipped")
+            ]
         );
     }
 

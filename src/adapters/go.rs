@@ -15,6 +15,12 @@
 //! blocked in `read()` on it again (`engine::seccomp::gosync`), i.e. until every marker written
 //! before the call has been stamped and written here.
 //!
+//! `--runner go` with a command that runs `go test` itself (make, a script, gotestsum): the same
+//! `-exec` goes into `GOFLAGS` instead (`goflags`, chaining the user's `GOFLAGS` and their
+//! `-exec` there), and `go-exec` runs only test binaries' tests through the adapter (`go run`
+//! reads `GOFLAGS` too). A `-exec` on such a `go test`'s own command line overrides `GOFLAGS`:
+//! the launcher then says that no test binary ran through the adapter.
+//!
 //! Not rewritten (nothing runs, or what runs is not a test): `go test -c`, `-list`, `-bench`
 //! (benchmarks print no end markers), `-fuzz`. A user's own `-exec X` (on the command line or
 //! in `GOFLAGS`) is chained: `go-exec --chain=X` runs `X <binary> <args>` (the timeline's pid is
@@ -32,7 +38,7 @@
 
 use crate::attribution::now_ns;
 use crate::engine::seccomp::gosync::{Counters, unread};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -58,11 +64,19 @@ const ID_MAX: usize = 3000;
 // ---------------------------------------------------------------------------------------------
 // go test -> go test -exec 'nettrap go-exec'
 
+/// Whether `GOOS`/`GOARCH` name another system: its test binaries run through go's own
+/// `go_$GOOS_$GOARCH_exec` (wasm, a simulator), which `-exec` would replace; such runs are
+/// left alone.
+pub fn foreign_target() -> bool {
+    let foreign =
+        |var: &str, host: &str| std::env::var(var).is_ok_and(|v| !v.is_empty() && v != host);
+    foreign("GOOS", HOST_GOOS) || foreign("GOARCH", HOST_GOARCH)
+}
+
 /// `argv` with `-exec '<nettrap_exe> go-exec'` added, if it is a `go test` that runs tests;
 /// `None` otherwise.
 pub fn rewrite(argv: &[OsString], nettrap_exe: &Path) -> Option<Vec<OsString>> {
-    let program = argv.first()?.as_bytes();
-    if program != b"go" && !program.ends_with(b"/go") {
+    if !is_go(argv.first()?) {
         return None;
     }
     // `go [-C dir] test ...`
@@ -79,9 +93,7 @@ pub fn rewrite(argv: &[OsString], nettrap_exe: &Path) -> Option<Vec<OsString>> {
     }
     // A test binary built for another system runs through go's own `go_$GOOS_$GOARCH_exec`
     // (wasm, a simulator): `-exec` would replace it. Such runs are left alone.
-    let foreign =
-        |var: &str, host: &str| std::env::var(var).is_ok_and(|v| !v.is_empty() && v != host);
-    if foreign("GOOS", HOST_GOOS) || foreign("GOARCH", HOST_GOARCH) {
+    if foreign_target() {
         return None;
     }
     let mut out: Vec<OsString> = argv[..=i].to_vec();
@@ -137,6 +149,91 @@ pub fn rewrite(argv: &[OsString], nettrap_exe: &Path) -> Option<Vec<OsString>> {
     out.push(join_quoted(&exec)?.into());
     out.extend(rest);
     Some(out)
+}
+
+/// The `GOFLAGS` value that makes every `go test` run by the command (through make, a script,
+/// gotestsum) run its test binaries under `<nettrap_exe> go-exec`, for commands `rewrite` does
+/// not cover. `user` is the user's own `GOFLAGS`: its entries are kept, and a `-exec=X` among
+/// them is chained (`go-exec --chain=X`), as on the command line. cmd/go splits `GOFLAGS` as it
+/// splits `-exec` (white space, each field optionally quoted whole), so the `-exec=...` entry,
+/// which holds spaces, is quoted whole with the quote it does not contain. A `-exec` on a `go
+/// test` command line still wins over `GOFLAGS`: that run is not seen (see `run`). Err: why
+/// the value cannot be built (a path or user flag holding both kinds of quote).
+pub fn goflags(user: Option<&str>, nettrap_exe: &Path) -> Result<String, String> {
+    let user = user.unwrap_or_default();
+    let fields = split_quoted(user)
+        .ok_or_else(|| format!("cannot read GOFLAGS ({user}): a quote is not closed"))?;
+    let mut kept = Vec::new();
+    let mut chain = None;
+    for f in fields {
+        let name = f
+            .strip_prefix("--")
+            .or_else(|| f.strip_prefix('-'))
+            .unwrap_or(&f);
+        match name.strip_prefix("exec=") {
+            Some(v) => chain = Some(v.to_string()),
+            None => kept.push(f),
+        }
+    }
+    let exe = nettrap_exe
+        .to_str()
+        .ok_or("the path of nettrap is not UTF-8")?
+        .to_string();
+    let mut exec = vec![exe, "go-exec".to_string()];
+    if let Some(c) = chain.filter(|c| !c.trim().is_empty()) {
+        exec.push(format!("--chain={c}"));
+    }
+    let exec = join_quoted(&exec).ok_or("a path holds both kinds of quote")?;
+    kept.push(format!("-exec={exec}"));
+    join_quoted(&kept).ok_or_else(|| "GOFLAGS would need both kinds of quote".to_string())
+}
+
+/// Whether `program` is the go command itself (`go`, `/usr/local/go/bin/go`).
+pub fn is_go(program: &OsStr) -> bool {
+    let b = program.as_bytes();
+    b == b"go" || b.ends_with(b"/go")
+}
+
+/// Sets `GOFLAGS` for `cmd` (see `goflags`); if it cannot, says why in one line. Whether it did.
+pub fn configure_goflags(cmd: &mut std::process::Command) -> bool {
+    let why = if foreign_target() {
+        "GOOS/GOARCH name another system, whose test binaries run through go's own exec program"
+            .to_string()
+    } else {
+        let user = std::env::var("GOFLAGS").ok();
+        match std::env::current_exe()
+            .map_err(|e| format!("cannot find nettrap's own path: {e}"))
+            .and_then(|exe| goflags(user.as_deref(), &exe))
+        {
+            Ok(v) => {
+                cmd.env("GOFLAGS", v);
+                return true;
+            }
+            Err(why) => why,
+        }
+    };
+    crate::say!(
+        "nettrap: go adapter: not used: {why}; Go tests are attributed through NETTRAP_TEST only"
+    );
+    false
+}
+
+/// Whether `go-exec` was asked to run a test binary's tests (and not, through `GOFLAGS`, a
+/// `go run` program, a listing, benchmarks or fuzzing, which `rewrite` leaves alone too):
+/// `go test` names its binaries `<package>.test` and passes them `-test.` flags.
+fn runs_tests(args: &[OsString]) -> bool {
+    let Some((binary, rest)) = args.split_first() else {
+        return false;
+    };
+    let test_binary = binary.as_bytes().ends_with(b".test")
+        || rest.iter().any(|a| a.as_bytes().starts_with(b"-test."));
+    let other = rest.iter().any(|a| {
+        let f = a.as_bytes();
+        [&b"-test.list="[..], b"-test.bench=", b"-test.fuzz="]
+            .iter()
+            .any(|p| f.starts_with(p))
+    });
+    test_binary && !other
 }
 
 /// Fields as cmd/go splits `-exec`: separated by white space, each optionally wrapped whole in
@@ -303,6 +400,9 @@ pub fn exec_main(args: Vec<OsString>) -> u8 {
     let Some(run_dir) = std::env::var_os(crate::rundir::ENV_RUN_DIR) else {
         return exec_plain(&plain);
     };
+    if !runs_tests(&args) {
+        return exec_plain(&plain);
+    }
     match Adapter::start(&prefix, &args, Path::new(&run_dir)) {
         Ok(adapter) => adapter.finish(),
         Err(why) => {
@@ -986,6 +1086,45 @@ mod tests {
         }
         let fields = split_quoted("'/my dir/nettrap' go-exec '--chain=sudo -E'").unwrap();
         assert_eq!(fields, ["/my dir/nettrap", "go-exec", "--chain=sudo -E"]);
+    }
+
+    #[test]
+    fn goflags_chain_the_users_own() {
+        let exe = Path::new("/opt/nettrap");
+        assert_eq!(goflags(None, exe).unwrap(), "'-exec=/opt/nettrap go-exec'");
+        // Other flags kept; a -exec in GOFLAGS chained (quoted, as cmd/go reads it).
+        let v = goflags(Some("-count=1 '-exec=sudo -E' -tags=x"), exe).unwrap();
+        assert_eq!(
+            v,
+            "-count=1 -tags=x \"-exec=/opt/nettrap go-exec '--chain=sudo -E'\""
+        );
+        let fields = split_quoted(&v).unwrap();
+        assert_eq!(fields[2], "-exec=/opt/nettrap go-exec '--chain=sudo -E'");
+        assert_eq!(
+            split_quoted(fields[2].strip_prefix("-exec=").unwrap()).unwrap(),
+            ["/opt/nettrap", "go-exec", "--chain=sudo -E"]
+        );
+        assert_eq!(
+            goflags(Some("--exec=env"), Path::new("/my dir/nettrap")).unwrap(),
+            "\"-exec='/my dir/nettrap' go-exec --chain=env\""
+        );
+        assert!(goflags(Some("'-exec=a\"b' -x"), exe).is_err());
+    }
+
+    #[test]
+    fn only_test_runs_go_through_the_adapter() {
+        assert!(runs_tests(&v(&[
+            "/tmp/go-build1/b001/pkg.test",
+            "-test.paniconexit0"
+        ])));
+        assert!(runs_tests(&v(&["/tmp/x/renamed", "-test.timeout=10m0s"])));
+        assert!(!runs_tests(&v(&["/tmp/go-build1/b001/exe/main", "serve"])));
+        assert!(!runs_tests(&v(&["/tmp/b/pkg.test", "-test.list=."])));
+        assert!(!runs_tests(&v(&[
+            "/tmp/b/pkg.test",
+            "-test.bench=.",
+            "-test.run=^$"
+        ])));
     }
 
     #[test]

@@ -403,12 +403,13 @@ pub fn t(
     )
 }
 
-/// A Node fixture's pinned dependencies (its `package.json`), installed once under the cargo
+/// A Node fixture's pinned dependencies (its `package-lock.json`), installed once under the cargo
 /// target directory, in `target/node-fixtures/<fixture name>/`, and reused by every test binary
 /// and later runs while the fixture's files are unchanged. Returns that install's `node_modules`.
 ///
-/// The whole fixture (a few small files) is copied there and `npm install --no-audit --no-fund`
-/// run in it (the only step that needs the network: npm's registry), under an exclusive `flock`
+/// The whole fixture (a few small files and its committed `package-lock.json`) is copied there
+/// and `npm ci --no-audit --no-fund` run in it (the only step that needs the network: npm's
+/// registry), under an exclusive `flock`
 /// so concurrent test binaries install once; a marker holds a hash of the fixture's files.
 /// Local `file:` dependencies, which npm links, are replaced by copies so their code really lives
 /// under `node_modules/<name>` as a published package's would. The fixture folder itself stays
@@ -446,15 +447,17 @@ pub fn node_modules(fixture: &Path) -> PathBuf {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::write(&to, bytes).unwrap();
     }
+    // The fixture's committed package-lock.json pins every package, transitive ones included:
+    // `npm ci` installs exactly that (and fails if it does not match package.json).
     let out = Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
         .current_dir(&dir)
         .stdin(Stdio::null())
         .output()
         .expect("running npm (Node.js and npm are needed for the Node adapter's tests)");
     assert!(
         out.status.success(),
-        "npm install in {} failed:\n{}",
+        "npm ci in {} failed:\n{}",
         dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -665,6 +665,11 @@
   // watched (in vitest workers only), and `current` becomes an accessor that writes start and
   // end. Skipped tests never become current: they are written when the worker is done with its
   // files, so every test vitest counts is listed. Id: `<file> > <describe> > <test>`.
+  // Phases: a test starts in `call`; vitest's runner records its hook states on the test's
+  // result (`result.hooks.beforeEach = 'run'`, then `'pass'`/`'fail'`; `afterEach` likewise),
+  // which are watched through accessors (enumerable, so what vitest sends to its reporters is
+  // unchanged): beforeEach running -> setup, done -> call, afterEach running -> teardown (and
+  // stays so through the cleanups that follow).
   function hookVitest() {
     if (!process.env.VITEST) return;
     const scoped = () => (isMainThread ? {} : { tid: tid() });
@@ -684,6 +689,47 @@
     const started = new WeakSet();
     const files = new Set();
     let role = false;
+    // An own property of `obj` turned into an accessor that calls `onSet` after each write.
+    function watchProp(obj, key, onSet) {
+      if (!obj || typeof obj !== 'object') return;
+      const own = Object.getOwnPropertyDescriptor(obj, key);
+      if (own && (!own.configurable || own.get || own.set)) return;
+      let value = own ? own.value : undefined;
+      Object.defineProperty(obj, key, {
+        configurable: true,
+        // absent until written: key enumeration stays as vitest would have it
+        enumerable: !!own,
+        get() {
+          return value;
+        },
+        set(v) {
+          value = v;
+          if (!Object.getOwnPropertyDescriptor(obj, key).enumerable) {
+            Object.defineProperty(obj, key, { enumerable: true });
+          }
+          try {
+            onSet(v);
+          } catch (_) {}
+        },
+      });
+    }
+    function watchPhases(test) {
+      const [id] = idOf(test);
+      const phase = (p) => emit('phase', Object.assign({ test: id, phase: p }, scoped()));
+      const onHooks = (hooks) => {
+        watchProp(hooks, 'beforeEach', (state) => phase(state === 'run' ? 'setup' : 'call'));
+        watchProp(hooks, 'afterEach', (state) => {
+          if (state === 'run') phase('teardown');
+        });
+      };
+      const onResult = (result) => {
+        if (!result || typeof result !== 'object') return;
+        if (result.hooks) onHooks(result.hooks);
+        watchProp(result, 'hooks', onHooks);
+      };
+      onResult(test.result);
+      watchProp(test, 'result', onResult);
+    }
     function skippedOf(file) {
       const walk = (task) => {
         if (task.type === 'test') {
@@ -714,6 +760,10 @@
         }
         started.add(next);
         emit('start', Object.assign({ test: id, runner: 'vitest', file: rel }, scoped()));
+        emit('phase', Object.assign({ test: id, phase: 'call' }, scoped()));
+        try {
+          watchPhases(next);
+        } catch (_) {}
       }
       if (next === undefined) {
         for (const f of files) skippedOf(f);
