@@ -26,20 +26,20 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
-    if !root.join("shim/Cargo.toml").is_file() {
-        // A packaged crate (cargo package leaves out nested packages such as shim/): the
-        // binary cannot carry its shim without the shim's sources.
-        panic!(
-            "the shim's sources (shim/) are not in this source tree: build nettrap from its \
-             repository (cargo install --path .) or install the wheel (pip install nettrap)"
-        );
-    }
+    // In the repository the shim is its own package (shim/); in a packaged nettrap (cargo
+    // package leaves nested packages out) its sources come through `src/engine/shim-src` (a
+    // link to shim/src, whose files cargo package copies) and a manifest made here.
+    let manifest = if root.join("shim/Cargo.toml").is_file() {
+        root.join("shim/Cargo.toml")
+    } else {
+        packaged_shim_manifest(&root, &out)
+    };
     let target_dir = out.join("shim-target");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
         .arg("--manifest-path")
-        .arg(root.join("shim/Cargo.toml"))
+        .arg(&manifest)
         .args(["--profile", "shim", "--quiet"])
         .arg("--target-dir")
         .arg(&target_dir);
@@ -99,6 +99,44 @@ fn main() {
         Ok(()) => println!("cargo:rustc-cfg=nettrap_java"),
         Err(why) => println!("cargo:warning=nettrap is built without its Maven adapter: {why}"),
     }
+}
+
+/// The shim's manifest for a packaged nettrap: the shim's own (shim/Cargo.toml) with the sources
+/// and nettrap-core found where the package has them, the `shim` profile of our manifest, and
+/// our Cargo.lock (so the shim gets the dependency versions nettrap was built with).
+fn packaged_shim_manifest(root: &Path, out: &Path) -> PathBuf {
+    let src = root.join("src/engine/shim-src/lib.rs");
+    assert!(
+        src.is_file(),
+        "the shim's sources are in neither shim/ nor src/engine/shim-src/"
+    );
+    let core =
+        std::env::var("DEP_NETTRAP_CORE_ROOT").expect("nettrap-core's DEP_NETTRAP_CORE_ROOT");
+    let ours = std::fs::read_to_string(root.join("Cargo.toml")).expect("reading Cargo.toml");
+    // The `[profile.shim]` table, up to the next table.
+    let profile: String = ours
+        .lines()
+        .skip_while(|l| l.trim() != "[profile.shim]")
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || !l.trim_start().starts_with('['))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    assert!(!profile.is_empty(), "Cargo.toml has no [profile.shim]");
+    let dir = out.join("shim-package");
+    std::fs::create_dir_all(&dir).expect("creating the shim's package directory");
+    let manifest = format!(
+        "[package]\nname = \"nettrap-shim\"\nversion = \"{version}\"\nedition = \"2024\"\n\n\
+         [lib]\npath = {src:?}\ncrate-type = [\"cdylib\"]\ntest = false\ndoctest = false\n\n\
+         [dependencies]\nnettrap-core = {{ path = {core:?} }}\n\
+         libc = {{ version = \"0.2\", default-features = false }}\n\n[workspace]\n\n{profile}",
+        version = std::env::var("CARGO_PKG_VERSION").expect("CARGO_PKG_VERSION"),
+        src = src.display().to_string(),
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest).expect("writing the shim's manifest");
+    if let Ok(lock) = std::fs::read(root.join("Cargo.lock")) {
+        std::fs::write(dir.join("Cargo.lock"), lock).expect("writing the shim's Cargo.lock");
+    }
+    dir.join("Cargo.toml")
 }
 
 /// Compiles the Maven adapter into `out/nettrap-agent.jar` and `out/nettrap-junit.jar`.
