@@ -38,7 +38,8 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: [u8; 8] = *b"NTRAPLOG";
 /// 2: windowed writers (reserved head tags, checksums, results guarded by their complement).
-/// 3: a call's time blocked in the real call ([`CallRecord::blocked_ns`]), after its result.
+/// 3: a call's time blocked in the real call ([`CallRecord::blocked_ns`]), after its result;
+/// a word-wise checksum; voided records ([`RESULT_NOT_A_CALL`]).
 pub const VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 4096;
 pub const SLOT_LEN: usize = 128;
@@ -91,6 +92,11 @@ const TAG_MARK: u32 = 0xA5;
 pub const RESULT_PENDING: i32 = i32::MIN;
 /// Result value of a call let through by an engine that does not see its outcome (seccomp).
 pub const RESULT_UNKNOWN: i32 = i32::MIN + 1;
+/// Result value of a record that turned out not to be a call: the shim records a stream
+/// socket's connect from the address alone (no system call to learn the socket's domain) and,
+/// when the kernel then refuses the address for that socket (a family it does not take), voids
+/// the record with this value. Readers skip such records.
+pub const RESULT_NOT_A_CALL: i32 = i32::MIN + 2;
 
 /// Which system call made the call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,27 +386,47 @@ fn tag(kind: u8, n: usize, idx: usize) -> u32 {
     (TAG_MARK << 24) | (kind as u32) << 16 | (n as u32) << 8 | idx as u32
 }
 
-/// FNV-1a over a record's payload (`parts`, concatenated), seeded with its kind; a call's
-/// result and blocked-time fields are left out (they change after the commit; they are
-/// adjacent).
+/// A 64-bit multiply-xorshift hash over a record's payload (`parts`, concatenated, read as
+/// little-endian 8-byte words, the last one zero-padded), seeded with its kind, folded to 32
+/// bits; a call's result and blocked-time words are left out (they change after the commit).
+/// Word-wise: the writer hashes every record it appends, so this is on the connect hot path.
 fn checksum(kind: u8, parts: &[&[u8]]) -> u32 {
-    const _: () = assert!(CALL_BLOCKED == CALL_RESULT + 16);
-    let skip = if kind == KIND_CALL {
-        CALL_RESULT..CALL_BLOCKED + 8
-    } else {
-        0..0
+    const _: () = assert!(CALL_RESULT.is_multiple_of(8) && CALL_BLOCKED.is_multiple_of(8));
+    let skip = |pos: usize| kind == KIND_CALL && (pos == CALL_RESULT || pos == CALL_BLOCKED);
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ kind as u64;
+    let mut mix = |pos: usize, w: u64| {
+        if !skip(pos) {
+            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
+            h ^= h >> 29;
+        }
     };
-    let mut h = 0x811c_9dc5u32 ^ kind as u32;
-    let mut pos = 0usize;
+    let (mut word, mut fill, mut pos) = ([0u8; 8], 0usize, 0usize);
     for part in parts {
-        for &b in *part {
-            if !skip.contains(&pos) {
-                h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+        let mut rest = *part;
+        while !rest.is_empty() {
+            if fill == 0
+                && let Some((w, tail)) = rest.split_first_chunk::<8>()
+            {
+                mix(pos, u64::from_le_bytes(*w));
+                pos += 8;
+                rest = tail;
+                continue;
             }
-            pos += 1;
+            word[fill] = rest[0];
+            rest = &rest[1..];
+            fill += 1;
+            if fill == 8 {
+                mix(pos, u64::from_le_bytes(word));
+                pos += 8;
+                fill = 0;
+            }
         }
     }
-    h
+    if fill > 0 {
+        word[fill..].fill(0);
+        mix(pos, u64::from_le_bytes(word));
+    }
+    (h ^ (h >> 32)) as u32
 }
 
 /// Writes a fresh header into the first [`HEADER_LEN`] bytes of a new log file. Until the
@@ -581,6 +607,12 @@ impl ResultCell<'_> {
     /// measured".
     pub fn set(&self, result: i32) {
         self.result.store(guarded(result), Ordering::Relaxed)
+    }
+
+    /// Marks the record as not a call ([`RESULT_NOT_A_CALL`]): readers skip it.
+    pub fn void(&self) {
+        self.result
+            .store(guarded(RESULT_NOT_A_CALL), Ordering::Relaxed)
     }
 
     /// Records the real outcome and how long the real call blocked (nanoseconds, measured
@@ -1057,6 +1089,7 @@ mod decode {
                         })
                         .flatten();
                     match record {
+                        Some(Record::Call(c)) if c.result == RESULT_NOT_A_CALL => {}
                         Some(r) => out.records.push(r),
                         None => out.torn += 1,
                     }

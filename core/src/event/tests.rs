@@ -322,6 +322,13 @@ fn blocked_time_is_unknown_until_finished_and_a_damaged_one_is_torn() {
         })
         .collect();
     assert_eq!(got, vec![(RESULT_PENDING, 0), (13, 0), (0, 1)]);
+    // A voided record (not a call after all) is skipped, neither a record nor torn.
+    mem.log()
+        .append_call(&a_call(), b"", b"", b"")
+        .unwrap()
+        .void();
+    let d = mem.decode();
+    assert_eq!((d.records.len(), d.torn), (3, 0));
     // A flipped bit in a measured blocked time, or garbage where none was measured: torn.
     for (finish, at) in [(true, 2usize), (true, 7), (false, 3)] {
         let mut mem = Mem::new(16, 16);
