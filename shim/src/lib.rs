@@ -31,6 +31,19 @@
 //!   supervisor watches too (`auto`), hands it to the kernel unmarked, where the supervisor
 //!   decides and records it. Alone (`preload`), it still enforces a decision it could make.
 //! - Without `NETTRAP_RUN_DIR` (the shim loaded outside a run) it passes everything through.
+//!
+//! System calls on the hot path (a `connect` on a TCP socket, after the process's first call),
+//! besides the real `connect`, and why each is needed (tests/escapes/hot_path.rs counts them):
+//! - `getsockopt(SO_TYPE)`: that the descriptor is a socket, and its type (the record's
+//!   transport; a stream socket's destination is then decoded from the address alone);
+//! - `getpid` and `gettid`: who made the call (the record; attribution to a runner's tests).
+//!   Neither can be cached safely: a `vfork` child shares the shim's memory, and raw `clone`
+//!   runs no `pthread_atfork` handler.
+//!
+//! Only off that path: the socket's domain and protocol (two more `getsockopt`) for other
+//! socket types, before a denial and after a connect failed for its address's family;
+//! `process_vm_readv` for a sockaddr that is not on the calling thread's stack; the
+//! thread's name (`prctl`) when the run asks for it; mapping the run's files once per process.
 
 #![no_std]
 
