@@ -19,6 +19,7 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     for path in [
         "shim/src",
+        "shim/build.rs",
         "shim/Cargo.toml",
         "core/src",
         "core/Cargo.toml",

@@ -6,9 +6,12 @@
 #   bash benches/overhead.sh            # ROUNDS=15 by default
 #
 # Cases:
-#   spawn    1000 x posix_spawn(/bin/true) + wait   (start-up cost of the shim in every process)
+#   spawn    1000 x posix_spawn(/bin/true) + wait   (start-up cost of the shim in every process),
+#            beside an empty preloaded library (what loading any library costs)
 #   connect  20,000 loopback TCP connects to a listener (per-call cost of the interception),
-#            under each engine (preload, seccomp, auto) and under strace for comparison
+#            under each engine (preload, seccomp, auto), under strace, and under a naive
+#            preloaded shim built here from a few lines of C (dlsym + one 64-byte write() per
+#            connect: the simplest tool that records calls), for comparison
 #   syscalls 200,000 x (open+read+close+getppid), no network call: what the seccomp filter
 #            costs the system calls it does not trap (target: < 2%)
 #   adapter  3000 empty unittest tests under nettrap with the Python runner adapter against the
@@ -37,6 +40,39 @@ trap 'rm -rf "$WORK"' EXIT
 
 now() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# spread: the interquartile range over the median, in percent
+spread() { sort -n | awk '{a[NR]=$1} END {q1=a[int((NR+3)/4)]; q3=a[int((3*NR+3)/4)]; m=a[int((NR+1)/2)]; printf "%.0f", m ? 100*(q3-q1)/m : 0}'; }
+
+# The baselines built here: an empty preloaded library, and a naive recording shim.
+cat >"$WORK/empty.c" <<'C'
+void nettrap_bench_empty(void) {}
+C
+cat >"$WORK/naive.c" <<'C'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+static int log_fd = -1;
+__attribute__((constructor)) static void init(void) {
+    real_connect = dlsym(RTLD_NEXT, "connect");
+    const char *path = getenv("NAIVE_LOG");
+    if (path) log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+}
+int connect(int fd, const struct sockaddr *addr, socklen_t len) {
+    char rec[64] = {0};
+    memcpy(rec, addr, len < sizeof rec ? len : sizeof rec);
+    if (log_fd >= 0) write(log_fd, rec, sizeof rec);
+    return real_connect(fd, addr, len);
+}
+C
+cc -shared -fPIC -O2 -o "$WORK/libempty.so" "$WORK/empty.c"
+cc -shared -fPIC -O2 -o "$WORK/libnaive.so" "$WORK/naive.c" -ldl
+EMPTY=(env LD_PRELOAD="$WORK/libempty.so")
+NAIVE=(env NAIVE_LOG="$WORK/naive.log" LD_PRELOAD="$WORK/libnaive.so")
 
 # time_ns CMD... : wall time of one run, in ns
 time_ns() { local t0; t0=$(now); "$@" >/dev/null 2>&1; echo $(($(now) - t0)); }
@@ -52,19 +88,24 @@ bench() {
     plain+=("$(time_ns "$@")")
     under+=("$(time_ns "${wrapper[@]}" "$@")")
   done
-  local p u
+  local p u ps us
   p=$(printf '%s\n' "${plain[@]}" | median)
   u=$(printf '%s\n' "${under[@]}" | median)
-  awk -v n="$name" -v p="$p" -v u="$u" \
-    'BEGIN { printf "%-44s plain %8.1f ms   wrapped %8.1f ms   ratio %.3f\n", n, p/1e6, u/1e6, u/p }'
+  ps=$(printf '%s\n' "${plain[@]}" | spread)
+  us=$(printf '%s\n' "${under[@]}" | spread)
+  rm -f "$WORK/naive.log"
+  awk -v n="$name" -v p="$p" -v u="$u" -v ps="$ps" -v us="$us" \
+    'BEGIN { printf "%-44s plain %8.1f ms +-%2d%%   wrapped %8.1f ms +-%2d%%   ratio %.3f\n", n, p/1e6, ps/2, u/1e6, us/2, u/p }'
 }
 nettrap() { echo "$NETTRAP" run --quiet --report "$WORK/r.json" --engine "$1" --; }
 
 echo "nettrap overhead, medians of $ROUNDS interleaved rounds (ratio = wrapped / plain)"
 # shellcheck disable=SC2046
 {
+bench "spawn 1000 x /bin/true: empty library" "${EMPTY[@]}" :: "$OUT/spawn_loop" 1000 /bin/true
 bench "spawn 1000 x /bin/true: preload"     $(nettrap preload) :: "$OUT/spawn_loop" 1000 /bin/true
 bench "spawn 1000 x /bin/true: auto"        $(nettrap auto) :: "$OUT/spawn_loop" 1000 /bin/true
+bench "20000 connects: naive shim (1 write)" "${NAIVE[@]}" :: "$OUT/connect_loop" 20000 0
 bench "20000 connects: preload"             $(nettrap preload) :: "$OUT/connect_loop" 20000 0
 bench "20000 connects: seccomp"             $(nettrap seccomp) :: "$OUT/connect_loop" 20000 0
 bench "20000 connects: auto"                $(nettrap auto) :: "$OUT/connect_loop" 20000 0
@@ -139,6 +180,39 @@ trap 'kill "$resolver"' EXIT
 sleep 0.2
 now() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# spread: the interquartile range over the median, in percent
+spread() { sort -n | awk '{a[NR]=$1} END {q1=a[int((NR+3)/4)]; q3=a[int((3*NR+3)/4)]; m=a[int((NR+1)/2)]; printf "%.0f", m ? 100*(q3-q1)/m : 0}'; }
+
+# The baselines built here: an empty preloaded library, and a naive recording shim.
+cat >"$WORK/empty.c" <<'C'
+void nettrap_bench_empty(void) {}
+C
+cat >"$WORK/naive.c" <<'C'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+static int log_fd = -1;
+__attribute__((constructor)) static void init(void) {
+    real_connect = dlsym(RTLD_NEXT, "connect");
+    const char *path = getenv("NAIVE_LOG");
+    if (path) log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+}
+int connect(int fd, const struct sockaddr *addr, socklen_t len) {
+    char rec[64] = {0};
+    memcpy(rec, addr, len < sizeof rec ? len : sizeof rec);
+    if (log_fd >= 0) write(log_fd, rec, sizeof rec);
+    return real_connect(fd, addr, len);
+}
+C
+cc -shared -fPIC -O2 -o "$WORK/libempty.so" "$WORK/empty.c"
+cc -shared -fPIC -O2 -o "$WORK/libnaive.so" "$WORK/naive.c" -ldl
+EMPTY=(env LD_PRELOAD="$WORK/libempty.so")
+NAIVE=(env NAIVE_LOG="$WORK/naive.log" LD_PRELOAD="$WORK/libnaive.so")
 time_ns() { local t0; t0=$(now); "$@" >/dev/null 2>&1 || true; echo $(($(now) - t0)); }
 p=$(time_ns python3 -m unittest -q test_lookups)
 under=()
@@ -181,16 +255,20 @@ else
 fi
 
 if command -v valgrind >/dev/null; then
-  echo "user-space instructions, preload engine (callgrind; repeatable on a noisy machine):"
-  # instr [nettrap] CMD...: instructions the command itself executes
+  echo "user-space instructions (callgrind; repeatable on a noisy machine):"
+  # instr [nettrap|empty|naive] CMD...: instructions the command itself executes
   instr() {
     local pre=()
-    if [ "$1" = nettrap ]; then shift; pre=("$NETTRAP" run --quiet --report "$WORK/r.json" --engine preload --); fi
+    case $1 in
+      nettrap) shift; pre=("$NETTRAP" run --quiet --report "$WORK/r.json" --engine preload --) ;;
+      empty) shift; pre=("${EMPTY[@]}") ;;
+      naive) shift; pre=("${NAIVE[@]}") ;;
+    esac
     "${pre[@]}" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null |
       sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
   }
-  p=$(instr /bin/true); u=$(instr nettrap /bin/true)
-  awk -v p="$p" -v u="$u" 'BEGIN { printf "%-34s plain %9d        nettrap %9d        +%d per process start\n", "start-up of /bin/true", p, u, u-p }'
-  p=$(instr "$OUT/connect_loop" 2000 0); u=$(instr nettrap "$OUT/connect_loop" 2000 0)
-  awk -v p="$p" -v u="$u" 'BEGIN { printf "%-34s plain %9d        nettrap %9d        +%d per connect\n", "connect: 2000 loopback connects", p, u, (u-p)/2000 }'
+  p=$(instr /bin/true); e=$(instr empty /bin/true); u=$(instr nettrap /bin/true)
+  awk -v p="$p" -v e="$e" -v u="$u" 'BEGIN { printf "%-34s plain %7d   empty library +%d   nettrap +%d   (nettrap - empty: +%d per process start)\n", "start-up of /bin/true", p, e-p, u-p, u-e }'
+  p=$(instr "$OUT/connect_loop" 2000 0); v=$(instr naive "$OUT/connect_loop" 2000 0); u=$(instr nettrap "$OUT/connect_loop" 2000 0)
+  awk -v p="$p" -v v="$v" -v u="$u" 'BEGIN { printf "%-34s naive shim +%d   nettrap +%d   per connect\n", "2000 loopback connects", (v-p)/2000, (u-p)/2000 }'
 fi

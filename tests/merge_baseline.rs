@@ -61,6 +61,8 @@ fn calls(list: &Value) -> BTreeMap<String, (u64, BTreeMap<String, u64>)> {
         let mut k = c.clone();
         let o = k.as_object_mut().unwrap();
         let count = o.remove("count").unwrap().as_u64().unwrap();
+        // Measured time blocked in the calls: differs from run to run.
+        o.remove("blocked_ns");
         let outcomes: BTreeMap<String, u64> =
             serde_json::from_value(o.remove("outcomes").unwrap()).unwrap();
         o.insert("process".into(), json!(c["process"]["role"]));
@@ -94,6 +96,7 @@ fn comparable(r: &Value) -> Value {
         let c = c.as_object_mut().unwrap();
         c.remove("time_at_stake_s");
         c.remove("share_of_suite");
+        c.remove("blocked_s");
     }
     json!({
         "schema_version": r["schema_version"],

@@ -459,13 +459,19 @@ fn a_name_denied_on_every_port_fails_at_once() {
 /// `nettrap run` in the isolated network with a resolver on 127.0.0.1:53 that never answers
 /// and a resolver configuration that waits 3 s (twice) for it: the offline CI job.
 fn run_with_hanging_resolver(name: &str, flags: &[&str], command: &[String]) -> (Run, f64) {
+    run_with_silent_resolver(name, "attempts:2 timeout:3", flags, command)
+}
+
+/// As [`run_with_hanging_resolver`], with the resolver configuration's `options`.
+fn run_with_silent_resolver(
+    name: &str,
+    options: &str,
+    flags: &[&str],
+    command: &[String],
+) -> (Run, f64) {
     let dir = scratch(name);
     let conf = dir.join("resolv.conf");
-    std::fs::write(
-        &conf,
-        "nameserver 127.0.0.1\noptions attempts:2 timeout:3\n",
-    )
-    .unwrap();
+    std::fs::write(&conf, format!("nameserver 127.0.0.1\noptions {options}\n")).unwrap();
     let report = dir.join("report.json");
     let script = format!(
         "mount --bind '{}' /etc/resolv.conf || exit 97; \
@@ -504,10 +510,75 @@ fn run_with_hanging_resolver(name: &str, flags: &[&str], command: &[String]) -> 
     let run = Run {
         out,
         report: serde_json::from_str(&text).unwrap(),
-        todo: String::new(),
+        todo: std::fs::read_to_string(dir.join("nettrap-todo.md")).unwrap_or_default(),
         dir,
     };
     (run, secs)
+}
+
+#[test]
+fn time_blocked_in_lookups_and_connects_is_measured_and_summed() {
+    // A lookup the silent resolver keeps for its 1-second timeout, then a connect to a
+    // refused loopback port (blocked a few microseconds: measured, so more than 0).
+    let r = resolve();
+    let command = in_test(
+        "t/slow",
+        &[&r, "gai4", "nope.example", "0", "ip", "127.0.0.2", "9"],
+    );
+    for engine in ["preload", "auto", "seccomp"] {
+        let (run, secs) = run_with_silent_resolver(
+            &format!("names-blocked-{engine}"),
+            "attempts:1 timeout:1",
+            &["--engine", engine],
+            &command,
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        let ms: u64 = field(&lookup_line(&run.stdout(), "gai4", "nope.example"), "ms")
+            .parse()
+            .unwrap();
+        assert!(ms >= 900, "{engine}: the lookup took {ms} ms ({secs} s)");
+        let blocked = |syscall: &str| -> u64 {
+            of(&run, syscall)
+                .iter()
+                .map(|(_, c)| c["blocked_ns"].as_u64().unwrap_or(0))
+                .sum()
+        };
+        let test = run.test("t/slow");
+        let test_blocked = test["blocked_s"].as_f64().unwrap();
+        let dns = run.report["categories"]["dns"]["blocked_s"]
+            .as_f64()
+            .unwrap();
+        if engine == "seccomp" {
+            // The supervisor lets calls continue in the kernel and does not see them return.
+            assert_eq!((blocked("lookup"), blocked("connect")), (0, 0), "{engine}");
+            assert_eq!(test_blocked, 0.0);
+            assert!(!run.todo.contains("waiting on"), "{}", run.todo);
+            continue;
+        }
+        // Lower bounds only: the machine may be slow, never faster than the timeout.
+        assert!(blocked("lookup") >= 900_000_000, "{engine}: {}", run.report);
+        assert!(blocked("connect") > 0, "{engine}");
+        assert!(test_blocked >= 0.9, "{engine}: {test}");
+        assert!(dns >= 0.9, "{engine}: {}", run.report["categories"]);
+        let dest = run.report["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["destination"] == "dns lookup of nope.example")
+            .unwrap_or_else(|| panic!("{}", run.report["destinations"]));
+        assert!(dest["blocked_s"].as_f64().unwrap() >= 0.9);
+        assert!(
+            run.report["payoff"]["blocked_s"].as_f64().unwrap() >= 0.9,
+            "{}",
+            run.report["payoff"]
+        );
+        let head = run.todo.lines().find(|l| l.contains("Mocking these"));
+        assert!(
+            head.is_some_and(|l| l.contains("waiting on dns")),
+            "{engine}: {}",
+            run.todo
+        );
+    }
 }
 
 #[test]

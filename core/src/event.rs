@@ -38,7 +38,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 pub const MAGIC: [u8; 8] = *b"NTRAPLOG";
 /// 2: windowed writers (reserved head tags, checksums, results guarded by their complement).
-pub const VERSION: u32 = 2;
+/// 3: a call's time blocked in the real call ([`CallRecord::blocked_ns`]), after its result;
+/// a word-wise checksum; voided records ([`RESULT_NOT_A_CALL`]).
+pub const VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 4096;
 pub const SLOT_LEN: usize = 128;
 const TAG_LEN: usize = 8;
@@ -90,6 +92,11 @@ const TAG_MARK: u32 = 0xA5;
 pub const RESULT_PENDING: i32 = i32::MIN;
 /// Result value of a call let through by an engine that does not see its outcome (seccomp).
 pub const RESULT_UNKNOWN: i32 = i32::MIN + 1;
+/// Result value of a record that turned out not to be a call: the shim records a stream
+/// socket's connect from the address alone (no system call to learn the socket's domain) and,
+/// when the kernel then refuses the address for that socket (a family it does not take), voids
+/// the record with this value. Readers skip such records.
+pub const RESULT_NOT_A_CALL: i32 = i32::MIN + 2;
 
 /// Which system call made the call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,15 +278,45 @@ pub struct Call {
 /// Longest thread name a record carries (the kernel keeps 15 bytes of a name).
 pub const MAX_THREAD_NAME: usize = 16;
 
-const CALL_FIXED: usize = 64;
+const CALL_FIXED: usize = 72;
 /// The result field of a call's payload: the result (i32) and its bitwise complement, stored
 /// together as one u64 so that a later update stays atomic and a damaged value shows. Not
 /// covered by the checksum (it is written after the commit).
 const CALL_RESULT: usize = 48;
+/// The blocked-time field of a call's payload: how long the real call (or lookup) blocked, in
+/// nanoseconds (48 bits, saturated at about 78 hours) under a 16-bit check of those bits, as
+/// one u64 stored once after the call returns. 0 = not measured: the writer did not make the
+/// real call (a denial, an engine that lets the kernel continue it), or the process ended
+/// inside it. Not covered by the checksum (written after the commit); a value whose check
+/// fails makes the record torn, as a damaged result does.
+const CALL_BLOCKED: usize = 64;
+const BLOCKED_MAX: u64 = (1 << 48) - 1;
 
 /// The result field's value for `result`.
 fn guarded(result: i32) -> u64 {
     (result as u32 as u64) | ((!(result as u32) as u64) << 32)
+}
+
+/// The 16-bit check over a blocked time's 48 bits.
+fn blocked_check(ns: u64) -> u64 {
+    !(ns ^ (ns >> 16) ^ (ns >> 32)) & 0xffff
+}
+
+/// The blocked-time field's value for `ns` (a measured 0 is stored as 1 ns: 0 means unknown).
+fn blocked_word(ns: u64) -> u64 {
+    let ns = ns.clamp(1, BLOCKED_MAX);
+    ns | blocked_check(ns) << 48
+}
+
+/// The nanoseconds a blocked-time field holds (0: not measured), or None when damaged.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+fn blocked_of(word: u64) -> Option<u64> {
+    let ns = word & BLOCKED_MAX;
+    match word {
+        0 => Some(0),
+        _ if ns != 0 && word >> 48 == blocked_check(ns) => Some(ns),
+        _ => None,
+    }
 }
 
 impl Call {
@@ -304,6 +341,7 @@ impl Call {
         b[60] = self.has_test as u8;
         // The calling thread's name, a third text after `test` and `host`.
         b[61] = thread_len as u8;
+        // b[CALL_BLOCKED..CALL_BLOCKED + 8] stays 0: not measured (yet).
         b
     }
 }
@@ -348,25 +386,47 @@ fn tag(kind: u8, n: usize, idx: usize) -> u32 {
     (TAG_MARK << 24) | (kind as u32) << 16 | (n as u32) << 8 | idx as u32
 }
 
-/// FNV-1a over a record's payload (`parts`, concatenated), seeded with its kind; a call's
-/// result field is left out (it changes after the commit).
+/// A 64-bit multiply-xorshift hash over a record's payload (`parts`, concatenated, read as
+/// little-endian 8-byte words, the last one zero-padded), seeded with its kind, folded to 32
+/// bits; a call's result and blocked-time words are left out (they change after the commit).
+/// Word-wise: the writer hashes every record it appends, so this is on the connect hot path.
 fn checksum(kind: u8, parts: &[&[u8]]) -> u32 {
-    let skip = if kind == KIND_CALL {
-        CALL_RESULT..CALL_RESULT + 8
-    } else {
-        0..0
+    const _: () = assert!(CALL_RESULT.is_multiple_of(8) && CALL_BLOCKED.is_multiple_of(8));
+    let skip = |pos: usize| kind == KIND_CALL && (pos == CALL_RESULT || pos == CALL_BLOCKED);
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ kind as u64;
+    let mut mix = |pos: usize, w: u64| {
+        if !skip(pos) {
+            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
+            h ^= h >> 29;
+        }
     };
-    let mut h = 0x811c_9dc5u32 ^ kind as u32;
-    let mut pos = 0usize;
+    let (mut word, mut fill, mut pos) = ([0u8; 8], 0usize, 0usize);
     for part in parts {
-        for &b in *part {
-            if !skip.contains(&pos) {
-                h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+        let mut rest = *part;
+        while !rest.is_empty() {
+            if fill == 0
+                && let Some((w, tail)) = rest.split_first_chunk::<8>()
+            {
+                mix(pos, u64::from_le_bytes(*w));
+                pos += 8;
+                rest = tail;
+                continue;
             }
-            pos += 1;
+            word[fill] = rest[0];
+            rest = &rest[1..];
+            fill += 1;
+            if fill == 8 {
+                mix(pos, u64::from_le_bytes(word));
+                pos += 8;
+                fill = 0;
+            }
         }
     }
-    h
+    if fill > 0 {
+        word[fill..].fill(0);
+        mix(pos, u64::from_le_bytes(word));
+    }
+    (h ^ (h >> 32)) as u32
 }
 
 /// Writes a fresh header into the first [`HEADER_LEN`] bytes of a new log file. Until the
@@ -536,13 +596,32 @@ pub enum NotWritten {
     Unmapped,
 }
 
-/// Where a call's result goes once the real system call returns.
-pub struct ResultCell<'a>(&'a AtomicU64);
+/// Where a call's result (and the time it blocked) go once the real system call returns.
+pub struct ResultCell<'a> {
+    result: &'a AtomicU64,
+    blocked: &'a AtomicU64,
+}
 
 impl ResultCell<'_> {
-    /// Records the real outcome: 0 for success, else the errno.
+    /// Records the real outcome: 0 for success, else the errno; the blocked time stays "not
+    /// measured".
     pub fn set(&self, result: i32) {
-        self.0.store(guarded(result), Ordering::Relaxed)
+        self.result.store(guarded(result), Ordering::Relaxed)
+    }
+
+    /// Marks the record as not a call ([`RESULT_NOT_A_CALL`]): readers skip it.
+    pub fn void(&self) {
+        self.result
+            .store(guarded(RESULT_NOT_A_CALL), Ordering::Relaxed)
+    }
+
+    /// Records the real outcome and how long the real call blocked (nanoseconds, measured
+    /// around it). Each field is one store: a process killed between them leaves the other
+    /// unknown (pending / not measured), never a mixed value.
+    pub fn finish(&self, result: i32, blocked_ns: u64) {
+        self.blocked
+            .store(blocked_word(blocked_ns), Ordering::Relaxed);
+        self.result.store(guarded(result), Ordering::Relaxed)
     }
 }
 
@@ -770,11 +849,16 @@ impl<'a> Log<'a> {
         let thread = &thread[..thread.len().min(MAX_THREAD_NAME)];
         let fixed = call.encode(test.len(), host.len(), thread.len());
         let slot0 = self.append_until(KIND_CALL, &[&fixed, test, host, thread], until)?;
-        // SAFETY: inside the first slot reserved for the record, 8-aligned (slot base + 56), in
-        // a window that stays mapped for 'a (see Log::new).
-        Ok(ResultCell(unsafe {
-            &*(slot0.add(CALL_RESULT_OFFSET).cast::<AtomicU64>())
-        }))
+        const _: () = assert!(CALL_FIXED <= PAYLOAD_PER_SLOT);
+        // SAFETY: both inside the first slot reserved for the record (CALL_FIXED fits in one
+        // slot's payload), 8-aligned (slot base + 56 and + 72), in a window that stays mapped
+        // for 'a (see Log::new).
+        Ok(unsafe {
+            ResultCell {
+                result: &*(slot0.add(CALL_RESULT_OFFSET).cast::<AtomicU64>()),
+                blocked: &*(slot0.add(TAG_LEN + CALL_BLOCKED).cast::<AtomicU64>()),
+            }
+        })
     }
 
     /// Appends a process record. `cmdline` is NUL-separated, as in `/proc/PID/cmdline`.
@@ -832,6 +916,10 @@ mod decode {
         pub call: Call,
         /// The real call's outcome: 0, an errno, [`RESULT_PENDING`] or [`RESULT_UNKNOWN`].
         pub result: i32,
+        /// Nanoseconds the real call (a lookup: the resolver function) blocked, measured by the
+        /// engine around it with CLOCK_MONOTONIC; 0 = not measured (denied, let through by the
+        /// supervisor, which does not see it return, or the process ended inside it).
+        pub blocked_ns: u64,
         pub test: Option<Vec<u8>>,
         pub host: Vec<u8>,
         /// The calling thread's name (at most 15 bytes: the kernel's), when the run recorded
@@ -1001,6 +1089,7 @@ mod decode {
                         })
                         .flatten();
                     match record {
+                        Some(Record::Call(c)) if c.result == RESULT_NOT_A_CALL => {}
                         Some(r) => out.records.push(r),
                         None => out.torn += 1,
                     }
@@ -1048,6 +1137,7 @@ mod decode {
         if result >> 32 != !result & 0xffff_ffff {
             return None;
         }
+        let blocked_ns = blocked_of(u64_at(p, CALL_BLOCKED))?;
         let mut ip = [0u8; 16];
         ip.copy_from_slice(&p[16..32]);
         let call = Call {
@@ -1072,6 +1162,7 @@ mod decode {
         Some(CallRecord {
             call,
             result: result as u32 as i32,
+            blocked_ns,
             test: has_test.then(|| text(CALL_FIXED, test_len)),
             host: text(CALL_FIXED + test_len, host_len),
             thread: text(CALL_FIXED + test_len + host_len, thread_len),

@@ -454,6 +454,18 @@ impl CompiledPolicy {
         self.decide_in(self.classify(dest, host), dest, test, host)
     }
 
+    /// [`Self::decide`] for a destination whose category the caller already knows (from
+    /// [`Self::classify`] with the same `dest` and `host`, e.g. cached).
+    pub fn decide_classified(
+        &self,
+        category: u16,
+        dest: &Dest,
+        test: Option<&[u8]>,
+        host: Option<&[u8]>,
+    ) -> Decision {
+        self.decide_in(category, dest, test, host.filter(|h| !h.is_empty()))
+    }
+
     fn decide_in(
         &self,
         category: u16,

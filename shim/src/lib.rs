@@ -31,6 +31,19 @@
 //!   supervisor watches too (`auto`), hands it to the kernel unmarked, where the supervisor
 //!   decides and records it. Alone (`preload`), it still enforces a decision it could make.
 //! - Without `NETTRAP_RUN_DIR` (the shim loaded outside a run) it passes everything through.
+//!
+//! System calls on the hot path (a `connect` on a TCP socket, after the process's first call),
+//! besides the real `connect`, and why each is needed (tests/escapes/hot_path.rs counts them):
+//! - `getsockopt(SO_TYPE)`: that the descriptor is a socket, and its type (the record's
+//!   transport; a stream socket's destination is then decoded from the address alone);
+//! - `getpid` and `gettid`: who made the call (the record; attribution to a runner's tests).
+//!   Neither can be cached safely: a `vfork` child shares the shim's memory, and raw `clone`
+//!   runs no `pthread_atfork` handler.
+//!
+//! Only off that path: the socket's domain and protocol (two more `getsockopt`) for other
+//! socket types, before a denial and after a connect failed for its address's family;
+//! `process_vm_readv` for a sockaddr that is not on the calling thread's stack; the
+//! thread's name (`prctl`) when the run asks for it; mapping the run's files once per process.
 
 #![no_std]
 
@@ -39,7 +52,7 @@ mod resolve;
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use nettrap_core::addr::{Address, Op, SOCKADDR_STORAGE, Transport, arg_len, decode};
 use nettrap_core::event::{
     self, Call, Log, Mapper, NotWritten, Process, Source, Syscall, Unobserved, Windows,
@@ -52,9 +65,11 @@ use nettrap_core::test_id::{self, Phase};
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
-    // The code below is written not to panic; if it ever does, aborting is all no_std allows.
-    // SAFETY: abort is always safe to call.
-    unsafe { libc::abort() }
+    // The code below is written not to panic; if it ever does, stopping the process is all
+    // no_std allows. A trapping instruction rather than libc's abort: one symbol less for the
+    // loader to bind in every process.
+    // SAFETY: ud2 raises SIGILL; nothing after it runs.
+    unsafe { core::arch::asm!("ud2", options(noreturn, nomem, nostack)) }
 }
 
 type ConnectFn = unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int;
@@ -424,9 +439,74 @@ const NOT_LOADED: usize = usize::MAX;
 static CONSTRUCTOR: extern "C" fn() = on_load;
 
 extern "C" fn on_load() {
+    note_main_stack();
     load_run_dir();
     resolve_real_connect();
     resolve_real_listen();
+}
+
+/// The main thread's thread pointer (glibc's `struct pthread`, `%fs:0x10` on x86_64) and the
+/// top of its stack as far as the shim knows it is mapped: the environment array the kernel
+/// put at the top of the stack (0 when `environ` no longer points there).
+static MAIN_SELF: AtomicUsize = AtomicUsize::new(0);
+static MAIN_STACK_TOP: AtomicUsize = AtomicUsize::new(0);
+/// How far above the shim's frame a sockaddr may be read without the kernel's help.
+const STACK_REACH: usize = 8 << 20;
+
+/// This thread's thread pointer: glibc's `struct pthread` (its `header.self`).
+#[cfg(target_arch = "x86_64")]
+fn thread_self() -> usize {
+    let p: usize;
+    // SAFETY: reads the TCB's self pointer at %fs:0x10, which glibc sets for every thread
+    // (the x86_64 TLS ABI's tcbhead_t: tcb, dtv, self).
+    unsafe {
+        core::arch::asm!("mov {}, fs:[0x10]", out(reg) p, options(nostack, readonly, preserves_flags))
+    };
+    p
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn thread_self() -> usize {
+    0
+}
+
+/// From the constructor (on the main thread, before `main`).
+fn note_main_stack() {
+    let local = 0u8;
+    let here = &local as *const u8 as usize;
+    // SAFETY: reading libc's environ pointer, on the main thread before main runs.
+    let env = unsafe { environ } as usize;
+    MAIN_SELF.store(thread_self(), Ordering::Relaxed);
+    // The initial environment array sits above every frame of the main stack; a replaced one
+    // (setenv in an earlier constructor) is on the heap, below the stack: not used.
+    if env > here && env - here < STACK_REACH {
+        MAIN_STACK_TOP.store(env, Ordering::Relaxed);
+    }
+}
+
+/// The end of the memory known to be mapped above `here` (a local of the calling frame):
+/// - on a thread glibc created, its `struct pthread`: glibc puts it (and the static TLS below
+///   it) at the top of the thread's stack block, one mapping (or the caller's block) with the
+///   stack, so everything from a live frame up to it is mapped;
+/// - on the main thread, the initial environment array at the top of the main stack;
+/// - else (an alternate signal stack, a coroutine's stack far from those), the end of this
+///   frame's page.
+///
+/// Both are used only within [`STACK_REACH`] of `here`, so a frame on some other stack (a
+/// coroutine's, a signal handler's) does not reach across unmapped memory to them.
+fn stack_top(here: usize) -> usize {
+    let page_end = (here | 0xfff) + 1;
+    let me = thread_self();
+    let top = if me != 0 && me == MAIN_SELF.load(Ordering::Relaxed) {
+        MAIN_STACK_TOP.load(Ordering::Relaxed)
+    } else {
+        me
+    };
+    if top > here && top - here <= STACK_REACH {
+        top.max(page_end)
+    } else {
+        page_end
+    }
 }
 
 /// This process's pid. Not cached: a vfork child shares the parent's memory, so a cache would
@@ -815,6 +895,17 @@ fn env_value(name: &[u8]) -> Option<&'static [u8]> {
     None
 }
 
+/// The first bytes of the test variables' names.
+const FIRST_BYTES: [u8; test_id::TEST_VARS.len()] = {
+    let mut b = [0u8; test_id::TEST_VARS.len()];
+    let mut i = 0;
+    while i < b.len() {
+        b[i] = test_id::TEST_VARS[i].to_bytes()[0];
+        i += 1;
+    }
+    b
+};
+
 /// The current test from the environment, per nettrap_core::test_id: one pass over `environ`
 /// for all the variables (getenv would scan it once per variable).
 fn current_test() -> Option<(&'static [u8], Phase)> {
@@ -829,11 +920,15 @@ fn current_test() -> Option<(&'static [u8], Phase)> {
             let entry = (*p).cast::<u8>();
             // Most entries differ from every name in their first byte.
             let first = *entry;
+            if !FIRST_BYTES.contains(&first) {
+                p = p.add(1);
+                continue;
+            }
             for (i, var) in test_id::TEST_VARS.iter().enumerate() {
-                if var.to_bytes().first() != Some(&first) {
+                let name = var.to_bytes();
+                if name[0] != first {
                     continue;
                 }
-                let name = var.to_bytes();
                 if found[i].is_none() && name_matches(entry, name) {
                     found[i] =
                         Some(CStr::from_ptr(entry.add(name.len() + 1).cast::<c_char>()).to_bytes());
@@ -908,12 +1003,14 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         None => Ok(None),
         Some(0) => Ok(Some(0)),
         Some(n) => {
-            // Fast path: a sockaddr in the same page as this frame's own buffer lies on this
-            // thread's live stack, so it is mapped; anything else goes through the kernel.
+            // Fast path: a sockaddr between this frame and the top of this thread's stack
+            // (`stack_top`) lies on memory known to be mapped; anything else goes through the
+            // kernel.
             let here = buf.as_ptr() as usize;
-            let (a, page_end) = (addr as usize, (here | 0xfff) + 1);
-            if a >= here && a.checked_add(n).is_some_and(|end| end <= page_end) {
-                // SAFETY: [a, a+n) lies between a local of this frame and the end of its page.
+            let a = addr as usize;
+            if a >= here && a.checked_add(n).is_some_and(|end| end <= stack_top(here)) {
+                // SAFETY: [a, a+n) lies between a local of this frame and the top of the
+                // mapped stack it is on (see stack_top).
                 unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n) };
                 Ok(Some(n))
             } else {
@@ -949,16 +1046,31 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     // With the supervisor watching (auto), calls the shim decided and recorded carry the mark
     // that lets them past the filter; every other call meets the supervisor.
     let backstop = policy.is_some_and(|p| p.flags & FLAG_SECCOMP_BACKSTOP != 0);
-    // Not a socket (EBADF, ENOTSOCK), or an address this socket does not take as a destination
-    // (EAFNOSUPPORT, EINVAL, AF_UNSPEC): nothing to decide; the real call gives its answer.
-    let sock = sys::socket(fd);
-    let Some((sock, Address::Inet(dest))) = sock.map(|s| (s, decode(Op::Connect, Some(s), sa)))
-    else {
+    // Not a socket (EBADF, ENOTSOCK): SO_TYPE fails; nothing to decide, the real call gives
+    // its answer. A stream socket (the common case) is decided from the address alone: an
+    // IPv4/IPv6 address of a full length is a destination on every stream socket that takes
+    // it, and one it does not take (another family: EAFNOSUPPORT, EINVAL) is found after the
+    // call (`voided`). Any other type needs the socket's domain and protocol first (UDP's
+    // port 0, an IPv4 address on an IPv6 socket), as the kernel decodes it.
+    let ty = sys::sockopt(fd, libc::SO_TYPE);
+    let from_address_alone = ty == Some(libc::SOCK_STREAM);
+    let dest = match ty {
+        None => None,
+        Some(_) if from_address_alone => match decode(Op::Connect, None, sa) {
+            Address::Inet(d) => Some(d),
+            _ => None,
+        },
+        Some(_) => match sys::socket(fd).map(|s| decode(Op::Connect, Some(s), sa)) {
+            Some(Address::Inet(d)) => Some(d),
+            _ => None,
+        },
+    };
+    let (Some(dest), Some(ty)) = (dest, ty) else {
         set_errno(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, backstop) };
     };
-    let transport = Transport::from_sock_type(sock.ty);
+    let transport = Transport::from_sock_type(ty);
     let log = log();
     // glibc's getaddrinfo sorting its results (a UDP connect to each, nothing sent): not a call.
     if transport == Transport::Udp
@@ -988,7 +1100,8 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     let mut host_buf = [0u8; nettrap_core::names::MAX_NAME];
     let host_len = resolve::NAMES.lookup(&dest.ip, &mut host_buf);
     let host = &host_buf[..host_len];
-    let decision = policy.decide(&dest, test.map(|t| t.0), Some(host));
+    let category = classify(policy, &dest, host);
+    let decision = policy.decide_classified(category, &dest, test.map(|t| t.0), Some(host));
     let call = Call {
         pid,
         // The calling thread: joins the call to the runner's per-thread test events and to the
@@ -1050,6 +1163,16 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
     if let (Some(log), Some(Err(NotWritten::Unmapped))) = (&log, process) {
         log.count_dropped();
     }
+    // A denial must not replace the kernel's answer for an address the socket does not take
+    // (errno fidelity): check it the kernel's way first (the denial path is not hot).
+    if decision.action == Action::Deny && from_address_alone && !kernel_takes(fd, sa, &dest) {
+        if let Some(cell) = cell {
+            cell.void();
+        }
+        set_errno(saved_errno);
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real_connect(fd, addr, len, backstop) };
+    }
     if decision.action == Action::Deny {
         tell_denial(policy, &decision, &dest, host, test.map(|t| t.0), pid);
         if let Some(cell) = cell {
@@ -1058,15 +1181,70 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         set_errno(decision.errno);
         return -1;
     }
+    // The time the real call blocks (vDSO clock reads, no system call): what mocking the
+    // destination would save at least.
+    let start = if cell.is_some() { now_ns() } else { 0 };
     set_errno(saved_errno);
     // SAFETY: forwarding the caller's arguments.
     let ret = unsafe { real_connect(fd, addr, len, backstop) };
     let e = errno();
     if let Some(cell) = cell {
-        cell.set(if ret == 0 { 0 } else { e });
+        let blocked = now_ns().saturating_sub(start);
+        if ret != 0 && from_address_alone && voided(e) && !kernel_takes(fd, sa, &dest) {
+            cell.void();
+        } else {
+            cell.finish(if ret == 0 { 0 } else { e }, blocked);
+        }
     }
     set_errno(e);
     ret
+}
+
+/// Could a connect that failed with `e` have been refused for its address's family (so that
+/// it was no call at all)? The errors the kernel's connect gives for an address of a family
+/// the socket does not take.
+fn voided(e: c_int) -> bool {
+    matches!(e, libc::EAFNOSUPPORT | libc::EINVAL | libc::EOPNOTSUPP)
+}
+
+/// Does the socket `fd` take `sa` as the destination `dest`, decoded exactly as the kernel
+/// does (domain, type and protocol: three `getsockopt`)? Only asked off the hot path.
+#[inline(never)]
+#[cold]
+fn kernel_takes(fd: c_int, sa: Option<&[u8]>, dest: &nettrap_core::addr::Dest) -> bool {
+    let sa = sa.unwrap_or(&[]);
+    matches!(
+        sys::socket(fd).map(|s| decode(Op::Connect, Some(s), Some(sa))),
+        Some(Address::Inet(d)) if d == *dest
+    )
+}
+
+/// Categories of recent IPv4 destinations reached without a name: the policy's category
+/// search is linear in its categories (about 430 instructions with the built-ins), and a suite
+/// connects to few destinations, many times. Each entry is one word (address, port, and the
+/// category plus one; 0 = empty), so a reader never sees half an entry; the policy is fixed
+/// for the run, so an entry never goes stale (a fork child's copy included).
+static CATEGORY_CACHE: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+
+/// `policy.classify(dest, host)`, through [`CATEGORY_CACHE`] for IPv4 destinations without a
+/// name.
+fn classify(policy: &CompiledPolicy, dest: &nettrap_core::addr::Dest, host: &[u8]) -> u16 {
+    let v4 = dest.ip[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    if !host.is_empty() || !v4 {
+        return policy.classify(dest, (!host.is_empty()).then_some(host));
+    }
+    let ip = u32::from_be_bytes([dest.ip[12], dest.ip[13], dest.ip[14], dest.ip[15]]);
+    let key = (u64::from(ip) << 32) | (u64::from(dest.port) << 16);
+    let slot = &CATEGORY_CACHE[(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize];
+    let seen = slot.load(Ordering::Relaxed);
+    if seen != 0 && seen & !0xffff == key {
+        return (seen & 0xffff) as u16 - 1;
+    }
+    let category = policy.classify(dest, None);
+    if category < u16::MAX {
+        slot.store(key | u64::from(category + 1), Ordering::Relaxed);
+    }
+    category
 }
 
 /// # Safety

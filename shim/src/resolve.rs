@@ -187,6 +187,8 @@ struct Pending<'a> {
     name: &'a [u8],
     /// The Lookup record's result, for a lookup that leaves the machine and was recorded.
     cell: Option<ResultCell<'static>>,
+    /// When the real function was called (CLOCK_MONOTONIC), for the record's blocked time.
+    start_ns: u64,
 }
 
 impl Pending<'_> {
@@ -194,7 +196,7 @@ impl Pending<'_> {
     /// returned.
     fn finish(self, result: i32, addrs: impl Iterator<Item = [u8; 16]>) {
         if let Some(cell) = self.cell {
-            cell.set(result);
+            cell.finish(result, now_ns().saturating_sub(self.start_ns));
         }
         if result == 0 && self.name.len() <= MAX_NAME {
             for ip in addrs.take(MAX_RESULTS) {
@@ -218,13 +220,21 @@ unsafe fn begin<'a>(name: *const c_char, family: Family) -> Begin<'a> {
         return Begin::Forward;
     }
     if answered_locally(name, family) {
-        return Begin::Go(Pending { name, cell: None });
+        return Begin::Go(Pending {
+            name,
+            cell: None,
+            start_ns: 0,
+        });
     }
     let log = log();
     let Some(policy) = policy() else {
         // Cannot decide: counted (under auto the supervisor sees the lookup's queries).
         count_unobserved(log.as_ref(), Unobserved::ShimUnmapped);
-        return Begin::Go(Pending { name, cell: None });
+        return Begin::Go(Pending {
+            name,
+            cell: None,
+            start_ns: 0,
+        });
     };
     let backstop = policy.flags & FLAG_SECCOMP_BACKSTOP != 0;
     let pid = pid();
@@ -304,7 +314,13 @@ unsafe fn begin<'a>(name: *const c_char, family: Family) -> Begin<'a> {
         }
         return Begin::Deny(decision.errno);
     }
-    Begin::Go(Pending { name, cell })
+    // The real lookup starts now: what it blocks is the record's blocked time.
+    let start_ns = if cell.is_some() { now_ns() } else { 0 };
+    Begin::Go(Pending {
+        name,
+        cell,
+        start_ns,
+    })
 }
 
 /// The addresses of a `getaddrinfo` result list.

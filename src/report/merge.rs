@@ -113,6 +113,7 @@ fn combine(mut calls: Vec<CallEntry>) -> Vec<CallEntry> {
         match out.last_mut() {
             Some(last) if group(last) == group(&c) => {
                 last.count += c.count;
+                last.blocked_ns = last.blocked_ns.saturating_add(c.blocked_ns);
                 for (k, n) in c.outcomes {
                     *last.outcomes.entry(k).or_default() += n;
                 }

@@ -167,6 +167,12 @@ pub struct CallEntry {
     /// `in-suite`, or a known service's the suite started itself (a fixture's `redis-server`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub served_by_suite: bool,
+    /// Nanoseconds these calls spent blocked inside the real call or lookup, as the engines
+    /// measured it around the call (the shim does; calls the seccomp supervisor lets continue
+    /// and denied calls count 0): a lower bound of what mocking them saves. An integer, so
+    /// that merging shards adds exactly, in any order.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub blocked_ns: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -465,7 +471,7 @@ pub fn build(
             }
         }
     }
-    let mut groups: BTreeMap<Key, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    let mut groups: BTreeMap<Key, (u64, BTreeMap<String, u64>, u64)> = BTreeMap::new();
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
     let listeners = in_suite::Listeners::from_records(&events.records);
     for (at, record) in events.records.iter().enumerate() {
@@ -547,6 +553,7 @@ pub fn build(
         let g = groups.entry(key).or_default();
         g.0 += 1;
         *g.1.entry(outcome(call.syscall, c.result)).or_default() += 1;
+        g.2 = g.2.saturating_add(c.blocked_ns);
     }
 
     let mut tests: BTreeMap<String, Vec<CallEntry>> = BTreeMap::new();
@@ -554,7 +561,7 @@ pub fn build(
         tests.insert(name.clone(), Vec::new());
     }
     let mut unattributed = Vec::new();
-    for (key, (count, outcomes)) in groups {
+    for (key, (count, outcomes, blocked_ns)) in groups {
         let (location, library, site_host) = key
             .site
             .map_or((None, None, None), |s| (s.location, s.library, s.host));
@@ -584,6 +591,7 @@ pub fn build(
             inner_test: key.inner_test,
             concurrent_tests: key.concurrent,
             served_by_suite: key.served_by_suite,
+            blocked_ns,
         };
         match key.test {
             Some(t) => tests.entry(t).or_default().push(entry),
@@ -801,6 +809,10 @@ pub fn violation(report: &Report) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 pub fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
 }
@@ -830,6 +842,7 @@ mod tests {
                 has_test: false,
             },
             result: 0,
+            blocked_ns: 0,
             test: None,
             host: name.as_bytes().to_vec(),
             thread: Vec::new(),

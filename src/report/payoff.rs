@@ -1,7 +1,8 @@
 //! The numbers every rendering shares, computed once on the model: per category, destination
 //! and test, the offending calls, the tests that made them, the calls made outside any test, and
 //! the time at stake (the summed durations of the tests that made them, and their share of the
-//! whole suite's time).
+//! whole suite's time), and the time those calls spent blocked inside the real call or lookup
+//! (`blocked_s`, measured by the engines: a lower bound of what mocking them saves).
 //!
 //! [`derive`] fills them into the report when it is built and when a saved one is read (older
 //! reports lack them), so the summary, the to-do list, JSON, JUnit and GitHub renderings read
@@ -25,6 +26,10 @@ pub struct Payoff {
     /// when no duration is known.
     #[serde(default)]
     pub share_of_suite: Option<f64>,
+    /// Seconds the offending calls here spent blocked inside the real call or lookup (summed
+    /// `CallEntry::blocked_s`; 0 where no engine measured it).
+    #[serde(default)]
+    pub blocked_s: f64,
 }
 
 /// The whole run's time at stake.
@@ -56,6 +61,10 @@ pub struct DestinationSummary {
     pub payoff: Payoff,
 }
 
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
 fn share(time: f64, suite: f64) -> Option<f64> {
     (suite > 0.0).then(|| time / suite)
 }
@@ -80,9 +89,12 @@ pub fn derive(r: &mut Report) {
         .fold(0.0, |a, b| a + b);
     let known = r.tests.iter().filter(|t| t.duration_s.is_some()).count() as u64;
     let mut at_stake = 0.0;
+    let mut blocked_total = 0u64;
     let mut offending_tests = 0;
-    let mut cats: BTreeMap<&str, (BTreeSet<usize>, u64)> = BTreeMap::new();
-    let mut dests: BTreeMap<(&str, String), (BTreeSet<usize>, u64, u64)> = BTreeMap::new();
+    let mut cats: BTreeMap<&str, (BTreeSet<usize>, u64, u64)> = BTreeMap::new();
+    // (tests, calls, calls outside any test, blocked ns) per (category, destination).
+    type Dest = (BTreeSet<usize>, u64, u64, u64);
+    let mut dests: BTreeMap<(&str, String), Dest> = BTreeMap::new();
     for t in r.tests.iter_mut() {
         let offending = t.calls.iter().any(CallEntry::offending);
         let time = if offending {
@@ -90,29 +102,41 @@ pub fn derive(r: &mut Report) {
         } else {
             0.0
         };
+        let blocked: u64 = t
+            .calls
+            .iter()
+            .filter(|c| c.offending())
+            .fold(0u64, |a, c| a.saturating_add(c.blocked_ns));
         t.payoff = Payoff {
             time_at_stake_s: time,
             share_of_suite: share(time, suite_time),
+            blocked_s: secs(blocked),
         };
         if offending {
+            blocked_total = blocked_total.saturating_add(blocked);
             at_stake += time;
             offending_tests += 1;
         }
     }
     for (i, t) in r.tests.iter().enumerate() {
         for c in t.calls.iter().filter(|c| c.offending()) {
-            cats.entry(&c.category).or_default().0.insert(i);
+            let e = cats.entry(&c.category).or_default();
+            e.0.insert(i);
+            e.2 = e.2.saturating_add(c.blocked_ns);
             let d = dests.entry((&c.category, destination(c))).or_default();
             d.0.insert(i);
             d.1 = d.1.saturating_add(c.count);
+            d.3 = d.3.saturating_add(c.blocked_ns);
         }
     }
     for c in r.unattributed.iter().filter(|c| c.offending()) {
         let e = cats.entry(&c.category).or_default();
         e.1 = e.1.saturating_add(c.count);
+        e.2 = e.2.saturating_add(c.blocked_ns);
         let d = dests.entry((&c.category, destination(c))).or_default();
         d.1 = d.1.saturating_add(c.count);
         d.2 = d.2.saturating_add(c.count);
+        d.3 = d.3.saturating_add(c.blocked_ns);
     }
     let time_of = |tests: &BTreeSet<usize>| -> f64 {
         tests
@@ -122,34 +146,38 @@ pub fn derive(r: &mut Report) {
     };
     let mut categories = std::mem::take(&mut r.categories);
     for (name, s) in categories.iter_mut() {
-        let (tests, outside) = cats.remove(name.as_str()).unwrap_or_default();
-        let time = if name == IN_SUITE {
-            0.0
+        let (tests, outside, blocked) = cats.remove(name.as_str()).unwrap_or_default();
+        let (time, blocked) = if name == IN_SUITE {
+            (0.0, 0)
         } else {
-            time_of(&tests)
+            (time_of(&tests), blocked)
         };
         s.unattributed = outside;
         s.payoff = Payoff {
             time_at_stake_s: time,
             share_of_suite: share(time, suite_time),
+            blocked_s: secs(blocked),
         };
     }
     let mut destinations: Vec<DestinationSummary> = dests
         .into_iter()
-        .map(|((category, destination), (tests, calls, outside))| {
-            let time = time_of(&tests);
-            DestinationSummary {
-                category: category.to_string(),
-                destination,
-                tests: tests.len() as u64,
-                calls,
-                unattributed: outside,
-                payoff: Payoff {
-                    time_at_stake_s: time,
-                    share_of_suite: share(time, suite_time),
-                },
-            }
-        })
+        .map(
+            |((category, destination), (tests, calls, outside, blocked))| {
+                let time = time_of(&tests);
+                DestinationSummary {
+                    category: category.to_string(),
+                    destination,
+                    tests: tests.len() as u64,
+                    calls,
+                    unattributed: outside,
+                    payoff: Payoff {
+                        time_at_stake_s: time,
+                        share_of_suite: share(time, suite_time),
+                        blocked_s: secs(blocked),
+                    },
+                }
+            },
+        )
         .collect();
     destinations.sort_by(|a, b| {
         b.payoff
@@ -167,8 +195,37 @@ pub fn derive(r: &mut Report) {
         payoff: Payoff {
             time_at_stake_s: at_stake,
             share_of_suite: share(at_stake, suite_time),
+            blocked_s: secs(blocked_total),
         },
     };
+}
+
+/// `, at least 2m05s of it waiting on elasticsearch`: the offending tests' measured blocked
+/// time and the category that blocked longest; empty when none was measured.
+fn waiting(r: &Report) -> String {
+    let total = r.payoff.payoff.blocked_s;
+    // Shown from 1 ms: below that it is the calls' own cost, not waiting.
+    if total < 0.001 {
+        return String::new();
+    }
+    let mut cats: Vec<(&String, f64)> = r
+        .categories
+        .iter()
+        .map(|(name, s)| (name, s.payoff.blocked_s))
+        .filter(|(_, b)| *b > 0.0)
+        .collect();
+    cats.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    let on = match cats.as_slice() {
+        [] => "calls".to_string(),
+        [(one, _)] => one.to_string(),
+        [(top, t), rest @ ..] => format!(
+            "{top} ({}) and {} other {}",
+            seconds(*t),
+            rest.len(),
+            super::plural(rest.len() as u64, "category", "categories")
+        ),
+    };
+    format!(", at least {} of it waiting on {on}", seconds(total))
 }
 
 /// `1.2 s`, `340 ms`, `2m05s`.
@@ -201,15 +258,21 @@ pub fn headline(r: &Report) -> String {
     let tests = super::plural(n, "test", "tests");
     let total = r.tests.len() as u64;
     if p.durations_known == 0 || p.suite_time_s <= 0.0 {
+        let waiting = waiting(r);
+        let waiting = match waiting.strip_prefix(", at least ") {
+            Some(w) => format!(" They spent at least {}.", w.replacen(" of it ", " ", 1)),
+            None => String::new(),
+        };
         return format!(
-            "Mocking these {n} {tests}: time at stake not known (no test durations: no runner adapter timed the tests)."
+            "Mocking these {n} {tests}: time at stake not known (no test durations: no runner adapter timed the tests).{waiting}"
         );
     }
     let mut s = format!(
-        "Mocking these {n} {tests} touches {} of suite time ({} of {}).",
+        "Mocking these {n} {tests} touches {} of suite time ({} of {}){}.",
         percent(p.payoff.share_of_suite.unwrap_or(0.0)),
         seconds(p.payoff.time_at_stake_s),
-        seconds(p.suite_time_s)
+        seconds(p.suite_time_s),
+        waiting(r)
     );
     if p.durations_known < total {
         s.push_str(&format!(

@@ -829,6 +829,7 @@ mod tests {
             library: None,
             host: host.map(String::from),
             served_by_suite: false,
+            blocked_ns: 0,
             fixture: None,
             inner_test: None,
             concurrent_tests: Vec::new(),
@@ -886,6 +887,33 @@ mod tests {
         };
         crate::report::payoff::derive(&mut r);
         r
+    }
+
+    #[test]
+    fn the_headline_says_how_long_tests_waited_and_on_what() {
+        let es = |blocked_ns| CallEntry {
+            blocked_ns,
+            ..call("elasticsearch", None, "127.0.0.1", 9200, "recorded", 1)
+        };
+        let mut r = report(
+            vec![
+                ("t::a", vec![es(100_000_000_000)]),
+                ("t::b", vec![es(25_000_000_000)]),
+                ("t::c", Vec::new()),
+            ],
+            Vec::new(),
+        );
+        for (t, d) in r.tests.iter_mut().zip([150.0, 100.0, 150.0]) {
+            t.duration_s = Some(d);
+        }
+        crate::report::payoff::derive(&mut r);
+        assert_eq!(r.payoff.payoff.blocked_s, 125.0);
+        assert_eq!(r.categories["elasticsearch"].payoff.blocked_s, 125.0);
+        assert_eq!(r.tests[0].payoff.blocked_s, 100.0);
+        assert_eq!(
+            crate::report::payoff::headline(&r),
+            "Mocking these 2 tests touches 62% of suite time (4m10s of 6m40s), at least 2m05s of it waiting on elasticsearch."
+        );
     }
 
     /// Names, lookups (one denied), a numeric host, the suite's own servers (in-suite and a

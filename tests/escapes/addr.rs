@@ -168,3 +168,53 @@ fn each_udp_socket_first_datagram_to_a_destination_is_a_call() {
         );
     }
 }
+
+/// The shim decides a stream socket's connect from the address alone (no system call for the
+/// socket's domain) and voids the record when the kernel then refuses the address: across the
+/// whole matrix, under `preload`, the program sees exactly what it sees without nettrap (record
+/// mode) or a denial only where the kernel would have taken the address (deny mode), and the
+/// report holds one connect per case the kernel took.
+#[test]
+fn the_shim_records_and_denies_exactly_the_connects_the_kernel_takes() {
+    let plain = isolated(&[&fx("addr_matrix"), "9"]).output().unwrap();
+    assert!(plain.status.success());
+    let plain = String::from_utf8(plain.stdout).unwrap();
+    let connects = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.split(' ').nth(1) == Some("connect"))
+            .map(String::from)
+            .collect()
+    };
+    let want = connects(&plain);
+    let taken = want.iter().filter(|l| l.ends_with(" inet")).count() as u64;
+    assert!(taken > 10, "{plain}");
+    let m = fx("addr_matrix");
+    for (mode, flags) in [("record", vec![]), ("deny", vec!["--deny", "9"])] {
+        let mut f = vec!["--engine", "preload"];
+        f.extend(flags.iter().copied());
+        let run = run_in(
+            &format!("addr-shim-{mode}"),
+            &std::env::temp_dir(),
+            &f,
+            &[&m, "9"],
+        );
+        let got = connects(&run.stdout());
+        assert_eq!(got.len(), want.len(), "{mode}");
+        for (w, g) in want.iter().zip(&got) {
+            // Denied: a refused connect (the policy's errno) where the kernel took the address;
+            // anything the kernel refuses keeps the kernel's answer.
+            let expect_same = mode == "record" || !w.ends_with(" inet");
+            if expect_same {
+                assert_eq!(g, w, "{mode}");
+            }
+        }
+        let recorded: u64 = run
+            .all_calls()
+            .iter()
+            .filter(|c| c["syscall"] == "connect")
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(recorded, taken, "{mode}: {}", run.stderr());
+        assert_eq!(run.report["lost"]["torn"], 0, "{mode}");
+    }
+}

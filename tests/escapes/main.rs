@@ -9,6 +9,7 @@
 mod common;
 
 mod addr;
+mod hot_path;
 mod lost;
 mod outputs;
 mod shim;

@@ -123,7 +123,7 @@ fn round_trip_torn_dropped_and_unobserved() {
     let long_id = vec![b'a'; 300];
     log.append_call(&call, &long_id, b"db", b"net::search_ind")
         .unwrap()
-        .set(111);
+        .finish(111, 1_500_000_000);
     // A record reserved but never committed, then one that does not fit.
     let _ = log.append_call_until(&call, b"", b"", b"", Step::Tagged);
     assert_eq!(
@@ -149,8 +149,8 @@ fn round_trip_torn_dropped_and_unobserved() {
     assert_eq!(c.call, call);
     assert_eq!(c.test.as_deref(), Some(&long_id[..]));
     assert_eq!(
-        (&c.host[..], &c.thread[..], c.result),
-        (&b"db"[..], &b"net::search_ind"[..], 111)
+        (&c.host[..], &c.thread[..], c.result, c.blocked_ns),
+        (&b"db"[..], &b"net::search_ind"[..], 111, 1_500_000_000)
     );
     let Record::Process(p) = &d.records[0] else {
         panic!("not a process")
@@ -301,6 +301,49 @@ fn unknown_values_are_corrupt_records_not_defaults() {
 }
 
 #[test]
+fn blocked_time_is_unknown_until_finished_and_a_damaged_one_is_torn() {
+    let mut mem = Mem::new(16, 16);
+    let log = mem.log();
+    // Still blocked (or killed inside the call): result pending, blocked 0 = not measured.
+    log.append_call(&a_call(), b"", b"", b"").unwrap();
+    // Only the result known (a denial, an engine that does not see the call return).
+    log.append_call(&a_call(), b"", b"", b"").unwrap().set(13);
+    // Measured 0 ns still reads as measured (1 ns).
+    log.append_call(&a_call(), b"", b"", b"")
+        .unwrap()
+        .finish(0, 0);
+    let d = mem.decode();
+    let got: Vec<(i32, u64)> = d
+        .records
+        .iter()
+        .map(|r| match r {
+            Record::Call(c) => (c.result, c.blocked_ns),
+            Record::Process(_) => panic!("not a call"),
+        })
+        .collect();
+    assert_eq!(got, vec![(RESULT_PENDING, 0), (13, 0), (0, 1)]);
+    // A voided record (not a call after all) is skipped, neither a record nor torn.
+    mem.log()
+        .append_call(&a_call(), b"", b"", b"")
+        .unwrap()
+        .void();
+    let d = mem.decode();
+    assert_eq!((d.records.len(), d.torn), (3, 0));
+    // A flipped bit in a measured blocked time, or garbage where none was measured: torn.
+    for (finish, at) in [(true, 2usize), (true, 7), (false, 3)] {
+        let mut mem = Mem::new(16, 16);
+        let log = mem.log();
+        let cell = log.append_call(&a_call(), b"", b"", b"").unwrap();
+        if finish {
+            cell.finish(0, 123_456_789);
+        }
+        mem.bytes()[HEADER_LEN + TAG_LEN + CALL_BLOCKED + at] ^= 0x04;
+        let d = mem.decode();
+        assert_eq!((d.records.len(), d.torn), (0, 1), "byte {at}");
+    }
+}
+
+#[test]
 fn a_flipped_byte_makes_a_record_torn_not_a_different_record() {
     let mut mem = Mem::new(16, 16);
     let log = mem.log();
@@ -362,6 +405,8 @@ enum Op {
         host: Vec<u8>,
         thread: Vec<u8>,
         result: Option<i32>,
+        /// With a result: the blocked time the writer measured (`finish`), else `set`.
+        blocked: Option<u64>,
     },
     Process {
         process: Process,
@@ -382,13 +427,15 @@ fn op() -> impl Strategy<Value = Op> {
             text(),
             proptest::collection::vec(any::<u8>(), 0..20),
             proptest::option::of(any::<i32>()),
+            proptest::option::of(prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()]),
         )
-            .prop_map(|(call, test, host, thread, result)| Op::Call {
+            .prop_map(|(call, test, host, thread, result, blocked)| Op::Call {
                 call,
                 test,
                 host,
                 thread,
                 result,
+                blocked,
             }),
         2 => (any::<u32>(), any::<u32>(), any::<u64>(), 1u8..3, text(), text()).prop_map(
             |(pid, ppid, time_ns, s, exe, cmdline)| Op::Process {
@@ -440,6 +487,7 @@ fn play(mem: &Mem, ops: &[Op]) -> Expected {
                 host,
                 thread,
                 result,
+                blocked,
             } => {
                 let call = Call {
                     has_test: test.is_some(),
@@ -448,13 +496,20 @@ fn play(mem: &Mem, ops: &[Op]) -> Expected {
                 let t = test.as_deref().unwrap_or(&[]);
                 match log.append_call(&call, t, host, thread) {
                     Ok(cell) => {
-                        if let Some(r) = result {
-                            cell.set(*r);
+                        let mut blocked_ns = 0;
+                        match (result, blocked) {
+                            (Some(r), Some(b)) => {
+                                cell.finish(*r, *b);
+                                blocked_ns = (*b).clamp(1, BLOCKED_MAX);
+                            }
+                            (Some(r), None) => cell.set(*r),
+                            _ => {}
                         }
                         after_untagged = false;
                         want.records.push(Record::Call(CallRecord {
                             call,
                             result: result.unwrap_or(RESULT_PENDING),
+                            blocked_ns,
                             test: test.as_ref().map(|t| cut(t, MAX_TEXT)),
                             host: cut(host, MAX_TEXT),
                             thread: cut(thread, MAX_THREAD_NAME),
