@@ -36,6 +36,11 @@ fn main() {
         packaged_shim_manifest(&root, &out)
     };
     let target_dir = out.join("shim-target");
+    if !root.join("shim/Cargo.toml").is_file() {
+        // nettrap-core, unpacked from a package, may be older on disk than an earlier build
+        // of the shim here (cargo judges path dependencies by mtime): build afresh.
+        let _ = std::fs::remove_dir_all(&target_dir);
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
@@ -127,11 +132,15 @@ fn packaged_shim_manifest(root: &Path, out: &Path) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("creating the shim's package directory");
     let manifest = format!(
         "[package]\nname = \"nettrap-shim\"\nversion = \"{version}\"\nedition = \"2024\"\n\n\
-         [lib]\npath = {src:?}\ncrate-type = [\"cdylib\"]\ntest = false\ndoctest = false\n\n\
+         build = {build:?}\n\n[lib]\npath = {src:?}\ncrate-type = [\"cdylib\"]\ntest = false\ndoctest = false\n\n\
          [dependencies]\nnettrap-core = {{ path = {core:?} }}\n\
          libc = {{ version = \"0.2\", default-features = false }}\n\n[workspace]\n\n{profile}",
         version = std::env::var("CARGO_PKG_VERSION").expect("CARGO_PKG_VERSION"),
         src = src.display().to_string(),
+        build = root
+            .join("src/engine/shim-src/build.rs")
+            .display()
+            .to_string(),
     );
     std::fs::write(dir.join("Cargo.toml"), manifest).expect("writing the shim's manifest");
     if let Ok(lock) = std::fs::read(root.join("Cargo.lock")) {

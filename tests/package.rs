@@ -15,6 +15,49 @@ fn the_packaged_crate_carries_the_shim_and_adapters_and_builds() {
         .parent()
         .unwrap()
         .join("package-check");
+    // Cargo unpacks the packaged nettrap-core from its temporary registry into CARGO_HOME once
+    // per version and reuses it: drop earlier unpackings so this run builds today's core.
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo")
+        });
+    if let Ok(registries) = std::fs::read_dir(cargo_home.join("registry/src")) {
+        for reg in registries.flatten() {
+            for krate in std::fs::read_dir(reg.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if krate
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("nettrap-core-")
+                {
+                    std::fs::remove_dir_all(krate.path()).unwrap();
+                }
+            }
+        }
+    }
+    // Nor may the verification build reuse an earlier build of it: a registry crate of the
+    // same version is never rebuilt.
+    for (dir, prefix) in [
+        ("debug/.fingerprint", "nettrap-core-"),
+        ("debug/build", "nettrap-core-"),
+        ("debug/deps", "libnettrap_core-"),
+        ("debug/deps", "nettrap_core-"),
+    ] {
+        for e in std::fs::read_dir(target.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                let p = e.path();
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            }
+        }
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .args([
