@@ -95,6 +95,14 @@ def _drop_pending():
     del _pending[:]
 
 
+def _line(event):
+    event.setdefault("t", _now())
+    event["pid"] = os.getpid()
+    # Ids are never cut (a cut id would merge tests): one write to an O_APPEND file is not
+    # interleaved with another process's, whatever its length.
+    return (_encode(event) + "\n").encode("utf-8", "surrogateescape")
+
+
 def emit(event, defer=False):
     """Appends one event (a dict) to the timeline. Events are joined to calls by their time, not
     by their order, so a phase change (`defer`) waits for the next event of this process and goes
@@ -103,11 +111,7 @@ def emit(event, defer=False):
     if not _TIMELINE:
         return
     try:
-        event.setdefault("t", _now())
-        event["pid"] = os.getpid()
-        # Ids are never cut (a cut id would merge tests): one write to an O_APPEND file is not
-        # interleaved with another process's, whatever its length.
-        line = (_encode(event) + "\n").encode("utf-8", "surrogateescape")
+        line = _line(event)
         if defer and len(_pending) < 64:
             _pending.append(line)
             return
@@ -130,16 +134,50 @@ def flush():
 
 
 def _fail(why, runner="python"):
-    """Says once, in one line, that the adapter cannot do its job here, and tells the report
-    (when the timeline itself is what failed, the line is all there is)."""
+    """Tells nettrap, once per process, that the adapter cannot do its job here. nettrap says it
+    once for the whole run, in its summary after the command: nothing is written into the
+    runner's own output (where it could land mid-line, between a runner's progress dots)."""
     if _state["failed"]:
         return
     _state["failed"] = True
+    del _pending[:]
     try:
-        sys.stderr.write("nettrap: %s adapter: %s\n" % (runner, why))
+        tell_failure(runner, why)
     except Exception:
         pass
-    emit({"ev": "adapter", "runner": runner, "status": "failed", "why": why})
+
+
+def tell_failure(runner, why):
+    """An `adapter` failure event, appended to the timeline or, when that cannot be written, to
+    the failures file beside it (nettrap reads both). If neither can be, nettrap will never
+    know: then the first process of the run to get here says it on stderr, on a line of its
+    own."""
+    line = _encode({"ev": "adapter", "t": _now(), "pid": os.getpid(), "runner": runner,
+                    "status": "failed", "why": why})
+    data = (line + "\n").encode("utf-8", "surrogateescape")
+    if _RUN_DIR:
+        for name, create in (("timeline.jsonl", 0), ("adapter-failures.jsonl", os.O_CREAT)):
+            try:
+                fd = os.open(os.path.join(_RUN_DIR, name),
+                             os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | create, 0o644)
+                try:
+                    if os.write(fd, data) == len(data):
+                        return
+                finally:
+                    os.close(fd)
+            except Exception:
+                pass
+    # Once per run: this process and those it starts (the run directory is out of reach, so
+    # the environment carries it; workers forked earlier may say it too).
+    if os.environ.get("NETTRAP_ADAPTER_TOLD"):
+        return
+    try:
+        os.environ["NETTRAP_ADAPTER_TOLD"] = "1"
+    except Exception:
+        pass
+    # A newline first: the runner may be in the middle of a line (unittest's dots).
+    sys.stderr.write("\nnettrap: %s adapter: %s; falling back to NETTRAP_TEST\n" % (runner, why))
+    sys.stderr.flush()
 
 
 def role(runner, name):
