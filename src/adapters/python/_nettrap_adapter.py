@@ -200,19 +200,23 @@ def _set_env(test_id):
 
 
 class Token(object):
-    __slots__ = ("test", "nested", "key", "phase", "owned")
+    __slots__ = ("test", "nested", "key", "phase", "owned", "held")
 
     def __init__(self, test, nested, key):
         self.test, self.nested, self.key, self.phase = test, nested, key, None
         # Whether a test's entry point (TestCase.run, ...) will end it; a test started early by
         # its class or module fixture is owned by the entry point that runs it next.
         self.owned = True
+        # The events of a test started early, held (with their times) until it really runs:
+        # if its class or module cannot be set up, unittest does not run it, nor count it.
+        self.held = None
 
 
-def begin(test_id, runner, file=None, key=None):
+def begin(test_id, runner, file=None, key=None, hold=False):
     """A test starts in this process. `key` identifies the running test object, so re-entrant
     hooks (Django's __call__ around unittest's run) start it once. Returns a token for `end`,
-    or None when this test is already running."""
+    or None when this test is already running. `hold`: its events wait for `release` (or are
+    dropped by `cancel`)."""
     if _stack and key is not None and _stack[-1].key is key:
         return None
     outer = _stack[0].test if _stack else _OUTER
@@ -221,10 +225,13 @@ def begin(test_id, runner, file=None, key=None):
         event["file"] = file
     if outer is not None:
         event["outer"] = outer
-    emit(event)
     token = Token(test_id, outer is not None, key)
+    if hold and _TIMELINE:
+        token.held = [_line(event)]
+    else:
+        emit(event)
     _stack.append(token)
-    if not token.nested:
+    if not token.nested and token.held is None:
         _set_env(test_id)
     return token
 
@@ -236,12 +243,34 @@ def phase(token, name):
     event = {"ev": "phase", "test": token.test, "phase": name}
     if token.nested:
         event["outer"] = _stack[0].test if _stack and _stack[0] is not token else _OUTER
-    emit(event, defer=True)
+    if token.held is not None:
+        token.held.append(_line(event))
+    else:
+        emit(event, defer=True)
+
+
+def release(token):
+    """A held test runs after all: its events go out, with the times they were taken at."""
+    held, token.held = token.held, None
+    if held:
+        _pending.extend(held)
+        flush()
+        if not token.nested:
+            _set_env(token.test)
+
+
+def cancel(token):
+    """A held test will not run: nothing of it is told (calls made meanwhile are nobody's,
+    naming the fixture that made them; NETTRAP_TEST was not set for it)."""
+    token.held = None
+    if token in _stack:
+        _stack.remove(token)
 
 
 def end(token, outcome=None, duration_s=None):
     if token is None:
         return
+    release(token)
     event = {"ev": "end", "test": token.test}
     if outcome:
         event["outcome"] = outcome
@@ -398,6 +427,7 @@ def _wrap_entry(original):
             if early is not None and not early.owned:
                 early.owned = True  # started by its class or module fixture's set-up
                 token = early
+                release(token)
             else:
                 _outcomes.pop(test_id, None)
                 token = begin(test_id, _runner_of(self), _test_file(self), key=self)
@@ -480,7 +510,7 @@ def _wrap_class_setup(original):
 
 def _early_begin(test):
     _outcomes.pop(test.id(), None)
-    token = begin(test.id(), _runner_of(test), _test_file(test), key=test)
+    token = begin(test.id(), _runner_of(test), _test_file(test), key=test, hold=True)
     if token is not None:
         token.owned = False
         phase(token, "setup")
@@ -488,13 +518,13 @@ def _early_begin(test):
 
 
 def _end_if_fixture_failed(token, test, result):
-    # The class or module set-up failed: the test will not run (unittest reports the fixture's
-    # error instead); it ends here, as an error.
+    # The class or module set-up failed: the test will not run, and unittest does not count it
+    # ("Ran N tests"; it reports the fixture's error instead): nor does nettrap.
     failed = getattr(result, "_moduleSetUpFailed", False) or getattr(
         test.__class__, "_classSetupFailed", False
     )
     if failed and token is not None and token in _stack:
-        end(token, "error")
+        cancel(token)
 
 
 def _wrap_module_setup(original):
