@@ -4,7 +4,7 @@ Loaded at interpreter start by nettrap's `sitecustomize` inside `nettrap run` (n
 It appends events to the run's timeline (`$NETTRAP_RUN_DIR/timeline.jsonl`, format in nettrap's
 `src/attribution/SPEC.md`), which nettrap joins to the calls its engines saw:
 
-* unittest and Django's runner (serial, and `--parallel` with fork, spawn or forkserver): the
+* unittest and Django's runner (serial, and `--parallel` with fork or spawn): the
   test's start, phases (setup, call, teardown) and outcome, hooked on `unittest.TestCase` (and
   Django's `SimpleTestCase`) when the program imports them. Ids are `test.id()`, as Django
   prints them (`app.tests.Class.test_method`).
