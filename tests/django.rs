@@ -138,6 +138,12 @@ fn assert_django_run(run: &Run, parallel: bool) {
         (cart.as_str(), lib.as_str()),
         ("shop/tests.py:20 in setUp", "redis")
     );
+    // psycopg2's libpq connects from C: the adapter wraps psycopg2.connect for the site.
+    let (report, lib) = s("shop.tests.ReportTests.test_monthly_total", "postgres");
+    assert_eq!(
+        (report.as_str(), lib.as_str()),
+        ("shop/reports.py:10 in monthly_total", "psycopg2")
+    );
     let (udp, _) = s(
         "catalog.tests.NetworkEdgeTests.test_metrics_datagram",
         "other",

@@ -12,7 +12,9 @@ It appends events to the run's timeline (`$NETTRAP_RUN_DIR/timeline.jsonl`, form
   session of this process when pytest's config module loads; it calls `begin`, `phase` and
   `end` here.
 * Call sites: an audit hook (`socket.connect`, `socket.sendto`, `socket.getaddrinfo`) writes,
-  just before each call, the first frame in the project's own code and the client library.
+  just before each call, the first frame in the project's own code and the client library; for
+  database drivers whose C library connects on its own (psycopg2, psycopg 3, MySQLdb), their
+  connect functions are wrapped when the program imports them.
 
 While a test runs, NETTRAP_TEST holds its id in the real environment, so child processes and
 the LD_PRELOAD shim see it too. A process started inside a test (a test that runs
@@ -679,6 +681,141 @@ def _patch_pytest(module):
     cls.__init__ = __init__
 
 
+# --- database drivers whose C library connects on its own --------------------------------
+# libpq (psycopg2, psycopg) and libmysqlclient (MySQLdb) connect from C: no audit hook sees
+# it. Their Python connect functions are wrapped, when the program imports the driver, to
+# write the call site just before the library connects. Nothing changes in what they do.
+
+
+_DRIVERS = ("psycopg2", "psycopg", "MySQLdb")
+
+
+def _first(value):
+    """The first of libpq's comma-separated hosts or ports."""
+    if value is None:
+        return None
+    return str(value).split(",", 1)[0].strip() or None
+
+
+def _db_site(library, host, port):
+    """The site of a database driver's connect, unless it goes to a Unix socket (no network)."""
+    try:
+        host = _first(host)
+        if host is None or host.startswith("/") or host.startswith("@"):
+            return
+        try:
+            port = int(_first(port))
+        except Exception:
+            port = None
+        file, line, func, outer = _site(sys._getframe(2))
+        import threading
+
+        emit({
+            "ev": "site",
+            "tid": threading.get_native_id(),
+            "kind": "connect",
+            "host": host,
+            "port": port,
+            "file": file,
+            "line": line,
+            "func": func,
+            "library": outer or library,
+        })
+    except Exception:
+        pass
+
+
+def _libpq_params(parse, args, kwargs):
+    """host and port of a libpq connect(dsn, **kwargs), with libpq's environment defaults."""
+    params = {}
+    dsn = args[0] if args else kwargs.get("dsn", kwargs.get("conninfo"))
+    if isinstance(dsn, str) and dsn and parse is not None:
+        try:
+            params.update(parse(dsn))
+        except Exception:
+            pass
+    for key in ("host", "hostaddr", "port"):
+        if kwargs.get(key) is not None:
+            params[key] = kwargs[key]
+    host = params.get("hostaddr") or params.get("host")
+    host = host or os.environ.get("PGHOSTADDR") or os.environ.get("PGHOST")
+    port = params.get("port") or os.environ.get("PGPORT") or 5432
+    return host, port
+
+
+def _wrap_db_connect(original, library, target):
+    def connect(*args, **kwargs):
+        try:
+            host, port = target(args, kwargs)
+            _db_site(library, host, port)
+        except Exception:
+            pass
+        return original(*args, **kwargs)
+
+    connect.__wrapped__ = original
+    connect._nettrap = True
+    try:
+        import functools
+
+        functools.update_wrapper(connect, original)
+    except Exception:
+        pass
+    return connect
+
+
+def _patch_psycopg2(module):
+    original = getattr(module, "connect", None)
+    if not callable(original) or getattr(original, "_nettrap", False):
+        return
+
+    def target(args, kwargs):
+        parse = getattr(getattr(module, "extensions", None), "parse_dsn", None)
+        return _libpq_params(parse, args, kwargs)
+
+    module.connect = _wrap_db_connect(original, "psycopg2", target)
+
+
+def _patch_psycopg(module):
+    """psycopg 3: `psycopg.connect` is `Connection.connect` (a classmethod); the async one too."""
+
+    def target(args, kwargs):
+        conninfo = getattr(module, "conninfo", None)
+        parse = getattr(conninfo, "conninfo_to_dict", None)
+        return _libpq_params(parse, args, kwargs)
+
+    for name in ("Connection", "AsyncConnection"):
+        cls = getattr(module, name, None)
+        method = vars(cls).get("connect") if isinstance(cls, type) else None
+        if isinstance(method, classmethod) and not getattr(method.__func__, "_nettrap", False):
+            func = method.__func__
+
+            def bound(args, kwargs):  # the class is the first argument
+                return target(args[1:], kwargs)
+
+            setattr(cls, "connect", classmethod(_wrap_db_connect(func, "psycopg", bound)))
+    connection = getattr(module, "Connection", None)
+    if connection is not None and getattr(module, "connect", None) is not None:
+        module.connect = connection.connect
+
+
+def _patch_mysqldb(module):
+    """MySQLdb.connect(host, user, passwd, db, port, ...): `localhost` is its Unix socket."""
+
+    def target(args, kwargs):
+        host = args[0] if args else kwargs.get("host")
+        port = args[4] if len(args) > 4 else kwargs.get("port") or 3306
+        if host in (None, "", "localhost") or kwargs.get("unix_socket"):
+            return None, None
+        return host, port
+
+    original = getattr(module, "connect", None)
+    if callable(original) and not getattr(original, "_nettrap", False):
+        wrapped = _wrap_db_connect(original, "MySQLdb", target)
+        for name in ("connect", "Connect"):
+            if getattr(module, name, None) is original:
+                setattr(module, name, wrapped)
+
+
 _ON_IMPORT = {
     "_pytest.config": _patch_pytest,
     "unittest.case": _patch_unittest,
@@ -686,6 +823,9 @@ _ON_IMPORT = {
     "unittest.result": _patch_unittest_result,
     "unittest.suite": _patch_suite,
     "django.test.testcases": _patch_django,
+    "psycopg2": _patch_psycopg2,
+    "psycopg": _patch_psycopg,
+    "MySQLdb": _patch_mysqldb,
 }
 
 
@@ -724,7 +864,10 @@ class _PatchingLoader(object):
         try:
             self._patch(module)
         except Exception as e:
-            _fail("cannot hook %s: %s" % (module.__name__, e), "unittest")
+            runner = "pytest" if module.__name__.startswith("_pytest") else "unittest"
+            if module.__name__ in _DRIVERS:
+                return  # a driver's call sites only: its calls are still seen and attributed
+            _fail("cannot hook %s: %s" % (module.__name__, e), runner)
 
     def __getattr__(self, name):
         return getattr(self._loader, name)
