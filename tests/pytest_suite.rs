@@ -476,9 +476,12 @@ fn fixtures_nested_sessions_and_project_hooks() {
     );
 }
 
+/// (test, category, port, transport, syscall, phase, fixture, count)
+type Row = (String, String, u64, String, String, String, String, u64);
+
 /// Every call of fixtures/pytest-teardown-dns (see its EXPECTED.md) as (test, category, port,
 /// transport, syscall, phase, fixture, count), sorted.
-fn teardown_dns_rows(run: &Run) -> Vec<(String, String, u64, String, String, String, String, u64)> {
+fn teardown_dns_rows(run: &Run) -> Vec<Row> {
     let mut rows = Vec::new();
     let tests = run.report["tests"].as_array().unwrap().iter();
     let all = tests
@@ -528,7 +531,7 @@ fn run_teardown_dns(name: &str, args: &[&str]) -> Run {
 }
 
 /// The rows fixtures/pytest-teardown-dns/EXPECTED.md lists, serial or under xdist.
-fn teardown_dns_expected() -> Vec<(String, String, u64, String, String, String, String, u64)> {
+fn teardown_dns_expected() -> Vec<Row> {
     let es = "es_client (module, conftest.py)";
     let row = |test: &str, cat: &str, port, tr: &str, sys: &str, phase: &str, fx: &str| {
         let (t, c, tr, sys, p, f) = (test, cat, tr, sys, phase, fx);
