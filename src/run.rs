@@ -282,6 +282,12 @@ pub fn run(args: RunArgs) -> Result<u8> {
             say!("nettrap: {}", written.join(", "));
         }
     }
+    if args.quiet {
+        // The summary would have said it; a run whose adapter failed says it even when quiet.
+        for why in &report.adapter_failures {
+            say!("nettrap: warning: {why}; its tests are attributed through NETTRAP_TEST only");
+        }
+    }
     for f in &failed {
         say!("nettrap: error: {f}");
     }

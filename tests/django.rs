@@ -138,6 +138,12 @@ fn assert_django_run(run: &Run, parallel: bool) {
         (cart.as_str(), lib.as_str()),
         ("shop/tests.py:20 in setUp", "redis")
     );
+    // psycopg2's libpq connects from C: the adapter wraps psycopg2.connect for the site.
+    let (report, lib) = s("shop.tests.ReportTests.test_monthly_total", "postgres");
+    assert_eq!(
+        (report.as_str(), lib.as_str()),
+        ("shop/reports.py:10 in monthly_total", "psycopg2")
+    );
     let (udp, _) = s(
         "catalog.tests.NetworkEdgeTests.test_metrics_datagram",
         "other",
@@ -226,5 +232,51 @@ fn runner_none_turns_adapters_off() {
         off.stderr().contains("(total number of tests not known"),
         "{}",
         off.stderr()
+    );
+}
+
+/// The Python adapter's fallback: in a run whose timeline cannot be written (here it is made
+/// read-only under the command), every process of Django's parallel run fails the same way.
+/// The run goes on as without nettrap, and nettrap says it once, on its own line after the
+/// command (never inside the runner's own output, between its progress dots), and in the
+/// report.
+#[test]
+fn an_adapter_that_cannot_write_the_timeline_is_said_once() {
+    let py = python();
+    let script = format!(
+        "t=\"$NETTRAP_RUN_DIR/timeline.jsonl\"; mount --bind \"$t\" \"$t\" && \
+         mount -o remount,bind,ro \"$t\" && exec {py} manage.py test --parallel 2"
+    );
+    let run = run_in_env(
+        "django-adapter-fails",
+        &repo().join("fixtures/django-demo"),
+        &[("DEMO_START_METHOD", "fork")],
+        &["--runner", "django"],
+        &["sh", "-c", &script],
+    );
+    let err = run.stderr();
+    assert_eq!(run.code(), 0, "{}\n{err}", run.stdout());
+    assert!(
+        err.contains("Ran 11 tests") && err.contains("\nOK\n"),
+        "{err}"
+    );
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("python adapter"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].starts_with("nettrap: warning: python adapter, in ")
+            && said[0].contains("processes: cannot write the timeline"),
+        "{err}"
+    );
+    let failures = run.report["adapter_failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0]
+            .as_str()
+            .unwrap()
+            .starts_with("python adapter, in "),
+        "{failures:?}"
     );
 }

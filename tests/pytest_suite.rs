@@ -220,8 +220,10 @@ fn record_mode_reports_every_call_per_test() {
     pos("### 127.0.0.1:6379: 4 tests, 7 calls");
     pos("### [::1]:6379: 1 test, 1 call");
     assert!(
-        pos("- [ ] `tests/test_cache.py::test_cache_get`: 4 calls (setup 1, call 3)")
-            < pos("- [ ] `tests/test_cache.py::test_cache_set`: 1 call (call 1)")
+        // The module fixture's set-up call is named, as in the JSON.
+        pos(
+            "- [ ] `tests/test_cache.py::test_cache_get`: 4 calls (setup 1, call 3, fixture `redis_conn (module, tests/test_cache.py)`)"
+        ) < pos("- [ ] `tests/test_cache.py::test_cache_set`: 1 call (call 1)")
     );
     pos("- [ ] 127.0.0.1:11211 (memcached): 1 call from pid ");
 }
@@ -471,5 +473,190 @@ fn fixtures_nested_sessions_and_project_hooks() {
     assert_eq!(
         run.test("test_nested.py::test_project_hooks_still_work")["outcome"],
         "passed"
+    );
+}
+
+/// (test, category, port, transport, syscall, phase, fixture, count)
+type Row = (String, String, u64, String, String, String, String, u64);
+
+/// Every call of fixtures/pytest-teardown-dns (see its EXPECTED.md) as (test, category, port,
+/// transport, syscall, phase, fixture, count), sorted.
+fn teardown_dns_rows(run: &Run) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let tests = run.report["tests"].as_array().unwrap().iter();
+    let all = tests
+        .flat_map(|t| {
+            t["calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |c| (t["test"].as_str().unwrap(), c))
+        })
+        .chain(
+            run.report["unattributed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| ("-", c)),
+        );
+    for (test, c) in all {
+        let s = |k: &str| c[k].as_str().unwrap_or("-").to_string();
+        rows.push((
+            test.to_string(),
+            s("category"),
+            c["port"].as_u64().unwrap_or(0),
+            s("transport"),
+            s("syscall"),
+            s("phase"),
+            s("fixture"),
+            c["count"].as_u64().unwrap(),
+        ));
+    }
+    rows.sort();
+    rows
+}
+
+fn run_teardown_dns(name: &str, args: &[&str]) -> Run {
+    let py = python();
+    let mut cmd = vec![py.as_str(), "-m", "pytest", "-q"];
+    cmd.extend_from_slice(args);
+    let run = run_in(
+        name,
+        &repo().join("fixtures/pytest-teardown-dns"),
+        &[],
+        &cmd,
+    );
+    assert_eq!(run.code(), 0, "{}\n{}", run.stdout(), run.stderr());
+    run
+}
+
+/// The rows fixtures/pytest-teardown-dns/EXPECTED.md lists, serial or under xdist.
+fn teardown_dns_expected() -> Vec<Row> {
+    let es = "es_client (module, conftest.py)";
+    let row = |test: &str, cat: &str, port, tr: &str, sys: &str, phase: &str, fx: &str| {
+        let (t, c, tr, sys, p, f) = (test, cat, tr, sys, phase, fx);
+        (
+            t.into(),
+            c.into(),
+            port,
+            tr.into(),
+            sys.into(),
+            p.into(),
+            f.into(),
+            1,
+        )
+    };
+    let mut v = vec![
+        row(
+            "test_dns.py::test_sendto_dns",
+            ES,
+            9200,
+            "tcp",
+            "connect",
+            "setup",
+            es,
+        ),
+        // Seen by the seccomp supervisor only (sendto, no connect), attributed by the timeline.
+        row(
+            "test_dns.py::test_sendto_dns",
+            "dns",
+            53,
+            "udp",
+            "sendto",
+            "call",
+            "-",
+        ),
+        // glibc's resolver, from inside libc.
+        row(
+            "test_dns.py::test_lookup",
+            "dns",
+            53,
+            "udp",
+            "lookup",
+            "call",
+            "-",
+        ),
+        row(
+            "test_dns.py::test_last_of_module",
+            "external-api",
+            80,
+            "tcp",
+            "connect",
+            "call",
+            "-",
+        ),
+        // The module fixture's teardown, after the module's last test.
+        row(
+            "test_dns.py::test_last_of_module",
+            ES,
+            9300,
+            "tcp",
+            "connect",
+            "teardown",
+            es,
+        ),
+        // The session fixture's teardown, at the session's end.
+        row(
+            "test_session.py::test_last_of_session",
+            "redis",
+            6379,
+            "tcp",
+            "connect",
+            "teardown",
+            "cache (session, conftest.py)",
+        ),
+    ];
+    v.sort();
+    v
+}
+
+/// Fixture teardowns are named on their calls (phase teardown, the fixture), and calls only
+/// the seccomp supervisor sees (a `sendto` to port 53, glibc's resolver) go to the test that
+/// made them, with its phase (fixtures/pytest-teardown-dns, see EXPECTED.md).
+#[test]
+fn fixture_teardowns_and_supervisor_calls_are_attributed() {
+    let run = run_teardown_dns("teardown-dns", &[]);
+    assert_eq!(run.report["tests_total"], 5);
+    assert_eq!(teardown_dns_rows(&run), teardown_dns_expected());
+    // The to-do list and the text lines name the fixture, as the JSON does.
+    assert!(
+        run.todo.contains(
+            "- [ ] `test_dns.py::test_last_of_module`: 1 call (teardown 1, fixture `es_client (module, conftest.py)`)"
+        ),
+        "{}",
+        run.todo
+    );
+    let junit = std::process::Command::new(nettrap())
+        .arg("report")
+        .arg(run.dir.join("report.json"))
+        .args(["--format", "junit"])
+        .output()
+        .unwrap();
+    let junit = String::from_utf8_lossy(&junit.stdout);
+    assert!(
+        junit.contains(
+            "connect to 127.0.0.1:9300 (elasticsearch) in teardown of fixture es_client (module, conftest.py) at conftest.py:10 in connect"
+        ),
+        "{junit}"
+    );
+}
+
+/// The same under pytest-xdist: each module on its worker, the supervisor's calls on the test
+/// each worker was running, fixtures named in each worker.
+#[test]
+fn fixture_teardowns_and_supervisor_calls_under_xdist() {
+    let run = run_teardown_dns("teardown-dns-xdist", &["-n", "2", "--dist", "loadfile"]);
+    assert_eq!(run.report["tests_total"], 5);
+    assert_eq!(teardown_dns_rows(&run), teardown_dns_expected());
+    let mut roles = std::collections::BTreeSet::new();
+    for t in run.report["tests"].as_array().unwrap() {
+        for c in t["calls"].as_array().unwrap() {
+            roles.insert(c["process"]["role"].as_str().unwrap_or("-").to_string());
+        }
+    }
+    assert_eq!(
+        roles,
+        ["gw0", "gw1"].map(String::from).into(),
+        "every call in a worker"
     );
 }

@@ -28,6 +28,10 @@ use std::path::Path;
 
 pub const TIMELINE: &str = "timeline.jsonl";
 
+/// Where an adapter that cannot write the timeline says so instead (same format, `adapter`
+/// events only), so that nettrap still reports the failure, once.
+pub const ADAPTER_FAILURES: &str = "adapter-failures.jsonl";
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock of every timeline writer and of the engines' call
 /// records (the shim reads the same clock), so calls and test events can be joined by time.
 pub fn now_ns() -> u64 {
@@ -229,12 +233,21 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Reads `timeline.jsonl` in `dir`; a missing file is an empty timeline.
+    /// Reads `timeline.jsonl` in `dir`, then the adapter failures told beside it; a missing
+    /// file is an empty timeline.
     pub fn read(dir: &Path) -> Timeline {
-        match std::fs::File::open(dir.join(TIMELINE)) {
-            Ok(f) => Timeline::from_lines(BufReader::new(f)),
-            Err(_) => Timeline::default(),
-        }
+        use std::io::Read;
+        let open = |name: &str| -> Box<dyn Read> {
+            match std::fs::File::open(dir.join(name)) {
+                Ok(f) => Box::new(f),
+                Err(_) => Box::new(std::io::empty()),
+            }
+        };
+        // A newline between the two, in case the timeline's last line was cut short.
+        let input = open(TIMELINE)
+            .chain(&b"\n"[..])
+            .chain(open(ADAPTER_FAILURES));
+        Timeline::from_lines(BufReader::new(input))
     }
 
     pub fn from_lines(input: impl BufRead) -> Timeline {
@@ -243,6 +256,9 @@ impl Timeline {
         let mut open: HashMap<(u32, Option<u32>, String), Interval> = HashMap::new();
         let mut open_fixtures: HashMap<(u32, String), u64> = HashMap::new();
         let mut done: Vec<((u32, Option<u32>), Interval)> = Vec::new();
+        // (runner, why) -> the processes that said it: every process of a run may fail the
+        // same way (each xdist or Django worker); the report says it once.
+        let mut failures: BTreeMap<(String, String), BTreeSet<u32>> = BTreeMap::new();
         for line in input.split(b'\n') {
             let Ok(line) = line else { break };
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -450,16 +466,24 @@ impl Timeline {
                     }
                 }
                 "adapter" if e.status.as_deref() == Some("failed") => {
-                    tl.adapter_failures.push(format!(
-                        "{} adapter (pid {}): {}",
-                        e.runner.as_deref().unwrap_or("runner"),
-                        e.pid,
-                        e.why.as_deref().unwrap_or("failed")
-                    ));
+                    failures
+                        .entry((
+                            e.runner.unwrap_or_else(|| "runner".into()),
+                            e.why.unwrap_or_else(|| "failed".into()),
+                        ))
+                        .or_default()
+                        .insert(e.pid);
                 }
                 _ => {}
             }
         }
+        tl.adapter_failures = failures
+            .into_iter()
+            .map(|((runner, why), pids)| match pids.len() {
+                1 => format!("{runner} adapter (pid {}): {why}", pids.first().unwrap()),
+                n => format!("{runner} adapter, in {n} processes: {why}"),
+            })
+            .collect();
         // Tests never ended (the process died inside them, or `_exit`ed): every later call of
         // their process still belongs to them.
         for ((pid, tid, _), iv) in open {
@@ -780,6 +804,32 @@ mod tests {
         assert_eq!(t.tests["b"].outcome.as_deref(), Some("failed"));
         assert_eq!(t.bad_lines, 1);
         assert_eq!(t.adapter_failures, ["python adapter (pid 9): boom"]);
+    }
+
+    #[test]
+    fn one_adapter_failure_of_many_processes_is_said_once() {
+        let line = |pid: u32, runner: &str, why: &str| {
+            format!(
+                "{{\"ev\":\"adapter\",\"t\":1,\"pid\":{pid},\"runner\":\"{runner}\",\"status\":\"failed\",\"why\":\"{why}\"}}\n"
+            )
+        };
+        let text = [
+            line(3, "python", "cannot write the timeline"),
+            line(4, "python", "cannot write the timeline"),
+            line(4, "python", "cannot write the timeline"),
+            line(5, "jest", "no jest-circus"),
+            line(6, "jest", "no jest-circus"),
+            line(7, "python", "other"),
+        ]
+        .concat();
+        assert_eq!(
+            tl(&text).adapter_failures,
+            [
+                "jest adapter, in 2 processes: no jest-circus",
+                "python adapter, in 2 processes: cannot write the timeline",
+                "python adapter (pid 7): other",
+            ]
+        );
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub fn call_line(c: &CallEntry) -> String {
     if let Some(p) = &c.phase {
         let _ = write!(s, " in {p}");
     }
+    if let Some(f) = &c.fixture {
+        let _ = write!(s, " of fixture {f}");
+    }
     if let Some(site) = &c.site {
         let _ = write!(s, " at {site}");
     }

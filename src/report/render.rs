@@ -426,6 +426,8 @@ struct TestCalls<'a> {
     lookups_denied: u64,
     calls: u64,
     phases: BTreeMap<&'a str, u64>,
+    /// The shared fixtures whose set-up or teardown made them, as the JSON names them.
+    fixtures: BTreeSet<&'a str>,
 }
 
 impl TestCalls<'_> {
@@ -508,6 +510,9 @@ pub fn todo(r: &Report) -> String {
             .entry(c.phase.as_deref().unwrap_or("-"))
             .or_default();
         *phase = phase.saturating_add(c.count);
+        if let Some(f) = c.fixture.as_deref() {
+            e.fixtures.insert(f);
+        }
     }
     // Every category the summary and the JSON list has a section, with their numbers (see
     // `payoff`): one that only calls outside any test made included.
@@ -598,7 +603,15 @@ pub fn todo(r: &Report) -> String {
                     .unwrap_or(3)
             };
             phases.sort_by_key(|(p, _)| rank(p));
-            let phases: Vec<String> = phases.iter().map(|(p, k)| format!("{p} {k}")).collect();
+            let mut phases: Vec<String> = phases.iter().map(|(p, k)| format!("{p} {k}")).collect();
+            if !c.fixtures.is_empty() {
+                let f: Vec<String> = c.fixtures.iter().map(|f| format!("`{f}`")).collect();
+                phases.push(format!(
+                    "{} {}",
+                    plural(f.len() as u64, "fixture", "fixtures"),
+                    f.join(", ")
+                ));
+            }
             let mut what = Vec::new();
             if c.lookups > 0 {
                 let n = c.lookups;
@@ -737,9 +750,12 @@ pub fn todo(r: &Report) -> String {
              the module or fixture makes the call.\n\n",
         );
         for c in outside {
-            let at = site_label(c)
+            let mut at = site_label(c)
                 .map(|s| format!(" at {s}"))
                 .unwrap_or_default();
+            if let Some(f) = &c.fixture {
+                let _ = write!(at, " in fixture `{f}`");
+            }
             let what = if c.lookup() {
                 plural(c.count, "lookup", "lookups")
             } else {

@@ -5,7 +5,8 @@
 //!
 //! The Python fixtures need packages (pytest, xdist, Django, clients): [`python`] makes a
 //! virtual environment under the target directory once, from `fixtures/python-requirements.txt`
-//! (pinned), and every later run reuses it.
+//! (every transitive package pinned by `fixtures/python-constraints.txt`), and every later run
+//! reuses it.
 
 #![allow(dead_code)]
 
@@ -107,9 +108,13 @@ pub fn isolated(argv: &[&str]) -> Command {
     c
 }
 
-/// The Python interpreter of the test virtual environment (pinned packages from
-/// `fixtures/python-requirements.txt`), made once under the target directory and reused; a lock
-/// keeps concurrent test binaries from making it twice.
+/// The Python interpreter of the test virtual environment (`fixtures/python-requirements.txt`,
+/// every transitive package pinned by `fixtures/python-constraints.txt`), made once under the
+/// target directory and reused; a lock keeps concurrent test binaries from making it twice.
+///
+/// It copes with a `python3` whose `venv` makes no pip (Debian without `python3-venv`, or
+/// `--without-pip`): the virtual environment then gets pip from `ensurepip`, or else is
+/// installed into by the `python3`'s own pip (`pip --python`).
 pub fn python() -> String {
     static PY: OnceLock<String> = OnceLock::new();
     PY.get_or_init(|| {
@@ -117,7 +122,9 @@ pub fn python() -> String {
         let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let venv = target.join("venv");
         let reqs = repo().join("fixtures/python-requirements.txt");
-        let want = std::fs::read_to_string(&reqs).unwrap();
+        let pins = repo().join("fixtures/python-constraints.txt");
+        let want =
+            std::fs::read_to_string(&reqs).unwrap() + &std::fs::read_to_string(&pins).unwrap();
         let marker = venv.join("nettrap-requirements.txt");
         let lock = std::fs::File::create(target.join("venv.lock")).unwrap();
         // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
@@ -125,28 +132,58 @@ pub fn python() -> String {
         let py = venv.join("bin/python");
         if std::fs::read_to_string(&marker).ok().as_deref() != Some(&want) {
             let _ = std::fs::remove_dir_all(&venv);
-            let st = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .expect("python3");
-            assert!(
-                st.success(),
-                "python3 -m venv failed (Debian: apt-get install python3-venv)"
-            );
-            let st = Command::new(&py)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "-q",
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
+            let ok = |c: &mut Command| {
+                c.stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !ok(Command::new("python3").args(["-m", "venv"]).arg(&venv)) {
+                let _ = std::fs::remove_dir_all(&venv);
+                let st = Command::new("python3")
+                    .args(["-m", "venv", "--without-pip"])
+                    .arg(&venv)
+                    .status()
+                    .expect("python3");
+                assert!(
+                    st.success(),
+                    "python3 -m venv --without-pip {} failed",
+                    venv.display()
+                );
+            }
+            let has_pip = |py: &Path| ok(Command::new(py).args(["-m", "pip", "--version"]));
+            if !has_pip(&py) {
+                let _ = ok(Command::new(&py).args(["-m", "ensurepip", "--default-pip"]));
+            }
+            // The installer: the environment's own pip, else python3's (`--python` since pip 22.3).
+            let mut pip = if has_pip(&py) {
+                let mut c = Command::new(&py);
+                c.args(["-m", "pip"]);
+                c
+            } else {
+                assert!(
+                    has_pip(Path::new("python3")),
+                    "{} has no pip, and neither ensurepip nor python3 -m pip can install it \
+                     (Debian: apt-get install python3-venv or python3-pip)",
+                    venv.display()
+                );
+                let mut c = Command::new("python3");
+                c.args(["-m", "pip", "--python"]).arg(&py);
+                c
+            };
+            let st = pip
+                .args(["install", "-q", "--disable-pip-version-check", "-r"])
                 .arg(&reqs)
+                .arg("-c")
+                .arg(&pins)
                 .status()
                 .expect("pip");
-            assert!(st.success(), "pip install -r {} failed", reqs.display());
+            assert!(
+                st.success(),
+                "pip install -r {} -c {} failed",
+                reqs.display(),
+                pins.display()
+            );
             std::fs::write(&marker, &want).unwrap();
         }
         py.to_str().unwrap().to_string()

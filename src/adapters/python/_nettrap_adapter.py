@@ -4,7 +4,7 @@ Loaded at interpreter start by nettrap's `sitecustomize` inside `nettrap run` (n
 It appends events to the run's timeline (`$NETTRAP_RUN_DIR/timeline.jsonl`, format in nettrap's
 `src/attribution/SPEC.md`), which nettrap joins to the calls its engines saw:
 
-* unittest and Django's runner (serial, and `--parallel` with fork, spawn or forkserver): the
+* unittest and Django's runner (serial, and `--parallel` with fork or spawn): the
   test's start, phases (setup, call, teardown) and outcome, hooked on `unittest.TestCase` (and
   Django's `SimpleTestCase`) when the program imports them. Ids are `test.id()`, as Django
   prints them (`app.tests.Class.test_method`).
@@ -12,7 +12,9 @@ It appends events to the run's timeline (`$NETTRAP_RUN_DIR/timeline.jsonl`, form
   session of this process when pytest's config module loads; it calls `begin`, `phase` and
   `end` here.
 * Call sites: an audit hook (`socket.connect`, `socket.sendto`, `socket.getaddrinfo`) writes,
-  just before each call, the first frame in the project's own code and the client library.
+  just before each call, the first frame in the project's own code and the client library; for
+  database drivers whose C library connects on its own (psycopg2, psycopg 3, MySQLdb), their
+  connect functions are wrapped when the program imports them.
 
 While a test runs, NETTRAP_TEST holds its id in the real environment, so child processes and
 the LD_PRELOAD shim see it too. A process started inside a test (a test that runs
@@ -95,6 +97,14 @@ def _drop_pending():
     del _pending[:]
 
 
+def _line(event):
+    event.setdefault("t", _now())
+    event["pid"] = os.getpid()
+    # Ids are never cut (a cut id would merge tests): one write to an O_APPEND file is not
+    # interleaved with another process's, whatever its length.
+    return (_encode(event) + "\n").encode("utf-8", "surrogateescape")
+
+
 def emit(event, defer=False):
     """Appends one event (a dict) to the timeline. Events are joined to calls by their time, not
     by their order, so a phase change (`defer`) waits for the next event of this process and goes
@@ -103,11 +113,7 @@ def emit(event, defer=False):
     if not _TIMELINE:
         return
     try:
-        event.setdefault("t", _now())
-        event["pid"] = os.getpid()
-        # Ids are never cut (a cut id would merge tests): one write to an O_APPEND file is not
-        # interleaved with another process's, whatever its length.
-        line = (_encode(event) + "\n").encode("utf-8", "surrogateescape")
+        line = _line(event)
         if defer and len(_pending) < 64:
             _pending.append(line)
             return
@@ -130,16 +136,50 @@ def flush():
 
 
 def _fail(why, runner="python"):
-    """Says once, in one line, that the adapter cannot do its job here, and tells the report
-    (when the timeline itself is what failed, the line is all there is)."""
+    """Tells nettrap, once per process, that the adapter cannot do its job here. nettrap says it
+    once for the whole run, in its summary after the command: nothing is written into the
+    runner's own output (where it could land mid-line, between a runner's progress dots)."""
     if _state["failed"]:
         return
     _state["failed"] = True
+    del _pending[:]
     try:
-        sys.stderr.write("nettrap: %s adapter: %s\n" % (runner, why))
+        tell_failure(runner, why)
     except Exception:
         pass
-    emit({"ev": "adapter", "runner": runner, "status": "failed", "why": why})
+
+
+def tell_failure(runner, why):
+    """An `adapter` failure event, appended to the timeline or, when that cannot be written, to
+    the failures file beside it (nettrap reads both). If neither can be, nettrap will never
+    know: then the first process of the run to get here says it on stderr, on a line of its
+    own."""
+    line = _encode({"ev": "adapter", "t": _now(), "pid": os.getpid(), "runner": runner,
+                    "status": "failed", "why": why})
+    data = (line + "\n").encode("utf-8", "surrogateescape")
+    if _RUN_DIR:
+        for name, create in (("timeline.jsonl", 0), ("adapter-failures.jsonl", os.O_CREAT)):
+            try:
+                fd = os.open(os.path.join(_RUN_DIR, name),
+                             os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | create, 0o644)
+                try:
+                    if os.write(fd, data) == len(data):
+                        return
+                finally:
+                    os.close(fd)
+            except Exception:
+                pass
+    # Once per run: this process and those it starts (the run directory is out of reach, so
+    # the environment carries it; workers forked earlier may say it too).
+    if os.environ.get("NETTRAP_ADAPTER_TOLD"):
+        return
+    try:
+        os.environ["NETTRAP_ADAPTER_TOLD"] = "1"
+    except Exception:
+        pass
+    # A newline first: the runner may be in the middle of a line (unittest's dots).
+    sys.stderr.write("\nnettrap: %s adapter: %s; falling back to NETTRAP_TEST\n" % (runner, why))
+    sys.stderr.flush()
 
 
 def role(runner, name):
@@ -162,19 +202,23 @@ def _set_env(test_id):
 
 
 class Token(object):
-    __slots__ = ("test", "nested", "key", "phase", "owned")
+    __slots__ = ("test", "nested", "key", "phase", "owned", "held")
 
     def __init__(self, test, nested, key):
         self.test, self.nested, self.key, self.phase = test, nested, key, None
         # Whether a test's entry point (TestCase.run, ...) will end it; a test started early by
         # its class or module fixture is owned by the entry point that runs it next.
         self.owned = True
+        # The events of a test started early, held (with their times) until it really runs:
+        # if its class or module cannot be set up, unittest does not run it, nor count it.
+        self.held = None
 
 
-def begin(test_id, runner, file=None, key=None):
+def begin(test_id, runner, file=None, key=None, hold=False):
     """A test starts in this process. `key` identifies the running test object, so re-entrant
     hooks (Django's __call__ around unittest's run) start it once. Returns a token for `end`,
-    or None when this test is already running."""
+    or None when this test is already running. `hold`: its events wait for `release` (or are
+    dropped by `cancel`)."""
     if _stack and key is not None and _stack[-1].key is key:
         return None
     outer = _stack[0].test if _stack else _OUTER
@@ -183,10 +227,13 @@ def begin(test_id, runner, file=None, key=None):
         event["file"] = file
     if outer is not None:
         event["outer"] = outer
-    emit(event)
     token = Token(test_id, outer is not None, key)
+    if hold and _TIMELINE:
+        token.held = [_line(event)]
+    else:
+        emit(event)
     _stack.append(token)
-    if not token.nested:
+    if not token.nested and token.held is None:
         _set_env(test_id)
     return token
 
@@ -198,12 +245,34 @@ def phase(token, name):
     event = {"ev": "phase", "test": token.test, "phase": name}
     if token.nested:
         event["outer"] = _stack[0].test if _stack and _stack[0] is not token else _OUTER
-    emit(event, defer=True)
+    if token.held is not None:
+        token.held.append(_line(event))
+    else:
+        emit(event, defer=True)
+
+
+def release(token):
+    """A held test runs after all: its events go out, with the times they were taken at."""
+    held, token.held = token.held, None
+    if held:
+        _pending.extend(held)
+        flush()
+        if not token.nested:
+            _set_env(token.test)
+
+
+def cancel(token):
+    """A held test will not run: nothing of it is told (calls made meanwhile are nobody's,
+    naming the fixture that made them; NETTRAP_TEST was not set for it)."""
+    token.held = None
+    if token in _stack:
+        _stack.remove(token)
 
 
 def end(token, outcome=None, duration_s=None):
     if token is None:
         return
+    release(token)
     event = {"ev": "end", "test": token.test}
     if outcome:
         event["outcome"] = outcome
@@ -360,6 +429,7 @@ def _wrap_entry(original):
             if early is not None and not early.owned:
                 early.owned = True  # started by its class or module fixture's set-up
                 token = early
+                release(token)
             else:
                 _outcomes.pop(test_id, None)
                 token = begin(test_id, _runner_of(self), _test_file(self), key=self)
@@ -442,7 +512,7 @@ def _wrap_class_setup(original):
 
 def _early_begin(test):
     _outcomes.pop(test.id(), None)
-    token = begin(test.id(), _runner_of(test), _test_file(test), key=test)
+    token = begin(test.id(), _runner_of(test), _test_file(test), key=test, hold=True)
     if token is not None:
         token.owned = False
         phase(token, "setup")
@@ -450,13 +520,13 @@ def _early_begin(test):
 
 
 def _end_if_fixture_failed(token, test, result):
-    # The class or module set-up failed: the test will not run (unittest reports the fixture's
-    # error instead); it ends here, as an error.
+    # The class or module set-up failed: the test will not run, and unittest does not count it
+    # ("Ran N tests"; it reports the fixture's error instead): nor does nettrap.
     failed = getattr(result, "_moduleSetUpFailed", False) or getattr(
         test.__class__, "_classSetupFailed", False
     )
     if failed and token is not None and token in _stack:
-        end(token, "error")
+        cancel(token)
 
 
 def _wrap_module_setup(original):
@@ -611,6 +681,141 @@ def _patch_pytest(module):
     cls.__init__ = __init__
 
 
+# --- database drivers whose C library connects on its own --------------------------------
+# libpq (psycopg2, psycopg) and libmysqlclient (MySQLdb) connect from C: no audit hook sees
+# it. Their Python connect functions are wrapped, when the program imports the driver, to
+# write the call site just before the library connects. Nothing changes in what they do.
+
+
+_DRIVERS = ("psycopg2", "psycopg", "MySQLdb")
+
+
+def _first(value):
+    """The first of libpq's comma-separated hosts or ports."""
+    if value is None:
+        return None
+    return str(value).split(",", 1)[0].strip() or None
+
+
+def _db_site(library, host, port):
+    """The site of a database driver's connect, unless it goes to a Unix socket (no network)."""
+    try:
+        host = _first(host)
+        if host is None or host.startswith("/") or host.startswith("@"):
+            return
+        try:
+            port = int(_first(port))
+        except Exception:
+            port = None
+        file, line, func, outer = _site(sys._getframe(2))
+        import threading
+
+        emit({
+            "ev": "site",
+            "tid": threading.get_native_id(),
+            "kind": "connect",
+            "host": host,
+            "port": port,
+            "file": file,
+            "line": line,
+            "func": func,
+            "library": outer or library,
+        })
+    except Exception:
+        pass
+
+
+def _libpq_params(parse, args, kwargs):
+    """host and port of a libpq connect(dsn, **kwargs), with libpq's environment defaults."""
+    params = {}
+    dsn = args[0] if args else kwargs.get("dsn", kwargs.get("conninfo"))
+    if isinstance(dsn, str) and dsn and parse is not None:
+        try:
+            params.update(parse(dsn))
+        except Exception:
+            pass
+    for key in ("host", "hostaddr", "port"):
+        if kwargs.get(key) is not None:
+            params[key] = kwargs[key]
+    host = params.get("hostaddr") or params.get("host")
+    host = host or os.environ.get("PGHOSTADDR") or os.environ.get("PGHOST")
+    port = params.get("port") or os.environ.get("PGPORT") or 5432
+    return host, port
+
+
+def _wrap_db_connect(original, library, target):
+    def connect(*args, **kwargs):
+        try:
+            host, port = target(args, kwargs)
+            _db_site(library, host, port)
+        except Exception:
+            pass
+        return original(*args, **kwargs)
+
+    connect.__wrapped__ = original
+    connect._nettrap = True
+    try:
+        import functools
+
+        functools.update_wrapper(connect, original)
+    except Exception:
+        pass
+    return connect
+
+
+def _patch_psycopg2(module):
+    original = getattr(module, "connect", None)
+    if not callable(original) or getattr(original, "_nettrap", False):
+        return
+
+    def target(args, kwargs):
+        parse = getattr(getattr(module, "extensions", None), "parse_dsn", None)
+        return _libpq_params(parse, args, kwargs)
+
+    module.connect = _wrap_db_connect(original, "psycopg2", target)
+
+
+def _patch_psycopg(module):
+    """psycopg 3: `psycopg.connect` is `Connection.connect` (a classmethod); the async one too."""
+
+    def target(args, kwargs):
+        conninfo = getattr(module, "conninfo", None)
+        parse = getattr(conninfo, "conninfo_to_dict", None)
+        return _libpq_params(parse, args, kwargs)
+
+    for name in ("Connection", "AsyncConnection"):
+        cls = getattr(module, name, None)
+        method = vars(cls).get("connect") if isinstance(cls, type) else None
+        if isinstance(method, classmethod) and not getattr(method.__func__, "_nettrap", False):
+            func = method.__func__
+
+            def bound(args, kwargs):  # the class is the first argument
+                return target(args[1:], kwargs)
+
+            setattr(cls, "connect", classmethod(_wrap_db_connect(func, "psycopg", bound)))
+    connection = getattr(module, "Connection", None)
+    if connection is not None and getattr(module, "connect", None) is not None:
+        module.connect = connection.connect
+
+
+def _patch_mysqldb(module):
+    """MySQLdb.connect(host, user, passwd, db, port, ...): `localhost` is its Unix socket."""
+
+    def target(args, kwargs):
+        host = args[0] if args else kwargs.get("host")
+        port = args[4] if len(args) > 4 else kwargs.get("port") or 3306
+        if host in (None, "", "localhost") or kwargs.get("unix_socket"):
+            return None, None
+        return host, port
+
+    original = getattr(module, "connect", None)
+    if callable(original) and not getattr(original, "_nettrap", False):
+        wrapped = _wrap_db_connect(original, "MySQLdb", target)
+        for name in ("connect", "Connect"):
+            if getattr(module, name, None) is original:
+                setattr(module, name, wrapped)
+
+
 _ON_IMPORT = {
     "_pytest.config": _patch_pytest,
     "unittest.case": _patch_unittest,
@@ -618,6 +823,9 @@ _ON_IMPORT = {
     "unittest.result": _patch_unittest_result,
     "unittest.suite": _patch_suite,
     "django.test.testcases": _patch_django,
+    "psycopg2": _patch_psycopg2,
+    "psycopg": _patch_psycopg,
+    "MySQLdb": _patch_mysqldb,
 }
 
 
@@ -656,7 +864,10 @@ class _PatchingLoader(object):
         try:
             self._patch(module)
         except Exception as e:
-            _fail("cannot hook %s: %s" % (module.__name__, e), "unittest")
+            runner = "pytest" if module.__name__.startswith("_pytest") else "unittest"
+            if module.__name__ in _DRIVERS:
+                return  # a driver's call sites only: its calls are still seen and attributed
+            _fail("cannot hook %s: %s" % (module.__name__, e), runner)
 
     def __getattr__(self, name):
         return getattr(self._loader, name)

@@ -111,6 +111,9 @@ def _running_ids():
     return [t.test for t in _adapter._stack]
 
 
+_tearing_down = {}  # id(fixturedef) -> its label, while its finalizers run
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_fixture_setup(fixturedef, request):
     shared = _adapter is not None and getattr(fixturedef, "scope", "function") != "function"
@@ -124,7 +127,32 @@ def pytest_fixture_setup(fixturedef, request):
             location = None
         _adapter.fixture("start", fixturedef.argname, fixturedef.scope, location)
     try:
-        yield
+        outcome = yield
     finally:
         if shared:
             _adapter.fixture("end", fixturedef.argname, fixturedef.scope, location)
+    if shared:
+        # Its teardown (the code after `yield`, its finalizers) runs in the teardown of the test
+        # after which pytest drops it: calls made there name the fixture too. pytest runs a
+        # fixture's finalizers last-registered first, and this one is registered after the
+        # fixture's own (pytest's set-up registers a generator's teardown): it runs first.
+        # `pytest_fixture_post_finalizer` runs after the last.
+        label = (fixturedef.argname, fixturedef.scope, location)
+
+        def teardown_starts():
+            _tearing_down[id(fixturedef)] = label
+            _adapter.fixture("start", *label)
+
+        try:
+            if outcome.excinfo is None:
+                fixturedef.addfinalizer(teardown_starts)
+        except Exception:
+            pass
+
+
+def pytest_fixture_post_finalizer(fixturedef, request):
+    if _adapter is None:
+        return
+    label = _tearing_down.pop(id(fixturedef), None)
+    if label is not None:
+        _adapter.fixture("end", *label)

@@ -19,19 +19,22 @@ def _nettrap_start():
     except Exception as e:  # never break the user's program
         why = "not loaded (%s: %s)" % (type(e).__name__, e)
         try:
-            sys.stderr.write("nettrap: python adapter %s; falling back to "
-                             "NETTRAP_TEST/PYTEST_CURRENT_TEST\n" % why)
-            import json
-            import time
+            # nettrap says it once for the run, after the command (see `tell_failure`).
+            adapter = sys.modules.get("_nettrap_adapter")
+            if adapter is not None and hasattr(adapter, "tell_failure"):
+                adapter.tell_failure("python", why)
+            else:
+                import json
+                import time
 
-            line = json.dumps({"ev": "adapter", "t": time.monotonic_ns(), "pid": os.getpid(),
-                               "runner": "python", "status": "failed", "why": why})
-            path = os.path.join(os.environ["NETTRAP_RUN_DIR"], "timeline.jsonl")
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            try:
-                os.write(fd, (line + "\n").encode())
-            finally:
-                os.close(fd)
+                line = json.dumps({"ev": "adapter", "t": time.monotonic_ns(), "pid": os.getpid(),
+                                   "runner": "python", "status": "failed", "why": why})
+                path = os.path.join(os.environ["NETTRAP_RUN_DIR"], "adapter-failures.jsonl")
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    os.write(fd, (line + "\n").encode())
+                finally:
+                    os.close(fd)
         except Exception:
             pass
     # Chain to the next sitecustomize on sys.path, as if ours were not there.
