@@ -825,8 +825,8 @@ fn unwritable_timeline_never_breaks_the_program() {
 }
 
 /// node:test (fixtures/node-test, see its EXPECTED.md) under `nettrap run -- node --test`: every
-/// test with its outcome, calls on their tests (a subtest's on the subtest, a child process's on
-/// its parent's test), call sites.
+/// test with its outcome, calls on their tests in their phases (beforeEach setup, afterEach
+/// teardown; a subtest's on the subtest, a child process's on its parent's test), call sites.
 #[test]
 fn node_test_runner_under_nettrap_run() {
     let run = run_in(
@@ -857,22 +857,32 @@ fn node_test_runner_under_nettrap_run() {
         .map(|(t, o)| (id(t), o.to_string()))
     );
     let rec = "recorded";
+    // Each call in its phase: beforeEach setup, the test's body call, afterEach teardown (a
+    // test's own afterEach runs inside each of its subtests: theirs).
+    let es = |port, phase, n| t("elasticsearch", "127.0.0.1", port, "tcp", phase, rec, n);
+    let pg = |phase| t("postgres", "127.0.0.1", 5432, "tcp", phase, rec, 1);
     assert_eq!(
         run.calls(Some(&id("search > indexes"))),
-        vec![t("elasticsearch", "127.0.0.1", 9200, "tcp", "-", rec, 2)]
+        vec![es(9200, "call", 2), es(9300, "setup", 1), pg("teardown")]
     );
     assert_eq!(
+        run.calls(Some(&id("search > is pure"))),
+        vec![es(9300, "setup", 1), pg("teardown")]
+    );
+    assert_eq!(run.calls(Some(&id("search > skipped"))), vec![]);
+    assert_eq!(
         run.calls(Some(&id("cache > gets"))),
-        vec![t("redis", "127.0.0.1", 6379, "tcp", "-", rec, 1)]
+        vec![
+            t("rabbitmq", "127.0.0.1", 5672, "tcp", "teardown", rec, 1),
+            t("redis", "127.0.0.1", 6379, "tcp", "call", rec, 1)
+        ]
     );
     assert_eq!(
         run.calls(Some(&id("cache"))),
-        vec![t("memcached", "127.0.0.1", 11211, "tcp", "-", rec, 1)]
+        vec![t("memcached", "127.0.0.1", 11211, "tcp", "call", rec, 1)]
     );
-    assert_eq!(
-        run.calls(Some(&id("child"))),
-        vec![t("postgres", "127.0.0.1", 5432, "tcp", "-", rec, 1)]
-    );
+    // A child process's call: its parent's test and phase at that moment.
+    assert_eq!(run.calls(Some(&id("child"))), vec![pg("call")]);
     assert_eq!(run.calls(None), vec![]);
     assert_eq!(
         run.test(&id("search > indexes"))["calls"][0]["site"],
@@ -960,3 +970,4 @@ fn vitest_under_nettrap_run() {
         );
     }
 }
+
