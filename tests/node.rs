@@ -971,3 +971,35 @@ fn vitest_under_nettrap_run() {
     }
 }
 
+/// The Node adapter's fallback: in a run whose timeline cannot be written (made read-only under
+/// the command), node:test's file process and the child one of its tests starts both fail to
+/// write; the run goes on as without nettrap, nothing is written into node:test's output, and
+/// nettrap says it once, after the command, and in the report (the adapters append the
+/// failure to `adapter-failures.jsonl` beside the timeline).
+#[test]
+fn node_adapter_that_cannot_write_the_timeline_is_said_once() {
+    let script = "t=\"$NETTRAP_RUN_DIR/timeline.jsonl\"; mount --bind \"$t\" \"$t\" && \
+                  mount -o remount,bind,ro \"$t\" && exec node --test tests/";
+    let run = run_in(
+        "node-test-adapter-fails",
+        &repo().join("fixtures/node-test"),
+        &["--runner", "node-test"],
+        &["sh", "-c", script],
+    );
+    let (out, err) = (run.stdout(), run.stderr());
+    assert_eq!(run.code(), 0, "{out}\n{err}");
+    assert!(out.contains("# pass 5"), "{out}");
+    assert!(!out.contains("nettrap"), "{out}");
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("node adapter")).collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].starts_with("nettrap: warning: node adapter, in ")
+            && said[0].contains("processes: cannot write the timeline (EROFS)"),
+        "{err}"
+    );
+    let failures = run.report["adapter_failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    // The calls are still there, unattributed (no timeline, no test).
+    assert_eq!(run.report["tests_total"], Value::Null);
+    assert!(!run.calls(None).is_empty());
+}

@@ -5,7 +5,8 @@
 // Loaded into every Node process (and worker thread) of the run with
 //   NODE_OPTIONS="--require /abs/path/preload.cjs <the user's own NODE_OPTIONS>"
 // It does nothing at all unless NETTRAP_RUN_DIR is set, and never throws into the program: every
-// hook is wrapped in try/catch, and a timeline that cannot be written is given up silently.
+// hook is wrapped in try/catch, and a timeline that cannot be written is given up (nettrap is
+// told once, through adapter-failures.jsonl beside it: see `failed`).
 //
 // What it covers:
 // - jest (jest-circus, the default runner since jest 27; checked with 29.7.0 and 30.2.0): a
@@ -90,39 +91,72 @@
     return typeof s === 'string' && s.length > MAX_STR ? s.slice(0, MAX_STR) + '...' : s;
   }
 
-  // One event: one line, one write(). `t` and `pid` first; `fields` must not hold BigInts.
+  function line(ev, fields, t) {
+    const when = t === undefined ? process.hrtime.bigint() : t;
+    let rest = '';
+    if (fields) {
+      for (const k of Object.keys(fields)) {
+        const v = fields[k];
+        if (v === undefined) continue;
+        rest += ',' + JSON.stringify(k) + ':' + JSON.stringify(cut(v));
+      }
+    }
+    return '{"ev":' + JSON.stringify(ev) + ',"t":' + when.toString() + ',"pid":' + process.pid + rest + '}\n';
+  }
+
+  // One event: one line, one write(). `t` and `pid` first; `fields` must not hold BigInts. A
+  // timeline that cannot be written is given up, and nettrap told once (see `failed`).
   function emit(ev, fields, t) {
     if (broken) return;
     try {
-      const when = t === undefined ? process.hrtime.bigint() : t;
-      let rest = '';
-      if (fields) {
-        for (const k of Object.keys(fields)) {
-          const v = fields[k];
-          if (v === undefined) continue;
-          rest += ',' + JSON.stringify(k) + ':' + JSON.stringify(cut(v));
-        }
-      }
-      const line =
-        '{"ev":' + JSON.stringify(ev) + ',"t":' + when.toString() + ',"pid":' + process.pid + rest + '}\n';
+      const text = line(ev, fields, t);
       if (fd < 0) openTimeline();
       try {
-        fs.writeSync(fd, line);
+        fs.writeSync(fd, text);
       } catch (e) {
         if (!e || e.code !== 'EBADF') throw e;
         openTimeline(); // user code closed our descriptor: reopen by path, once
-        fs.writeSync(fd, line);
+        fs.writeSync(fd, text);
       }
-    } catch (_) {
-      broken = true; // cannot write: stay silent from here on
+    } catch (e) {
+      broken = true;
+      // One runner name and one reason for every process of the run, so that nettrap says
+      // it once for all of them (`node adapter, in 3 processes: ...`).
+      failed('node', 'cannot write the timeline (' + ((e && e.code) || 'error') + ')');
     }
   }
 
+  // Tells nettrap, once per process, that the adapter cannot do its job here: an `adapter`
+  // event in the timeline, or, when that cannot be written, in adapter-failures.jsonl beside
+  // it (created if missing). nettrap says it once for the whole run, after the command: nothing
+  // goes into the program's own output (it could land mid-line). Only if neither file can be
+  // written in a run directory that exists is it said on stderr, on a line of its own, by the
+  // first process of the run to get there (NETTRAP_ADAPTER_TOLD, inherited by the processes it
+  // starts).
   let adapterFailed = false;
   function failed(runner, why) {
     if (adapterFailed) return;
     adapterFailed = true;
-    emit('adapter', { runner, status: 'failed', why: String(why) });
+    try {
+      const text = line('adapter', { runner, status: 'failed', why: String(why) });
+      if (!broken) {
+        try {
+          if (fd < 0) openTimeline();
+          fs.writeSync(fd, text);
+          return;
+        } catch (_) {
+          broken = true;
+        }
+      }
+      try {
+        fs.appendFileSync(path.join(runDir, 'adapter-failures.jsonl'), text);
+        return;
+      } catch (_) {}
+      // No run directory (NETTRAP_RUN_DIR left over from a run that is gone): nobody to tell.
+      if (process.env.NETTRAP_ADAPTER_TOLD || !fs.existsSync(runDir)) return;
+      process.env.NETTRAP_ADAPTER_TOLD = '1';
+      fs.writeSync(2, '\nnettrap: ' + runner + ' adapter: ' + why + '; falling back to NETTRAP_TEST\n');
+    } catch (_) {}
   }
 
   // ---- threads ------------------------------------------------------------------------------
