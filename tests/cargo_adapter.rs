@@ -370,6 +370,11 @@ fn cargo_test_quiet_and_terse_know_every_test() {
             .collect();
         ports.sort();
         assert_eq!(ports, [9200, 9300], "{name}");
+        // No test's end is known (all end with their binary): no durations, though each test's
+        // start is (its thread's naming).
+        for test in r.report["tests"].as_array().unwrap() {
+            assert!(test["duration_s"].is_null(), "{name}: {test}");
+        }
         // The named helper thread and the doc-test: unattributed, as without -q.
         assert_eq!(
             r.calls(None).len(),

@@ -62,6 +62,8 @@ struct Event {
     phase: Option<String>,
     outcome: Option<String>,
     duration_s: Option<f64>,
+    /// On an `end`: stamped when the process ended, not the test (libtest's terse output).
+    late: Option<bool>,
     role: Option<String>,
     // site
     kind: Option<String>,
@@ -91,6 +93,8 @@ struct NamedTest {
     name: String,
     start: Option<u64>,
     end: u64,
+    /// The end is only a bound: the test ended at some point before (`late`).
+    late: bool,
 }
 
 /// Longest thread name the kernel keeps (`TASK_COMM_LEN` - 1).
@@ -290,6 +294,7 @@ impl Timeline {
                                 name,
                                 start: None,
                                 end: u64::MAX,
+                                late: false,
                             });
                         }
                     }
@@ -313,18 +318,21 @@ impl Timeline {
                             name: test,
                             start: Some(e.t),
                             end: u64::MAX,
+                            late: false,
                         }),
                     }
                 }
                 "end" if e.tid.is_none() && tl.named.contains_key(&e.pid) => {
                     let Some(test) = e.test else { continue };
                     let list = tl.named.get_mut(&e.pid).expect("checked");
+                    let late = e.late == Some(true);
                     let start = match list
                         .iter_mut()
                         .find(|n| n.name == test && n.end == u64::MAX)
                     {
                         Some(n) => {
                             n.end = e.t;
+                            n.late = late;
                             n.start
                         }
                         None => {
@@ -332,6 +340,7 @@ impl Timeline {
                                 name: test.clone(),
                                 start: None,
                                 end: e.t,
+                                late,
                             });
                             None
                         }
@@ -537,7 +546,8 @@ impl Timeline {
     /// starts tests in that order), each the earliest one not taken yet, before its end. Two
     /// such tests started together may swap namings made microseconds apart: their durations
     /// stay right to that much. A test with a start of its own (one at a time), or a duration
-    /// from the runner, keeps it.
+    /// from the runner, keeps it; one whose end is `late` (terse output: every test ends with
+    /// its binary) gets none.
     fn start_named_tests(&mut self, mut namings: HashMap<u32, Vec<(u64, u32, Vec<u8>)>>) {
         for (pid, tests) in &self.named {
             let Some(list) = namings.get_mut(pid) else {
@@ -547,7 +557,7 @@ impl Timeline {
             let prefix = self.named_prefix.get(pid).map_or("", String::as_str);
             let mut order: Vec<&NamedTest> = tests
                 .iter()
-                .filter(|n| n.start.is_none() && n.end != u64::MAX)
+                .filter(|n| n.start.is_none() && n.end != u64::MAX && !n.late)
                 .collect();
             order.sort_by(|a, b| a.name.cmp(&b.name));
             let mut taken = vec![false; list.len()];
@@ -1058,6 +1068,11 @@ mod tests {
             "\n",
             r#"{"ev":"end","t":60,"pid":5,"test":"c unnamed","outcome":"passed"}"#,
             "\n",
+            // Terse output: the end is the binary's, not the test's.
+            r#"{"ev":"thread","t":14,"pid":5,"tid":11,"name":"quick"}"#,
+            "\n",
+            r#"{"ev":"end","t":95,"pid":5,"test":"c quick","outcome":"passed","late":true}"#,
+            "\n",
             // Bytes a cut name may hold: each written as one character.
             r#"{"ev":"thread","t":70,"pid":5,"tid":10,"name":"abcdefghijklmn\u00c3"}"#,
             "\n",
@@ -1069,6 +1084,7 @@ mod tests {
         assert_eq!(d("c net::search_index_b"), Some(78e-9));
         assert_eq!(d("c tiny"), Some(20e-9));
         assert_eq!(d("c unnamed"), None);
+        assert_eq!(d("c quick"), None, "a late end gives no duration");
         assert_eq!(
             d("c abcdefghijklmné_x"),
             Some(10e-9),
