@@ -226,6 +226,29 @@ fn assert_output_unchanged(r: &Run, command: &[&str], ordered: bool) {
     assert_eq!(normalized(&ours[..cut]), normalized(&err));
 }
 
+/// Every test that ran has a duration; `search_index_b` sleeps 600 ms before it dials. The
+/// ignored test never ran (no thread): none.
+fn assert_parallel_durations(r: &Run) {
+    for (id, ran) in [
+        (lib("net::no_calls"), true),
+        (lib("net::cache_get"), true),
+        (lib("net::search_index_a"), true),
+        (lib("net::from_named_thread"), true),
+        (lib("net::panics_after_dial"), true),
+        (it("kafka_produce"), true),
+        (it("dial_then_fail"), true),
+        (lib("net::database_ignored"), false),
+    ] {
+        let test = r.test(&id);
+        match test["duration_s"].as_f64() {
+            Some(d) => assert!(ran && d >= 0.0, "{test}"),
+            None => assert!(!ran, "no duration: {test}"),
+        }
+    }
+    let b = r.test(&lib("net::search_index_b"));
+    assert!(b["duration_s"].as_f64().unwrap() >= 0.6, "{b}");
+}
+
 #[test]
 fn cargo_test_in_parallel_attributes_every_call_by_thread_name() {
     let command = [
@@ -239,8 +262,9 @@ fn cargo_test_in_parallel_attributes_every_call_by_thread_name() {
     ];
     let r = run_cargo("cargo-parallel", &[], &[], &command);
     assert_cargo_test_report(&r);
-    // libtest prints no start when tests run in parallel and gives no durations.
-    assert!(r.test(&lib("net::no_calls"))["duration_s"].is_null());
+    // libtest prints no start when tests run in parallel: each test starts when its thread
+    // names itself (the shim's `thread` events) and ends when its result is read.
+    assert_parallel_durations(&r);
     // search_index_a and _b share their thread name (`net::search_ind`); _b dials long after
     // _a ended, so its call is not ambiguous; _a's may be named beside _b (running or not).
     let b = &r.test(&lib("net::search_index_b"))["calls"][0];
@@ -346,6 +370,11 @@ fn cargo_test_quiet_and_terse_know_every_test() {
             .collect();
         ports.sort();
         assert_eq!(ports, [9200, 9300], "{name}");
+        // No test's end is known (all end with their binary): no durations, though each test's
+        // start is (its thread's naming).
+        for test in r.report["tests"].as_array().unwrap() {
+            assert!(test["duration_s"].is_null(), "{name}: {test}");
+        }
         // The named helper thread and the doc-test: unattributed, as without -q.
         assert_eq!(
             r.calls(None).len(),
@@ -400,6 +429,8 @@ fn cargo_test_under_the_seccomp_engine() {
     ];
     let r = run_cargo("cargo-seccomp", &["--engine", "seccomp"], &[], &command);
     assert_cargo_test_report(&r);
+    // Without the shim no thread's naming is seen: in parallel, no durations (README).
+    assert!(r.test(&lib("net::search_index_b"))["duration_s"].is_null());
 }
 
 /// The fixture's test binaries: (binary id, path).

@@ -825,8 +825,8 @@ fn unwritable_timeline_never_breaks_the_program() {
 }
 
 /// node:test (fixtures/node-test, see its EXPECTED.md) under `nettrap run -- node --test`: every
-/// test with its outcome, calls on their tests (a subtest's on the subtest, a child process's on
-/// its parent's test), call sites.
+/// test with its outcome, calls on their tests in their phases (beforeEach setup, afterEach
+/// teardown; a subtest's on the subtest, a child process's on its parent's test), call sites.
 #[test]
 fn node_test_runner_under_nettrap_run() {
     let run = run_in(
@@ -857,22 +857,32 @@ fn node_test_runner_under_nettrap_run() {
         .map(|(t, o)| (id(t), o.to_string()))
     );
     let rec = "recorded";
+    // Each call in its phase: beforeEach setup, the test's body call, afterEach teardown (a
+    // test's own afterEach runs inside each of its subtests: theirs).
+    let es = |port, phase, n| t("elasticsearch", "127.0.0.1", port, "tcp", phase, rec, n);
+    let pg = |phase| t("postgres", "127.0.0.1", 5432, "tcp", phase, rec, 1);
     assert_eq!(
         run.calls(Some(&id("search > indexes"))),
-        vec![t("elasticsearch", "127.0.0.1", 9200, "tcp", "-", rec, 2)]
+        vec![es(9200, "call", 2), es(9300, "setup", 1), pg("teardown")]
     );
     assert_eq!(
+        run.calls(Some(&id("search > is pure"))),
+        vec![es(9300, "setup", 1), pg("teardown")]
+    );
+    assert_eq!(run.calls(Some(&id("search > skipped"))), vec![]);
+    assert_eq!(
         run.calls(Some(&id("cache > gets"))),
-        vec![t("redis", "127.0.0.1", 6379, "tcp", "-", rec, 1)]
+        vec![
+            t("rabbitmq", "127.0.0.1", 5672, "tcp", "teardown", rec, 1),
+            t("redis", "127.0.0.1", 6379, "tcp", "call", rec, 1)
+        ]
     );
     assert_eq!(
         run.calls(Some(&id("cache"))),
-        vec![t("memcached", "127.0.0.1", 11211, "tcp", "-", rec, 1)]
+        vec![t("memcached", "127.0.0.1", 11211, "tcp", "call", rec, 1)]
     );
-    assert_eq!(
-        run.calls(Some(&id("child"))),
-        vec![t("postgres", "127.0.0.1", 5432, "tcp", "-", rec, 1)]
-    );
+    // A child process's call: its parent's test and phase at that moment.
+    assert_eq!(run.calls(Some(&id("child"))), vec![pg("call")]);
     assert_eq!(run.calls(None), vec![]);
     assert_eq!(
         run.test(&id("search > indexes"))["calls"][0]["site"],
@@ -959,4 +969,37 @@ fn vitest_under_nettrap_run() {
             "{call}"
         );
     }
+}
+
+/// The Node adapter's fallback: in a run whose timeline cannot be written (made read-only under
+/// the command), node:test's file process and the child one of its tests starts both fail to
+/// write; the run goes on as without nettrap, nothing is written into node:test's output, and
+/// nettrap says it once, after the command, and in the report (the adapters append the
+/// failure to `adapter-failures.jsonl` beside the timeline).
+#[test]
+fn node_adapter_that_cannot_write_the_timeline_is_said_once() {
+    let script = "t=\"$NETTRAP_RUN_DIR/timeline.jsonl\"; mount --bind \"$t\" \"$t\" && \
+                  mount -o remount,bind,ro \"$t\" && exec node --test tests/";
+    let run = run_in(
+        "node-test-adapter-fails",
+        &repo().join("fixtures/node-test"),
+        &["--runner", "node-test"],
+        &["sh", "-c", script],
+    );
+    let (out, err) = (run.stdout(), run.stderr());
+    assert_eq!(run.code(), 0, "{out}\n{err}");
+    assert!(out.contains("# pass 5"), "{out}");
+    assert!(!out.contains("nettrap"), "{out}");
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("node adapter")).collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].starts_with("nettrap: warning: node adapter, in ")
+            && said[0].contains("processes: cannot write the timeline (EROFS)"),
+        "{err}"
+    );
+    let failures = run.report["adapter_failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    // The calls are still there, unattributed (no timeline, no test).
+    assert_eq!(run.report["tests_total"], Value::Null);
+    assert!(!run.calls(None).is_empty());
 }

@@ -13,6 +13,9 @@
 //! the addresses a lookup returns are remembered with the name, so a `connect` carries the name
 //! the program resolved (`host` in its record, and in the policy's decision).
 //!
+//! And `pthread_setname_np` ([`threads`]): in `cargo test` runs a thread naming itself is a
+//! libtest test starting, which it writes to the run's timeline; elsewhere it passes through.
+//!
 //! Rules this code keeps, because it runs inside other people's programs:
 //! - `no_std`, no allocation, no locks: it is safe after `fork()` in a threaded program and
 //!   inside signal handlers. State is a handful of atomics.
@@ -48,6 +51,7 @@
 #![no_std]
 
 mod resolve;
+mod threads;
 
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char, c_int, c_void};

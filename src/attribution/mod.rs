@@ -62,6 +62,8 @@ struct Event {
     phase: Option<String>,
     outcome: Option<String>,
     duration_s: Option<f64>,
+    /// On an `end`: stamped when the process ended, not the test (libtest's terse output).
+    late: Option<bool>,
     role: Option<String>,
     // site
     kind: Option<String>,
@@ -91,10 +93,20 @@ struct NamedTest {
     name: String,
     start: Option<u64>,
     end: u64,
+    /// The end is only a bound: the test ended at some point before (`late`).
+    late: bool,
 }
 
 /// Longest thread name the kernel keeps (`TASK_COMM_LEN` - 1).
 const COMM_MAX: usize = 15;
+
+/// Could a thread named `thread` (as the kernel keeps it) run the test `name`? Its name, or
+/// its name cut at 15 bytes; a name cut may lose up to 3 more to keep UTF-8 whole (Rust's std
+/// does not, but other code naming threads might): a prefix that long is a cut name.
+fn carries(name: &str, thread: &[u8]) -> bool {
+    name.as_bytes() == thread
+        || (thread.len() >= COMM_MAX - 3 && name.as_bytes().starts_with(thread))
+}
 
 /// A test as the runner reported it.
 #[derive(Debug, Clone, Default)]
@@ -259,6 +271,8 @@ impl Timeline {
         // (runner, why) -> the processes that said it: every process of a run may fail the
         // same way (each xdist or Django worker); the report says it once.
         let mut failures: BTreeMap<(String, String), BTreeSet<u32>> = BTreeMap::new();
+        // Threads naming themselves, per process: (t, tid, name).
+        let mut namings: HashMap<u32, Vec<(u64, u32, Vec<u8>)>> = HashMap::new();
         for line in input.split(b'\n') {
             let Ok(line) = line else { break };
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -280,6 +294,7 @@ impl Timeline {
                                 name,
                                 start: None,
                                 end: u64::MAX,
+                                late: false,
                             });
                         }
                     }
@@ -303,18 +318,21 @@ impl Timeline {
                             name: test,
                             start: Some(e.t),
                             end: u64::MAX,
+                            late: false,
                         }),
                     }
                 }
                 "end" if e.tid.is_none() && tl.named.contains_key(&e.pid) => {
                     let Some(test) = e.test else { continue };
                     let list = tl.named.get_mut(&e.pid).expect("checked");
+                    let late = e.late == Some(true);
                     let start = match list
                         .iter_mut()
                         .find(|n| n.name == test && n.end == u64::MAX)
                     {
                         Some(n) => {
                             n.end = e.t;
+                            n.late = late;
                             n.start
                         }
                         None => {
@@ -322,6 +340,7 @@ impl Timeline {
                                 name: test.clone(),
                                 start: None,
                                 end: e.t,
+                                late,
                             });
                             None
                         }
@@ -457,6 +476,16 @@ impl Timeline {
                         open_fixtures.insert((e.pid, label), e.t);
                     }
                 }
+                "thread" => {
+                    // A thread named itself (the shim, in runs that record thread names): the
+                    // name's bytes, each written as one character (see SPEC.md).
+                    let Some(name) = e.name else { continue };
+                    let bytes: Option<Vec<u8>> =
+                        name.chars().map(|c| u8::try_from(c).ok()).collect();
+                    if let (Some(bytes), Some(tid)) = (bytes, e.tid) {
+                        namings.entry(e.pid).or_default().push((e.t, tid, bytes));
+                    }
+                }
                 "process" => {
                     if let Some(r) = e.runner {
                         tl.runners.insert(r);
@@ -484,6 +513,7 @@ impl Timeline {
                 n => format!("{runner} adapter, in {n} processes: {why}"),
             })
             .collect();
+        tl.start_named_tests(namings);
         // Tests never ended (the process died inside them, or `_exit`ed): every later call of
         // their process still belongs to them.
         for ((pid, tid, _), iv) in open {
@@ -507,6 +537,47 @@ impl Timeline {
             s.sort_by_key(|s| s.t);
         }
         tl
+    }
+
+    /// Durations of the tests of thread-named processes (libtest) that ran in parallel, which
+    /// print no start: a test began when its thread named itself (`thread` events, written by
+    /// the shim), and ended when its result was read. The namings that fit a test's name are
+    /// the candidates; tests sharing their first 15 bytes take them in name order (libtest
+    /// starts tests in that order), each the earliest one not taken yet, before its end. Two
+    /// such tests started together may swap namings made microseconds apart: their durations
+    /// stay right to that much. A test with a start of its own (one at a time), or a duration
+    /// from the runner, keeps it; one whose end is `late` (terse output: every test ends with
+    /// its binary) gets none.
+    fn start_named_tests(&mut self, mut namings: HashMap<u32, Vec<(u64, u32, Vec<u8>)>>) {
+        for (pid, tests) in &self.named {
+            let Some(list) = namings.get_mut(pid) else {
+                continue;
+            };
+            list.sort();
+            let prefix = self.named_prefix.get(pid).map_or("", String::as_str);
+            let mut order: Vec<&NamedTest> = tests
+                .iter()
+                .filter(|n| n.start.is_none() && n.end != u64::MAX && !n.late)
+                .collect();
+            order.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut taken = vec![false; list.len()];
+            for test in order {
+                let Some(name) = test.name.strip_prefix(prefix) else {
+                    continue;
+                };
+                let Some(i) = (0..list.len())
+                    .find(|&i| !taken[i] && list[i].0 <= test.end && carries(name, &list[i].2))
+                else {
+                    continue;
+                };
+                taken[i] = true;
+                if let Some(run) = self.tests.get_mut(&test.name)
+                    && run.duration_s.is_none()
+                {
+                    run.duration_s = Some(test.end.saturating_sub(list[i].0) as f64 / 1e9);
+                }
+            }
+        }
     }
 
     /// Whether any runner reported its tests here (so `tests_total` is known).
@@ -688,14 +759,10 @@ impl Timeline {
         }
         let thread = &thread[..thread.len().min(COMM_MAX)];
         let prefix = self.named_prefix.get(&pid).map_or("", String::as_str);
-        // A name cut at 15 bytes may lose up to 3 more to keep UTF-8 whole (Rust's std does not,
-        // but other code naming threads might): a prefix that long is a cut name.
         let fits = |n: &NamedTest| {
-            let Some(name) = n.name.strip_prefix(prefix) else {
-                return false;
-            };
-            name.as_bytes() == thread
-                || (thread.len() >= COMM_MAX - 3 && name.as_bytes().starts_with(thread))
+            n.name
+                .strip_prefix(prefix)
+                .is_some_and(|n| carries(n, thread))
         };
         let mut candidates: Vec<&NamedTest> = tests.iter().filter(|n| fits(n)).collect();
         candidates.sort_by(|a, b| a.name.cmp(&b.name));
@@ -975,5 +1042,56 @@ mod tests {
         let b = s.attribute(5, 7, 25, None, b"net::search_ind");
         assert_eq!(b.test.as_deref(), Some("c net::search_index_b"));
         assert_eq!(s.tests["c net::search_index_a"].duration_s, Some(10e-9));
+    }
+
+    #[test]
+    fn thread_namings_start_parallel_libtest_tests() {
+        let t = tl(concat!(
+            r#"{"ev":"threads","t":1,"pid":5,"prefix":"c "}"#,
+            "\n",
+            // Two threads sharing a cut name, one short name, a helper, another process's.
+            r#"{"ev":"thread","t":12,"pid":5,"tid":7,"name":"net::search_ind"}"#,
+            "\n",
+            r#"{"ev":"thread","t":10,"pid":5,"tid":6,"name":"net::search_ind"}"#,
+            "\n",
+            r#"{"ev":"thread","t":11,"pid":5,"tid":8,"name":"tiny"}"#,
+            "\n",
+            r#"{"ev":"thread","t":13,"pid":5,"tid":9,"name":"helper"}"#,
+            "\n",
+            r#"{"ev":"thread","t":2,"pid":6,"tid":9,"name":"solo"}"#,
+            "\n",
+            r#"{"ev":"end","t":50,"pid":5,"test":"c net::search_index_a","outcome":"passed"}"#,
+            "\n",
+            r#"{"ev":"end","t":90,"pid":5,"test":"c net::search_index_b","outcome":"passed"}"#,
+            "\n",
+            r#"{"ev":"end","t":31,"pid":5,"test":"c tiny","outcome":"passed"}"#,
+            "\n",
+            r#"{"ev":"end","t":60,"pid":5,"test":"c unnamed","outcome":"passed"}"#,
+            "\n",
+            // Terse output: the end is the binary's, not the test's.
+            r#"{"ev":"thread","t":14,"pid":5,"tid":11,"name":"quick"}"#,
+            "\n",
+            r#"{"ev":"end","t":95,"pid":5,"test":"c quick","outcome":"passed","late":true}"#,
+            "\n",
+            // Bytes a cut name may hold: each written as one character.
+            r#"{"ev":"thread","t":70,"pid":5,"tid":10,"name":"abcdefghijklmn\u00c3"}"#,
+            "\n",
+            r#"{"ev":"end","t":80,"pid":5,"test":"c abcdefghijklmné_x","outcome":"passed"}"#,
+            "\n",
+        ));
+        let d = |id: &str| t.tests[id].duration_s;
+        assert_eq!(d("c net::search_index_a"), Some(40e-9));
+        assert_eq!(d("c net::search_index_b"), Some(78e-9));
+        assert_eq!(d("c tiny"), Some(20e-9));
+        assert_eq!(d("c unnamed"), None);
+        assert_eq!(d("c quick"), None, "a late end gives no duration");
+        assert_eq!(
+            d("c abcdefghijklmné_x"),
+            Some(10e-9),
+            "a name cut inside a character"
+        );
+        // Namings give durations only: calls still go by name, parallel peers named.
+        let a = t.attribute(5, 6, 40, None, b"net::search_ind");
+        assert_eq!(a.concurrent, vec!["c net::search_index_b".to_string()]);
     }
 }

@@ -5,7 +5,8 @@
 // Loaded into every Node process (and worker thread) of the run with
 //   NODE_OPTIONS="--require /abs/path/preload.cjs <the user's own NODE_OPTIONS>"
 // It does nothing at all unless NETTRAP_RUN_DIR is set, and never throws into the program: every
-// hook is wrapped in try/catch, and a timeline that cannot be written is given up silently.
+// hook is wrapped in try/catch, and a timeline that cannot be written is given up (nettrap is
+// told once, through adapter-failures.jsonl beside it: see `failed`).
 //
 // What it covers:
 // - jest (jest-circus, the default runner since jest 27; checked with 29.7.0 and 30.2.0): a
@@ -51,7 +52,8 @@
 // (two paths) is harmless: every hook is installed once.
 //
 // node:test and vitest are covered too: see hookNodeTest (each test's own start and end times,
-// written when the test file's process exits) and hookVitest (vitest's worker state) below.
+// and its phases from the runs of its hooks, written when the test file's process exits) and
+// hookVitest (vitest's worker state) below.
 //
 // Not covered: jest-jasmine2 (an `adapter` event says so), test.concurrent tests (their
 // bodies start together before the first test; their calls fall outside the tests' intervals),
@@ -89,39 +91,72 @@
     return typeof s === 'string' && s.length > MAX_STR ? s.slice(0, MAX_STR) + '...' : s;
   }
 
-  // One event: one line, one write(). `t` and `pid` first; `fields` must not hold BigInts.
+  function line(ev, fields, t) {
+    const when = t === undefined ? process.hrtime.bigint() : t;
+    let rest = '';
+    if (fields) {
+      for (const k of Object.keys(fields)) {
+        const v = fields[k];
+        if (v === undefined) continue;
+        rest += ',' + JSON.stringify(k) + ':' + JSON.stringify(cut(v));
+      }
+    }
+    return '{"ev":' + JSON.stringify(ev) + ',"t":' + when.toString() + ',"pid":' + process.pid + rest + '}\n';
+  }
+
+  // One event: one line, one write(). `t` and `pid` first; `fields` must not hold BigInts. A
+  // timeline that cannot be written is given up, and nettrap told once (see `failed`).
   function emit(ev, fields, t) {
     if (broken) return;
     try {
-      const when = t === undefined ? process.hrtime.bigint() : t;
-      let rest = '';
-      if (fields) {
-        for (const k of Object.keys(fields)) {
-          const v = fields[k];
-          if (v === undefined) continue;
-          rest += ',' + JSON.stringify(k) + ':' + JSON.stringify(cut(v));
-        }
-      }
-      const line =
-        '{"ev":' + JSON.stringify(ev) + ',"t":' + when.toString() + ',"pid":' + process.pid + rest + '}\n';
+      const text = line(ev, fields, t);
       if (fd < 0) openTimeline();
       try {
-        fs.writeSync(fd, line);
+        fs.writeSync(fd, text);
       } catch (e) {
         if (!e || e.code !== 'EBADF') throw e;
         openTimeline(); // user code closed our descriptor: reopen by path, once
-        fs.writeSync(fd, line);
+        fs.writeSync(fd, text);
       }
-    } catch (_) {
-      broken = true; // cannot write: stay silent from here on
+    } catch (e) {
+      broken = true;
+      // One runner name and one reason for every process of the run, so that nettrap says
+      // it once for all of them (`node adapter, in 3 processes: ...`).
+      failed('node', 'cannot write the timeline (' + ((e && e.code) || 'error') + ')');
     }
   }
 
+  // Tells nettrap, once per process, that the adapter cannot do its job here: an `adapter`
+  // event in the timeline, or, when that cannot be written, in adapter-failures.jsonl beside
+  // it (created if missing). nettrap says it once for the whole run, after the command: nothing
+  // goes into the program's own output (it could land mid-line). Only if neither file can be
+  // written in a run directory that exists is it said on stderr, on a line of its own, by the
+  // first process of the run to get there (NETTRAP_ADAPTER_TOLD, inherited by the processes it
+  // starts).
   let adapterFailed = false;
   function failed(runner, why) {
     if (adapterFailed) return;
     adapterFailed = true;
-    emit('adapter', { runner, status: 'failed', why: String(why) });
+    try {
+      const text = line('adapter', { runner, status: 'failed', why: String(why) });
+      if (!broken) {
+        try {
+          if (fd < 0) openTimeline();
+          fs.writeSync(fd, text);
+          return;
+        } catch (_) {
+          broken = true;
+        }
+      }
+      try {
+        fs.appendFileSync(path.join(runDir, 'adapter-failures.jsonl'), text);
+        return;
+      } catch (_) {}
+      // No run directory (NETTRAP_RUN_DIR left over from a run that is gone): nobody to tell.
+      if (process.env.NETTRAP_ADAPTER_TOLD || !fs.existsSync(runDir)) return;
+      process.env.NETTRAP_ADAPTER_TOLD = '1';
+      fs.writeSync(2, '\nnettrap: ' + runner + ' adapter: ' + why + '; falling back to NETTRAP_TEST\n');
+    } catch (_) {}
   }
 
   // ---- threads ------------------------------------------------------------------------------
@@ -601,6 +636,16 @@
   // Id: `<file relative to cwd> > <describe> > ... > <test>`. Children of a test have no id of
   // their own in their environment: nettrap gives them their parent's test at the time of the
   // call.
+  // Phases: hooks (before, beforeEach, afterEach, after) are AsyncResources of type "Test" too,
+  // of class TestHook: one object per registered hook, run once per test it applies to (its
+  // own times are not kept per run). The first TestHook seen has its class's `run` wrapped to
+  // note each run's start and end (node:test wraps before/after hooks in a run-once function
+  // after construction: that wraps ours). A test runs its hooks within its own start and end
+  // (a subtest's within its own too), so at exit each hook run goes to the innermost test
+  // whose times hold it: beforeEach/before runs are its `setup`, afterEach/after runs (and
+  // what follows them) its `teardown`, the rest `call`. Tests of one file run one at a time
+  // unless the file asks for concurrency; with concurrent tests a hook run may land on the
+  // wrong one of them.
   function hookNodeTest() {
     const execArgv = process.execArgv || [];
     const inTestFile = typeof process.env.NODE_TEST_CONTEXT === 'string';
@@ -613,15 +658,80 @@
       process.env.NETTRAP_NODE_TEST_FILE = String(process.pid);
     }
     const tests = [];
+    const hookRuns = []; // { type, start, end }
+    let hooksWrapped = false;
+    function wrapHooks(hook) {
+      hooksWrapped = true;
+      const proto = Object.getPrototypeOf(hook);
+      const orig = proto && proto.run;
+      if (typeof orig !== 'function' || orig.__nettrap) return;
+      const wrapped = function run() {
+        const start = process.hrtime.bigint();
+        const ret = orig.apply(this, arguments);
+        try {
+          const note = { type: this.hookType, start, end: undefined };
+          hookRuns.push(note);
+          const done = () => {
+            note.end = process.hrtime.bigint();
+          };
+          if (ret && typeof ret.then === 'function') ret.then(done, done);
+          else done();
+        } catch (_) {}
+        return ret;
+      };
+      Object.defineProperty(wrapped, '__nettrap', { value: true });
+      Object.defineProperty(wrapped, 'length', { value: orig.length });
+      proto.run = wrapped;
+    }
     require('async_hooks')
       .createHook({
         init(_id, type, _trigger, resource) {
-          if (type === 'Test') tests.push(resource);
+          if (type !== 'Test') return;
+          const kind = resource && resource.constructor && resource.constructor.name;
+          if (kind === 'TestHook') {
+            if (!hooksWrapped) {
+              try {
+                wrapHooks(resource);
+              } catch (_) {}
+            }
+          } else tests.push(resource);
         },
       })
       .enable();
+    // Each test's phase changes from the hook runs inside it: [[t, phase], ...] by test.
+    function phasesOf(spans) {
+      const byTest = new Map();
+      for (const run of hookRuns) {
+        if (run.end === undefined) continue;
+        let owner = null;
+        for (const s of spans) {
+          if (s.start <= run.start && run.end <= s.end && (owner === null || s.start >= owner.start)) owner = s;
+        }
+        if (owner === null) continue;
+        if (!byTest.has(owner.test)) byTest.set(owner.test, []);
+        byTest.get(owner.test).push(run);
+      }
+      const phases = new Map();
+      for (const s of spans) {
+        const runs = (byTest.get(s.test) || []).sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+        const setup = (r) => r.type === 'before' || r.type === 'beforeEach';
+        const list = [[s.start, runs.some(setup) ? 'setup' : 'call']];
+        const add = (t, p) => {
+          if (list[list.length - 1][1] !== p) list.push([t, p]);
+        };
+        for (const r of runs) {
+          if (setup(r)) {
+            add(r.start, 'setup');
+            add(r.end, 'call');
+          } else add(r.start, 'teardown');
+        }
+        phases.set(s.test, list);
+      }
+      return phases;
+    }
     process.on('exit', () => {
       let role = false;
+      const spans = [];
       for (const t of tests) {
         try {
           const kind = t.constructor && t.constructor.name;
@@ -636,16 +746,25 @@
           }
           if (file && file.startsWith('file://')) file = require('url').fileURLToPath(file);
           const rel = file ? path.relative(process.cwd(), file) || file : '?';
-          const id = rel + ' > ' + names.join(' > ');
-          if (!role) {
-            role = true;
-            emit('process', { runner: 'node:test', role: 'node:test ' + rel });
-          }
-          emit('start', { test: id, runner: 'node:test', file: rel }, t.startTime);
           let outcome = t.passed ? 'passed' : 'failed';
           if (t.skipped || t.isTodo) outcome = 'skipped';
-          emit('end', { test: id, outcome }, t.endTime);
+          spans.push({ test: rel + ' > ' + names.join(' > '), rel, start: t.startTime, end: t.endTime, outcome });
         } catch (_) {}
+      }
+      let phases = new Map();
+      try {
+        phases = phasesOf(spans);
+      } catch (_) {}
+      for (const s of spans) {
+        if (!role) {
+          role = true;
+          emit('process', { runner: 'node:test', role: 'node:test ' + s.rel });
+        }
+        emit('start', { test: s.test, runner: 'node:test', file: s.rel }, s.start);
+        if (s.outcome !== 'skipped') {
+          for (const [t, phase] of phases.get(s.test) || []) emit('phase', { test: s.test, phase }, t);
+        }
+        emit('end', { test: s.test, outcome: s.outcome }, s.end);
       }
     });
   }
