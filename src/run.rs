@@ -151,20 +151,6 @@ pub fn run(args: RunArgs) -> Result<u8> {
             list.join(", ")
         );
     }
-    // An unreadable log costs the calls, not the report: it counts as a loss.
-    let (mut events, log_error) = match dir.read_events() {
-        Ok(e) => (e, None),
-        Err(e) => (Default::default(), Some(format!("{e:#}"))),
-    };
-    timings.mark("decode event log");
-    for (n, by_signal) in events.unobserved.iter_mut().zip(outcome.unobserved) {
-        *n += by_signal;
-    }
-    if let Some(e) = &log_error
-        && args.quiet
-    {
-        say!("nettrap: error: cannot read the event log ({e}): the report holds no calls");
-    }
     let killed = outcome
         .killed
         .iter()
@@ -190,12 +176,20 @@ pub fn run(args: RunArgs) -> Result<u8> {
         runner: runner.map(|r| r.name().to_string()),
         seccomp: plan.seccomp,
         killed,
-        log_error,
+        // An unreadable log costs the calls, not the report: it counts as a loss.
+        log_error: None,
         supervisor_error,
+        unobserved: outcome.unobserved,
     };
     let timeline = crate::attribution::Timeline::read(dir.path());
     timings.mark("read timeline");
-    let mut report = report::build(&policy, &compiled, events, timeline, info);
+    let mut report = report::build(&policy, &compiled, &dir, timeline, info);
+    timings.mark("decode event log and build the report (two walks: attribute, group)");
+    if let Some(e) = &report.lost.log_error
+        && args.quiet
+    {
+        say!("nettrap: error: cannot read the event log ({e}): the report holds no calls");
+    }
     report.policy_fingerprint = Some(fingerprint);
     report.enforce = enforces;
     // With a baseline, what is new fails the run, and only that.
@@ -209,7 +203,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         None => report::violation(&report),
     };
     let unverified = report::unverified(&report);
-    timings.mark("build (attribution, grouping)");
+    timings.mark("baseline and verdict");
     let fails = violation.is_some() || unverified.is_some();
     let exit_for = |write_failed: bool| {
         if fails {
@@ -234,6 +228,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             ))
         })
         .is_ok();
+    drop(todo);
     timings.mark("write to-do list");
     // The other renderings next (they show the exit code as it stands), the report last.
     report.exit_code = exit_for(!failed.is_empty()) as i32;
@@ -244,18 +239,18 @@ pub fn run(args: RunArgs) -> Result<u8> {
     ));
     report.exit_code = exit_for(!failed.is_empty()) as i32;
     timings.mark("other formats");
-    let json = serde_json::to_string_pretty(&report).map_err(std::io::Error::other);
-    timings.mark("render report JSON");
-    let report_written = json
-        .and_then(|json| outputs::write(&report_path, (json + "\n").as_bytes()))
-        .map_err(|e| {
-            failed.push(format!(
-                "cannot write the report to {}: {e}",
-                report_path.display()
-            ))
-        })
-        .is_ok();
-    timings.mark("write report JSON");
+    let report_written = outputs::write_with(&report_path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &report).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")
+    })
+    .map_err(|e| {
+        failed.push(format!(
+            "cannot write the report to {}: {e}",
+            report_path.display()
+        ))
+    })
+    .is_ok();
+    timings.mark("render and write report JSON");
     let exit = exit_for(!failed.is_empty());
     if !args.quiet {
         say!("{}", render::summary(&report).trim_end());

@@ -969,6 +969,8 @@ mod decode {
         records: usize,
         settled: Option<Settled>,
         counts: Decoded,
+        /// A record's payload, gathered from its slots (kept from one record to the next).
+        payload: Vec<u8>,
     }
 
     impl Stream {
@@ -997,6 +999,7 @@ mod decode {
                 records: 0,
                 settled: None,
                 counts,
+                payload: Vec::new(),
             })
         }
 
@@ -1055,17 +1058,18 @@ mod decode {
                     }
                     Some((kind, n)) => {
                         self.in_gap = false;
+                        let payload = &mut self.payload;
                         let record = complete
                             .then(|| {
-                                let mut payload = Vec::with_capacity(n * PAYLOAD_PER_SLOT);
+                                payload.clear();
                                 for k in 0..n {
                                     payload.extend_from_slice(&slot(i + k as u64)[TAG_LEN..]);
                                 }
                                 let sum = u32_at(slot(i), 4);
                                 match kind {
-                                    KIND_CALL => decode_call(&payload, n, sum).map(Record::Call),
+                                    KIND_CALL => decode_call(payload, n, sum).map(Record::Call),
                                     KIND_PROCESS => {
-                                        decode_process(&payload, n, sum).map(Record::Process)
+                                        decode_process(payload, n, sum).map(Record::Process)
                                     }
                                     _ => None,
                                 }
