@@ -193,20 +193,13 @@ pub fn run(args: RunArgs) -> Result<u8> {
     report.policy_fingerprint = Some(fingerprint);
     report.enforce = enforces;
     // With a baseline, what is new fails the run, and only that.
-    let violation = match &baseline {
-        Some((path, entries)) => {
-            let check = report::baseline::check(&report, path, entries);
-            let v = check.violation();
-            report.baseline = Some(check);
-            v
-        }
-        None => report::violation(&report),
+    let fails = match &baseline {
+        Some((path, entries)) => report::baseline::apply(&mut report, path, entries),
+        None => report::failure(report::violation(&report), report::unverified(&report)),
     };
-    let unverified = report::unverified(&report);
     timings.mark("baseline and verdict");
-    let fails = violation.is_some() || unverified.is_some();
     let exit_for = |write_failed: bool| {
-        if fails {
+        if fails.is_some() {
             EXIT_VIOLATION
         } else if write_failed {
             EXIT_REPORT
@@ -272,15 +265,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Some(sig) => format!("was killed by signal {sig}"),
         None => format!("exited {}", status.code),
     };
-    if fails {
-        let what = match (violation, unverified) {
-            (Some(v), Some(u)) => format!("policy violated ({v}; and calls were lost: {u})"),
-            (Some(v), None) => format!("policy violated ({v})"),
-            (None, u) => format!(
-                "calls lost in an enforce run ({}): any of them may have been denied",
-                u.unwrap_or_default()
-            ),
-        };
+    if let Some(what) = &fails {
         say!("nettrap: {what}; the command itself {own}; exiting {EXIT_VIOLATION}");
     } else if !failed.is_empty() {
         let n = failed.len() as u64;

@@ -1021,6 +1021,19 @@ pub fn unverified(report: &Report) -> Option<String> {
     Some(parts.join(", "))
 }
 
+/// The verdict line's reason when a run (or `nettrap baseline check`) fails: a violation, calls
+/// lost in an enforce run, or both. `None` when neither.
+pub fn failure(violation: Option<String>, unverified: Option<String>) -> Option<String> {
+    match (violation, unverified) {
+        (Some(v), Some(u)) => Some(format!("policy violated ({v}; and calls were lost: {u})")),
+        (Some(v), None) => Some(format!("policy violated ({v})")),
+        (None, Some(u)) => Some(format!(
+            "calls lost in an enforce run ({u}): any of them may have been denied"
+        )),
+        (None, None) => None,
+    }
+}
+
 /// Why the run fails even if the command passed: denied calls, or recorded calls in `fail_on`
 /// categories. `None` when there is no violation.
 pub fn violation(report: &Report) -> Option<String> {
