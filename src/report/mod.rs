@@ -801,6 +801,18 @@ pub fn build(
         })
         .collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // Groups whose keys differ only by number but read the same (two process records of one
+    // process, from both engines) are one group.
+    sorted.dedup_by(|later, kept| {
+        if later.0 != kept.0 {
+            return false;
+        }
+        kept.1 += later.1;
+        for (o, n) in std::mem::take(&mut later.2) {
+            *kept.2.entry(o).or_default() += n;
+        }
+        true
+    });
 
     let mut tests: BTreeMap<String, Vec<CallEntry>> = BTreeMap::new();
     for name in timeline.tests.keys() {
