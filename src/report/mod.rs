@@ -585,7 +585,12 @@ impl std::hash::Hasher for FastHasher {
         self.add(i as u64);
     }
     fn finish(&self) -> u64 {
-        self.0
+        // The multiplications leave the low bits (the table's bucket) poorly mixed: fold the
+        // high bits in (splitmix64's finaliser).
+        let mut h = self.0;
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
     }
 }
 
