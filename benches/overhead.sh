@@ -250,7 +250,7 @@ else
     echo "$report_name: failed (no \`nettrap: report step\` line)"
   else
     read -r ms mb <<<"$line"
-    printf '%-44s %6s ms, peak RSS %6s MB   (target < 2000 ms, < 200 MB)\n' "$report_name" "$ms" "$mb"
+    printf '%-44s %6s ms, peak RSS %6s MB   (target < 1000 ms, < 100 MB)\n' "$report_name" "$ms" "$mb"
   fi
 fi
 

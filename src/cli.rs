@@ -27,7 +27,7 @@ pub enum Command {
     Report(ReportArgs),
     /// Combine the reports of a suite's shards into the report of the whole suite
     Merge(MergeArgs),
-    /// Write the baseline `nettrap run --baseline` compares with
+    /// Write the baseline `nettrap run --baseline` compares with, or check a report against it
     #[command(subcommand)]
     Baseline(BaselineCommand),
     /// Print the effective policy (built-in defaults, the policy file, these flags) and where
@@ -239,6 +239,21 @@ pub enum BaselineCommand {
             default_value = "nettrap-baseline.json"
         )]
         output: PathBuf,
+    },
+    /// Check a saved or merged report against a baseline without running anything: the
+    /// verdict, listing and exit status (86 when something is new) of `run --baseline`
+    Check {
+        /// The report to check (a run's, or `nettrap merge`'s of the shards)
+        #[arg(long, value_name = "FILE", default_value = "nettrap-report.json")]
+        report: PathBuf,
+
+        /// The baseline to check it against
+        #[arg(long, value_name = "FILE", default_value = "nettrap-baseline.json")]
+        baseline: PathBuf,
+
+        /// Also write the checked report (with its `baseline` findings) here
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 

@@ -57,15 +57,25 @@ pub fn check(path: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` through a temporary file and a rename; on failure the temporary
 /// file is removed and whatever `path` held before is left as it was.
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with(path, |f| f.write_all(bytes))
+}
+
+/// As [`write`], with the contents written by `fill` as they are made (a large report is never
+/// held whole in memory).
+pub fn write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        f.write_all(bytes)?;
-        drop(f);
+        let mut w = io::BufWriter::with_capacity(1 << 16, f);
+        fill(&mut w)?;
+        w.into_inner().map_err(io::IntoInnerError::into_error)?;
         fs::rename(&tmp, path)
     })();
     if result.is_err() {

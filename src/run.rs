@@ -157,20 +157,6 @@ pub fn run(args: RunArgs) -> Result<u8> {
             list.join(", ")
         );
     }
-    // An unreadable log costs the calls, not the report: it counts as a loss.
-    let (mut events, log_error) = match dir.read_events() {
-        Ok(e) => (e, None),
-        Err(e) => (Default::default(), Some(format!("{e:#}"))),
-    };
-    timings.mark("decode event log");
-    for (n, by_signal) in events.unobserved.iter_mut().zip(outcome.unobserved) {
-        *n += by_signal;
-    }
-    if let Some(e) = &log_error
-        && args.quiet
-    {
-        say!("nettrap: error: cannot read the event log ({e}): the report holds no calls");
-    }
     let killed = outcome
         .killed
         .iter()
@@ -196,8 +182,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
         runner: runner.map(|r| r.name().to_string()),
         seccomp: plan.seccomp,
         killed,
-        log_error,
+        // An unreadable log costs the calls, not the report: it counts as a loss.
+        log_error: None,
         supervisor_error,
+        unobserved: outcome.unobserved,
     };
     let mut timeline = crate::attribution::Timeline::read(dir.path());
     if go_by_flags && !timeline.runners.contains("go") {
@@ -207,24 +195,23 @@ pub fn run(args: RunArgs) -> Result<u8> {
         );
     }
     timings.mark("read timeline");
-    let mut report = report::build(&policy, &compiled, events, timeline, info);
+    let mut report = report::build(&policy, &compiled, &dir, timeline, info);
+    timings.mark("decode event log and build the report (two walks: attribute, group)");
+    if let Some(e) = &report.lost.log_error
+        && args.quiet
+    {
+        say!("nettrap: error: cannot read the event log ({e}): the report holds no calls");
+    }
     report.policy_fingerprint = Some(fingerprint);
     report.enforce = enforces;
     // With a baseline, what is new fails the run, and only that.
-    let violation = match &baseline {
-        Some((path, entries)) => {
-            let check = report::baseline::check(&report, path, entries);
-            let v = check.violation();
-            report.baseline = Some(check);
-            v
-        }
-        None => report::violation(&report),
+    let fails = match &baseline {
+        Some((path, entries)) => report::baseline::apply(&mut report, path, entries),
+        None => report::failure(report::violation(&report), report::unverified(&report)),
     };
-    let unverified = report::unverified(&report);
-    timings.mark("build (attribution, grouping)");
-    let fails = violation.is_some() || unverified.is_some();
+    timings.mark("baseline and verdict");
     let exit_for = |write_failed: bool| {
-        if fails {
+        if fails.is_some() {
             EXIT_VIOLATION
         } else if write_failed {
             EXIT_REPORT
@@ -246,6 +233,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             ))
         })
         .is_ok();
+    drop(todo);
     timings.mark("write to-do list");
     // The other renderings next (they show the exit code as it stands), the report last.
     report.exit_code = exit_for(!failed.is_empty()) as i32;
@@ -256,18 +244,18 @@ pub fn run(args: RunArgs) -> Result<u8> {
     ));
     report.exit_code = exit_for(!failed.is_empty()) as i32;
     timings.mark("other formats");
-    let json = serde_json::to_string_pretty(&report).map_err(std::io::Error::other);
-    timings.mark("render report JSON");
-    let report_written = json
-        .and_then(|json| outputs::write(&report_path, (json + "\n").as_bytes()))
-        .map_err(|e| {
-            failed.push(format!(
-                "cannot write the report to {}: {e}",
-                report_path.display()
-            ))
-        })
-        .is_ok();
-    timings.mark("write report JSON");
+    let report_written = outputs::write_with(&report_path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &report).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")
+    })
+    .map_err(|e| {
+        failed.push(format!(
+            "cannot write the report to {}: {e}",
+            report_path.display()
+        ))
+    })
+    .is_ok();
+    timings.mark("render and write report JSON");
     let exit = exit_for(!failed.is_empty());
     if !args.quiet {
         say!("{}", render::summary(&report).trim_end());
@@ -295,15 +283,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Some(sig) => format!("was killed by signal {sig}"),
         None => format!("exited {}", status.code),
     };
-    if fails {
-        let what = match (violation, unverified) {
-            (Some(v), Some(u)) => format!("policy violated ({v}; and calls were lost: {u})"),
-            (Some(v), None) => format!("policy violated ({v})"),
-            (None, u) => format!(
-                "calls lost in an enforce run ({}): any of them may have been denied",
-                u.unwrap_or_default()
-            ),
-        };
+    if let Some(what) = &fails {
         say!("nettrap: {what}; the command itself {own}; exiting {EXIT_VIOLATION}");
     } else if !failed.is_empty() {
         let n = failed.len() as u64;

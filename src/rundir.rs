@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use nettrap_core::event;
 use nettrap_core::policy::CompiledPolicy;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -148,19 +148,41 @@ impl RunDir {
         self.path.join("events.log")
     }
 
-    /// Reads back every record written so far.
-    pub fn read_events(&self) -> Result<event::Decoded> {
-        let mut f = File::open(self.events_path()).context("cannot open the event log")?;
-        let mut buf = vec![0u8; event::HEADER_LEN];
-        f.read_exact(&mut buf)
+    /// Hands `f` every record written so far, in log order, reading the log a piece at a time
+    /// (see `event::Stream`): memory stays at one piece whatever the log holds. Returns the
+    /// log's counts (dropped, torn, unobserved; `records` empty), with the calls counted by
+    /// shims that could not map the log header.
+    pub fn walk_events(&self, f: &mut dyn FnMut(event::Record)) -> Result<event::Decoded> {
+        use std::os::unix::fs::FileExt;
+        let f_log = File::open(self.events_path()).context("cannot open the event log")?;
+        let mut header = vec![0u8; event::HEADER_LEN];
+        f_log
+            .read_exact_at(&mut header, 0)
             .context("cannot read the event log header")?;
-        let used = event::used_len(&buf).context("the event log header is corrupt")?;
-        let len = f.metadata().context("cannot read the event log")?.len();
-        // A damaged header cannot make the reader allocate more than the file holds.
-        buf.resize(used.min(usize::try_from(len).unwrap_or(usize::MAX)), 0);
-        f.read_exact(&mut buf[event::HEADER_LEN..])
-            .context("cannot read the event log")?;
-        let mut decoded = event::decode(&buf).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let used = event::used_len(&header).context("the event log header is corrupt")?;
+        let len = f_log.metadata().context("cannot read the event log")?.len();
+        // A damaged header cannot make the reader read past what the file holds.
+        let used = (used as u64).min(len);
+        let in_file = (used - event::HEADER_LEN as u64) / event::SLOT_LEN as u64;
+        let mut stream =
+            event::Stream::new(&header, in_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // One window of the writers' size, plus room for a record that starts at its end.
+        let piece = (event::WINDOW_SLOTS as usize + event::MAX_SLOTS) * event::SLOT_LEN;
+        let mut buf = vec![0u8; piece];
+        while !stream.done() {
+            let from = stream.next_slot();
+            let slots = (in_file - from).min(piece as u64 / event::SLOT_LEN as u64) as usize;
+            let bytes = &mut buf[..slots * event::SLOT_LEN];
+            let at = event::HEADER_LEN as u64 + from * event::SLOT_LEN as u64;
+            f_log
+                .read_exact_at(bytes, at)
+                .context("cannot read the event log")?;
+            stream.feed(bytes, &mut *f);
+            if stream.next_slot() == from {
+                anyhow::bail!("the event log could not be walked past slot {from}");
+            }
+        }
+        let mut decoded = stream.finish();
         // Calls counted by shims that could not map the log header (see event::Unobserved).
         if let Ok(bytes) = fs::read(self.path.join(UNOBSERVED)) {
             for b in bytes {
@@ -308,4 +330,11 @@ fn map_log(path: &Path) -> Result<LogMapping> {
     };
     m.capacity = capacity;
     Ok(m)
+}
+
+/// The report reads the run's log in pieces (see [`RunDir::walk_events`]).
+impl crate::report::Events for RunDir {
+    fn walk(&self, f: &mut dyn FnMut(event::Record)) -> Result<event::Decoded> {
+        self.walk_events(f)
+    }
 }

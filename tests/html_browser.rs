@@ -440,3 +440,106 @@ fn the_page_in_headless_chromium() {
     let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot ({e}): {log}"));
     assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000);
 }
+
+/// A suite of 2,000 tests (many_calls: 20,000 refused loopback connects, ten per test): the page
+/// renders only the first 500 tests as rows (the largest payoff first; all equal here, so
+/// report order) and leaves the others to its script in a JSON block; the census, the to-do list
+/// (cut at 100 items a list) and the first rows read without JavaScript. In chromium: 500 rows
+/// shown of 2,000, a filter finds a test the page did not render as a row, a sort by name
+/// descending brings the last tests first.
+#[test]
+fn a_large_suite_pre_renders_500_rows_and_the_script_finds_the_others() {
+    let exe = c_fixture("many_calls");
+    let cwd = scratch("html-large-cwd");
+    let run = run_in_env(
+        "html-large",
+        &cwd,
+        &[],
+        &["--engine", "preload"],
+        &[exe.to_str().unwrap(), "20000", "2000"],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let tests = run.report["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 2000);
+    let page = run.dir.join("report.html");
+    let html = render(&run.dir.join("report.json"), &page);
+
+    let rows = test_rows(&html);
+    assert_eq!(rows.len(), 500);
+    let first: Vec<&str> = tests[..500]
+        .iter()
+        .map(|t| t["test"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), first);
+    assert!(html.contains("<script type=\"application/json\" id=\"more-tests\">"));
+    assert!(html.contains("The table lists the 500 tests with the most at stake"));
+    let last = tests[1999]["test"].as_str().unwrap();
+    assert!(!rows.iter().any(|r| r.0 == last));
+    // The census's numbers, as in the JSON.
+    let other = &run.report["categories"]["other"];
+    assert_eq!(other["tests"], 2000);
+    assert!(html.contains(&format!(
+        "data-category=\"other\" data-tests=\"2000\" data-calls=\"{}\">",
+        other["calls"]
+    )));
+    // Each of the to-do list's four lists (one per port): 100 items, the rest counted.
+    assert_eq!(
+        html.matches("<li><label><input type=\"checkbox\">").count(),
+        400
+    );
+    assert_eq!(html.matches("… and 1900 more tests").count(), 4);
+    assert!(html.len() < 2_000_000, "{} bytes", html.len());
+
+    let Some(chromium) = chromium() else { return };
+    let (dom, log) = browse(&chromium, &page, "");
+    assert_no_console_messages(&log);
+    assert_eq!(
+        shown(&dom),
+        "showing 500 of 2000 matching tests (2000 tests)"
+    );
+    assert!(
+        dom.contains("<button id=\"show-more\" type=\"button\">"),
+        "show more"
+    );
+
+    // A test only the JSON block holds: found, its row made by the script with its calls.
+    let (dom, log) = browse(&chromium, &page, &format!("#filter={last}"));
+    assert_no_console_messages(&log);
+    assert_eq!(shown(&dom), "showing 1 of 2000 tests");
+    let visible: Vec<String> = test_rows(&dom)
+        .into_iter()
+        .filter(|r| !r.1)
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(visible, [last]);
+    let row = &dom[dom.find(&format!("data-test=\"{last}\"")).unwrap()..];
+    let row = &row[..row.find("</tr></tbody></table>").unwrap()];
+    assert_eq!(
+        row.matches("<tr class=\"call\" data-category=\"other\">")
+            .count(),
+        4
+    );
+    assert!(
+        row.contains("<td class=\"num\">10</td>"),
+        "external calls: {row}"
+    );
+
+    // Sorted by name, last first: the page's first rows are tests it did not render.
+    let (dom, log) = browse(&chromium, &page, "#sort=test&order=desc");
+    assert_no_console_messages(&log);
+    let visible: Vec<String> = test_rows(&dom)
+        .into_iter()
+        .filter(|r| !r.1)
+        .map(|r| r.0)
+        .collect();
+    let mut names: Vec<&str> = tests.iter().map(|t| t["test"].as_str().unwrap()).collect();
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(visible.len(), 500);
+    assert_eq!(visible[..3], names[..3]);
+
+    let png = page.with_file_name("nettrap-html-large.png");
+    let shot = format!("--screenshot={}", png.display());
+    let (_, log) = chromium_run(&chromium, &page, "", &[&shot, "--window-size=1200,900"]);
+    assert_no_console_messages(&log);
+    assert!(std::fs::read(&png).is_ok_and(|b| b.starts_with(b"\x89PNG")));
+}

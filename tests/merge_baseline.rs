@@ -465,3 +465,137 @@ fn a_missing_or_corrupt_baseline_is_refused_before_the_command_runs() {
         .unwrap();
     assert!(stderr(&o).contains("write one with `nettrap baseline update`"));
 }
+
+/// `nettrap baseline check [--report FILE] [--baseline FILE] [-o FILE]`: (exit code, stderr).
+fn check(report: &Path, baseline: &Path, out: Option<&Path>) -> (i32, String) {
+    let mut args = vec![
+        "baseline",
+        "check",
+        "--report",
+        report.to_str().unwrap(),
+        "--baseline",
+        baseline.to_str().unwrap(),
+    ];
+    if let Some(o) = out {
+        args.extend(["-o", o.to_str().unwrap()]);
+    }
+    let o = nettrap_cmd(&args);
+    (o.status.code().unwrap_or(-1), stderr(&o))
+}
+
+/// The lines of the summary's baseline lists (`  test: category dest (verdict) ...`).
+fn listed(err: &str) -> Vec<&str> {
+    err.lines().filter(|l| l.starts_with("  ")).collect()
+}
+
+/// A merged report of the two shards, checked without running anything, gets the verdict,
+/// listing and exit status `run --baseline` gets on the whole suite: nothing new against the
+/// whole suite's baseline; against shard A's, shard B's tests are new (86), listed alike.
+#[test]
+fn baseline_check_of_a_merged_report_agrees_with_run_baseline() {
+    let (whole, a, b) = runs();
+    let dir = scratch("mb-check");
+    let merged = dir.join("merged.json");
+    let o = nettrap_cmd(&[
+        "merge",
+        &report_path(a),
+        &report_path(b),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let base = dir.join("whole-baseline.json");
+    update(&whole.dir.join("report.json"), &base);
+    let (code, err) = check(&merged, &base, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("nettrap: nothing new since the baseline"),
+        "{err}"
+    );
+
+    let base_a = dir.join("shard-a-baseline.json");
+    update(&a.dir.join("report.json"), &base_a);
+    let checked = dir.join("checked.json");
+    let (code, err) = check(&merged, &base_a, Some(&checked));
+    let run = with_baseline("mb-check-run", &base_a, &[]);
+    assert_eq!((code, run.code()), (86, 86), "{err}");
+    assert!(err.contains("nettrap: new since the baseline"), "{err}");
+    assert_eq!(listed(&err), listed(&run.stderr()), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with("nettrap: policy violated (6 calls new since the baseline ")
+            && last.ends_with("; exiting 86"),
+        "{last}"
+    );
+    // The checked report holds the findings, as a run's does.
+    let r = read(&checked);
+    assert_eq!(r["baseline"]["new"], run.report["baseline"]["new"]);
+    assert_eq!(r["baseline"]["fixed"], json!([]));
+    assert_eq!(
+        (r["exit_code"].as_i64(), r["enforce"].as_bool()),
+        (Some(86), Some(true))
+    );
+
+    // Refused with one line: a missing baseline, a report that is not one.
+    let (code, err) = check(&merged, &dir.join("missing.json"), None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("missing.json") && err.lines().count() == 1,
+        "{err}"
+    );
+    let (code, err) = check(&base, &base_a, None);
+    assert_eq!(code, 2, "{err}");
+}
+
+/// A baseline entry outside any test that the run did not make is "not seen", never "fixed":
+/// a shard or a partial run may simply not have run what makes it. An entry of a test that ran
+/// is fixed; one of a test that did not run is neither.
+#[test]
+fn unattributed_entries_missing_from_a_run_are_not_seen_not_fixed() {
+    let (whole, a, _) = runs();
+    let dir = scratch("mb-not-seen");
+    let base = dir.join("nettrap-baseline.json");
+    update(&whole.dir.join("report.json"), &base);
+    let mut v = read(&base);
+    let extra = [
+        json!({"test": null, "category": "redis", "host": "cache.internal", "port": 6379, "verdict": "recorded"}),
+        json!({"test": "tests/test_cache.py::test_cache_get", "category": "redis", "host": "cache.internal", "port": 6379, "verdict": "recorded"}),
+        json!({"test": "tests/test_nowhere.py::test_gone", "category": "redis", "host": "cache.internal", "port": 6379, "verdict": "recorded"}),
+    ];
+    v["entries"]
+        .as_array_mut()
+        .unwrap()
+        .extend(extra.iter().cloned());
+    let base = dir.join("with-extra.json");
+    std::fs::write(&base, serde_json::to_string(&v).unwrap()).unwrap();
+    let checked = dir.join("checked.json");
+    let (code, err) = check(&whole.dir.join("report.json"), &base, Some(&checked));
+    assert_eq!(code, 0, "{err}");
+    let r = read(&checked);
+    assert_eq!(r["baseline"]["fixed"], json!([extra[1]]), "{err}");
+    assert_eq!(r["baseline"]["not_seen"], json!([extra[0]]), "{err}");
+    assert!(
+        err.contains("nettrap: fixed since the baseline (1 entry;"),
+        "{err}"
+    );
+    assert!(
+        err.contains("nettrap: not seen in this run (1 entry outside any test")
+            && err.contains("  (outside any test): redis cache.internal:6379 (recorded)"),
+        "{err}"
+    );
+    // Shard A against the whole suite's baseline: the other shard's tests are neither fixed
+    // nor new; the calls outside any test that shard A made are matched.
+    let (code, err) = check(&a.dir.join("report.json"), &base, Some(&checked));
+    assert_eq!(code, 0, "{err}");
+    let r = read(&checked);
+    assert!(
+        r["baseline"]["fixed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| SHARD_A
+                .iter()
+                .any(|f| e["test"].as_str().unwrap().starts_with(f))),
+        "{r:#}"
+    );
+}

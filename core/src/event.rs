@@ -1030,88 +1030,177 @@ mod decode {
     /// still be being written. `file` may also be the header followed by a run of slots that
     /// starts at a record's first slot (a reader's next pass).
     pub fn decode_settled(file: &[u8]) -> Result<(Decoded, Settled), &'static str> {
-        if file.len() < HEADER_LEN || file[0..8] != MAGIC {
-            return Err("not a nettrap event log");
+        let slots = &file[HEADER_LEN.min(file.len())..];
+        let mut stream = Stream::new(file, (slots.len() / SLOT_LEN) as u64)?;
+        let mut records = Vec::new();
+        stream.feed(slots, |r| records.push(r));
+        let settled = stream.settled();
+        let mut out = stream.finish();
+        out.records = records;
+        Ok((out, settled))
+    }
+
+    /// A reader that walks a log's slots piece by piece and hands each record to its caller as
+    /// it decodes it, so that no more of the log than one piece, and none of its records, need
+    /// be held at once (the report of a run of millions of calls). It reads the log exactly as
+    /// [`decode`] does: the same records in the same order, the same torn count (a run of
+    /// untagged slots that spans two pieces is still one torn record).
+    #[derive(Debug)]
+    pub struct Stream {
+        /// Slots to walk: below the cursor, the allocated limit, the capacity and the file.
+        end: u64,
+        /// The slot the next piece starts at.
+        next: u64,
+        /// Inside a run of untagged slots (counted once, already).
+        in_gap: bool,
+        /// Records handed out so far.
+        records: usize,
+        settled: Option<Settled>,
+        counts: Decoded,
+        /// A record's payload, gathered from its slots (kept from one record to the next).
+        payload: Vec<u8>,
+    }
+
+    impl Stream {
+        /// A reader of the log whose header (at least [`HEADER_LEN`] bytes) is `header`, and
+        /// whose file holds `in_file` slots after it.
+        pub fn new(header: &[u8], in_file: u64) -> Result<Stream, &'static str> {
+            if header.len() < HEADER_LEN || header[0..8] != MAGIC {
+                return Err("not a nettrap event log");
+            }
+            if u32_at(header, OFF_VERSION) != VERSION
+                || u32_at(header, OFF_SLOT_LEN) != SLOT_LEN as u32
+            {
+                return Err("event log of another nettrap version");
+            }
+            let mut counts = Decoded {
+                dropped: u64_at(header, OFF_DROPPED),
+                ..Decoded::default()
+            };
+            for (i, n) in counts.unobserved.iter_mut().enumerate() {
+                *n = u64_at(header, OFF_UNOBSERVED + 8 * i);
+            }
+            Ok(Stream {
+                end: walked(header).min(in_file),
+                next: 0,
+                in_gap: false,
+                records: 0,
+                settled: None,
+                counts,
+                payload: Vec::new(),
+            })
         }
-        if u32_at(file, OFF_VERSION) != VERSION || u32_at(file, OFF_SLOT_LEN) != SLOT_LEN as u32 {
-            return Err("event log of another nettrap version");
+
+        /// The slot the next piece must start at (0 first).
+        pub fn next_slot(&self) -> u64 {
+            self.next
         }
-        let mut out = Decoded {
-            dropped: u64_at(file, OFF_DROPPED),
-            ..Decoded::default()
-        };
-        for (i, n) in out.unobserved.iter_mut().enumerate() {
-            *n = u64_at(file, OFF_UNOBSERVED + 8 * i);
+
+        /// Has every slot been walked?
+        pub fn done(&self) -> bool {
+            self.next >= self.end
         }
-        let in_file = ((file.len() - HEADER_LEN) / SLOT_LEN) as u64;
-        let end = walked(file).min(in_file) as usize;
-        let slot = |i: usize| &file[HEADER_LEN + i * SLOT_LEN..HEADER_LEN + (i + 1) * SLOT_LEN];
-        let tag_at = |i: usize| u32_at(slot(i), 0);
-        let mut i = 0;
-        let mut settled: Option<Settled> = None;
-        while i < end {
-            if settled.is_none() {
-                let complete = match head(tag_at(i)) {
+
+        /// Walks `slots`, the log's slots from [`Stream::next_slot`] on (at least
+        /// [`MAX_SLOTS`] of them, unless they reach the end), and hands `f` every record that
+        /// lies wholly inside them, in log order. A record that runs past the piece's end is
+        /// left for the next piece, which starts at it.
+        pub fn feed(&mut self, slots: &[u8], mut f: impl FnMut(Record)) {
+            let base = self.next;
+            let limit = (base + (slots.len() / SLOT_LEN) as u64).min(self.end);
+            let last = limit == self.end;
+            let slot = |g: u64| {
+                let k = (g - base) as usize;
+                &slots[k * SLOT_LEN..(k + 1) * SLOT_LEN]
+            };
+            let tag_at = |g: u64| u32_at(slot(g), 0);
+            let mut i = base;
+            while i < limit {
+                let head = head(tag_at(i));
+                let complete = match head {
                     Some((KIND_RESERVED, _)) | None => false,
                     Some((kind, n)) => {
-                        i + n <= end && (1..n).all(|k| tag_at(i + k) == tag(kind, n, k))
+                        i + n as u64 <= limit
+                            && (1..n).all(|k| tag_at(i + k as u64) == tag(kind, n, k))
                     }
                 };
-                if !complete {
-                    settled = Some(Settled {
-                        records: out.records.len(),
-                        slots: i as u64,
+                if let Some((_, n)) = head
+                    && !last
+                    && i + n as u64 > limit
+                {
+                    // Its other slots are in the next piece.
+                    break;
+                }
+                if self.settled.is_none() && !complete {
+                    self.settled = Some(Settled {
+                        records: self.records,
+                        slots: i,
                     });
                 }
-            }
-            match head(tag_at(i)) {
-                Some((KIND_RESERVED, n)) => {
-                    // Reserved, never committed: one record, whatever it had written.
-                    out.torn += 1;
-                    i += n;
-                }
-                Some((kind, n)) => {
-                    let complete = i + n <= end && (1..n).all(|k| tag_at(i + k) == tag(kind, n, k));
-                    let record = complete
-                        .then(|| {
-                            let mut payload = Vec::with_capacity(n * PAYLOAD_PER_SLOT);
-                            for k in 0..n {
-                                payload.extend_from_slice(&slot(i + k)[TAG_LEN..]);
-                            }
-                            let sum = u32_at(slot(i), 4);
-                            match kind {
-                                KIND_CALL => decode_call(&payload, n, sum).map(Record::Call),
-                                KIND_PROCESS => {
-                                    decode_process(&payload, n, sum).map(Record::Process)
-                                }
-                                _ => None,
-                            }
-                        })
-                        .flatten();
-                    match record {
-                        Some(Record::Call(c)) if c.result == RESULT_NOT_A_CALL => {}
-                        Some(r) => out.records.push(r),
-                        None => out.torn += 1,
+                match head {
+                    Some((KIND_RESERVED, n)) => {
+                        // Reserved, never committed: one record, whatever it had written.
+                        self.in_gap = false;
+                        self.counts.torn += 1;
+                        i += n as u64;
                     }
-                    i += n;
-                }
-                None => {
-                    // Slots without a record's first tag: a writer died between reserving and
-                    // its first store (its slots are all untagged), or something wrote over
-                    // the log. One record per run of them.
-                    out.torn += 1;
-                    i += 1;
-                    while i < end && head(tag_at(i)).is_none() {
+                    Some((kind, n)) => {
+                        self.in_gap = false;
+                        let payload = &mut self.payload;
+                        let record = complete
+                            .then(|| {
+                                payload.clear();
+                                for k in 0..n {
+                                    payload.extend_from_slice(&slot(i + k as u64)[TAG_LEN..]);
+                                }
+                                let sum = u32_at(slot(i), 4);
+                                match kind {
+                                    KIND_CALL => decode_call(payload, n, sum).map(Record::Call),
+                                    KIND_PROCESS => {
+                                        decode_process(payload, n, sum).map(Record::Process)
+                                    }
+                                    _ => None,
+                                }
+                            })
+                            .flatten();
+                        match record {
+                            // Voided by its writer: not a call (see RESULT_NOT_A_CALL).
+                            Some(Record::Call(c)) if c.result == RESULT_NOT_A_CALL => {}
+                            Some(r) => {
+                                self.records += 1;
+                                f(r);
+                            }
+                            None => self.counts.torn += 1,
+                        }
+                        i += n as u64;
+                    }
+                    None => {
+                        // Slots without a record's first tag: a writer died between reserving
+                        // and its first store (its slots are all untagged), or something wrote
+                        // over the log. One record per run of them.
+                        if !self.in_gap {
+                            self.counts.torn += 1;
+                            self.in_gap = true;
+                        }
                         i += 1;
                     }
                 }
             }
+            self.next = i;
         }
-        let settled = settled.unwrap_or(Settled {
-            records: out.records.len(),
-            slots: end as u64,
-        });
-        Ok((out, settled))
+
+        /// Where the complete part of what was walked ends (see [`decode_settled`]).
+        pub fn settled(&self) -> Settled {
+            self.settled.unwrap_or(Settled {
+                records: self.records,
+                slots: self.end,
+            })
+        }
+
+        /// The counts (dropped, torn, unobserved) of the whole walk; `records` is empty.
+        pub fn finish(self) -> Decoded {
+            self.counts
+        }
     }
 
     /// The payload's first `total` bytes, if its slot count and checksum agree with them.

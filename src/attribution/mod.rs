@@ -118,7 +118,7 @@ pub struct TestRun {
 }
 
 /// Where in the program a call was made.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Site {
     /// `app/search.py:42 in index_document`
     pub location: Option<String>,

@@ -11,8 +11,16 @@
 //! baseline does not hold. A call the baseline holds never fails the run, whatever its verdict
 //! or `--fail-on` (a denied call was still refused when it was made: the baseline changes the
 //! verdict on the run, not what the program saw). Entries of the baseline no call of this run
-//! matched are reported as fixed: for a test, only when the test ran in this run (a shard does
-//! not report the other shards' tests as fixed); for calls outside any test, always.
+//! matched are reported as fixed when the run shows they are: for a test, when the test ran in
+//! this run (a shard does not report the other shards' tests as fixed). An entry of calls
+//! outside any test (imports, collection, session fixtures) that the run did not make is only
+//! "not seen": whether a run makes such a call depends on which of the suite's modules, fixtures
+//! and processes it ran (a shard, `-k`, a single file), which the report cannot tell, so calling
+//! it fixed would invite dropping a debt that is still there. `nettrap baseline update` on a
+//! run of the whole suite drops both.
+//!
+//! `nettrap baseline check` applies the same check to a saved report, or to `nettrap merge`'s
+//! report of the shards, without running anything.
 //!
 //! The file is JSON, sorted, one entry per line, without pids, counts or timings, so that it
 //! diffs line by line in review:
@@ -67,8 +75,12 @@ pub struct BaselineCheck {
     pub file: String,
     /// Offending calls whose key the baseline does not hold, with their call counts.
     pub new: Vec<NewEntry>,
-    /// Baseline entries no call of this run matched (tests that ran, and outside any test).
+    /// Baseline entries of tests that ran that no call of this run matched.
     pub fixed: Vec<Entry>,
+    /// Baseline entries outside any test that no call of this run matched: not fixed for
+    /// certain (the run may not have run what makes them). Added within schema 2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_seen: Vec<Entry>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -166,17 +178,31 @@ pub fn check(report: &Report, file: &Path, baseline: &BTreeSet<Entry>) -> Baseli
         })
         .collect();
     let ran: BTreeSet<&str> = report.tests.iter().map(|t| t.test.as_str()).collect();
-    let fixed = baseline
-        .iter()
-        .filter(|e| !seen.contains_key(*e))
-        .filter(|e| e.test.as_deref().is_none_or(|t| ran.contains(t)))
-        .cloned()
-        .collect();
+    let (mut fixed, mut not_seen) = (Vec::new(), Vec::new());
+    for e in baseline.iter().filter(|e| !seen.contains_key(*e)) {
+        match e.test.as_deref() {
+            Some(t) if ran.contains(t) => fixed.push(e.clone()),
+            Some(_) => {}
+            None => not_seen.push(e.clone()),
+        }
+    }
     BaselineCheck {
         file: file.display().to_string(),
         new,
         fixed,
+        not_seen,
     }
+}
+
+/// Checks `report` against a baseline as `nettrap run --baseline` does: stores the findings in
+/// it, marks it enforcing (calls lost may have been new ones) and returns why it fails, if it
+/// does (see `super::failure`).
+pub fn apply(report: &mut Report, file: &Path, baseline: &BTreeSet<Entry>) -> Option<String> {
+    let check = check(report, file, baseline);
+    let violation = check.violation();
+    report.baseline = Some(check);
+    report.enforce = true;
+    super::failure(violation, super::unverified(report))
 }
 
 fn dest(e: &Entry) -> String {
@@ -263,6 +289,16 @@ impl BaselineCheck {
             );
             list(&mut out, self.fixed.iter().map(line));
         }
+        if !self.not_seen.is_empty() {
+            let n = self.not_seen.len() as u64;
+            let _ = writeln!(
+                out,
+                "nettrap: not seen in this run ({n} {} outside any test: a partial run or a shard may \
+                 not make them; `nettrap baseline update` on a whole run drops them):",
+                plural(n, "entry", "entries")
+            );
+            list(&mut out, self.not_seen.iter().map(line));
+        }
         out
     }
 }
@@ -284,6 +320,39 @@ pub fn baseline_command(cmd: BaselineCommand) -> Result<u8> {
                 output.display()
             );
             Ok(0)
+        }
+        BaselineCommand::Check {
+            report,
+            baseline,
+            output,
+        } => {
+            let entries = load(&baseline)?;
+            let mut r = super::render::load(&report)?;
+            let fails = apply(&mut r, &baseline, &entries);
+            r.exit_code = if fails.is_some() {
+                i32::from(crate::run::EXIT_VIOLATION)
+            } else {
+                0
+            };
+            if let Some(out) = &output {
+                outputs::write_with(&outputs::resolve(out), |w| {
+                    serde_json::to_writer_pretty(&mut *w, &r).map_err(std::io::Error::other)?;
+                    w.write_all(b"\n")
+                })
+                .with_context(|| format!("cannot write the report to {}", out.display()))?;
+            }
+            crate::say!("{}", super::render::summary(&r).trim_end());
+            Ok(match fails {
+                Some(why) => {
+                    crate::say!(
+                        "nettrap: {why} in {}; exiting {}",
+                        report.display(),
+                        crate::run::EXIT_VIOLATION
+                    );
+                    crate::run::EXIT_VIOLATION
+                }
+                None => 0,
+            })
         }
     }
 }

@@ -6,7 +6,9 @@
 //! tables and lists); with it, the tests table sorts by column and filters by text, category and
 //! "with external calls", and the page honours the same settings from its URL fragment or query
 //! (`page.html#filter=redis&sort=duration`), so a view can be linked. The script reads the
-//! report from the page itself (data attributes): no report text is ever put inside a script.
+//! report from the page itself (data attributes, and for a suite of more than [`PRE_RENDERED`]
+//! tests a JSON block of the others, which it renders on demand): no report text is ever put
+//! inside a script that runs, and the JSON block escapes `<`, `>` and `&`.
 //!
 //! Every text from the report (test ids, hosts, command lines, sites) goes through [`esc`].
 
@@ -181,10 +183,29 @@ fn inline(md: &str) -> String {
     out
 }
 
-/// The to-do list (as `todo` writes it: headings, paragraphs, `- [ ]` items) as HTML.
+/// Items of one list of the to-do list the page shows; the rest are counted (the Markdown to-do
+/// list has them all).
+pub const TODO_ITEMS: usize = 100;
+
+/// The to-do list (as `todo` writes it: headings, paragraphs, `- [ ]` items) as HTML, each list
+/// cut at [`TODO_ITEMS`] items.
 fn todo_html(md: &str) -> String {
     let mut out = String::new();
     let mut list = false;
+    // Items of the current list, and how many of them were left out.
+    let (mut items, mut left) = (0usize, 0usize);
+    let end_list = |out: &mut String, left: &mut usize| {
+        if *left > 0 {
+            let _ = writeln!(
+                out,
+                "<li class=\"note\">… and {left} more {} (the Markdown to-do list, \
+                 <code>--format markdown</code>, lists them all)</li>",
+                plural(*left as u64, "test", "tests")
+            );
+            *left = 0;
+        }
+        out.push_str("</ul>\n");
+    };
     // The lines of the paragraph being read (a paragraph may wrap over several).
     let mut para: Vec<&str> = Vec::new();
     let end_para = |out: &mut String, para: &mut Vec<&str>| {
@@ -196,7 +217,7 @@ fn todo_html(md: &str) -> String {
     for line in md.lines() {
         let item = line.strip_prefix("- [ ] ");
         if list && item.is_none() {
-            out.push_str("</ul>\n");
+            end_list(&mut out, &mut left);
             list = false;
         }
         if item.is_some() || line.starts_with('#') || line.trim().is_empty() {
@@ -206,6 +227,12 @@ fn todo_html(md: &str) -> String {
             if !list {
                 out.push_str("<ul class=\"todo\">\n");
                 list = true;
+                items = 0;
+            }
+            items += 1;
+            if items > TODO_ITEMS {
+                left += 1;
+                continue;
             }
             let _ = writeln!(
                 out,
@@ -228,9 +255,127 @@ fn todo_html(md: &str) -> String {
     }
     end_para(&mut out, &mut para);
     if list {
-        out.push_str("</ul>\n");
+        end_list(&mut out, &mut left);
     }
     out
+}
+
+/// Tests a page renders as HTML rows; past that, the rest go in a compact JSON block that the
+/// script renders on demand (a 10,000-test suite's page stays a few MB and opens in seconds).
+pub const PRE_RENDERED: usize = 500;
+
+/// External calls (recorded or denied, not to the suite's own servers) of a test.
+fn external(t: &super::TestEntry) -> u64 {
+    t.calls
+        .iter()
+        .filter(|c| c.offending())
+        .fold(0, |n, c| n.saturating_add(c.count))
+}
+
+/// (tests rendered as rows, tests left to the script), as indexes in the report. All of them
+/// when there are at most [`PRE_RENDERED`]; else the largest payoff first (time at stake, then
+/// external calls, then report order) up to it, and the rest in report order.
+fn split_tests(r: &Report) -> (Vec<usize>, Vec<usize>) {
+    let all: Vec<usize> = (0..r.tests.len()).collect();
+    if all.len() <= PRE_RENDERED {
+        return (all, Vec::new());
+    }
+    let mut by_payoff = all.clone();
+    let stake = |i: usize| r.tests[i].payoff.time_at_stake_s;
+    by_payoff.sort_by(|&a, &b| {
+        stake(b)
+            .total_cmp(&stake(a))
+            .then(external(&r.tests[b]).cmp(&external(&r.tests[a])))
+            .then(a.cmp(&b))
+    });
+    let mut more = by_payoff.split_off(PRE_RENDERED);
+    more.sort_unstable();
+    (by_payoff, more)
+}
+
+/// One row of the tests table; `index`: the test's place in the report (the script's default
+/// order).
+fn test_row(out: &mut String, t: &super::TestEntry, index: usize) {
+    let outcome = t.outcome.as_deref().unwrap_or("");
+    let _ = writeln!(
+        out,
+        "<tr class=\"test\" data-index=\"{index}\" data-test=\"{id}\" data-outcome=\"{o}\" data-duration=\"{d}\" data-calls=\"{external}\">\
+         <td class=\"id\">{id}</td><td><span class=\"outcome {o}\">{os}</span></td>\
+         <td class=\"num\">{ds}</td><td class=\"num\">{external}</td><td>{calls}</td></tr>",
+        id = esc(&t.test),
+        o = esc(outcome),
+        os = if outcome.is_empty() {
+            "—".into()
+        } else {
+            esc(outcome)
+        },
+        d = t.duration_s.map(|d| d.to_string()).unwrap_or_default(),
+        ds = t.duration_s.map_or_else(|| "—".into(), duration),
+        external = external(t),
+        calls = if t.calls.is_empty() {
+            String::from("<span class=\"none\">none</span>")
+        } else {
+            calls_table(&t.calls)
+        },
+    );
+}
+
+/// The tests the page does not render as rows, for its script: `{"strings": [...], "tests":
+/// [[index, id, outcome, duration or null, external calls, [[category, destination, verdict,
+/// count, phase, call site, served by the suite (0/1)], ...]], ...]}`, the call's texts as
+/// indexes into `strings` (a suite repeats them). Safe inside the page's `<script
+/// type="application/json">` (never run: the page's policy runs only its own nonce'd script):
+/// `<`, `>` and `&` are written as JSON escapes, so no text can close the element.
+fn more_tests_json(r: &Report, more: &[usize]) -> String {
+    use serde_json::{Value, json};
+    let mut strings: Vec<String> = Vec::new();
+    let mut ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut id = |s: String| -> usize {
+        if let Some(&i) = ids.get(&s) {
+            return i;
+        }
+        strings.push(s.clone());
+        ids.insert(s, strings.len() - 1);
+        strings.len() - 1
+    };
+    let tests: Vec<Value> = more
+        .iter()
+        .map(|&i| {
+            let t = &r.tests[i];
+            let calls: Vec<Value> = t
+                .calls
+                .iter()
+                .map(|c| {
+                    json!([
+                        id(c.category.clone()),
+                        id(dest(c)),
+                        id(c.verdict.clone()),
+                        c.count,
+                        id(c.phase.clone().unwrap_or_default()),
+                        id(site(c)),
+                        u8::from(c.served_by_suite)
+                    ])
+                })
+                .collect();
+            json!([
+                i,
+                t.test,
+                t.outcome.as_deref().unwrap_or(""),
+                t.duration_s,
+                external(t),
+                calls
+            ])
+        })
+        .collect();
+    script_safe(&json!({ "strings": strings, "tests": tests }).to_string())
+}
+
+/// JSON text that no HTML parser ends early inside a `<script>` element: `<`, `>` and `&` (which
+/// only occur inside its strings) as their `\\u` escapes, which JSON reads back the same.
+fn script_safe(json: &str) -> String {
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
 }
 
 /// The page.
@@ -334,6 +479,17 @@ pub fn html(r: &Report) -> String {
             ""
         }
     );
+    let (pre, more) = split_tests(r);
+    if !more.is_empty() {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\" id=\"pre-rendered\">The table lists the {} tests with the most at stake \
+             (time at stake, then external calls) of {}; the page's script lists, sorts and filters \
+             all of them.</p>",
+            pre.len(),
+            total
+        );
+    }
     out.push_str(
         "<div id=\"controls\" hidden><label>Filter <input id=\"filter\" type=\"search\" placeholder=\"test, host, call site…\"></label> \
          <label>Category <select id=\"category\"><option value=\"\">all</option>",
@@ -350,35 +506,19 @@ pub fn html(r: &Report) -> String {
          <th data-sort=\"outcome\">Outcome</th><th data-sort=\"duration\" class=\"num\">Duration</th>\
          <th data-sort=\"calls\" class=\"num\">External calls</th><th>Calls</th></tr></thead><tbody>\n",
     );
-    for t in &r.tests {
-        let external: u64 = t
-            .calls
-            .iter()
-            .filter(|c| c.offending())
-            .fold(0, |n, c| n.saturating_add(c.count));
-        let outcome = t.outcome.as_deref().unwrap_or("");
+    for &i in &pre {
+        test_row(&mut out, &r.tests[i], i);
+    }
+    out.push_str("</tbody></table>\n");
+    if !more.is_empty() {
         let _ = writeln!(
             out,
-            "<tr class=\"test\" data-test=\"{id}\" data-outcome=\"{o}\" data-duration=\"{d}\" data-calls=\"{external}\">\
-             <td class=\"id\">{id}</td><td><span class=\"outcome {o}\">{os}</span></td>\
-             <td class=\"num\">{ds}</td><td class=\"num\">{external}</td><td>{calls}</td></tr>",
-            id = esc(&t.test),
-            o = esc(outcome),
-            os = if outcome.is_empty() {
-                "—".into()
-            } else {
-                esc(outcome)
-            },
-            d = t.duration_s.map(|d| d.to_string()).unwrap_or_default(),
-            ds = t.duration_s.map_or_else(|| "—".into(), duration),
-            calls = if t.calls.is_empty() {
-                String::from("<span class=\"none\">none</span>")
-            } else {
-                calls_table(&t.calls)
-            },
+            "<script type=\"application/json\" id=\"more-tests\">{}</script>",
+            more_tests_json(r, &more)
         );
     }
-    out.push_str("</tbody></table>\n</section>\n");
+    out.push_str("<p><button id=\"show-more\" type=\"button\" hidden>show more</button></p>\n");
+    out.push_str("</section>\n");
 
     // Unattributed.
     let _ = writeln!(
@@ -484,28 +624,122 @@ pre { background: #f6f8fa; padding: 8px; overflow-x: auto; }
 
 /// Sorting and filtering of the tests table, from the controls and from the URL
 /// (`#filter=TEXT&category=NAME&calls=1&sort=test|outcome|duration|calls&order=asc|desc`; the
-/// query string works too). Numbers sort largest first unless `order=asc`.
+/// query string works too). Numbers sort largest first unless `order=asc`. The tests the page
+/// left to it (past [`PRE_RENDERED`], in the `more-tests` JSON block) are sorted and filtered
+/// with the others and get their rows when first shown; at most 500 rows are shown at a time,
+/// "show more" adds 500.
 const SCRIPT: &str = r#"
 (function () {
   'use strict';
   var table = document.getElementById('tests-table');
   if (!table) { return; }
   var body = table.tBodies[0];
-  var rows = Array.prototype.filter.call(body.rows, function (r) { return r.classList.contains('test'); });
-  /* Per row: its place in the report's order and its cells' text, for sorting and filtering. */
-  var info = new Map();
-  rows.forEach(function (r, i) {
+  /* Tests are shown a page at a time: PAGE more per "show more". */
+  var PAGE = 500;
+  var limit = PAGE;
+  /* Every test: its row (once made), its place in the report's order and what it is sorted and
+     filtered by. The rows in the page come first; a large report's other tests come from the
+     page's JSON block and get their rows when they are first shown. */
+  var items = [];
+  Array.prototype.forEach.call(body.rows, function (r, i) {
+    if (!r.classList.contains('test')) { return; }
     var cells = Array.prototype.map.call(r.querySelectorAll('td'), function (td) { return td.textContent; });
-    info.set(r, { index: i, text: cells.join(' ').toLowerCase() });
+    var cats = Array.prototype.map.call(r.querySelectorAll('tr.call'), function (c) { return c.dataset.category; });
+    items.push({
+      row: r, data: null, cats: cats,
+      index: r.dataset.index ? parseInt(r.dataset.index, 10) : i,
+      test: r.dataset.test || '', outcome: r.dataset.outcome || '', duration: r.dataset.duration || '',
+      calls: parseInt(r.dataset.calls, 10) || 0, text: cells.join(' ').toLowerCase()
+    });
   });
+  var more = document.getElementById('more-tests');
+  var strings = [];
+  if (more) {
+    var m = JSON.parse(more.textContent);
+    strings = m.strings;
+    m.tests.forEach(function (t) {
+      var words = [t[1], t[2]];
+      var cats = [];
+      t[5].forEach(function (c) {
+        cats.push(strings[c[0]]);
+        words.push(strings[c[0]], strings[c[1]], strings[c[2]], String(c[3]), strings[c[4]], strings[c[5]]);
+      });
+      items.push({
+        row: null, data: t, cats: cats, index: t[0], test: t[1], outcome: t[2],
+        duration: t[3] === null ? '' : String(t[3]), calls: t[4], text: words.join(' ').toLowerCase()
+      });
+    });
+    items.sort(function (a, b) { return a.index - b.index; });
+  }
   var controls = document.getElementById('controls');
   var filter = document.getElementById('filter');
   var category = document.getElementById('category');
   var withCalls = document.getElementById('with-calls');
   var shown = document.getElementById('shown');
+  var showMore = document.getElementById('show-more');
   var heads = Array.prototype.slice.call(table.tHead.querySelectorAll('th[data-sort]'));
   var numeric = { duration: true, calls: true };
   var state = { filter: '', category: '', calls: false, sort: '', order: '' };
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) { e.className = cls; }
+    if (text !== undefined) { e.textContent = text; }
+    return e;
+  }
+
+  /* As the page's own `duration`: 12 ms, 1.50 s, 2m05s. */
+  function duration(s) {
+    if (!isFinite(s) || s < 0) { return '\u2014'; }
+    if (s < 1) { return Math.round(s * 1000) + ' ms'; }
+    if (s < 60) { return s.toFixed(2) + ' s'; }
+    var m = Math.floor(s / 60), r = Math.floor(s - m * 60);
+    return m + 'm' + (r < 10 ? '0' : '') + r + 's';
+  }
+
+  /* The row of a test from the JSON block, as the page renders one (texts set as text). */
+  function makeRow(it) {
+    var t = it.data;
+    var tr = el('tr', 'test');
+    tr.dataset.index = t[0]; tr.dataset.test = t[1]; tr.dataset.outcome = t[2];
+    tr.dataset.duration = it.duration; tr.dataset.calls = t[4];
+    tr.appendChild(el('td', 'id', t[1]));
+    var o = el('td');
+    o.appendChild(el('span', 'outcome ' + t[2], t[2] || '\u2014'));
+    tr.appendChild(o);
+    tr.appendChild(el('td', 'num', t[3] === null ? '\u2014' : duration(t[3])));
+    tr.appendChild(el('td', 'num', String(t[4])));
+    var cell = el('td');
+    if (!t[5].length) {
+      cell.appendChild(el('span', 'none', 'none'));
+    } else {
+      var calls = el('table', 'calls');
+      var head = el('tr');
+      ['Category', 'Destination', 'Verdict', 'Count', 'Phase', 'Call site'].forEach(function (h) {
+        head.appendChild(el('th', h === 'Count' ? 'num' : '', h));
+      });
+      calls.appendChild(el('thead')).appendChild(head);
+      var tb = calls.appendChild(el('tbody'));
+      t[5].forEach(function (c) {
+        var row = el('tr', 'call');
+        row.dataset.category = strings[c[0]];
+        row.appendChild(el('td', '', strings[c[0]]));
+        var d = el('td', '', strings[c[1]]);
+        if (c[6]) { d.appendChild(document.createTextNode(' ')); d.appendChild(el('span', 'note', 'served by the suite')); }
+        row.appendChild(d);
+        var v = el('td');
+        v.appendChild(el('span', 'verdict ' + strings[c[2]], strings[c[2]]));
+        row.appendChild(v);
+        row.appendChild(el('td', 'num', String(c[3])));
+        row.appendChild(el('td', '', strings[c[4]]));
+        row.appendChild(el('td', 'site', strings[c[5]]));
+        tb.appendChild(row);
+      });
+      cell.appendChild(calls);
+    }
+    tr.appendChild(cell);
+    return tr;
+  }
 
   function fromUrl() {
     var p = new URLSearchParams(location.search);
@@ -528,21 +762,16 @@ const SCRIPT: &str = r#"
     try { history.replaceState(null, '', '#' + p.toString()); } catch (e) { /* file: URLs may refuse */ }
   }
 
-  function key(r, k) {
-    if (k === 'duration') { return r.dataset.duration === '' ? -1 : parseFloat(r.dataset.duration); }
-    if (k === 'calls') { return parseInt(r.dataset.calls, 10) || 0; }
-    return r.dataset[k] || '';
+  function key(it, k) {
+    if (k === 'duration') { return it.duration === '' ? -1 : parseFloat(it.duration); }
+    if (k === 'calls') { return it.calls; }
+    return it[k] || '';
   }
 
-  function matches(r) {
-    if (state.filter && info.get(r).text.indexOf(state.filter.toLowerCase()) < 0) { return false; }
-    if (state.calls && !(parseInt(r.dataset.calls, 10) > 0)) { return false; }
-    if (state.category) {
-      var calls = r.querySelectorAll('tr.call');
-      var found = false;
-      for (var i = 0; i < calls.length; i++) { if (calls[i].dataset.category === state.category) { found = true; } }
-      if (!found) { return false; }
-    }
+  function matches(it) {
+    if (state.filter && it.text.indexOf(state.filter.toLowerCase()) < 0) { return false; }
+    if (state.calls && !(it.calls > 0)) { return false; }
+    if (state.category && it.cats.indexOf(state.category) < 0) { return false; }
     return true;
   }
 
@@ -551,7 +780,7 @@ const SCRIPT: &str = r#"
     category.value = state.category;
     if (category.value !== state.category) { category.value = ''; }
     withCalls.checked = state.calls;
-    var order = rows.slice();
+    var order = items.slice();
     if (state.sort) {
       var k = state.sort;
       var desc = state.order ? state.order === 'desc' : !!numeric[k];
@@ -559,7 +788,7 @@ const SCRIPT: &str = r#"
         var x = key(a, k), y = key(b, k);
         var c = x < y ? -1 : x > y ? 1 : 0;
         if (desc) { c = -c; }
-        return c || (info.get(a).index - info.get(b).index);
+        return c || (a.index - b.index);
       });
       heads.forEach(function (h) {
         if (h.dataset.sort === k) { h.setAttribute('aria-sort', desc ? 'descending' : 'ascending'); }
@@ -568,19 +797,28 @@ const SCRIPT: &str = r#"
     } else {
       heads.forEach(function (h) { h.removeAttribute('aria-sort'); });
     }
-    var n = 0;
-    order.forEach(function (r) {
-      var ok = matches(r);
-      r.hidden = !ok;
-      if (ok) { n++; }
-      body.appendChild(r);
+    var matched = 0, n = 0;
+    order.forEach(function (it) {
+      var ok = matches(it);
+      if (ok) { matched++; }
+      var visible = ok && n < limit;
+      if (visible) { n++; if (!it.row) { it.row = makeRow(it); } }
+      if (it.row) {
+        it.row.hidden = !visible;
+        body.appendChild(it.row);
+      }
     });
-    shown.textContent = 'showing ' + n + ' of ' + rows.length + ' tests';
+    shown.textContent = matched > n
+      ? 'showing ' + n + ' of ' + matched + ' matching tests (' + items.length + ' tests)'
+      : 'showing ' + n + ' of ' + items.length + ' tests';
+    showMore.hidden = matched <= n;
   }
 
-  filter.addEventListener('input', function () { state.filter = filter.value; apply(); toUrl(); });
-  category.addEventListener('change', function () { state.category = category.value; apply(); toUrl(); });
-  withCalls.addEventListener('change', function () { state.calls = withCalls.checked; apply(); toUrl(); });
+  function changed() { limit = PAGE; apply(); toUrl(); }
+  filter.addEventListener('input', function () { state.filter = filter.value; changed(); });
+  category.addEventListener('change', function () { state.category = category.value; changed(); });
+  withCalls.addEventListener('change', function () { state.calls = withCalls.checked; changed(); });
+  showMore.addEventListener('click', function () { limit += PAGE; apply(); });
   heads.forEach(function (h) {
     h.tabIndex = 0;
     var pick = function () {
@@ -588,12 +826,12 @@ const SCRIPT: &str = r#"
       var desc = state.order ? state.order === 'desc' : !!numeric[k];
       state.order = state.sort === k ? (desc ? 'asc' : 'desc') : '';
       state.sort = k;
-      apply(); toUrl();
+      changed();
     };
     h.addEventListener('click', pick);
     h.addEventListener('keydown', function (e) { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); pick(); } });
   });
-  window.addEventListener('hashchange', function () { fromUrl(); apply(); });
+  window.addEventListener('hashchange', function () { fromUrl(); limit = PAGE; apply(); });
   controls.hidden = false;
   fromUrl();
   apply();
@@ -611,6 +849,18 @@ mod tests {
             "t&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;"
         );
         assert_eq!(fragment_value("a b/é"), "a%20b%2F%C3%A9");
+    }
+
+    #[test]
+    fn json_in_the_page_cannot_close_its_script_element() {
+        let text = serde_json::json!(["</script><script>alert(1)</script>", "a&b"]).to_string();
+        let safe = script_safe(&text);
+        assert!(!safe.contains('<') && !safe.contains('>') && !safe.contains('&'));
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(
+            back,
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        );
     }
 
     #[test]

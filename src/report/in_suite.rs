@@ -19,7 +19,6 @@
 //! inherited already listening from outside it.
 
 use nettrap_core::addr::{Dest, Transport};
-use nettrap_core::event::{Record, Syscall};
 
 /// The category of calls to the suite's own servers that no other category claims.
 pub const IN_SUITE: &str = "in-suite";
@@ -87,17 +86,9 @@ fn interface_addresses() -> Vec<[u8; 16]> {
 }
 
 impl Listeners {
-    /// The listeners among the log's records; the machine's addresses read now.
-    pub fn from_records(records: &[Record]) -> Listeners {
-        let list: Vec<(u64, Dest, Transport)> = records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Call(c) if c.call.syscall == Syscall::Listen => {
-                    Some((c.call.time_ns, c.call.dest, c.call.transport))
-                }
-                _ => None,
-            })
-            .collect();
+    /// The run's listeners (from its `Listen` records: when, where, transport); the machine's
+    /// addresses read now.
+    pub fn new(list: Vec<(u64, Dest, Transport)>) -> Listeners {
         let local = if list.is_empty() {
             Vec::new()
         } else {

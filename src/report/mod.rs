@@ -17,10 +17,10 @@ pub mod render;
 use crate::attribution::{Attribution, Timeline};
 use crate::policy::Policy;
 use nettrap_core::addr::Dest;
-use nettrap_core::event::{Decoded, Record, Source, Syscall, Unobserved};
+use nettrap_core::event::{CallRecord, Decoded, Record, Source, Syscall, Unobserved};
 use nettrap_core::policy::{Action, CompiledPolicy};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// 2: `tests` lists every test that ran (not only those with calls); runner fields added.
 /// Fields are added within a version (a change to existing fields bumps it): `enforce`,
@@ -294,6 +294,9 @@ pub struct RunInfo {
     pub log_error: Option<String>,
     /// Why the seccomp supervisor stopped early, if it did.
     pub supervisor_error: Option<String>,
+    /// Calls counted by the launcher from shims' signals (see `event::UNOBSERVED_SIGNAL_BASE`),
+    /// per cause, beside those the log counts.
+    pub unobserved: [u64; nettrap_core::event::CAUSES],
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -327,13 +330,14 @@ fn address(ip: [u8; 16]) -> String {
     s
 }
 
-fn outcome(syscall: Syscall, result: i32) -> String {
+/// `syscall`: the call's [`Syscall::name`].
+fn outcome(syscall: &str, result: i32) -> String {
     match result {
         0 => "ok".into(),
         nettrap_core::event::RESULT_PENDING => "pending".into(),
         nettrap_core::event::RESULT_UNKNOWN => "unknown".into(),
         // A lookup's failure is an `EAI_*` code (negative), not an errno.
-        e if syscall == Syscall::Lookup && e < 0 => crate::errno::eai_name(e),
+        e if syscall == Syscall::Lookup.name() && e < 0 => crate::errno::eai_name(e),
         e => crate::errno::name(e),
     }
 }
@@ -348,220 +352,488 @@ fn same_lookup(name: &[u8], later: &[u8]) -> bool {
 }
 
 /// One lookup is one call: drops the supervisor's records that the shim's Lookup record of the
-/// same lookup covers (see `nettrap_core::event::Syscall::Lookup`). A supervisor record is
-/// covered when the latest shim Lookup record of the same process and thread made at or before
-/// it is for the same name (or the name with a search domain appended): glibc sends a lookup's
-/// queries from the thread that called it, after the shim recorded the call. A supervisor record
-/// to port 53 without a name (glibc's own connect to the resolver, a query sent with `send`,
-/// which the supervisor cannot read) is covered by such a shim record made less than
-/// [`LOOKUP_SPAN_NS`] before it.
-pub fn dedup_lookups(records: &mut Vec<Record>) {
-    let mut latest: HashMap<(u32, u32), (Vec<u8>, u64)> = HashMap::new();
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    let time = |r: &Record| match r {
-        Record::Call(c) => c.call.time_ns,
-        Record::Process(p) => p.process.time_ns,
-    };
-    // By time, shim records before the supervisor's at the same instant.
-    order.sort_by_key(|&i| {
-        let r = &records[i];
-        let seccomp = matches!(r, Record::Call(c) if c.call.source == Source::Seccomp);
-        (time(r), seccomp, i)
+/// same lookup covers (see [`covered_lookups`]); the report applies it while walking the log.
+#[cfg(test)]
+fn dedup_lookups(records: &mut Vec<Record>) {
+    let candidates: Vec<(usize, CallRecord)> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Record::Call(c) if lookup_candidate(c) => Some((i, c.clone())),
+            _ => None,
+        })
+        .collect();
+    let drop = covered_lookups(&candidates);
+    let mut i = 0;
+    records.retain(|_| {
+        i += 1;
+        !drop.contains(&(i - 1))
     });
-    let mut drop = vec![false; records.len()];
-    for i in order {
-        let Record::Call(c) = &records[i] else {
-            continue;
-        };
+}
+
+/// A record [`covered_lookups`] looks at: a lookup, or the supervisor's record of a datagram
+/// or connect to a resolver without a name.
+fn lookup_candidate(c: &CallRecord) -> bool {
+    c.call.syscall == Syscall::Lookup || unnamed_dns(c)
+}
+
+fn unnamed_dns(c: &CallRecord) -> bool {
+    c.call.source == Source::Seccomp
+        && c.call.dest.port == 53
+        && c.host.is_empty()
+        && c.call.syscall != Syscall::Listen
+}
+
+/// Of the log's lookup records (`candidates`: their index in the log and the record, see
+/// [`lookup_candidate`]), those the shim's Lookup record of the same lookup covers: their
+/// indexes. A supervisor record is covered when the latest shim Lookup record of the same
+/// process and thread made at or before it is for the same name (or the name with a search
+/// domain appended): glibc sends a lookup's queries from the thread that called it, after the
+/// shim recorded the call. A supervisor record to port 53 without a name (glibc's own connect
+/// to the resolver, a query sent with `send`, which the supervisor cannot read) is covered by
+/// such a shim record made less than [`LOOKUP_SPAN_NS`] before it.
+fn covered_lookups(candidates: &[(usize, CallRecord)]) -> HashSet<usize, Fast> {
+    let mut latest: HashMap<(u32, u32), (&[u8], u64)> = HashMap::new();
+    let mut order: Vec<&(usize, CallRecord)> = candidates.iter().collect();
+    // By time, shim records before the supervisor's at the same instant.
+    order.sort_by_key(|(i, c)| (c.call.time_ns, c.call.source == Source::Seccomp, *i));
+    let mut drop = HashSet::default();
+    for (i, c) in order {
         let key = (c.call.pid, c.call.tid);
-        let unnamed_dns = c.call.source == Source::Seccomp
-            && c.call.dest.port == 53
-            && c.host.is_empty()
-            && c.call.syscall != Syscall::Listen;
-        if c.call.syscall != Syscall::Lookup && !unnamed_dns {
-            continue;
-        }
+        let unnamed_dns = unnamed_dns(c);
         match c.call.source {
             Source::Shim => {
-                latest.insert(key, (c.host.clone(), c.call.time_ns));
+                latest.insert(key, (&c.host, c.call.time_ns));
             }
             Source::Seccomp => {
-                drop[i] = latest.get(&key).is_some_and(|(name, at)| {
+                let covered = latest.get(&key).is_some_and(|(name, at)| {
                     if unnamed_dns {
                         c.call.time_ns.saturating_sub(*at) < LOOKUP_SPAN_NS
                     } else {
                         same_lookup(name, &c.host)
                     }
                 });
+                if covered {
+                    drop.insert(*i);
+                }
             }
         }
     }
-    let mut i = 0;
-    records.retain(|_| {
-        i += 1;
-        !drop[i - 1]
-    });
+    drop
 }
 
 /// How long after the shim recorded a lookup the resolver may still be asked for it (glibc's
 /// default: 5 s per attempt, 2 attempts).
 const LOOKUP_SPAN_NS: u64 = 10_000_000_000;
 
-/// Process records per pid, in log order: a call takes the last one written before it, or, when
-/// its process record came later (another thread of the process was still writing it), the
-/// first one after it. A reused pid thus maps to the right process.
-fn processes(records: &[Record]) -> HashMap<u32, Vec<(usize, ProcessInfo)>> {
-    let mut by_pid: HashMap<u32, Vec<(usize, ProcessInfo)>> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        if let Record::Process(p) = r {
-            let cmdline = p
-                .cmdline
-                .split(|&b| b == 0)
-                .filter(|a| !a.is_empty())
-                .map(text)
-                .collect::<Vec<_>>();
-            let info = ProcessInfo {
-                pid: p.process.pid,
-                exe: text(&p.exe),
-                cmdline: cmdline.join(" "),
-                role: None,
-            };
-            by_pid.entry(p.process.pid).or_default().push((i, info));
-        }
-    }
-    by_pid
+/// The event log as the report reads it: every record, in log order, handed out one at a time,
+/// the same each time it is walked (the report walks it twice and holds none of the calls).
+pub trait Events {
+    /// Hands `f` every record; returns the log's counts (dropped, torn, unobserved), its
+    /// `records` empty.
+    fn walk(&self, f: &mut dyn FnMut(Record)) -> anyhow::Result<Decoded>;
 }
 
-fn process_at(
-    by_pid: &HashMap<u32, Vec<(usize, ProcessInfo)>>,
-    pid: u32,
-    at: usize,
-) -> ProcessInfo {
-    let Some(list) = by_pid.get(&pid) else {
-        return ProcessInfo {
-            pid,
-            ..ProcessInfo::default()
-        };
-    };
-    let after = list.partition_point(|(i, _)| *i < at);
-    list[after.saturating_sub(1).min(list.len() - 1)].1.clone()
+/// Records already in memory (tests, small logs).
+impl Events for Decoded {
+    fn walk(&self, f: &mut dyn FnMut(Record)) -> anyhow::Result<Decoded> {
+        for r in &self.records {
+            f(r.clone());
+        }
+        Ok(Decoded {
+            records: Vec::new(),
+            dropped: self.dropped,
+            torn: self.torn,
+            unobserved: self.unobserved,
+        })
+    }
 }
+
+/// What the first walk keeps: the few records the calls are read against.
+#[derive(Default)]
+struct Context {
+    /// Process records per pid, in log order (index in the log, the process).
+    by_pid: HashMap<u32, Vec<(usize, ProcessInfo)>>,
+    parents: HashMap<u32, u32>,
+    /// Lookup records the shim's own record of the same lookup covers (indexes in the log).
+    covered: HashSet<usize, Fast>,
+    listeners: Vec<(u64, Dest, nettrap_core::addr::Transport)>,
+}
+
+impl Context {
+    fn read(events: &dyn Events) -> anyhow::Result<(Context, Decoded)> {
+        let mut cx = Context::default();
+        let mut candidates = Vec::new();
+        let mut at = 0usize;
+        let counts = events.walk(&mut |r| {
+            match r {
+                Record::Process(p) => {
+                    cx.parents.insert(p.process.pid, p.process.ppid);
+                    let cmdline = p
+                        .cmdline
+                        .split(|&b| b == 0)
+                        .filter(|a| !a.is_empty())
+                        .map(text)
+                        .collect::<Vec<_>>();
+                    let info = ProcessInfo {
+                        pid: p.process.pid,
+                        exe: text(&p.exe),
+                        cmdline: cmdline.join(" "),
+                        role: None,
+                    };
+                    cx.by_pid.entry(p.process.pid).or_default().push((at, info));
+                }
+                Record::Call(c) => {
+                    if c.call.syscall == Syscall::Listen {
+                        cx.listeners
+                            .push((c.call.time_ns, c.call.dest, c.call.transport));
+                    }
+                    if lookup_candidate(&c) {
+                        candidates.push((at, c));
+                    }
+                }
+            }
+            at += 1;
+        })?;
+        cx.covered = covered_lookups(&candidates);
+        Ok((cx, counts))
+    }
+
+    /// The process a call at `at` in the log was made by: the last process record of its pid
+    /// written before it, or, when its process record came later (another thread of the
+    /// process was still writing it), the first one after it. A reused pid thus maps to the
+    /// right process. (pid, index in its list), the index `u32::MAX` when there is none.
+    fn process_at(&self, pid: u32, at: usize) -> (u32, u32) {
+        let Some(list) = self.by_pid.get(&pid) else {
+            return (pid, u32::MAX);
+        };
+        let after = list.partition_point(|(i, _)| *i < at);
+        (pid, after.saturating_sub(1).min(list.len() - 1) as u32)
+    }
+
+    fn process(&self, (pid, i): (u32, u32)) -> ProcessInfo {
+        match self.by_pid.get(&pid).and_then(|l| l.get(i as usize)) {
+            Some((_, p)) => p.clone(),
+            None => ProcessInfo {
+                pid,
+                ..ProcessInfo::default()
+            },
+        }
+    }
+}
+
+/// Strings that many calls share (test ids, phases, host names, fixtures), kept once each: a
+/// group of calls is keyed by their numbers.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<String, u32, Fast>,
+    names: Vec<String>,
+}
+
+impl Interner {
+    fn id(&mut self, s: String) -> u32 {
+        if let Some(&id) = self.ids.get(&s) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(s.clone());
+        self.ids.insert(s, id);
+        id
+    }
+
+    fn name(&self, id: u32) -> String {
+        self.names[id as usize].clone()
+    }
+}
+
+/// The grouping maps' hasher: a multiply-rotate hash (as rustc's FxHash), several times
+/// faster than the default SipHash on the million keys of a large run. The keys come from the
+/// run's own log, so hash flooding is not a concern.
+type Fast = std::hash::BuildHasherDefault<FastHasher>;
+
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.add(i as u64);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        // The multiplications leave the low bits (the table's bucket) poorly mixed: fold the
+        // high bits in (splitmix64's finaliser).
+        let mut h = self.0;
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    }
+}
+
+/// What a call's category or rule is in the report: the policy's, or the suite's own server's.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Named {
+    Policy(u16),
+    InSuite,
+}
+
+/// [`Key`] with its strings interned: what calls are grouped by while the log is walked.
+#[derive(PartialEq, Eq, Hash)]
+struct Group {
+    test: Option<u32>,
+    phase: Option<u32>,
+    category: Named,
+    ip: [u8; 16],
+    port: u16,
+    host: Option<u32>,
+    /// `Transport`, `Action` (the verdict) and `Syscall` as their log bytes.
+    transport: u8,
+    action: u8,
+    syscall: u8,
+    rule: Named,
+    process: (u32, u32),
+    site: Option<u32>,
+    fixture: Option<u32>,
+    inner_test: Option<u32>,
+    concurrent: Vec<u32>,
+    served_by_suite: bool,
+}
+
+/// A group's calls, per result (the real call's return value) how many, and the nanoseconds
+/// they spent blocked in the real calls.
+type Tally = (u64, Vec<(i32, u64)>, u64);
 
 pub fn build(
     policy: &Policy,
     compiled: &CompiledPolicy,
-    mut events: Decoded,
+    events: &dyn Events,
     mut timeline: Timeline,
-    info: RunInfo,
+    mut info: RunInfo,
 ) -> Report {
-    dedup_lookups(&mut events.records);
-    let mut by_pid = processes(&events.records);
-    let parents: HashMap<u32, u32> = events
-        .records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Process(p) => Some((p.process.pid, p.process.ppid)),
-            _ => None,
-        })
-        .collect();
-    for (pid, list) in by_pid.iter_mut() {
+    // Two walks: the first keeps processes, listeners and lookups (what a call is read
+    // against, some of it written after the call), the second groups the calls as they come.
+    let (mut cx, mut counts) = match Context::read(events) {
+        Ok(read) => read,
+        Err(e) => {
+            info.log_error.get_or_insert(format!("{e:#}"));
+            (Context::default(), Decoded::default())
+        }
+    };
+    for (n, by_signal) in counts.unobserved.iter_mut().zip(info.unobserved) {
+        *n += by_signal;
+    }
+    for (pid, list) in cx.by_pid.iter_mut() {
         if let Some(role) = timeline.roles.get(pid) {
             for (_, p) in list.iter_mut() {
                 p.role = Some(role.clone());
             }
         }
     }
-    let mut groups: BTreeMap<Key, (u64, BTreeMap<String, u64>, u64)> = BTreeMap::new();
+    let listeners = in_suite::Listeners::new(std::mem::take(&mut cx.listeners));
+    let mut strings = Interner::default();
+    let mut sites: Vec<crate::attribution::Site> = Vec::new();
+    let mut site_ids: HashMap<crate::attribution::Site, u32> = HashMap::new();
+    let mut groups: HashMap<Group, Tally, Fast> = HashMap::default();
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
-    let listeners = in_suite::Listeners::from_records(&events.records);
-    for (at, record) in events.records.iter().enumerate() {
-        let Record::Call(c) = record else { continue };
-        let call = c.call;
-        // Not a call: the run's own servers, used below.
-        if call.syscall == Syscall::Listen {
-            continue;
-        }
-        let process = process_at(&by_pid, call.pid, at);
-        let recorded = c.test.as_deref().map(|t| {
-            let phase = nettrap_core::test_id::Phase::from_u8(call.phase as u8).name();
-            (text(t), phase.map(String::from))
-        });
-        let who: Attribution = timeline.attribute_in_tree(
-            call.pid,
-            call.tid,
-            call.time_ns,
-            recorded,
-            &c.thread,
-            |p| parents.get(&p).copied(),
-        );
-        if call.syscall == Syscall::IoUringSetup {
-            let verdict = if call.action == Action::Deny {
-                "refused"
-            } else {
-                "allowed"
+    let mut at = 0usize;
+    let walked = if info.log_error.is_some() {
+        Ok(Decoded::default())
+    } else {
+        events.walk(&mut |record| {
+            let here = at;
+            at += 1;
+            let Record::Call(c) = record else { return };
+            let call = c.call;
+            // Not a call: the run's own servers, used below.
+            if call.syscall == Syscall::Listen || cx.covered.contains(&here) {
+                return;
+            }
+            let process = cx.process_at(call.pid, here);
+            let recorded = c.test.as_deref().map(|t| {
+                let phase = nettrap_core::test_id::Phase::from_u8(call.phase as u8).name();
+                (text(t), phase.map(String::from))
+            });
+            let who: Attribution = timeline.attribute_in_tree(
+                call.pid,
+                call.tid,
+                call.time_ns,
+                recorded,
+                &c.thread,
+                |p| cx.parents.get(&p).copied(),
+            );
+            if call.syscall == Syscall::IoUringSetup {
+                let verdict = if call.action == Action::Deny {
+                    "refused"
+                } else {
+                    "allowed"
+                };
+                let process = cx.process(process);
+                let test = who.test;
+                match io_uring
+                    .iter_mut()
+                    .find(|e| e.process == process && e.verdict == verdict && e.test == test)
+                {
+                    Some(e) => e.count += 1,
+                    None => io_uring.push(IoUringEntry {
+                        verdict: verdict.into(),
+                        test,
+                        count: 1,
+                        process,
+                    }),
+                }
+                return;
+            }
+            let mut rule = Named::Policy(call.rule);
+            let mut category = Named::Policy(call.category);
+            let mut action = call.action;
+            let served_by_suite = call.syscall != Syscall::Lookup
+                && listeners.serves(&call.dest, call.transport, call.time_ns);
+            if served_by_suite && call.category == nettrap_core::policy::OTHER {
+                category = Named::InSuite;
+                // Rule 0 is the built-in default (record); a rule of the user's still stands.
+                let by_default = call.rule == 0 || call.rule == nettrap_core::policy::NO_RULE;
+                if by_default && call.action == Action::Record {
+                    action = Action::Allow;
+                    rule = Named::InSuite;
+                }
+            }
+            let site = timeline
+                .site(call.pid, call.tid, call.time_ns, call.dest.port, who.since)
+                .map(|s| match site_ids.get(&s) {
+                    Some(&id) => id,
+                    None => {
+                        let id = sites.len() as u32;
+                        sites.push(s.clone());
+                        site_ids.insert(s, id);
+                        id
+                    }
+                });
+            let concurrent = who.concurrent.into_iter().map(|s| strings.id(s)).collect();
+            let mut id = |s: Option<String>| s.map(|s| strings.id(s));
+            let key = Group {
+                test: id(who.test),
+                phase: id(who.phase),
+                category,
+                ip: call.dest.ip,
+                port: call.dest.port,
+                host: id((!c.host.is_empty()).then(|| text(&c.host))),
+                transport: call.transport as u8,
+                action: action as u8,
+                syscall: call.syscall as u8,
+                rule,
+                process,
+                site,
+                fixture: id(who.fixture),
+                inner_test: id(who.inner_test),
+                concurrent,
+                served_by_suite,
             };
-            let test = who.test;
-            match io_uring
-                .iter_mut()
-                .find(|e| e.process == process && e.verdict == verdict && e.test == test)
-            {
-                Some(e) => e.count += 1,
-                None => io_uring.push(IoUringEntry {
-                    verdict: verdict.into(),
-                    test,
-                    count: 1,
-                    process,
-                }),
+            let g = groups.entry(key).or_default();
+            g.0 += 1;
+            match g.1.iter_mut().find(|(r, _)| *r == c.result) {
+                Some((_, n)) => *n += 1,
+                None => g.1.push((c.result, 1)),
             }
-            continue;
-        }
-        let mut rule = compiled
-            .rule_label(call.rule)
-            .map_or_else(|| "record (default)".to_string(), text);
-        let mut category = text(compiled.category_name(call.category));
-        let mut verdict = call.action.verdict();
-        let served_by_suite = call.syscall != Syscall::Lookup
-            && listeners.serves(&call.dest, call.transport, call.time_ns);
-        if served_by_suite && call.category == nettrap_core::policy::OTHER {
-            category = IN_SUITE.to_string();
-            // Rule 0 is the built-in default (record); a rule of the user's still stands.
-            let by_default = call.rule == 0 || call.rule == nettrap_core::policy::NO_RULE;
-            if by_default && call.action == Action::Record {
-                verdict = Action::Allow.verdict();
-                rule = in_suite::IN_SUITE_RULE.to_string();
-            }
-        }
-        let site = timeline.site(call.pid, call.tid, call.time_ns, call.dest.port, who.since);
-        let key = Key {
-            test: who.test,
-            phase: who.phase,
-            category,
-            ip: call.dest.ip,
-            port: call.dest.port,
-            host: (!c.host.is_empty()).then(|| text(&c.host)),
-            transport: call.transport.name(),
-            verdict,
-            syscall: call.syscall.name(),
-            rule,
-            process,
-            site,
-            fixture: who.fixture,
-            inner_test: who.inner_test,
-            concurrent: who.concurrent,
-            served_by_suite,
-        };
-        let g = groups.entry(key).or_default();
-        g.0 += 1;
-        *g.1.entry(outcome(call.syscall, c.result)).or_default() += 1;
-        g.2 = g.2.saturating_add(c.blocked_ns);
+            g.2 = g.2.saturating_add(c.blocked_ns);
+        })
+    };
+    if let Err(e) = walked {
+        info.log_error.get_or_insert(format!("{e:#}"));
     }
+    let events = counts;
+
+    // The groups with their strings, in the order of their full keys.
+    let label = |n: Named, of_policy: &dyn Fn(u16) -> String, in_suite: &str| match n {
+        Named::Policy(i) => of_policy(i),
+        Named::InSuite => in_suite.to_string(),
+    };
+    let rule_label = |i: u16| {
+        compiled
+            .rule_label(i)
+            .map_or_else(|| "record (default)".to_string(), text)
+    };
+    let category_label = |i: u16| text(compiled.category_name(i));
+    let mut sorted: Vec<(Key, u64, BTreeMap<String, u64>, u64)> = groups
+        .into_iter()
+        .map(|(g, (count, results, blocked_ns))| {
+            let name = |id: Option<u32>| id.map(|id| strings.name(id));
+            let syscall = Syscall::try_from(g.syscall).map_or("unknown", Syscall::name);
+            let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+            for (result, n) in results {
+                *outcomes.entry(outcome(syscall, result)).or_default() += n;
+            }
+            let key = Key {
+                test: name(g.test),
+                phase: name(g.phase),
+                category: label(g.category, &category_label, IN_SUITE),
+                ip: g.ip,
+                port: g.port,
+                host: name(g.host),
+                transport: nettrap_core::addr::Transport::from_u8(g.transport).name(),
+                verdict: Action::from_u8(g.action).verdict(),
+                syscall,
+                rule: label(g.rule, &rule_label, in_suite::IN_SUITE_RULE),
+                process: cx.process(g.process),
+                site: g.site.map(|i| sites[i as usize].clone()),
+                fixture: name(g.fixture),
+                inner_test: name(g.inner_test),
+                concurrent: g.concurrent.iter().map(|&i| strings.name(i)).collect(),
+                served_by_suite: g.served_by_suite,
+            };
+            (key, count, outcomes, blocked_ns)
+        })
+        .collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // Groups whose keys differ only by number but read the same (two process records of one
+    // process, from both engines) are one group.
+    sorted.dedup_by(|later, kept| {
+        if later.0 != kept.0 {
+            return false;
+        }
+        kept.1 += later.1;
+        for (o, n) in std::mem::take(&mut later.2) {
+            *kept.2.entry(o).or_default() += n;
+        }
+        kept.3 = kept.3.saturating_add(later.3);
+        true
+    });
 
     let mut tests: BTreeMap<String, Vec<CallEntry>> = BTreeMap::new();
     for name in timeline.tests.keys() {
         tests.insert(name.clone(), Vec::new());
     }
     let mut unattributed = Vec::new();
-    for (key, (count, outcomes, blocked_ns)) in groups {
+    for (key, count, outcomes, blocked_ns) in sorted {
         let (location, library, site_host) = key
             .site
             .map_or((None, None, None), |s| (s.location, s.library, s.host));
@@ -774,6 +1046,19 @@ pub fn unverified(report: &Report) -> Option<String> {
         ));
     }
     Some(parts.join(", "))
+}
+
+/// The verdict line's reason when a run (or `nettrap baseline check`) fails: a violation, calls
+/// lost in an enforce run, or both. `None` when neither.
+pub fn failure(violation: Option<String>, unverified: Option<String>) -> Option<String> {
+    match (violation, unverified) {
+        (Some(v), Some(u)) => Some(format!("policy violated ({v}; and calls were lost: {u})")),
+        (Some(v), None) => Some(format!("policy violated ({v})")),
+        (None, Some(u)) => Some(format!(
+            "calls lost in an enforce run ({u}): any of them may have been denied"
+        )),
+        (None, None) => None,
+    }
 }
 
 /// Why the run fails even if the command passed: denied calls, or recorded calls in `fail_on`
