@@ -8,8 +8,11 @@
 //! interrupted (Go's preemption signals do this constantly); its restarted call arrives as a new
 //! notification, so nothing is recorded twice.
 //!
-//! One thread is enough and keeps shutdown simple: it only calls RECV after poll() reported a
-//! pending notification, so it never blocks where the stop signal cannot reach it.
+//! One thread is enough. It waits in RECV itself (one system call per notification, not a
+//! poll() and then a RECV): [`WAKE`], sent to that thread by [`super::Running::stop`] until it
+//! ends, interrupts the wait. It polls instead while connects to resolvers are held back (they
+//! are recorded when their time is up), and when RECV finds nothing (ENOENT: the caller was
+//! interrupted, or no process holds the filter any more, which only poll() tells).
 //!
 //! ## DNS
 //!
@@ -631,6 +634,19 @@ struct Supervisor {
 }
 
 impl Supervisor {
+    /// Handles one notification; a panic fails the call (ENOSYS) and is kept in `error`.
+    fn answer(&mut self, req: &libc::seccomp_notif, error: &mut Option<String>) {
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(req)));
+        if let Err(panic) = handled {
+            // Never leave the caller waiting; the run counts this as a loss.
+            let _ = self.ctx.listener.fail(req.id, libc::ENOSYS);
+            error.get_or_insert(format!(
+                "a panic while handling a call: {}",
+                super::panic_message(&panic)
+            ));
+        }
+    }
+
     /// The caller, from the cache when it still knows it (see `target`).
     fn caller(
         &mut self,
@@ -1101,6 +1117,30 @@ impl Supervisor {
     }
 }
 
+/// The signal that interrupts the supervisor's wait in RECV when it is told to stop. Its
+/// default action is to be ignored; nettrap uses it for nothing else.
+pub const WAKE: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGURG;
+
+extern "C" fn on_wake(_: libc::c_int) {}
+
+/// Makes [`WAKE`] interrupt a blocking system call of this thread (a handler without
+/// `SA_RESTART`, the signal unblocked here). `false`: it cannot, so the supervisor polls.
+fn wake_interrupts() -> bool {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
+    let action = SigAction::new(
+        SigHandler::Handler(on_wake),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    if unsafe { nix::sys::signal::sigaction(WAKE, &action) }.is_err() {
+        return false;
+    }
+    let mut set = SigSet::empty();
+    set.add(WAKE);
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).is_ok()
+}
+
 /// Runs until `stop` becomes readable or no process holds the filter any more; then records
 /// the connects to resolvers still held back. Returns why it stopped before being told to, if
 /// it did while processes still held the filter.
@@ -1114,10 +1154,40 @@ pub fn run(ctx: Context, stop: OwnedFd) -> Option<String> {
     };
     sup.ctx.listener.set_sync_wakeup();
     let (lfd, sfd) = (sup.ctx.listener.0.as_raw_fd(), stop.as_raw_fd());
+    let blocking = wake_interrupts();
+    let stopping = || {
+        let mut fd = [libc::pollfd {
+            fd: sfd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: poll on one valid descriptor, without waiting.
+        unsafe { libc::poll(fd.as_mut_ptr(), 1, 0) > 0 }
+    };
     // The first failure, if any: a panic while handling a call (that call is failed with
     // ENOSYS and the supervisor goes on), or an error that ends it.
     let mut error = None;
+    // Whether the last RECV found nothing: then poll once (it tells a filter no process holds).
+    let mut found_nothing = false;
     loop {
+        if blocking && !found_nothing && !sup.lookups.holding() {
+            match sup.ctx.listener.recv() {
+                Ok(req) => sup.answer(&req, &mut error),
+                // Interrupted by WAKE (or another signal): told to stop?
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                    if stopping() {
+                        break;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => found_nothing = true,
+                Err(e) => {
+                    error.get_or_insert(format!("cannot receive notifications: {e}"));
+                    break;
+                }
+            }
+            continue;
+        }
+        found_nothing = false;
         let mut fds = [
             libc::pollfd {
                 fd: lfd,
@@ -1149,18 +1219,7 @@ pub fn run(ctx: Context, stop: OwnedFd) -> Option<String> {
         }
         if fds[0].revents & libc::POLLIN != 0 {
             match sup.ctx.listener.recv() {
-                Ok(req) => {
-                    let handled =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sup.handle(&req)));
-                    if let Err(panic) = handled {
-                        // Never leave the caller waiting; the run counts this as a loss.
-                        let _ = sup.ctx.listener.fail(req.id, libc::ENOSYS);
-                        error.get_or_insert(format!(
-                            "a panic while handling a call: {}",
-                            super::panic_message(&panic)
-                        ));
-                    }
-                }
+                Ok(req) => sup.answer(&req, &mut error),
                 Err(e)
                     if e.raw_os_error() == Some(libc::ENOENT)
                         || e.raw_os_error() == Some(libc::EINTR) => {}
