@@ -387,3 +387,49 @@ fn auto_falls_back_to_preload_with_a_notice_where_seccomp_is_unavailable() {
         outer.stderr()
     );
 }
+
+/// A process that connects, then execs a program with another `NETTRAP_TEST` and connects
+/// again (same pid): the supervisor must notice the new image and attribute the second call to
+/// the new test. From the main thread, from another thread (which takes the main thread's pid
+/// in the exec), and without address-space randomisation (the new image's stack and
+/// environment land where the old ones were).
+#[test]
+fn an_exec_in_a_process_the_supervisor_knows_is_attributed_to_the_new_test() {
+    let code = r#"
+import os, socket, sys, threading
+s = socket.socket(); s.connect_ex(("127.0.0.1", 9)); s.close()
+mode = sys.argv[1]
+if mode != "done":
+    env = dict(os.environ, NETTRAP_TEST="second")
+    argv = [sys.executable, "-c", sys.argv[2], "done", sys.argv[2]]
+    if mode == "thread":
+        t = threading.Thread(target=os.execve, args=(sys.executable, argv, env))
+        t.start(); t.join()
+    else:
+        os.execve(sys.executable, argv, env)
+"#;
+    let mut cases = vec![
+        ("main", vec!["python3", "-c", code, "main", code]),
+        ("thread", vec!["python3", "-c", code, "thread", code]),
+    ];
+    if std::path::Path::new("/usr/bin/setarch").exists() {
+        cases.push((
+            "no-aslr",
+            vec!["setarch", "-R", "python3", "-c", code, "main", code],
+        ));
+    }
+    for (name, mut argv) in cases {
+        let mut cmd = vec!["env", "NETTRAP_TEST=first"];
+        cmd.append(&mut argv);
+        let run = run_in(
+            &format!("exec-attribution-{name}"),
+            &repo(),
+            &["--engine", "seccomp", "--runner", "none"],
+            &cmd,
+        );
+        assert_eq!(run.code(), 0, "{name}: {}", run.stderr());
+        assert_eq!(run.tests(), ["first", "second"], "{name}: {}", run.report);
+        assert_eq!(count(&run.test("first")["calls"]), 1, "{name}");
+        assert_eq!(count(&run.test("second")["calls"]), 1, "{name}");
+    }
+}

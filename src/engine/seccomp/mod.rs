@@ -311,6 +311,16 @@ impl Running {
     pub fn stop(self) -> Option<String> {
         // SAFETY: writing one byte from a local to our pipe.
         unsafe { libc::write(self.stop.as_raw_fd(), b"s".as_ptr().cast(), 1) };
+        // The thread may be waiting in RECV, which the pipe cannot interrupt: WAKE does, and is
+        // sent again until the thread has ended (a signal that lands just before it starts
+        // waiting is otherwise lost).
+        use std::os::unix::thread::JoinHandleExt;
+        let thread = self.thread.as_pthread_t();
+        while !self.thread.is_finished() {
+            // SAFETY: the thread has not been joined, so its pthread_t is valid.
+            unsafe { libc::pthread_kill(thread, supervisor::WAKE as libc::c_int) };
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         match self.thread.join() {
             Ok(early) => early,
             Err(panic) => Some(panic_message(&panic)),

@@ -131,11 +131,80 @@ pub fn read_mem(pid: u32, addr: u64, len: usize) -> Result<Vec<u8>, ReadError> {
     }
 }
 
+/// Reads `N` bytes at `first`, then `len` bytes at `addr`, in process (or thread) `pid`, with
+/// one system call. The first range is `None` when it could not be read (the second is then
+/// read on its own); the second as [`read_mem`] reads it.
+pub fn read_mem_after<const N: usize>(
+    pid: u32,
+    first: u64,
+    addr: u64,
+    len: usize,
+) -> (Option<[u8; N]>, Result<Vec<u8>, ReadError>) {
+    if addr == 0 || len == 0 {
+        let head = read_mem(pid, first, N).ok().and_then(|b| b.try_into().ok());
+        return (head, Err(ReadError::Fault));
+    }
+    let mut head = [0u8; N];
+    let mut buf = vec![0u8; len];
+    let local = [
+        libc::iovec {
+            iov_base: head.as_mut_ptr().cast(),
+            iov_len: N,
+        },
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: len,
+        },
+    ];
+    let remote = [
+        libc::iovec {
+            iov_base: first as *mut libc::c_void,
+            iov_len: N,
+        },
+        libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        },
+    ];
+    // SAFETY: two local iovecs over our buffers; the remote ones are only read by the kernel.
+    let n = unsafe { libc::process_vm_readv(pid as i32, local.as_ptr(), 2, remote.as_ptr(), 2, 0) };
+    match n {
+        _ if n == (N + len) as isize => (Some(head), Ok(buf)),
+        // The address runs into unmapped memory (transfers stop at the first fault).
+        _ if n >= N as isize => (Some(head), Err(ReadError::Fault)),
+        // The first range is not readable (nothing copied): the address on its own.
+        _ if n > 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT) => {
+            (None, read_mem(pid, addr, len))
+        }
+        _ => (None, Err(ReadError::Denied)),
+    }
+}
+
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    pidfd_open_flags(pid, 0)
+}
+
+/// `pidfd_open` with `flags` (`PIDFD_THREAD`: a pidfd of one thread, Linux 6.9+).
+pub fn pidfd_open_flags(pid: u32, flags: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags; on success it returns a new descriptor we own.
-    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })?;
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) })?;
     // SAFETY: fd is a fresh descriptor owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Is the task behind `pidfd` still there? (`pidfd_send_signal` with signal 0 only checks.)
+pub fn alive(pidfd: &OwnedFd) -> bool {
+    // SAFETY: signal 0 with no siginfo sends nothing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// A copy of descriptor `fd` of the process behind `pidfd`.
@@ -210,38 +279,84 @@ pub fn sock_addr(fd: RawFd, peer: bool) -> Option<Dest> {
     }
 }
 
-/// Descriptor `fd` of process `tgid` (behind `pidfd`), if it is a socket: borrowed through the
-/// pidfd (domain, type, protocol, inode, and with `want_peer` its connected peer), else its
-/// inode from `/proc/<tgid>/fd/<fd>`.
-pub fn socket_info(pidfd: &OwnedFd, tgid: u32, fd: RawFd, want_peer: bool) -> Option<SocketInfo> {
+/// What [`socket_info`] asks about a socket beyond its domain and type, each a system call.
+#[derive(Clone, Copy)]
+pub struct Want<'a> {
+    /// `SO_PROTOCOL`, asked only when `protocol(domain, type)` says the answer depends on it.
+    pub protocol: &'a dyn Fn(i32, i32) -> bool,
+    /// The inode (`fstat`): the socket's identity, for what is remembered per socket.
+    pub inode: bool,
+    /// The connected peer (`getpeername`).
+    pub peer: bool,
+}
+
+/// The protocol a socket is taken to have when it was not asked for: none of those whose
+/// address rules differ (see `nettrap_core::addr`).
+pub const PROTOCOL_NOT_ASKED: i32 = -1;
+
+/// Descriptor `fd` of the caller (behind `pidfd`, a pidfd of its process or of the calling
+/// thread), if it is a socket: borrowed through the pidfd (domain, type, and what `want` asks
+/// for), else, when it cannot be borrowed, its inode from `/proc/<tgid>/fd/<fd>`.
+/// `Err(())`: the pidfd's task is gone (ESRCH), so it is not the caller's.
+pub fn socket_info(
+    pidfd: &OwnedFd,
+    tgid: u32,
+    fd: RawFd,
+    want: Want<'_>,
+) -> Result<Option<SocketInfo>, ()> {
     use std::os::unix::fs::MetadataExt;
-    if let Ok(sock) = pidfd_getfd(pidfd, fd) {
-        let raw = sock.as_raw_fd();
-        let kind = nettrap_core::addr::Socket {
-            ty: sockopt(raw, libc::SO_TYPE)?,
-            domain: sockopt(raw, libc::SO_DOMAIN)?,
-            protocol: sockopt(raw, libc::SO_PROTOCOL)?,
-        };
-        let peer = want_peer.then(|| sock_addr(raw, true)).flatten();
-        let ino = std::fs::File::from(sock).metadata().ok()?.ino();
-        return Some(SocketInfo {
-            kind: Some(kind),
-            id: SocketId::Inode(ino),
-            peer,
-        });
+    match pidfd_getfd(pidfd, fd) {
+        Ok(sock) => {
+            let raw = sock.as_raw_fd();
+            let (Some(ty), Some(domain)) =
+                (sockopt(raw, libc::SO_TYPE), sockopt(raw, libc::SO_DOMAIN))
+            else {
+                return Ok(None);
+            };
+            let protocol = if (want.protocol)(domain, ty) {
+                let Some(p) = sockopt(raw, libc::SO_PROTOCOL) else {
+                    return Ok(None);
+                };
+                p
+            } else {
+                PROTOCOL_NOT_ASKED
+            };
+            let kind = nettrap_core::addr::Socket {
+                ty,
+                domain,
+                protocol,
+            };
+            let peer = want.peer.then(|| sock_addr(raw, true)).flatten();
+            let id = if want.inode {
+                let Ok(meta) = std::fs::File::from(sock).metadata() else {
+                    return Ok(None);
+                };
+                SocketId::Inode(meta.ino())
+            } else {
+                SocketId::Fd(fd)
+            };
+            return Ok(Some(SocketInfo {
+                kind: Some(kind),
+                id,
+                peer,
+            }));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(()),
+        Err(_) => {}
     }
-    let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok()?;
-    let ino = link
-        .to_str()?
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()?;
-    Some(SocketInfo {
+    let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok();
+    let ino = link.and_then(|l| {
+        l.to_str()?
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    });
+    Ok(ino.map(|ino| SocketInfo {
         kind: None,
         id: SocketId::Inode(ino),
         peer: None,
-    })
+    }))
 }
 
 /// Writes `msg` to the stderr of process `tgid`, so a denial shows up where the test's output

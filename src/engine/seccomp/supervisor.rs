@@ -8,8 +8,11 @@
 //! interrupted (Go's preemption signals do this constantly); its restarted call arrives as a new
 //! notification, so nothing is recorded twice.
 //!
-//! One thread is enough and keeps shutdown simple: it only calls RECV after poll() reported a
-//! pending notification, so it never blocks where the stop signal cannot reach it.
+//! One thread is enough. It waits in RECV itself (one system call per notification, not a
+//! poll() and then a RECV): [`WAKE`], sent to that thread by [`super::Running::stop`] until it
+//! ends, interrupts the wait. It polls instead while connects to resolvers are held back (they
+//! are recorded when their time is up), and when RECV finds nothing (ENOENT: the caller was
+//! interrupted, or no process holds the filter any more, which only poll() tells).
 //!
 //! ## DNS
 //!
@@ -41,7 +44,7 @@ use super::dns::{self, Question};
 use super::filter;
 use super::lookups::{self, Lookups, Proc, SockKey};
 use super::notify::{self, Listener};
-use super::target::{Target, Targets};
+use super::target::{CANARY_LEN, Caller, Target, Targets};
 use crate::attribution::now_ns;
 use nettrap_core::addr::{self, Address, Dest, Transport};
 use nettrap_core::event::{Call, Log, NotWritten, RESULT_UNKNOWN, Source, Syscall, Unobserved};
@@ -160,6 +163,9 @@ struct Found {
     payloads: Vec<Payload>,
     /// `listen`'s backlog.
     backlog: i32,
+    /// The caller's image's random bytes, read along with a connect's address where the cache
+    /// said where they are (see `target`): `None` when not read, `Some(None)` when unreadable.
+    seen: Option<Option<[u8; CANARY_LEN]>>,
 }
 
 impl Found {
@@ -363,6 +369,27 @@ fn copy_addr(pid: u32, ptr: u64, len: Option<usize>) -> Result<Given, Unreadable
     })
 }
 
+/// [`copy_addr`], reading the caller's image's random bytes at `canary_at` (if given) in the
+/// same system call.
+#[allow(clippy::type_complexity)]
+fn copy_addr_with(
+    pid: u32,
+    ptr: u64,
+    len: Option<usize>,
+    canary_at: Option<u64>,
+) -> Result<(Given, Option<Option<[u8; CANARY_LEN]>>), Unreadable> {
+    let (Some(n), Some(at)) = (len.filter(|&n| n > 0), canary_at) else {
+        return Ok((copy_addr(pid, ptr, len)?, None));
+    };
+    let (seen, read) = notify::read_mem_after::<CANARY_LEN>(pid, at, ptr, n);
+    let given = match read {
+        Ok(b) => Ok(Some(b)),
+        Err(notify::ReadError::Fault) => Err(()),
+        Err(notify::ReadError::Denied) => return Err(Unreadable),
+    };
+    Ok((given, Some(seen)))
+}
+
 /// The address of a `msghdr` image.
 fn msg_addr(pid: u32, abi: &Abi, hdr: &[u8]) -> Result<Given, Unreadable> {
     let (ptr, namelen) = abi.msg_name(hdr);
@@ -384,7 +411,9 @@ enum Op {
 
 /// Destinations of a trapped call, read from the caller's memory; None when it is not a call
 /// with a destination.
-fn find(req: &libc::seccomp_notif) -> Result<Option<Found>, Unreadable> {
+/// `canary_at`: where the cache expects the caller's image's random bytes (read along with a
+/// connect's address).
+fn find(req: &libc::seccomp_notif, canary_at: Option<u64>) -> Result<Option<Found>, Unreadable> {
     let pid = req.pid;
     let nr = req.data.nr as u32;
     let (abi, op, a) = if req.data.arch == filter::AUDIT_ARCH_I386 {
@@ -440,6 +469,7 @@ fn find(req: &libc::seccomp_notif) -> Result<Option<Found>, Unreadable> {
             fastopen,
             payloads,
             backlog: 0,
+            seen: None,
         }))
     };
     match op {
@@ -450,15 +480,18 @@ fn find(req: &libc::seccomp_notif) -> Result<Option<Found>, Unreadable> {
             fastopen: false,
             payloads: Vec::new(),
             backlog: a[1] as i32,
+            seen: None,
         })),
         // connect hands the protocol its address whatever the pointer (NULL with a length fails
         // the copy: EFAULT).
-        Op::Connect => found(
-            Syscall::Connect,
-            vec![copy_addr(pid, a[1], addr::arg_len(a[2]))?],
-            false,
-            Vec::new(),
-        ),
+        Op::Connect => {
+            let (given, seen) = copy_addr_with(pid, a[1], addr::arg_len(a[2]), canary_at)?;
+            let mut f = found(Syscall::Connect, vec![given], false, Vec::new())?;
+            if let Some(f) = &mut f {
+                f.seen = seen;
+            }
+            Ok(f)
+        }
         Op::Sendto => {
             let given = if a[4] == 0 {
                 Ok(None)
@@ -601,26 +634,91 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn handle(&mut self, req: &libc::seccomp_notif) {
+    /// Handles one notification; a panic fails the call (ENOSYS) and is kept in `error`.
+    fn answer(&mut self, req: &libc::seccomp_notif, error: &mut Option<String>) {
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(req)));
+        if let Err(panic) = handled {
+            // Never leave the caller waiting; the run counts this as a loss.
+            let _ = self.ctx.listener.fail(req.id, libc::ENOSYS);
+            error.get_or_insert(format!(
+                "a panic while handling a call: {}",
+                super::panic_message(&panic)
+            ));
+        }
+    }
+
+    /// The caller, from the cache when it still knows it (see `target`).
+    fn caller(
+        &mut self,
+        req: &libc::seccomp_notif,
+        seen: Option<Option<[u8; CANARY_LEN]>>,
+        log: &Log,
+    ) -> Caller {
         let listener = &self.ctx.listener;
+        self.targets
+            .lookup(req.pid, seen, log, now_ns(), &|| listener.id_valid(req.id))
+    }
+
+    /// The caller and its descriptor `fd`, if a socket (see [`notify::socket_info`]). A
+    /// borrow through a cached thread's pidfd that finds the thread gone means the thread id
+    /// now names another task: the entry is read afresh.
+    fn caller_socket(
+        &mut self,
+        req: &libc::seccomp_notif,
+        seen: Option<Option<[u8; CANARY_LEN]>>,
+        fd: i32,
+        want: notify::Want<'_>,
+        log: &Log,
+    ) -> (Arc<Target>, Option<notify::SocketInfo>) {
+        let mut caller = self.caller(req, seen, log);
+        loop {
+            let info = caller
+                .pidfd()
+                .map(|p| notify::socket_info(p, caller.target.tgid, fd, want));
+            match info {
+                Some(Err(())) if caller.cached => {
+                    self.targets.forget(req.pid);
+                    caller = self.caller(req, None, log);
+                }
+                info => return (caller.target, info.and_then(Result::ok).flatten()),
+            }
+        }
+    }
+
+    /// The caller, checked to be the same task as the cached entry's (for calls that borrow
+    /// nothing from it).
+    fn caller_checked(&mut self, req: &libc::seccomp_notif, log: &Log) -> Caller {
+        let caller = self.caller(req, None, log);
+        let gone = caller.cached && caller.thread.as_ref().is_some_and(|t| !notify::alive(t));
+        if !gone {
+            return caller;
+        }
+        self.targets.forget(req.pid);
+        self.caller(req, None, log)
+    }
+
+    fn handle(&mut self, req: &libc::seccomp_notif) {
         // io_uring_setup has the same number (425) on x86_64 and i386.
         if req.data.nr as libc::c_long == libc::SYS_io_uring_setup {
             return self.io_uring(req);
         }
-        let found = find(req);
+        let found = find(req, self.targets.canary_at(req.pid));
         // The caller may have been interrupted while we read its memory: then the bytes may
-        // belong to something else, and the notification is void anyway.
-        if !listener.id_valid(req.id) {
-            return;
-        }
+        // belong to something else, and the notification is void. No need to ask before
+        // answering: an answer to a void notification fails (ENOENT) and nothing is recorded.
+        // Only what is done before the answer (counting a loss, a denial line, a process
+        // record) asks first.
         let mapping = self.ctx.log_mapping.clone();
         let log = mapping.log();
         let found = match found {
             Ok(found) => found,
             Err(Unreadable) => {
+                if !self.ctx.listener.id_valid(req.id) {
+                    return;
+                }
                 // The destination cannot be known: the call goes on unseen, and is counted.
                 log.count_unobserved(Unobserved::SupervisorUnreadable);
-                let _ = listener.allow(req.id);
+                let _ = self.ctx.listener.allow(req.id);
                 return;
             }
         };
@@ -633,10 +731,33 @@ impl Supervisor {
         // socket: no need to look further.
         let Some(found) = found.filter(|f| !f.dests(None).is_empty() || f.unaddressed_query())
         else {
-            let _ = listener.allow(req.id);
+            let _ = self.ctx.listener.allow(req.id);
             return;
         };
-        let target = self.targets.lookup(req.pid, &log, now_ns());
+        // The socket, borrowed while the caller waits: what it is decides which addresses are
+        // destinations (a TCP send without Fast Open makes no connection; see nettrap_core::addr).
+        // Only what the answer depends on is asked (each a system call): for a connect, the
+        // protocol only where the address rules differ by it, and the socket's identity only
+        // for a resolver's port (see `lookups`); the peer only when a message without an address
+        // reads as a DNS query.
+        let connect = found.syscall == Syscall::Connect;
+        let v4_addr = found
+            .addrs
+            .iter()
+            .any(|g| matches!(g, Ok(Some(sa)) if sa.len() >= 2 && u16::from_ne_bytes([sa[0], sa[1]]) == addr::AF_INET));
+        let protocol = |domain: i32, ty: i32| {
+            !connect || ty != libc::SOCK_STREAM || (domain == libc::AF_INET6 && v4_addr)
+        };
+        let want = notify::Want {
+            protocol: &protocol,
+            inode: !connect
+                || found
+                    .addrs
+                    .iter()
+                    .any(|g| matches!(g, Ok(Some(_))) && maybe_resolver(g)),
+            peer: found.payloads.iter().any(Payload::any),
+        };
+        let (target, socket) = self.caller_socket(req, found.seen, found.fd, want, &log);
         // The call's time, taken while the caller still waits for the answer: once answered,
         // its test may end (and say so in the timeline) before a later clock read here. For a
         // Go test binary, only once the `go test` adapter stamped every marker written before.
@@ -644,14 +765,6 @@ impl Supervisor {
             self.go_adapters.settle(adapter, target.ppid);
         }
         let time_ns = now_ns();
-        // The socket, borrowed while the caller waits: what it is decides which addresses are
-        // destinations (a TCP send without Fast Open makes no connection; see nettrap_core::addr).
-        // Its peer only when a message without an address reads as a DNS query.
-        let want_peer = found.payloads.iter().any(Payload::any);
-        let socket = target
-            .pidfd
-            .as_ref()
-            .and_then(|p| notify::socket_info(p, target.tgid, found.fd, want_peer));
         let sock = socket.as_ref().and_then(|s| s.kind);
         let transport = match sock {
             Some(s) => Transport::from_sock_type(s.ty),
@@ -664,7 +777,7 @@ impl Supervisor {
             && transport == Transport::Udp
             && log.in_resolver(req.pid)
         {
-            let _ = listener.allow(req.id);
+            let _ = self.ctx.listener.allow(req.id);
             return;
         }
         let queries = found.queries(sock, socket.as_ref().and_then(|s| s.peer), transport);
@@ -675,7 +788,7 @@ impl Supervisor {
             .filter(|d| !queries.iter().any(|(q, _)| q == d))
             .collect();
         if dests.is_empty() && queries.is_empty() {
-            let _ = listener.allow(req.id);
+            let _ = self.ctx.listener.allow(req.id);
             return;
         }
         // The calling thread's name, read while it still waits for the answer (it may exit or
@@ -733,12 +846,14 @@ impl Supervisor {
         let answered = if let Some((dest, d)) =
             decisions.iter().find(|(_, d)| d.action == Action::Deny)
         {
-            if !repeat {
+            if !repeat && listener.id_valid(req.id) {
                 self.tell(&target, found.syscall, dest, d);
             }
             listener.fail(req.id, d.errno)
         } else if let Some((_, q, d)) = lookups.iter().find(|(_, _, d)| d.action == Action::Deny) {
-            self.tell_lookup(&target, &q.name, d);
+            if listener.id_valid(req.id) {
+                self.tell_lookup(&target, &q.name, d);
+            }
             listener.fail(req.id, d.errno)
         } else {
             listener.allow(req.id)
@@ -904,13 +1019,10 @@ impl Supervisor {
     /// socket), answered with its result, recorded with the address it listens on.
     fn listen(&mut self, req: &libc::seccomp_notif, fd: i32, backlog: i32, log: &Log) {
         let time_ns = now_ns();
-        let target = self.targets.lookup(req.pid, log, time_ns);
+        let caller = self.caller_checked(req, log);
+        let target = caller.target.clone();
         let listener = &self.ctx.listener;
-        let Some(sock) = target
-            .pidfd
-            .as_ref()
-            .and_then(|p| notify::pidfd_getfd(p, fd).ok())
-        else {
+        let Some(sock) = caller.pidfd().and_then(|p| notify::pidfd_getfd(p, fd).ok()) else {
             // Not ours to borrow (or no such descriptor): the kernel answers, unrecorded.
             let _ = listener.allow(req.id);
             return;
@@ -964,7 +1076,7 @@ impl Supervisor {
         let time_ns = now_ns();
         let mapping = self.ctx.log_mapping.clone();
         let log = mapping.log();
-        let target = self.targets.lookup(req.pid, &log, time_ns);
+        let target = self.caller_checked(req, &log).target;
         let listener = &self.ctx.listener;
         let answered = if self.ctx.refuse_io_uring {
             listener.fail(req.id, libc::ENOSYS)
@@ -1005,6 +1117,30 @@ impl Supervisor {
     }
 }
 
+/// The signal that interrupts the supervisor's wait in RECV when it is told to stop. Its
+/// default action is to be ignored; nettrap uses it for nothing else.
+pub const WAKE: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGURG;
+
+extern "C" fn on_wake(_: libc::c_int) {}
+
+/// Makes [`WAKE`] interrupt a blocking system call of this thread (a handler without
+/// `SA_RESTART`, the signal unblocked here). `false`: it cannot, so the supervisor polls.
+fn wake_interrupts() -> bool {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
+    let action = SigAction::new(
+        SigHandler::Handler(on_wake),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    if unsafe { nix::sys::signal::sigaction(WAKE, &action) }.is_err() {
+        return false;
+    }
+    let mut set = SigSet::empty();
+    set.add(WAKE);
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).is_ok()
+}
+
 /// Runs until `stop` becomes readable or no process holds the filter any more; then records
 /// the connects to resolvers still held back. Returns why it stopped before being told to, if
 /// it did while processes still held the filter.
@@ -1018,10 +1154,40 @@ pub fn run(ctx: Context, stop: OwnedFd) -> Option<String> {
     };
     sup.ctx.listener.set_sync_wakeup();
     let (lfd, sfd) = (sup.ctx.listener.0.as_raw_fd(), stop.as_raw_fd());
+    let blocking = wake_interrupts();
+    let stopping = || {
+        let mut fd = [libc::pollfd {
+            fd: sfd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: poll on one valid descriptor, without waiting.
+        unsafe { libc::poll(fd.as_mut_ptr(), 1, 0) > 0 }
+    };
     // The first failure, if any: a panic while handling a call (that call is failed with
     // ENOSYS and the supervisor goes on), or an error that ends it.
     let mut error = None;
+    // Whether the last RECV found nothing: then poll once (it tells a filter no process holds).
+    let mut found_nothing = false;
     loop {
+        if blocking && !found_nothing && !sup.lookups.holding() {
+            match sup.ctx.listener.recv() {
+                Ok(req) => sup.answer(&req, &mut error),
+                // Interrupted by WAKE (or another signal): told to stop?
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                    if stopping() {
+                        break;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => found_nothing = true,
+                Err(e) => {
+                    error.get_or_insert(format!("cannot receive notifications: {e}"));
+                    break;
+                }
+            }
+            continue;
+        }
+        found_nothing = false;
         let mut fds = [
             libc::pollfd {
                 fd: lfd,
@@ -1053,18 +1219,7 @@ pub fn run(ctx: Context, stop: OwnedFd) -> Option<String> {
         }
         if fds[0].revents & libc::POLLIN != 0 {
             match sup.ctx.listener.recv() {
-                Ok(req) => {
-                    let handled =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sup.handle(&req)));
-                    if let Err(panic) = handled {
-                        // Never leave the caller waiting; the run counts this as a loss.
-                        let _ = sup.ctx.listener.fail(req.id, libc::ENOSYS);
-                        error.get_or_insert(format!(
-                            "a panic while handling a call: {}",
-                            super::panic_message(&panic)
-                        ));
-                    }
-                }
+                Ok(req) => sup.answer(&req, &mut error),
                 Err(e)
                     if e.raw_os_error() == Some(libc::ENOENT)
                         || e.raw_os_error() == Some(libc::EINTR) => {}

@@ -6,10 +6,26 @@
 //! then nextest's `NEXTEST_TEST_NAME`, then, for nextest's process-per-test runs without it, the
 //! test name on the command line (`<binary> <test> --exact`). A process started during a test
 //! inherits that test's variables, so subprocesses of Python tests are attributed too.
+//!
+//! ## Knowing a task again without reading `/proc` per call
+//!
+//! What `/proc` says about a task is read once per exec image of it and cached by thread id.
+//! A cached entry is still right for a notification from that thread id when (a) it is the same
+//! task (thread ids are reused: `pid_max` is 32768 on small machines) and (b) that task has not
+//! exec'd since. (a): the entry holds a pidfd of the thread itself (`PIDFD_THREAD`, Linux 6.9+),
+//! through which the caller's socket is borrowed; once the task is gone that fails with ESRCH,
+//! and the entry is read afresh ([`Targets::forget`]). (b): the entry keeps the 16 random bytes
+//! the kernel put on the image's stack at exec (`AT_RANDOM` in the auxiliary vector) and their
+//! address; they are read again with each call, in the same `process_vm_readv` as the call's
+//! address. A new image has new random bytes (or nothing mapped at that address), whatever
+//! the address-space randomisation; a forked child has its parent's, but not its thread id.
+//! Where either is missing (an older kernel) the entry falls back to re-reading
+//! `/proc/TID/stat` on every call: the task's start time and where its environment lives.
 
 use nettrap_core::event::{Log, NotWritten, Process, Source};
 use nettrap_core::test_id::{self, Phase};
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 /// One process (or thread) as the supervisor knows it.
@@ -46,20 +62,52 @@ impl Target {
     }
 }
 
-/// Identifies one exec image of one task: the task's start time and where its environment
-/// lives (a new exec gets a new one).
+/// Identifies one exec image of one task (the fallback check): the task's start time and where
+/// its environment lives (a new exec gets a new one).
 #[derive(PartialEq, Eq, Clone, Copy)]
 struct Key {
     start_time: u64,
     env_start: u64,
 }
 
-struct Entry {
-    key: Key,
+/// How a cached entry is checked against a new notification (see the module docs).
+enum Check {
+    /// The thread's own pidfd (liveness, through the borrow) and its image's `AT_RANDOM` bytes.
+    Canary {
+        thread: Arc<OwnedFd>,
+        at: u64,
+        bytes: [u8; CANARY_LEN],
+    },
     /// `/proc/TID/stat`, kept open: re-reading it is how an exec is noticed, and pread on an
     /// open file costs a fraction of opening it again.
-    stat: std::fs::File,
+    Stat { key: Key, stat: std::fs::File },
+}
+
+struct Entry {
+    check: Check,
     target: Arc<Target>,
+}
+
+/// How many random bytes the kernel puts at `AT_RANDOM`.
+pub const CANARY_LEN: usize = 16;
+const AT_RANDOM: u64 = 25;
+
+/// The caller of a notification, as the cache knows it.
+pub struct Caller {
+    pub target: Arc<Target>,
+    /// A pidfd of the calling thread itself, to borrow its descriptors through: a borrow that
+    /// fails with ESRCH means the entry was stale (the thread id now names another task).
+    /// `None`: borrow through the process's pidfd (`target.pidfd`).
+    pub thread: Option<Arc<OwnedFd>>,
+    /// Taken from the cache (so possibly stale until a borrow through `thread` succeeded).
+    pub cached: bool,
+}
+
+impl Caller {
+    /// The descriptor to borrow the caller's file descriptors through.
+    pub fn pidfd(&self) -> Option<&OwnedFd> {
+        self.thread.as_deref().or(self.target.pidfd.as_ref())
+    }
 }
 
 #[derive(Default)]
@@ -133,16 +181,101 @@ pub fn test_from(environ: &[u8], cmdline: &[u8]) -> Option<(Vec<u8>, Phase)> {
     None
 }
 
-impl Targets {
-    /// The target behind `tid`. The first time an exec image is seen, its process record is
-    /// appended to the log (as the shim does for its processes).
-    pub fn lookup(&mut self, tid: u32, log: &Log, now_ns: u64) -> Arc<Target> {
-        if let Some(e) = self.by_tid.get(&tid)
-            && pread_key(&e.stat) == Some(e.key)
-        {
-            return e.target.clone();
+/// Where the kernel put the image's random bytes: `AT_RANDOM` in `/proc/TID/auxv`, whose
+/// entries are pairs of words of the process's own width (read as 64-bit first; a 32-bit
+/// process's vector does not parse so, and is read as 32-bit).
+fn at_random(tid: u32) -> Option<u64> {
+    let auxv = read(&format!("/proc/{tid}/auxv"))?;
+    let find = |width: usize| {
+        let word = |c: &[u8]| c.iter().rev().fold(0u64, |v, &b| v << 8 | b as u64);
+        let mut found = None;
+        for pair in auxv.chunks_exact(2 * width) {
+            let (key, val) = (word(&pair[..width]), word(&pair[width..]));
+            match key {
+                0 => return found,
+                AT_RANDOM => found = Some(val),
+                // Auxiliary vector keys are small: a wider key means the wrong width.
+                k if k > 4096 => return None,
+                _ => {}
+            }
         }
-        let stat = std::fs::File::open(format!("/proc/{tid}/stat")).ok();
+        None
+    };
+    find(8).or_else(|| find(4)).filter(|&a| a != 0)
+}
+
+/// The `AT_RANDOM` bytes at `at` in task `tid`.
+fn canary(tid: u32, at: u64) -> Option<[u8; CANARY_LEN]> {
+    let b = super::notify::read_mem(tid, at, CANARY_LEN).ok()?;
+    b.try_into().ok()
+}
+
+/// `pidfd_open` flag for a pidfd of one thread (Linux 6.9+): `O_EXCL`.
+const PIDFD_THREAD: u32 = libc::O_EXCL as u32;
+
+impl Targets {
+    /// Where the cached entry of `tid` expects its image's random bytes, so that the caller can
+    /// read them along with the call's address (see the module docs).
+    pub fn canary_at(&self, tid: u32) -> Option<u64> {
+        match self.by_tid.get(&tid)?.check {
+            Check::Canary { at, .. } => Some(at),
+            Check::Stat { .. } => None,
+        }
+    }
+
+    /// Drops the entry of `tid`: a borrow through its thread's pidfd found the task gone.
+    pub fn forget(&mut self, tid: u32) {
+        self.by_tid.remove(&tid);
+    }
+
+    /// The caller behind `tid`. `seen` is what the caller read at [`Self::canary_at`] along
+    /// with the call's address (`None`: not read; `Some(None)`: unreadable). The first time an
+    /// exec image is seen, its process record is appended to the log (as the shim does for its
+    /// processes), unless `pending` says the notification is void by then (the thread id may
+    /// name another task): then nothing is kept.
+    pub fn lookup(
+        &mut self,
+        tid: u32,
+        seen: Option<Option<[u8; CANARY_LEN]>>,
+        log: &Log,
+        now_ns: u64,
+        pending: &dyn Fn() -> bool,
+    ) -> Caller {
+        if let Some(e) = self.by_tid.get(&tid) {
+            match &e.check {
+                Check::Canary { thread, at, bytes } => {
+                    let seen = seen.unwrap_or_else(|| canary(tid, *at));
+                    if seen.as_ref() == Some(bytes) {
+                        return Caller {
+                            target: e.target.clone(),
+                            thread: Some(thread.clone()),
+                            cached: true,
+                        };
+                    }
+                }
+                Check::Stat { key, stat } => {
+                    if pread_key(stat) == Some(*key) {
+                        return Caller {
+                            target: e.target.clone(),
+                            thread: None,
+                            cached: true,
+                        };
+                    }
+                }
+            }
+        }
+        // In this order: the thread's pidfd and its image's random bytes before what /proc
+        // says of the image, so that an exec in between leaves an entry that no longer
+        // matches, never one that matches with the old image's test.
+        let thread = super::notify::pidfd_open_flags(tid, PIDFD_THREAD).ok();
+        let canary = thread
+            .as_ref()
+            .and_then(|_| at_random(tid))
+            .and_then(|at| canary(tid, at).map(|b| (at, b)));
+        let stat = match canary {
+            Some(_) => None,
+            None => std::fs::File::open(format!("/proc/{tid}/stat")).ok(),
+        };
         let key = stat.as_ref().and_then(pread_key);
         let tgid = tgid(tid).unwrap_or(tid);
         let environ = read(&format!("/proc/{tid}/environ")).unwrap_or_default();
@@ -160,6 +293,26 @@ impl Targets {
         })()
         .unwrap_or(0);
         let start_time = parse_key(&tgid_stat).map_or(0, |k| k.start_time);
+        let pidfd = super::notify::pidfd_open(tgid).ok();
+        let thread = thread.map(Arc::new);
+        let target = Arc::new(Target {
+            tgid,
+            test: test_from(&environ, &cmdline),
+            pidfd,
+            ppid,
+            start_time,
+            go_sync: super::gosync::from_environ(&environ),
+            shim: std::sync::OnceLock::new(),
+        });
+        let uncached = |thread| Caller {
+            target: target.clone(),
+            thread,
+            cached: false,
+        };
+        // Still pending: the caller waited all along, so all of the above is its own.
+        if !pending() {
+            return uncached(None);
+        }
         let written = log.append_process(
             &Process {
                 pid: tgid,
@@ -173,32 +326,32 @@ impl Targets {
         if written == Err(NotWritten::Unmapped) {
             log.count_dropped();
         }
-        let pidfd = super::notify::pidfd_open(tgid).ok();
-        let target = Arc::new(Target {
-            tgid,
-            test: test_from(&environ, &cmdline),
-            pidfd,
-            ppid,
-            start_time,
-            go_sync: super::gosync::from_environ(&environ),
-            shim: std::sync::OnceLock::new(),
-        });
-        if let (Some(key), Some(stat)) = (key, stat) {
-            // Bounded: every entry holds two descriptors, and entries of tasks that ended are
-            // only dropped here; 256 entries stay far below the usual 1024-descriptor limit.
-            if self.by_tid.len() >= 256 {
-                self.by_tid.clear();
-            }
-            self.by_tid.insert(
-                tid,
-                Entry {
-                    key,
-                    stat,
-                    target: target.clone(),
-                },
-            );
+        let check = match (canary, &thread, key, stat) {
+            (Some((at, bytes)), Some(thread), _, _) => Check::Canary {
+                thread: thread.clone(),
+                at,
+                bytes,
+            },
+            (_, _, Some(key), Some(stat)) => Check::Stat { key, stat },
+            _ => return uncached(None),
+        };
+        // Bounded: every entry holds up to two descriptors, and entries of tasks that ended
+        // are only dropped here; 256 entries stay far below the usual 1024-descriptor limit.
+        if self.by_tid.len() >= 256 {
+            self.by_tid.clear();
         }
-        target
+        let thread = match &check {
+            Check::Canary { thread, .. } => Some(thread.clone()),
+            Check::Stat { .. } => None,
+        };
+        self.by_tid.insert(
+            tid,
+            Entry {
+                check,
+                target: target.clone(),
+            },
+        );
+        uncached(thread)
     }
 }
 
