@@ -17,7 +17,10 @@
 //!    ([`Timeline::by_thread_name`]);
 //! 4. with no timeline for the process, the test the engine read from the process's
 //!    environment (`NETTRAP_TEST`, `PYTEST_CURRENT_TEST`, nextest's variables): children
-//!    inherit their parent's current test that way.
+//!    inherit their parent's current test that way;
+//! 5. with none of those, the parent's test ([`Timeline::attribute_in_tree`]): a process a
+//!    libtest test started with `posix_spawn` (a `spawn` event) by the spawning thread's name,
+//!    any other child by its parent's test at the moment of the call, up the tree.
 //!
 //! The timeline also gives every test that ran (so `tests_total`, outcomes and durations).
 
