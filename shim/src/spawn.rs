@@ -55,7 +55,11 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let f = real(&REAL_SPAWN, c"posix_spawn", posix_spawn as *const () as usize);
+    let f = real(
+        &REAL_SPAWN,
+        c"posix_spawn",
+        posix_spawn as *const () as usize,
+    );
     // SAFETY: f is libc's posix_spawn (or 0, handled by `call`); the caller's arguments are
     // forwarded unchanged.
     unsafe { call(f, pid, path, file_actions, attrp, argv, envp) }
@@ -72,7 +76,11 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let f = real(&REAL_SPAWNP, c"posix_spawnp", posix_spawnp as *const () as usize);
+    let f = real(
+        &REAL_SPAWNP,
+        c"posix_spawnp",
+        posix_spawnp as *const () as usize,
+    );
     // SAFETY: as in posix_spawn.
     unsafe { call(f, pid, file, file_actions, attrp, argv, envp) }
 }
