@@ -53,8 +53,16 @@ fn recorded(category: &str, port: u64) -> Vec<CallRow> {
     vec![t(category, "127.0.0.1", port, "tcp", "-", "recorded", 1)]
 }
 
+/// `net::child_process`'s calls: bash and the subshell it forks each dial 3306 once (a row
+/// per process).
+fn from_children() -> Vec<CallRow> {
+    let one = t("mysql", "127.0.0.1", 3306, "tcp", "-", "recorded", 1);
+    vec![one.clone(), one]
+}
+
 /// Calls, outcomes and listing that hold for `cargo test` whatever the thread count.
-fn assert_cargo_test_report(r: &Run) {
+/// `spawns_seen`: the shim saw the fixture's `posix_spawnp` (not under `--engine seccomp`).
+fn assert_cargo_test_report(r: &Run, spawns_seen: bool) {
     assert_eq!(r.report["runner"], "cargo");
     assert_eq!(r.report["runners"], serde_json::json!(["cargo"]));
     assert_eq!(
@@ -83,6 +91,11 @@ fn assert_cargo_test_report(r: &Run) {
         r.calls(Some(&it("dial_then_fail"))),
         recorded("other", 11212)
     );
+    // Processes the test started (bash, and the subshell it forks, each dialling 3306): their
+    // threads are `bash`, their environment names no test; the shim's `spawn` event names the
+    // thread that started bash, and the subshell walks up to bash.
+    let child = if spawns_seen { from_children() } else { vec![] };
+    assert_eq!(r.calls(Some(&lib("net::child_process"))), child);
     for quiet in [
         "net::no_calls",
         "net::database_ignored",
@@ -111,9 +124,21 @@ fn assert_cargo_test_report(r: &Run) {
             .unwrap()
             .contains("rust_out")
     );
-    assert_eq!(r.calls(None).len(), 2, "{un:?}");
+    // Without the shim (seccomp engine) no spawn is seen: the child's call is unattributed.
+    if !spawns_seen {
+        assert!(
+            port_of(3306)["process"]["cmdline"]
+                .as_str()
+                .unwrap()
+                .starts_with("bash")
+        );
+    }
+    // (bash's and the subshell's: one row per process)
+    let unattributed = if spawns_seen { 2 } else { 4 };
+    assert_eq!(r.calls(None).len(), unattributed, "{un:?}");
     let mut want: Vec<(String, String)> = [
         (lib("net::cache_get"), "passed"),
+        (lib("net::child_process"), "passed"),
         (lib("net::database_ignored"), "skipped"),
         (lib("net::from_child_thread"), "passed"),
         (lib("net::from_named_thread"), "passed"),
@@ -232,6 +257,7 @@ fn assert_parallel_durations(r: &Run) {
     for (id, ran) in [
         (lib("net::no_calls"), true),
         (lib("net::cache_get"), true),
+        (lib("net::child_process"), true),
         (lib("net::search_index_a"), true),
         (lib("net::from_named_thread"), true),
         (lib("net::panics_after_dial"), true),
@@ -261,7 +287,7 @@ fn cargo_test_in_parallel_attributes_every_call_by_thread_name() {
         "2",
     ];
     let r = run_cargo("cargo-parallel", &[], &[], &command);
-    assert_cargo_test_report(&r);
+    assert_cargo_test_report(&r, true);
     // libtest prints no start when tests run in parallel: each test starts when its thread
     // names itself (the shim's `thread` events) and ends when its result is read.
     assert_parallel_durations(&r);
@@ -285,7 +311,7 @@ fn cargo_test_in_parallel_attributes_every_call_by_thread_name() {
 fn cargo_test_one_thread_at_a_time() {
     let command = ["cargo", "test", "--no-fail-fast", "--", "--test-threads=1"];
     let r = run_cargo("cargo-serial", &[], &[], &command);
-    assert_cargo_test_report(&r);
+    assert_cargo_test_report(&r, true);
     // One at a time libtest prints each test's name before running it: durations.
     let b = r.test(&lib("net::search_index_b"));
     let d = b["duration_s"].as_f64().unwrap();
@@ -349,6 +375,7 @@ fn cargo_test_quiet_and_terse_know_every_test() {
             r.calls(Some(&lib("net::panics_after_dial"))),
             recorded("rabbitmq", 5672)
         );
+        assert_eq!(r.calls(Some(&lib("net::child_process"))), from_children());
         assert_eq!(r.calls(Some(&it("kafka_produce"))), recorded("kafka", 9092));
         assert_eq!(
             r.calls(Some(&it("dial_then_fail"))),
@@ -386,6 +413,7 @@ fn cargo_test_quiet_and_terse_know_every_test() {
         got.sort();
         let mut want: Vec<(String, String)> = [
             (lib("net::cache_get"), "passed"),
+            (lib("net::child_process"), "passed"),
             (lib("net::database_ignored"), "skipped"),
             (lib("net::from_child_thread"), "passed"),
             (lib("net::from_named_thread"), "passed"),
@@ -428,7 +456,7 @@ fn cargo_test_under_the_seccomp_engine() {
         "2",
     ];
     let r = run_cargo("cargo-seccomp", &["--engine", "seccomp"], &[], &command);
-    assert_cargo_test_report(&r);
+    assert_cargo_test_report(&r, false);
     // Without the shim no thread's naming is seen: in parallel, no durations (README).
     assert!(r.test(&lib("net::search_index_b"))["duration_s"].is_null());
 }
@@ -493,6 +521,7 @@ one() {{ NEXTEST=1 NEXTEST_EXECUTION_MODE=process-per-test NEXTEST_RUN_ID=r1 \
 NEXTEST=1 $R '{lib}' --list --format terse > /dev/null
 NEXTEST=1 $R '{it}' --list --format terse --ignored > /dev/null
 one '{LIB}' '{lib}' net::cache_get
+one '{LIB}' '{lib}' net::child_process
 one '{LIB}' '{lib}' net::from_named_thread
 one '{LIB}' '{lib}' net::no_calls
 one '{IT}' '{it}' dial_then_fail && exit 3
@@ -514,16 +543,19 @@ exit 0
     got.sort();
     let want = vec![
         (lib("net::cache_get"), "passed".to_string()),
+        (lib("net::child_process"), "passed".to_string()),
         (lib("net::from_named_thread"), "passed".to_string()),
         (lib("net::no_calls"), "passed".to_string()),
         (it("dial_then_fail"), "failed".to_string()),
     ];
     assert_eq!(got, want, "listings add no tests");
-    assert_eq!(r.report["tests_total"], 4);
+    assert_eq!(r.report["tests_total"], 5);
     assert_eq!(
         r.calls(Some(&lib("net::cache_get"))),
         recorded("redis", 6379)
     );
+    // The test's child inherits its NETTRAP_TEST.
+    assert_eq!(r.calls(Some(&lib("net::child_process"))), from_children());
     // One process per test: even a named helper thread's call is the test's.
     assert_eq!(
         r.calls(Some(&lib("net::from_named_thread"))),
@@ -550,6 +582,7 @@ exit 0
             "--list",
             "--list",
             "net::cache_get",
+            "net::child_process",
             "net::from_named_thread",
             "net::no_calls",
             "dial_then_fail"
@@ -630,6 +663,7 @@ fn real_nextest() {
         r.calls(Some(&lib("net::from_named_thread"))),
         recorded("mongodb", 27017)
     );
+    assert_eq!(r.calls(Some(&lib("net::child_process"))), from_children());
     assert_eq!(
         r.calls(Some(&it("dial_then_fail"))),
         recorded("other", 11212)

@@ -15,6 +15,8 @@
 //!
 //! And `pthread_setname_np` ([`threads`]): in `cargo test` runs a thread naming itself is a
 //! libtest test starting, which it writes to the run's timeline; elsewhere it passes through.
+//! Likewise `posix_spawn` and `posix_spawnp` ([`spawn`]): in `cargo test` runs it writes which
+//! thread (so which test) started each child; elsewhere they pass through.
 //!
 //! Rules this code keeps, because it runs inside other people's programs:
 //! - `no_std`, no allocation, no locks: it is safe after `fork()` in a threaded program and
@@ -51,6 +53,7 @@
 #![no_std]
 
 mod resolve;
+mod spawn;
 mod threads;
 
 use core::cell::UnsafeCell;

@@ -21,6 +21,9 @@
 //! thread, after a fork or in a signal handler as the rest of the shim. Outside such a run the
 //! cost is a pass-through: one check of the run directory (none outside a run) and of the
 //! policy's flags (the policy is mapped once per process, as its first connect would).
+//!
+//! The line writer ([`Line`], [`append_to_timeline`]) is shared with [`super::spawn`], whose
+//! `spawn` events tie the processes a test starts to its thread.
 
 #[cfg(target_arch = "x86_64")]
 use super::thread_self;
@@ -100,20 +103,27 @@ unsafe fn real_setname(thread: libc::pthread_t, name: *const c_char) -> c_int {
 #[cold]
 fn note_thread_name() {
     let saved = super::errno();
-    if policy().is_none_or(|p| p.flags & FLAG_THREAD_NAMES == 0) {
+    if !records_thread_names() {
         set_errno(saved);
         return;
     }
     let mut name = [0u8; 16];
     let name_len = sys::thread_name(&mut name);
-    let mut line = [0u8; LINE_MAX];
-    let n = thread_line(
-        &mut line,
-        super::now_ns(),
-        sys::getpid(),
-        sys::gettid(),
-        &name[..name_len],
-    );
+    let mut line = Line::new(b"thread", super::now_ns(), sys::getpid(), sys::gettid());
+    line.name(&name[..name_len]);
+    append_to_timeline(line.finish());
+    set_errno(saved);
+}
+
+/// Whether this run records thread names (`FLAG_THREAD_NAMES`: `cargo test`).
+pub(super) fn records_thread_names() -> bool {
+    policy().is_some_and(|p| p.flags & FLAG_THREAD_NAMES != 0)
+}
+
+/// Appends one line to the run's timeline with one `write` (`O_APPEND`: one write is one line,
+/// whoever else appends), through a descriptor opened for it and closed at once. Any failure
+/// only loses the line. May change errno: callers restore it.
+pub(super) fn append_to_timeline(line: &[u8]) {
     let mut path = [0u8; super::RUN_DIR_MAX];
     if let Some(path) = run_path(&mut path, TIMELINE) {
         // No O_CREAT: the launcher made the timeline; without it there is no run to tell.
@@ -121,56 +131,79 @@ fn note_thread_name() {
         // SAFETY: path is NUL-terminated.
         let fd = unsafe { sys::open(path.as_ptr(), flags, 0) };
         if fd >= 0 {
-            // SAFETY: writing n bytes of our own buffer.
-            unsafe { sys::write(fd, line.as_ptr().cast::<c_void>(), n) };
+            // SAFETY: writing line.len() bytes of the caller's buffer.
+            unsafe { sys::write(fd, line.as_ptr().cast::<c_void>(), line.len()) };
             sys::close(fd);
         }
     }
-    set_errno(saved);
 }
 
-/// The longest line: the fixed text, three numbers, and 15 name bytes of 6 each (`\u00XX`).
-const LINE_MAX: usize = 64 + 20 + 2 * 10 + 16 * 6;
+/// The longest line: the fixed text (a `spawn` line's, the longest: 53 bytes), four numbers of
+/// at most 20 + 10 + 10 + 10 digits, and 15 name bytes of 6 each (`\u00XX`).
+const LINE_MAX: usize = 64 + 20 + 3 * 10 + 16 * 6;
 
-/// `{"ev":"thread","t":T,"pid":P,"tid":X,"name":"N"}\n` into `buf`; returns its length. The
-/// name's bytes other than printable ASCII (and `"`, `\`) are written `\u00XX`, so the line is
-/// valid JSON whatever the bytes (a name cut at 15 bytes may end inside a UTF-8 character);
-/// the report reads each such character back as the byte.
-fn thread_line(buf: &mut [u8; LINE_MAX], t: u64, pid: u32, tid: u32, name: &[u8]) -> usize {
-    let mut w = Writer { buf, n: 0 };
-    w.text(b"{\"ev\":\"thread\",\"t\":");
-    w.number(t);
-    w.text(b",\"pid\":");
-    w.number(pid.into());
-    w.text(b",\"tid\":");
-    w.number(tid.into());
-    w.text(b",\"name\":\"");
-    for &b in name.iter().take(15) {
-        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
-            w.text(&[b]);
-        } else {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            w.text(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]);
-        }
-    }
-    w.text(b"\"}\n");
-    w.n
-}
-
-/// Appends to a fixed buffer; what does not fit is cut (never with the sizes above).
-struct Writer<'a> {
-    buf: &'a mut [u8; LINE_MAX],
+/// A timeline line built on the stack: `{"ev":EV,"t":T,"pid":P,"tid":X` then the caller's
+/// fields, then `}` and a newline ([`Line::finish`]).
+pub(super) struct Line {
+    buf: [u8; LINE_MAX],
     n: usize,
 }
 
-impl Writer<'_> {
+impl Line {
+    pub(super) fn new(ev: &[u8], t: u64, pid: u32, tid: u32) -> Line {
+        let mut w = Line {
+            buf: [0; LINE_MAX],
+            n: 0,
+        };
+        w.text(b"{\"ev\":\"");
+        w.text(ev);
+        w.text(b"\",\"t\":");
+        w.number(t);
+        w.text(b",\"pid\":");
+        w.number(pid.into());
+        w.text(b",\"tid\":");
+        w.number(tid.into());
+        w
+    }
+
+    /// `,"KEY":N`
+    pub(super) fn field(&mut self, key: &[u8], v: u64) {
+        self.text(b",\"");
+        self.text(key);
+        self.text(b"\":");
+        self.number(v);
+    }
+
+    /// `,"name":"N"`: the name's bytes (at most 15) other than printable ASCII (and `"`, `\`)
+    /// are written `\u00XX`, so the line is valid JSON whatever the bytes (a name cut at 15
+    /// bytes may end inside a UTF-8 character); the report reads each such character back as
+    /// the byte.
+    pub(super) fn name(&mut self, name: &[u8]) {
+        self.text(b",\"name\":\"");
+        for &b in name.iter().take(15) {
+            if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+                self.text(&[b]);
+            } else {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                self.text(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]);
+            }
+        }
+        self.text(b"\"");
+    }
+
+    pub(super) fn finish(&mut self) -> &[u8] {
+        self.text(b"}\n");
+        &self.buf[..self.n]
+    }
+
+    /// Appends; what does not fit is cut (never with the sizes above).
     fn text(&mut self, s: &[u8]) {
         let end = (self.n + s.len()).min(LINE_MAX);
         let take = end - self.n;

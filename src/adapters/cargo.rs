@@ -16,7 +16,9 @@
 //!   `test NAME ... ` line, which libtest prints before the test runs. Calls are tied to tests
 //!   by the calling thread's name (libtest names each test's thread after it; Rust 1.95 does so
 //!   with one thread too): the engines record it (`FLAG_THREAD_NAMES`) and
-//!   `attribution::Timeline::by_thread_name` joins it. With `-q` / `--format terse` libtest
+//!   `attribution::Timeline::by_thread_name` joins it; a process a test starts (`Command`:
+//!   `posix_spawnp`) is tied to the thread that started it by the shim's `spawn` event. With
+//!   `-q` / `--format terse` libtest
 //!   prints one character per test: the tests come from `<binary> --list --format terse` run
 //!   first with the same selection (`Terse`). `--format json` (unstable, nightly only) is not
 //!   read: no test is known and calls stay unattributed.

@@ -17,7 +17,10 @@
 //!    ([`Timeline::by_thread_name`]);
 //! 4. with no timeline for the process, the test the engine read from the process's
 //!    environment (`NETTRAP_TEST`, `PYTEST_CURRENT_TEST`, nextest's variables): children
-//!    inherit their parent's current test that way.
+//!    inherit their parent's current test that way;
+//! 5. with none of those, the parent's test ([`Timeline::attribute_in_tree`]): a process a
+//!    libtest test started with `posix_spawn` (a `spawn` event) by the spawning thread's name,
+//!    any other child by its parent's test at the moment of the call, up the tree.
 //!
 //! The timeline also gives every test that ran (so `tests_total`, outcomes and durations).
 
@@ -84,6 +87,17 @@ struct Event {
     // threads
     tests: Option<Vec<String>>,
     prefix: Option<String>,
+    // spawn
+    child: Option<u32>,
+}
+
+/// A process started with `posix_spawn` (a `spawn` event): by which process and thread, its
+/// name then, and when.
+#[derive(Debug, Clone)]
+struct Spawn {
+    t: u64,
+    pid: u32,
+    name: Vec<u8>,
 }
 
 /// A test of a process whose tests run on threads named after them (`threads` event): its
@@ -232,6 +246,8 @@ pub struct Timeline {
     /// What each such process's test ids start with before the name its threads carry
     /// (`<binary id> `).
     named_prefix: HashMap<u32, String>,
+    /// Processes started with `posix_spawn`, by child pid, in time order (a pid may be reused).
+    spawns: HashMap<u32, Vec<Spawn>>,
     /// Every test that ran, outside nested sessions.
     pub tests: BTreeMap<String, TestRun>,
     /// What each process is to its runner (`gw1`, `django worker 2`).
@@ -486,6 +502,20 @@ impl Timeline {
                         namings.entry(e.pid).or_default().push((e.t, tid, bytes));
                     }
                 }
+                "spawn" => {
+                    // A thread started a process (the shim, in runs that record thread
+                    // names); the name's bytes as in `thread`.
+                    let Some(name) = e.name else { continue };
+                    let bytes: Option<Vec<u8>> =
+                        name.chars().map(|c| u8::try_from(c).ok()).collect();
+                    if let (Some(name), Some(child)) = (bytes, e.child) {
+                        tl.spawns.entry(child).or_default().push(Spawn {
+                            t: e.t,
+                            pid: e.pid,
+                            name,
+                        });
+                    }
+                }
                 "process" => {
                     if let Some(r) = e.runner {
                         tl.runners.insert(r);
@@ -536,7 +566,20 @@ impl Timeline {
         for s in tl.sites.values_mut() {
             s.sort_by_key(|s| s.t);
         }
+        for s in tl.spawns.values_mut() {
+            s.sort_by_key(|s| s.t);
+        }
         tl
+    }
+
+    /// Who started `pid` (a `spawn` event) if it was started by `posix_spawn` in a run that
+    /// records thread names: the latest spawn of that pid at or before `t`, or, for a call
+    /// made before its parent wrote the event (the child may connect before `posix_spawn`
+    /// returned in the parent), the first.
+    fn spawner(&self, pid: u32, t: u64) -> Option<&Spawn> {
+        let list = self.spawns.get(&pid)?;
+        let i = list.partition_point(|s| s.t <= t);
+        list.get(i.saturating_sub(1))
     }
 
     /// Durations of the tests of thread-named processes (libtest) that ran in parallel, which
@@ -595,6 +638,13 @@ impl Timeline {
     /// its environment (a child forked inside a test: the seccomp engine reads the environment a
     /// process was exec'd with, which a fork does not renew) takes its parent's test at that
     /// moment, up the tree. `parent` gives a process's parent, from the engines' records.
+    ///
+    /// A process started with `posix_spawn` by a thread-named process (a libtest test, under
+    /// `cargo test`: a `spawn` event) takes the test of the thread that started it, by that
+    /// thread's name when it spawned ([`Timeline::by_thread_name`] at the spawn's time: a
+    /// libtest thread runs one test, and at the spawn it was running). Up the tree too: a
+    /// grandchild with no test of its own walks up to such a child, which may never have made
+    /// a call (the `spawn` event links it to its parent).
     pub fn attribute_in_tree(
         &self,
         pid: u32,
@@ -610,30 +660,39 @@ impl Timeline {
         if !needs_test && !needs_phase {
             return own;
         }
+        let inherit = |up: Attribution| match &own.test {
+            None if needs_test => Attribution {
+                fixture: own.fixture.clone().or(up.fixture.clone()),
+                since: own.since,
+                ..up
+            },
+            Some(test) if up.test.as_ref() == Some(test) => Attribution {
+                phase: up.phase,
+                ..own.clone()
+            },
+            _ => own.clone(),
+        };
         // The nearest ancestor that reported tests: its test at that moment, or, for a child
         // whose environment names the test (NETTRAP_TEST holds no phase), the phase.
         let mut p = pid;
         for _ in 0..8 {
-            match parent(p) {
+            let next = match self.spawner(p, t) {
+                Some(s) => {
+                    if needs_test && let Some(up) = self.by_thread_name(s.pid, s.t, &s.name) {
+                        return inherit(up);
+                    }
+                    Some(s.pid)
+                }
+                None => parent(p),
+            };
+            match next {
                 Some(pp) if pp > 1 && pp != p => p = pp,
                 _ => break,
             }
             if !self.process_scopes.contains_key(&p) {
                 continue;
             }
-            let up = self.attribute(p, p, t, None, b"");
-            return match &own.test {
-                None if needs_test => Attribution {
-                    fixture: own.fixture.or(up.fixture.clone()),
-                    since: own.since,
-                    ..up
-                },
-                Some(test) if up.test.as_ref() == Some(test) => Attribution {
-                    phase: up.phase,
-                    ..own
-                },
-                _ => own,
-            };
+            return inherit(self.attribute(p, p, t, None, b""));
         }
         own
     }
@@ -1093,5 +1152,71 @@ mod tests {
         // Namings give durations only: calls still go by name, parallel peers named.
         let a = t.attribute(5, 6, 40, None, b"net::search_ind");
         assert_eq!(a.concurrent, vec!["c net::search_index_b".to_string()]);
+    }
+
+    #[test]
+    fn processes_a_libtest_thread_spawned_take_its_test() {
+        let t = tl(concat!(
+            r#"{"ev":"threads","t":1,"pid":5,"prefix":"c "}"#,
+            "\n",
+            r#"{"ev":"spawn","t":20,"pid":5,"tid":6,"child":30,"name":"net::child_proc"}"#,
+            "\n",
+            // Two tests sharing a cut name: the spawn's time tells them apart.
+            r#"{"ev":"spawn","t":40,"pid":5,"tid":7,"child":31,"name":"net::search_ind"}"#,
+            "\n",
+            r#"{"ev":"end","t":50,"pid":5,"test":"c net::search_index_a","outcome":"passed"}"#,
+            "\n",
+            r#"{"ev":"spawn","t":60,"pid":5,"tid":8,"child":32,"name":"net::search_ind"}"#,
+            "\n",
+            r#"{"ev":"end","t":70,"pid":5,"test":"c net::child_process","outcome":"passed"}"#,
+            "\n",
+            r#"{"ev":"end","t":90,"pid":5,"test":"c net::search_index_b","outcome":"passed"}"#,
+            "\n",
+            // The binary's main thread, and a process that is no test binary.
+            r#"{"ev":"spawn","t":95,"pid":5,"tid":5,"child":33,"name":"nettrap_rust_f"}"#,
+            "\n",
+            r#"{"ev":"spawn","t":95,"pid":9,"tid":9,"child":34,"name":"bash"}"#,
+            "\n",
+        ));
+        let parents = |p: u32| match p {
+            40 => Some(30), // a grandchild, forked by the child (which made no call)
+            41 => Some(40), // and its child
+            _ => None,
+        };
+        let at = |pid: u32, time: u64| {
+            t.attribute_in_tree(pid, pid, time, None, b"bash", parents)
+                .test
+        };
+        // The child calls after its test ended (a daemon): still the test that started it.
+        assert_eq!(at(30, 80).as_deref(), Some("c net::child_process"));
+        // Before its parent wrote the event (posix_spawn had not returned yet there).
+        assert_eq!(at(30, 19).as_deref(), Some("c net::child_process"));
+        assert_eq!(at(40, 25).as_deref(), Some("c net::child_process"));
+        assert_eq!(at(41, 25).as_deref(), Some("c net::child_process"));
+        assert_eq!(at(31, 100).as_deref(), Some("c net::search_index_a"));
+        assert_eq!(at(32, 65).as_deref(), Some("c net::search_index_b"));
+        assert_eq!(at(33, 100), None);
+        assert_eq!(at(34, 100), None);
+        // A child whose environment names a test keeps it.
+        let env = Some(("other".to_string(), None));
+        assert_eq!(
+            t.attribute_in_tree(30, 30, 80, env, b"bash", parents)
+                .test
+                .as_deref(),
+            Some("other")
+        );
+        // A spawn from a pytest process (process-wide tests): the walk goes on to it.
+        let p = tl(concat!(
+            r#"{"ev":"start","t":10,"pid":7,"test":"t::a"}"#,
+            "\n",
+            r#"{"ev":"spawn","t":20,"pid":7,"tid":7,"child":50,"name":"python"}"#,
+            "\n",
+        ));
+        assert_eq!(
+            p.attribute_in_tree(50, 50, 30, None, b"sh", |_| None)
+                .test
+                .as_deref(),
+            Some("t::a")
+        );
     }
 }
