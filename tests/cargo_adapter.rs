@@ -136,23 +136,7 @@ fn assert_cargo_test_report(r: &Run, spawns_seen: bool) {
     // (bash's and the subshell's: one row per process)
     let unattributed = if spawns_seen { 2 } else { 4 };
     assert_eq!(r.calls(None).len(), unattributed, "{un:?}");
-    let mut want: Vec<(String, String)> = [
-        (lib("net::cache_get"), "passed"),
-        (lib("net::child_process"), "passed"),
-        (lib("net::database_ignored"), "skipped"),
-        (lib("net::from_child_thread"), "passed"),
-        (lib("net::from_named_thread"), "passed"),
-        (lib("net::no_calls"), "passed"),
-        (lib("net::panics_after_dial"), "passed"),
-        (lib("net::search_index_a"), "passed"),
-        (lib("net::search_index_b"), "passed"),
-        (it("dial_then_fail"), "failed"),
-        (it("kafka_produce"), "passed"),
-    ]
-    .into_iter()
-    .map(|(a, b)| (a, b.to_string()))
-    .collect();
-    want.sort();
+    let want = every_test_and_outcome();
     let mut got = r.all_tests();
     got.sort();
     assert_eq!(got, want);
@@ -273,6 +257,29 @@ fn assert_parallel_durations(r: &Run) {
     }
     let b = r.test(&lib("net::search_index_b"));
     assert!(b["duration_s"].as_f64().unwrap() >= 0.6, "{b}");
+}
+
+/// Every test of the fixture's libtest binaries, with its outcome under `cargo test`, sorted
+/// (fixtures/rust/EXPECTED.md).
+fn every_test_and_outcome() -> Vec<(String, String)> {
+    let mut want: Vec<(String, String)> = [
+        (lib("net::cache_get"), "passed"),
+        (lib("net::child_process"), "passed"),
+        (lib("net::database_ignored"), "skipped"),
+        (lib("net::from_child_thread"), "passed"),
+        (lib("net::from_named_thread"), "passed"),
+        (lib("net::no_calls"), "passed"),
+        (lib("net::panics_after_dial"), "passed"),
+        (lib("net::search_index_a"), "passed"),
+        (lib("net::search_index_b"), "passed"),
+        (it("dial_then_fail"), "failed"),
+        (it("kafka_produce"), "passed"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a, b.to_string()))
+    .collect();
+    want.sort();
+    want
 }
 
 #[test]
@@ -411,23 +418,7 @@ fn cargo_test_quiet_and_terse_know_every_test() {
         );
         let mut got = r.all_tests();
         got.sort();
-        let mut want: Vec<(String, String)> = [
-            (lib("net::cache_get"), "passed"),
-            (lib("net::child_process"), "passed"),
-            (lib("net::database_ignored"), "skipped"),
-            (lib("net::from_child_thread"), "passed"),
-            (lib("net::from_named_thread"), "passed"),
-            (lib("net::no_calls"), "passed"),
-            (lib("net::panics_after_dial"), "passed"),
-            (lib("net::search_index_a"), "passed"),
-            (lib("net::search_index_b"), "passed"),
-            (it("dial_then_fail"), "failed"),
-            (it("kafka_produce"), "passed"),
-        ]
-        .into_iter()
-        .map(|(a, b)| (a, b.to_string()))
-        .collect();
-        want.sort();
+        let want = every_test_and_outcome();
         assert_eq!(got, want, "{name}");
         // libtest's own count, the one doc-test aside (terse output does not name it).
         let (counted, _) = libtest_counts(&r.stdout());
