@@ -183,7 +183,10 @@ fn pyproject_errors_name_the_file_the_table_and_the_line() {
             ),
             "pyproject.toml:9: [tool.nettrap]: unknown field `errnoo`",
         ),
-        ("[project\nname = 1\n".to_string(), "pyproject.toml:1: "),
+        (
+            "[tool.nettrap\nerrno = 1\n".to_string(),
+            "pyproject.toml:1: ",
+        ),
     ];
     for (text, want) in cases {
         std::fs::write(dir.join("pyproject.toml"), &text).unwrap();
@@ -198,4 +201,51 @@ fn pyproject_errors_name_the_file_the_table_and_the_line() {
             );
         }
     }
+}
+
+#[test]
+fn a_broken_pyproject_that_never_names_nettrap_does_not_stop_a_run() {
+    // Another tool's syntax error in a pyproject.toml (in the working directory or any parent,
+    // up to `/`) once stopped every run below it, even beside a nettrap.toml that wins whole,
+    // with an error blaming `[tool.nettrap]`. It is passed over; one that names nettrap and is
+    // broken is still an error (it may hold the table).
+    let dir = scratch("pyproject-broken-other");
+    std::fs::write(dir.join("nettrap.toml"), "errno = \"EACCES\"\n").unwrap();
+    let sub = dir.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("pyproject.toml"), "[project\nname = 1\n").unwrap();
+    let out = nettrap_in(&sub, &["config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("policy file: ../nettrap.toml (the closest"),
+        "{text}"
+    );
+    let out = nettrap_in(&sub, &["run", "--", "true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Beside a nettrap.toml, even a broken [tool.nettrap] only earns the "ignored" note.
+    std::fs::write(dir.join("pyproject.toml"), "[tool.nettrap\nerrno = 1\n").unwrap();
+    let out = nettrap_in(&dir, &["config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("ignored: pyproject.toml [tool.nettrap]"),
+        "{text}"
+    );
 }

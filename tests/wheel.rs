@@ -341,3 +341,38 @@ action = "record"
         0
     );
 }
+
+#[test]
+fn pytest_nettrap_starts_pytest_again_with_the_interpreters_own_options() {
+    // `python -W error -m pytest --nettrap` was started again as `python -m pytest`: the
+    // warning filter was lost, so a test that fails without nettrap passed under it (exit 1
+    // became 0). The plugin from the source tree (no wheel needed), nettrap from the build.
+    let dir = scratch("pytest-nettrap-interp-options");
+    std::fs::write(
+        dir.join("test_warns.py"),
+        "import warnings\n\ndef test_warns():\n    warnings.warn('boom')\n",
+    )
+    .unwrap();
+    let bin = Path::new(nettrap()).parent().unwrap().display().to_string();
+    let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
+    let py = python();
+    for extra in [&[][..], &["--nettrap"][..]] {
+        let mut argv = vec![py.as_str(), "-W", "error", "-m", "pytest", "-q"];
+        argv.extend(["-p", "no:cacheprovider", "-p", "nettrap.pytest_plugin"]);
+        argv.extend(extra);
+        let out = isolated(&argv)
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .env("PYTHONPATH", repo().join("python"))
+            .env_remove("NETTRAP_RUN_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {all}");
+        assert!(all.contains("1 failed"), "{extra:?}: {all}");
+        if !extra.is_empty() {
+            assert!(all.contains("nettrap: no external calls"), "{all}");
+        }
+    }
+}

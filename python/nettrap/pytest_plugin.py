@@ -67,7 +67,13 @@ def _under_nettrap():
 
 def _pytest_command():
     """How this pytest was started, to start it again the same way: `python -m pytest` or
-    `python /path/to/pytest` (a console script), with this interpreter."""
+    `python /path/to/pytest` (a console script), with this interpreter and its own options
+    (`-W error`, `-X dev`, `-O`, a shebang's `-I`: they change what the tests do)."""
+    orig = list(getattr(sys, "orig_argv", None) or [])
+    args = sys.argv[1:]
+    # Python 3.10+: the interpreter's command line; its tail is pytest's arguments.
+    if len(orig) > len(args) + 1 and orig[len(orig) - len(args):] == args:
+        return [sys.executable] + orig[1 : len(orig) - len(args)]
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name in ("pytest", "pytest.__main__", "py.test"):

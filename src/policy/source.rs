@@ -53,15 +53,12 @@ pub fn find(explicit: Option<&Path>, cwd: &Path) -> Result<Option<Source>> {
         let ours = dir.join("nettrap.toml");
         let py = dir.join("pyproject.toml");
         let py_shown = format!("{up}pyproject.toml");
-        let py_text = match py.is_file() {
-            true => Some(read(&py, &py_shown)?),
-            false => None,
-        };
-        let has_table = match &py_text {
-            Some(t) => super::file::pyproject_has_table(t, &py_shown)?,
-            None => false,
-        };
         if ours.is_file() {
+            // nettrap.toml wins whole: the pyproject beside it is looked at only for the note
+            // that its table is ignored, never to fail the run.
+            let has_table = std::fs::read_to_string(&py).is_ok_and(|t| {
+                names_nettrap(&t) && super::file::pyproject_has_table(&t, &py_shown).unwrap_or(true)
+            });
             let shown = format!("{up}nettrap.toml");
             let text = read(&ours, &shown)?;
             return Ok(Some(Source {
@@ -72,6 +69,14 @@ pub fn find(explicit: Option<&Path>, cwd: &Path) -> Result<Option<Source>> {
                 shadowed: has_table.then(|| format!("{py_shown} [tool.nettrap]")),
             }));
         }
+        let py_text = match py.is_file() {
+            true => Some(read(&py, &py_shown)?),
+            false => None,
+        };
+        let has_table = match &py_text {
+            Some(t) if names_nettrap(t) => super::file::pyproject_has_table(t, &py_shown)?,
+            _ => false,
+        };
         if has_table {
             return Ok(Some(Source {
                 shown: py_shown,
@@ -84,6 +89,14 @@ pub fn find(explicit: Option<&Path>, cwd: &Path) -> Result<Option<Source>> {
         up.push_str("../");
     }
     Ok(None)
+}
+
+/// Whether a `pyproject.toml` could hold a `[tool.nettrap]` table at all. One that never names
+/// nettrap is passed over unparsed: another tool's syntax error in it (or in one in a parent
+/// directory, up to `/`) is for that tool to report, and must not stop a run it has nothing to
+/// say about.
+fn names_nettrap(text: &str) -> bool {
+    text.contains("nettrap")
 }
 
 fn found_why(here: bool) -> String {
