@@ -410,12 +410,33 @@ fn shorten(s: &str, max: usize) -> String {
     cut
 }
 
+/// `s` as one Markdown code span whatever it holds: line breaks become spaces (a span is one
+/// line of the list), and the fence is one backtick longer than the longest run inside it
+/// (padded with a space where `s` starts or ends with one), so a test id or command line with
+/// backticks cannot end the span early.
+fn code(s: &str) -> String {
+    let s = s.replace(['\n', '\r'], " ");
+    let mut longest = 0;
+    let mut run = 0;
+    for c in s.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat(longest + 1);
+    let pad = if s.starts_with('`') || s.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{s}{pad}{fence}")
+}
+
 /// Where a call was made, as the to-do list shows it: `` `app/x.py:3 in f` (requests) ``.
 fn site_label(c: &CallEntry) -> Option<String> {
-    let site = c.site.as_deref()?;
+    let site = code(c.site.as_deref()?);
     Some(match &c.library {
-        Some(lib) => format!("`{site}` ({lib})"),
-        None => format!("`{site}`"),
+        Some(lib) => format!("{site} ({lib})"),
+        None => site,
     })
 }
 
@@ -569,10 +590,10 @@ pub fn todo(r: &Report) -> String {
     };
     let _ = writeln!(
         out,
-        "`{}`: {scope} made {calls} recorded or denied {}. Largest payoff first: mocking a group's\n\
+        "{}: {scope} made {calls} recorded or denied {}. Largest payoff first: mocking a group's\n\
          service takes every listed test off the network; the call site under a destination is\n\
          where the mock goes.\n\n{}\n",
-        r.command.join(" "),
+        code(&r.command.join(" ")),
         plural(calls, "call", "calls"),
         super::payoff::headline(r),
     );
@@ -605,7 +626,7 @@ pub fn todo(r: &Report) -> String {
             phases.sort_by_key(|(p, _)| rank(p));
             let mut phases: Vec<String> = phases.iter().map(|(p, k)| format!("{p} {k}")).collect();
             if !c.fixtures.is_empty() {
-                let f: Vec<String> = c.fixtures.iter().map(|f| format!("`{f}`")).collect();
+                let f: Vec<String> = c.fixtures.iter().map(|f| code(f)).collect();
                 phases.push(format!(
                     "{} {}",
                     plural(f.len() as u64, "fixture", "fixtures"),
@@ -626,7 +647,8 @@ pub fn todo(r: &Report) -> String {
             }
             let _ = writeln!(
                 out,
-                "- [ ] `{test}`: {} ({})",
+                "- [ ] {}: {} ({})",
+                code(test),
                 what.join(", then "),
                 phases.join(", ")
             );
@@ -754,7 +776,7 @@ pub fn todo(r: &Report) -> String {
                 .map(|s| format!(" at {s}"))
                 .unwrap_or_default();
             if let Some(f) = &c.fixture {
-                let _ = write!(at, " in fixture `{f}`");
+                let _ = write!(at, " in fixture {}", code(f));
             }
             let what = if c.lookup() {
                 plural(c.count, "lookup", "lookups")
@@ -768,13 +790,13 @@ pub fn todo(r: &Report) -> String {
             };
             let _ = writeln!(
                 out,
-                "- [ ] {} ({}): {} {what}{denied}{} from pid {} `{}`{at}",
+                "- [ ] {} ({}): {} {what}{denied}{} from pid {} {}{at}",
                 dest(c),
                 c.category,
                 c.count,
                 served(u64::from(c.served_by_suite), 1),
                 c.process.pid,
-                c.process.cmdline
+                code(&c.process.cmdline)
             );
         }
     }
@@ -1200,5 +1222,13 @@ mod tests {
         let v = serde_json::to_value(&served).unwrap();
         assert_eq!(v["served_by_suite"], true);
         assert_eq!(serde_json::from_value::<CallEntry>(v).unwrap(), served);
+    }
+
+    #[test]
+    fn code_spans_hold_backticks_and_line_breaks() {
+        assert_eq!(code("tests/x.py::t"), "`tests/x.py::t`");
+        assert_eq!(code("sh -c 'a\nb'"), "`sh -c 'a b'`");
+        assert_eq!(code("t[`x`]"), "``t[`x`]``");
+        assert_eq!(code("`a``"), "``` `a`` ```");
     }
 }
