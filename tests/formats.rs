@@ -454,3 +454,65 @@ fn an_empty_junit_or_an_unwritable_job_summary_keeps_the_commands_status() {
         run.stderr()
     );
 }
+
+/// nettrap's own JUnit (no runner JUnit given): a test that passed although one of its calls
+/// failed the run (here recorded in a `--fail-on` category) is a failure there, so CI test
+/// views show what failed the run; tests without such calls keep their outcome.
+#[test]
+fn own_junit_fails_the_tests_that_failed_the_run() {
+    let dir = scratch("formats-own-junit");
+    let own_xml = dir.join("own.xml");
+    let own_s = format!("junit={}", own_xml.display());
+    let py = python();
+    let run = run_in(
+        "formats-own-junit-run",
+        &demo_suite(),
+        &["--fail-on", "redis", "--format", &own_s],
+        &[&py, "-m", "pytest", "-q", "-p", "no:randomly"],
+    );
+    assert_eq!(run.code(), 86, "{}", run.stderr());
+    let own = std::fs::read_to_string(&own_xml).unwrap();
+    let case = |class: &str, name: &str| {
+        let at = own
+            .find(&format!("classname=\"{class}\" name=\"{name}\""))
+            .unwrap_or_else(|| panic!("{class}.{name} not in:\n{own}"));
+        own[at..at + own[at..].find("</testcase>").unwrap()].to_string()
+    };
+    let tests = run.all_tests();
+    assert!(
+        tests.contains(&(
+            "tests/test_cache.py::test_cache_get".into(),
+            "passed".into()
+        )),
+        "{tests:?}"
+    );
+    assert!(
+        case("tests.test_cache", "test_cache_get")
+            .contains("<failure message=\"nettrap: policy violated\""),
+        "{own}"
+    );
+    assert!(
+        !case("tests.test_pure", "test_addition").contains("<failure"),
+        "{own}"
+    );
+    // The suite's count: the runner's failures plus the passed tests with a recorded redis call.
+    let redis_passed = run.report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["outcome"] == "passed")
+        .filter(|t| {
+            t["calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["category"] == "redis" && c["verdict"] == "recorded")
+        })
+        .count();
+    let failed = tests.iter().filter(|(_, o)| o == "failed").count();
+    assert!(redis_passed > 0);
+    assert!(
+        own.contains(&format!("failures=\"{}\"", failed + redis_passed)),
+        "{failed} + {redis_passed}:\n{own}"
+    );
+}

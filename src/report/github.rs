@@ -30,12 +30,6 @@ pub fn file_line(site: &str) -> Option<(&str, u32)> {
     (!file.is_empty()).then_some((file, line))
 }
 
-/// Does this call fail the run: denied, or recorded in a `--fail-on` category?
-fn fails(r: &Report, c: &CallEntry) -> bool {
-    c.offending()
-        && (c.verdict == "denied" || (c.verdict == "recorded" && r.fail_on.contains(&c.category)))
-}
-
 /// One `::error` line per group of failing calls.
 pub fn annotations(r: &Report) -> String {
     let mut out = String::new();
@@ -44,7 +38,7 @@ pub fn annotations(r: &Report) -> String {
         .iter()
         .flat_map(|t| t.calls.iter().map(move |c| (Some(t.test.as_str()), c)))
         .chain(r.unattributed.iter().map(|c| (None, c)));
-    for (test, c) in all.filter(|(_, c)| fails(r, c)) {
+    for (test, c) in all.filter(|(_, c)| super::fails_run(r, c)) {
         let mut props = Vec::new();
         if let Some((file, line)) = c.site.as_deref().and_then(file_line) {
             props.push(format!("file={}", property(file)));

@@ -125,10 +125,22 @@ pub fn own(r: &Report) -> String {
             .filter(|t| t.outcome.as_deref().is_some_and(|x| o.contains(&x)))
             .count()
     };
+    // A test that passed but made a call that fails the run (denied, or `--fail-on`) is a
+    // failure here: the test swallowed what the policy refused, and CI views should show it.
+    let violated = |t: &TestEntry| {
+        !matches!(t.outcome.as_deref(), Some("failed" | "error"))
+            && t.calls.iter().any(|c| super::fails_run(r, c))
+    };
     let (failures, errors, skipped) = (
-        count(&["failed"]),
+        count(&["failed"]) + r.tests.iter().filter(|t| violated(t)).count(),
         count(&["error"]),
-        count(&["skipped", "xfailed"]),
+        count(&["skipped", "xfailed"])
+            - r.tests
+                .iter()
+                .filter(|t| {
+                    violated(t) && matches!(t.outcome.as_deref(), Some("skipped" | "xfailed"))
+                })
+                .count(),
     );
     let time = seconds(Some(r.payoff.suite_time_s));
     let n = r.tests.len();
@@ -162,6 +174,9 @@ pub fn own(r: &Report) -> String {
             let _ = write!(out, "      <properties>\n{props}      </properties>\n");
         }
         match t.outcome.as_deref() {
+            _ if violated(t) => out.push_str(
+                "      <failure message=\"nettrap: policy violated\" type=\"nettrap\"/>\n",
+            ),
             Some("failed") => out.push_str("      <failure message=\"failed\"/>\n"),
             Some("error") => out.push_str("      <error message=\"error\"/>\n"),
             Some("skipped" | "xfailed") => out.push_str("      <skipped/>\n"),

@@ -1061,6 +1061,13 @@ pub fn failure(violation: Option<String>, unverified: Option<String>) -> Option<
     }
 }
 
+/// Does this call fail the run: denied, or recorded in a `--fail-on` category?
+pub fn fails_run(r: &Report, c: &CallEntry) -> bool {
+    c.offending()
+        && (c.verdict == Action::Deny.verdict()
+            || (c.verdict == Action::Record.verdict() && r.fail_on.contains(&c.category)))
+}
+
 /// Why the run fails even if the command passed: denied calls, or recorded calls in `fail_on`
 /// categories. `None` when there is no violation.
 pub fn violation(report: &Report) -> Option<String> {
