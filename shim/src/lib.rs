@@ -36,9 +36,10 @@
 //! besides the real `connect`, and why each is needed (tests/escapes/hot_path.rs counts them):
 //! - `getsockopt(SO_TYPE)`: that the descriptor is a socket, and its type (the record's
 //!   transport; a stream socket's destination is then decoded from the address alone);
-//! - `getpid` and `gettid`: who made the call (the record; attribution to a runner's tests).
-//!   Neither can be cached safely: a `vfork` child shares the shim's memory, and raw `clone`
-//!   runs no `pthread_atfork` handler.
+//! - `gettid`: which thread made the call (the record; attribution to a runner's tests). It
+//!   also proves the calling thread owns the thread descriptor it runs on, which lets the pid
+//!   come from a cache (see [`ids`]); `getpid` is made only by a process's first call from
+//!   each thread, and always in a `vfork`, `posix_spawn` or raw `clone` child.
 //!
 //! Only off that path: the socket's domain and protocol (two more `getsockopt`) for other
 //! socket types, before a denial and after a connect failed for its address's family;
@@ -47,6 +48,7 @@
 
 #![no_std]
 
+mod ids;
 mod resolve;
 
 use core::cell::UnsafeCell;
@@ -440,6 +442,7 @@ static CONSTRUCTOR: extern "C" fn() = on_load;
 
 extern "C" fn on_load() {
     note_main_stack();
+    ids::init();
     load_run_dir();
     resolve_real_connect();
     resolve_real_listen();
@@ -507,12 +510,6 @@ fn stack_top(here: usize) -> usize {
     } else {
         page_end
     }
-}
-
-/// This process's pid. Not cached: a vfork child shares the parent's memory, so a cache would
-/// mix their pids up, and getpid costs less than the connect it accompanies.
-fn pid() -> u32 {
-    sys::getpid()
 }
 
 fn resolve_real_connect() -> usize {
@@ -1090,7 +1087,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, false) };
     };
-    let pid = pid();
+    let (pid, tid) = ids::caller();
     let process = log.as_ref().map(|log| record_process(log, pid));
     // Taken before the decision: a runner's test events are joined to calls by time.
     let time_ns = now_ns();
@@ -1106,7 +1103,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         pid,
         // The calling thread: joins the call to the runner's per-thread test events and to the
         // call site an adapter wrote just before it (see src/attribution/).
-        tid: sys::gettid(),
+        tid,
         time_ns,
         dest,
         transport,
@@ -1324,9 +1321,10 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         {
             let transport =
                 sys::sockopt(fd, libc::SO_TYPE).map_or(Transport::Other, Transport::from_sock_type);
+            let (pid, tid) = ids::caller();
             let call = Call {
-                pid: pid(),
-                tid: sys::gettid(),
+                pid,
+                tid,
                 time_ns: now_ns(),
                 dest,
                 transport,

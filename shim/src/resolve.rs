@@ -25,7 +25,7 @@
 //! seen by the supervisor only), and resolvers that are not glibc's API (Go's, c-ares).
 
 use super::{
-    count_unobserved, current_test, log, now_ns, pid, policy, record_process, set_errno, sys, tell,
+    count_unobserved, current_test, ids, log, now_ns, policy, record_process, set_errno, sys, tell,
 };
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -237,14 +237,14 @@ unsafe fn begin<'a>(name: *const c_char, family: Family) -> Begin<'a> {
         });
     };
     let backstop = policy.flags & FLAG_SECCOMP_BACKSTOP != 0;
-    let pid = pid();
+    let (pid, tid) = ids::caller();
     let time_ns = now_ns();
     let test = current_test();
     let resolver = resolver();
     let decision = policy.lookup_decision(resolver.as_ref(), name, test.map(|t| t.0));
     let call = Call {
         pid,
-        tid: sys::gettid(),
+        tid,
         time_ns,
         dest: resolver.unwrap_or(Dest {
             ip: [0; 16],
