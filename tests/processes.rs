@@ -321,7 +321,12 @@ fn every_engine_counts_the_storm_and_hard_cases_exactly() {
         let calls = run.report["unattributed"].as_array().unwrap();
         let mut got: Vec<(u64, u64)> = calls
             .iter()
-            .map(|c| (c["port"].as_u64().unwrap(), c["process"]["pid"].as_u64().unwrap()))
+            .map(|c| {
+                (
+                    c["port"].as_u64().unwrap(),
+                    c["process"]["pid"].as_u64().unwrap(),
+                )
+            })
             .collect();
         got.sort();
         assert_eq!(got, want, "{engine}: {out}");

@@ -77,14 +77,8 @@ pub fn init() {
     // SAFETY: glibc's __register_atfork (what pthread_atfork calls) with only a child handler,
     // which runs in the fork child before fork returns there; the handle names this library
     // (it is never unloaded).
-    let r = unsafe {
-        __register_atfork(
-            None,
-            None,
-            Some(forked),
-            &PIDS as *const _ as *mut c_void,
-        )
-    };
+    let r =
+        unsafe { __register_atfork(None, None, Some(forked), &PIDS as *const _ as *mut c_void) };
     if r == 0 {
         TCB_TID_OK.store(true, Ordering::Relaxed);
     }

@@ -49,6 +49,7 @@
 #![no_std]
 
 mod ids;
+mod mem;
 mod resolve;
 
 use core::cell::UnsafeCell;
@@ -77,15 +78,18 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 type ConnectFn = unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int;
 type ListenFn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 
-/// The shim's own system calls, made through libc's one `syscall` entry point rather than its
-/// wrappers: every libc function the shim imports is one more symbol the loader must bind in
-/// every process of the run, whether it ever connects or not.
+/// The shim's own system calls, made directly (x86_64: the `syscall` instruction) rather than
+/// through libc: every libc function the shim imports is one more symbol the loader must bind
+/// in every process of the run, whether it ever connects or not. Each returns what the kernel
+/// returned (a negative errno on failure) and leaves `errno` alone.
 mod sys {
     use core::ffi::{c_char, c_int, c_long, c_void};
 
     /// # Safety
     /// The arguments must be valid for the system call `nr`.
-    unsafe fn call(
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub unsafe fn call(
         nr: c_long,
         a: usize,
         b: usize,
@@ -94,8 +98,59 @@ mod sys {
         e: usize,
         f: usize,
     ) -> c_long {
+        let r: c_long;
+        // SAFETY: the x86_64 system call convention (number in rax, arguments in rdi, rsi, rdx,
+        // r10, r8, r9; rcx and r11 clobbered); what the call does is forwarded from the caller.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") nr => r,
+                in("rdi") a,
+                in("rsi") b,
+                in("rdx") c,
+                in("r10") d,
+                in("r8") e,
+                in("r9") f,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack, preserves_flags)
+            )
+        };
+        r
+    }
+
+    /// # Safety
+    /// The arguments must be valid for the system call `nr`.
+    #[cfg(not(target_arch = "x86_64"))]
+    pub unsafe fn call(
+        nr: c_long,
+        a: usize,
+        b: usize,
+        c: usize,
+        d: usize,
+        e: usize,
+        f: usize,
+    ) -> c_long {
+        let saved = super::errno();
         // SAFETY: forwarded from the caller.
-        unsafe { libc::syscall(nr, a, b, c, d, e, f) }
+        let r = unsafe { libc::syscall(nr, a, b, c, d, e, f) };
+        let r = if r == -1 {
+            -c_long::from(super::errno())
+        } else {
+            r
+        };
+        super::set_errno(saved);
+        r
+    }
+
+    /// A system call's result as libc's wrappers give it: -1 with `errno` set on failure.
+    pub fn libc_style(r: c_long) -> c_int {
+        if (-4095..0).contains(&r) {
+            super::set_errno(-r as c_int);
+            -1
+        } else {
+            r as c_int
+        }
     }
 
     /// # Safety
@@ -179,9 +234,9 @@ mod sys {
         fd: c_int,
         offset: u64,
     ) -> *mut c_void {
-        // SAFETY: forwarded from the caller; the kernel returns an address or -errno, which
-        // libc's syscall() turns into -1 (MAP_FAILED).
-        unsafe {
+        // SAFETY: forwarded from the caller; the kernel returns an address or -errno (null
+        // below).
+        let p = unsafe {
             call(
                 libc::SYS_mmap,
                 0,
@@ -190,7 +245,12 @@ mod sys {
                 flags as usize,
                 fd as usize,
                 offset as usize,
-            ) as *mut c_void
+            )
+        };
+        if p < 0 {
+            core::ptr::null_mut()
+        } else {
+            p as *mut c_void
         }
     }
 
@@ -239,8 +299,7 @@ mod sys {
         if n == buf.len() as c_long {
             return Ok(true);
         }
-        // SAFETY: this thread's errno, set by the failed call.
-        if n >= 0 || unsafe { *libc::__errno_location() } == libc::EFAULT {
+        if n >= 0 || n == -c_long::from(libc::EFAULT) {
             return Ok(false);
         }
         Err(())
@@ -555,11 +614,17 @@ unsafe fn real_connect(
         // extra argument, and the caller's arguments pass unchanged.
         unsafe {
             pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &mut old);
-            let r = libc::syscall(libc::SYS_connect, fd, addr, len, SHIM_CONNECT_MARK) as c_int;
-            let e = errno();
+            let r = sys::call(
+                libc::SYS_connect,
+                fd as usize,
+                addr as usize,
+                len as usize,
+                SHIM_CONNECT_MARK as usize,
+                0,
+                0,
+            );
             pthread_setcanceltype(old, core::ptr::null_mut());
-            set_errno(e);
-            return r;
+            return sys::libc_style(r);
         }
     }
     let mut f = REAL_CONNECT.load(Ordering::Acquire);
@@ -568,7 +633,18 @@ unsafe fn real_connect(
     }
     if f == 0 || f == connect as *const () as usize {
         // SAFETY: as above, a plain connect(2).
-        return unsafe { libc::syscall(libc::SYS_connect, fd, addr, len) } as c_int;
+        let r = unsafe {
+            sys::call(
+                libc::SYS_connect,
+                fd as usize,
+                addr as usize,
+                len as usize,
+                0,
+                0,
+                0,
+            )
+        };
+        return sys::libc_style(r);
     }
     // SAFETY: f is libc's connect, resolved by dlsym(RTLD_NEXT).
     let f: ConnectFn = unsafe { core::mem::transmute::<usize, ConnectFn>(f) };
@@ -636,7 +712,7 @@ fn map_file(
     {
         // SAFETY: mapping part of an open file that covers it; the mapping outlives the fd.
         let p = unsafe { sys::mmap(len, prot, libc::MAP_SHARED, fd, offset) };
-        if p != libc::MAP_FAILED {
+        if !p.is_null() {
             result = NonNull::new(p.cast::<u8>()).map(|p| (p, len));
         }
     }
@@ -1277,8 +1353,18 @@ pub unsafe extern "C" fn __connect(
 unsafe fn real_listen(fd: c_int, backlog: c_int, marked: bool) -> c_int {
     if marked {
         // SAFETY: listen(2) ignores the extra arguments; the caller's pass unchanged.
-        return unsafe { libc::syscall(libc::SYS_listen, fd, backlog, 0, SHIM_CONNECT_MARK) }
-            as c_int;
+        let r = unsafe {
+            sys::call(
+                libc::SYS_listen,
+                fd as usize,
+                backlog as usize,
+                0,
+                SHIM_CONNECT_MARK as usize,
+                0,
+                0,
+            )
+        };
+        return sys::libc_style(r);
     }
     let mut f = REAL_LISTEN.load(Ordering::Acquire);
     if f == 0 {
@@ -1286,7 +1372,8 @@ unsafe fn real_listen(fd: c_int, backlog: c_int, marked: bool) -> c_int {
     }
     if f == 0 || f == listen as *const () as usize {
         // SAFETY: a plain listen(2) with the caller's arguments.
-        return unsafe { libc::syscall(libc::SYS_listen, fd, backlog) } as c_int;
+        let r = unsafe { sys::call(libc::SYS_listen, fd as usize, backlog as usize, 0, 0, 0, 0) };
+        return sys::libc_style(r);
     }
     // SAFETY: f is libc's listen, resolved by dlsym(RTLD_NEXT).
     let f: ListenFn = unsafe { core::mem::transmute::<usize, ListenFn>(f) };
