@@ -74,24 +74,26 @@ pub fn init() {
     if tcb_tid() != Some(sys::gettid()) {
         return;
     }
-    // SAFETY: glibc's __register_atfork (what pthread_atfork calls) with only a child handler,
-    // which runs in the fork child before fork returns there; the handle names this library
-    // (it is never unloaded).
-    let r =
-        unsafe { __register_atfork(None, None, Some(forked), &PIDS as *const _ as *mut c_void) };
+    let f = super::symbols::get(&super::symbols::REGISTER_ATFORK);
+    if f == 0 {
+        return;
+    }
+    // SAFETY: f is glibc's __register_atfork (what pthread_atfork calls).
+    let register: RegisterAtfork = unsafe { core::mem::transmute(f) };
+    // SAFETY: only a child handler, which runs in the fork child before fork returns there;
+    // the handle names this library (it is never unloaded).
+    let r = unsafe { register(None, None, Some(forked), &PIDS as *const _ as *mut c_void) };
     if r == 0 {
         TCB_TID_OK.store(true, Ordering::Relaxed);
     }
 }
 
-unsafe extern "C" {
-    fn __register_atfork(
-        prepare: Option<extern "C" fn()>,
-        parent: Option<extern "C" fn()>,
-        child: Option<extern "C" fn()>,
-        dso: *mut c_void,
-    ) -> c_int;
-}
+type RegisterAtfork = unsafe extern "C" fn(
+    Option<extern "C" fn()>,
+    Option<extern "C" fn()>,
+    Option<extern "C" fn()>,
+    *mut c_void,
+) -> c_int;
 
 /// In glibc's fork child: nothing cached belongs to this process.
 extern "C" fn forked() {

@@ -51,6 +51,7 @@
 mod ids;
 mod mem;
 mod resolve;
+mod symbols;
 
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char, c_int, c_void};
@@ -472,8 +473,6 @@ mod sys {
     }
 }
 
-static REAL_CONNECT: AtomicUsize = AtomicUsize::new(0);
-static REAL_LISTEN: AtomicUsize = AtomicUsize::new(0);
 /// The run's compiled policy, mapped read-only on first use; never unmapped.
 static POLICY: AtomicPtr<CompiledPolicy> = AtomicPtr::new(core::ptr::null_mut());
 /// The event log's header page, mapped on first use; never unmapped.
@@ -500,11 +499,10 @@ const NOT_LOADED: usize = usize::MAX;
 static CONSTRUCTOR: extern "C" fn() = on_load;
 
 extern "C" fn on_load() {
+    symbols::init();
     note_main_stack();
     ids::init();
     load_run_dir();
-    resolve_real_connect();
-    resolve_real_listen();
 }
 
 /// The main thread's thread pointer (glibc's `struct pthread`, `%fs:0x10` on x86_64) and the
@@ -537,7 +535,7 @@ fn note_main_stack() {
     let local = 0u8;
     let here = &local as *const u8 as usize;
     // SAFETY: reading libc's environ pointer, on the main thread before main runs.
-    let env = unsafe { environ } as usize;
+    let env = environ() as usize;
     MAIN_SELF.store(thread_self(), Ordering::Relaxed);
     // The initial environment array sits above every frame of the main stack; a replaced one
     // (setenv in an earlier constructor) is on the heap, below the stack: not used.
@@ -571,28 +569,50 @@ fn stack_top(here: usize) -> usize {
     }
 }
 
-fn resolve_real_connect() -> usize {
-    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"connect".as_ptr()) } as usize;
-    REAL_CONNECT.store(f, Ordering::Release);
-    f
-}
-
-fn resolve_real_listen() -> usize {
-    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"listen".as_ptr()) } as usize;
-    REAL_LISTEN.store(f, Ordering::Release);
-    f
+/// This thread's errno slot (libc's `__errno_location`; a slot of the shim's own if libc has
+/// none, so nothing faults).
+fn errno_slot() -> *mut c_int {
+    static NONE: AtomicU32 = AtomicU32::new(0);
+    match symbols::get(&symbols::ERRNO_LOCATION) {
+        0 => NONE.as_ptr().cast(),
+        f => {
+            // SAFETY: f is libc's __errno_location, which takes nothing and returns this
+            // thread's errno slot.
+            let f: unsafe extern "C" fn() -> *mut c_int = unsafe { core::mem::transmute(f) };
+            // SAFETY: as above.
+            unsafe { f() }
+        }
+    }
 }
 
 fn errno() -> c_int {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() }
+    // SAFETY: this thread's errno slot.
+    unsafe { *errno_slot() }
 }
 
 fn set_errno(e: c_int) {
     // SAFETY: as in errno().
-    unsafe { *libc::__errno_location() = e }
+    unsafe { *errno_slot() = e }
+}
+
+/// libc's `environ` (the current environment array), or null.
+fn environ() -> *const *const c_char {
+    match symbols::get(&symbols::ENVIRON) {
+        0 => core::ptr::null(),
+        // SAFETY: the address of libc's environ variable (or the executable's copy of it).
+        v => unsafe { core::ptr::read_volatile(v as *const *const *const c_char) },
+    }
+}
+
+/// libc's `pthread_setcanceltype`; nothing when libc has none.
+fn setcanceltype(kind: c_int, old: *mut c_int) {
+    if let f @ 1.. = symbols::get(&symbols::SETCANCELTYPE) {
+        // SAFETY: f is pthread_setcanceltype(int, int *).
+        let f: unsafe extern "C" fn(c_int, *mut c_int) -> c_int =
+            unsafe { core::mem::transmute(f) };
+        // SAFETY: as pthread_setcanceltype(3); old is null or writable.
+        unsafe { f(kind, old) };
+    }
 }
 
 /// The real `connect`, or the raw system call if the symbol cannot be found. When the seccomp
@@ -613,7 +633,7 @@ unsafe fn real_connect(
         // SAFETY: setting this thread's cancel type, then restoring it; connect(2) ignores the
         // extra argument, and the caller's arguments pass unchanged.
         unsafe {
-            pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &mut old);
+            setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &mut old);
             let r = sys::call(
                 libc::SYS_connect,
                 fd as usize,
@@ -623,14 +643,11 @@ unsafe fn real_connect(
                 0,
                 0,
             );
-            pthread_setcanceltype(old, core::ptr::null_mut());
+            setcanceltype(old, core::ptr::null_mut());
             return sys::libc_style(r);
         }
     }
-    let mut f = REAL_CONNECT.load(Ordering::Acquire);
-    if f == 0 {
-        f = resolve_real_connect();
-    }
+    let f = symbols::get(&symbols::CONNECT);
     if f == 0 || f == connect as *const () as usize {
         // SAFETY: as above, a plain connect(2).
         let r = unsafe {
@@ -852,8 +869,27 @@ fn load_run_dir() {
 fn now_ns() -> u64 {
     // SAFETY: zeroed timespec is a valid out-parameter.
     let mut ts: libc::timespec = unsafe { core::mem::zeroed() };
-    // SAFETY: clock_gettime writes ts (vDSO; no system call on x86_64).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let f = symbols::get(&symbols::CLOCK_GETTIME);
+    if f == 0 {
+        // SAFETY: clock_gettime(2) writes ts.
+        unsafe {
+            sys::call(
+                libc::SYS_clock_gettime,
+                libc::CLOCK_MONOTONIC as usize,
+                &mut ts as *mut libc::timespec as usize,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+    } else {
+        // SAFETY: f is libc's clock_gettime (vDSO; no system call on x86_64), which writes ts.
+        let f: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> c_int =
+            unsafe { core::mem::transmute(f) };
+        // SAFETY: as above.
+        unsafe { f(libc::CLOCK_MONOTONIC, &mut ts) };
+    }
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -928,10 +964,6 @@ fn record_process(log: &Log, pid: u32) -> Result<(), NotWritten> {
     written
 }
 
-unsafe extern "C" {
-    static environ: *const *const c_char;
-    fn pthread_setcanceltype(kind: c_int, old: *mut c_int) -> c_int;
-}
 
 /// glibc's value (pthread.h).
 const PTHREAD_CANCEL_ASYNCHRONOUS: c_int = 1;
@@ -956,7 +988,7 @@ unsafe fn name_matches(entry: *const u8, name: &[u8]) -> bool {
 fn env_value(name: &[u8]) -> Option<&'static [u8]> {
     // SAFETY: as in current_test.
     unsafe {
-        let mut p = environ;
+        let mut p = environ();
         while !p.is_null() && !(*p).is_null() {
             let entry = (*p).cast::<u8>();
             if name_matches(entry, name) {
@@ -988,7 +1020,7 @@ fn current_test() -> Option<(&'static [u8], Phase)> {
     // it is read on the calling thread, as getenv would. Each entry is read only up to the
     // first byte that differs from a name (at worst its NUL), then, on a match, to its NUL.
     unsafe {
-        let mut p = environ;
+        let mut p = environ();
         while !p.is_null() && !(*p).is_null() {
             let entry = (*p).cast::<u8>();
             // Most entries differ from every name in their first byte.
@@ -1366,10 +1398,7 @@ unsafe fn real_listen(fd: c_int, backlog: c_int, marked: bool) -> c_int {
         };
         return sys::libc_style(r);
     }
-    let mut f = REAL_LISTEN.load(Ordering::Acquire);
-    if f == 0 {
-        f = resolve_real_listen();
-    }
+    let f = symbols::get(&symbols::LISTEN);
     if f == 0 || f == listen as *const () as usize {
         // SAFETY: a plain listen(2) with the caller's arguments.
         let r = unsafe { sys::call(libc::SYS_listen, fd as usize, backlog as usize, 0, 0, 0, 0) };

@@ -54,18 +54,28 @@ const TRY_AGAIN: c_int = 2;
 const NO_RECOVERY: c_int = 3;
 const NO_DATA: c_int = 4;
 
-unsafe extern "C" {
-    fn __h_errno_location() -> *mut c_int;
+/// glibc's per-thread h_errno slot (a slot of the shim's own if libc has none).
+fn h_errno_slot() -> *mut c_int {
+    static NONE: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+    match super::symbols::get(&super::symbols::H_ERRNO_LOCATION) {
+        0 => NONE.as_ptr(),
+        f => {
+            // SAFETY: f is __h_errno_location, which takes nothing and returns the slot.
+            let f: unsafe extern "C" fn() -> *mut c_int = unsafe { core::mem::transmute(f) };
+            // SAFETY: as above.
+            unsafe { f() }
+        }
+    }
 }
 
 fn h_errno() -> c_int {
-    // SAFETY: glibc's per-thread h_errno slot.
-    unsafe { *__h_errno_location() }
+    // SAFETY: this thread's h_errno slot.
+    unsafe { *h_errno_slot() }
 }
 
 fn set_h_errno(v: c_int) {
     // SAFETY: as in h_errno().
-    unsafe { *__h_errno_location() = v }
+    unsafe { *h_errno_slot() = v }
 }
 
 /// A `gethostbyname*` failure (`h_errno`) as the `EAI_*` code the record keeps.
