@@ -16,7 +16,7 @@
 //! found this way is asked of `dlsym`, so the shim never knows less than before.
 
 use core::ffi::{CStr, c_char, c_int, c_void};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One loaded object, as dl_iterate_phdr gives it; its symbol tables read on first use.
 #[derive(Clone, Copy)]
@@ -225,10 +225,10 @@ macro_rules! name {
 /// The address of `name`'s default-version definition in `o`, if it has one; Err when `o`'s
 /// tables cannot be read this way (no GNU hash table).
 fn lookup(o: &mut Object, name: &[u8], h: u32) -> Result<Option<usize>, ()> {
-    Ok(lookup_in(&o.tables().ok_or(())?, o.base, name, h))
+    lookup_in(&o.tables().ok_or(())?, o.base, name, h)
 }
 
-fn lookup_in(t: &Tables, base: usize, name: &[u8], h: u32) -> Option<usize> {
+fn lookup_in(t: &Tables, base: usize, name: &[u8], h: u32) -> Result<Option<usize>, ()> {
     // SAFETY: the GNU hash table's layout (nbuckets, symoffset, bloom words, shift, then the
     // bloom filter, buckets and chain), symbol and string tables as the object's dynamic
     // section gives them; every index comes from the table itself.
@@ -238,19 +238,19 @@ fn lookup_in(t: &Tables, base: usize, name: &[u8], h: u32) -> Option<usize> {
         let bloom_size = *t.gnu_hash.add(2);
         let shift = *t.gnu_hash.add(3);
         if nbuckets == 0 || bloom_size == 0 {
-            return None;
+            return Ok(None);
         }
         let bloom = t.gnu_hash.add(4).cast::<u64>();
         let word = *bloom.add(((h / 64) % bloom_size) as usize);
         let mask = (1u64 << (h % 64)) | (1u64 << ((h >> shift) % 64));
         if word & mask != mask {
-            return None;
+            return Ok(None);
         }
         let buckets = bloom.add(bloom_size as usize).cast::<u32>();
         let chain = buckets.add(nbuckets as usize);
         let mut i = *buckets.add((h % nbuckets) as usize);
         if i == 0 || i < symoffset {
-            return None;
+            return Ok(None);
         }
         loop {
             let ch = *chain.add((i - symoffset) as usize);
@@ -264,15 +264,19 @@ fn lookup_in(t: &Tables, base: usize, name: &[u8], h: u32) -> Option<usize> {
                 };
                 if sym.st_shndx != 0
                     && !hidden
-                    && matches!(ty, STT_FUNC | STT_OBJECT)
                     && matches!(bind, STB_GLOBAL | STB_WEAK)
                     && same_name(t.strtab.add(sym.st_name as usize), name)
                 {
-                    return Some(base.wrapping_add(sym.st_value as usize));
+                    // The definition the loader would bind; one this code cannot take (an
+                    // IFUNC, whose resolver picks the function) is left to dlsym.
+                    return match ty {
+                        STT_FUNC | STT_OBJECT => Ok(Some(base.wrapping_add(sym.st_value as usize))),
+                        _ => Err(()),
+                    };
                 }
             }
             if ch & 1 != 0 {
-                return None;
+                return Ok(None);
             }
             i += 1;
         }
@@ -304,6 +308,9 @@ pub static SETCANCELTYPE: AtomicUsize = AtomicUsize::new(0);
 pub static REGISTER_ATFORK: AtomicUsize = AtomicUsize::new(0);
 /// The address of the `environ` variable (a `*const *const c_char`).
 pub static ENVIRON: AtomicUsize = AtomicUsize::new(0);
+/// [`init`] has run: a symbol still 0 is not there (never searched again: a search may take
+/// the loader's lock, which a signal handler must not).
+static DONE: AtomicBool = AtomicBool::new(false);
 
 /// Finds everything above (from the constructor; again from the first call if another
 /// library's constructor calls in before ours ran). Idempotent.
@@ -356,6 +363,7 @@ pub fn init() {
     ] {
         set(cell, first(0, &name), &name, libc::RTLD_DEFAULT);
     }
+    DONE.store(true, Ordering::Release);
 }
 
 /// Without the list of objects (the shim not found in it): everything from dlsym.
@@ -374,12 +382,13 @@ fn init_with_dlsym() {
         let f = unsafe { libc::dlsym(handle, name.as_ptr()) } as usize;
         cell.store(f, Ordering::Release);
     }
+    DONE.store(true, Ordering::Release);
 }
 
 /// The function in `cell`, found now if [`init`] has not run yet.
 pub fn get(cell: &AtomicUsize) -> usize {
     let f = cell.load(Ordering::Acquire);
-    if f != 0 {
+    if f != 0 || DONE.load(Ordering::Acquire) {
         return f;
     }
     init();
