@@ -331,6 +331,23 @@ fn every_engine_counts_the_storm_and_hard_cases_exactly() {
         got.sort();
         assert_eq!(got, want, "{engine}: {out}");
 
+        // The current test from the live environment of a program that holds the loader's
+        // copy of `environ` (it refers to it): setenv, putenv, unsetenv each seen.
+        let run = run_in(
+            &format!("environ-{engine}"),
+            &repo(),
+            &flags,
+            &[&fixture("hard_cases"), "environ", "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        let ports = |test: Option<&str>| run.calls(test).iter().map(|c| c.2).collect::<Vec<_>>();
+        assert_eq!(
+            (ports(Some("env::a")), ports(Some("env::b")), ports(None)),
+            (vec![20], vec![21], vec![22]),
+            "{engine}: {:?}",
+            run.tests()
+        );
+
         // A bad address pointer: EFAULT from the kernel, as without nettrap, not a crash.
         let run = run_in(
             &format!("badaddr-{engine}"),

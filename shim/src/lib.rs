@@ -964,7 +964,6 @@ fn record_process(log: &Log, pid: u32) -> Result<(), NotWritten> {
     written
 }
 
-
 /// glibc's value (pthread.h).
 const PTHREAD_CANCEL_ASYNCHRONOUS: c_int = 1;
 

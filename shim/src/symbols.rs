@@ -104,7 +104,10 @@ unsafe extern "C" fn note(info: *mut PhdrInfo, _size: usize, data: *mut c_void) 
     // SAFETY: the loader's name for the object, NUL-terminated (empty for the executable):
     // compared up to its first differing byte.
     let vdso = !info.name.is_null()
-        && unsafe { starts_with(info.name.cast(), b"linux-vdso") || starts_with(info.name.cast(), b"linux-gate") };
+        && unsafe {
+            starts_with(info.name.cast(), b"linux-vdso")
+                || starts_with(info.name.cast(), b"linux-gate")
+        };
     let object = Object {
         base: info.addr,
         phdr: info.phdr,
@@ -114,7 +117,10 @@ unsafe extern "C" fn note(info: *mut PhdrInfo, _size: usize, data: *mut c_void) 
     };
     // SAFETY: len < MAX_OBJECTS: a slot of list, written before len covers it.
     unsafe {
-        (&raw mut (*objects).list).cast::<Object>().add(len).write(object);
+        (&raw mut (*objects).list)
+            .cast::<Object>()
+            .add(len)
+            .write(object);
         (*objects).len = len + 1;
     }
     0
@@ -148,7 +154,11 @@ impl Object {
                 dynamic = self.base.wrapping_add(ph.p_vaddr as usize);
             }
         }
-        let t = if self.vdso { None } else { tables(self.base, dynamic) };
+        let t = if self.vdso {
+            None
+        } else {
+            tables(self.base, dynamic)
+        };
         self.tables = Some(t);
         t
     }
