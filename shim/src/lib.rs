@@ -17,7 +17,9 @@
 //! - `no_std`, no allocation, no locks: it is safe after `fork()` in a threaded program and
 //!   inside signal handlers. State is a handful of atomics.
 //! - In record mode the program sees exactly what the real `connect()` returns, errno included.
-//! - Nothing happens at load time but copying one environment variable and one `dlsym`; the
+//! - Nothing happens at load time but copying one environment variable, finding libc's
+//!   functions in the loaded objects' symbol tables ([`symbols`]: the shim imports only
+//!   `dl_iterate_phdr` and `dlsym`), and registering a fork child handler ([`ids`]); the
 //!   run's files are mapped on the first intercepted call, so processes that never connect pay
 //!   nothing: the policy, the event log's header (one page), and then only the windows of the
 //!   log (1 MiB each, see `nettrap_core::event::Windows`) that this process's records land in.
@@ -663,7 +665,7 @@ unsafe fn real_connect(
         };
         return sys::libc_style(r);
     }
-    // SAFETY: f is libc's connect, resolved by dlsym(RTLD_NEXT).
+    // SAFETY: f is the next connect (libc's), found as dlsym(RTLD_NEXT) would (symbols).
     let f: ConnectFn = unsafe { core::mem::transmute::<usize, ConnectFn>(f) };
     // SAFETY: forwarding the caller's arguments unchanged.
     unsafe { f(fd, addr, len) }
@@ -999,12 +1001,13 @@ fn env_value(name: &[u8]) -> Option<&'static [u8]> {
     None
 }
 
-/// The first bytes of the test variables' names.
-const FIRST_BYTES: [u8; test_id::TEST_VARS.len()] = {
-    let mut b = [0u8; test_id::TEST_VARS.len()];
+/// Which bytes begin one of the test variables' names (most environment entries begin with
+/// another: one table look-up rejects them).
+const FIRST_BYTES: [bool; 256] = {
+    let mut b = [false; 256];
     let mut i = 0;
-    while i < b.len() {
-        b[i] = test_id::TEST_VARS[i].to_bytes()[0];
+    while i < test_id::TEST_VARS.len() {
+        b[test_id::TEST_VARS[i].to_bytes()[0] as usize] = true;
         i += 1;
     }
     b
@@ -1020,25 +1023,26 @@ fn current_test() -> Option<(&'static [u8], Phase)> {
     // first byte that differs from a name (at worst its NUL), then, on a match, to its NUL.
     unsafe {
         let mut p = environ();
-        while !p.is_null() && !(*p).is_null() {
+        if p.is_null() {
+            return None;
+        }
+        loop {
             let entry = (*p).cast::<u8>();
-            // Most entries differ from every name in their first byte.
+            if entry.is_null() {
+                break;
+            }
+            p = p.add(1);
             let first = *entry;
-            if !FIRST_BYTES.contains(&first) {
-                p = p.add(1);
+            if !FIRST_BYTES[usize::from(first)] {
                 continue;
             }
             for (i, var) in test_id::TEST_VARS.iter().enumerate() {
                 let name = var.to_bytes();
-                if name[0] != first {
-                    continue;
-                }
-                if found[i].is_none() && name_matches(entry, name) {
+                if name[0] == first && found[i].is_none() && name_matches(entry, name) {
                     found[i] =
                         Some(CStr::from_ptr(entry.add(name.len() + 1).cast::<c_char>()).to_bytes());
                 }
             }
-            p = p.add(1);
         }
     }
     found.into_iter().flatten().next().map(test_id::split)
@@ -1403,7 +1407,7 @@ unsafe fn real_listen(fd: c_int, backlog: c_int, marked: bool) -> c_int {
         let r = unsafe { sys::call(libc::SYS_listen, fd as usize, backlog as usize, 0, 0, 0, 0) };
         return sys::libc_style(r);
     }
-    // SAFETY: f is libc's listen, resolved by dlsym(RTLD_NEXT).
+    // SAFETY: f is the next listen (libc's), found as dlsym(RTLD_NEXT) would (symbols).
     let f: ListenFn = unsafe { core::mem::transmute::<usize, ListenFn>(f) };
     // SAFETY: forwarding the caller's arguments unchanged.
     unsafe { f(fd, backlog) }
