@@ -26,6 +26,23 @@ pub unsafe extern "C" fn nettrap_memcpy(
 ) -> *mut c_void {
     let (d, s) = (dst.cast::<u8>(), src.cast::<u8>());
     let mut i = 0;
+    while i + 32 <= n {
+        // SAFETY: i + 32 <= n; unaligned word accesses within both buffers.
+        unsafe {
+            let w = [
+                s.add(i).cast::<u64>().read_unaligned(),
+                s.add(i + 8).cast::<u64>().read_unaligned(),
+                s.add(i + 16).cast::<u64>().read_unaligned(),
+                s.add(i + 24).cast::<u64>().read_unaligned(),
+            ];
+            d.add(i).cast::<u64>().write_unaligned(w[0]);
+            d.add(i + 8).cast::<u64>().write_unaligned(w[1]);
+            d.add(i + 16).cast::<u64>().write_unaligned(w[2]);
+            d.add(i + 24).cast::<u64>().write_unaligned(w[3]);
+        }
+        i += 32;
+        barrier();
+    }
     while i + 8 <= n {
         // SAFETY: i + 8 <= n; unaligned word access within both buffers.
         unsafe {
