@@ -498,13 +498,14 @@ const NOT_LOADED: usize = usize::MAX;
 
 #[used]
 #[unsafe(link_section = ".init_array")]
-static CONSTRUCTOR: extern "C" fn() = on_load;
+static CONSTRUCTOR: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = on_load;
 
-extern "C" fn on_load() {
+/// glibc calls it with the program's arguments and its initial environment.
+extern "C" fn on_load(_argc: c_int, _argv: *const *const c_char, env: *const *const c_char) {
     symbols::init();
-    note_main_stack();
+    note_main_stack(env);
     ids::init();
-    load_run_dir();
+    load_run_dir(env);
 }
 
 /// The main thread's thread pointer (glibc's `struct pthread`, `%fs:0x10` on x86_64) and the
@@ -532,12 +533,11 @@ fn thread_self() -> usize {
     0
 }
 
-/// From the constructor (on the main thread, before `main`).
-fn note_main_stack() {
+/// From the constructor (on the main thread, before `main`), with the initial environment.
+fn note_main_stack(env: *const *const c_char) {
     let local = 0u8;
     let here = &local as *const u8 as usize;
-    // SAFETY: reading libc's environ pointer, on the main thread before main runs.
-    let env = environ() as usize;
+    let env = env as usize;
     MAIN_SELF.store(thread_self(), Ordering::Relaxed);
     // The initial environment array sits above every frame of the main stack; a replaced one
     // (setenv in an earlier constructor) is on the heap, below the stack: not used.
@@ -844,9 +844,10 @@ fn count_unobserved(log: Option<&Log>, cause: Unobserved) {
 /// The launcher's pid (`NETTRAP_LAUNCHER_PID`), for the last resort of [`count_unobserved`].
 static LAUNCHER_PID: AtomicU32 = AtomicU32::new(0);
 
-/// Reads NETTRAP_RUN_DIR into RUN_DIR and NETTRAP_LAUNCHER_PID (from the constructor).
-fn load_run_dir() {
-    let pid = env_value(b"NETTRAP_LAUNCHER_PID").and_then(|digits| {
+/// Reads NETTRAP_RUN_DIR into RUN_DIR and NETTRAP_LAUNCHER_PID (from the constructor, with
+/// the initial environment).
+fn load_run_dir(env: *const *const c_char) {
+    let pid = env_value_in(env, b"NETTRAP_LAUNCHER_PID").and_then(|digits| {
         digits.iter().try_fold(0u32, |n, &d| {
             d.is_ascii_digit()
                 .then(|| n.checked_mul(10)?.checked_add(u32::from(d - b'0')))
@@ -854,7 +855,7 @@ fn load_run_dir() {
         })
     });
     LAUNCHER_PID.store(pid.unwrap_or(0), Ordering::Relaxed);
-    let len = match env_value(b"NETTRAP_RUN_DIR") {
+    let len = match env_value_in(env, b"NETTRAP_RUN_DIR") {
         Some(bytes) if bytes.len() <= event::RUN_DIR_MAX_LEN => {
             // SAFETY: only the constructor writes RUN_DIR, before RUN_DIR_LEN publishes it;
             // until then readers take the path from the environment.
@@ -987,9 +988,15 @@ unsafe fn name_matches(entry: *const u8, name: &[u8]) -> bool {
 
 /// The value of one environment variable (getenv, without importing it).
 fn env_value(name: &[u8]) -> Option<&'static [u8]> {
-    // SAFETY: as in current_test.
+    env_value_in(environ(), name)
+}
+
+/// The value of one variable of the environment array `env` (null: none).
+fn env_value_in(env: *const *const c_char, name: &[u8]) -> Option<&'static [u8]> {
+    // SAFETY: env is null or a NULL-terminated array of NUL-terminated strings (libc's environ
+    // or the initial environment glibc hands constructors), read as getenv would.
     unsafe {
-        let mut p = environ();
+        let mut p = env;
         while !p.is_null() && !(*p).is_null() {
             let entry = (*p).cast::<u8>();
             if name_matches(entry, name) {

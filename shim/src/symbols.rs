@@ -1,22 +1,26 @@
 //! The libc functions and variables the shim uses, found by reading the loaded objects' symbol
-//! tables itself (their GNU hash tables), once, from the constructor.
+//! tables itself (their GNU hash tables).
 //!
 //! Each symbol the shim imported was one more lookup the loader made at every process start
 //! (the loader walks every object's hash table and compares names and versions), and each
 //! `dlsym(RTLD_NEXT)` (the real `connect` and `listen`) cost over a thousand instructions more.
-//! Here one `dl_iterate_phdr` lists the loaded objects, and each name costs one hash-table probe
-//! per object searched:
+//! Here the constructor lists the loaded objects once (`dl_iterate_phdr`), and each symbol is
+//! searched for on its first use, without locks (so also inside a signal handler, or after a
+//! fork): the initial objects' tables are read-only and never unmapped. A process that never
+//! connects searches for one symbol (`__register_atfork`, see [`super::ids`]).
 //! - the real `connect` and `listen` as `dlsym(RTLD_NEXT)` finds them: the first definition in
 //!   the objects loaded after the shim;
 //! - the rest (`__errno_location`, `environ`, ...) as the loader binds an import: the first
-//!   definition from the executable on (a non-PIE executable's copy of `environ` included).
+//!   definition from the executable on (a copy of `environ` in the executable included).
 //!
 //! Only a symbol's default version counts (as `dlsym` and an unversioned import), only defined
-//! functions and objects (an IFUNC would need its resolver called: not taken). Whatever is not
-//! found this way is asked of `dlsym`, so the shim never knows less than before.
+//! functions and objects. Where this cannot answer (an IFUNC, whose resolver picks the function;
+//! an object without a GNU hash table on the way; more objects than noted; the shim not among
+//! them), `dlsym` does, as before this module: at once for every symbol when the list itself
+//! failed, else for that symbol on its first use.
 
 use core::ffi::{CStr, c_char, c_int, c_void};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 /// One loaded object, as dl_iterate_phdr gives it; its symbol tables read on first use.
 #[derive(Clone, Copy)]
@@ -234,10 +238,6 @@ macro_rules! name {
 
 /// The address of `name`'s default-version definition in `o`, if it has one; Err when `o`'s
 /// tables cannot be read this way (no GNU hash table).
-fn lookup(o: &mut Object, name: &[u8], h: u32) -> Result<Option<usize>, ()> {
-    lookup_in(&o.tables().ok_or(())?, o.base, name, h)
-}
-
 fn lookup_in(t: &Tables, base: usize, name: &[u8], h: u32) -> Result<Option<usize>, ()> {
     // SAFETY: the GNU hash table's layout (nbuckets, symoffset, bloom words, shift, then the
     // bloom filter, buckets and chain), symbol and string tables as the object's dynamic
@@ -308,99 +308,235 @@ unsafe fn same_name(s: *const u8, name: &[u8]) -> bool {
     unsafe { *s.add(name.len()) == 0 }
 }
 
-/// What the shim uses from libc (0: not found).
-pub static CONNECT: AtomicUsize = AtomicUsize::new(0);
-pub static LISTEN: AtomicUsize = AtomicUsize::new(0);
-pub static ERRNO_LOCATION: AtomicUsize = AtomicUsize::new(0);
-pub static H_ERRNO_LOCATION: AtomicUsize = AtomicUsize::new(0);
-pub static CLOCK_GETTIME: AtomicUsize = AtomicUsize::new(0);
-pub static SETCANCELTYPE: AtomicUsize = AtomicUsize::new(0);
-pub static REGISTER_ATFORK: AtomicUsize = AtomicUsize::new(0);
-/// The address of the `environ` variable (a `*const *const c_char`).
-pub static ENVIRON: AtomicUsize = AtomicUsize::new(0);
-/// [`init`] has run: a symbol still 0 is not there (never searched again: a search may take
-/// the loader's lock, which a signal handler must not).
-static DONE: AtomicBool = AtomicBool::new(false);
+/// One symbol the shim uses: its name, where to search (`next`: after the shim, as
+/// `dlsym(RTLD_NEXT)`; else from the executable on, as an import), and its address once
+/// found (0: not searched yet; [`ABSENT`]: not there).
+pub struct Symbol {
+    name: Name,
+    next: bool,
+    addr: AtomicUsize,
+}
 
-/// Finds everything above (from the constructor; again from the first call if another
-/// library's constructor calls in before ours ran). Idempotent.
+/// A symbol that was searched for and is not there.
+const ABSENT: usize = 1;
+
+impl Symbol {
+    const fn new(name: Name, next: bool) -> Symbol {
+        Symbol {
+            name,
+            next,
+            addr: AtomicUsize::new(0),
+        }
+    }
+}
+
+pub static CONNECT: Symbol = Symbol::new(name!(c"connect"), true);
+pub static LISTEN: Symbol = Symbol::new(name!(c"listen"), true);
+pub static ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__errno_location"), false);
+pub static H_ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__h_errno_location"), false);
+pub static CLOCK_GETTIME: Symbol = Symbol::new(name!(c"clock_gettime"), false);
+pub static SETCANCELTYPE: Symbol = Symbol::new(name!(c"pthread_setcanceltype"), false);
+pub static REGISTER_ATFORK: Symbol = Symbol::new(name!(c"__register_atfork"), false);
+/// The address of the `environ` variable (a `*const *const c_char`).
+pub static ENVIRON: Symbol = Symbol::new(name!(c"environ"), false);
+
+const ALL: [&Symbol; 8] = [
+    &CONNECT,
+    &LISTEN,
+    &ERRNO_LOCATION,
+    &H_ERRNO_LOCATION,
+    &CLOCK_GETTIME,
+    &SETCANCELTYPE,
+    &REGISTER_ATFORK,
+    &ENVIRON,
+];
+
+/// The objects the constructor noted: written by the one thread that wins [`WALK`], before it
+/// publishes them (`WALKED`); never written again.
+struct Noted(core::cell::UnsafeCell<Objects>);
+// SAFETY: see the comment on Noted: written once before publication, read-only afterwards,
+// except each object's lazily read tables (see LazyTables).
+unsafe impl Sync for Noted {}
+static NOTED: Noted = Noted(core::cell::UnsafeCell::new(Objects {
+    list: [Object {
+        base: 0,
+        phdr: core::ptr::null(),
+        phnum: 0,
+        vdso: false,
+        tables: None,
+    }; MAX_OBJECTS],
+    len: 0,
+    overflow: false,
+}));
+
+/// Each noted object's symbol tables, read from its dynamic section by the first thread that
+/// searches it (every thread reads the same values; `state` publishes them).
+struct LazyTables {
+    /// 0: not read yet; READ: the fields hold them; NONE: the object has none this code reads.
+    state: AtomicU8,
+    gnu_hash: AtomicUsize,
+    symtab: AtomicUsize,
+    strtab: AtomicUsize,
+    versym: AtomicUsize,
+}
+const READ: u8 = 1;
+const NONE: u8 = 2;
+static TABLES: [LazyTables; MAX_OBJECTS] = [const {
+    LazyTables {
+        state: AtomicU8::new(0),
+        gnu_hash: AtomicUsize::new(0),
+        symtab: AtomicUsize::new(0),
+        strtab: AtomicUsize::new(0),
+        versym: AtomicUsize::new(0),
+    }
+}; MAX_OBJECTS];
+
+/// The walk over the loaded objects: not yet, under way, done (NOTED and MINE published), or
+/// failed (every symbol asked of dlsym instead, at once).
+static WALK: AtomicU8 = AtomicU8::new(NOT_WALKED);
+const NOT_WALKED: u8 = 0;
+const WALKING: u8 = 1;
+const WALKED: u8 = 2;
+const FAILED: u8 = 3;
+/// The shim's index among the noted objects.
+static MINE: AtomicUsize = AtomicUsize::new(0);
+
+/// From the constructor (or the first call, if another library's constructor calls in before
+/// ours ran): lists the loaded objects, once. Symbols are searched for on first use, without
+/// locks (the objects' tables are read-only and stay mapped: the initial objects are never
+/// unloaded), so a process that never connects searches for none but what the constructor
+/// needs.
 pub fn init() {
-    let mut objects = core::mem::MaybeUninit::<Objects>::uninit();
-    let p = objects.as_mut_ptr();
-    // SAFETY: len and overflow initialised first; note writes list[len] before len covers it;
-    // the callback only writes into `objects`, which outlives the call. Afterwards list[..len]
-    // is initialised.
-    let (all, overflow) = unsafe {
-        (&raw mut (*p).len).write(0);
-        (&raw mut (*p).overflow).write(false);
+    if WALK
+        .compare_exchange(NOT_WALKED, WALKING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    let p = NOTED.0.get();
+    // SAFETY: this thread won WALK: nobody else writes or reads NOTED until WALKED is
+    // published; the callback only writes into it.
+    let (objects, overflow) = unsafe {
         dl_iterate_phdr(note, p.cast());
-        (
-            core::slice::from_raw_parts_mut((&raw mut (*p).list).cast::<Object>(), (*p).len),
-            (*p).overflow,
-        )
+        (&(&(*p).list)[..(*p).len], (*p).overflow)
     };
     // SAFETY: only the address of the linker-defined symbol is taken.
     let me = &raw const __ehdr_start as usize;
-    let Some(mine) = all.iter().position(|o| o.base == me).filter(|_| !overflow) else {
-        return init_with_dlsym();
-    };
-    // The first definition from `from` on; None (ask dlsym) when an object on the way cannot
-    // be searched.
-    let mut first = |from: usize, name: &Name| -> Option<usize> {
-        let bytes = name.0.to_bytes();
-        for o in all[from..].iter_mut().filter(|o| !o.vdso) {
-            if let Some(f) = lookup(o, bytes, name.1).ok()? {
-                return Some(f);
-            }
+    match objects
+        .iter()
+        .position(|o| o.base == me)
+        .filter(|_| !overflow)
+    {
+        Some(mine) => {
+            MINE.store(mine, Ordering::Relaxed);
+            WALK.store(WALKED, Ordering::Release);
         }
-        None
-    };
-    let set = |cell: &AtomicUsize, found: Option<usize>, name: &Name, handle: *mut c_void| {
-        // SAFETY: dlsym with a NUL-terminated name.
-        let f = found.unwrap_or_else(|| unsafe { libc::dlsym(handle, name.0.as_ptr()) } as usize);
-        cell.store(f, Ordering::Release);
-    };
-    for (cell, name) in [(&CONNECT, name!(c"connect")), (&LISTEN, name!(c"listen"))] {
-        set(cell, first(mine + 1, &name), &name, libc::RTLD_NEXT);
+        None => {
+            for sym in ALL {
+                sym.addr.store(from_dlsym(sym), Ordering::Release);
+            }
+            WALK.store(FAILED, Ordering::Release);
+        }
     }
-    for (cell, name) in [
-        (&ERRNO_LOCATION, name!(c"__errno_location")),
-        (&H_ERRNO_LOCATION, name!(c"__h_errno_location")),
-        (&CLOCK_GETTIME, name!(c"clock_gettime")),
-        (&SETCANCELTYPE, name!(c"pthread_setcanceltype")),
-        (&REGISTER_ATFORK, name!(c"__register_atfork")),
-        (&ENVIRON, name!(c"environ")),
-    ] {
-        set(cell, first(0, &name), &name, libc::RTLD_DEFAULT);
-    }
-    DONE.store(true, Ordering::Release);
 }
 
-/// Without the list of objects (the shim not found in it): everything from dlsym.
-fn init_with_dlsym() {
-    for (cell, name, handle) in [
-        (&CONNECT, c"connect", libc::RTLD_NEXT),
-        (&LISTEN, c"listen", libc::RTLD_NEXT),
-        (&ERRNO_LOCATION, c"__errno_location", libc::RTLD_DEFAULT),
-        (&H_ERRNO_LOCATION, c"__h_errno_location", libc::RTLD_DEFAULT),
-        (&CLOCK_GETTIME, c"clock_gettime", libc::RTLD_DEFAULT),
-        (&SETCANCELTYPE, c"pthread_setcanceltype", libc::RTLD_DEFAULT),
-        (&REGISTER_ATFORK, c"__register_atfork", libc::RTLD_DEFAULT),
-        (&ENVIRON, c"environ", libc::RTLD_DEFAULT),
-    ] {
-        // SAFETY: dlsym with a NUL-terminated name.
-        let f = unsafe { libc::dlsym(handle, name.as_ptr()) } as usize;
-        cell.store(f, Ordering::Release);
+fn from_dlsym(sym: &Symbol) -> usize {
+    let handle = if sym.next {
+        libc::RTLD_NEXT
+    } else {
+        libc::RTLD_DEFAULT
+    };
+    // SAFETY: dlsym with a NUL-terminated name.
+    match unsafe { libc::dlsym(handle, sym.name.0.as_ptr()) } as usize {
+        0 => ABSENT,
+        f => f,
     }
-    DONE.store(true, Ordering::Release);
 }
 
-/// The function in `cell`, found now if [`init`] has not run yet.
-pub fn get(cell: &AtomicUsize) -> usize {
-    let f = cell.load(Ordering::Acquire);
-    if f != 0 || DONE.load(Ordering::Acquire) {
-        return f;
+/// The tables of noted object `i` (read now if no thread did yet).
+fn tables_of(i: usize) -> Option<Tables> {
+    let t = &TABLES[i];
+    match t.state.load(Ordering::Acquire) {
+        READ => {
+            return Some(Tables {
+                gnu_hash: t.gnu_hash.load(Ordering::Relaxed) as *const u32,
+                symtab: t.symtab.load(Ordering::Relaxed) as *const Sym,
+                strtab: t.strtab.load(Ordering::Relaxed) as *const u8,
+                versym: t.versym.load(Ordering::Relaxed) as *const u16,
+            });
+        }
+        NONE => return None,
+        _ => {}
     }
-    init();
-    cell.load(Ordering::Acquire)
+    // SAFETY: NOTED is read-only once WALKED (the caller saw it), and i < its len.
+    let mut o = unsafe { (*NOTED.0.get()).list[i] };
+    let read = o.tables();
+    match read {
+        Some(r) => {
+            t.gnu_hash.store(r.gnu_hash as usize, Ordering::Relaxed);
+            t.symtab.store(r.symtab as usize, Ordering::Relaxed);
+            t.strtab.store(r.strtab as usize, Ordering::Relaxed);
+            t.versym.store(r.versym as usize, Ordering::Relaxed);
+            t.state.store(READ, Ordering::Release);
+        }
+        None => t.state.store(NONE, Ordering::Release),
+    }
+    read
+}
+
+/// Searches the noted objects for `sym`: Some(address or ABSENT), or None when an object on
+/// the way cannot be searched this way.
+fn search(sym: &Symbol) -> Option<usize> {
+    // SAFETY: NOTED is read-only once WALKED (the caller saw it).
+    let objects = unsafe { &*NOTED.0.get() };
+    let from = if sym.next {
+        MINE.load(Ordering::Relaxed) + 1
+    } else {
+        0
+    };
+    let name = sym.name.0.to_bytes();
+    for i in from..objects.len {
+        let o = &objects.list[i];
+        if o.vdso {
+            continue;
+        }
+        let t = tables_of(i)?;
+        if let Some(f) = lookup_in(&t, o.base, name, sym.name.1).ok()? {
+            return Some(f);
+        }
+    }
+    Some(ABSENT)
+}
+
+/// The address of `sym` (0 when it is not there), searched for on first use.
+#[inline(always)]
+pub fn get(sym: &Symbol) -> usize {
+    match sym.addr.load(Ordering::Acquire) {
+        0 => first_use(sym),
+        ABSENT => 0,
+        f => f,
+    }
+}
+
+/// [`get`]'s search, out of line: the common path stays a load and a compare.
+#[cold]
+#[inline(never)]
+fn first_use(sym: &Symbol) -> usize {
+    if WALK.load(Ordering::Acquire) == NOT_WALKED {
+        init();
+    }
+    let mut f = match WALK.load(Ordering::Acquire) {
+        // An IFUNC or an object without a GNU hash table on the way: as before this module,
+        // dlsym answers (not in the common case: glibc's are all plain).
+        WALKED => search(sym).unwrap_or_else(|| from_dlsym(sym)),
+        // Another thread is walking right now (only before our constructor): this call asks
+        // dlsym rather than wait.
+        WALKING => from_dlsym(sym),
+        _ => sym.addr.load(Ordering::Acquire),
+    };
+    if f == 0 {
+        f = ABSENT;
+    }
+    sym.addr.store(f, Ordering::Release);
+    if f == ABSENT { 0 } else { f }
 }
