@@ -286,6 +286,68 @@ fn every_engine_counts_the_storm_and_hard_cases_exactly() {
             assert_eq!(c["process"]["pid"].as_u64(), Some(want), "{engine}: {c}");
         }
 
+        // With the shim's pid cache warm (the parent connected first), every kind of child
+        // still gets its own pid: vfork, fork (and a vfork from it), clone(CLONE_VM) without
+        // CLONE_THREAD, posix_spawn; a thread gets its parent's.
+        let run = run_in(
+            &format!("ids-{engine}"),
+            &repo(),
+            &flags,
+            &[&fixture("hard_cases"), "ids", "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        let out = run.stdout();
+        let pid_of = |k: &str| {
+            out.split(&format!(" {k}="))
+                .nth(1)
+                .unwrap_or_else(|| panic!("{engine}: no {k} in {out}"))
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        let parent = pid_of("parent");
+        let want = [
+            (20, parent),
+            (21, pid_of("vfork")),
+            (22, pid_of("fork")),
+            (23, pid_of("forkvfork")),
+            (24, pid_of("clone")),
+            (25, pid_of("spawn")),
+            (26, parent),
+            (27, parent),
+        ];
+        let calls = run.report["unattributed"].as_array().unwrap();
+        let mut got: Vec<(u64, u64)> = calls
+            .iter()
+            .map(|c| {
+                (
+                    c["port"].as_u64().unwrap(),
+                    c["process"]["pid"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "{engine}: {out}");
+
+        // The current test from the live environment of a program that holds the loader's
+        // copy of `environ` (it refers to it): setenv, putenv, unsetenv each seen.
+        let run = run_in(
+            &format!("environ-{engine}"),
+            &repo(),
+            &flags,
+            &[&fixture("hard_cases"), "environ", "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        let ports = |test: Option<&str>| run.calls(test).iter().map(|c| c.2).collect::<Vec<_>>();
+        assert_eq!(
+            (ports(Some("env::a")), ports(Some("env::b")), ports(None)),
+            (vec![20], vec![21], vec![22]),
+            "{engine}: {:?}",
+            run.tests()
+        );
+
         // A bad address pointer: EFAULT from the kernel, as without nettrap, not a crash.
         let run = run_in(
             &format!("badaddr-{engine}"),

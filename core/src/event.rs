@@ -392,39 +392,52 @@ fn tag(kind: u8, n: usize, idx: usize) -> u32 {
 /// Word-wise: the writer hashes every record it appends, so this is on the connect hot path.
 fn checksum(kind: u8, parts: &[&[u8]]) -> u32 {
     const _: () = assert!(CALL_RESULT.is_multiple_of(8) && CALL_BLOCKED.is_multiple_of(8));
-    let skip = |pos: usize| kind == KIND_CALL && (pos == CALL_RESULT || pos == CALL_BLOCKED);
+    // The words left out, by position (none outside a call record).
+    let (skip_a, skip_b) = if kind == KIND_CALL {
+        (CALL_RESULT, CALL_BLOCKED)
+    } else {
+        (usize::MAX, usize::MAX)
+    };
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ kind as u64;
     let mut mix = |pos: usize, w: u64| {
-        if !skip(pos) {
+        if pos != skip_a && pos != skip_b {
             h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
             h ^= h >> 29;
         }
     };
-    let (mut word, mut fill, mut pos) = ([0u8; 8], 0usize, 0usize);
+    // A word begun by the end of one part and finished by the next (bytes beyond `fill` are
+    // zero).
+    let (mut word, mut fill, mut pos) = (0u64, 0usize, 0usize);
     for part in parts {
         let mut rest = *part;
-        while !rest.is_empty() {
-            if fill == 0
-                && let Some((w, tail)) = rest.split_first_chunk::<8>()
-            {
-                mix(pos, u64::from_le_bytes(*w));
-                pos += 8;
-                rest = tail;
-                continue;
-            }
-            word[fill] = rest[0];
+        while fill > 0 && !rest.is_empty() {
+            word |= u64::from(rest[0]) << (8 * fill);
             rest = &rest[1..];
             fill += 1;
             if fill == 8 {
-                mix(pos, u64::from_le_bytes(word));
+                mix(pos, word);
                 pos += 8;
-                fill = 0;
+                (word, fill) = (0, 0);
             }
         }
+        if fill > 0 {
+            // This part ended inside the pending word.
+            continue;
+        }
+        let mut chunks = rest.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            mix(pos, u64::from_le_bytes(w));
+            pos += 8;
+        }
+        for (i, &b) in chunks.remainder().iter().enumerate() {
+            word |= u64::from(b) << (8 * i);
+        }
+        fill = chunks.remainder().len();
     }
     if fill > 0 {
-        word[fill..].fill(0);
-        mix(pos, u64::from_le_bytes(word));
+        mix(pos, word);
     }
     (h ^ (h >> 32)) as u32
 }

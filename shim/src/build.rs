@@ -7,8 +7,18 @@
 //!   `getaddrinfo`, ... compared with what `dlsym(RTLD_NEXT)` returns) bind inside the shim
 //!   at link time instead of through a lookup each at load.
 //! - `-z noseparate-code`: code and read-only data share LOAD segments (fewer mappings).
+//! - `--defsym memcpy=nettrap_memcpy` (and memset, bcmp, strlen): the memory functions the
+//!   compiler calls bind to the shim's own (src/mem.rs), local to it, instead of four imports.
 fn main() {
-    for arg in ["-nostartfiles", "-Wl,-Bsymbolic", "-Wl,-z,noseparate-code"] {
+    for arg in [
+        "-nostartfiles",
+        "-Wl,-Bsymbolic",
+        "-Wl,-z,noseparate-code",
+        "-Wl,--defsym=memcpy=nettrap_memcpy",
+        "-Wl,--defsym=memset=nettrap_memset",
+        "-Wl,--defsym=bcmp=nettrap_bcmp",
+        "-Wl,--defsym=strlen=nettrap_strlen",
+    ] {
         println!("cargo:rustc-link-arg-cdylib={arg}");
     }
 }

@@ -22,7 +22,9 @@
 //! - `no_std`, no allocation, no locks: it is safe after `fork()` in a threaded program and
 //!   inside signal handlers. State is a handful of atomics.
 //! - In record mode the program sees exactly what the real `connect()` returns, errno included.
-//! - Nothing happens at load time but copying one environment variable and one `dlsym`; the
+//! - Nothing happens at load time but copying one environment variable, finding libc's
+//!   functions in the loaded objects' symbol tables ([`symbols`]: the shim imports only
+//!   `dl_iterate_phdr` and `dlsym`), and registering a fork child handler ([`ids`]); the
 //!   run's files are mapped on the first intercepted call, so processes that never connect pay
 //!   nothing: the policy, the event log's header (one page), and then only the windows of the
 //!   log (1 MiB each, see `nettrap_core::event::Windows`) that this process's records land in.
@@ -41,9 +43,10 @@
 //! besides the real `connect`, and why each is needed (tests/escapes/hot_path.rs counts them):
 //! - `getsockopt(SO_TYPE)`: that the descriptor is a socket, and its type (the record's
 //!   transport; a stream socket's destination is then decoded from the address alone);
-//! - `getpid` and `gettid`: who made the call (the record; attribution to a runner's tests).
-//!   Neither can be cached safely: a `vfork` child shares the shim's memory, and raw `clone`
-//!   runs no `pthread_atfork` handler.
+//! - `gettid`: which thread made the call (the record; attribution to a runner's tests). It
+//!   also proves the calling thread owns the thread descriptor it runs on, which lets the pid
+//!   come from a cache (see [`ids`]); `getpid` is made only by a process's first call from
+//!   each thread, and always in a `vfork`, `posix_spawn` or raw `clone` child.
 //!
 //! Only off that path: the socket's domain and protocol (two more `getsockopt`) for other
 //! socket types, before a denial and after a connect failed for its address's family;
@@ -52,8 +55,11 @@
 
 #![no_std]
 
+mod ids;
+mod mem;
 mod resolve;
 mod spawn;
+mod symbols;
 mod threads;
 
 use core::cell::UnsafeCell;
@@ -82,15 +88,18 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 type ConnectFn = unsafe extern "C" fn(c_int, *const libc::sockaddr, libc::socklen_t) -> c_int;
 type ListenFn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 
-/// The shim's own system calls, made through libc's one `syscall` entry point rather than its
-/// wrappers: every libc function the shim imports is one more symbol the loader must bind in
-/// every process of the run, whether it ever connects or not.
+/// The shim's own system calls, made directly (x86_64: the `syscall` instruction) rather than
+/// through libc: every libc function the shim imports is one more symbol the loader must bind
+/// in every process of the run, whether it ever connects or not. Each returns what the kernel
+/// returned (a negative errno on failure) and leaves `errno` alone.
 mod sys {
     use core::ffi::{c_char, c_int, c_long, c_void};
 
     /// # Safety
     /// The arguments must be valid for the system call `nr`.
-    unsafe fn call(
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub unsafe fn call(
         nr: c_long,
         a: usize,
         b: usize,
@@ -99,8 +108,59 @@ mod sys {
         e: usize,
         f: usize,
     ) -> c_long {
+        let r: c_long;
+        // SAFETY: the x86_64 system call convention (number in rax, arguments in rdi, rsi, rdx,
+        // r10, r8, r9; rcx and r11 clobbered); what the call does is forwarded from the caller.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") nr => r,
+                in("rdi") a,
+                in("rsi") b,
+                in("rdx") c,
+                in("r10") d,
+                in("r8") e,
+                in("r9") f,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack, preserves_flags)
+            )
+        };
+        r
+    }
+
+    /// # Safety
+    /// The arguments must be valid for the system call `nr`.
+    #[cfg(not(target_arch = "x86_64"))]
+    pub unsafe fn call(
+        nr: c_long,
+        a: usize,
+        b: usize,
+        c: usize,
+        d: usize,
+        e: usize,
+        f: usize,
+    ) -> c_long {
+        let saved = super::errno();
         // SAFETY: forwarded from the caller.
-        unsafe { libc::syscall(nr, a, b, c, d, e, f) }
+        let r = unsafe { libc::syscall(nr, a, b, c, d, e, f) };
+        let r = if r == -1 {
+            -c_long::from(super::errno())
+        } else {
+            r
+        };
+        super::set_errno(saved);
+        r
+    }
+
+    /// A system call's result as libc's wrappers give it: -1 with `errno` set on failure.
+    pub fn libc_style(r: c_long) -> c_int {
+        if (-4095..0).contains(&r) {
+            super::set_errno(-r as c_int);
+            -1
+        } else {
+            r as c_int
+        }
     }
 
     /// # Safety
@@ -184,9 +244,9 @@ mod sys {
         fd: c_int,
         offset: u64,
     ) -> *mut c_void {
-        // SAFETY: forwarded from the caller; the kernel returns an address or -errno, which
-        // libc's syscall() turns into -1 (MAP_FAILED).
-        unsafe {
+        // SAFETY: forwarded from the caller; the kernel returns an address or -errno (null
+        // below).
+        let p = unsafe {
             call(
                 libc::SYS_mmap,
                 0,
@@ -195,7 +255,12 @@ mod sys {
                 flags as usize,
                 fd as usize,
                 offset as usize,
-            ) as *mut c_void
+            )
+        };
+        if p < 0 {
+            core::ptr::null_mut()
+        } else {
+            p as *mut c_void
         }
     }
 
@@ -244,8 +309,7 @@ mod sys {
         if n == buf.len() as c_long {
             return Ok(true);
         }
-        // SAFETY: this thread's errno, set by the failed call.
-        if n >= 0 || unsafe { *libc::__errno_location() } == libc::EFAULT {
+        if n >= 0 || n == -c_long::from(libc::EFAULT) {
             return Ok(false);
         }
         Err(())
@@ -418,8 +482,6 @@ mod sys {
     }
 }
 
-static REAL_CONNECT: AtomicUsize = AtomicUsize::new(0);
-static REAL_LISTEN: AtomicUsize = AtomicUsize::new(0);
 /// The run's compiled policy, mapped read-only on first use; never unmapped.
 static POLICY: AtomicPtr<CompiledPolicy> = AtomicPtr::new(core::ptr::null_mut());
 /// The event log's header page, mapped on first use; never unmapped.
@@ -443,13 +505,14 @@ const NOT_LOADED: usize = usize::MAX;
 
 #[used]
 #[unsafe(link_section = ".init_array")]
-static CONSTRUCTOR: extern "C" fn() = on_load;
+static CONSTRUCTOR: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = on_load;
 
-extern "C" fn on_load() {
-    note_main_stack();
-    load_run_dir();
-    resolve_real_connect();
-    resolve_real_listen();
+/// glibc calls it with the program's arguments and its initial environment.
+extern "C" fn on_load(_argc: c_int, _argv: *const *const c_char, env: *const *const c_char) {
+    symbols::init();
+    note_main_stack(env);
+    ids::init();
+    load_run_dir(env);
 }
 
 /// The main thread's thread pointer (glibc's `struct pthread`, `%fs:0x10` on x86_64) and the
@@ -477,12 +540,11 @@ fn thread_self() -> usize {
     0
 }
 
-/// From the constructor (on the main thread, before `main`).
-fn note_main_stack() {
+/// From the constructor (on the main thread, before `main`), with the initial environment.
+fn note_main_stack(env: *const *const c_char) {
     let local = 0u8;
     let here = &local as *const u8 as usize;
-    // SAFETY: reading libc's environ pointer, on the main thread before main runs.
-    let env = unsafe { environ } as usize;
+    let env = env as usize;
     MAIN_SELF.store(thread_self(), Ordering::Relaxed);
     // The initial environment array sits above every frame of the main stack; a replaced one
     // (setenv in an earlier constructor) is on the heap, below the stack: not used.
@@ -516,34 +578,50 @@ fn stack_top(here: usize) -> usize {
     }
 }
 
-/// This process's pid. Not cached: a vfork child shares the parent's memory, so a cache would
-/// mix their pids up, and getpid costs less than the connect it accompanies.
-fn pid() -> u32 {
-    sys::getpid()
-}
-
-fn resolve_real_connect() -> usize {
-    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"connect".as_ptr()) } as usize;
-    REAL_CONNECT.store(f, Ordering::Release);
-    f
-}
-
-fn resolve_real_listen() -> usize {
-    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"listen".as_ptr()) } as usize;
-    REAL_LISTEN.store(f, Ordering::Release);
-    f
+/// This thread's errno slot (libc's `__errno_location`; a slot of the shim's own if libc has
+/// none, so nothing faults).
+fn errno_slot() -> *mut c_int {
+    static NONE: AtomicU32 = AtomicU32::new(0);
+    match symbols::get(&symbols::ERRNO_LOCATION) {
+        0 => NONE.as_ptr().cast(),
+        f => {
+            // SAFETY: f is libc's __errno_location, which takes nothing and returns this
+            // thread's errno slot.
+            let f: unsafe extern "C" fn() -> *mut c_int = unsafe { core::mem::transmute(f) };
+            // SAFETY: as above.
+            unsafe { f() }
+        }
+    }
 }
 
 fn errno() -> c_int {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() }
+    // SAFETY: this thread's errno slot.
+    unsafe { *errno_slot() }
 }
 
 fn set_errno(e: c_int) {
     // SAFETY: as in errno().
-    unsafe { *libc::__errno_location() = e }
+    unsafe { *errno_slot() = e }
+}
+
+/// libc's `environ` (the current environment array), or null.
+fn environ() -> *const *const c_char {
+    match symbols::get(&symbols::ENVIRON) {
+        0 => core::ptr::null(),
+        // SAFETY: the address of libc's environ variable (or the executable's copy of it).
+        v => unsafe { core::ptr::read_volatile(v as *const *const *const c_char) },
+    }
+}
+
+/// libc's `pthread_setcanceltype`; nothing when libc has none.
+fn setcanceltype(kind: c_int, old: *mut c_int) {
+    if let f @ 1.. = symbols::get(&symbols::SETCANCELTYPE) {
+        // SAFETY: f is pthread_setcanceltype(int, int *).
+        let f: unsafe extern "C" fn(c_int, *mut c_int) -> c_int =
+            unsafe { core::mem::transmute(f) };
+        // SAFETY: as pthread_setcanceltype(3); old is null or writable.
+        unsafe { f(kind, old) };
+    }
 }
 
 /// The real `connect`, or the raw system call if the symbol cannot be found. When the seccomp
@@ -564,23 +642,37 @@ unsafe fn real_connect(
         // SAFETY: setting this thread's cancel type, then restoring it; connect(2) ignores the
         // extra argument, and the caller's arguments pass unchanged.
         unsafe {
-            pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &mut old);
-            let r = libc::syscall(libc::SYS_connect, fd, addr, len, SHIM_CONNECT_MARK) as c_int;
-            let e = errno();
-            pthread_setcanceltype(old, core::ptr::null_mut());
-            set_errno(e);
-            return r;
+            setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &mut old);
+            let r = sys::call(
+                libc::SYS_connect,
+                fd as usize,
+                addr as usize,
+                len as usize,
+                SHIM_CONNECT_MARK as usize,
+                0,
+                0,
+            );
+            setcanceltype(old, core::ptr::null_mut());
+            return sys::libc_style(r);
         }
     }
-    let mut f = REAL_CONNECT.load(Ordering::Acquire);
-    if f == 0 {
-        f = resolve_real_connect();
-    }
+    let f = symbols::get(&symbols::CONNECT);
     if f == 0 || f == connect as *const () as usize {
         // SAFETY: as above, a plain connect(2).
-        return unsafe { libc::syscall(libc::SYS_connect, fd, addr, len) } as c_int;
+        let r = unsafe {
+            sys::call(
+                libc::SYS_connect,
+                fd as usize,
+                addr as usize,
+                len as usize,
+                0,
+                0,
+                0,
+            )
+        };
+        return sys::libc_style(r);
     }
-    // SAFETY: f is libc's connect, resolved by dlsym(RTLD_NEXT).
+    // SAFETY: f is the next connect (libc's), found as dlsym(RTLD_NEXT) would (symbols).
     let f: ConnectFn = unsafe { core::mem::transmute::<usize, ConnectFn>(f) };
     // SAFETY: forwarding the caller's arguments unchanged.
     unsafe { f(fd, addr, len) }
@@ -646,7 +738,7 @@ fn map_file(
     {
         // SAFETY: mapping part of an open file that covers it; the mapping outlives the fd.
         let p = unsafe { sys::mmap(len, prot, libc::MAP_SHARED, fd, offset) };
-        if p != libc::MAP_FAILED {
+        if !p.is_null() {
             result = NonNull::new(p.cast::<u8>()).map(|p| (p, len));
         }
     }
@@ -759,9 +851,10 @@ fn count_unobserved(log: Option<&Log>, cause: Unobserved) {
 /// The launcher's pid (`NETTRAP_LAUNCHER_PID`), for the last resort of [`count_unobserved`].
 static LAUNCHER_PID: AtomicU32 = AtomicU32::new(0);
 
-/// Reads NETTRAP_RUN_DIR into RUN_DIR and NETTRAP_LAUNCHER_PID (from the constructor).
-fn load_run_dir() {
-    let pid = env_value(b"NETTRAP_LAUNCHER_PID").and_then(|digits| {
+/// Reads NETTRAP_RUN_DIR into RUN_DIR and NETTRAP_LAUNCHER_PID (from the constructor, with
+/// the initial environment).
+fn load_run_dir(env: *const *const c_char) {
+    let pid = env_value_in(env, b"NETTRAP_LAUNCHER_PID").and_then(|digits| {
         digits.iter().try_fold(0u32, |n, &d| {
             d.is_ascii_digit()
                 .then(|| n.checked_mul(10)?.checked_add(u32::from(d - b'0')))
@@ -769,7 +862,7 @@ fn load_run_dir() {
         })
     });
     LAUNCHER_PID.store(pid.unwrap_or(0), Ordering::Relaxed);
-    let len = match env_value(b"NETTRAP_RUN_DIR") {
+    let len = match env_value_in(env, b"NETTRAP_RUN_DIR") {
         Some(bytes) if bytes.len() <= event::RUN_DIR_MAX_LEN => {
             // SAFETY: only the constructor writes RUN_DIR, before RUN_DIR_LEN publishes it;
             // until then readers take the path from the environment.
@@ -786,8 +879,27 @@ fn load_run_dir() {
 fn now_ns() -> u64 {
     // SAFETY: zeroed timespec is a valid out-parameter.
     let mut ts: libc::timespec = unsafe { core::mem::zeroed() };
-    // SAFETY: clock_gettime writes ts (vDSO; no system call on x86_64).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let f = symbols::get(&symbols::CLOCK_GETTIME);
+    if f == 0 {
+        // SAFETY: clock_gettime(2) writes ts.
+        unsafe {
+            sys::call(
+                libc::SYS_clock_gettime,
+                libc::CLOCK_MONOTONIC as usize,
+                &mut ts as *mut libc::timespec as usize,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+    } else {
+        // SAFETY: f is libc's clock_gettime (vDSO; no system call on x86_64), which writes ts.
+        let f: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> c_int =
+            unsafe { core::mem::transmute(f) };
+        // SAFETY: as above.
+        unsafe { f(libc::CLOCK_MONOTONIC, &mut ts) };
+    }
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -862,11 +974,6 @@ fn record_process(log: &Log, pid: u32) -> Result<(), NotWritten> {
     written
 }
 
-unsafe extern "C" {
-    static environ: *const *const c_char;
-    fn pthread_setcanceltype(kind: c_int, old: *mut c_int) -> c_int;
-}
-
 /// glibc's value (pthread.h).
 const PTHREAD_CANCEL_ASYNCHRONOUS: c_int = 1;
 
@@ -888,9 +995,15 @@ unsafe fn name_matches(entry: *const u8, name: &[u8]) -> bool {
 
 /// The value of one environment variable (getenv, without importing it).
 fn env_value(name: &[u8]) -> Option<&'static [u8]> {
-    // SAFETY: as in current_test.
+    env_value_in(environ(), name)
+}
+
+/// The value of one variable of the environment array `env` (null: none).
+fn env_value_in(env: *const *const c_char, name: &[u8]) -> Option<&'static [u8]> {
+    // SAFETY: env is null or a NULL-terminated array of NUL-terminated strings (libc's environ
+    // or the initial environment glibc hands constructors), read as getenv would.
     unsafe {
-        let mut p = environ;
+        let mut p = env;
         while !p.is_null() && !(*p).is_null() {
             let entry = (*p).cast::<u8>();
             if name_matches(entry, name) {
@@ -902,12 +1015,13 @@ fn env_value(name: &[u8]) -> Option<&'static [u8]> {
     None
 }
 
-/// The first bytes of the test variables' names.
-const FIRST_BYTES: [u8; test_id::TEST_VARS.len()] = {
-    let mut b = [0u8; test_id::TEST_VARS.len()];
+/// Which bytes begin one of the test variables' names (most environment entries begin with
+/// another: one table look-up rejects them).
+const FIRST_BYTES: [bool; 256] = {
+    let mut b = [false; 256];
     let mut i = 0;
-    while i < b.len() {
-        b[i] = test_id::TEST_VARS[i].to_bytes()[0];
+    while i < test_id::TEST_VARS.len() {
+        b[test_id::TEST_VARS[i].to_bytes()[0] as usize] = true;
         i += 1;
     }
     b
@@ -922,26 +1036,27 @@ fn current_test() -> Option<(&'static [u8], Phase)> {
     // it is read on the calling thread, as getenv would. Each entry is read only up to the
     // first byte that differs from a name (at worst its NUL), then, on a match, to its NUL.
     unsafe {
-        let mut p = environ;
-        while !p.is_null() && !(*p).is_null() {
+        let mut p = environ();
+        if p.is_null() {
+            return None;
+        }
+        loop {
             let entry = (*p).cast::<u8>();
-            // Most entries differ from every name in their first byte.
+            if entry.is_null() {
+                break;
+            }
+            p = p.add(1);
             let first = *entry;
-            if !FIRST_BYTES.contains(&first) {
-                p = p.add(1);
+            if !FIRST_BYTES[usize::from(first)] {
                 continue;
             }
             for (i, var) in test_id::TEST_VARS.iter().enumerate() {
                 let name = var.to_bytes();
-                if name[0] != first {
-                    continue;
-                }
-                if found[i].is_none() && name_matches(entry, name) {
+                if name[0] == first && found[i].is_none() && name_matches(entry, name) {
                     found[i] =
                         Some(CStr::from_ptr(entry.add(name.len() + 1).cast::<c_char>()).to_bytes());
                 }
             }
-            p = p.add(1);
         }
     }
     found.into_iter().flatten().next().map(test_id::split)
@@ -1097,7 +1212,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, false) };
     };
-    let pid = pid();
+    let (pid, tid) = ids::caller();
     let process = log.as_ref().map(|log| record_process(log, pid));
     // Taken before the decision: a runner's test events are joined to calls by time.
     let time_ns = now_ns();
@@ -1113,7 +1228,7 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         pid,
         // The calling thread: joins the call to the runner's per-thread test events and to the
         // call site an adapter wrote just before it (see src/attribution/).
-        tid: sys::gettid(),
+        tid,
         time_ns,
         dest,
         transport,
@@ -1287,18 +1402,26 @@ pub unsafe extern "C" fn __connect(
 unsafe fn real_listen(fd: c_int, backlog: c_int, marked: bool) -> c_int {
     if marked {
         // SAFETY: listen(2) ignores the extra arguments; the caller's pass unchanged.
-        return unsafe { libc::syscall(libc::SYS_listen, fd, backlog, 0, SHIM_CONNECT_MARK) }
-            as c_int;
+        let r = unsafe {
+            sys::call(
+                libc::SYS_listen,
+                fd as usize,
+                backlog as usize,
+                0,
+                SHIM_CONNECT_MARK as usize,
+                0,
+                0,
+            )
+        };
+        return sys::libc_style(r);
     }
-    let mut f = REAL_LISTEN.load(Ordering::Acquire);
-    if f == 0 {
-        f = resolve_real_listen();
-    }
+    let f = symbols::get(&symbols::LISTEN);
     if f == 0 || f == listen as *const () as usize {
         // SAFETY: a plain listen(2) with the caller's arguments.
-        return unsafe { libc::syscall(libc::SYS_listen, fd, backlog) } as c_int;
+        let r = unsafe { sys::call(libc::SYS_listen, fd as usize, backlog as usize, 0, 0, 0, 0) };
+        return sys::libc_style(r);
     }
-    // SAFETY: f is libc's listen, resolved by dlsym(RTLD_NEXT).
+    // SAFETY: f is the next listen (libc's), found as dlsym(RTLD_NEXT) would (symbols).
     let f: ListenFn = unsafe { core::mem::transmute::<usize, ListenFn>(f) };
     // SAFETY: forwarding the caller's arguments unchanged.
     unsafe { f(fd, backlog) }
@@ -1331,9 +1454,10 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         {
             let transport =
                 sys::sockopt(fd, libc::SO_TYPE).map_or(Transport::Other, Transport::from_sock_type);
+            let (pid, tid) = ids::caller();
             let call = Call {
-                pid: pid(),
-                tid: sys::gettid(),
+                pid,
+                tid,
                 time_ns: now_ns(),
                 dest,
                 transport,

@@ -25,7 +25,7 @@
 //! seen by the supervisor only), and resolvers that are not glibc's API (Go's, c-ares).
 
 use super::{
-    count_unobserved, current_test, log, now_ns, pid, policy, record_process, set_errno, sys, tell,
+    count_unobserved, current_test, ids, log, now_ns, policy, record_process, set_errno, sys, tell,
 };
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -54,18 +54,28 @@ const TRY_AGAIN: c_int = 2;
 const NO_RECOVERY: c_int = 3;
 const NO_DATA: c_int = 4;
 
-unsafe extern "C" {
-    fn __h_errno_location() -> *mut c_int;
+/// glibc's per-thread h_errno slot (a slot of the shim's own if libc has none).
+fn h_errno_slot() -> *mut c_int {
+    static NONE: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+    match super::symbols::get(&super::symbols::H_ERRNO_LOCATION) {
+        0 => NONE.as_ptr(),
+        f => {
+            // SAFETY: f is __h_errno_location, which takes nothing and returns the slot.
+            let f: unsafe extern "C" fn() -> *mut c_int = unsafe { core::mem::transmute(f) };
+            // SAFETY: as above.
+            unsafe { f() }
+        }
+    }
 }
 
 fn h_errno() -> c_int {
-    // SAFETY: glibc's per-thread h_errno slot.
-    unsafe { *__h_errno_location() }
+    // SAFETY: this thread's h_errno slot.
+    unsafe { *h_errno_slot() }
 }
 
 fn set_h_errno(v: c_int) {
     // SAFETY: as in h_errno().
-    unsafe { *__h_errno_location() = v }
+    unsafe { *h_errno_slot() = v }
 }
 
 /// A `gethostbyname*` failure (`h_errno`) as the `EAI_*` code the record keeps.
@@ -237,14 +247,14 @@ unsafe fn begin<'a>(name: *const c_char, family: Family) -> Begin<'a> {
         });
     };
     let backstop = policy.flags & FLAG_SECCOMP_BACKSTOP != 0;
-    let pid = pid();
+    let (pid, tid) = ids::caller();
     let time_ns = now_ns();
     let test = current_test();
     let resolver = resolver();
     let decision = policy.lookup_decision(resolver.as_ref(), name, test.map(|t| t.0));
     let call = Call {
         pid,
-        tid: sys::gettid(),
+        tid,
         time_ns,
         dest: resolver.unwrap_or(Dest {
             ip: [0; 16],

@@ -4,7 +4,7 @@
 //! `formats::step_summary` appends to `$GITHUB_STEP_SUMMARY`.
 
 use super::payoff::{headline, percent, seconds};
-use super::{CallEntry, IN_SUITE, Report, junit, plural};
+use super::{IN_SUITE, Report, junit, plural};
 use std::fmt::Write as _;
 
 /// Destinations the job summary lists; the to-do list has them all.

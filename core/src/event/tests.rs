@@ -734,3 +734,69 @@ fn settled_ends_at_the_first_unfinished_record_and_a_next_pass_resumes_there() {
     assert!(decode_settled(&[0u8; 10]).is_err());
     assert!(decode_settled(&[0u8; HEADER_LEN]).is_err());
 }
+
+/// The checksum as first written (byte-wise across part boundaries): the word-wise one must
+/// give the same value, so logs written by either read the same.
+fn checksum_bytewise(kind: u8, parts: &[&[u8]]) -> u32 {
+    const _: () = assert!(CALL_RESULT.is_multiple_of(8) && CALL_BLOCKED.is_multiple_of(8));
+    let skip = |pos: usize| kind == KIND_CALL && (pos == CALL_RESULT || pos == CALL_BLOCKED);
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ kind as u64;
+    let mut mix = |pos: usize, w: u64| {
+        if !skip(pos) {
+            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
+            h ^= h >> 29;
+        }
+    };
+    let (mut word, mut fill, mut pos) = ([0u8; 8], 0usize, 0usize);
+    for part in parts {
+        let mut rest = *part;
+        while !rest.is_empty() {
+            if fill == 0
+                && let Some((w, tail)) = rest.split_first_chunk::<8>()
+            {
+                mix(pos, u64::from_le_bytes(*w));
+                pos += 8;
+                rest = tail;
+                continue;
+            }
+            word[fill] = rest[0];
+            rest = &rest[1..];
+            fill += 1;
+            if fill == 8 {
+                mix(pos, u64::from_le_bytes(word));
+                pos += 8;
+                fill = 0;
+            }
+        }
+    }
+    if fill > 0 {
+        word[fill..].fill(0);
+        mix(pos, u64::from_le_bytes(word));
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// The checksum depends on the bytes only, not on how they are split into parts, and is
+    /// the byte-wise one's.
+    #[test]
+    fn checksum_is_the_bytewise_one_for_any_split(
+        kind in prop_oneof![Just(KIND_CALL), Just(KIND_PROCESS)],
+        bytes in proptest::collection::vec(any::<u8>(), 0..400),
+        cuts in proptest::collection::vec(0usize..400, 0..5),
+    ) {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+        cuts.sort();
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut at = 0;
+        for c in cuts {
+            parts.push(&bytes[at..c]);
+            at = c;
+        }
+        parts.push(&bytes[at..]);
+        prop_assert_eq!(checksum(kind, &parts), checksum_bytewise(kind, &[&bytes]));
+        prop_assert_eq!(checksum(kind, &parts), checksum_bytewise(kind, &parts));
+    }
+}
