@@ -50,7 +50,9 @@
 //!
 //! Only off that path: the socket's domain and protocol (two more `getsockopt`) for other
 //! socket types, before a denial and after a connect failed for its address's family;
-//! `process_vm_readv` for a sockaddr that is not on the calling thread's stack; the
+//! `process_vm_readv` for a sockaddr that is neither on the main thread's stack nor in the
+//! caller's part of another stack (below the end of the page its return address is on, see
+//! [`connect`]); the
 //! thread's name (`prctl`) when the run asks for it; mapping the run's files once per process.
 
 #![no_std]
@@ -516,12 +518,48 @@ extern "C" fn on_load(_argc: c_int, _argv: *const *const c_char, env: *const *co
 }
 
 /// The main thread's thread pointer (glibc's `struct pthread`, `%fs:0x10` on x86_64) and the
-/// top of its stack as far as the shim knows it is mapped: the environment array the kernel
-/// put at the top of the stack (0 when `environ` no longer points there).
+/// top of its stack: the environment array the kernel put there (0 when `environ` no longer
+/// points there).
 static MAIN_SELF: AtomicUsize = AtomicUsize::new(0);
 static MAIN_STACK_TOP: AtomicUsize = AtomicUsize::new(0);
-/// How far above the shim's frame a sockaddr may be read without the kernel's help.
+/// How far below the main stack's top a frame may be for the shim to count it on that stack.
+/// The kernel keeps at least 128 MiB between the stack's top and the first mapping of `mmap`
+/// (`mmap_base`), so nothing but the stack itself lies this close below its top.
 const STACK_REACH: usize = 8 << 20;
+
+/// From the constructor (on the main thread, before `main`), with the initial environment.
+fn note_main_stack(env: *const *const c_char) {
+    let local = 0u8;
+    let here = &local as *const u8 as usize;
+    let env = env as usize;
+    MAIN_SELF.store(thread_self(), Ordering::Relaxed);
+    // The initial environment array sits above every frame of the main stack; a replaced one
+    // (setenv in an earlier constructor) is on the heap, below the stack: not used.
+    if env > here && env - here < STACK_REACH {
+        MAIN_STACK_TOP.store(env, Ordering::Relaxed);
+    }
+}
+
+/// The end of the memory known to be mapped above `here` (a local of the shim's frame), given
+/// the caller's stack pointer `caller_sp` (0: not known):
+/// - on the main thread, within [`STACK_REACH`] of its top: the top of the main stack (one
+///   mapping from any live frame up to it, an alternate signal stack placed on it included);
+/// - else the end of the page the caller's return address is on: the live frames of one stack
+///   from ours up to the caller's, and the page the call wrote to. Not further: a thread's
+///   stack may be small, with a coroutine's or signal handler's stack mapped just below it,
+///   and a hole between them that a bad pointer would fault on where the program expects
+///   EFAULT.
+fn mapped_above(here: usize, caller_sp: usize) -> usize {
+    let page_end = (here.max(caller_sp) | 0xfff) + 1;
+    let me = thread_self();
+    let top = MAIN_STACK_TOP.load(Ordering::Relaxed);
+    if me != 0 && me == MAIN_SELF.load(Ordering::Relaxed) && top > here && top - here <= STACK_REACH
+    {
+        top.max(page_end)
+    } else {
+        page_end
+    }
+}
 
 /// This thread's thread pointer: glibc's `struct pthread` (its `header.self`).
 #[cfg(target_arch = "x86_64")]
@@ -538,44 +576,6 @@ fn thread_self() -> usize {
 #[cfg(not(target_arch = "x86_64"))]
 fn thread_self() -> usize {
     0
-}
-
-/// From the constructor (on the main thread, before `main`), with the initial environment.
-fn note_main_stack(env: *const *const c_char) {
-    let local = 0u8;
-    let here = &local as *const u8 as usize;
-    let env = env as usize;
-    MAIN_SELF.store(thread_self(), Ordering::Relaxed);
-    // The initial environment array sits above every frame of the main stack; a replaced one
-    // (setenv in an earlier constructor) is on the heap, below the stack: not used.
-    if env > here && env - here < STACK_REACH {
-        MAIN_STACK_TOP.store(env, Ordering::Relaxed);
-    }
-}
-
-/// The end of the memory known to be mapped above `here` (a local of the calling frame):
-/// - on a thread glibc created, its `struct pthread`: glibc puts it (and the static TLS below
-///   it) at the top of the thread's stack block, one mapping (or the caller's block) with the
-///   stack, so everything from a live frame up to it is mapped;
-/// - on the main thread, the initial environment array at the top of the main stack;
-/// - else (an alternate signal stack, a coroutine's stack far from those), the end of this
-///   frame's page.
-///
-/// Both are used only within [`STACK_REACH`] of `here`, so a frame on some other stack (a
-/// coroutine's, a signal handler's) does not reach across unmapped memory to them.
-fn stack_top(here: usize) -> usize {
-    let page_end = (here | 0xfff) + 1;
-    let me = thread_self();
-    let top = if me != 0 && me == MAIN_SELF.load(Ordering::Relaxed) {
-        MAIN_STACK_TOP.load(Ordering::Relaxed)
-    } else {
-        me
-    };
-    if top > here && top - here <= STACK_REACH {
-        top.max(page_end)
-    } else {
-        page_end
-    }
 }
 
 /// This thread's errno slot (libc's `__errno_location`; a slot of the shim's own if libc has
@@ -1115,7 +1115,14 @@ fn tell_denial(
 
 /// # Safety
 /// Same contract as connect(2).
-unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
+/// `caller_sp`: the caller's stack pointer at the call (the address of its return address), or
+/// 0 where it is not known.
+unsafe fn intercept(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    caller_sp: usize,
+) -> c_int {
     let saved_errno = errno();
     // The address as the kernel copies it: every declared byte, at most 128 (a longer or
     // negative length fails with EINVAL). Copied through the kernel: an invalid address must give
@@ -1125,14 +1132,14 @@ unsafe fn intercept(fd: c_int, addr: *const libc::sockaddr, len: libc::socklen_t
         None => Ok(None),
         Some(0) => Ok(Some(0)),
         Some(n) => {
-            // Fast path: a sockaddr between this frame and the top of this thread's stack
-            // (`stack_top`) lies on memory known to be mapped; anything else goes through the
-            // kernel.
+            // Fast path: a sockaddr between this frame and what is known to be mapped above
+            // it (`mapped_above`) is read here; anything else goes through the kernel.
             let here = buf.as_ptr() as usize;
             let a = addr as usize;
-            if a >= here && a.checked_add(n).is_some_and(|end| end <= stack_top(here)) {
-                // SAFETY: [a, a+n) lies between a local of this frame and the top of the
-                // mapped stack it is on (see stack_top).
+            let mapped_end = mapped_above(here, caller_sp);
+            if a >= here && a.checked_add(n).is_some_and(|end| end <= mapped_end) {
+                // SAFETY: [a, a+n) lies between a local of this frame and the end of memory
+                // known to be mapped above it (see mapped_above).
                 unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n) };
                 Ok(Some(n))
             } else {
@@ -1369,28 +1376,77 @@ fn classify(policy: &CompiledPolicy, dest: &nettrap_core::addr::Dest, host: &[u8
     category
 }
 
+/// `connect`, interposing libc's: on x86_64 a two-instruction entry that hands
+/// [`connect_with_sp`] the caller's stack pointer as a fourth argument (`rcx`) and jumps to it,
+/// which then returns straight to the caller. The stack pointer bounds the memory the shim may
+/// read a sockaddr from without the kernel's help (see [`intercept`]).
+///
 /// # Safety
 /// Same contract as connect(2); exported to interpose libc's.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn connect(
     fd: c_int,
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
 ) -> c_int {
-    // SAFETY: same contract as ours.
-    unsafe { intercept(fd, addr, len) }
+    core::arch::naked_asm!("mov rcx, rsp", "jmp {inner}", inner = sym connect_with_sp)
 }
 
 /// # Safety
 /// Same contract as connect(2); glibc exports this alias too.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn __connect(
     fd: c_int,
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
 ) -> c_int {
+    core::arch::naked_asm!("mov rcx, rsp", "jmp {inner}", inner = sym connect_with_sp)
+}
+
+/// What [`connect`] jumps to, with the caller's stack pointer (the address of its return
+/// address) in `caller_sp`.
+///
+/// # Safety
+/// Same contract as connect(2); `caller_sp` is the caller's stack pointer at the call.
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" fn connect_with_sp(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    caller_sp: usize,
+) -> c_int {
     // SAFETY: same contract as ours.
-    unsafe { intercept(fd, addr, len) }
+    unsafe { intercept(fd, addr, len, caller_sp) }
+}
+
+/// # Safety
+/// Same contract as connect(2); exported to interpose libc's.
+#[cfg(not(target_arch = "x86_64"))]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn connect(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> c_int {
+    // SAFETY: same contract as ours; the caller's stack pointer is not known here.
+    unsafe { intercept(fd, addr, len, 0) }
+}
+
+/// # Safety
+/// Same contract as connect(2); glibc exports this alias too.
+#[cfg(not(target_arch = "x86_64"))]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __connect(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> c_int {
+    // SAFETY: same contract as ours; the caller's stack pointer is not known here.
+    unsafe { intercept(fd, addr, len, 0) }
 }
 
 /// The real `listen`, or the raw system call if the symbol cannot be found; with `marked`, the

@@ -55,21 +55,41 @@ fn the_shim_adds_only_its_documented_system_calls_per_connect() {
         );
         return;
     }
-    let (plain, shim) = (counts(false), counts(true));
-    // What the shim adds, per connect, for every system call it adds at least N/2 times of
-    // (the one-off calls of its first call and of nettrap's start are below that).
-    let mut added: Vec<(String, u64)> = shim
-        .iter()
-        .filter_map(|(name, &n)| {
-            let extra = n.saturating_sub(plain.get(name).copied().unwrap_or(0));
-            (extra >= N / 2).then(|| (name.clone(), (extra + N / 2) / N))
-        })
-        .collect();
-    added.sort();
+    let plain = counts(false);
     let want: Vec<(String, u64)> = SHIM_SYSCALLS_PER_CONNECT
         .iter()
         .map(|(s, n)| (s.to_string(), *n))
         .collect();
-    assert_eq!(added, want, "plain {plain:?}\nshim {shim:?}");
-    assert_eq!(shim.get("connect"), plain.get("connect"));
+    // The shim reads the sockaddr itself when it lies in the caller's part of the stack (up to
+    // the end of the page the caller's return address is on), else through the kernel
+    // (`process_vm_readv`, documented as off the hot path). `connect_loop`'s sockaddr is in
+    // its caller's frame, a few dozen bytes up: in the rare exec whose randomised stack offset
+    // puts a page boundary in between, every connect of that run takes the kernel's way. A new
+    // exec gets a new offset, so a run of the documented path turns up within a few tries.
+    let mut tries = Vec::new();
+    for _ in 0..4 {
+        let shim = counts(true);
+        assert_eq!(shim.get("connect"), plain.get("connect"));
+        // What the shim adds, per connect, for every system call it adds at least N/2 times of
+        // (the one-off calls of its first call and of nettrap's start are below that).
+        let mut added: Vec<(String, u64)> = shim
+            .iter()
+            .filter_map(|(name, &n)| {
+                let extra = n.saturating_sub(plain.get(name).copied().unwrap_or(0));
+                (extra >= N / 2).then(|| (name.clone(), (extra + N / 2) / N))
+            })
+            .collect();
+        added.sort();
+        if added == want {
+            return;
+        }
+        let off_path = added
+            .iter()
+            .filter(|(name, _)| name != "process_vm_readv")
+            .cloned()
+            .collect::<Vec<_>>();
+        assert_eq!(off_path, want, "plain {plain:?}\nshim {shim:?}");
+        tries.push(shim);
+    }
+    panic!("every run read the sockaddr through the kernel: plain {plain:?}\nshim {tries:?}");
 }
