@@ -79,7 +79,14 @@ fn chart(r: &Report) -> String {
         return String::new();
     }
     let (label_w, bar_w, row_h) = (150.0, 330.0, 26.0);
-    let width = label_w + bar_w + 150.0;
+    // Room right of the longest bar for its value ("1234 tests, 1000000 calls"): about 7.5 px a
+    // character at the chart's font size.
+    let longest = cats
+        .iter()
+        .map(|(_, s)| format!("{} tests, {} calls", s.tests, s.calls).len())
+        .max()
+        .unwrap_or(0);
+    let width = label_w + bar_w + (longest as f64 * 7.5 + 16.0).max(150.0);
     let height = row_h * cats.len() as f64 + 8.0;
     let max = cats.iter().map(|(_, s)| s.tests).max().unwrap_or(0).max(1) as f64;
     let mut out = format!(
