@@ -114,8 +114,9 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Live progress in the terminal's title while the command runs: auto (stderr a terminal,
-    /// not dumb, no --quiet), always, never
+    /// Live progress on the terminal's bottom row (kept out of the command's scrolling) and in
+    /// its title while the command runs: auto (stderr a terminal, not dumb, no --quiet), always,
+    /// never
     #[arg(long, value_enum, default_value_t = Progress::Auto, value_name = "WHEN")]
     pub progress: Progress,
 

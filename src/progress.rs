@@ -1,7 +1,13 @@
-//! Live progress while the command runs, in the terminal's title, never in its scrollback: the
-//! command shares the terminal and writes to it at any time, so a line of nettrap's own would
-//! garble its output. The title (`ESC ] 2 ; text BEL`) is pushed at the start, updated at most
-//! every 500 ms, and cleared and popped at the end.
+//! Live progress while the command runs, on the terminal's bottom row and in its title, never
+//! in its scrollback. The command shares the terminal and writes to it at any time, so nettrap
+//! keeps the bottom row for itself, as apt does: at the start it limits scrolling to the rows
+//! above (`ESC [ 1 ; rows-1 r`, DECSTBM), so the command's output scrolls there and never
+//! reaches the bottom row; each update is one `write` that saves the command's cursor, writes
+//! the bottom row and restores the cursor (`ESC 7 … ESC 8`), so the command's text, even a line
+//! it is half-way through, goes on where it was. At the end the whole screen scrolls again and
+//! the row is cleared. The size is read again at every update (a resized terminal gets its new
+//! last row). The title (`ESC ] 2 ; text BEL`) carries the same text, pushed at the start and
+//! popped at the end. Updates come at most every 500 ms.
 //!
 //! Content: `nettrap: 12 tests done · redis 45 · es 3 · denied: connect to api.x:443 in t`.
 //! Tests done are the timeline's `end` events, read from where the last pass stopped; calls
@@ -33,7 +39,7 @@ pub struct Progress {
     thread: std::thread::JoinHandle<()>,
 }
 
-/// Is the progress title wanted: `always`, or `auto` with stderr a terminal that is not dumb
+/// Is live progress wanted: `always`, or `auto` with stderr a terminal that is not dumb
 /// and no `--quiet`.
 pub fn wanted(mode: Mode, quiet: bool) -> bool {
     match mode {
@@ -65,6 +71,7 @@ pub fn start(dir: &Path, policy: &CompiledPolicy) -> Progress {
     let thread = std::thread::spawn(move || {
         // Save the title where the terminal can (xterm's title stack).
         write_err(b"\x1b[22;2t");
+        let mut bottom = Bottom::open();
         let mut shown = String::new();
         loop {
             let last = flag.load(Ordering::Relaxed);
@@ -72,11 +79,17 @@ pub fn start(dir: &Path, policy: &CompiledPolicy) -> Progress {
             let line = state.line();
             if line != shown {
                 write_err(format!("\x1b]2;{line}\x07").as_bytes());
+                if let Some(b) = &mut bottom {
+                    b.show(&line);
+                }
                 shown = line;
             }
             if last {
                 // The final count shown, then cleared, and restored where the terminal saved it.
                 write_err(b"\x1b]2;\x07\x1b[23;2t");
+                if let Some(b) = bottom {
+                    b.close();
+                }
                 return;
             }
             let next = Instant::now() + EVERY;
@@ -93,6 +106,56 @@ impl Progress {
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
+    }
+}
+
+/// The terminal's size on stderr: (rows, columns).
+fn term_size() -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass.
+    let r = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// The bottom row, kept for the progress line (see the module docs).
+struct Bottom {
+    rows: u16,
+    cols: u16,
+}
+
+impl Bottom {
+    /// Keeps the bottom row of a terminal large enough for it (4 rows, 20 columns): makes room
+    /// for it (a new line, taken back), then limits scrolling to the rows above.
+    fn open() -> Option<Bottom> {
+        let (rows, cols) = term_size().filter(|&(r, c)| r >= 4 && c >= 20)?;
+        write_err(format!("\n\x1b7\x1b[1;{}r\x1b8\x1b[1A", rows - 1).as_bytes());
+        Some(Bottom { rows, cols })
+    }
+
+    /// Writes `text` on the bottom row, in one write that leaves the command's cursor where
+    /// it was; first follows a resized terminal.
+    fn show(&mut self, text: &str) {
+        let mut out = String::new();
+        if let Some((rows, cols)) = term_size().filter(|&(r, c)| r >= 4 && c >= 20)
+            && (rows, cols) != (self.rows, self.cols)
+        {
+            (self.rows, self.cols) = (rows, cols);
+            out.push_str(&format!("\x1b7\x1b[1;{}r\x1b8", rows - 1));
+        }
+        // One column short of the width: no autowrap on the last row.
+        let text: String = text.chars().take(self.cols as usize - 1).collect();
+        out.push_str(&format!("\x1b7\x1b[{};1H\x1b[2K{text}\x1b8", self.rows));
+        write_err(out.as_bytes());
+    }
+
+    /// The whole screen scrolls again; the bottom row is cleared.
+    fn close(self) {
+        write_err(format!("\x1b7\x1b[r\x1b[{};1H\x1b[2K\x1b8", self.rows).as_bytes());
     }
 }
 
