@@ -218,9 +218,12 @@ fn killing_nettrap_does_not_leave_the_command_running() {
     assert!(!alive(&pid), "the command outlived nettrap");
 }
 
-/// The calls of `fixtures/c/pid_reuse MODE`: (port, pid) sorted, and the (parent, child) pids
-/// it printed; None when it could not make its pid namespace.
-fn pid_reuse(mode: &str, engine: &str) -> Option<(Vec<(u64, u64)>, (u64, u64))> {
+/// (port, pid) of each call, sorted, and the (parent, child) pids the fixture printed.
+type PidReuse = (Vec<(u64, u64)>, (u64, u64));
+
+/// The calls of `fixtures/c/pid_reuse MODE` and its pids; None when it could not make its pid
+/// namespace.
+fn pid_reuse(mode: &str, engine: &str) -> Option<PidReuse> {
     let run = run_in(
         &format!("pid-reuse-{mode}-{engine}"),
         &repo(),
