@@ -218,6 +218,71 @@ fn killing_nettrap_does_not_leave_the_command_running() {
     assert!(!alive(&pid), "the command outlived nettrap");
 }
 
+/// (port, pid) of each call, sorted, and the (parent, child) pids the fixture printed.
+type PidReuse = (Vec<(u64, u64)>, (u64, u64));
+
+/// The calls of `fixtures/c/pid_reuse MODE` and its pids; None when it could not make its pid
+/// namespace.
+fn pid_reuse(mode: &str, engine: &str) -> Option<PidReuse> {
+    let run = run_in(
+        &format!("pid-reuse-{mode}-{engine}"),
+        &repo(),
+        &["--engine", engine],
+        &[&fixture("pid_reuse"), mode, "20"],
+    );
+    assert_eq!(run.code(), 0, "{mode} {engine}: {}", run.stderr());
+    let out = run.stdout();
+    if out.contains("pid_reuse: skipped") {
+        return None;
+    }
+    let pid_of = |k: &str| -> u64 {
+        let v = out.split(&format!("{k}=")).nth(1);
+        v.and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{mode} {engine}: no {k} in {out}"))
+    };
+    let mut got: Vec<(u64, u64)> = run.report["unattributed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["port"].as_u64().unwrap(),
+                c["process"]["pid"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    Some((got, (pid_of("parent"), pid_of("child"))))
+}
+
+/// A child of glibc's `_Fork` (no atfork handlers) whose pid is the tid of its parent's exited
+/// thread, which connected first: the shim's pid cache, copied into the child, must not give
+/// the child's call its parent's pid (it did: the child's calls and process record merged into
+/// the parent's).
+#[test]
+fn a_fork_child_reusing_an_exited_threads_tid_keeps_its_own_pid() {
+    for engine in ["preload", "auto"] {
+        let Some((got, (parent, child))) = pid_reuse("_Fork", engine) else {
+            eprintln!("no user and pid namespace here: skipped");
+            return;
+        };
+        assert_ne!(parent, child);
+        assert_eq!(got, [(20, parent), (21, child)], "{engine}");
+    }
+}
+
+/// The same with a raw `clone(SIGCHLD)` child whose thread gets the reused tid: no fork
+/// handler runs and nothing of glibc's is called that the shim could hook, so the cache cannot
+/// tell (the gap ids.rs leaves open).
+#[test]
+#[ignore = "open: a raw-fork child's thread reusing a cached tid gets its parent's pid (shim/src/ids.rs)"]
+fn a_raw_fork_childs_thread_reusing_an_exited_threads_tid_keeps_its_own_pid() {
+    let Some((got, (parent, child))) = pid_reuse("rawfork", "preload") else {
+        return;
+    };
+    assert_eq!(got, [(20, parent), (21, child)]);
+}
+
 #[test]
 fn every_engine_counts_the_storm_and_hard_cases_exactly() {
     for engine in ["preload", "auto"] {

@@ -13,11 +13,14 @@
 //!   owner with that tid is a thread of the process that wrote it (a tid number freed by a
 //!   thread that exited and reused by a thread of the same process has the same pid).
 //! - Memory copied into another process by glibc's `fork` starts with an empty cache (a
-//!   `pthread_atfork` child handler, registered at load), so an entry can never name the
-//!   parent for a child's thread whose tid reuses a number of the parent's (pid numbers wrap:
-//!   `/proc/sys/kernel/pid_max` may be 32768). Left open: a program that forks with a raw system
-//!   call (no atfork handlers; glibc does not support threads in such a child) and then starts
-//!   threads, one of which gets a reused tid of its parent's cached threads.
+//!   `pthread_atfork` child handler, registered at load), and so does one copied by glibc's
+//!   `_Fork` (2.34 on: no atfork handlers run, but the child owns its descriptor), which the
+//!   shim interposes for that; so an entry can never name the parent for a child (or its
+//!   thread) whose tid reuses a number of the parent's exited threads (pid numbers wrap:
+//!   `/proc/sys/kernel/pid_max` may be 32768; fixtures/c/pid_reuse.c makes it happen at once
+//!   with `ns_last_pid`). Left open: a program that forks with a raw system call (no atfork
+//!   handlers; glibc does not support threads in such a child) and then starts threads, one of
+//!   which gets a reused tid of its parent's cached threads.
 //!
 //! The descriptor's layout is glibc's on x86_64 (the tid at `%fs:0x2d0` since glibc 2.25);
 //! it is checked at load on the main thread (its tid there must equal `gettid()`, and the
@@ -100,6 +103,33 @@ extern "C" fn forked() {
     for e in &PIDS {
         e.store(0, Ordering::Relaxed);
     }
+}
+
+/// `_Fork` (glibc 2.34 on: a fork that runs no atfork handlers), interposing glibc's: the
+/// real one, then, in the child, the cache emptied as [`forked`] does in `fork`'s child. It
+/// returns what the real one returned, errno untouched; without one (an older libc: found only
+/// by a program that looks the name up), the fork system call it would make.
+///
+/// # Safety
+/// As _Fork(3): async-signal-safe, and so is this (atomic stores; the symbol search takes no
+/// lock once the shim's constructor ran).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _Fork() -> libc::pid_t {
+    let f = super::symbols::get(&super::symbols::FORK);
+    let pid = if f != 0 && f != _Fork as *const () as usize {
+        // SAFETY: f is libc's _Fork, which takes nothing and returns a pid.
+        let f: unsafe extern "C" fn() -> libc::pid_t = unsafe { core::mem::transmute(f) };
+        // SAFETY: as _Fork(3).
+        unsafe { f() }
+    } else {
+        // SAFETY: clone with only the exit signal: a fork (no stack, no thread pointer given).
+        let r = unsafe { sys::call(libc::SYS_clone, libc::SIGCHLD as usize, 0, 0, 0, 0, 0) };
+        sys::libc_style(r)
+    };
+    if pid == 0 {
+        forked();
+    }
+    pid
 }
 
 /// The calling task's (pid, tid): one `gettid`, and `getpid` only when the cache cannot answer.

@@ -337,10 +337,12 @@ pub static H_ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__h_errno_location"), 
 pub static CLOCK_GETTIME: Symbol = Symbol::new(name!(c"clock_gettime"), false);
 pub static SETCANCELTYPE: Symbol = Symbol::new(name!(c"pthread_setcanceltype"), false);
 pub static REGISTER_ATFORK: Symbol = Symbol::new(name!(c"__register_atfork"), false);
+/// glibc's `_Fork` (2.34 on), which [`super::ids`] interposes.
+pub static FORK: Symbol = Symbol::new(name!(c"_Fork"), true);
 /// The address of the `environ` variable (a `*const *const c_char`).
 pub static ENVIRON: Symbol = Symbol::new(name!(c"environ"), false);
 
-const ALL: [&Symbol; 8] = [
+const ALL: [&Symbol; 9] = [
     &CONNECT,
     &LISTEN,
     &ERRNO_LOCATION,
@@ -348,6 +350,7 @@ const ALL: [&Symbol; 8] = [
     &CLOCK_GETTIME,
     &SETCANCELTYPE,
     &REGISTER_ATFORK,
+    &FORK,
     &ENVIRON,
 ];
 
