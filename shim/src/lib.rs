@@ -50,9 +50,8 @@
 //!
 //! Only off that path: the socket's domain and protocol (two more `getsockopt`) for other
 //! socket types, before a denial and after a connect failed for its address's family;
-//! `process_vm_readv` for a sockaddr that is neither on the main thread's stack nor in the
-//! caller's part of another stack (below the end of the page its return address is on, see
-//! [`connect`]); the
+//! `process_vm_readv` for a sockaddr that is not in the caller's part of the stack (below the
+//! end of the page its return address is on, see [`connect`]); the
 //! thread's name (`prctl`) when the run asks for it; mapping the run's files once per process.
 
 #![no_std]
@@ -512,53 +511,19 @@ static CONSTRUCTOR: extern "C" fn(c_int, *const *const c_char, *const *const c_c
 /// glibc calls it with the program's arguments and its initial environment.
 extern "C" fn on_load(_argc: c_int, _argv: *const *const c_char, env: *const *const c_char) {
     symbols::init();
-    note_main_stack(env);
     ids::init();
     load_run_dir(env);
 }
 
-/// The main thread's thread pointer (glibc's `struct pthread`, `%fs:0x10` on x86_64) and the
-/// top of its stack: the environment array the kernel put there (0 when `environ` no longer
-/// points there).
-static MAIN_SELF: AtomicUsize = AtomicUsize::new(0);
-static MAIN_STACK_TOP: AtomicUsize = AtomicUsize::new(0);
-/// How far below the main stack's top a frame may be for the shim to count it on that stack.
-/// The kernel keeps at least 128 MiB between the stack's top and the first mapping of `mmap`
-/// (`mmap_base`), so nothing but the stack itself lies this close below its top.
-const STACK_REACH: usize = 8 << 20;
-
-/// From the constructor (on the main thread, before `main`), with the initial environment.
-fn note_main_stack(env: *const *const c_char) {
-    let local = 0u8;
-    let here = &local as *const u8 as usize;
-    let env = env as usize;
-    MAIN_SELF.store(thread_self(), Ordering::Relaxed);
-    // The initial environment array sits above every frame of the main stack; a replaced one
-    // (setenv in an earlier constructor) is on the heap, below the stack: not used.
-    if env > here && env - here < STACK_REACH {
-        MAIN_STACK_TOP.store(env, Ordering::Relaxed);
-    }
-}
-
 /// The end of the memory known to be mapped above `here` (a local of the shim's frame), given
-/// the caller's stack pointer `caller_sp` (0: not known):
-/// - on the main thread, within [`STACK_REACH`] of its top: the top of the main stack (one
-///   mapping from any live frame up to it, an alternate signal stack placed on it included);
-/// - else the end of the page the caller's return address is on: the live frames of one stack
-///   from ours up to the caller's, and the page the call wrote to. Not further: a thread's
-///   stack may be small, with a coroutine's or signal handler's stack mapped just below it,
-///   and a hole between them that a bad pointer would fault on where the program expects
-///   EFAULT.
+/// the caller's stack pointer `caller_sp` (0: not known): the end of the page the caller's
+/// return address is on. The live frames of one stack, from ours up to the caller's, and the
+/// page the call wrote to, are mapped; nothing further up is known to be: a thread's stack may
+/// be small with a coroutine's or signal handler's stack mapped just below it, a program may
+/// make a page of its own main stack a guard page (`PROT_NONE`), and a bad pointer to such a
+/// hole must get `EFAULT` from the kernel, as without nettrap, not a crash here.
 fn mapped_above(here: usize, caller_sp: usize) -> usize {
-    let page_end = (here.max(caller_sp) | 0xfff) + 1;
-    let me = thread_self();
-    let top = MAIN_STACK_TOP.load(Ordering::Relaxed);
-    if me != 0 && me == MAIN_SELF.load(Ordering::Relaxed) && top > here && top - here <= STACK_REACH
-    {
-        top.max(page_end)
-    } else {
-        page_end
-    }
+    (here.max(caller_sp) | 0xfff) + 1
 }
 
 /// This thread's thread pointer: glibc's `struct pthread` (its `header.self`).

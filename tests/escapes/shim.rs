@@ -321,12 +321,12 @@ fn a_denial_never_blocks_on_a_full_stderr_pipe() {
     }
 }
 
-/// On the main thread the shim reads a sockaddr directly anywhere between its frame and the
-/// main stack's top, taking that range to be one mapping; a program that made a page of its
-/// own main stack PROT_NONE (a coroutine stack's guard carved from it) breaks that: a connect
-/// whose (bad) address is on that page crashes instead of getting EFAULT.
+/// The shim once read a sockaddr directly anywhere between its frame and the main stack's
+/// top, taking that range to be one mapping; a program that made a page of its own main stack
+/// PROT_NONE (a coroutine stack's guard carved from it) broke that: a connect whose (bad)
+/// address is on that page crashed instead of getting EFAULT. It now reads directly only up to
+/// the end of the caller's stack page.
 #[test]
-#[ignore = "open: the shim reads the main stack above the caller's page without the kernel (shim/src/lib.rs mapped_above)"]
 fn a_connect_with_its_address_on_a_guard_page_of_the_main_stack_gets_efault() {
     let run = run_in(
         "stack-hole-mainguard",
