@@ -180,39 +180,6 @@ trap 'kill "$resolver"' EXIT
 sleep 0.2
 now() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# spread: the interquartile range over the median, in percent
-spread() { sort -n | awk '{a[NR]=$1} END {q1=a[int((NR+3)/4)]; q3=a[int((3*NR+3)/4)]; m=a[int((NR+1)/2)]; printf "%.0f", m ? 100*(q3-q1)/m : 0}'; }
-
-# The baselines built here: an empty preloaded library, and a naive recording shim.
-cat >"$WORK/empty.c" <<'C'
-void nettrap_bench_empty(void) {}
-C
-cat >"$WORK/naive.c" <<'C'
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <fcntl.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-static int (*real_connect)(int, const struct sockaddr *, socklen_t);
-static int log_fd = -1;
-__attribute__((constructor)) static void init(void) {
-    real_connect = dlsym(RTLD_NEXT, "connect");
-    const char *path = getenv("NAIVE_LOG");
-    if (path) log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-}
-int connect(int fd, const struct sockaddr *addr, socklen_t len) {
-    char rec[64] = {0};
-    memcpy(rec, addr, len < sizeof rec ? len : sizeof rec);
-    if (log_fd >= 0) write(log_fd, rec, sizeof rec);
-    return real_connect(fd, addr, len);
-}
-C
-cc -shared -fPIC -O2 -o "$WORK/libempty.so" "$WORK/empty.c"
-cc -shared -fPIC -O2 -o "$WORK/libnaive.so" "$WORK/naive.c" -ldl
-EMPTY=(env LD_PRELOAD="$WORK/libempty.so")
-NAIVE=(env NAIVE_LOG="$WORK/naive.log" LD_PRELOAD="$WORK/libnaive.so")
 time_ns() { local t0; t0=$(now); "$@" >/dev/null 2>&1 || true; echo $(($(now) - t0)); }
 p=$(time_ns python3 -m unittest -q test_lookups)
 under=()
