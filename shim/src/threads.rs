@@ -92,8 +92,18 @@ unsafe fn real_setname(thread: libc::pthread_t, name: *const c_char) -> c_int {
         return libc::ERANGE;
     }
     // SAFETY: PR_SET_NAME reads at most 16 bytes of a NUL-terminated string.
-    let r = unsafe { libc::syscall(libc::SYS_prctl, libc::PR_SET_NAME, name, 0, 0, 0) };
-    if r == 0 { 0 } else { super::errno() }
+    let r = unsafe {
+        sys::call(
+            libc::SYS_prctl,
+            libc::PR_SET_NAME as usize,
+            name as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    -(r as c_int)
 }
 
 /// Appends this thread's `thread` event to the timeline when the run asks for thread names.
