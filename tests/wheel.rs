@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -14,55 +13,13 @@ fn target_tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
-/// Makes (once, reused while `reqs` is unchanged) a virtual environment at `venv` with the
-/// pinned packages of `reqs`; `marker` names the file recording what is installed.
-fn venv_with(venv: &Path, reqs: &str) -> PathBuf {
-    let marker = venv.join("nettrap-requirements.txt");
-    let py = venv.join("bin/python");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(reqs) {
-        let _ = std::fs::remove_dir_all(venv);
-        let st = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(venv)
-            .status()
-            .expect("python3");
-        assert!(st.success(), "python3 -m venv {}", venv.display());
-        let list = venv.join("requirements.txt");
-        std::fs::write(&list, reqs).unwrap();
-        let st = Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&list)
-            .status()
-            .expect("pip");
-        assert!(st.success(), "pip install -r {}", list.display());
-        std::fs::write(&marker, reqs).unwrap();
-    }
-    py
-}
-
-/// Holds an exclusive lock on `target/tmp/NAME.lock` (the wheel and the venvs are shared by
-/// concurrent test binaries).
-fn lock(name: &str) -> std::fs::File {
-    let f = std::fs::File::create(target_tmp().join(format!("{name}.lock"))).unwrap();
-    // SAFETY: flock on a descriptor we own; released when the file is dropped.
-    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
-    f
-}
-
 /// The wheel, built once per test run: `maturin build --release --auditwheel check` (the
 /// manylinux tag is the lowest the binary's glibc symbols allow; the check fails the build on
 /// any library outside the manylinux set).
 fn wheel() -> &'static Path {
     static WHEEL: OnceLock<PathBuf> = OnceLock::new();
     WHEEL.get_or_init(|| {
-        let _l = lock("wheel");
+        let _l = lock(&target_tmp().join("wheel.lock"));
         let reqs = std::fs::read_to_string(repo().join("fixtures/build-requirements.txt")).unwrap();
         let py = venv_with(&target_tmp().join("maturin-venv"), &reqs);
         let maturin = py.with_file_name("maturin");
@@ -102,7 +59,7 @@ fn user_venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
         let wheel = wheel();
-        let _l = lock("wheel-venv");
+        let _l = lock(&target_tmp().join("wheel-venv.lock"));
         let pinned = std::fs::read_to_string(repo().join("fixtures/python-requirements.txt"))
             .unwrap()
             .lines()

@@ -98,8 +98,9 @@ fn h_errno_of_eai(e: i32) -> c_int {
     }
 }
 
-/// The real function `name`, resolved once; 0 if there is none (or it is ours).
-fn real(cache: &AtomicUsize, name: &CStr, ours: usize) -> usize {
+/// The real function `name` (`dlsym(RTLD_NEXT)`), resolved once into `cache`; 0 if there is
+/// none (or it is ours, `ours`). Also [`super::spawn`]'s and [`super::threads`]'s.
+pub(super) fn real(cache: &AtomicUsize, name: &CStr, ours: usize) -> usize {
     let f = cache.load(Ordering::Acquire);
     if f != 0 {
         return f;

@@ -13,10 +13,10 @@
 //! (`prctl(PR_GET_NAME)`, 15 bytes). The report then gives a child without a test of its own
 //! the test whose thread started it.
 //!
-//! The real functions are resolved lazily, on first use, with `dlsym(RTLD_NEXT)`, as
-//! [`super::threads`] does: `posix_spawn` is not async-signal-safe (it may allocate and lock),
-//! so a caller cannot be in a signal handler or between a `fork` and an `exec`, where `dlsym`
-//! would not be safe either. The line is built on the stack and written with one `write`
+//! The real functions are resolved lazily, on first use, with `dlsym(RTLD_NEXT)`
+//! ([`super::resolve::real`], as [`super::threads`] does): `posix_spawn` is not
+//! async-signal-safe (it may allocate and lock), so a caller cannot be in a signal handler or
+//! between a `fork` and an `exec`, where `dlsym` would not be safe either. The line is built on the stack and written with one `write`
 //! (three system calls per process spawned, in such runs only), no allocation, no lock.
 //!
 //! glibc keeps two versions of each: `dlsym` returns the default (`GLIBC_2.15`), which every
@@ -26,10 +26,11 @@
 //! `pidfd_spawn` / `pidfd_spawnp` (glibc 2.39, Rust's unstable `CommandExt::create_pidfd`) give a
 //! pidfd, not a pid: not interposed.
 
+use super::resolve::real;
 use super::threads::{Line, append_to_timeline, records_thread_names};
 use super::{run_dir, set_errno, sys};
 use core::ffi::{c_char, c_int};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::AtomicUsize;
 
 type SpawnFn = unsafe extern "C" fn(
     *mut libc::pid_t,
@@ -83,20 +84,6 @@ pub unsafe extern "C" fn posix_spawnp(
     );
     // SAFETY: as in posix_spawn.
     unsafe { call(f, pid, file, file_actions, attrp, argv, envp) }
-}
-
-/// The next definition of `name` after the shim (0 if none, or if it is the shim's own).
-fn real(slot: &AtomicUsize, name: &core::ffi::CStr, own: usize) -> usize {
-    let mut f = slot.load(Ordering::Acquire);
-    if f == 0 {
-        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
-        if f == own {
-            f = 0;
-        }
-        slot.store(f, Ordering::Release);
-    }
-    f
 }
 
 /// Calls the real function `f` and, when it succeeded, notes the spawn.

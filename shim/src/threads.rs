@@ -29,7 +29,7 @@
 use super::thread_self;
 use super::{policy, run_dir, run_path, set_errno, sys};
 use core::ffi::{c_char, c_int, c_void};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::AtomicUsize;
 use nettrap_core::policy::FLAG_THREAD_NAMES;
 
 type SetNameFn = unsafe extern "C" fn(libc::pthread_t, *const c_char) -> c_int;
@@ -71,13 +71,12 @@ fn is_self(thread: libc::pthread_t) -> bool {
 /// # Safety
 /// Same contract as pthread_setname_np(3).
 unsafe fn real_setname(thread: libc::pthread_t, name: *const c_char) -> c_int {
-    let mut f = REAL_SETNAME.load(Ordering::Acquire);
-    if f == 0 {
-        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_setname_np".as_ptr()) } as usize;
-        REAL_SETNAME.store(f, Ordering::Release);
-    }
-    if f != 0 && f != pthread_setname_np as *const () as usize {
+    let f = super::resolve::real(
+        &REAL_SETNAME,
+        c"pthread_setname_np",
+        pthread_setname_np as *const () as usize,
+    );
+    if f != 0 {
         // SAFETY: f is libc's pthread_setname_np, resolved by dlsym(RTLD_NEXT).
         let f: SetNameFn = unsafe { core::mem::transmute::<usize, SetNameFn>(f) };
         // SAFETY: forwarding the caller's arguments unchanged.
@@ -93,8 +92,18 @@ unsafe fn real_setname(thread: libc::pthread_t, name: *const c_char) -> c_int {
         return libc::ERANGE;
     }
     // SAFETY: PR_SET_NAME reads at most 16 bytes of a NUL-terminated string.
-    let r = unsafe { libc::syscall(libc::SYS_prctl, libc::PR_SET_NAME, name, 0, 0, 0) };
-    if r == 0 { 0 } else { super::errno() }
+    let r = unsafe {
+        sys::call(
+            libc::SYS_prctl,
+            libc::PR_SET_NAME as usize,
+            name as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    -(r as c_int)
 }
 
 /// Appends this thread's `thread` event to the timeline when the run asks for thread names.

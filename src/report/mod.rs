@@ -522,16 +522,24 @@ impl Context {
     }
 }
 
-/// Strings that many calls share (test ids, phases, host names, fixtures), kept once each: a
-/// group of calls is keyed by their numbers.
-#[derive(Default)]
-struct Interner {
-    ids: HashMap<String, u32, Fast>,
-    names: Vec<String>,
+/// Values that many calls share (test ids, phases, host names, fixtures; call sites), kept
+/// once each: a group of calls is keyed by their numbers.
+struct Interner<T> {
+    ids: HashMap<T, u32, Fast>,
+    names: Vec<T>,
 }
 
-impl Interner {
-    fn id(&mut self, s: String) -> u32 {
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Interner {
+            ids: HashMap::default(),
+            names: Vec::new(),
+        }
+    }
+}
+
+impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
+    fn id(&mut self, s: T) -> u32 {
         if let Some(&id) = self.ids.get(&s) {
             return id;
         }
@@ -541,7 +549,7 @@ impl Interner {
         id
     }
 
-    fn name(&self, id: u32) -> String {
+    fn name(&self, id: u32) -> T {
         self.names[id as usize].clone()
     }
 }
@@ -660,9 +668,8 @@ pub fn build(
         }
     }
     let listeners = in_suite::Listeners::new(std::mem::take(&mut cx.listeners));
-    let mut strings = Interner::default();
-    let mut sites: Vec<crate::attribution::Site> = Vec::new();
-    let mut site_ids: HashMap<crate::attribution::Site, u32> = HashMap::new();
+    let mut strings: Interner<String> = Interner::default();
+    let mut sites: Interner<crate::attribution::Site> = Interner::default();
     let mut groups: HashMap<Group, Tally, Fast> = HashMap::default();
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
     let mut at = 0usize;
@@ -729,15 +736,7 @@ pub fn build(
             }
             let site = timeline
                 .site(call.pid, call.tid, call.time_ns, call.dest.port, who.since)
-                .map(|s| match site_ids.get(&s) {
-                    Some(&id) => id,
-                    None => {
-                        let id = sites.len() as u32;
-                        sites.push(s.clone());
-                        site_ids.insert(s, id);
-                        id
-                    }
-                });
+                .map(|s| sites.id(s));
             let concurrent = who.concurrent.into_iter().map(|s| strings.id(s)).collect();
             let mut id = |s: Option<String>| s.map(|s| strings.id(s));
             let key = Group {
@@ -804,7 +803,7 @@ pub fn build(
                 syscall,
                 rule: label(g.rule, &rule_label, in_suite::IN_SUITE_RULE),
                 process: cx.process(g.process),
-                site: g.site.map(|i| sites[i as usize].clone()),
+                site: g.site.map(|i| sites.name(i)),
                 fixture: name(g.fixture),
                 inner_test: name(g.inner_test),
                 concurrent: g.concurrent.iter().map(|&i| strings.name(i)).collect(),

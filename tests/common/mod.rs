@@ -36,6 +36,50 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Holds an exclusive lock on `path` until the returned file is dropped (what is built once
+/// under the target directory is shared by concurrent test binaries).
+pub fn lock(path: &Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::create(path).unwrap();
+    // SAFETY: flock on a descriptor we own; released when the file is dropped.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    f
+}
+
+/// Makes (once, reused while `reqs` is unchanged) a virtual environment at `venv` with the
+/// pinned packages of `reqs` (a requirements file's text); returns its python. The caller
+/// holds a [`lock`].
+pub fn venv_with(venv: &Path, reqs: &str) -> PathBuf {
+    let marker = venv.join("nettrap-requirements.txt");
+    let py = venv.join("bin/python");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(reqs) {
+        let _ = std::fs::remove_dir_all(venv);
+        let st = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(venv)
+            .status()
+            .expect("python3");
+        assert!(st.success(), "python3 -m venv {}", venv.display());
+        let list = venv.join("requirements.txt");
+        std::fs::write(&list, reqs).unwrap();
+        let st = Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&list)
+            .status()
+            .expect("pip");
+        assert!(st.success(), "pip install -r {}", list.display());
+        std::fs::write(&marker, reqs).unwrap();
+    }
+    py
+}
+
 /// `unshare -rn` must work: the tests' expectations (refused connects, fixture servers on fixed
 /// ports) hold only in a private network namespace. Fail loudly rather than run elsewhere.
 fn netns() {
@@ -118,7 +162,6 @@ pub fn isolated(argv: &[&str]) -> Command {
 pub fn python() -> String {
     static PY: OnceLock<String> = OnceLock::new();
     PY.get_or_init(|| {
-        use std::os::fd::AsRawFd;
         let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let venv = target.join("venv");
         let reqs = repo().join("fixtures/python-requirements.txt");
@@ -126,9 +169,7 @@ pub fn python() -> String {
         let want =
             std::fs::read_to_string(&reqs).unwrap() + &std::fs::read_to_string(&pins).unwrap();
         let marker = venv.join("nettrap-requirements.txt");
-        let lock = std::fs::File::create(target.join("venv.lock")).unwrap();
-        // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let _lock = lock(&target.join("venv.lock"));
         let py = venv.join("bin/python");
         if std::fs::read_to_string(&marker).ok().as_deref() != Some(&want) {
             let _ = std::fs::remove_dir_all(&venv);
@@ -452,7 +493,6 @@ pub fn t(
 /// under `node_modules/<name>` as a published package's would. The fixture folder itself stays
 /// free of `node_modules`.
 pub fn node_modules(fixture: &Path) -> PathBuf {
-    use std::os::fd::AsRawFd;
     let name = fixture.file_name().unwrap().to_str().unwrap();
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .parent()
@@ -460,9 +500,7 @@ pub fn node_modules(fixture: &Path) -> PathBuf {
         .to_path_buf();
     let dir = target.join("node-fixtures").join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
-    // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let _lock = lock(&dir.join(".lock"));
 
     let files = fixture_files(fixture);
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a over names and contents
