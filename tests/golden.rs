@@ -20,6 +20,15 @@ fn normalise(v: &mut Value, repo: &str) {
                 match (k.as_str(), &*v) {
                     ("pid" | "ppid", Value::Number(_)) => *v = Value::from(0),
                     ("exe", Value::String(_)) => *v = Value::from("<exe>"),
+                    // The interpreter as the process names it: `python3`, or the path a
+                    // version manager's shim (pyenv) or a virtual environment resolved it to.
+                    ("cmdline", Value::String(c)) => {
+                        let (first, rest) = c.split_once(' ').unwrap_or((c.as_str(), ""));
+                        let base = first.rsplit('/').next().unwrap_or(first);
+                        if base.starts_with("python") {
+                            *v = Value::from(format!("python3 {rest}").trim_end().to_string());
+                        }
+                    }
                     (_, Value::Number(_)) if timing => *v = Value::from(0),
                     _ => normalise(v, repo),
                 }
