@@ -71,7 +71,8 @@ fn start_grower(file: File, log: Arc<LogMapping>) -> Grower {
                 log.set_allocated(next);
                 continue;
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            // Woken at once by `Drop` (unpark), so ending a run never waits out the period.
+            std::thread::park_timeout(std::time::Duration::from_millis(5));
         }
     });
     Grower { stop, thread }
@@ -197,6 +198,7 @@ impl Drop for RunDir {
     fn drop(&mut self) {
         if let Some(g) = self.grower.take() {
             g.stop.store(true, Ordering::Relaxed);
+            g.thread.thread().unpark();
             let _ = g.thread.join();
         }
         if self.keep {
