@@ -673,6 +673,25 @@ impl<'a> Log<'a> {
         })
     }
 
+    /// A writer over a header that [`Log::new`] accepted before, with the capacity it found
+    /// ([`Log::capacity`]): what a process that checked its mapping once uses on every call.
+    ///
+    /// # Safety
+    /// As [`Log::new`], and `Log::new(header, windows, mapper)` returned a log of `capacity`.
+    pub unsafe fn checked(
+        header: *mut u8,
+        capacity: u64,
+        windows: &'a Windows,
+        mapper: &'a dyn Mapper,
+    ) -> Log<'a> {
+        Log {
+            header,
+            capacity,
+            windows,
+            mapper,
+        }
+    }
+
     /// Slots that may be written: the capacity, or less while blocks are not allocated yet.
     fn limit(&self) -> u64 {
         self.counter(OFF_ALLOCATED)
@@ -794,6 +813,28 @@ impl<'a> Log<'a> {
             // SAFETY: idx < n: a slot reserved above; slots are 128-byte aligned.
             unsafe { &*(slot0.add(idx * SLOT_LEN).cast::<AtomicU32>()) }
         };
+        // The common case, a record of one slot, written in one pass: the parts copied end to
+        // end after the tag, and the checksum taken over the payload as it now lies in the slot
+        // (the same bytes, so the same sum as over the parts).
+        if n == 1 && until == Step::Committed {
+            tag_at(0).store(tag(KIND_RESERVED, 1, 0), Ordering::Relaxed);
+            let mut pos = TAG_LEN;
+            for part in parts {
+                // SAFETY: pos + part.len() <= TAG_LEN + total <= SLOT_LEN: inside the slot
+                // reserved above, which nobody else writes; the source is a caller's slice.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(part.as_ptr(), slot0.add(pos), part.len())
+                };
+                pos += part.len();
+            }
+            // SAFETY: the payload just written, inside the reserved slot.
+            let payload = unsafe { core::slice::from_raw_parts(slot0.add(TAG_LEN), total) };
+            let sum = checksum(kind, &[payload]);
+            // SAFETY: the checksum lives in the first slot's tag word, after the tag (bytes 4..8).
+            unsafe { &*(slot0.add(4).cast::<AtomicU32>()) }.store(sum, Ordering::Relaxed);
+            tag_at(0).store(tag(kind, 1, 0), Ordering::Release);
+            return Ok(slot0);
+        }
         if until == Step::Reserved {
             return Ok(slot0);
         }

@@ -56,6 +56,7 @@
 
 #![no_std]
 
+mod env;
 mod ids;
 mod mem;
 mod resolve;
@@ -75,7 +76,8 @@ use nettrap_core::msg;
 use nettrap_core::policy::{
     Action, CompiledPolicy, FLAG_SECCOMP_BACKSTOP, FLAG_THREAD_NAMES, SHIM_CONNECT_MARK,
 };
-use nettrap_core::test_id::{self, Phase};
+use env::{current_test, env_value, env_value_in};
+use nettrap_core::test_id::Phase;
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
@@ -543,9 +545,42 @@ fn thread_self() -> usize {
     0
 }
 
+/// The thread pointer (`%fs:0`: the TCB's first word, which points to itself).
+#[cfg(target_arch = "x86_64")]
+fn thread_pointer() -> usize {
+    let p: usize;
+    // SAFETY: reads the first word of the TCB, which the x86_64 TLS ABI puts at %fs:0 for
+    // every thread (it is what libc's own TLS accesses add offsets to).
+    unsafe {
+        core::arch::asm!("mov {}, fs:[0]", out(reg) p, options(nostack, readonly, preserves_flags))
+    };
+    p
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn thread_pointer() -> usize {
+    0
+}
+
+/// Where errno lies from the thread pointer (0: not known yet). libc's errno is an
+/// initial-exec TLS variable: `__errno_location` returns the thread pointer plus a fixed
+/// offset, the same in every thread, so once known the slot is found without calling it.
+static ERRNO_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
 /// This thread's errno slot (libc's `__errno_location`; a slot of the shim's own if libc has
 /// none, so nothing faults).
 fn errno_slot() -> *mut c_int {
+    let tp = thread_pointer();
+    let off = ERRNO_OFFSET.load(Ordering::Relaxed);
+    if off != 0 && tp != 0 {
+        return tp.wrapping_add(off) as *mut c_int;
+    }
+    errno_slot_slow(tp)
+}
+
+#[cold]
+#[inline(never)]
+fn errno_slot_slow(tp: usize) -> *mut c_int {
     static NONE: AtomicU32 = AtomicU32::new(0);
     match symbols::get(&symbols::ERRNO_LOCATION) {
         0 => NONE.as_ptr().cast(),
@@ -554,7 +589,11 @@ fn errno_slot() -> *mut c_int {
             // thread's errno slot.
             let f: unsafe extern "C" fn() -> *mut c_int = unsafe { core::mem::transmute(f) };
             // SAFETY: as above.
-            unsafe { f() }
+            let slot = unsafe { f() };
+            if tp != 0 {
+                ERRNO_OFFSET.store((slot as usize).wrapping_sub(tp), Ordering::Relaxed);
+            }
+            slot
         }
     }
 }
@@ -567,15 +606,6 @@ fn errno() -> c_int {
 fn set_errno(e: c_int) {
     // SAFETY: as in errno().
     unsafe { *errno_slot() = e }
-}
-
-/// libc's `environ` (the current environment array), or null.
-fn environ() -> *const *const c_char {
-    match symbols::get(&symbols::ENVIRON) {
-        0 => core::ptr::null(),
-        // SAFETY: the address of libc's environ variable (or the executable's copy of it).
-        v => unsafe { core::ptr::read_volatile(v as *const *const *const c_char) },
-    }
 }
 
 /// libc's `pthread_setcanceltype`; nothing when libc has none.
@@ -764,8 +794,24 @@ fn policy() -> Option<&'static CompiledPolicy> {
     Some(unsafe { &*p })
 }
 
+/// The event log's capacity as the header gave it when it was mapped and checked (0: not yet).
+static CAPACITY: AtomicU64 = AtomicU64::new(0);
+
 /// The run's event log, its header mapped now if no thread of this process did yet.
 fn log() -> Option<Log<'static>> {
+    let h = HEADER.load(Ordering::Acquire);
+    let capacity = CAPACITY.load(Ordering::Acquire);
+    if !h.is_null() && capacity != 0 {
+        // SAFETY: h maps this run's log header, which Log::new accepted with this capacity
+        // (below), never unmapped; WINDOWS holds windows of the same file, mapped by MAPPER.
+        return Some(unsafe { Log::checked(h, capacity, &WINDOWS, &MAPPER) });
+    }
+    log_first()
+}
+
+#[cold]
+#[inline(never)]
+fn log_first() -> Option<Log<'static>> {
     let mut h = HEADER.load(Ordering::Acquire);
     if h.is_null() {
         let (m, len) = map_file(b"events.log", true, 0, Some(event::HEADER_LEN))?;
@@ -779,7 +825,9 @@ fn log() -> Option<Log<'static>> {
     }
     // SAFETY: h maps this run's log header (checked when mapped), never unmapped; WINDOWS
     // holds windows of the same file, mapped by MAPPER.
-    unsafe { Log::new(h, &WINDOWS, &MAPPER) }
+    let log = unsafe { Log::new(h, &WINDOWS, &MAPPER) }?;
+    CAPACITY.store(log.capacity(), Ordering::Release);
+    Some(log)
 }
 
 /// Counts a call the shim could not decide or record (see `nettrap_core::event::Unobserved`):
@@ -941,91 +989,6 @@ fn record_process(log: &Log, pid: u32) -> Result<(), NotWritten> {
 
 /// glibc's value (pthread.h).
 const PTHREAD_CANCEL_ASYNCHRONOUS: c_int = 1;
-
-/// Does the environment entry at `entry` start with `name=`?
-///
-/// # Safety
-/// `entry` must point to a NUL-terminated string.
-unsafe fn name_matches(entry: *const u8, name: &[u8]) -> bool {
-    for (i, &c) in name.iter().enumerate() {
-        // SAFETY: every byte before the first mismatch (or the NUL, which mismatches) is inside
-        // the string.
-        if unsafe { *entry.add(i) } != c {
-            return false;
-        }
-    }
-    // SAFETY: all of name matched, so the string is at least that long plus its NUL.
-    unsafe { *entry.add(name.len()) == b'=' }
-}
-
-/// The value of one environment variable (getenv, without importing it).
-fn env_value(name: &[u8]) -> Option<&'static [u8]> {
-    env_value_in(environ(), name)
-}
-
-/// The value of one variable of the environment array `env` (null: none).
-fn env_value_in(env: *const *const c_char, name: &[u8]) -> Option<&'static [u8]> {
-    // SAFETY: env is null or a NULL-terminated array of NUL-terminated strings (libc's environ
-    // or the initial environment glibc hands constructors), read as getenv would.
-    unsafe {
-        let mut p = env;
-        while !p.is_null() && !(*p).is_null() {
-            let entry = (*p).cast::<u8>();
-            if name_matches(entry, name) {
-                return Some(CStr::from_ptr(entry.add(name.len() + 1).cast::<c_char>()).to_bytes());
-            }
-            p = p.add(1);
-        }
-    }
-    None
-}
-
-/// Which bytes begin one of the test variables' names (most environment entries begin with
-/// another: one table look-up rejects them).
-const FIRST_BYTES: [bool; 256] = {
-    let mut b = [false; 256];
-    let mut i = 0;
-    while i < test_id::TEST_VARS.len() {
-        b[test_id::TEST_VARS[i].to_bytes()[0] as usize] = true;
-        i += 1;
-    }
-    b
-};
-
-/// The current test from the environment, per nettrap_core::test_id: one pass over `environ`
-/// for all the variables (getenv would scan it once per variable).
-fn current_test() -> Option<(&'static [u8], Phase)> {
-    let mut found: [Option<&'static [u8]>; test_id::TEST_VARS.len()] =
-        [None; test_id::TEST_VARS.len()];
-    // SAFETY: environ is a NULL-terminated array of NUL-terminated strings maintained by libc;
-    // it is read on the calling thread, as getenv would. Each entry is read only up to the
-    // first byte that differs from a name (at worst its NUL), then, on a match, to its NUL.
-    unsafe {
-        let mut p = environ();
-        if p.is_null() {
-            return None;
-        }
-        loop {
-            let entry = (*p).cast::<u8>();
-            if entry.is_null() {
-                break;
-            }
-            p = p.add(1);
-            let first = *entry;
-            if !FIRST_BYTES[usize::from(first)] {
-                continue;
-            }
-            for (i, var) in test_id::TEST_VARS.iter().enumerate() {
-                let name = var.to_bytes();
-                if name[0] == first && found[i].is_none() && name_matches(entry, name) {
-                    found[i] =
-                        Some(CStr::from_ptr(entry.add(name.len() + 1).cast::<c_char>()).to_bytes());
-                }
-            }
-        }
-    }
-    found.into_iter().flatten().next().map(test_id::split)
-}
 
 /// Writes the denial line to stderr only when stderr is where a person or a log reads it: a
 /// terminal, a pipe, a socket, or a deleted file (a capture buffer, as pytest's). A program that

@@ -1,0 +1,212 @@
+//! The live environment, read as `getenv` would without importing it: the run's own variables
+//! (once, from the constructor) and the current test (`NETTRAP_TEST`, `PYTEST_CURRENT_TEST`;
+//! see nettrap_core::test_id) on every call.
+//!
+//! The current test is read on the hot path, so where the variables were found is remembered
+//! ([`Found`]), and each call checks that the environment still has that shape before it
+//! trusts it: the same array (`environ`), the same length (its NULL still where it was, and its
+//! last entry the same string), and, for each variable found, its entry still naming it. That
+//! costs a few dozen instructions instead of a scan of the whole environment. Every way libc
+//! changes the environment (`setenv`, `putenv`, `unsetenv`, `clearenv`) changes one of those:
+//! replacing a value replaces the entry the check reads; adding one moves the NULL or the whole
+//! array; removing one shifts the entries above it down, and with them the NULL and the last
+//! entry. A program that writes `environ`'s entries itself, replacing one of another variable's
+//! with a test variable, is seen at its next change of the environment's length.
+
+use core::ffi::{CStr, c_char};
+use core::sync::atomic::{AtomicU64, Ordering};
+use nettrap_core::test_id::{self, Phase};
+
+/// libc's `environ` (the current environment array), or null.
+pub fn environ() -> *const *const c_char {
+    match super::symbols::get(&super::symbols::ENVIRON) {
+        0 => core::ptr::null(),
+        // SAFETY: the address of libc's environ variable (or the executable's copy of it).
+        v => unsafe { core::ptr::read_volatile(v as *const *const *const c_char) },
+    }
+}
+
+/// Does the environment entry at `entry` start with `name=`?
+///
+/// # Safety
+/// `entry` must point to a NUL-terminated string.
+unsafe fn name_matches(entry: *const u8, name: &[u8]) -> bool {
+    for (i, &c) in name.iter().enumerate() {
+        // SAFETY: every byte before the first mismatch (or the NUL, which mismatches) is inside
+        // the string.
+        if unsafe { *entry.add(i) } != c {
+            return false;
+        }
+    }
+    // SAFETY: all of name matched, so the string is at least that long plus its NUL.
+    unsafe { *entry.add(name.len()) == b'=' }
+}
+
+/// The value of `name=value` at `entry`.
+///
+/// # Safety
+/// `entry` must point to a NUL-terminated string that starts with `name=`, which libc keeps
+/// alive (an environment entry).
+unsafe fn value_of(entry: *const u8, name: &[u8]) -> &'static [u8] {
+    // SAFETY: from the caller: the value follows `name=` and ends at the string's NUL.
+    unsafe { CStr::from_ptr(entry.add(name.len() + 1).cast::<c_char>()).to_bytes() }
+}
+
+/// The value of one environment variable (getenv, without importing it).
+pub fn env_value(name: &[u8]) -> Option<&'static [u8]> {
+    env_value_in(environ(), name)
+}
+
+/// The value of one variable of the environment array `env` (null: none).
+pub fn env_value_in(env: *const *const c_char, name: &[u8]) -> Option<&'static [u8]> {
+    // SAFETY: env is null or a NULL-terminated array of NUL-terminated strings (libc's environ
+    // or the initial environment glibc hands constructors), read as getenv would.
+    unsafe {
+        let mut p = env;
+        while !p.is_null() && !(*p).is_null() {
+            let entry = (*p).cast::<u8>();
+            if name_matches(entry, name) {
+                return Some(value_of(entry, name));
+            }
+            p = p.add(1);
+        }
+    }
+    None
+}
+
+/// Which bytes begin one of the test variables' names (most environment entries begin with
+/// another: one table look-up rejects them).
+const FIRST_BYTES: [bool; 256] = {
+    let mut b = [false; 256];
+    let mut i = 0;
+    while i < test_id::TEST_VARS.len() {
+        b[test_id::TEST_VARS[i].to_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    b
+};
+
+/// Where the last scan found the test variables, as three words written by whichever thread
+/// scanned last: the array and its last entry (each with a 16-bit tag in the bits above a user
+/// address), and the entry count, each variable's index ([`ABSENT`] when it was not there) and
+/// the tag. A reader trusts the words only when all three carry the same non-zero tag, so it
+/// never mixes two scans; a fork child starts from its parent's copy, which describes memory it
+/// copied too. Nothing here ever waits or needs resetting.
+struct Found {
+    array: AtomicU64,
+    last: AtomicU64,
+    shape: AtomicU64,
+}
+
+static FOUND: Found = Found {
+    array: AtomicU64::new(0),
+    last: AtomicU64::new(0),
+    shape: AtomicU64::new(0),
+};
+
+/// The tag of the next scan's words (0 is never used: it marks "nothing found yet").
+static TAG: AtomicU64 = AtomicU64::new(1);
+
+const ABSENT: u64 = 0xffff;
+const LOW48: u64 = (1 << 48) - 1;
+const VARS: usize = test_id::TEST_VARS.len();
+const _: () = assert!(VARS == 2, "shape holds the count, two indexes and the tag");
+
+/// The current test from the environment, per nettrap_core::test_id: the first of
+/// [`test_id::TEST_VARS`] that is set, split into test id and phase.
+pub fn current_test() -> Option<(&'static [u8], Phase)> {
+    let env = environ();
+    if env.is_null() {
+        return None;
+    }
+    match remembered(env) {
+        Some(found) => found,
+        None => scan(env),
+    }
+    .map(test_id::split)
+}
+
+/// The current test's value from where the last scan found it, if the environment still has
+/// the shape that scan saw (see the module comment); None when it must be scanned again.
+fn remembered(env: *const *const c_char) -> Option<Option<&'static [u8]>> {
+    let array = FOUND.array.load(Ordering::Acquire);
+    let last = FOUND.last.load(Ordering::Acquire);
+    let shape = FOUND.shape.load(Ordering::Acquire);
+    let tag = shape >> 48;
+    if tag == 0 || array >> 48 != tag || last >> 48 != tag || array & LOW48 != env as u64 {
+        return None;
+    }
+    let len = (shape & 0xffff) as usize;
+    // SAFETY: env is libc's NULL-terminated environment array, which had len + 1 entries when
+    // it was scanned and has not moved (same address); an array that shrank since still holds
+    // its NULL at or below len, so every entry up to len is read only if the ones before it
+    // are not the NULL (checked from the top down: the NULL at len first, then len - 1, whose
+    // string must be the one scanned, which a shrunk array no longer has there).
+    unsafe {
+        if !(*env.add(len)).is_null() {
+            return None;
+        }
+        if len > 0 && *env.add(len - 1) as u64 != last & LOW48 {
+            return None;
+        }
+        for (i, var) in test_id::TEST_VARS.iter().enumerate() {
+            let at = (shape >> (16 + 16 * i)) & 0xffff;
+            if at == ABSENT {
+                continue;
+            }
+            let at = at as usize;
+            if at >= len {
+                return None;
+            }
+            let entry = (*env.add(at)).cast::<u8>();
+            let name = var.to_bytes();
+            if entry.is_null() || !name_matches(entry, name) {
+                return None;
+            }
+            return Some(Some(value_of(entry, name)));
+        }
+    }
+    Some(None)
+}
+
+/// One pass over `environ`, remembering where each test variable is for the next call.
+fn scan(env: *const *const c_char) -> Option<&'static [u8]> {
+    let mut at = [ABSENT; VARS];
+    let mut found: [Option<&'static [u8]>; VARS] = [None; VARS];
+    let mut len = 0usize;
+    // SAFETY: environ is a NULL-terminated array of NUL-terminated strings maintained by libc;
+    // it is read on the calling thread, as getenv would. Each entry is read only up to the
+    // first byte that differs from a name (at worst its NUL), then, on a match, to its NUL.
+    let last = unsafe {
+        loop {
+            let entry = (*env.add(len)).cast::<u8>();
+            if entry.is_null() {
+                break;
+            }
+            let first = *entry;
+            if FIRST_BYTES[usize::from(first)] {
+                for (i, var) in test_id::TEST_VARS.iter().enumerate() {
+                    let name = var.to_bytes();
+                    if name[0] == first && found[i].is_none() && name_matches(entry, name) {
+                        found[i] = Some(value_of(entry, name));
+                        at[i] = len as u64;
+                    }
+                }
+            }
+            len += 1;
+        }
+        if len > 0 { *env.add(len - 1) as u64 } else { 0 }
+    };
+    // An environment too large for the words (65,535 entries) is scanned every time.
+    if len < ABSENT as usize && env as u64 <= LOW48 && last <= LOW48 {
+        let mut tag = TAG.fetch_add(1, Ordering::Relaxed) & 0xffff;
+        if tag == 0 {
+            tag = TAG.fetch_add(1, Ordering::Relaxed) & 0xffff;
+        }
+        let shape = len as u64 | at[0] << 16 | at[1] << 32 | tag << 48;
+        FOUND.shape.store(shape, Ordering::Release);
+        FOUND.last.store(last | tag << 48, Ordering::Release);
+        FOUND.array.store(env as u64 | tag << 48, Ordering::Release);
+    }
+    found.into_iter().flatten().next()
+}
