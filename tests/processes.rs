@@ -397,7 +397,9 @@ fn every_engine_counts_the_storm_and_hard_cases_exactly() {
         assert_eq!(got, want, "{engine}: {out}");
 
         // The current test from the live environment of a program that holds the loader's
-        // copy of `environ` (it refers to it): setenv, putenv, unsetenv each seen.
+        // copy of `environ` (it refers to it): setenv, putenv, unsetenv each seen, also where
+        // the environment ends up as long as it was at the call before (the shim remembers
+        // where it found the variables), and a putenv string changed in place.
         let run = run_in(
             &format!("environ-{engine}"),
             &repo(),
@@ -407,8 +409,24 @@ fn every_engine_counts_the_storm_and_hard_cases_exactly() {
         assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
         let ports = |test: Option<&str>| run.calls(test).iter().map(|c| c.2).collect::<Vec<_>>();
         assert_eq!(
-            (ports(Some("env::a")), ports(Some("env::b")), ports(None)),
-            (vec![20], vec![21], vec![22]),
+            (
+                ports(Some("env::a")),
+                ports(Some("env::b")),
+                ports(Some("env::c")),
+                ports(Some("env::d")),
+                ports(Some("env::e")),
+                ports(Some("t.py::f")),
+                ports(None),
+            ),
+            (
+                vec![20],
+                vec![21],
+                vec![24],
+                vec![25],
+                vec![26, 27],
+                vec![28],
+                vec![22, 23, 29]
+            ),
             "{engine}: {:?}",
             run.tests()
         );
