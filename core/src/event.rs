@@ -391,6 +391,9 @@ fn tag(kind: u8, n: usize, idx: usize) -> u32 {
 /// bits; a call's result and blocked-time words are left out (they change after the commit).
 /// Word-wise: the writer hashes every record it appends, so this is on the connect hot path.
 fn checksum(kind: u8, parts: &[&[u8]]) -> u32 {
+    if let [bytes] = parts {
+        return checksum_bytes(kind, bytes);
+    }
     const _: () = assert!(CALL_RESULT.is_multiple_of(8) && CALL_BLOCKED.is_multiple_of(8));
     // The words left out, by position (none outside a call record).
     let (skip_a, skip_b) = if kind == KIND_CALL {
@@ -438,6 +441,34 @@ fn checksum(kind: u8, parts: &[&[u8]]) -> u32 {
     }
     if fill > 0 {
         mix(pos, word);
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+/// [`checksum`] over one contiguous payload (a record as it lies in its slot): the same sum,
+/// with no part boundaries to carry words across.
+fn checksum_bytes(kind: u8, bytes: &[u8]) -> u32 {
+    let call = kind == KIND_CALL;
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ kind as u64;
+    let mut mix = |pos: usize, w: u64| {
+        if !(call && (pos == CALL_RESULT || pos == CALL_BLOCKED)) {
+            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
+            h ^= h >> 29;
+        }
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut pos = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        mix(pos, u64::from_le_bytes(w));
+        pos += 8;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        mix(pos, u64::from_le_bytes(w));
     }
     (h ^ (h >> 32)) as u32
 }

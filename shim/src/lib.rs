@@ -1094,11 +1094,15 @@ unsafe fn intercept(
     };
     // Not a destination on any socket (AF_UNIX, a short or unreadable address): nothing to
     // decide, and no need to map the run's files.
-    if !sa.is_some_and(|sa| matches!(decode(Op::Connect, None, Some(sa)), Address::Inet(_))) {
-        set_errno(saved_errno);
-        // SAFETY: forwarding the caller's arguments.
-        return unsafe { real_connect(fd, addr, len, false) };
-    }
+    // The address decoded as for a stream socket (the common case, see below).
+    let as_stream = match sa.map(|sa| decode(Op::Connect, None, Some(sa))) {
+        Some(Address::Inet(d)) => d,
+        _ => {
+            set_errno(saved_errno);
+            // SAFETY: forwarding the caller's arguments.
+            return unsafe { real_connect(fd, addr, len, false) };
+        }
+    };
     let policy = policy();
     // With the supervisor watching (auto), calls the shim decided and recorded carry the mark
     // that lets them past the filter; every other call meets the supervisor.
@@ -1113,10 +1117,7 @@ unsafe fn intercept(
     let from_address_alone = ty == Some(libc::SOCK_STREAM);
     let dest = match ty {
         None => None,
-        Some(_) if from_address_alone => match decode(Op::Connect, None, sa) {
-            Address::Inet(d) => Some(d),
-            _ => None,
-        },
+        Some(_) if from_address_alone => Some(as_stream),
         Some(_) => match sys::socket(fd).map(|s| decode(Op::Connect, Some(s), sa)) {
             Some(Address::Inet(d)) => Some(d),
             _ => None,
