@@ -272,10 +272,9 @@ fn a_fork_child_reusing_an_exited_threads_tid_keeps_its_own_pid() {
 }
 
 /// The same with a raw `clone(SIGCHLD)` child whose thread gets the reused tid: no fork
-/// handler runs and nothing of glibc's is called that the shim could hook, so the cache cannot
-/// tell (the gap ids.rs leaves open).
+/// handler runs and nothing of glibc's is called that the shim could hook; the kernel empties
+/// the cache's page in the child (`MADV_WIPEONFORK`, shim/src/ids.rs).
 #[test]
-#[ignore = "open: a raw-fork child's thread reusing a cached tid gets its parent's pid (shim/src/ids.rs)"]
 fn a_raw_fork_childs_thread_reusing_an_exited_threads_tid_keeps_its_own_pid() {
     let Some((got, (parent, child))) = pid_reuse("rawfork", "preload") else {
         return;

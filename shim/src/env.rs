@@ -59,19 +59,37 @@ pub fn env_value(name: &[u8]) -> Option<&'static [u8]> {
 
 /// The value of one variable of the environment array `env` (null: none).
 pub fn env_value_in(env: *const *const c_char, name: &[u8]) -> Option<&'static [u8]> {
+    let [value] = env_values_in(env, [name]);
+    value
+}
+
+/// The values of `N` variables of the environment array `env` (null: none), in one pass;
+/// each the first entry of its name, as getenv finds it. Names are not empty (an entry is
+/// rejected by its first byte before it is compared whole).
+pub fn env_values_in<const N: usize>(
+    env: *const *const c_char,
+    names: [&[u8]; N],
+) -> [Option<&'static [u8]>; N] {
+    let mut found = [None; N];
     // SAFETY: env is null or a NULL-terminated array of NUL-terminated strings (libc's environ
     // or the initial environment glibc hands constructors), read as getenv would.
     unsafe {
         let mut p = env;
         while !p.is_null() && !(*p).is_null() {
             let entry = (*p).cast::<u8>();
-            if name_matches(entry, name) {
-                return Some(value_of(entry, name));
-            }
             p = p.add(1);
+            let first = *entry;
+            if !names.iter().any(|name| name[0] == first) {
+                continue;
+            }
+            for (i, name) in names.iter().enumerate() {
+                if found[i].is_none() && name_matches(entry, name) {
+                    found[i] = Some(value_of(entry, name));
+                }
+            }
         }
     }
-    None
+    found
 }
 
 /// Which bytes begin one of the test variables' names (most environment entries begin with

@@ -12,30 +12,20 @@
 //! - The entry was written by a task with the same tid. In the same memory, a descriptor's
 //!   owner with that tid is a thread of the process that wrote it (a tid number freed by a
 //!   thread that exited and reused by a thread of the same process has the same pid).
-//! - Memory copied into another process by glibc's `fork` starts with an empty cache (a
-//!   `pthread_atfork` child handler, registered at load), and so does one copied by glibc's
-//!   `_Fork` (2.34 on: no atfork handlers run, but the child owns its descriptor), which the
-//!   shim interposes for that; so an entry can never name the parent for a child (or its
+//! - The cache lies in a page the kernel empties in every fork child (`MADV_WIPEONFORK`),
+//!   however the fork was made (glibc's `fork` or `_Fork`, or a raw `clone` system call, which
+//!   runs no atfork handler), so an entry can never name the parent for a child (or its
 //!   thread) whose tid reuses a number of the parent's exited threads (pid numbers wrap:
 //!   `/proc/sys/kernel/pid_max` may be 32768; fixtures/c/pid_reuse.c makes it happen at once
-//!   with `ns_last_pid`). Left open: a program that forks with a raw system call (no atfork
-//!   handlers; glibc does not support threads in such a child) and then starts threads, one of
-//!   which gets a reused tid of its parent's cached threads.
+//!   with `ns_last_pid`). The page is mapped by a process's first call; a kernel without
+//!   `MADV_WIPEONFORK` (before 4.14) gets no cache (`getpid` on every call).
 //!
-//! The descriptor's layout is glibc's on x86_64 (the tid at `%fs:0x2d0` since glibc 2.25);
-//! it is checked at load on the main thread (its tid there must equal `gettid()`, and the
-//! descriptor must point to itself), and without that match the cache is never used.
+//! The descriptor's layout is glibc's on x86_64 (the tid at `%fs:0x2d0` since glibc 2.25); a
+//! descriptor of another layout never holds the caller's tid there, so it never passes the
+//! check, and every call then asks the kernel.
 
 use super::sys;
-use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-/// tid → pid: each entry one word (`tid << 32 | pid`, 0 = empty), so a reader never sees half
-/// an entry.
-static PIDS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
-
-/// The descriptor's layout matched at load (see the module comment).
-static TCB_TID_OK: AtomicBool = AtomicBool::new(false);
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 /// Offset of `tid` in glibc's `struct pthread` on x86_64 (after the 0x2c0-byte `tcbhead_t`
 /// and the 16-byte `list`).
@@ -62,7 +52,8 @@ fn tcb_tid() -> Option<u32> {
         return None;
     }
     // SAFETY: a descriptor that points to itself at 0 and 0x10 is glibc's struct pthread,
-    // whose tid word lies inside it (the layout was checked at load, TCB_TID_OK).
+    // whose tid word lies inside it (a descriptor of another layout that passed the check
+    // above has it inside its thread's static TLS block, mapped with it).
     Some(unsafe { core::ptr::read_volatile((tcb + TCB_TID) as *const u32) })
 }
 
@@ -71,74 +62,76 @@ fn tcb_tid() -> Option<u32> {
     None
 }
 
-/// From the constructor, on the main thread: check the descriptor's layout and register the
-/// fork child handler that empties the cache.
-pub fn init() {
-    if tcb_tid() != Some(sys::gettid()) {
-        return;
+/// The cache: tid → pid, each entry one word (`tid << 32 | pid`, 0 = empty), so a reader
+/// never sees half an entry.
+const ENTRIES: usize = 64;
+type Cache = [AtomicU64; ENTRIES];
+
+/// The page holding the cache (see the module comment): null until a process's first call
+/// maps it, [`NO_CACHE`] when the kernel cannot empty it in fork children.
+static PAGE: AtomicPtr<Cache> = AtomicPtr::new(core::ptr::null_mut());
+const NO_CACHE: *mut Cache = 1 as *mut Cache;
+const PAGE_LEN: usize = 4096;
+const _: () = assert!(core::mem::size_of::<Cache>() <= PAGE_LEN);
+
+/// The cache, mapped now if no thread of this process did yet; None without one.
+fn cache() -> Option<&'static Cache> {
+    let mut p = PAGE.load(Ordering::Acquire);
+    if p.is_null() {
+        p = map_cache();
     }
-    let f = super::symbols::get(&super::symbols::REGISTER_ATFORK);
-    if f == 0 {
-        return;
-    }
-    // SAFETY: f is glibc's __register_atfork (what pthread_atfork calls).
-    let register: RegisterAtfork = unsafe { core::mem::transmute(f) };
-    // SAFETY: only a child handler, which runs in the fork child before fork returns there;
-    // the handle names this library (it is never unloaded).
-    let r = unsafe { register(None, None, Some(forked), &PIDS as *const _ as *mut c_void) };
-    if r == 0 {
-        TCB_TID_OK.store(true, Ordering::Relaxed);
-    }
+    // SAFETY: p is NO_CACHE or a page of PAGE_LEN bytes, zeroed by the kernel (a fresh
+    // anonymous mapping, or one a fork emptied), never unmapped; an all-zero AtomicU64 array
+    // is a valid, empty cache.
+    (p != NO_CACHE).then(|| unsafe { &*p })
 }
 
-type RegisterAtfork = unsafe extern "C" fn(
-    Option<extern "C" fn()>,
-    Option<extern "C" fn()>,
-    Option<extern "C" fn()>,
-    *mut c_void,
-) -> c_int;
-
-/// In glibc's fork child: nothing cached belongs to this process.
-extern "C" fn forked() {
-    for e in &PIDS {
-        e.store(0, Ordering::Relaxed);
-    }
-}
-
-/// `_Fork` (glibc 2.34 on: a fork that runs no atfork handlers), interposing glibc's: the
-/// real one, then, in the child, the cache emptied as [`forked`] does in `fork`'s child. It
-/// returns what the real one returned, errno untouched; without one (an older libc: found only
-/// by a program that looks the name up), the fork system call it would make.
-///
-/// # Safety
-/// As _Fork(3): async-signal-safe, and so is this (atomic stores; the symbol search takes no
-/// lock once the shim's constructor ran).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn _Fork() -> libc::pid_t {
-    let f = super::symbols::get(&super::symbols::FORK);
-    let pid = if f != 0 && f != _Fork as *const () as usize {
-        // SAFETY: f is libc's _Fork, which takes nothing and returns a pid.
-        let f: unsafe extern "C" fn() -> libc::pid_t = unsafe { core::mem::transmute(f) };
-        // SAFETY: as _Fork(3).
-        unsafe { f() }
-    } else {
-        // SAFETY: clone with only the exit signal: a fork (no stack, no thread pointer given).
-        let r = unsafe { sys::call(libc::SYS_clone, libc::SIGCHLD as usize, 0, 0, 0, 0, 0) };
-        sys::libc_style(r)
+#[cold]
+#[inline(never)]
+fn map_cache() -> *mut Cache {
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: a fresh private anonymous mapping.
+    let mine = match unsafe { sys::mmap_anon(PAGE_LEN, rw) } {
+        // SAFETY: our own page; MADV_WIPEONFORK only changes what fork children see.
+        Some(m) if unsafe { sys::madvise(m.as_ptr(), PAGE_LEN, libc::MADV_WIPEONFORK) } == 0 => {
+            m.as_ptr().cast::<Cache>()
+        }
+        Some(m) => {
+            // SAFETY: our own page, never published.
+            unsafe { sys::munmap(m.as_ptr(), PAGE_LEN) };
+            NO_CACHE
+        }
+        // No memory for it now: no cache for this call (PAGE stays null: a later call tries
+        // again).
+        None => return NO_CACHE,
     };
-    if pid == 0 {
-        forked();
+    match PAGE.compare_exchange(
+        core::ptr::null_mut(),
+        mine,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => mine,
+        Err(theirs) => {
+            if mine != NO_CACHE {
+                // SAFETY: our own page, never published: nothing refers to it.
+                unsafe { sys::munmap(mine.cast(), PAGE_LEN) };
+            }
+            theirs
+        }
     }
-    pid
 }
 
 /// The calling task's (pid, tid): one `gettid`, and `getpid` only when the cache cannot answer.
 pub fn caller() -> (u32, u32) {
     let tid = sys::gettid();
-    if !TCB_TID_OK.load(Ordering::Relaxed) || tcb_tid() != Some(tid) {
+    if tcb_tid() != Some(tid) {
         return (sys::getpid(), tid);
     }
-    let slot = &PIDS[(tid.wrapping_mul(0x9e37_79b9) >> 26) as usize];
+    let Some(cache) = cache() else {
+        return (sys::getpid(), tid);
+    };
+    let slot = &cache[(tid.wrapping_mul(0x9e37_79b9) >> 26) as usize];
     let e = slot.load(Ordering::Relaxed);
     if e >> 32 == u64::from(tid) && e as u32 != 0 {
         return (e as u32, tid);

@@ -68,6 +68,7 @@ use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use env::{current_test, env_value, env_values_in};
 use nettrap_core::addr::{Address, Op, SOCKADDR_STORAGE, Transport, arg_len, decode};
 use nettrap_core::event::{
     self, Call, Log, Mapper, NotWritten, Process, Source, Syscall, Unobserved, Windows,
@@ -76,7 +77,6 @@ use nettrap_core::msg;
 use nettrap_core::policy::{
     Action, CompiledPolicy, FLAG_SECCOMP_BACKSTOP, FLAG_THREAD_NAMES, SHIM_CONNECT_MARK,
 };
-use env::{current_test, env_value, env_value_in};
 use nettrap_core::test_id::Phase;
 
 #[panic_handler]
@@ -421,6 +421,23 @@ mod sys {
         core::ptr::NonNull::new(p as *mut u8)
     }
 
+    /// # Safety
+    /// As madvise(2): `addr` and `len` name this process's own mapping.
+    pub unsafe fn madvise(addr: *mut u8, len: usize, advice: c_int) -> c_long {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            call(
+                libc::SYS_madvise,
+                addr as usize,
+                len,
+                advice as usize,
+                0,
+                0,
+                0,
+            )
+        }
+    }
+
     /// The address socket `fd` is bound to (`getsockname`) into `buf`; its length, or None.
     pub fn sockname(
         fd: c_int,
@@ -513,7 +530,6 @@ static CONSTRUCTOR: extern "C" fn(c_int, *const *const c_char, *const *const c_c
 /// glibc calls it with the program's arguments and its initial environment.
 extern "C" fn on_load(_argc: c_int, _argv: *const *const c_char, env: *const *const c_char) {
     symbols::init();
-    ids::init();
     load_run_dir(env);
 }
 
@@ -865,9 +881,10 @@ fn count_unobserved(log: Option<&Log>, cause: Unobserved) {
 static LAUNCHER_PID: AtomicU32 = AtomicU32::new(0);
 
 /// Reads NETTRAP_RUN_DIR into RUN_DIR and NETTRAP_LAUNCHER_PID (from the constructor, with
-/// the initial environment).
+/// the initial environment), in one pass over it.
 fn load_run_dir(env: *const *const c_char) {
-    let pid = env_value_in(env, b"NETTRAP_LAUNCHER_PID").and_then(|digits| {
+    let [pid, dir] = env_values_in(env, [&b"NETTRAP_LAUNCHER_PID"[..], &b"NETTRAP_RUN_DIR"[..]]);
+    let pid = pid.and_then(|digits| {
         digits.iter().try_fold(0u32, |n, &d| {
             d.is_ascii_digit()
                 .then(|| n.checked_mul(10)?.checked_add(u32::from(d - b'0')))
@@ -875,7 +892,7 @@ fn load_run_dir(env: *const *const c_char) {
         })
     });
     LAUNCHER_PID.store(pid.unwrap_or(0), Ordering::Relaxed);
-    let len = match env_value_in(env, b"NETTRAP_RUN_DIR") {
+    let len = match dir {
         Some(bytes) if bytes.len() <= event::RUN_DIR_MAX_LEN => {
             // SAFETY: only the constructor writes RUN_DIR, before RUN_DIR_LEN publishes it;
             // until then readers take the path from the environment.

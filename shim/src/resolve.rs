@@ -106,7 +106,7 @@ pub(super) fn real(cache: &AtomicUsize, name: &CStr, ours: usize) -> usize {
         return f;
     }
     // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+    let f = unsafe { super::symbols::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
     let f = if f == ours { 0 } else { f };
     cache.store(f, Ordering::Release);
     f

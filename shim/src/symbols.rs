@@ -336,21 +336,16 @@ pub static ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__errno_location"), fals
 pub static H_ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__h_errno_location"), false);
 pub static CLOCK_GETTIME: Symbol = Symbol::new(name!(c"clock_gettime"), false);
 pub static SETCANCELTYPE: Symbol = Symbol::new(name!(c"pthread_setcanceltype"), false);
-pub static REGISTER_ATFORK: Symbol = Symbol::new(name!(c"__register_atfork"), false);
-/// glibc's `_Fork` (2.34 on), which [`super::ids`] interposes.
-pub static FORK: Symbol = Symbol::new(name!(c"_Fork"), true);
 /// The address of the `environ` variable (a `*const *const c_char`).
 pub static ENVIRON: Symbol = Symbol::new(name!(c"environ"), false);
 
-const ALL: [&Symbol; 9] = [
+const ALL: [&Symbol; 7] = [
     &CONNECT,
     &LISTEN,
     &ERRNO_LOCATION,
     &H_ERRNO_LOCATION,
     &CLOCK_GETTIME,
     &SETCANCELTYPE,
-    &REGISTER_ATFORK,
-    &FORK,
     &ENVIRON,
 ];
 
@@ -443,6 +438,25 @@ pub fn init() {
     }
 }
 
+// `dlsym` as glibc 2.2.5 versioned it (libc.so.6 has kept that version since dlsym moved
+// into it in 2.34, beside the new default GLIBC_2.34; both are the same function): an import
+// of GLIBC_2.34 alone made the loader check a second version of libc's at every process start,
+// far down its list of version definitions (about 500 instructions).
+core::arch::global_asm!(".symver nettrap_dlsym, dlsym@GLIBC_2.2.5");
+unsafe extern "C" {
+    fn nettrap_dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void;
+}
+
+/// libc's `dlsym`: the address of `name` (RTLD_NEXT: in the objects after the shim's), or 0.
+///
+/// # Safety
+/// `name` is NUL-terminated; as dlsym(3), not from a signal handler or a fork child of a
+/// threaded program (it takes the loader's lock).
+pub unsafe fn dlsym(handle: *mut c_void, name: *const c_char) -> usize {
+    // SAFETY: from the caller.
+    unsafe { nettrap_dlsym(handle, name) as usize }
+}
+
 fn from_dlsym(sym: &Symbol) -> usize {
     let handle = if sym.next {
         libc::RTLD_NEXT
@@ -450,7 +464,7 @@ fn from_dlsym(sym: &Symbol) -> usize {
         libc::RTLD_DEFAULT
     };
     // SAFETY: dlsym with a NUL-terminated name.
-    match unsafe { libc::dlsym(handle, sym.name.0.as_ptr()) } as usize {
+    match unsafe { dlsym(handle, sym.name.0.as_ptr()) } {
         0 => ABSENT,
         f => f,
     }
