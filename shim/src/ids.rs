@@ -70,7 +70,7 @@ type Cache = [AtomicU64; ENTRIES];
 /// The page holding the cache (see the module comment): null until a process's first call
 /// maps it, [`NO_CACHE`] when the kernel cannot empty it in fork children.
 static PAGE: AtomicPtr<Cache> = AtomicPtr::new(core::ptr::null_mut());
-const NO_CACHE: *mut Cache = 1 as *mut Cache;
+const NO_CACHE: *mut Cache = core::ptr::dangling_mut::<Cache>();
 const PAGE_LEN: usize = 4096;
 const _: () = assert!(core::mem::size_of::<Cache>() <= PAGE_LEN);
 

@@ -22,10 +22,10 @@
 //! - `no_std`, no allocation, no locks: it is safe after `fork()` in a threaded program and
 //!   inside signal handlers. State is a handful of atomics.
 //! - In record mode the program sees exactly what the real `connect()` returns, errno included.
-//! - Nothing happens at load time but copying one environment variable, finding libc's
-//!   functions in the loaded objects' symbol tables ([`symbols`]: the shim imports only
-//!   `dl_iterate_phdr` and `dlsym`), and registering a fork child handler ([`ids`]); the
-//!   run's files are mapped on the first intercepted call, so processes that never connect pay
+//! - Nothing happens at load time but copying two environment variables and listing the loaded
+//!   objects, whose symbol tables give libc's functions when first needed ([`symbols`]: the
+//!   shim imports only `dl_iterate_phdr` and `dlsym`); the run's files (and the pid cache's
+//!   page, [`ids`]) are mapped on the first intercepted call, so processes that never connect pay
 //!   nothing: the policy, the event log's header (one page), and then only the windows of the
 //!   log (1 MiB each, see `nettrap_core::event::Windows`) that this process's records land in.
 //! - No thread ever waits for another: a thread that finds a file not mapped yet maps it

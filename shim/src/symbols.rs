@@ -7,7 +7,7 @@
 //! Here the constructor lists the loaded objects once (`dl_iterate_phdr`), and each symbol is
 //! searched for on its first use, without locks (so also inside a signal handler, or after a
 //! fork): the initial objects' tables are read-only and never unmapped. A process that never
-//! connects searches for one symbol (`__register_atfork`, see [`super::ids`]).
+//! connects searches for none.
 //! - the real `connect` and `listen` as `dlsym(RTLD_NEXT)` finds them: the first definition in
 //!   the objects loaded after the shim;
 //! - the rest (`__errno_location`, `environ`, ...) as the loader binds an import: the first
