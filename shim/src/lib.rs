@@ -24,7 +24,7 @@
 //! - In record mode the program sees exactly what the real `connect()` returns, errno included.
 //! - Nothing happens at load time but copying two environment variables and listing the loaded
 //!   objects, whose symbol tables give libc's functions when first needed ([`symbols`]: the
-//!   shim imports only `dl_iterate_phdr` and `dlsym`); the run's files (and the pid cache's
+//!   shim imports nothing, and depends on no library); the run's files (and the pid cache's
 //!   page, [`ids`]) are mapped on the first intercepted call, so processes that never connect pay
 //!   nothing: the policy, the event log's header (one page), and then only the windows of the
 //!   log (1 MiB each, see `nettrap_core::event::Windows`) that this process's records land in.
@@ -528,7 +528,8 @@ const NOT_LOADED: usize = usize::MAX;
 static CONSTRUCTOR: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = on_load;
 
 /// glibc calls it with the program's arguments and its initial environment.
-extern "C" fn on_load(_argc: c_int, _argv: *const *const c_char, env: *const *const c_char) {
+extern "C" fn on_load(argc: c_int, argv: *const *const c_char, env: *const *const c_char) {
+    symbols::note_initial_stack(argc, argv, env);
     symbols::init();
     load_run_dir(env);
 }

@@ -4,7 +4,8 @@
 //! Each symbol the shim imported was one more lookup the loader made at every process start
 //! (the loader walks every object's hash table and compares names and versions), and each
 //! `dlsym(RTLD_NEXT)` (the real `connect` and `listen`) cost over a thousand instructions more.
-//! Here the constructor lists the loaded objects once (`dl_iterate_phdr`), and each symbol is
+//! Here the constructor lists the loaded objects once (`dl_iterate_phdr`, itself found through
+//! the loader's `_r_debug`: see [`LOADER`]), and each symbol is
 //! searched for on its first use, without locks (so also inside a signal handler, or after a
 //! fork): the initial objects' tables are read-only and never unmapped. A process that never
 //! connects searches for none.
@@ -86,13 +87,15 @@ const STB_GLOBAL: u8 = 1;
 const STB_WEAK: u8 = 2;
 
 unsafe extern "C" {
-    fn dl_iterate_phdr(
-        callback: unsafe extern "C" fn(*mut PhdrInfo, usize, *mut c_void) -> c_int,
-        data: *mut c_void,
-    ) -> c_int;
     /// The shim's own ELF header (defined by the linker): where the shim is loaded.
     static __ehdr_start: u8;
 }
+
+type IterateFn = unsafe extern "C" fn(
+    unsafe extern "C" fn(*mut PhdrInfo, usize, *mut c_void) -> c_int,
+    *mut c_void,
+) -> c_int;
+type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
 
 /// dl_iterate_phdr's callback: notes each object (in load order: the executable first).
 unsafe extern "C" fn note(info: *mut PhdrInfo, _size: usize, data: *mut c_void) -> c_int {
@@ -180,7 +183,7 @@ struct Tables {
 /// A pointer entry of a dynamic section: the loader has usually made it absolute already
 /// (glibc adds the load bias in place), the vDSO's is not.
 fn dyn_ptr(base: usize, v: usize) -> usize {
-    if v < base { v + base } else { v }
+    if v != 0 && v < base { v + base } else { v }
 }
 
 fn tables(base: usize, dynamic: usize) -> Option<Tables> {
@@ -194,21 +197,19 @@ fn tables(base: usize, dynamic: usize) -> Option<Tables> {
     unsafe {
         for _ in 0..512 {
             let [tag, val] = *d;
-            let val = val as usize;
             match tag {
                 DT_NULL => break,
-                DT_GNU_HASH => h = dyn_ptr(base, val),
-                DT_SYMTAB => sy = dyn_ptr(base, val),
-                DT_STRTAB => st = dyn_ptr(base, val),
-                DT_VERSYM => vs = dyn_ptr(base, val),
+                DT_GNU_HASH => h = val as usize,
+                DT_SYMTAB => sy = val as usize,
+                DT_STRTAB => st = val as usize,
+                DT_VERSYM => vs = val as usize,
                 _ => {}
-            }
-            if h != 0 && sy != 0 && st != 0 && vs != 0 {
-                break;
             }
             d = d.add(1);
         }
     }
+    let (h, sy, st) = (dyn_ptr(base, h), dyn_ptr(base, sy), dyn_ptr(base, st));
+    let vs = if vs == 0 { 0 } else { dyn_ptr(base, vs) };
     (h != 0 && sy != 0 && st != 0).then_some(Tables {
         gnu_hash: h as *const u32,
         symtab: sy as *const Sym,
@@ -411,11 +412,18 @@ pub fn init() {
     {
         return;
     }
+    let iterate = loader_fn(ITERATE);
+    if iterate == 0 {
+        fail_walk();
+        return;
+    }
+    // SAFETY: iterate is libc's dl_iterate_phdr.
+    let iterate: IterateFn = unsafe { core::mem::transmute::<usize, IterateFn>(iterate) };
     let p = NOTED.0.get();
     // SAFETY: this thread won WALK: nobody else writes or reads NOTED until WALKED is
     // published; the callback only writes into it.
     let (objects, overflow) = unsafe {
-        dl_iterate_phdr(note, p.cast());
+        iterate(note, p.cast());
         (&(&(*p).list)[..(*p).len], (*p).overflow)
     };
     // SAFETY: only the address of the linker-defined symbol is taken.
@@ -429,22 +437,255 @@ pub fn init() {
             MINE.store(mine, Ordering::Relaxed);
             WALK.store(WALKED, Ordering::Release);
         }
-        None => {
-            for sym in ALL {
-                sym.addr.store(from_dlsym(sym), Ordering::Release);
-            }
-            WALK.store(FAILED, Ordering::Release);
-        }
+        None => fail_walk(),
     }
 }
 
-// `dlsym` as glibc 2.2.5 versioned it (libc.so.6 has kept that version since dlsym moved
-// into it in 2.34, beside the new default GLIBC_2.34; both are the same function): an import
-// of GLIBC_2.34 alone made the loader check a second version of libc's at every process start,
-// far down its list of version definitions (about 500 instructions).
-core::arch::global_asm!(".symver nettrap_dlsym, dlsym@GLIBC_2.2.5");
-unsafe extern "C" {
-    fn nettrap_dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void;
+/// Without a list of the loaded objects, every symbol is asked of dlsym, at once.
+fn fail_walk() {
+    for sym in ALL {
+        sym.addr.store(from_dlsym(sym), Ordering::Release);
+    }
+    WALK.store(FAILED, Ordering::Release);
+}
+
+/// libc's `dl_iterate_phdr` and `dlsym`, found without importing them: an import makes the
+/// loader look up its name (and check libc's version of it) in every process of the run, and
+/// the first import of a library makes it match the library's name against every loaded
+/// object's; with none, the shim has no dependency at all (about 1,700 instructions less per
+/// process start). They are found through the loader's own list of loaded objects, which it
+/// publishes for debuggers (`_r_debug`, defined by the dynamic loader, found from the process's
+/// auxiliary vector): the first object that defines each, as the loader binds an import.
+/// Each slot: 0 not searched yet, [`ABSENT`] not found, else the address.
+static LOADER: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+const ITERATE: usize = 0;
+const DLSYM: usize = 1;
+const LOADER_NAMES: [Name; 2] = [name!(c"dl_iterate_phdr"), name!(c"dlsym")];
+
+/// The constructor's environment when it is the process's initial one (directly after the
+/// arguments on the initial stack, as the kernel laid them out), where the auxiliary vector
+/// follows it; 0 otherwise (then it is read from `/proc/self/auxv`).
+static INITIAL_ENV: AtomicUsize = AtomicUsize::new(0);
+
+/// From the constructor: remembers where the auxiliary vector is, if the environment glibc
+/// hands constructors is the initial stack's (it is at start-up).
+pub fn note_initial_stack(argc: c_int, argv: *const *const c_char, env: *const *const c_char) {
+    if argc >= 0 && !argv.is_null() && argv.wrapping_add(argc as usize + 1) == env {
+        INITIAL_ENV.store(env as usize, Ordering::Relaxed);
+    }
+}
+
+/// libc's function `which` ([`ITERATE`], [`DLSYM`]), or 0.
+fn loader_fn(which: usize) -> usize {
+    match LOADER[which].load(Ordering::Acquire) {
+        0 => {}
+        ABSENT => return 0,
+        f => return f,
+    }
+    let found = find_loader_fns();
+    for (slot, f) in LOADER.iter().zip(found) {
+        slot.store(if f == 0 { ABSENT } else { f }, Ordering::Release);
+    }
+    found[which]
+}
+
+const AT_NULL: u64 = 0;
+const AT_PHDR: u64 = 3;
+const AT_BASE: u64 = 7;
+const AT_SYSINFO_EHDR: u64 = 33;
+
+/// What the auxiliary vector says of the process's objects.
+struct Auxv {
+    /// The dynamic loader's load address (`AT_BASE`).
+    ldso: usize,
+    /// The program's program headers (`AT_PHDR`).
+    phdr: usize,
+    /// The vDSO's load address (`AT_SYSINFO_EHDR`).
+    vdso: usize,
+}
+
+/// The process's [`Auxv`], from the initial stack or `/proc/self/auxv`.
+fn auxv() -> Auxv {
+    let (mut base, mut phdr, mut vdso) = (0, 0, 0);
+    let mut take = |t: u64, v: u64| match t {
+        AT_BASE => base = v as usize,
+        AT_PHDR => phdr = v as usize,
+        AT_SYSINFO_EHDR => vdso = v as usize,
+        _ => {}
+    };
+    let env = INITIAL_ENV.load(Ordering::Relaxed) as *const *const c_char;
+    if !env.is_null() {
+        // SAFETY: env is the initial stack's environment array (checked by
+        // note_initial_stack): NULL-terminated and followed by the auxiliary vector, pairs of
+        // words ending with AT_NULL, which stays on the stack for the life of the process.
+        unsafe {
+            let mut p = env;
+            while !(*p).is_null() {
+                p = p.add(1);
+            }
+            let mut a = p.add(1).cast::<[u64; 2]>();
+            for _ in 0..256 {
+                let [t, v] = *a;
+                if t == AT_NULL {
+                    break;
+                }
+                take(t, v);
+                a = a.add(1);
+            }
+        }
+        return Auxv {
+            ldso: base,
+            phdr,
+            vdso,
+        };
+    }
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe {
+        super::sys::open(
+            c"/proc/self/auxv".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Auxv {
+            ldso: 0,
+            phdr: 0,
+            vdso: 0,
+        };
+    }
+    let mut buf = [[0u64; 2]; 16];
+    'read: loop {
+        // SAFETY: reading into buf, which we own; the file holds whole pairs.
+        let n = unsafe {
+            super::sys::read(
+                fd,
+                buf.as_mut_ptr().cast::<c_void>(),
+                core::mem::size_of_val(&buf),
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        for &[t, v] in &buf[..n as usize / 16] {
+            if t == AT_NULL {
+                break 'read;
+            }
+            take(t, v);
+        }
+    }
+    super::sys::close(fd);
+    Auxv {
+        ldso: base,
+        phdr,
+        vdso,
+    }
+}
+
+#[repr(C)]
+struct Ehdr {
+    e_ident: [u8; 16],
+    e_type: u16,
+    e_machine: u16,
+    e_version: u32,
+    e_entry: u64,
+    e_phoff: u64,
+    e_shoff: u64,
+    e_flags: u32,
+    e_ehsize: u16,
+    e_phentsize: u16,
+    e_phnum: u16,
+}
+
+/// The public head of glibc's `struct link_map` (link.h), stable for debuggers.
+#[repr(C)]
+struct LinkMap {
+    l_addr: usize,
+    l_name: *const c_char,
+    l_ld: usize,
+    l_next: *const LinkMap,
+}
+
+/// The dynamic section of the object whose ELF header is at `base`, if it looks like one.
+///
+/// # Safety
+/// `base` must be where a loaded object's first page is mapped.
+unsafe fn dynamic_of(base: usize) -> usize {
+    // SAFETY: from the caller: the object's first page holds its ELF header and program
+    // headers (e_phoff is within it for every object the loader maps).
+    unsafe {
+        let e = &*(base as *const Ehdr);
+        if e.e_ident[..4] != *b"\x7fELF" || e.e_phoff >= 4096 {
+            return 0;
+        }
+        let ph = (base + e.e_phoff as usize) as *const Phdr;
+        for i in 0..usize::from(e.e_phnum.min(64)) {
+            let ph = &*ph.add(i);
+            if ph.p_type == PT_DYNAMIC {
+                return base.wrapping_add(ph.p_vaddr as usize);
+            }
+        }
+    }
+    0
+}
+
+/// [`LOADER_NAMES`]' addresses (0: not found): the dynamic loader from the auxiliary vector,
+/// its `_r_debug`, then the first definition of each in its list of loaded objects.
+fn find_loader_fns() -> [usize; 2] {
+    let mut found = [0; 2];
+    let Auxv {
+        mut ldso,
+        phdr,
+        vdso,
+    } = auxv();
+    if ldso == 0 && phdr != 0 {
+        // The loader run as the program (`ld.so PROGRAM`): the kernel loaded it, and AT_PHDR
+        // is its own program headers, on its first page.
+        ldso = phdr & !0xfff;
+        // SAFETY: AT_PHDR's page is mapped: the kernel mapped the loader there.
+        let e = unsafe { &*(ldso as *const Ehdr) };
+        if e.e_ident[..4] != *b"\x7fELF" || ldso + e.e_phoff as usize != phdr {
+            return found;
+        }
+    }
+    if ldso == 0 {
+        return found;
+    }
+    // SAFETY: the dynamic loader is mapped at ldso (AT_BASE, or checked above), relocated.
+    let Some(t) = tables(ldso, unsafe { dynamic_of(ldso) }) else {
+        return found;
+    };
+    const R_DEBUG: Name = name!(c"_r_debug");
+    let Ok(Some(r_debug)) = lookup_in(&t, ldso, R_DEBUG.0.to_bytes(), R_DEBUG.1) else {
+        return found;
+    };
+    // SAFETY: glibc's struct r_debug: an int version, then (8-aligned) the list's head, which
+    // the loader set up before any constructor ran; each entry's public head is link.h's, and
+    // the initial objects it lists stay loaded. At most 1024 entries are followed.
+    unsafe {
+        let mut m = *((r_debug + 8) as *const *const LinkMap);
+        for _ in 0..1024 {
+            if m.is_null() || found.iter().all(|&f| f != 0) {
+                break;
+            }
+            let l = &*m;
+            m = l.l_next;
+            // Neither the shim nor the kernel's vDSO defines them.
+            if l.l_addr == &raw const __ehdr_start as usize || l.l_addr == vdso {
+                continue;
+            }
+            if let Some(t) = tables(l.l_addr, l.l_ld) {
+                for (f, n) in found.iter_mut().zip(&LOADER_NAMES) {
+                    if *f == 0
+                        && let Ok(Some(a)) = lookup_in(&t, l.l_addr, n.0.to_bytes(), n.1)
+                    {
+                        *f = a;
+                    }
+                }
+            }
+        }
+    }
+    found
 }
 
 /// libc's `dlsym`: the address of `name` (RTLD_NEXT: in the objects after the shim's), or 0.
@@ -453,8 +694,16 @@ unsafe extern "C" {
 /// `name` is NUL-terminated; as dlsym(3), not from a signal handler or a fork child of a
 /// threaded program (it takes the loader's lock).
 pub unsafe fn dlsym(handle: *mut c_void, name: *const c_char) -> usize {
-    // SAFETY: from the caller.
-    unsafe { nettrap_dlsym(handle, name) as usize }
+    match loader_fn(DLSYM) {
+        0 => 0,
+        f => {
+            // SAFETY: f is libc's dlsym.
+            let f: DlsymFn = unsafe { core::mem::transmute::<usize, DlsymFn>(f) };
+            // SAFETY: from the caller; called from the shim, so RTLD_NEXT means the objects
+            // after the shim's.
+            unsafe { f(handle, name) as usize }
+        }
+    }
 }
 
 fn from_dlsym(sym: &Symbol) -> usize {

@@ -367,3 +367,39 @@ fn a_connect_from_a_foreign_stack_with_a_bad_address_gets_efault() {
         assert_eq!(run.code(), 0, "{mode}");
     }
 }
+
+/// The shim finds libc's functions without importing any (shim/src/symbols.rs): through the
+/// auxiliary vector after the environment it is handed at start-up, or, where that is not the
+/// initial stack's, `/proc/self/auxv`; and through the program headers when the dynamic loader
+/// itself was run as the program (`ld.so PROGRAM`: no `AT_BASE`). Each way, calls are recorded
+/// and the program sees the kernel's errno.
+#[test]
+fn the_shim_finds_libc_however_it_was_loaded() {
+    // The dynamic loader run as the program.
+    let ldso = "/lib64/ld-linux-x86-64.so.2";
+    if std::path::Path::new(ldso).exists() {
+        let run = run_in(
+            "ldso-program",
+            &repo(),
+            &["--engine", "preload"],
+            &[ldso, &fixture("connect_loop"), "10", "0"],
+        );
+        assert_eq!(run.code(), 0, "{}", run.stderr());
+        assert_eq!(run.total_calls(), 10, "{}", run.stderr());
+    }
+    // Loaded with dlopen after setenv moved the environment: /proc/self/auxv.
+    let run = run_in(
+        "dlopen-shim",
+        &repo(),
+        &["--engine", "preload"],
+        &[
+            "sh",
+            "-c",
+            r#"exec env LD_PRELOAD= "$0" "$LD_PRELOAD" 9"#,
+            &fixture("dlopen_shim"),
+        ],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.stdout(), "connect: ret=-1 errno=ECONNREFUSED\n");
+    assert_eq!(run.total_calls(), 1, "{}", run.stderr());
+}
