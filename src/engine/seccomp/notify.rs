@@ -279,6 +279,34 @@ pub fn sock_addr(fd: RawFd, peer: bool) -> Option<Dest> {
     }
 }
 
+/// A socket's domain, type and protocol from the name of its protocol, the attribute
+/// `system.sockprotoname` that every socket has (one system call where `SO_TYPE` and
+/// `SO_DOMAIN` are two), for the names that say all three: `TCP` and `UDP`. The name is the
+/// protocol the socket was created with; an IPv4 socket never changes domain or protocol (an
+/// IPv6 one can, with `IPV6_ADDRFORM`, so `TCPv6` and `UDPv6` are asked as any other).
+fn kind_by_name(fd: RawFd) -> Option<nettrap_core::addr::Socket> {
+    let mut name = [0u8; 8];
+    // SAFETY: fgetxattr writes at most name.len() bytes into name, which outlives the call.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd,
+            c"system.sockprotoname".as_ptr(),
+            name.as_mut_ptr().cast(),
+            name.len(),
+        )
+    };
+    let (ty, protocol) = match name.get(..usize::try_from(n).ok()?)? {
+        b"TCP" | b"TCP\0" => (libc::SOCK_STREAM, libc::IPPROTO_TCP),
+        b"UDP" | b"UDP\0" => (libc::SOCK_DGRAM, libc::IPPROTO_UDP),
+        _ => return None,
+    };
+    Some(nettrap_core::addr::Socket {
+        ty,
+        domain: libc::AF_INET,
+        protocol,
+    })
+}
+
 /// What [`socket_info`] asks about a socket beyond its domain and type, each a system call.
 #[derive(Clone, Copy)]
 pub struct Want<'a> {
@@ -308,23 +336,28 @@ pub fn socket_info(
     match pidfd_getfd(pidfd, fd) {
         Ok(sock) => {
             let raw = sock.as_raw_fd();
-            let (Some(ty), Some(domain)) =
-                (sockopt(raw, libc::SO_TYPE), sockopt(raw, libc::SO_DOMAIN))
-            else {
-                return Ok(None);
-            };
-            let protocol = if (want.protocol)(domain, ty) {
-                let Some(p) = sockopt(raw, libc::SO_PROTOCOL) else {
-                    return Ok(None);
-                };
-                p
-            } else {
-                PROTOCOL_NOT_ASKED
-            };
-            let kind = nettrap_core::addr::Socket {
-                ty,
-                domain,
-                protocol,
+            let kind = match kind_by_name(raw) {
+                Some(kind) => kind,
+                None => {
+                    let (Some(ty), Some(domain)) =
+                        (sockopt(raw, libc::SO_TYPE), sockopt(raw, libc::SO_DOMAIN))
+                    else {
+                        return Ok(None);
+                    };
+                    let protocol = if (want.protocol)(domain, ty) {
+                        let Some(p) = sockopt(raw, libc::SO_PROTOCOL) else {
+                            return Ok(None);
+                        };
+                        p
+                    } else {
+                        PROTOCOL_NOT_ASKED
+                    };
+                    nettrap_core::addr::Socket {
+                        ty,
+                        domain,
+                        protocol,
+                    }
+                }
             };
             let peer = want.peer.then(|| sock_addr(raw, true)).flatten();
             let id = if want.inode {

@@ -183,18 +183,28 @@ impl Found {
     /// list.
     fn dests(&self, sock: Option<addr::Socket>) -> Vec<Dest> {
         let mut dests = Vec::new();
-        for given in &self.addrs {
-            let address = match given {
-                Ok(bytes) => addr::decode(self.op(), sock, bytes.as_deref()),
-                Err(()) => Address::Rejected,
-            };
-            match address {
-                Address::Inet(d) if !dests.contains(&d) => dests.push(d),
-                Address::Inet(_) | Address::NotInet => {}
-                Address::Rejected => break,
+        for d in self.inet(sock) {
+            if !dests.contains(&d) {
+                dests.push(d);
             }
         }
         dests
+    }
+
+    /// The call's inet destinations on socket `sock`, in order, repeats included (see
+    /// [`Self::dests`]), without allocating.
+    fn inet(&self, sock: Option<addr::Socket>) -> impl Iterator<Item = Dest> + '_ {
+        self.addrs
+            .iter()
+            .map(move |given| match given {
+                Ok(bytes) => addr::decode(self.op(), sock, bytes.as_deref()),
+                Err(()) => Address::Rejected,
+            })
+            .take_while(|a| !matches!(a, Address::Rejected))
+            .filter_map(|a| match a {
+                Address::Inet(d) => Some(d),
+                _ => None,
+            })
     }
 
     /// Does a message without an address carry what reads as a DNS query (so the socket's
@@ -729,7 +739,7 @@ impl Supervisor {
         }
         // Nothing that could be a destination on any socket, nor a DNS query on a connected
         // socket: no need to look further.
-        let Some(found) = found.filter(|f| !f.dests(None).is_empty() || f.unaddressed_query())
+        let Some(found) = found.filter(|f| f.inet(None).next().is_some() || f.unaddressed_query())
         else {
             let _ = self.ctx.listener.allow(req.id);
             return;
@@ -782,11 +792,8 @@ impl Supervisor {
         }
         let queries = found.queries(sock, socket.as_ref().and_then(|s| s.peer), transport);
         // A destination a query goes to is a lookup, not a send.
-        let dests: Vec<Dest> = found
-            .dests(sock)
-            .into_iter()
-            .filter(|d| !queries.iter().any(|(q, _)| q == d))
-            .collect();
+        let mut dests = found.dests(sock);
+        dests.retain(|d| !queries.iter().any(|(q, _)| q == d));
         if dests.is_empty() && queries.is_empty() {
             let _ = self.ctx.listener.allow(req.id);
             return;
