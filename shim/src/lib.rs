@@ -958,7 +958,10 @@ fn read_small(path: &CStr, buf: &mut [u8]) -> usize {
 /// traced to a pid, executable and command line.
 #[inline(never)]
 fn record_process(log: &Log, pid: u32) -> Result<(), NotWritten> {
-    if RECORDED_PID.swap(pid, Ordering::AcqRel) == pid {
+    // A load first: the common case (recorded already) writes nothing.
+    if RECORDED_PID.load(Ordering::Acquire) == pid
+        || RECORDED_PID.swap(pid, Ordering::AcqRel) == pid
+    {
         return Ok(());
     }
     // The executable and command line go through a scratch page of their own, not the stack:
