@@ -35,16 +35,17 @@ pub struct RunDir {
 const FIRST_ALLOCATION: u64 = 1 << 16;
 
 /// Slots whose pages are put in the page cache when the log is created (64 KiB: the whole log
-/// of a run with a few hundred calls), and how far the grower keeps them cached ahead of the
-/// cursor (2 MiB). A writer's first touch of a log page that is not cached is a page fault that
-/// reads around it: `read_ahead_kb` of the device, up to 8 MiB on some VMs, zero-filled on the
-/// spot (the blocks are unwritten or holes), ~1 ms on the writer's own time, paid by the first
-/// record of every run. Cached by the launcher instead (`POSIX_FADV_WILLNEED`, exactly the
-/// range asked for), the head costs it ~10 us before the command starts, and the rest is
-/// filled by the grower's thread while the writers run on their own. Pages the kernel reclaims
-/// meanwhile are just faulted in again: this is only about who pays, never about correctness.
+/// of a run with a few hundred calls), and the most the grower caches ahead of the cursor
+/// (4 MiB). A writer's first touch of a log page that is not cached is a page fault that reads
+/// around it: `read_ahead_kb` of the device, 8 MiB on some VMs, zero-filled on the spot (the
+/// blocks are unwritten or holes), ~1 ms on the writer's own time, paid by the first record of
+/// every run. Cached by the launcher instead (`POSIX_FADV_WILLNEED`, exactly the range asked
+/// for), the head costs it ~10 us before the command starts; past it, the grower's thread
+/// caches ahead as the writers use the log (as far ahead as they have used, so a tiny run costs
+/// it nothing), on its own time. Pages the kernel reclaims meanwhile are just faulted in again:
+/// this is only about who pays, never about correctness.
 const PREFETCH_HEAD: u64 = 512;
-const PREFETCH_AHEAD: u64 = 1 << 14;
+const PREFETCH_MAX: u64 = 1 << 15;
 
 /// Asks the kernel to cache the pages of slots `from..to` (see [`PREFETCH_HEAD`]). Best effort:
 /// a filesystem with no page cache readahead (tmpfs) ignores it.
@@ -85,10 +86,12 @@ fn start_grower(file: File, log: Arc<LogMapping>) -> Grower {
         let mut cached = PREFETCH_HEAD;
         while !flag.load(Ordering::Relaxed) {
             let (cursor, allocated) = (log.cursor(), log.allocated());
-            // Never past the allocated slots: nothing is written there.
-            if cursor + PREFETCH_AHEAD / 2 > cached && cached < allocated {
-                let to = (cursor.max(cached) + PREFETCH_AHEAD).min(allocated);
-                prefetch(&file, cached, to);
+            // Less room cached ahead than the writers used so far: twice that much, never past
+            // the allocated slots (nothing is written there).
+            let ahead = cursor.clamp(PREFETCH_HEAD / 2, PREFETCH_MAX / 2);
+            let (from, to) = (cached.max(cursor), (cursor + 2 * ahead).min(allocated));
+            if cached < cursor + ahead && from < to {
+                prefetch(&file, from, to);
                 cached = to;
             }
             if cursor + FIRST_ALLOCATION / 2 > allocated && allocated < event::DEFAULT_CAPACITY {
