@@ -28,6 +28,9 @@ pub struct RunDir {
     path: PathBuf,
     keep: bool,
     log: Arc<LogMapping>,
+    /// The log, until [`RunDir::start_grower`] hands it to the grower (None where the
+    /// filesystem cannot preallocate).
+    to_grow: Option<File>,
     grower: Option<Grower>,
 }
 
@@ -148,7 +151,7 @@ impl RunDir {
         let events = path.join("events.log");
         let (file, allocated) = create_log(&events).map_err(cleanup)?;
         let log = Arc::new(map_log(&events).map_err(cleanup)?);
-        let grower = match allocated {
+        let to_grow = match allocated {
             // The filesystem cannot preallocate (no fallocate): the log stays sparse.
             None => {
                 log.log().set_allocated(event::DEFAULT_CAPACITY);
@@ -156,15 +159,25 @@ impl RunDir {
             }
             Some(slots) => {
                 log.log().set_allocated(slots);
-                Some(start_grower(file, log.clone()))
+                Some(file)
             }
         };
         Ok(RunDir {
             path,
             keep,
             log,
-            grower,
+            to_grow,
+            grower: None,
         })
+    }
+
+    /// Starts the thread that allocates (and caches) the log ahead of its writers. Called once
+    /// the command is started: creating a thread costs ~50 us, which the command's own start
+    /// then hides, and the writers need the grower only after thousands of records.
+    pub fn start_grower(&mut self) {
+        if let Some(file) = self.to_grow.take() {
+            self.grower = Some(start_grower(file, self.log.clone()));
+        }
     }
 
     pub fn path(&self) -> &Path {
