@@ -62,7 +62,10 @@ mod tests {
     #[test]
     fn sparse_gives_the_same_value() {
         let mut data = vec![0u8; 10_000];
-        for (i, at) in [0usize, 63, 64, 65, 200, 4095, 9_999].into_iter().enumerate() {
+        for (i, at) in [0usize, 63, 64, 65, 200, 4095, 9_999]
+            .into_iter()
+            .enumerate()
+        {
             data[at] = i as u8 + 1;
         }
         for len in [0, 1, 63, 64, 65, 127, 128, 129, 5_000, 10_000] {
