@@ -5,8 +5,9 @@
 //! `nettrap report FILE` renders a saved report again.
 //!
 //! The launcher's modules, one concern each: `cli` (arguments), `policy` (sources merged and
-//! compiled), `engine` (how calls are intercepted), `adapters` (runner adapters: what each test
-//! runner needs so its tests are known), `rundir` (the files a run shares with its processes),
+//! compiled), `fnv` (the hash of the policy fingerprint and the cache directory's name),
+//! `engine` (how calls are intercepted), `adapters` (runner adapters: what each test runner
+//! needs so its tests are known), `rundir` (the files a run shares with its processes),
 //! `attribution` (which test made each call), `supervise` (the child process, signals, exit
 //! status, ending the process tree), `report` (the model and its renderings), `outputs` (the
 //! report files: checked before the run, written atomically), `run` (the `run` command tying
@@ -23,6 +24,7 @@ mod attribution;
 mod cli;
 mod engine;
 mod errno;
+mod fnv;
 mod outputs;
 mod policy;
 mod progress;

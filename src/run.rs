@@ -67,9 +67,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if runner == Some(adapters::Runner::Cargo) {
         compiled.flags |= FLAG_THREAD_NAMES;
     }
-    // Before any thread (the run directory starts one).
+    // Before any thread (the supervisor's, the log's grower).
     let blocked = supervise::block_signals();
-    let dir = RunDir::create(&compiled)?;
+    let mut dir = RunDir::create(&compiled)?;
 
     let installed = preload::install()?;
     // Runner adapters that rewrite the command: `go test` runs its test binaries through
@@ -119,7 +119,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let program = args.command[0].to_string_lossy().into_owned();
     let progress = crate::progress::wanted(args.progress, args.quiet)
         .then(|| crate::progress::start(dir.path(), &compiled));
-    let result = supervise::run(cmd, &blocked);
+    let result = supervise::run(cmd, &blocked, || dir.start_grower());
     // NETTRAP_TIMINGS=1|2: the report step's time and peak memory on stderr (src/timings.rs).
     let mut timings = crate::timings::Timings::start();
     if let Some(p) = progress {

@@ -349,8 +349,9 @@ enum Stage {
     Kill(Instant, Why),
 }
 
-/// Runs `cmd` to completion and ends its whole tree. An error means it could not be started.
-pub fn run(mut cmd: Command, blocked: &Blocked) -> io::Result<Outcome> {
+/// Runs `cmd` to completion and ends its whole tree, calling `spawned` once it is started. An
+/// error means it could not be started.
+pub fn run(mut cmd: Command, blocked: &Blocked, spawned: impl FnOnce()) -> io::Result<Outcome> {
     let _ = prctl::set_child_subreaper(true);
     let sfd = SignalFd::with_flags(&blocked.set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
     let parent = Pid::this();
@@ -367,6 +368,7 @@ pub fn run(mut cmd: Command, blocked: &Blocked) -> io::Result<Outcome> {
         });
     }
     let child = cmd.spawn()?;
+    spawned();
     let main = Pid::from_raw(child.id() as i32);
     let mut ender = Ender {
         me: parent.as_raw(),

@@ -178,33 +178,57 @@ fn the_binary_carries_its_shim() {
     let bin = dir.join("nettrap");
     std::fs::copy(nettrap(), &bin).unwrap();
     let cache = dir.join("cache");
-    let out = isolated(&[
-        bin.to_str().unwrap(),
-        "run",
-        "--quiet",
-        "--",
-        c_fixture("edge").to_str().unwrap(),
-        "exit",
-        "9",
-    ])
-    .current_dir(&dir)
-    .env("NETTRAP_CACHE_DIR", &cache)
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("nettrap-report.json")).unwrap())
-            .unwrap();
-    assert_eq!(report["unattributed"][0]["port"], 9);
-    let shims: Vec<_> = walk(&cache)
-        .into_iter()
+    let run = || {
+        let _ = std::fs::remove_file(dir.join("nettrap-report.json"));
+        let out = isolated(&[
+            bin.to_str().unwrap(),
+            "run",
+            "--quiet",
+            "--",
+            c_fixture("edge").to_str().unwrap(),
+            "exit",
+            "9",
+        ])
+        .current_dir(&dir)
+        .env("NETTRAP_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("nettrap-report.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report["unattributed"][0]["port"], 9);
+    };
+    run();
+    let mut files = walk(&cache);
+    files.sort();
+    let shims: Vec<_> = files
+        .iter()
         .filter(|p| p.ends_with("libnettrap_shim.so"))
         .collect();
     assert_eq!(shims.len(), 1, "{shims:?}");
+    // Cached files are checked by length, not read back: one deleted (a cache cleaner) or cut
+    // short is written again by the next run, which is still intercepted.
+    let shim = shims[0].clone();
+    let adapter = files
+        .iter()
+        .find(|p| p.ends_with("sitecustomize.py"))
+        .unwrap()
+        .clone();
+    let whole = std::fs::read(&adapter).unwrap();
+    std::fs::remove_file(&shim).unwrap();
+    std::fs::write(&adapter, &whole[..10]).unwrap();
+    run();
+    assert!(std::path::Path::new(&shim).is_file());
+    assert_eq!(std::fs::read(&adapter).unwrap(), whole);
+    let mut again = walk(&cache);
+    again.sort();
+    assert_eq!(again, files, "nothing else written");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

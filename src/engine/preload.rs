@@ -42,22 +42,20 @@ fn preloadable(p: &Path) -> bool {
 /// Names the cache directory: a rebuilt shim or changed adapter is never confused with an older
 /// one of the same version.
 fn key() -> String {
-    let hash = adapters::files()
-        .flat_map(|(name, bytes)| name.as_bytes().iter().chain(bytes.iter()))
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-        });
     format!(
         "{}-{SHIM_KEY}-{:08x}",
         env!("CARGO_PKG_VERSION"),
-        hash as u32
+        adapters::FILES_HASH as u32
     )
 }
 
-/// Writes `bytes` to `path` unless it already holds them: beside, then renamed, so concurrent
-/// runs never see a half-written file.
+/// Writes `bytes` to `path` unless a file of their length is there: beside, then renamed, so
+/// concurrent runs never see a half-written file. The directory's name carries a hash of every
+/// file's contents ([`key`]) and a file only ever appears whole (the rename), so a file of the
+/// right length is the right file: checking its length is one `statx`, where reading it back
+/// cost every run ~50 us. A file deleted meanwhile (a cache cleaner) is written again.
 fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if fs::read(path).is_ok_and(|b| b == bytes) {
+    if fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
         return Ok(());
     }
     let dir = path.parent().expect("a file in a directory");

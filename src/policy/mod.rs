@@ -83,19 +83,12 @@ impl Policy {
     /// runner). Rule labels hold the policy file's path as given, so shards run with the same
     /// (relative) `--policy` agree across machines.
     pub fn fingerprint(&self, compiled: &nettrap_core::policy::CompiledPolicy) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        };
-        eat(compiled.as_bytes());
+        let mut h = crate::fnv::update_sparse(crate::fnv::OFFSET, compiled.as_bytes());
         let mut fail_on: Vec<&str> = self.fail_on.iter().map(String::as_str).collect();
         fail_on.sort_unstable();
         for c in fail_on {
-            eat(b"\0fail_on\0");
-            eat(c.as_bytes());
+            h = crate::fnv::update(h, b"\0fail_on\0");
+            h = crate::fnv::update(h, c.as_bytes());
         }
         format!("fnv1a64:{h:016x}")
     }
