@@ -1,31 +1,41 @@
-//! Who makes a call: the calling thread's tid and its process's pid, for the record.
+//! Who makes a call: the calling thread's tid and its process's pid, for the record, with no
+//! system call on the hot path.
 //!
-//! The tid is always asked of the kernel (`gettid`): it is exact in every kind of task. The pid
-//! comes from a small cache keyed by tid, so a connect makes one system call for both instead
-//! of two. A cached pid is used only when all of this holds, which makes it exact:
-//! - The calling task is the thread glibc set up its thread descriptor for: the tid glibc keeps
-//!   in it (`struct pthread`'s `tid`, which the kernel writes at `clone` and glibc's `fork`
-//!   updates in the child) equals `gettid()`. A `vfork` child, `posix_spawn`'s child or a raw
-//!   `clone` child runs on its parent's descriptor, whose tid is its parent's (alive, so never
-//!   equal to the child's); a raw `fork` child's copy holds its parent's tid, also never its own.
-//!   Such tasks always ask the kernel for their pid and never write the cache.
-//! - The entry was written by a task with the same tid. In the same memory, a descriptor's
-//!   owner with that tid is a thread of the process that wrote it (a tid number freed by a
-//!   thread that exited and reused by a thread of the same process has the same pid).
+//! Both come from what the process already holds. The tid is the one glibc keeps in the calling
+//! thread's descriptor (`struct pthread`'s `tid`, which the kernel writes at `clone` and glibc's
+//! `fork` updates in the child); the pid from a small cache keyed by tid, written only by a task
+//! that asked the kernel (`gettid`, `getpid`) and found the descriptor's tid to be its own. A
+//! cached answer is used only when all of this holds, which makes it exact:
+//! - No task of the process may be running on another's descriptor ([`SHARED`] is 0). A `vfork`
+//!   child, or a child of `clone(CLONE_VM)` without a thread pointer of its own, runs on its
+//!   parent's, whose tid is its parent's: the shim interposes glibc's `vfork` (counting the
+//!   child's life, until the parent resumes) and `clone` (from such a clone on, for good), and
+//!   meanwhile every call asks the kernel. `posix_spawn`'s child runs on its parent's too, but
+//!   only `exec`s (glibc's own code, which never connects).
+//! - The entry was written by a task with the same tid, which checked its descriptor then. In
+//!   the same memory, a descriptor's owner with that tid is a thread of the process that wrote
+//!   it (a tid number freed by a thread that exited and reused by a thread of the same process
+//!   has the same pid).
 //! - The cache lies in a page the kernel empties in every fork child (`MADV_WIPEONFORK`),
 //!   however the fork was made (glibc's `fork` or `_Fork`, or a raw `clone` system call, which
 //!   runs no atfork handler), so an entry can never name the parent for a child (or its
 //!   thread) whose tid reuses a number of the parent's exited threads (pid numbers wrap:
 //!   `/proc/sys/kernel/pid_max` may be 32768; fixtures/c/pid_reuse.c makes it happen at once
-//!   with `ns_last_pid`). The page is mapped by a process's first call; a kernel without
-//!   `MADV_WIPEONFORK` (before 4.14) gets no cache (`getpid` on every call).
+//!   with `ns_last_pid`). A raw fork child's copy of its parent's descriptor holds its parent's
+//!   tid: its calls find the cache empty, ask the kernel, see the mismatch and never write it.
+//!   The page is mapped by a process's first call; a kernel without `MADV_WIPEONFORK` (before
+//!   4.14) gets no cache (`gettid` and `getpid` on every call).
+//!
+//! Left inexact: a `vfork` or shared-memory `clone` made with a raw system call, whose child then
+//! connects before it `exec`s, is recorded as its parent (thread).
 //!
 //! The descriptor's layout is glibc's on x86_64 (the tid at `%fs:0x2d0` since glibc 2.25); a
 //! descriptor of another layout never holds the caller's tid there, so it never passes the
 //! check, and every call then asks the kernel.
 
 use super::sys;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// Offset of `tid` in glibc's `struct pthread` on x86_64 (after the 0x2c0-byte `tcbhead_t`
 /// and the 16-byte `list`).
@@ -122,8 +132,132 @@ fn map_cache() -> *mut Cache {
     }
 }
 
-/// The calling task's (pid, tid): one `gettid`, and `getpid` only when the cache cannot answer.
+/// Tasks of this process that may be running on another task's thread descriptor: `vfork`
+/// children until their parent resumes, and, once any was made, `clone(CLONE_VM)` children
+/// without a thread pointer of their own (for good: when such a child ends is not known).
+static SHARED: AtomicUsize = AtomicUsize::new(0);
+
+/// `vfork`, interposing glibc's: the system call made here, the way glibc's own `vfork` makes it
+/// (the return address is taken off the stack the child shares, so the child's return cannot
+/// overwrite it), with [`SHARED`] counting the child until the parent resumes (after the child's
+/// `exec` or exit). The child returns 0; the parent the child's pid, or -1 with errno.
+///
+/// # Safety
+/// As vfork(2).
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vfork() -> libc::pid_t {
+    core::arch::naked_asm!(
+        "lock add qword ptr [rip + {shared}], 1",
+        "pop rsi",
+        "mov eax, {nr}",
+        "syscall",
+        "push rsi",
+        "test eax, eax",
+        "jz 2f",
+        "lock sub qword ptr [rip + {shared}], 1",
+        "cmp rax, -4095",
+        "jae 3f",
+        "2:",
+        "ret",
+        "3:",
+        "mov edi, eax",
+        "jmp {failed}",
+        shared = sym SHARED,
+        nr = const libc::SYS_vfork,
+        failed = sym vfork_failed,
+    )
+}
+
+/// glibc exports `vfork` under this name too.
+///
+/// # Safety
+/// As vfork(2).
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __vfork() -> libc::pid_t {
+    core::arch::naked_asm!("jmp {vfork}", vfork = sym vfork)
+}
+
+/// [`vfork`]'s failure: errno from the kernel's answer (`-errno`), and -1.
+#[cfg(target_arch = "x86_64")]
+extern "C" fn vfork_failed(r: core::ffi::c_int) -> libc::pid_t {
+    sys::libc_style(core::ffi::c_long::from(r))
+}
+
+/// `clone`, interposing glibc's (a variadic function: the three optional arguments are passed
+/// as glibc's reads them, in registers and on the stack as for any call on x86_64): a child that
+/// shares the caller's memory without a thread pointer of its own runs on the caller's thread
+/// descriptor, so from then on every call asks the kernel who makes it ([`SHARED`]).
+///
+/// # Safety
+/// As clone(2)'s glibc wrapper.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn clone(
+    f: Option<unsafe extern "C" fn(*mut c_void) -> c_int>,
+    stack: *mut c_void,
+    flags: c_int,
+    arg: *mut c_void,
+    parent_tid: *mut libc::pid_t,
+    tls: *mut c_void,
+    child_tid: *mut libc::pid_t,
+) -> c_int {
+    if flags & libc::CLONE_VM != 0 && flags & libc::CLONE_SETTLS == 0 {
+        SHARED.fetch_add(1, Ordering::AcqRel);
+    }
+    let real = super::symbols::get(&super::symbols::CLONE);
+    if real == 0 || real == clone as *const () as usize {
+        super::set_errno(libc::ENOSYS);
+        return -1;
+    }
+    type CloneFn = unsafe extern "C" fn(
+        Option<unsafe extern "C" fn(*mut c_void) -> c_int>,
+        *mut c_void,
+        c_int,
+        *mut c_void,
+        *mut libc::pid_t,
+        *mut c_void,
+        *mut libc::pid_t,
+    ) -> c_int;
+    // SAFETY: real is glibc's clone, which reads its optional arguments from where a
+    // seven-argument call puts them.
+    let real: CloneFn = unsafe { core::mem::transmute::<usize, CloneFn>(real) };
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { real(f, stack, flags, arg, parent_tid, tls, child_tid) }
+}
+
+/// The calling task's (pid, tid): from the thread descriptor and the cache, with no system
+/// call, when they can answer (see the module comment); else one `gettid`, and `getpid` when
+/// the cache cannot answer.
 pub fn caller() -> (u32, u32) {
+    if SHARED.load(Ordering::Acquire) == 0
+        && let Some(tid) = tcb_tid()
+        && let p = PAGE.load(Ordering::Acquire)
+        && !p.is_null()
+        && p != NO_CACHE
+    {
+        // SAFETY: a published cache page (see cache()).
+        let cache = unsafe { &*p };
+        let e = cache[slot_of(tid)].load(Ordering::Relaxed);
+        if e >> 32 == u64::from(tid) && e as u32 != 0 {
+            return (e as u32, tid);
+        }
+    }
+    caller_asked()
+}
+
+/// The cache slot of `tid`.
+fn slot_of(tid: u32) -> usize {
+    (tid.wrapping_mul(0x9e37_79b9) >> 26) as usize
+}
+
+/// [`caller`] asking the kernel, and filling the cache where that is exact.
+#[cold]
+#[inline(never)]
+fn caller_asked() -> (u32, u32) {
     let tid = sys::gettid();
     if tcb_tid() != Some(tid) {
         return (sys::getpid(), tid);
@@ -131,7 +265,7 @@ pub fn caller() -> (u32, u32) {
     let Some(cache) = cache() else {
         return (sys::getpid(), tid);
     };
-    let slot = &cache[(tid.wrapping_mul(0x9e37_79b9) >> 26) as usize];
+    let slot = &cache[slot_of(tid)];
     let e = slot.load(Ordering::Relaxed);
     if e >> 32 == u64::from(tid) && e as u32 != 0 {
         return (e as u32, tid);

@@ -16,7 +16,9 @@
 //! And `pthread_setname_np` ([`threads`]): in `cargo test` runs a thread naming itself is a
 //! libtest test starting, which it writes to the run's timeline; elsewhere it passes through.
 //! Likewise `posix_spawn` and `posix_spawnp` ([`spawn`]): in `cargo test` runs it writes which
-//! thread (so which test) started each child; elsewhere they pass through.
+//! thread (so which test) started each child; elsewhere they pass through. And `vfork` and
+//! `clone` ([`ids`]), which it makes exactly as glibc does, to know when a task may be running
+//! on another task's thread descriptor (which tells the shim who makes a call).
 //!
 //! Rules this code keeps, because it runs inside other people's programs:
 //! - `no_std`, no allocation, no locks: it is safe after `fork()` in a threaded program and
@@ -43,10 +45,10 @@
 //! besides the real `connect`, and why each is needed (tests/escapes/hot_path.rs counts them):
 //! - `getsockopt(SO_TYPE)`: that the descriptor is a socket, and its type (the record's
 //!   transport; a stream socket's destination is then decoded from the address alone);
-//! - `gettid`: which thread made the call (the record; attribution to a runner's tests). It
-//!   also proves the calling thread owns the thread descriptor it runs on, which lets the pid
-//!   come from a cache (see [`ids`]); `getpid` is made only by a process's first call from
-//!   each thread, and always in a `vfork`, `posix_spawn` or raw `clone` child.
+//! - nothing else: which thread and process made the call come from the thread descriptor and
+//!   a cache ([`ids`]); the kernel is asked (`gettid`, `getpid`) only by a thread's first call in
+//!   each process, and by every call while a task may be running on another's descriptor
+//!   (a `vfork` child, a shared-memory `clone` child).
 //!
 //! Only off that path: the socket's domain and protocol (two more `getsockopt`) for other
 //! socket types, before a denial and after a connect failed for its address's family;

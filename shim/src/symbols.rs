@@ -333,6 +333,8 @@ impl Symbol {
 
 pub static CONNECT: Symbol = Symbol::new(name!(c"connect"), true);
 pub static LISTEN: Symbol = Symbol::new(name!(c"listen"), true);
+/// glibc's `clone`, which [`super::ids`] interposes.
+pub static CLONE: Symbol = Symbol::new(name!(c"clone"), true);
 pub static ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__errno_location"), false);
 pub static H_ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__h_errno_location"), false);
 pub static CLOCK_GETTIME: Symbol = Symbol::new(name!(c"clock_gettime"), false);
@@ -340,9 +342,10 @@ pub static SETCANCELTYPE: Symbol = Symbol::new(name!(c"pthread_setcanceltype"), 
 /// The address of the `environ` variable (a `*const *const c_char`).
 pub static ENVIRON: Symbol = Symbol::new(name!(c"environ"), false);
 
-const ALL: [&Symbol; 7] = [
+const ALL: [&Symbol; 8] = [
     &CONNECT,
     &LISTEN,
+    &CLONE,
     &ERRNO_LOCATION,
     &H_ERRNO_LOCATION,
     &CLOCK_GETTIME,

@@ -9,7 +9,7 @@ use crate::common::*;
 use std::collections::BTreeMap;
 
 /// The shim's documented system calls per `connect` on a TCP socket (see shim/src/lib.rs).
-const SHIM_SYSCALLS_PER_CONNECT: [(&str, u64); 2] = [("getsockopt", 1), ("gettid", 1)];
+const SHIM_SYSCALLS_PER_CONNECT: [(&str, u64); 1] = [("getsockopt", 1)];
 
 const N: u64 = 300;
 
