@@ -23,6 +23,7 @@ mod attribution;
 mod cli;
 mod engine;
 mod errno;
+mod fast_hash;
 mod outputs;
 mod policy;
 mod progress;
