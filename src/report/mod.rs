@@ -625,7 +625,10 @@ struct Group {
     site: Option<u32>,
     fixture: Option<u32>,
     inner_test: Option<u32>,
-    concurrent: Vec<u32>,
+    /// The other tests' list, interned (None: none). A list in the key would be compared
+    /// with `memcmp` at every lookup, and an empty one's dangling pointer makes that call
+    /// slow (a masked load of an unmapped page: most of the storm's report step).
+    concurrent: Option<u32>,
     served_by_suite: bool,
 }
 
@@ -661,6 +664,7 @@ pub fn build(
     }
     let listeners = in_suite::Listeners::new(std::mem::take(&mut cx.listeners));
     let mut strings: Interner<Vec<u8>> = Interner::default();
+    let mut lists: Interner<Vec<u32>> = Interner::default();
     let mut sites: Interner<crate::attribution::Site> = Interner::default();
     let mut groups: FastMap<Group, Tally> = FastMap::default();
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
@@ -685,7 +689,7 @@ pub fn build(
             let phase = test
                 .and_then(|_| recorded_phase())
                 .map(|p| strings.id_of(p.as_bytes()));
-            (test, phase, None, None, Vec::new(), 0)
+            (test, phase, None, None, None, 0)
         } else {
             let recorded = c
                 .test
@@ -705,10 +709,10 @@ pub fn build(
                 id(who.phase),
                 id(who.fixture),
                 id(who.inner_test),
-                who.concurrent
-                    .into_iter()
-                    .map(|s| strings.id(s.into_bytes()))
-                    .collect(),
+                (!who.concurrent.is_empty()).then(|| {
+                    let list = who.concurrent.into_iter();
+                    lists.id(list.map(|s| strings.id(s.into_bytes())).collect())
+                }),
                 who.since,
             )
         };
@@ -840,7 +844,12 @@ pub fn build(
                 site: g.site.map(|i| sites.name(i)),
                 fixture: name(g.fixture),
                 inner_test: name(g.inner_test),
-                concurrent: g.concurrent.iter().map(|&i| strings.text(i)).collect(),
+                concurrent: g.concurrent.map_or_else(Vec::new, |l| {
+                    lists.names[l as usize]
+                        .iter()
+                        .map(|&i| strings.text(i))
+                        .collect()
+                }),
                 served_by_suite: g.served_by_suite,
             };
             (key, count, outcomes, blocked_ns)
