@@ -907,6 +907,44 @@ mod tests {
         Timeline::from_lines(lines.as_bytes())
     }
 
+    /// What the report skips asking when the timeline says nothing (`by_record_alone`):
+    /// every call goes to the engine's test and phase, down a process tree too, with no site.
+    #[test]
+    fn a_timeline_that_says_nothing_attributes_by_the_record_alone() {
+        // Runners and outcomes alone (no test of any process) still say nothing per call.
+        let mut t = tl(concat!(
+            r#"{"ev":"adapter","t":1,"pid":9,"runner":"python","status":"failed","why":"x"}"#,
+            "\n",
+        ));
+        assert!(t.by_record_alone());
+        let parent = |p: u32| (p < 40).then_some(p + 1);
+        for (recorded, thread) in [
+            (None, &b""[..]),
+            (Some(("t::a".to_string(), None)), &b"main"[..]),
+            (
+                Some(("t::b".to_string(), Some("call".to_string()))),
+                &b""[..],
+            ),
+        ] {
+            let a = t.attribute_in_tree(5, 6, 1_000, recorded.clone(), thread, parent);
+            let (test, phase) = recorded.map_or((None, None), |(t, p)| (Some(t), p));
+            assert_eq!(
+                a,
+                Attribution {
+                    test,
+                    phase,
+                    ..Attribution::default()
+                }
+            );
+            assert_eq!(t.site(5, 6, 1_000, 80, a.since), None);
+        }
+        let t = tl(concat!(
+            r#"{"ev":"start","t":10,"pid":1,"test":"a","runner":"pytest"}"#,
+            "\n"
+        ));
+        assert!(!t.by_record_alone());
+    }
+
     #[test]
     fn joins_calls_to_process_tests_with_phases() {
         let t = tl(concat!(
