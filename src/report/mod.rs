@@ -459,22 +459,11 @@ struct Context {
     /// Lookup records the shim's own record of the same lookup covers (indexes in the log).
     covered: FastSet<usize>,
     listeners: Vec<(u64, Dest, nettrap_core::addr::Transport)>,
-    /// The calls the second walk groups (but listens), with their index in the log, while
-    /// they fit in [`HELD_BYTES`]: a log of up to about a hundred thousand calls is then read
-    /// and decoded once. None when they did not fit (the second walk reads the log again).
-    held: Option<Vec<(usize, CallRecord)>>,
 }
-
-/// Memory the first walk may hold calls in for the second (see [`Context::held`]).
-const HELD_BYTES: usize = 16 << 20;
 
 impl Context {
     fn read(events: &dyn Events) -> anyhow::Result<(Context, Decoded)> {
-        let mut cx = Context {
-            held: Some(Vec::new()),
-            ..Context::default()
-        };
-        let mut held_bytes = 0usize;
+        let mut cx = Context::default();
         let mut candidates = Vec::new();
         let mut at = 0usize;
         let counts = events.walk(&mut |r| {
@@ -501,20 +490,7 @@ impl Context {
                             .push((c.call.time_ns, c.call.dest, c.call.transport));
                     }
                     if lookup_candidate(&c) {
-                        candidates.push((at, c.clone()));
-                    }
-                    if let Some(held) = &mut cx.held
-                        && c.call.syscall != Syscall::Listen
-                    {
-                        held_bytes += std::mem::size_of::<(usize, CallRecord)>()
-                            + c.test.as_ref().map_or(0, Vec::len)
-                            + c.host.len()
-                            + c.thread.len();
-                        if held_bytes <= HELD_BYTES {
-                            held.push((at, c));
-                        } else {
-                            cx.held = None;
-                        }
+                        candidates.push((at, c));
                     }
                 }
             }
@@ -669,7 +645,6 @@ pub fn build(
     let mut groups: FastMap<Group, Tally> = FastMap::default();
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
     let by_record_alone = timeline.by_record_alone();
-    let held = cx.held.take();
     // Groups the call at `here` in the log.
     let mut group = |here: usize, c: CallRecord| {
         let call = c.call;
@@ -787,11 +762,6 @@ pub fn build(
         g.2 = g.2.saturating_add(c.blocked_ns);
     };
     let walked = if info.log_error.is_some() {
-        Ok(())
-    } else if let Some(held) = held {
-        for (here, c) in held {
-            group(here, c);
-        }
         Ok(())
     } else {
         let mut at = 0usize;
