@@ -24,6 +24,7 @@ mod attribution;
 mod cli;
 mod engine;
 mod errno;
+mod fast_hash;
 mod fnv;
 mod outputs;
 mod policy;

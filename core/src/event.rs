@@ -1231,23 +1231,30 @@ mod decode {
                     }
                     Some((kind, n)) => {
                         self.in_gap = false;
-                        let payload = &mut self.payload;
-                        let record = complete
-                            .then(|| {
-                                payload.clear();
+                        let record = if complete {
+                            // A one-slot record (most calls) is read where it lies; a longer
+                            // one is gathered from its slots first.
+                            let payload: &[u8] = if n == 1 {
+                                &slot(i)[TAG_LEN..]
+                            } else {
+                                self.payload.clear();
                                 for k in 0..n {
-                                    payload.extend_from_slice(&slot(i + k as u64)[TAG_LEN..]);
+                                    self.payload
+                                        .extend_from_slice(&slot(i + k as u64)[TAG_LEN..]);
                                 }
-                                let sum = u32_at(slot(i), 4);
-                                match kind {
-                                    KIND_CALL => decode_call(payload, n, sum).map(Record::Call),
-                                    KIND_PROCESS => {
-                                        decode_process(payload, n, sum).map(Record::Process)
-                                    }
-                                    _ => None,
+                                &self.payload
+                            };
+                            let sum = u32_at(slot(i), 4);
+                            match kind {
+                                KIND_CALL => decode_call(payload, n, sum).map(Record::Call),
+                                KIND_PROCESS => {
+                                    decode_process(payload, n, sum).map(Record::Process)
                                 }
-                            })
-                            .flatten();
+                                _ => None,
+                            }
+                        } else {
+                            None
+                        };
                         match record {
                             // Voided by its writer: not a call (see RESULT_NOT_A_CALL).
                             Some(Record::Call(c)) if c.result == RESULT_NOT_A_CALL => {}
@@ -1295,44 +1302,49 @@ mod decode {
     }
 
     fn decode_call(p: &[u8], n: usize, sum: u32) -> Option<CallRecord> {
-        let (test_len, host_len) = (u16_at(p, 56) as usize, u16_at(p, 58) as usize);
-        let thread_len = p[61] as usize;
+        // The fixed part as an array: its fields are read without bounds checks.
+        let f: &[u8; CALL_FIXED] = p.get(..CALL_FIXED)?.try_into().ok()?;
+        let (test_len, host_len) = (u16_at(f, 56) as usize, u16_at(f, 58) as usize);
+        let thread_len = f[61] as usize;
         if test_len > MAX_TEXT || host_len > MAX_TEXT || thread_len > MAX_THREAD_NAME {
             return None;
         }
         let total = CALL_FIXED + test_len + host_len + thread_len;
         let p = checked(p, KIND_CALL, total, n, sum)?;
-        let has_test = match p[60] {
+        let has_test = match f[60] {
             0 => false,
             1 => true,
             _ => return None,
         };
-        let result = u64_at(p, CALL_RESULT);
+        let result = u64_at(f, CALL_RESULT);
         if result >> 32 != !result & 0xffff_ffff {
             return None;
         }
-        let blocked_ns = blocked_of(u64_at(p, CALL_BLOCKED))?;
+        let blocked_ns = blocked_of(u64_at(f, CALL_BLOCKED))?;
         let mut ip = [0u8; 16];
-        ip.copy_from_slice(&p[16..32]);
+        ip.copy_from_slice(&f[16..32]);
         let call = Call {
-            pid: u32_at(p, 0),
-            tid: u32_at(p, 4),
-            time_ns: u64_at(p, 8),
+            pid: u32_at(f, 0),
+            tid: u32_at(f, 4),
+            time_ns: u64_at(f, 8),
             dest: Dest {
                 ip,
-                port: u16_at(p, 32),
+                port: u16_at(f, 32),
             },
-            transport: transport_from(p[34])?,
-            action: action_from(p[35])?,
-            phase: phase_from(p[36])?,
-            source: Source::try_from(p[37]).ok()?,
-            syscall: Syscall::try_from(p[38]).ok()?,
-            category: u16_at(p, 40),
-            rule: u16_at(p, 42),
-            deny_errno: u32_at(p, 44) as i32,
+            transport: transport_from(f[34])?,
+            action: action_from(f[35])?,
+            phase: phase_from(f[36])?,
+            source: Source::try_from(f[37]).ok()?,
+            syscall: Syscall::try_from(f[38]).ok()?,
+            category: u16_at(f, 40),
+            rule: u16_at(f, 42),
+            deny_errno: u32_at(f, 44) as i32,
             has_test,
         };
-        let text = |at: usize, len: usize| p[at..at + len].to_vec();
+        let text = |at: usize, len: usize| match len {
+            0 => Vec::new(),
+            _ => p[at..at + len].to_vec(),
+        };
         Some(CallRecord {
             call,
             result: result as u32 as i32,

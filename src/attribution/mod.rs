@@ -24,6 +24,7 @@
 //!
 //! The timeline also gives every test that ran (so `tests_total`, outcomes and durations).
 
+use crate::fast_hash::{FastMap, FastSet};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -235,23 +236,23 @@ struct SiteEvent {
 /// The timeline of a run, indexed for joining.
 #[derive(Debug, Default)]
 pub struct Timeline {
-    process_scopes: HashMap<u32, Scope>,
-    thread_scopes: HashMap<(u32, u32), Scope>,
-    fixtures: HashMap<u32, Vec<(u64, u64, String)>>,
-    sites: HashMap<(u32, u32), Vec<SiteEvent>>,
-    used_sites: std::collections::HashSet<(u32, u32, usize)>,
+    process_scopes: FastMap<u32, Scope>,
+    thread_scopes: FastMap<(u32, u32), Scope>,
+    fixtures: FastMap<u32, Vec<(u64, u64, String)>>,
+    sites: FastMap<(u32, u32), Vec<SiteEvent>>,
+    used_sites: FastSet<(u32, u32, usize)>,
     /// Processes whose tests run on threads named after them, with those tests in the order
     /// the adapter reported them.
-    named: HashMap<u32, Vec<NamedTest>>,
+    named: FastMap<u32, Vec<NamedTest>>,
     /// What each such process's test ids start with before the name its threads carry
     /// (`<binary id> `).
-    named_prefix: HashMap<u32, String>,
+    named_prefix: FastMap<u32, String>,
     /// Processes started with `posix_spawn`, by child pid, in time order (a pid may be reused).
-    spawns: HashMap<u32, Vec<Spawn>>,
+    spawns: FastMap<u32, Vec<Spawn>>,
     /// Every test that ran, outside nested sessions.
     pub tests: BTreeMap<String, TestRun>,
     /// What each process is to its runner (`gw1`, `django worker 2`).
-    pub roles: HashMap<u32, String>,
+    pub roles: FastMap<u32, String>,
     /// Runners that reported through an adapter.
     pub runners: BTreeSet<String>,
     /// Adapters that could not load, with why.
@@ -628,6 +629,20 @@ impl Timeline {
         !self.tests.is_empty()
     }
 
+    /// Does the timeline say nothing a call's attribution could use: no test or fixture of any
+    /// process, no thread names, spawns or call sites (a run without adapters)? Then
+    /// [`Timeline::attribute_in_tree`] gives every call the test and phase its engine read
+    /// from the environment, and nothing else, and [`Timeline::site`] finds no site: the report
+    /// takes that from the record without asking.
+    pub fn by_record_alone(&self) -> bool {
+        self.process_scopes.is_empty()
+            && self.thread_scopes.is_empty()
+            && self.fixtures.is_empty()
+            && self.named.is_empty()
+            && self.spawns.is_empty()
+            && self.sites.is_empty()
+    }
+
     /// Whether a process reported tests through the timeline: then its calls are attributed by
     /// the timeline alone, between tests included.
     fn has_scope(&self, pid: u32, tid: u32) -> bool {
@@ -890,6 +905,44 @@ mod tests {
 
     fn tl(lines: &str) -> Timeline {
         Timeline::from_lines(lines.as_bytes())
+    }
+
+    /// What the report skips asking when the timeline says nothing (`by_record_alone`):
+    /// every call goes to the engine's test and phase, down a process tree too, with no site.
+    #[test]
+    fn a_timeline_that_says_nothing_attributes_by_the_record_alone() {
+        // Runners and outcomes alone (no test of any process) still say nothing per call.
+        let mut t = tl(concat!(
+            r#"{"ev":"adapter","t":1,"pid":9,"runner":"python","status":"failed","why":"x"}"#,
+            "\n",
+        ));
+        assert!(t.by_record_alone());
+        let parent = |p: u32| (p < 40).then_some(p + 1);
+        for (recorded, thread) in [
+            (None, &b""[..]),
+            (Some(("t::a".to_string(), None)), &b"main"[..]),
+            (
+                Some(("t::b".to_string(), Some("call".to_string()))),
+                &b""[..],
+            ),
+        ] {
+            let a = t.attribute_in_tree(5, 6, 1_000, recorded.clone(), thread, parent);
+            let (test, phase) = recorded.map_or((None, None), |(t, p)| (Some(t), p));
+            assert_eq!(
+                a,
+                Attribution {
+                    test,
+                    phase,
+                    ..Attribution::default()
+                }
+            );
+            assert_eq!(t.site(5, 6, 1_000, 80, a.since), None);
+        }
+        let t = tl(concat!(
+            r#"{"ev":"start","t":10,"pid":1,"test":"a","runner":"pytest"}"#,
+            "\n"
+        ));
+        assert!(!t.by_record_alone());
     }
 
     #[test]

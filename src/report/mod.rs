@@ -15,12 +15,13 @@ pub mod payoff;
 pub mod render;
 
 use crate::attribution::{Attribution, Timeline};
+use crate::fast_hash::{FastMap, FastSet};
 use crate::policy::Policy;
 use nettrap_core::addr::Dest;
 use nettrap_core::event::{CallRecord, Decoded, Record, Source, Syscall, Unobserved};
 use nettrap_core::policy::{Action, CompiledPolicy};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// 2: `tests` lists every test that ran (not only those with calls); runner fields added.
 /// Fields are added within a version (a change to existing fields bumps it): `enforce`,
@@ -392,12 +393,12 @@ fn unnamed_dns(c: &CallRecord) -> bool {
 /// shim recorded the call. A supervisor record to port 53 without a name (glibc's own connect
 /// to the resolver, a query sent with `send`, which the supervisor cannot read) is covered by
 /// such a shim record made less than [`LOOKUP_SPAN_NS`] before it.
-fn covered_lookups(candidates: &[(usize, CallRecord)]) -> HashSet<usize, Fast> {
-    let mut latest: HashMap<(u32, u32), (&[u8], u64)> = HashMap::new();
+fn covered_lookups(candidates: &[(usize, CallRecord)]) -> FastSet<usize> {
+    let mut latest: FastMap<(u32, u32), (&[u8], u64)> = FastMap::default();
     let mut order: Vec<&(usize, CallRecord)> = candidates.iter().collect();
     // By time, shim records before the supervisor's at the same instant.
     order.sort_by_key(|(i, c)| (c.call.time_ns, c.call.source == Source::Seccomp, *i));
-    let mut drop = HashSet::default();
+    let mut drop = FastSet::default();
     for (i, c) in order {
         let key = (c.call.pid, c.call.tid);
         let unnamed_dns = unnamed_dns(c);
@@ -453,10 +454,10 @@ impl Events for Decoded {
 #[derive(Default)]
 struct Context {
     /// Process records per pid, in log order (index in the log, the process).
-    by_pid: HashMap<u32, Vec<(usize, ProcessInfo)>>,
-    parents: HashMap<u32, u32>,
+    by_pid: FastMap<u32, Vec<(usize, ProcessInfo)>>,
+    parents: FastMap<u32, u32>,
     /// Lookup records the shim's own record of the same lookup covers (indexes in the log).
-    covered: HashSet<usize, Fast>,
+    covered: FastSet<usize>,
     listeners: Vec<(u64, Dest, nettrap_core::addr::Transport)>,
 }
 
@@ -525,14 +526,14 @@ impl Context {
 /// Values that many calls share (test ids, phases, host names, fixtures; call sites), kept
 /// once each: a group of calls is keyed by their numbers.
 struct Interner<T> {
-    ids: HashMap<T, u32, Fast>,
+    ids: FastMap<T, u32>,
     names: Vec<T>,
 }
 
 impl<T> Default for Interner<T> {
     fn default() -> Self {
         Interner {
-            ids: HashMap::default(),
+            ids: FastMap::default(),
             names: Vec::new(),
         }
     }
@@ -549,62 +550,29 @@ impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
         id
     }
 
+    /// As [`Interner::id`], copying `s` only the first time it is seen.
+    fn id_of<Q>(&mut self, s: &Q) -> u32
+    where
+        Q: ?Sized + Eq + std::hash::Hash + ToOwned<Owned = T>,
+        T: std::borrow::Borrow<Q>,
+    {
+        match self.ids.get(s) {
+            Some(&id) => id,
+            None => self.id(s.to_owned()),
+        }
+    }
+
     fn name(&self, id: u32) -> T {
         self.names[id as usize].clone()
     }
 }
 
-/// The grouping maps' hasher: a multiply-rotate hash (as rustc's FxHash), several times
-/// faster than the default SipHash on the million keys of a large run. The keys come from the
-/// run's own log, so hash flooding is not a concern.
-type Fast = std::hash::BuildHasherDefault<FastHasher>;
-
-#[derive(Default)]
-struct FastHasher(u64);
-
-impl FastHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl std::hash::Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.add(i as u64);
-    }
-    fn write_u16(&mut self, i: u16) {
-        self.add(i as u64);
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.add(i as u64);
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    fn finish(&self) -> u64 {
-        // The multiplications leave the low bits (the table's bucket) poorly mixed: fold the
-        // high bits in (splitmix64's finaliser).
-        let mut h = self.0;
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^ (h >> 31)
+/// Strings, interned as the bytes the log or the timeline holds (turned into text, lossily,
+/// only when the report is written: two byte strings that read the same make two groups that
+/// the report merges).
+impl Interner<Vec<u8>> {
+    fn text(&self, id: u32) -> String {
+        text(&self.names[id as usize])
     }
 }
 
@@ -633,7 +601,10 @@ struct Group {
     site: Option<u32>,
     fixture: Option<u32>,
     inner_test: Option<u32>,
-    concurrent: Vec<u32>,
+    /// The other tests' list, interned (None: none). A list in the key would be compared
+    /// with `memcmp` at every lookup, and an empty one's dangling pointer makes that call
+    /// slow (a masked load of an unmapped page: most of the storm's report step).
+    concurrent: Option<u32>,
     served_by_suite: bool,
 }
 
@@ -668,28 +639,37 @@ pub fn build(
         }
     }
     let listeners = in_suite::Listeners::new(std::mem::take(&mut cx.listeners));
-    let mut strings: Interner<String> = Interner::default();
+    let mut strings: Interner<Vec<u8>> = Interner::default();
+    let mut lists: Interner<Vec<u32>> = Interner::default();
     let mut sites: Interner<crate::attribution::Site> = Interner::default();
-    let mut groups: HashMap<Group, Tally, Fast> = HashMap::default();
+    let mut groups: FastMap<Group, Tally> = FastMap::default();
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
-    let mut at = 0usize;
-    let walked = if info.log_error.is_some() {
-        Ok(Decoded::default())
-    } else {
-        events.walk(&mut |record| {
-            let here = at;
-            at += 1;
-            let Record::Call(c) = record else { return };
-            let call = c.call;
-            // Not a call: the run's own servers, used below.
-            if call.syscall == Syscall::Listen || cx.covered.contains(&here) {
-                return;
-            }
-            let process = cx.process_at(call.pid, here);
-            let recorded = c.test.as_deref().map(|t| {
-                let phase = nettrap_core::test_id::Phase::from_u8(call.phase as u8).name();
-                (text(t), phase.map(String::from))
-            });
+    let by_record_alone = timeline.by_record_alone();
+    // Groups the call at `here` in the log.
+    let mut group = |here: usize, c: CallRecord| {
+        let call = c.call;
+        // Not a call: the run's own servers, used below.
+        if call.syscall == Syscall::Listen || cx.covered.contains(&here) {
+            return;
+        }
+        let process = cx.process_at(call.pid, here);
+        // The phase the engine read, as the timeline names phases.
+        let recorded_phase = || nettrap_core::test_id::Phase::from_u8(call.phase as u8).name();
+        // Who made the call, its strings interned, and when its test (or the gap between
+        // tests) began.
+        let (test, phase, fixture, inner_test, concurrent, since) = if by_record_alone {
+            // What `attribute_in_tree` gives when the timeline says nothing: the test and
+            // phase the engine read, without making strings of them.
+            let test = c.test.as_deref().map(|t| strings.id_of(t));
+            let phase = test
+                .and_then(|_| recorded_phase())
+                .map(|p| strings.id_of(p.as_bytes()));
+            (test, phase, None, None, None, 0)
+        } else {
+            let recorded = c
+                .test
+                .as_deref()
+                .map(|t| (text(t), recorded_phase().map(String::from)));
             let who: Attribution = timeline.attribute_in_tree(
                 call.pid,
                 call.tid,
@@ -698,73 +678,101 @@ pub fn build(
                 &c.thread,
                 |p| cx.parents.get(&p).copied(),
             );
-            if call.syscall == Syscall::IoUringSetup {
-                let verdict = if call.action == Action::Deny {
-                    "refused"
-                } else {
-                    "allowed"
-                };
-                let process = cx.process(process);
-                let test = who.test;
-                match io_uring
-                    .iter_mut()
-                    .find(|e| e.process == process && e.verdict == verdict && e.test == test)
-                {
-                    Some(e) => e.count += 1,
-                    None => io_uring.push(IoUringEntry {
-                        verdict: verdict.into(),
-                        test,
-                        count: 1,
-                        process,
-                    }),
-                }
-                return;
-            }
-            let mut rule = Named::Policy(call.rule);
-            let mut category = Named::Policy(call.category);
-            let mut action = call.action;
-            let served_by_suite = call.syscall != Syscall::Lookup
-                && listeners.serves(&call.dest, call.transport, call.time_ns);
-            if served_by_suite && call.category == nettrap_core::policy::OTHER {
-                category = Named::InSuite;
-                // Rule 0 is the built-in default (record); a rule of the user's still stands.
-                let by_default = call.rule == 0 || call.rule == nettrap_core::policy::NO_RULE;
-                if by_default && call.action == Action::Record {
-                    action = Action::Allow;
-                    rule = Named::InSuite;
-                }
-            }
-            let site = timeline
-                .site(call.pid, call.tid, call.time_ns, call.dest.port, who.since)
-                .map(|s| sites.id(s));
-            let concurrent = who.concurrent.into_iter().map(|s| strings.id(s)).collect();
-            let mut id = |s: Option<String>| s.map(|s| strings.id(s));
-            let key = Group {
-                test: id(who.test),
-                phase: id(who.phase),
-                category,
-                ip: call.dest.ip,
-                port: call.dest.port,
-                host: id((!c.host.is_empty()).then(|| text(&c.host))),
-                transport: call.transport as u8,
-                action: action as u8,
-                syscall: call.syscall as u8,
-                rule,
-                process,
-                site,
-                fixture: id(who.fixture),
-                inner_test: id(who.inner_test),
-                concurrent,
-                served_by_suite,
+            let mut id = |s: Option<String>| s.map(|s| strings.id(s.into_bytes()));
+            (
+                id(who.test),
+                id(who.phase),
+                id(who.fixture),
+                id(who.inner_test),
+                (!who.concurrent.is_empty()).then(|| {
+                    let list = who.concurrent.into_iter();
+                    lists.id(list.map(|s| strings.id(s.into_bytes())).collect())
+                }),
+                who.since,
+            )
+        };
+        if call.syscall == Syscall::IoUringSetup {
+            let verdict = if call.action == Action::Deny {
+                "refused"
+            } else {
+                "allowed"
             };
-            let g = groups.entry(key).or_default();
-            g.0 += 1;
-            match g.1.iter_mut().find(|(r, _)| *r == c.result) {
-                Some((_, n)) => *n += 1,
-                None => g.1.push((c.result, 1)),
+            let process = cx.process(process);
+            let test = test.map(|id| strings.text(id));
+            match io_uring
+                .iter_mut()
+                .find(|e| e.process == process && e.verdict == verdict && e.test == test)
+            {
+                Some(e) => e.count += 1,
+                None => io_uring.push(IoUringEntry {
+                    verdict: verdict.into(),
+                    test,
+                    count: 1,
+                    process,
+                }),
             }
-            g.2 = g.2.saturating_add(c.blocked_ns);
-        })
+            return;
+        }
+        let mut rule = Named::Policy(call.rule);
+        let mut category = Named::Policy(call.category);
+        let mut action = call.action;
+        let served_by_suite = call.syscall != Syscall::Lookup
+            && listeners.serves(&call.dest, call.transport, call.time_ns);
+        if served_by_suite && call.category == nettrap_core::policy::OTHER {
+            category = Named::InSuite;
+            // Rule 0 is the built-in default (record); a rule of the user's still stands.
+            let by_default = call.rule == 0 || call.rule == nettrap_core::policy::NO_RULE;
+            if by_default && call.action == Action::Record {
+                action = Action::Allow;
+                rule = Named::InSuite;
+            }
+        }
+        // A timeline that says nothing holds no call sites either.
+        let site = if by_record_alone {
+            None
+        } else {
+            timeline
+                .site(call.pid, call.tid, call.time_ns, call.dest.port, since)
+                .map(|s| sites.id(s))
+        };
+        let key = Group {
+            test,
+            phase,
+            category,
+            ip: call.dest.ip,
+            port: call.dest.port,
+            host: (!c.host.is_empty()).then(|| strings.id_of(&c.host[..])),
+            transport: call.transport as u8,
+            action: action as u8,
+            syscall: call.syscall as u8,
+            rule,
+            process,
+            site,
+            fixture,
+            inner_test,
+            concurrent,
+            served_by_suite,
+        };
+        let g = groups.entry(key).or_default();
+        g.0 += 1;
+        match g.1.iter_mut().find(|(r, _)| *r == c.result) {
+            Some((_, n)) => *n += 1,
+            None => g.1.push((c.result, 1)),
+        }
+        g.2 = g.2.saturating_add(c.blocked_ns);
+    };
+    let walked = if info.log_error.is_some() {
+        Ok(())
+    } else {
+        let mut at = 0usize;
+        events
+            .walk(&mut |record| {
+                if let Record::Call(c) = record {
+                    group(at, c);
+                }
+                at += 1;
+            })
+            .map(drop)
     };
     if let Err(e) = walked {
         info.log_error.get_or_insert(format!("{e:#}"));
@@ -785,7 +793,7 @@ pub fn build(
     let mut sorted: Vec<(Key, u64, BTreeMap<String, u64>, u64)> = groups
         .into_iter()
         .map(|(g, (count, results, blocked_ns))| {
-            let name = |id: Option<u32>| id.map(|id| strings.name(id));
+            let name = |id: Option<u32>| id.map(|id| strings.text(id));
             let syscall = Syscall::try_from(g.syscall).map_or("unknown", Syscall::name);
             let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
             for (result, n) in results {
@@ -806,7 +814,12 @@ pub fn build(
                 site: g.site.map(|i| sites.name(i)),
                 fixture: name(g.fixture),
                 inner_test: name(g.inner_test),
-                concurrent: g.concurrent.iter().map(|&i| strings.name(i)).collect(),
+                concurrent: g.concurrent.map_or_else(Vec::new, |l| {
+                    lists.names[l as usize]
+                        .iter()
+                        .map(|&i| strings.text(i))
+                        .collect()
+                }),
                 served_by_suite: g.served_by_suite,
             };
             (key, count, outcomes, blocked_ns)
@@ -1148,6 +1161,63 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A kept run directory's log (`NETTRAP_KEEP_RUN_DIR=1`), read in pieces as the launcher
+    /// reads it.
+    struct KeptLog(std::path::PathBuf);
+
+    impl Events for KeptLog {
+        fn walk(&self, f: &mut dyn FnMut(Record)) -> anyhow::Result<Decoded> {
+            use nettrap_core::event::{self, HEADER_LEN, MAX_SLOTS, SLOT_LEN, WINDOW_SLOTS};
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::open(self.0.join("events.log"))?;
+            let mut header = vec![0u8; HEADER_LEN];
+            file.read_exact_at(&mut header, 0)?;
+            let used = event::used_len(&header).ok_or_else(|| anyhow::anyhow!("bad header"))?;
+            let in_file = (used - HEADER_LEN) as u64 / SLOT_LEN as u64;
+            let mut stream = event::Stream::new(&header, in_file).map_err(anyhow::Error::msg)?;
+            let piece = (WINDOW_SLOTS as usize + MAX_SLOTS) * SLOT_LEN;
+            let mut buf = vec![0u8; piece];
+            while !stream.done() {
+                let from = stream.next_slot();
+                let slots = (in_file - from).min((piece / SLOT_LEN) as u64) as usize;
+                let bytes = &mut buf[..slots * SLOT_LEN];
+                file.read_exact_at(bytes, (HEADER_LEN + from as usize * SLOT_LEN) as u64)?;
+                stream.feed(bytes, &mut *f);
+            }
+            Ok(stream.finish())
+        }
+    }
+
+    /// The report step alone, on a kept run directory, for profiling (callgrind, perf):
+    /// `NETTRAP_REPORT_DIR=/tmp/nettrap-… cargo test --release report_step_on_a_kept_run
+    /// -- --ignored`; writes the report's JSON to `NETTRAP_REPORT_OUT` when set.
+    #[test]
+    #[ignore]
+    fn report_step_on_a_kept_run() {
+        let Some(dir) = std::env::var_os("NETTRAP_REPORT_DIR") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let policy = crate::policy::builtin::defaults();
+        let compiled = policy.compile().unwrap();
+        let timeline = Timeline::read(&dir);
+        let info = RunInfo {
+            command: vec![],
+            engine: "preload".into(),
+            command_exit_code: 0,
+            runner: None,
+            seccomp: false,
+            killed: vec![],
+            log_error: None,
+            supervisor_error: None,
+            unobserved: Default::default(),
+        };
+        let report = build(&policy, &compiled, &KeptLog(dir), timeline, info);
+        if let Some(out) = std::env::var_os("NETTRAP_REPORT_OUT") {
+            std::fs::write(out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        }
     }
 
     #[test]
