@@ -547,24 +547,8 @@ fn mapped_above(here: usize, caller_sp: usize) -> usize {
     (here.max(caller_sp) | 0xfff) + 1
 }
 
-/// This thread's thread pointer: glibc's `struct pthread` (its `header.self`).
-#[cfg(target_arch = "x86_64")]
-fn thread_self() -> usize {
-    let p: usize;
-    // SAFETY: reads the TCB's self pointer at %fs:0x10, which glibc sets for every thread
-    // (the x86_64 TLS ABI's tcbhead_t: tcb, dtv, self).
-    unsafe {
-        core::arch::asm!("mov {}, fs:[0x10]", out(reg) p, options(nostack, readonly, preserves_flags))
-    };
-    p
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn thread_self() -> usize {
-    0
-}
-
-/// The thread pointer (`%fs:0`: the TCB's first word, which points to itself).
+/// The thread pointer (`%fs:0`: the TCB's first word, which points to itself; for glibc, the
+/// calling thread's `struct pthread`, which is also its `pthread_t`).
 #[cfg(target_arch = "x86_64")]
 fn thread_pointer() -> usize {
     let p: usize;

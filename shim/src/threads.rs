@@ -26,7 +26,7 @@
 //! `spawn` events tie the processes a test starts to its thread.
 
 #[cfg(target_arch = "x86_64")]
-use super::thread_self;
+use super::thread_pointer;
 use super::{policy, run_dir, run_path, set_errno, sys};
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::AtomicUsize;
@@ -52,11 +52,11 @@ pub unsafe extern "C" fn pthread_setname_np(thread: libc::pthread_t, name: *cons
     r
 }
 
-/// Did the calling thread name itself? glibc's `pthread_t` is its thread descriptor, whose
-/// `self` pointer `thread_self` reads.
+/// Did the calling thread name itself? glibc's `pthread_t` is its thread descriptor, which the
+/// thread pointer points to.
 #[cfg(target_arch = "x86_64")]
 fn is_self(thread: libc::pthread_t) -> bool {
-    thread as usize == thread_self()
+    thread as usize == thread_pointer()
 }
 
 #[cfg(not(target_arch = "x86_64"))]
