@@ -115,6 +115,28 @@ fi
 bench "200000 x open/read/close: seccomp"   $(nettrap seccomp) :: "$OUT/syscall_loop" 200000
 }
 
+# What the program itself pays: the CPU time of the connecting process alone (its rusage, read
+# by a small parent that runs it), plain and under each shim, interleaved. nettrap's launcher
+# and its report step (made after the command, from the log) are not in it; the wall ratios
+# above include them.
+RUSAGE_PY='import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(int((r.ru_utime + r.ru_stime) * 1e9))'
+(
+  plain=() naive=() shim=()
+  for _ in $(seq "$ROUNDS"); do
+    plain+=("$(python3 -c "$RUSAGE_PY" "$OUT/connect_loop" 20000 0)")
+    naive+=("$("${NAIVE[@]}" python3 -c "$RUSAGE_PY" "$OUT/connect_loop" 20000 0)")
+    shim+=("$($(nettrap preload) python3 -c "$RUSAGE_PY" "$OUT/connect_loop" 20000 0)")
+  done
+  p=$(printf '%s\n' "${plain[@]}" | median)
+  v=$(printf '%s\n' "${naive[@]}" | median)
+  u=$(printf '%s\n' "${shim[@]}" | median)
+  rm -f "$WORK/naive.log"
+  awk -v p="$p" -v v="$v" -v u="$u" 'BEGIN { printf "%-44s plain %8.1f ms   naive shim %.3f   nettrap preload %.3f   (CPU time, ratio to plain)\n", "20000 connects: the program'"'"'s own CPU", p/1e6, v/p, u/p }'
+)
+
 # The Python adapter: the baseline is nettrap itself without adapters, so the ratio is the
 # adapter's own cost (3000 empty tests: the worst case, a real test takes milliseconds).
 python3 - "$WORK/test_empty.py" <<'PY'
