@@ -403,3 +403,44 @@ fn the_shim_finds_libc_however_it_was_loaded() {
     assert_eq!(run.stdout(), "connect: ret=-1 errno=ECONNREFUSED\n");
     assert_eq!(run.total_calls(), 1, "{}", run.stderr());
 }
+
+/// `ld.so PROGRAM` (and `ld.so --preload`): the loader adjusts the auxiliary vector on the
+/// stack so that `AT_PHDR` is the program's, not its own, while `AT_BASE` stays 0; the shim
+/// once took the program for the loader there, found neither `dl_iterate_phdr` nor `dlsym`,
+/// and with them no libc at all: calls were still counted, but every errno the program got
+/// from connect was lost (0), and the current test with it (no `environ`).
+#[test]
+fn the_dynamic_loader_run_as_the_program_changes_nothing_the_program_sees() {
+    let ldso = "/lib64/ld-linux-x86-64.so.2";
+    if !std::path::Path::new(ldso).exists() {
+        return;
+    }
+    let plain = isolated(&[&fixture("errno_probe"), CLOSED])
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    for engine in ["preload", "auto"] {
+        let run = run_in(
+            &format!("ldso-errno-{engine}"),
+            &repo(),
+            &["--engine", engine],
+            &[ldso, &fixture("errno_probe"), CLOSED],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        assert_eq!(
+            run.stdout(),
+            String::from_utf8_lossy(&plain.stdout),
+            "{engine}: record mode must not change return values or errno"
+        );
+        // The test named by the live environment (the shim reads it through libc's environ).
+        let run = run_in_env(
+            &format!("ldso-test-{engine}"),
+            &repo(),
+            &[("NETTRAP_TEST", "ldso::t")],
+            &["--engine", engine],
+            &[ldso, &fixture("connect_loop"), "3", "0"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        assert_eq!(count(&run.test("ldso::t")["calls"]), 3, "{engine}");
+    }
+}
