@@ -408,7 +408,8 @@ fn the_shim_finds_libc_however_it_was_loaded() {
 /// stack so that `AT_PHDR` is the program's, not its own, while `AT_BASE` stays 0; the shim
 /// once took the program for the loader there, found neither `dl_iterate_phdr` nor `dlsym`,
 /// and with them no libc at all: calls were still counted, but every errno the program got
-/// from connect was lost (0), and the current test with it (no `environ`).
+/// from connect was lost (0), and the current test with it (no `environ`); a program loaded at
+/// a fixed address (not PIE) crashed.
 #[test]
 fn the_dynamic_loader_run_as_the_program_changes_nothing_the_program_sees() {
     let ldso = "/lib64/ld-linux-x86-64.so.2";
@@ -420,25 +421,33 @@ fn the_dynamic_loader_run_as_the_program_changes_nothing_the_program_sees() {
         .unwrap();
     assert!(plain.status.success());
     for engine in ["preload", "auto"] {
-        let run = run_in(
-            &format!("ldso-errno-{engine}"),
-            &repo(),
-            &["--engine", engine],
-            &[ldso, &fixture("errno_probe"), CLOSED],
-        );
-        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
-        assert_eq!(
-            run.stdout(),
-            String::from_utf8_lossy(&plain.stdout),
-            "{engine}: record mode must not change return values or errno"
-        );
+        for probe in ["errno_probe", "errno_probe_nopie"] {
+            let run = run_in(
+                &format!("ldso-{probe}-{engine}"),
+                &repo(),
+                &["--engine", engine],
+                &[ldso, &fixture(probe), CLOSED],
+            );
+            assert_eq!(run.code(), 0, "{probe} {engine}: {}", run.stderr());
+            assert_eq!(
+                run.stdout(),
+                String::from_utf8_lossy(&plain.stdout),
+                "{probe} {engine}: record mode must not change return values or errno"
+            );
+        }
         // The test named by the live environment (the shim reads it through libc's environ).
-        let run = run_in_env(
+        let run = run_in(
             &format!("ldso-test-{engine}"),
             &repo(),
-            &[("NETTRAP_TEST", "ldso::t")],
             &["--engine", engine],
-            &[ldso, &fixture("connect_loop"), "3", "0"],
+            &[
+                "env",
+                "NETTRAP_TEST=ldso::t",
+                ldso,
+                &fixture("connect_loop"),
+                "3",
+                "0",
+            ],
         );
         assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
         assert_eq!(count(&run.test("ldso::t")["calls"]), 3, "{engine}");
