@@ -453,3 +453,34 @@ fn the_dynamic_loader_run_as_the_program_changes_nothing_the_program_sees() {
         assert_eq!(count(&run.test("ldso::t")["calls"]), 3, "{engine}");
     }
 }
+
+/// A library whose constructor calls unsetenv before the shim's constructor runs (as libraries
+/// that unset LD_PRELOAD at load do) shifts the initial environment down in place on the
+/// stack: it then ends before the auxiliary vector, with NULLs in between. The shim once took
+/// the word after the environment's end for the vector's start, found no loader and with it
+/// no libc: the program's errno from connect was lost, and the current test.
+#[test]
+fn a_library_that_unsets_a_variable_at_load_changes_nothing_the_program_sees() {
+    for engine in ["preload", "auto"] {
+        let run = run_in(
+            &format!("env-early-{engine}"),
+            &repo(),
+            &["--engine", engine],
+            &[
+                "env",
+                "ENV_SHAPES_GONE=1",
+                "NETTRAP_TEST=shape::early",
+                &fixture("env_early"),
+                "early",
+                CLOSED,
+            ],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        assert_eq!(
+            run.stdout(),
+            "early: errno=ECONNREFUSED\nearly: getenv=shape::early\n",
+            "{engine}"
+        );
+        assert_eq!(count(&run.test("shape::early")["calls"]), 1, "{engine}");
+    }
+}
