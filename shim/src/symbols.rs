@@ -516,28 +516,49 @@ fn auxv() -> Auxv {
     let env = INITIAL_ENV.load(Ordering::Relaxed) as *const *const c_char;
     if !env.is_null() {
         // SAFETY: env is the initial stack's environment array (checked by
-        // note_initial_stack): NULL-terminated and followed by the auxiliary vector, pairs of
-        // words ending with AT_NULL, which stays on the stack for the life of the process.
-        unsafe {
+        // note_initial_stack): NULL-terminated and followed, in the slots the kernel laid out,
+        // by the auxiliary vector, pairs of words ending with AT_NULL, which stays on the stack
+        // for the life of the process. Entries unsetenv removed before this constructor ran
+        // (another library's constructor) shifted the rest down and left NULLs up to the
+        // vector, whose first type is never 0: every word read lies between the array's start
+        // and the vector's end.
+        let found = unsafe {
             let mut p = env;
             while !(*p).is_null() {
                 p = p.add(1);
             }
-            let mut a = p.add(1).cast::<[u64; 2]>();
-            for _ in 0..256 {
+            while (*p).is_null() {
+                p = p.add(1);
+            }
+            let mut a = p.cast::<[u64; 2]>();
+            let mut pairs = [[0u64; 2]; 64];
+            let mut n = 0;
+            loop {
                 let [t, v] = *a;
                 if t == AT_NULL {
-                    break;
+                    break true;
                 }
-                take(t, v);
+                // Not a vector (the environment was changed some other way): a type no kernel
+                // gives, or too many entries.
+                if t > 255 || n == pairs.len() {
+                    break false;
+                }
+                pairs[n] = [t, v];
+                n += 1;
                 a = a.add(1);
             }
-        }
-        return Auxv {
-            ldso: base,
-            phdr,
-            vdso,
+            .then_some((pairs, n))
         };
+        if let Some((pairs, n)) = found {
+            for &[t, v] in &pairs[..n] {
+                take(t, v);
+            }
+            return Auxv {
+                ldso: base,
+                phdr,
+                vdso,
+            };
+        }
     }
     // SAFETY: a NUL-terminated path.
     let fd = unsafe {
