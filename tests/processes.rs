@@ -493,3 +493,44 @@ fn a_full_temporary_filesystem_drops_records_instead_of_crashing_anyone() {
     );
     assert!(stderr.contains("calls not recorded"), "{stderr}");
 }
+
+/// The current test as getenv names it at each call, where the environment changes but keeps
+/// much of its shape (the shim remembers where it found the test variables): emptied in place
+/// (`environ[0] = NULL`), NETTRAP_TEST set where the array keeps its length and last entry,
+/// and a program's own `environ` array shrunk in place under the shim's feet, which must not
+/// crash the program (the shim once read the NULL at the array's old length: unmapped).
+#[test]
+fn the_test_is_the_one_getenv_names_however_the_environment_changes_shape() {
+    for engine in ["preload", "auto"] {
+        let flags = ["--engine", engine];
+        for (mode, at_first, then, getenv) in [
+            ("truncate", Some("shape::a"), None, "-"),
+            ("shrink", Some("shape::b"), Some("shape::b"), "shape::b"),
+            ("precedence", Some("t.py::p"), Some("shape::n"), "shape::n"),
+        ] {
+            let run = run_in(
+                &format!("env-shapes-{mode}-{engine}"),
+                &repo(),
+                &flags,
+                &[&fixture("env_shapes"), mode, "20"],
+            );
+            assert_eq!(run.code(), 0, "{mode} {engine}: {}", run.stderr());
+            assert_eq!(run.stdout(), format!("{mode}: getenv={getenv}\n"));
+            let ports =
+                |test: Option<&str>| run.calls(test).iter().map(|c| c.2).collect::<Vec<_>>();
+            let mut want: Vec<(Option<&str>, Vec<u64>)> = vec![(at_first, vec![20])];
+            match want.iter_mut().find(|w| w.0 == then) {
+                Some(w) => w.1.push(21),
+                None => want.push((then, vec![21])),
+            }
+            for (test, ports_want) in want {
+                assert_eq!(
+                    ports(test),
+                    ports_want,
+                    "{mode} {engine}: {test:?}: {:?}",
+                    run.tests()
+                );
+            }
+        }
+    }
+}

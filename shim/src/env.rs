@@ -4,14 +4,20 @@
 //!
 //! The current test is read on the hot path, so where the variables were found is remembered
 //! ([`Found`]), and each call checks that the environment still has that shape before it
-//! trusts it: the same array (`environ`), the same length (its NULL still where it was, and its
-//! last entry the same string), and, for each variable found, its entry still naming it. That
-//! costs a few dozen instructions instead of a scan of the whole environment. Every way libc
-//! changes the environment (`setenv`, `putenv`, `unsetenv`, `clearenv`) changes one of those:
-//! replacing a value replaces the entry the check reads; adding one moves the NULL or the whole
-//! array; removing one shifts the entries above it down, and with them the NULL and the last
-//! entry. A program that writes `environ`'s entries itself, replacing one of another variable's
-//! with a test variable, is seen at its next change of the environment's length.
+//! trusts it: the same array (`environ`), the same entries (each pointer, read from the first
+//! up as getenv reads them, none NULL before the length the scan saw and its NULL still there,
+//! and a hash of them all the same), and, for each variable found, its entry still naming it.
+//! Only the array's pointers are read, not the strings they point to: much less than a scan of
+//! the whole environment. Every way libc changes the environment (`setenv`, `putenv`,
+//! `unsetenv`, `clearenv`), and a program writing `environ`'s entries itself, changes one of
+//! those: replacing a value replaces the entry the check reads; adding or removing one moves
+//! the NULL or the entries. What none of this sees is a string changed in place (allowed for
+//! one given to `putenv`) that comes to name a test variable another entry did not: a value
+//! changed in place is read afresh at every call.
+//!
+//! The walk never reads past the first NULL, so an array a program assigned to `environ` and
+//! then shrank or freed is read no further than getenv would (a check of the NULL at the old
+//! length alone once read a shrunk array's unmapped tail).
 
 use core::ffi::{CStr, c_char};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -105,20 +111,20 @@ const FIRST_BYTES: [bool; 256] = {
 };
 
 /// Where the last scan found the test variables, as three words written by whichever thread
-/// scanned last: the array and its last entry (each with a 16-bit tag in the bits above a user
-/// address), and the entry count, each variable's index ([`ABSENT`] when it was not there) and
-/// the tag. A reader trusts the words only when all three carry the same non-zero tag, so it
-/// never mixes two scans; a fork child starts from its parent's copy, which describes memory it
-/// copied too. Nothing here ever waits or needs resetting.
+/// scanned last: the array and a hash of its entries' pointers (each with a 16-bit tag in the
+/// bits above 48 bits), and the entry count, each variable's index ([`ABSENT`] when it was not
+/// there) and the tag. A reader trusts the words only when all three carry the same non-zero
+/// tag, so it never mixes two scans; a fork child starts from its parent's copy, which
+/// describes memory it copied too. Nothing here ever waits or needs resetting.
 struct Found {
     array: AtomicU64,
-    last: AtomicU64,
+    entries: AtomicU64,
     shape: AtomicU64,
 }
 
 static FOUND: Found = Found {
     array: AtomicU64::new(0),
-    last: AtomicU64::new(0),
+    entries: AtomicU64::new(0),
     shape: AtomicU64::new(0),
 };
 
@@ -129,6 +135,18 @@ const ABSENT: u64 = 0xffff;
 const LOW48: u64 = (1 << 48) - 1;
 const VARS: usize = test_id::TEST_VARS.len();
 const _: () = assert!(VARS == 2, "shape holds the count, two indexes and the tag");
+
+/// The next step of the hash of an environment's entry pointers (order-dependent: an entry
+/// moved to another place changes it).
+#[inline(always)]
+fn mix(h: u64, entry: *const c_char) -> u64 {
+    h.rotate_left(7) ^ entry as u64
+}
+
+/// A hash folded into the 48 bits [`Found::entries`] holds.
+fn fold(h: u64) -> u64 {
+    (h ^ (h >> 48)) & LOW48
+}
 
 /// The current test from the environment, per nettrap_core::test_id: the first of
 /// [`test_id::TEST_VARS`] that is set, split into test id and phase.
@@ -148,23 +166,26 @@ pub fn current_test() -> Option<(&'static [u8], Phase)> {
 /// the shape that scan saw (see the module comment); None when it must be scanned again.
 fn remembered(env: *const *const c_char) -> Option<Option<&'static [u8]>> {
     let array = FOUND.array.load(Ordering::Acquire);
-    let last = FOUND.last.load(Ordering::Acquire);
+    let entries = FOUND.entries.load(Ordering::Acquire);
     let shape = FOUND.shape.load(Ordering::Acquire);
     let tag = shape >> 48;
-    if tag == 0 || array >> 48 != tag || last >> 48 != tag || array & LOW48 != env as u64 {
+    if tag == 0 || array >> 48 != tag || entries >> 48 != tag || array & LOW48 != env as u64 {
         return None;
     }
     let len = (shape & 0xffff) as usize;
-    // SAFETY: env is libc's NULL-terminated environment array, which had len + 1 entries when
-    // it was scanned and has not moved (same address); an array that shrank since still holds
-    // its NULL at or below len, so every entry up to len is read only if the ones before it
-    // are not the NULL (checked from the top down: the NULL at len first, then len - 1, whose
-    // string must be the one scanned, which a shrunk array no longer has there).
+    // SAFETY: env is libc's NULL-terminated environment array; its entries are read from the
+    // first up, each only once every one before it was found not NULL (as getenv reads them),
+    // so none is read past the array's end, wherever it now ends.
     unsafe {
-        if !(*env.add(len)).is_null() {
-            return None;
+        let mut h = 0;
+        for i in 0..len {
+            let entry = *env.add(i);
+            if entry.is_null() {
+                return None;
+            }
+            h = mix(h, entry);
         }
-        if len > 0 && *env.add(len - 1) as u64 != last & LOW48 {
+        if !(*env.add(len)).is_null() || fold(h) != entries & LOW48 {
             return None;
         }
         for (i, var) in test_id::TEST_VARS.iter().enumerate() {
@@ -178,7 +199,7 @@ fn remembered(env: *const *const c_char) -> Option<Option<&'static [u8]>> {
             }
             let entry = (*env.add(at)).cast::<u8>();
             let name = var.to_bytes();
-            if entry.is_null() || !name_matches(entry, name) {
+            if !name_matches(entry, name) {
                 return None;
             }
             return Some(Some(value_of(entry, name)));
@@ -192,15 +213,18 @@ fn scan(env: *const *const c_char) -> Option<&'static [u8]> {
     let mut at = [ABSENT; VARS];
     let mut found: [Option<&'static [u8]>; VARS] = [None; VARS];
     let mut len = 0usize;
+    let mut h = 0;
     // SAFETY: environ is a NULL-terminated array of NUL-terminated strings maintained by libc;
     // it is read on the calling thread, as getenv would. Each entry is read only up to the
     // first byte that differs from a name (at worst its NUL), then, on a match, to its NUL.
-    let last = unsafe {
+    unsafe {
         loop {
-            let entry = (*env.add(len)).cast::<u8>();
-            if entry.is_null() {
+            let p = *env.add(len);
+            if p.is_null() {
                 break;
             }
+            h = mix(h, p);
+            let entry = p.cast::<u8>();
             let first = *entry;
             if FIRST_BYTES[usize::from(first)] {
                 for (i, var) in test_id::TEST_VARS.iter().enumerate() {
@@ -213,17 +237,16 @@ fn scan(env: *const *const c_char) -> Option<&'static [u8]> {
             }
             len += 1;
         }
-        if len > 0 { *env.add(len - 1) as u64 } else { 0 }
-    };
+    }
     // An environment too large for the words (65,535 entries) is scanned every time.
-    if len < ABSENT as usize && env as u64 <= LOW48 && last <= LOW48 {
+    if len < ABSENT as usize && env as u64 <= LOW48 {
         let mut tag = TAG.fetch_add(1, Ordering::Relaxed) & 0xffff;
         if tag == 0 {
             tag = TAG.fetch_add(1, Ordering::Relaxed) & 0xffff;
         }
         let shape = len as u64 | at[0] << 16 | at[1] << 32 | tag << 48;
         FOUND.shape.store(shape, Ordering::Release);
-        FOUND.last.store(last | tag << 48, Ordering::Release);
+        FOUND.entries.store(fold(h) | tag << 48, Ordering::Release);
         FOUND.array.store(env as u64 | tag << 48, Ordering::Release);
     }
     found.into_iter().flatten().next()

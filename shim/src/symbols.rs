@@ -519,28 +519,49 @@ fn auxv() -> Auxv {
     let env = INITIAL_ENV.load(Ordering::Relaxed) as *const *const c_char;
     if !env.is_null() {
         // SAFETY: env is the initial stack's environment array (checked by
-        // note_initial_stack): NULL-terminated and followed by the auxiliary vector, pairs of
-        // words ending with AT_NULL, which stays on the stack for the life of the process.
-        unsafe {
+        // note_initial_stack): NULL-terminated and followed, in the slots the kernel laid out,
+        // by the auxiliary vector, pairs of words ending with AT_NULL, which stays on the stack
+        // for the life of the process. Entries unsetenv removed before this constructor ran
+        // (another library's constructor) shifted the rest down and left NULLs up to the
+        // vector, whose first type is never 0: every word read lies between the array's start
+        // and the vector's end.
+        let found = unsafe {
             let mut p = env;
             while !(*p).is_null() {
                 p = p.add(1);
             }
-            let mut a = p.add(1).cast::<[u64; 2]>();
-            for _ in 0..256 {
+            while (*p).is_null() {
+                p = p.add(1);
+            }
+            let mut a = p.cast::<[u64; 2]>();
+            let mut pairs = [[0u64; 2]; 64];
+            let mut n = 0;
+            loop {
                 let [t, v] = *a;
                 if t == AT_NULL {
-                    break;
+                    break true;
                 }
-                take(t, v);
+                // Not a vector (the environment was changed some other way): a type no kernel
+                // gives, or too many entries.
+                if t > 255 || n == pairs.len() {
+                    break false;
+                }
+                pairs[n] = [t, v];
+                n += 1;
                 a = a.add(1);
             }
-        }
-        return Auxv {
-            ldso: base,
-            phdr,
-            vdso,
+            .then_some((pairs, n))
         };
+        if let Some((pairs, n)) = found {
+            for &[t, v] in &pairs[..n] {
+                take(t, v);
+            }
+            return Auxv {
+                ldso: base,
+                phdr,
+                vdso,
+            };
+        }
     }
     // SAFETY: a NUL-terminated path.
     let fd = unsafe {
@@ -632,36 +653,94 @@ unsafe fn dynamic_of(base: usize) -> usize {
     0
 }
 
+const DT_DEBUG: i64 = 21;
+const PT_PHDR: u32 = 6;
+
+/// The `_r_debug` the object mapped at `base` defines (the dynamic loader does), or 0.
+///
+/// # Safety
+/// `base` must be where a loaded, relocated object's first page is mapped.
+unsafe fn defined_r_debug(base: usize) -> usize {
+    const R_DEBUG: Name = name!(c"_r_debug");
+    // SAFETY: from the caller.
+    let Some(t) = tables(base, unsafe { dynamic_of(base) }) else {
+        return 0;
+    };
+    match lookup_in(&t, base, R_DEBUG.0.to_bytes(), R_DEBUG.1) {
+        Ok(Some(r)) => r,
+        _ => 0,
+    }
+}
+
+/// `_r_debug` when the auxiliary vector has no `AT_BASE`: the dynamic loader was run as the
+/// program (`ld.so PROGRAM`). The kernel then handed it its own program headers (`AT_PHDR`, as
+/// `/proc/self/auxv` still says), but the loader points the stack's `AT_PHDR` at the program's
+/// before any constructor runs (glibc 2.36 does): either the program, whose `DT_DEBUG` entry
+/// the loader set to its `_r_debug`, or the loader itself, which defines it.
+///
+/// # Safety
+/// `phdr` must be where an object's program headers are mapped, on its first page.
+unsafe fn r_debug_without_base(phdr: usize) -> usize {
+    let page = phdr & !0xfff;
+    // SAFETY: from the caller: the object's first page, with its ELF header.
+    let e = unsafe { &*(page as *const Ehdr) };
+    if e.e_ident[..4] != *b"\x7fELF" || page + e.e_phoff as usize != phdr {
+        return 0;
+    }
+    // The load bias from PT_PHDR (a non-PIE program's is 0, not its first page; the loader,
+    // which has none, is linked at 0), then the dynamic section.
+    let headers = phdr as *const Phdr;
+    let (mut bias, mut dynamic) = (page, None);
+    for i in 0..usize::from(e.e_phnum.min(64)) {
+        // SAFETY: e_phnum program headers at phdr, on the object's first page (checked above).
+        let ph = unsafe { &*headers.add(i) };
+        match ph.p_type {
+            PT_PHDR => bias = phdr.wrapping_sub(ph.p_vaddr as usize),
+            PT_DYNAMIC => dynamic = Some(ph.p_vaddr as usize),
+            _ => {}
+        }
+    }
+    let Some(dynamic) = dynamic.map(|v| bias.wrapping_add(v)) else {
+        return 0;
+    };
+    let mut d = dynamic as *const [i64; 2];
+    // SAFETY: the object's dynamic section, (tag, value) pairs ending with DT_NULL, mapped
+    // with it; DT_DEBUG's value is what the loader wrote there (0 if it did not).
+    unsafe {
+        for _ in 0..512 {
+            let [tag, val] = *d;
+            match tag {
+                DT_NULL => break,
+                DT_DEBUG if val != 0 => return val as usize,
+                _ => {}
+            }
+            d = d.add(1);
+        }
+    }
+    const R_DEBUG: Name = name!(c"_r_debug");
+    match tables(bias, dynamic).map(|t| lookup_in(&t, bias, R_DEBUG.0.to_bytes(), R_DEBUG.1)) {
+        Some(Ok(Some(r))) => r,
+        _ => 0,
+    }
+}
+
 /// [`LOADER_NAMES`]' addresses (0: not found): the dynamic loader from the auxiliary vector,
 /// its `_r_debug`, then the first definition of each in its list of loaded objects.
 fn find_loader_fns() -> [usize; 2] {
     let mut found = [0; 2];
-    let Auxv {
-        mut ldso,
-        phdr,
-        vdso,
-    } = auxv();
-    if ldso == 0 && phdr != 0 {
-        // The loader run as the program (`ld.so PROGRAM`): the kernel loaded it, and AT_PHDR
-        // is its own program headers, on its first page.
-        ldso = phdr & !0xfff;
-        // SAFETY: AT_PHDR's page is mapped: the kernel mapped the loader there.
-        let e = unsafe { &*(ldso as *const Ehdr) };
-        if e.e_ident[..4] != *b"\x7fELF" || ldso + e.e_phoff as usize != phdr {
-            return found;
-        }
-    }
-    if ldso == 0 {
+    let Auxv { ldso, phdr, vdso } = auxv();
+    let r_debug = if ldso != 0 {
+        // SAFETY: the dynamic loader is mapped at AT_BASE, relocated.
+        unsafe { defined_r_debug(ldso) }
+    } else if phdr != 0 {
+        // SAFETY: AT_PHDR is where the kernel or the loader mapped an object's program headers.
+        unsafe { r_debug_without_base(phdr) }
+    } else {
+        0
+    };
+    if r_debug == 0 {
         return found;
     }
-    // SAFETY: the dynamic loader is mapped at ldso (AT_BASE, or checked above), relocated.
-    let Some(t) = tables(ldso, unsafe { dynamic_of(ldso) }) else {
-        return found;
-    };
-    const R_DEBUG: Name = name!(c"_r_debug");
-    let Ok(Some(r_debug)) = lookup_in(&t, ldso, R_DEBUG.0.to_bytes(), R_DEBUG.1) else {
-        return found;
-    };
     // SAFETY: glibc's struct r_debug: an int version, then (8-aligned) the list's head, which
     // the loader set up before any constructor ran; each entry's public head is link.h's, and
     // the initial objects it lists stay loaded. At most 1024 entries are followed.

@@ -403,3 +403,84 @@ fn the_shim_finds_libc_however_it_was_loaded() {
     assert_eq!(run.stdout(), "connect: ret=-1 errno=ECONNREFUSED\n");
     assert_eq!(run.total_calls(), 1, "{}", run.stderr());
 }
+
+/// `ld.so PROGRAM` (and `ld.so --preload`): the loader adjusts the auxiliary vector on the
+/// stack so that `AT_PHDR` is the program's, not its own, while `AT_BASE` stays 0; the shim
+/// once took the program for the loader there, found neither `dl_iterate_phdr` nor `dlsym`,
+/// and with them no libc at all: calls were still counted, but every errno the program got
+/// from connect was lost (0), and the current test with it (no `environ`); a program loaded at
+/// a fixed address (not PIE) crashed.
+#[test]
+fn the_dynamic_loader_run_as_the_program_changes_nothing_the_program_sees() {
+    let ldso = "/lib64/ld-linux-x86-64.so.2";
+    if !std::path::Path::new(ldso).exists() {
+        return;
+    }
+    let plain = isolated(&[&fixture("errno_probe"), CLOSED])
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    for engine in ["preload", "auto"] {
+        for probe in ["errno_probe", "errno_probe_nopie"] {
+            let run = run_in(
+                &format!("ldso-{probe}-{engine}"),
+                &repo(),
+                &["--engine", engine],
+                &[ldso, &fixture(probe), CLOSED],
+            );
+            assert_eq!(run.code(), 0, "{probe} {engine}: {}", run.stderr());
+            assert_eq!(
+                run.stdout(),
+                String::from_utf8_lossy(&plain.stdout),
+                "{probe} {engine}: record mode must not change return values or errno"
+            );
+        }
+        // The test named by the live environment (the shim reads it through libc's environ).
+        let run = run_in(
+            &format!("ldso-test-{engine}"),
+            &repo(),
+            &["--engine", engine],
+            &[
+                "env",
+                "NETTRAP_TEST=ldso::t",
+                ldso,
+                &fixture("connect_loop"),
+                "3",
+                "0",
+            ],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        assert_eq!(count(&run.test("ldso::t")["calls"]), 3, "{engine}");
+    }
+}
+
+/// A library whose constructor calls unsetenv before the shim's constructor runs (as libraries
+/// that unset LD_PRELOAD at load do) shifts the initial environment down in place on the
+/// stack: it then ends before the auxiliary vector, with NULLs in between. The shim once took
+/// the word after the environment's end for the vector's start, found no loader and with it
+/// no libc: the program's errno from connect was lost, and the current test.
+#[test]
+fn a_library_that_unsets_a_variable_at_load_changes_nothing_the_program_sees() {
+    for engine in ["preload", "auto"] {
+        let run = run_in(
+            &format!("env-early-{engine}"),
+            &repo(),
+            &["--engine", engine],
+            &[
+                "env",
+                "ENV_SHAPES_GONE=1",
+                "NETTRAP_TEST=shape::early",
+                &fixture("env_early"),
+                "early",
+                CLOSED,
+            ],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        assert_eq!(
+            run.stdout(),
+            "early: errno=ECONNREFUSED\nearly: getenv=shape::early\n",
+            "{engine}"
+        );
+        assert_eq!(count(&run.test("shape::early")["calls"]), 1, "{engine}");
+    }
+}
