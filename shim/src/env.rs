@@ -143,6 +143,50 @@ fn mix(h: u64, entry: *const c_char) -> u64 {
     h.rotate_left(7) ^ entry as u64
 }
 
+/// The hash of `env`'s first `len` entries, as [`scan`] takes it ([`mix`], from the first up),
+/// or None when one of them is NULL (the array is shorter now).
+///
+/// # Safety
+/// `env` is a NULL-terminated array of pointers. Entries are taken in order and none after a
+/// NULL is used; four are read at once only where the four lie in one page, which the first of
+/// them (inside the array, or its NULL) shows to be mapped, so nothing is read from a page the
+/// array does not reach, wherever it now ends.
+unsafe fn entries_hash(env: *const *const c_char, len: usize) -> Option<u64> {
+    let mut h = 0u64;
+    let mut i = 0;
+    while i < len {
+        // SAFETY: entries before i were not NULL, so entry i is inside the array or its NULL.
+        let p = unsafe { env.add(i) };
+        // The entries from i to the end of entry i's page (at least one).
+        let n = (len - i).min((0x1000 - (p as usize & 0xfff)) / 8);
+        let mut k = 0;
+        while k + 4 <= n {
+            // SAFETY: the four words lie in the page of entry i (see above); read volatile, as
+            // words past the array's NULL may be any value (they are then not used).
+            let [a, b, c, d] = unsafe { core::ptr::read_volatile(p.add(k).cast::<[usize; 4]>()) };
+            if a.min(b).min(c).min(d) == 0 {
+                return None;
+            }
+            h = (((h.rotate_left(7) ^ a as u64).rotate_left(7) ^ b as u64).rotate_left(7)
+                ^ c as u64)
+                .rotate_left(7)
+                ^ d as u64;
+            k += 4;
+        }
+        while k < n {
+            // SAFETY: in entry i's page, after entries that were not NULL.
+            let a = unsafe { *p.add(k) };
+            if a.is_null() {
+                return None;
+            }
+            h = mix(h, a);
+            k += 1;
+        }
+        i += n;
+    }
+    Some(h)
+}
+
 /// A hash folded into the 48 bits [`Found::entries`] holds.
 fn fold(h: u64) -> u64 {
     (h ^ (h >> 48)) & LOW48
@@ -177,14 +221,7 @@ fn remembered(env: *const *const c_char) -> Option<Option<&'static [u8]>> {
     // first up, each only once every one before it was found not NULL (as getenv reads them),
     // so none is read past the array's end, wherever it now ends.
     unsafe {
-        let mut h = 0;
-        for i in 0..len {
-            let entry = *env.add(i);
-            if entry.is_null() {
-                return None;
-            }
-            h = mix(h, entry);
-        }
+        let h = entries_hash(env, len)?;
         if !(*env.add(len)).is_null() || fold(h) != entries & LOW48 {
             return None;
         }
