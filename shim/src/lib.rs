@@ -1141,7 +1141,7 @@ unsafe fn intercept(
     if transport == Transport::Udp
         && log
             .as_ref()
-            .is_some_and(|log| log.in_resolver(sys::gettid()))
+            .is_some_and(|log| log.in_resolver(ids::caller().1))
     {
         set_errno(saved_errno);
         // SAFETY: forwarding the caller's arguments.
