@@ -664,3 +664,44 @@ fn vfork_children_from_signal_handlers_and_many_threads_keep_their_own_pids() {
         assert_eq!(run.total_calls(), want, "{mode}");
     }
 }
+
+/// Python's subprocess (vfork in CPython 3.10+, through the shim's `vfork`) spawning children
+/// that connect, while another thread of the parent connects: the program's output is as in a
+/// plain run, and every call carries the pid of the process that made it.
+#[test]
+fn pythons_subprocess_children_and_their_parents_threads_keep_their_own_pids() {
+    let script = repo().join("fixtures/python-spawn/spawn_connect.py");
+    let script = script.to_str().unwrap();
+    let plain = isolated(&["python3", script, "20"]).output().unwrap();
+    assert!(plain.status.success());
+    let shape = |out: &str| out.split('=').count();
+    for engine in ["preload", "auto"] {
+        let run = run_in(
+            &format!("python-spawn-{engine}"),
+            &repo(),
+            &["--engine", engine],
+            &["python3", script, "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        let out = run.stdout();
+        assert_eq!(
+            shape(&out),
+            shape(&String::from_utf8_lossy(&plain.stdout)),
+            "{out}"
+        );
+        let parent = field(&out, "parent");
+        let children: Vec<u64> = out
+            .trim()
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .split(',')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let mut want: Vec<(u64, u64)> = children.iter().map(|&c| (21, c)).collect();
+        want.extend([(20, parent), (22, parent)]);
+        want.sort();
+        assert_eq!(ports_and_pids(&run), want, "{engine}: {out}");
+        assert_eq!(run.total_calls(), 1 + 5 + 300, "{engine}");
+    }
+}
