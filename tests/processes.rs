@@ -534,3 +534,174 @@ fn the_test_is_the_one_getenv_names_however_the_environment_changes_shape() {
         }
     }
 }
+
+/// (port, pid) of every call group of a run, sorted.
+fn ports_and_pids(run: &Run) -> Vec<(u64, u64)> {
+    let mut got: Vec<(u64, u64)> = run.report["unattributed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["port"].as_u64().unwrap(),
+                c["process"]["pid"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+/// The number after `key=` in `out`.
+fn field(out: &str, key: &str) -> u64 {
+    out.split(&format!("{key}="))
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {out}"))
+}
+
+/// The shim interposes glibc's `vfork`, `__vfork` and `clone` (shim/src/ids.rs): a failing
+/// `vfork` (EAGAIN, as under a process limit) or `clone` (EINVAL) returns and sets errno as
+/// glibc's does, before and after the shim's first call, and the optional `clone` pointers
+/// (CLONE_PARENT_SETTID, CLONE_CHILD_SETTID, CLONE_CHILD_CLEARTID) pass through.
+#[test]
+fn vfork_and_clone_return_what_glibcs_return() {
+    for mode in ["errno", "tids"] {
+        let plain = isolated(&[&fixture("vfork_cases"), mode, "20"])
+            .output()
+            .unwrap();
+        assert!(plain.status.success(), "{mode}");
+        let plain = String::from_utf8_lossy(&plain.stdout).to_string();
+        for engine in ["preload", "auto"] {
+            let run = run_in(
+                &format!("vfork-cases-{mode}-{engine}"),
+                &repo(),
+                &["--engine", engine],
+                &[&fixture("vfork_cases"), mode, "20"],
+            );
+            assert_eq!(run.code(), 0, "{mode} {engine}: {}", run.stderr());
+            let out = run.stdout();
+            if mode == "tids" {
+                let ret = field(&out, "ret");
+                assert_eq!(
+                    (
+                        field(&out, "ptid"),
+                        field(&out, "ctid"),
+                        field(&out, "child")
+                    ),
+                    (ret, 0, ret),
+                    "{engine}"
+                );
+                assert_eq!(ports_and_pids(&run), [(20, ret)], "{engine}");
+            } else {
+                assert_eq!(out, plain, "{engine}");
+            }
+        }
+    }
+}
+
+/// A child that runs on its parent's thread descriptor is recorded with its own pid, with
+/// the shim's pid cache warm (the parent connected first), however it was made: a child of
+/// glibc's `__clone` (the name glibc exports beside `clone`), and a `clone(CLONE_VM |
+/// CLONE_SETTLS)` child given the parent's own thread pointer. Both were recorded as the
+/// parent: the shim counted only `clone` children without CLONE_SETTLS as running on another's
+/// descriptor.
+#[test]
+fn a_clone_child_on_its_parents_descriptor_keeps_its_own_pid() {
+    for mode in ["__clone", "settls"] {
+        for engine in ["preload", "auto"] {
+            let run = run_in(
+                &format!("vfork-cases-{mode}-{engine}"),
+                &repo(),
+                &["--engine", engine],
+                &[&fixture("vfork_cases"), mode, "20"],
+            );
+            assert_eq!(run.code(), 0, "{mode} {engine}: {}", run.stderr());
+            let out = run.stdout();
+            assert_eq!(
+                ports_and_pids(&run),
+                [(20, field(&out, "parent")), (21, field(&out, "child"))],
+                "{mode} {engine}: {out}"
+            );
+        }
+    }
+}
+
+/// vfork children made from a signal handler (interrupting the main thread's connects, while
+/// another thread connects), and from four threads at once, each connect before `_exit`: every
+/// child's call carries its own pid, every parent's call the parent's.
+#[test]
+fn vfork_children_from_signal_handlers_and_many_threads_keep_their_own_pids() {
+    for (mode, n) in [("sigvfork", "3000"), ("threads", "50")] {
+        let run = run_in(
+            &format!("vfork-cases-{mode}"),
+            &repo(),
+            &["--engine", "preload"],
+            &[&fixture("vfork_cases"), mode, n, "20"],
+        );
+        assert_eq!(run.code(), 0, "{mode}: {}", run.stderr());
+        let out = run.stdout();
+        let parent = field(&out, "parent");
+        let children = if mode == "threads" {
+            4 * 50
+        } else {
+            field(&out, "children")
+        };
+        let got = ports_and_pids(&run);
+        let child_pids: std::collections::BTreeSet<u64> =
+            got.iter().filter(|c| c.0 == 21).map(|c| c.1).collect();
+        assert_eq!(child_pids.len() as u64, children, "{mode}: {out}");
+        assert!(!child_pids.contains(&parent), "{mode}: {out}");
+        assert!(
+            got.iter().all(|&(port, pid)| port == 21 || pid == parent),
+            "{mode}: {got:?}"
+        );
+        // Every call counted once.
+        let want = match mode {
+            "threads" => 2 * 4 * 50,
+            _ => 2 * 3000 + children,
+        };
+        assert_eq!(run.total_calls(), want, "{mode}");
+    }
+}
+
+/// Python's subprocess (vfork in CPython 3.10+, through the shim's `vfork`) spawning children
+/// that connect, while another thread of the parent connects: the program's output is as in a
+/// plain run, and every call carries the pid of the process that made it.
+#[test]
+fn pythons_subprocess_children_and_their_parents_threads_keep_their_own_pids() {
+    let script = repo().join("fixtures/python-spawn/spawn_connect.py");
+    let script = script.to_str().unwrap();
+    let plain = isolated(&["python3", script, "20"]).output().unwrap();
+    assert!(plain.status.success());
+    let shape = |out: &str| out.split('=').count();
+    for engine in ["preload", "auto"] {
+        let run = run_in(
+            &format!("python-spawn-{engine}"),
+            &repo(),
+            &["--engine", engine],
+            &["python3", script, "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        let out = run.stdout();
+        assert_eq!(
+            shape(&out),
+            shape(&String::from_utf8_lossy(&plain.stdout)),
+            "{out}"
+        );
+        let parent = field(&out, "parent");
+        let children: Vec<u64> = out
+            .trim()
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .split(',')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let mut want: Vec<(u64, u64)> = children.iter().map(|&c| (21, c)).collect();
+        want.extend([(20, parent), (22, parent)]);
+        want.sort();
+        assert_eq!(ports_and_pids(&run), want, "{engine}: {out}");
+        assert_eq!(run.total_calls(), 1 + 5 + 300, "{engine}");
+    }
+}

@@ -9,8 +9,10 @@
 //! - No task of the process may be running on another's descriptor ([`SHARED`] is 0). A `vfork`
 //!   child, or a child of `clone(CLONE_VM)` without a thread pointer of its own, runs on its
 //!   parent's, whose tid is its parent's: the shim interposes glibc's `vfork` (counting the
-//!   child's life, until the parent resumes) and `clone` (from such a clone on, for good), and
-//!   meanwhile every call asks the kernel. `posix_spawn`'s child runs on its parent's too, but
+//!   child's life, until the parent resumes) and `clone` (from any `CLONE_VM` clone on, for
+//!   good: one given `CLONE_SETTLS` may still be given its parent's descriptor, or a copy of
+//!   it), each under both of glibc's names, and meanwhile every call asks the kernel.
+//!   glibc's own threads (`pthread_create`) come from its internal clone, not these. `posix_spawn`'s child runs on its parent's too, but
 //!   only `exec`s (glibc's own code, which never connects).
 //! - The entry was written by a task with the same tid, which checked its descriptor then. In
 //!   the same memory, a descriptor's owner with that tid is a thread of the process that wrote
@@ -189,8 +191,10 @@ extern "C" fn vfork_failed(r: core::ffi::c_int) -> libc::pid_t {
 
 /// `clone`, interposing glibc's (a variadic function: the three optional arguments are passed
 /// as glibc's reads them, in registers and on the stack as for any call on x86_64): a child that
-/// shares the caller's memory without a thread pointer of its own runs on the caller's thread
-/// descriptor, so from then on every call asks the kernel who makes it ([`SHARED`]).
+/// shares the caller's memory may run on the caller's thread descriptor (without
+/// `CLONE_SETTLS`, or with the caller's own thread pointer, or a copy of its descriptor: the
+/// shim cannot tell a descriptor the child owns), so from then on every call asks the kernel
+/// who makes it ([`SHARED`]).
 ///
 /// # Safety
 /// As clone(2)'s glibc wrapper.
@@ -205,7 +209,7 @@ pub unsafe extern "C" fn clone(
     tls: *mut c_void,
     child_tid: *mut libc::pid_t,
 ) -> c_int {
-    if flags & libc::CLONE_VM != 0 && flags & libc::CLONE_SETTLS == 0 {
+    if flags & libc::CLONE_VM != 0 {
         SHARED.fetch_add(1, Ordering::AcqRel);
     }
     let real = super::symbols::get(&super::symbols::CLONE);
@@ -227,6 +231,17 @@ pub unsafe extern "C" fn clone(
     let real: CloneFn = unsafe { core::mem::transmute::<usize, CloneFn>(real) };
     // SAFETY: forwarding the caller's arguments unchanged.
     unsafe { real(f, stack, flags, arg, parent_tid, tls, child_tid) }
+}
+
+/// glibc exports `clone` under this name too.
+///
+/// # Safety
+/// As clone(2)'s glibc wrapper.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __clone() -> c_int {
+    core::arch::naked_asm!("jmp {clone}", clone = sym clone)
 }
 
 /// The calling task's (pid, tid): from the thread descriptor and the cache, with no system

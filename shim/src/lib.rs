@@ -17,7 +17,7 @@
 //! libtest test starting, which it writes to the run's timeline; elsewhere it passes through.
 //! Likewise `posix_spawn` and `posix_spawnp` ([`spawn`]): in `cargo test` runs it writes which
 //! thread (so which test) started each child; elsewhere they pass through. And `vfork` and
-//! `clone` ([`ids`]), which it makes exactly as glibc does, to know when a task may be running
+//! `clone` (each also under glibc's other name, `__vfork`, `__clone`; [`ids`]), which it makes exactly as glibc does, to know when a task may be running
 //! on another task's thread descriptor (which tells the shim who makes a call).
 //!
 //! Rules this code keeps, because it runs inside other people's programs:

@@ -800,3 +800,131 @@ proptest! {
         prop_assert_eq!(checksum(kind, &parts), checksum_bytewise(kind, &parts));
     }
 }
+
+/// Records whose payload is just under, exactly, and just over one slot's (120 bytes: the
+/// one-pass writer takes the first two, the slot-by-slot writer the others) read back exactly,
+/// take the slots they should, and a flipped last byte makes such a record torn.
+#[test]
+fn records_at_the_one_slot_boundary_round_trip_and_are_checked_to_their_last_byte() {
+    for total in CALL_FIXED..=CALL_FIXED + 60 {
+        let extra = total - CALL_FIXED;
+        // The text split between test id, host and thread name in every way around the edge.
+        for thread_len in [0, extra.min(MAX_THREAD_NAME)] {
+            for host_len in [0, (extra - thread_len) / 2, extra - thread_len] {
+                let test_len = extra - thread_len - host_len;
+                let mut mem = Mem::new(16, 16);
+                let log = mem.log();
+                let (test, host, thread) = (
+                    vec![b't'; test_len],
+                    vec![b'h'; host_len],
+                    vec![b'n'; thread_len],
+                );
+                log.append_call(&a_call(), &test, &host, &thread)
+                    .unwrap()
+                    .finish(-5, 77);
+                log.append_process(&a_process(), &vec![b'e'; extra], b"")
+                    .unwrap();
+                let slots = if total <= PAYLOAD_PER_SLOT { 1 } else { 2 };
+                let process_slots = slots_for(PROCESS_FIXED + extra) as u64;
+                assert_eq!(log.cursor(), slots + process_slots, "{total}");
+                let d = mem.decode();
+                assert_eq!((d.records.len(), d.torn), (2, 0), "{total}");
+                let Record::Call(c) = &d.records[0] else {
+                    panic!("not a call")
+                };
+                assert_eq!(
+                    (
+                        &c.call,
+                        c.test.as_deref(),
+                        &c.host[..],
+                        &c.thread[..],
+                        c.result,
+                        c.blocked_ns
+                    ),
+                    (&a_call(), Some(&test[..]), &host[..], &thread[..], -5, 77),
+                    "{total}"
+                );
+                let Record::Process(p) = &d.records[1] else {
+                    panic!("not a process")
+                };
+                assert_eq!(p.exe.len(), extra, "{total}");
+                // The call's last payload byte, flipped: torn, not another record.
+                let last =
+                    HEADER_LEN + TAG_LEN + total - 1 + (total - 1) / PAYLOAD_PER_SLOT * TAG_LEN;
+                mem.bytes()[last] ^= 0x40;
+                let d = mem.decode();
+                assert_eq!((d.records.len(), d.torn), (1, 1), "{total}");
+            }
+        }
+    }
+}
+
+/// Many threads appending records of one and two slots (around the boundary) at once, while a
+/// reader decodes the log as it grows: every record read back whole, none torn, and the part a
+/// reader found settled never has a torn record in it.
+#[test]
+fn concurrent_writers_and_a_reader_at_the_one_slot_boundary_lose_nothing() {
+    const THREADS: usize = 8;
+    const EACH: usize = 1500;
+    let capacity = (THREADS * EACH * 2) as u64 + 64;
+    let mut mem = Mem::new(capacity, capacity);
+    let done = core::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let mem = &*mem;
+        let done = &done;
+        s.spawn(move || {
+            let len = mem.mapper.len;
+            let mut copy = vec![0u8; len];
+            while !done.load(Ordering::Acquire) {
+                // A snapshot, word by word, as a reader of the shared file would see it.
+                for (i, w) in copy.chunks_exact_mut(8).enumerate() {
+                    // SAFETY: inside the buffer; an aligned word, read atomically.
+                    let v = unsafe { &*mem.mapper.base.add(i * 8).cast::<AtomicU64>() }
+                        .load(Ordering::Acquire);
+                    w.copy_from_slice(&v.to_ne_bytes());
+                }
+                let (_, settled) = decode_settled(&copy[..used_len(&copy).unwrap()]).unwrap();
+                let end = HEADER_LEN + settled.slots as usize * SLOT_LEN;
+                let mut prefix = copy[..end].to_vec();
+                // Only the settled slots: a header whose cursor ends there.
+                prefix[OFF_CURSOR..OFF_CURSOR + 8].copy_from_slice(&settled.slots.to_ne_bytes());
+                let d = decode(&prefix).unwrap();
+                assert_eq!((d.records.len(), d.torn), (settled.records, 0));
+            }
+        });
+        let writers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                s.spawn(move || {
+                    let log = mem.log();
+                    for i in 0..EACH {
+                        // Payloads of 118 to 123 bytes.
+                        let test = vec![b'a' + (t as u8); 46 + i % 6];
+                        let mut call = a_call();
+                        call.tid = t as u32;
+                        call.time_ns = i as u64;
+                        log.append_call(&call, &test, b"", b"")
+                            .unwrap()
+                            .finish(0, 1);
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Release);
+    });
+    let d = mem.decode();
+    assert_eq!((d.records.len(), d.torn, d.dropped), (THREADS * EACH, 0, 0));
+    let mut seen = vec![vec![false; EACH]; THREADS];
+    for r in &d.records {
+        let Record::Call(c) = r else { panic!() };
+        let (t, i) = (c.call.tid as usize, c.call.time_ns as usize);
+        assert_eq!(
+            c.test.as_deref(),
+            Some(&vec![b'a' + t as u8; 46 + i % 6][..])
+        );
+        assert!(!seen[t][i]);
+        seen[t][i] = true;
+    }
+}
