@@ -29,7 +29,11 @@
 //!   4.14) gets no cache (`gettid` and `getpid` on every call).
 //!
 //! Left inexact: a `vfork` or shared-memory `clone` made with a raw system call, whose child then
-//! connects before it `exec`s, is recorded as its parent (thread).
+//! connects before it `exec`s, is recorded as its parent (thread). And in a child of a raw fork
+//! (or of `clone` without `CLONE_VM`), whose main thread keeps its parent's tid in its copy of
+//! the descriptor, once a new thread of the child is given that very tid number (the parent's
+//! thread having exited) and connects, the main thread's later calls carry that thread's tid
+//! (the pid stays right).
 //!
 //! The descriptor's layout is glibc's on x86_64 (the tid at `%fs:0x2d0` since glibc 2.25); a
 //! descriptor of another layout never holds the caller's tid there, so it never passes the
