@@ -525,7 +525,7 @@ fn auxv() -> Auxv {
         // (another library's constructor) shifted the rest down and left NULLs up to the
         // vector, whose first type is never 0: every word read lies between the array's start
         // and the vector's end.
-        let found = unsafe {
+        let vector = unsafe {
             let mut p = env;
             while !(*p).is_null() {
                 p = p.add(1);
@@ -533,29 +533,28 @@ fn auxv() -> Auxv {
             while (*p).is_null() {
                 p = p.add(1);
             }
-            let mut a = p.cast::<[u64; 2]>();
-            let mut pairs = [[0u64; 2]; 64];
-            let mut n = 0;
-            loop {
+            p.cast::<[u64; 2]>()
+        };
+        // Checked whole before any of it is taken: not a vector (the environment was changed
+        // some other way) when a type no kernel gives comes first, or too many entries.
+        // SAFETY: as above; each pair is read only after every one before it was not AT_NULL.
+        let pairs = |f: &mut dyn FnMut(u64, u64)| unsafe {
+            let mut a = vector;
+            for _ in 0..64 {
                 let [t, v] = *a;
                 if t == AT_NULL {
-                    break true;
+                    return true;
                 }
-                // Not a vector (the environment was changed some other way): a type no kernel
-                // gives, or too many entries.
-                if t > 255 || n == pairs.len() {
-                    break false;
+                if t > 255 {
+                    return false;
                 }
-                pairs[n] = [t, v];
-                n += 1;
+                f(t, v);
                 a = a.add(1);
             }
-            .then_some((pairs, n))
+            false
         };
-        if let Some((pairs, n)) = found {
-            for &[t, v] in &pairs[..n] {
-                take(t, v);
-            }
+        if pairs(&mut |_, _| {}) {
+            pairs(&mut take);
             return Auxv {
                 ldso: base,
                 phdr,
