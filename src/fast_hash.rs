@@ -1,4 +1,5 @@
-//! A fast hasher for the report's maps, keyed by what the run's own log and timeline hold.
+//! A fast hasher for maps keyed by what the run itself produces: the report's and the
+//! timeline's (the log's and timeline's contents), and the supervisor's threads.
 
 /// The report's and the timeline's hasher: a multiply-rotate hash (as rustc's FxHash),
 /// several times faster than the default SipHash on the million keys of a large run (grouping

@@ -24,8 +24,6 @@
 
 use nettrap_core::event::{Log, NotWritten, Process, Source};
 use nettrap_core::test_id::{self, Phase};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -113,28 +111,8 @@ impl Caller {
 
 #[derive(Default)]
 pub struct Targets {
-    by_tid: HashMap<u32, Entry, BuildHasherDefault<TidHasher>>,
-}
-
-/// Hashes a thread id with one multiplication: the default SipHash cost more than the rest of
-/// a cache hit, and thread ids are not keys anyone gains by making collide.
-#[derive(Default)]
-pub struct TidHasher(u64);
-
-impl Hasher for TidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
+    /// Keyed by thread id with the fast hasher (SipHash cost more than the rest of a hit).
+    by_tid: crate::fast_hash::FastMap<u32, Entry>,
 }
 
 fn read(path: &str) -> Option<Vec<u8>> {
