@@ -618,7 +618,7 @@ enum Named {
 }
 
 /// [`Key`] with its strings interned: what calls are grouped by while the log is walked.
-#[derive(PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Group {
     test: Option<u32>,
     phase: Option<u32>,
@@ -674,14 +674,19 @@ pub fn build(
     let mut strings: Interner<Vec<u8>> = Interner::default();
     let mut lists: Interner<Vec<u32>> = Interner::default();
     let mut sites: Interner<crate::attribution::Site> = Interner::default();
-    let mut groups: FastMap<Group, Tally> = FastMap::default();
+    // Each group's tally in `tallies`, found by its key; a call usually falls in the group of
+    // the call before it (`last`), found by comparing keys, without hashing one.
+    let mut groups: FastMap<Group, usize> = FastMap::default();
+    let mut tallies: Vec<Tally> = Vec::new();
+    let mut last: Option<(Group, usize)> = None;
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
     let by_record_alone = timeline.by_record_alone();
     // Groups the call at `here` in the log.
     let mut group = |here: u64, c: CallRef<'_>| {
         let call = c.call;
         // Not a call: the run's own servers, used below.
-        if call.syscall == Syscall::Listen || cx.covered.contains(&here) {
+        if call.syscall == Syscall::Listen || (!cx.covered.is_empty() && cx.covered.contains(&here))
+        {
             return;
         }
         let process = cx.process_at(call.pid, here);
@@ -784,7 +789,18 @@ pub fn build(
             concurrent,
             served_by_suite,
         };
-        let g = groups.entry(key).or_default();
+        let i = match last {
+            Some((k, i)) if k == key => i,
+            _ => {
+                let i = *groups.entry(key).or_insert_with(|| {
+                    tallies.push(Tally::default());
+                    tallies.len() - 1
+                });
+                last = Some((key, i));
+                i
+            }
+        };
+        let g = &mut tallies[i];
         g.0 += 1;
         match g.1.iter_mut().find(|(r, _)| *r == c.result) {
             Some((_, n)) => *n += 1,
@@ -824,7 +840,8 @@ pub fn build(
     let category_label = |i: u16| text(compiled.category_name(i));
     let mut sorted: Vec<(Key, u64, BTreeMap<String, u64>, u64)> = groups
         .into_iter()
-        .map(|(g, (count, results, blocked_ns))| {
+        .map(|(g, i)| {
+            let (count, results, blocked_ns) = std::mem::take(&mut tallies[i]);
             let name = |id: Option<u32>| id.map(|id| strings.text(id));
             let syscall = Syscall::try_from(g.syscall).map_or("unknown", Syscall::name);
             let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
