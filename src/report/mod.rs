@@ -674,11 +674,14 @@ pub fn build(
     let mut strings: Interner<Vec<u8>> = Interner::default();
     let mut lists: Interner<Vec<u32>> = Interner::default();
     let mut sites: Interner<crate::attribution::Site> = Interner::default();
-    // Each group's tally in `tallies`, found by its key; a call usually falls in the group of
-    // the call before it (`last`), found by comparing keys, without hashing one.
+    // Each group's tally in `tallies`, found by its key; a call usually falls in a group a
+    // recent call to the same port fell in (`recent`, by port), found by comparing keys,
+    // without hashing one.
     let mut groups: FastMap<Group, usize> = FastMap::default();
     let mut tallies: Vec<Tally> = Vec::new();
-    let mut last: Option<(Group, usize)> = None;
+    let mut recent: [Option<(Group, usize)>; 8] = [None; 8];
+    // The test id the engine read for the call before, and its string's number.
+    let mut last_test: (Vec<u8>, u32) = (Vec::new(), u32::MAX);
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
     let by_record_alone = timeline.by_record_alone();
     // Groups the call at `here` in the log.
@@ -697,7 +700,14 @@ pub fn build(
         let (test, phase, fixture, inner_test, concurrent, since) = if by_record_alone {
             // What `attribute_in_tree` gives when the timeline says nothing: the test and
             // phase the engine read, without making strings of them.
-            let test = c.test.map(|t| strings.id_of(t));
+            let test = c.test.map(|t| {
+                if last_test.1 == u32::MAX || last_test.0 != t {
+                    last_test.0.clear();
+                    last_test.0.extend_from_slice(t);
+                    last_test.1 = strings.id_of(t);
+                }
+                last_test.1
+            });
             let phase = test
                 .and_then(|_| recorded_phase())
                 .map(|p| strings.id_of(p.as_bytes()));
@@ -789,14 +799,15 @@ pub fn build(
             concurrent,
             served_by_suite,
         };
-        let i = match last {
-            Some((k, i)) if k == key => i,
+        let slot = &mut recent[key.port as usize % 8];
+        let i = match slot {
+            Some((k, i)) if *k == key => *i,
             _ => {
                 let i = *groups.entry(key).or_insert_with(|| {
                     tallies.push(Tally::default());
                     tallies.len() - 1
                 });
-                last = Some((key, i));
+                *slot = Some((key, i));
                 i
             }
         };
