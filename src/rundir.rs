@@ -197,7 +197,14 @@ impl RunDir {
     /// (see `event::Stream`): memory stays at one piece whatever the log holds. Returns the
     /// log's counts (dropped, torn, unobserved; `records` empty), with the calls counted by
     /// shims that could not map the log header.
-    pub fn walk_events(&self, f: &mut dyn FnMut(event::Record)) -> Result<event::Decoded> {
+    ///
+    /// With `want`, the calls it does not pick are passed over unread (see
+    /// `event::Stream::skim`); the torn count then covers only what was read.
+    pub fn walk_events(
+        &self,
+        want: Option<&dyn Fn(&event::CallHead) -> bool>,
+        f: &mut dyn FnMut(u64, event::RecordRef<'_>),
+    ) -> Result<event::Decoded> {
         use std::os::unix::fs::FileExt;
         let f_log = File::open(self.events_path()).context("cannot open the event log")?;
         let mut header = vec![0u8; event::HEADER_LEN];
@@ -222,7 +229,10 @@ impl RunDir {
             f_log
                 .read_exact_at(bytes, at)
                 .context("cannot read the event log")?;
-            stream.feed(bytes, &mut *f);
+            match want {
+                Some(want) => stream.skim(bytes, want, &mut *f),
+                None => stream.feed_refs(bytes, &mut *f),
+            }
             if stream.next_slot() == from {
                 anyhow::bail!("the event log could not be walked past slot {from}");
             }
@@ -383,7 +393,15 @@ fn map_log(path: &Path) -> Result<LogMapping> {
 
 /// The report reads the run's log in pieces (see [`RunDir::walk_events`]).
 impl crate::report::Events for RunDir {
-    fn walk(&self, f: &mut dyn FnMut(event::Record)) -> Result<event::Decoded> {
-        self.walk_events(f)
+    fn walk(&self, f: &mut dyn FnMut(u64, event::RecordRef<'_>)) -> Result<event::Decoded> {
+        self.walk_events(None, f)
+    }
+
+    fn skim(
+        &self,
+        want: &dyn Fn(&event::CallHead) -> bool,
+        f: &mut dyn FnMut(u64, event::RecordRef<'_>),
+    ) -> Result<event::Decoded> {
+        self.walk_events(Some(want), f)
     }
 }

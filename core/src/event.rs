@@ -1025,6 +1025,122 @@ mod decode {
         Process(ProcessRecord),
     }
 
+    /// A call as read in place: its texts are slices of the slots the reader was handed (or of
+    /// the reader's own buffer, for a record of several slots), valid while it is handed out.
+    /// What a reader of millions of calls reads each with, copying nothing.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct CallRef<'a> {
+        pub call: Call,
+        pub result: i32,
+        pub blocked_ns: u64,
+        pub test: Option<&'a [u8]>,
+        pub host: &'a [u8],
+        pub thread: &'a [u8],
+    }
+
+    impl CallRef<'_> {
+        /// What [`Stream::skim`] would have seen of this call before reading it.
+        pub fn head(&self) -> CallHead {
+            CallHead {
+                syscall: Some(self.call.syscall),
+                source: Some(self.call.source),
+                port: self.call.dest.port,
+                has_host: !self.host.is_empty(),
+            }
+        }
+
+        pub fn to_record(&self) -> CallRecord {
+            CallRecord {
+                call: self.call,
+                result: self.result,
+                blocked_ns: self.blocked_ns,
+                test: self.test.map(<[u8]>::to_vec),
+                host: self.host.to_vec(),
+                thread: self.thread.to_vec(),
+            }
+        }
+    }
+
+    /// A process record as read in place (see [`CallRef`]).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ProcessRef<'a> {
+        pub process: Process,
+        pub exe: &'a [u8],
+        pub cmdline: &'a [u8],
+    }
+
+    impl ProcessRef<'_> {
+        pub fn to_record(&self) -> ProcessRecord {
+            ProcessRecord {
+                process: self.process,
+                exe: self.exe.to_vec(),
+                cmdline: self.cmdline.to_vec(),
+            }
+        }
+    }
+
+    /// A record as read in place (see [`CallRef`]).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum RecordRef<'a> {
+        Call(CallRef<'a>),
+        Process(ProcessRef<'a>),
+    }
+
+    impl RecordRef<'_> {
+        pub fn to_record(&self) -> Record {
+            match self {
+                RecordRef::Call(c) => Record::Call(c.to_record()),
+                RecordRef::Process(p) => Record::Process(p.to_record()),
+            }
+        }
+    }
+
+    impl Record {
+        /// The record as [`Stream::feed_refs`] hands it out.
+        pub fn as_ref(&self) -> RecordRef<'_> {
+            match self {
+                Record::Call(c) => RecordRef::Call(CallRef {
+                    call: c.call,
+                    result: c.result,
+                    blocked_ns: c.blocked_ns,
+                    test: c.test.as_deref(),
+                    host: &c.host,
+                    thread: &c.thread,
+                }),
+                Record::Process(p) => RecordRef::Process(ProcessRef {
+                    process: p.process,
+                    exe: &p.exe,
+                    cmdline: &p.cmdline,
+                }),
+            }
+        }
+    }
+
+    /// A call's fields as its first slot holds them, before the record is checked: what
+    /// [`Stream::skim`] chooses the calls it reads by. A record that checks out holds the
+    /// same values; one that does not may hold anything.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct CallHead {
+        /// `None`: a value no syscall has (the record will not check out).
+        pub syscall: Option<Syscall>,
+        pub source: Option<Source>,
+        pub port: u16,
+        /// Does the record hold a host name (`host` not empty)?
+        pub has_host: bool,
+    }
+
+    impl CallHead {
+        fn of(p: &[u8]) -> Option<CallHead> {
+            let f: &[u8; CALL_FIXED] = p.get(..CALL_FIXED)?.try_into().ok()?;
+            Some(CallHead {
+                syscall: Syscall::try_from(f[38]).ok(),
+                source: Source::try_from(f[37]).ok(),
+                port: u16_at(f, 32),
+                has_host: u16_at(f, 58) != 0,
+            })
+        }
+    }
+
     /// Everything read from a log file.
     #[derive(Debug, Default)]
     pub struct Decoded {
@@ -1191,6 +1307,35 @@ mod decode {
         /// lies wholly inside them, in log order. A record that runs past the piece's end is
         /// left for the next piece, which starts at it.
         pub fn feed(&mut self, slots: &[u8], mut f: impl FnMut(Record)) {
+            self.walk(slots, |_| true, |_, r| f(r.to_record()));
+        }
+
+        /// As [`Stream::feed`], the records read in place (nothing copied), each with its
+        /// place in the log: the slot it starts at.
+        pub fn feed_refs(&mut self, slots: &[u8], f: impl FnMut(u64, RecordRef<'_>)) {
+            self.walk(slots, |_| true, f);
+        }
+
+        /// As [`Stream::feed_refs`], but of the calls only those `want` picks by their
+        /// [`CallHead`] are checked and handed out: the others are passed over unread (the
+        /// walk's cheap first pass over a log whose calls it reads again later). Process
+        /// records are all handed out. The torn count and [`Stream::settled`] then cover only
+        /// what was read; the places are those [`Stream::feed_refs`] gives.
+        pub fn skim(
+            &mut self,
+            slots: &[u8],
+            want: impl Fn(&CallHead) -> bool,
+            f: impl FnMut(u64, RecordRef<'_>),
+        ) {
+            self.walk(slots, want, f);
+        }
+
+        fn walk(
+            &mut self,
+            slots: &[u8],
+            want: impl Fn(&CallHead) -> bool,
+            mut f: impl FnMut(u64, RecordRef<'_>),
+        ) {
             let base = self.next;
             let limit = (base + (slots.len() / SLOT_LEN) as u64).min(self.end);
             let last = limit == self.end;
@@ -1202,6 +1347,19 @@ mod decode {
             let mut i = base;
             while i < limit {
                 let head = head(tag_at(i));
+                if let Some((kind, n)) = head
+                    && kind == KIND_CALL
+                    && (!last || i + n as u64 <= limit)
+                    && CallHead::of(&slot(i)[TAG_LEN..]).is_some_and(|h| !want(&h))
+                {
+                    // Not wanted: passed over, unchecked.
+                    if i + n as u64 > limit {
+                        break;
+                    }
+                    self.in_gap = false;
+                    i += n as u64;
+                    continue;
+                }
                 let complete = match head {
                     Some((KIND_RESERVED, _)) | None => false,
                     Some((kind, n)) => {
@@ -1246,9 +1404,9 @@ mod decode {
                             };
                             let sum = u32_at(slot(i), 4);
                             match kind {
-                                KIND_CALL => decode_call(payload, n, sum).map(Record::Call),
+                                KIND_CALL => decode_call(payload, n, sum).map(RecordRef::Call),
                                 KIND_PROCESS => {
-                                    decode_process(payload, n, sum).map(Record::Process)
+                                    decode_process(payload, n, sum).map(RecordRef::Process)
                                 }
                                 _ => None,
                             }
@@ -1257,10 +1415,10 @@ mod decode {
                         };
                         match record {
                             // Voided by its writer: not a call (see RESULT_NOT_A_CALL).
-                            Some(Record::Call(c)) if c.result == RESULT_NOT_A_CALL => {}
+                            Some(RecordRef::Call(c)) if c.result == RESULT_NOT_A_CALL => {}
                             Some(r) => {
                                 self.records += 1;
-                                f(r);
+                                f(i, r);
                             }
                             None => self.counts.torn += 1,
                         }
@@ -1301,7 +1459,7 @@ mod decode {
         (slots_for(total) == n && checksum(kind, &[body]) == sum).then_some(body)
     }
 
-    fn decode_call(p: &[u8], n: usize, sum: u32) -> Option<CallRecord> {
+    fn decode_call(p: &[u8], n: usize, sum: u32) -> Option<CallRef<'_>> {
         // The fixed part as an array: its fields are read without bounds checks.
         let f: &[u8; CALL_FIXED] = p.get(..CALL_FIXED)?.try_into().ok()?;
         let (test_len, host_len) = (u16_at(f, 56) as usize, u16_at(f, 58) as usize);
@@ -1341,35 +1499,33 @@ mod decode {
             deny_errno: u32_at(f, 44) as i32,
             has_test,
         };
-        let text = |at: usize, len: usize| match len {
-            0 => Vec::new(),
-            _ => p[at..at + len].to_vec(),
-        };
-        Some(CallRecord {
+        let (test, rest) = p[CALL_FIXED..].split_at(test_len);
+        let (host, thread) = rest.split_at(host_len);
+        Some(CallRef {
             call,
             result: result as u32 as i32,
             blocked_ns,
-            test: has_test.then(|| text(CALL_FIXED, test_len)),
-            host: text(CALL_FIXED + test_len, host_len),
-            thread: text(CALL_FIXED + test_len + host_len, thread_len),
+            test: has_test.then_some(test),
+            host,
+            thread,
         })
     }
 
-    fn decode_process(p: &[u8], n: usize, sum: u32) -> Option<ProcessRecord> {
+    fn decode_process(p: &[u8], n: usize, sum: u32) -> Option<ProcessRef<'_>> {
         let (exe_len, cmd_len) = (u16_at(p, 16) as usize, u16_at(p, 18) as usize);
         if exe_len > MAX_TEXT || cmd_len > MAX_TEXT {
             return None;
         }
         let p = checked(p, KIND_PROCESS, PROCESS_FIXED + exe_len + cmd_len, n, sum)?;
-        Some(ProcessRecord {
+        Some(ProcessRef {
             process: Process {
                 pid: u32_at(p, 0),
                 ppid: u32_at(p, 4),
                 time_ns: u64_at(p, 8),
                 source: Source::try_from(p[20]).ok()?,
             },
-            exe: p[PROCESS_FIXED..PROCESS_FIXED + exe_len].to_vec(),
-            cmdline: p[PROCESS_FIXED + exe_len..PROCESS_FIXED + exe_len + cmd_len].to_vec(),
+            exe: &p[PROCESS_FIXED..PROCESS_FIXED + exe_len],
+            cmdline: &p[PROCESS_FIXED + exe_len..PROCESS_FIXED + exe_len + cmd_len],
         })
     }
 }

@@ -18,7 +18,9 @@ use crate::attribution::{Attribution, Timeline};
 use crate::fast_hash::{FastMap, FastSet};
 use crate::policy::Policy;
 use nettrap_core::addr::Dest;
-use nettrap_core::event::{CallRecord, Decoded, Record, Source, Syscall, Unobserved};
+use nettrap_core::event::{
+    CallHead, CallRecord, CallRef, Decoded, RecordRef, Source, Syscall, Unobserved,
+};
 use nettrap_core::policy::{Action, CompiledPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -355,12 +357,13 @@ fn same_lookup(name: &[u8], later: &[u8]) -> bool {
 /// One lookup is one call: drops the supervisor's records that the shim's Lookup record of the
 /// same lookup covers (see [`covered_lookups`]); the report applies it while walking the log.
 #[cfg(test)]
-fn dedup_lookups(records: &mut Vec<Record>) {
-    let candidates: Vec<(usize, CallRecord)> = records
+fn dedup_lookups(records: &mut Vec<nettrap_core::event::Record>) {
+    use nettrap_core::event::Record;
+    let candidates: Vec<(u64, CallRecord)> = records
         .iter()
         .enumerate()
         .filter_map(|(i, r)| match r {
-            Record::Call(c) if lookup_candidate(c) => Some((i, c.clone())),
+            Record::Call(c) if lookup_candidate(c) => Some((i as u64, c.clone())),
             _ => None,
         })
         .collect();
@@ -378,6 +381,14 @@ fn lookup_candidate(c: &CallRecord) -> bool {
     c.call.syscall == Syscall::Lookup || unnamed_dns(c)
 }
 
+/// The calls the first walk reads, by what their first slot says ([`CallHead`]): every
+/// server (`Listen`) and every [`lookup_candidate`], which the first walk checks again once
+/// the record is read. It passes over the others (most calls) without reading them.
+fn first_walk_wants(h: &CallHead) -> bool {
+    matches!(h.syscall, Some(Syscall::Listen | Syscall::Lookup))
+        || (h.source == Some(Source::Seccomp) && h.port == 53 && !h.has_host)
+}
+
 fn unnamed_dns(c: &CallRecord) -> bool {
     c.call.source == Source::Seccomp
         && c.call.dest.port == 53
@@ -393,9 +404,9 @@ fn unnamed_dns(c: &CallRecord) -> bool {
 /// shim recorded the call. A supervisor record to port 53 without a name (glibc's own connect
 /// to the resolver, a query sent with `send`, which the supervisor cannot read) is covered by
 /// such a shim record made less than [`LOOKUP_SPAN_NS`] before it.
-fn covered_lookups(candidates: &[(usize, CallRecord)]) -> FastSet<usize> {
+fn covered_lookups(candidates: &[(u64, CallRecord)]) -> FastSet<u64> {
     let mut latest: FastMap<(u32, u32), (&[u8], u64)> = FastMap::default();
-    let mut order: Vec<&(usize, CallRecord)> = candidates.iter().collect();
+    let mut order: Vec<&(u64, CallRecord)> = candidates.iter().collect();
     // By time, shim records before the supervisor's at the same instant.
     order.sort_by_key(|(i, c)| (c.call.time_ns, c.call.source == Source::Seccomp, *i));
     let mut drop = FastSet::default();
@@ -427,19 +438,43 @@ fn covered_lookups(candidates: &[(usize, CallRecord)]) -> FastSet<usize> {
 /// default: 5 s per attempt, 2 attempts).
 const LOOKUP_SPAN_NS: u64 = 10_000_000_000;
 
-/// The event log as the report reads it: every record, in log order, handed out one at a time,
-/// the same each time it is walked (the report walks it twice and holds none of the calls).
+/// The event log as the report reads it: every record, in log order, handed out one at a time
+/// and read in place, with its place in the log (positions that only grow), the same each time
+/// it is walked (the report walks it twice and holds none of the calls).
 pub trait Events {
     /// Hands `f` every record; returns the log's counts (dropped, torn, unobserved), its
     /// `records` empty.
-    fn walk(&self, f: &mut dyn FnMut(Record)) -> anyhow::Result<Decoded>;
+    fn walk(&self, f: &mut dyn FnMut(u64, RecordRef<'_>)) -> anyhow::Result<Decoded>;
+
+    /// As [`Events::walk`], but hands `f` only the process records and the calls `want`
+    /// picks, at the places `walk` gives them; the others are passed over unread (see
+    /// `event::Stream::skim`). Its torn count covers only what was read.
+    fn skim(
+        &self,
+        want: &dyn Fn(&CallHead) -> bool,
+        f: &mut dyn FnMut(u64, RecordRef<'_>),
+    ) -> anyhow::Result<Decoded>;
 }
 
-/// Records already in memory (tests, small logs).
+/// Records already in memory (tests, small logs): their places are their indexes.
 impl Events for Decoded {
-    fn walk(&self, f: &mut dyn FnMut(Record)) -> anyhow::Result<Decoded> {
-        for r in &self.records {
-            f(r.clone());
+    fn walk(&self, f: &mut dyn FnMut(u64, RecordRef<'_>)) -> anyhow::Result<Decoded> {
+        self.skim(&|_| true, f)
+    }
+
+    fn skim(
+        &self,
+        want: &dyn Fn(&CallHead) -> bool,
+        f: &mut dyn FnMut(u64, RecordRef<'_>),
+    ) -> anyhow::Result<Decoded> {
+        for (i, r) in self.records.iter().enumerate() {
+            let r = r.as_ref();
+            if let RecordRef::Call(c) = r
+                && !want(&c.head())
+            {
+                continue;
+            }
+            f(i as u64, r);
         }
         Ok(Decoded {
             records: Vec::new(),
@@ -453,48 +488,47 @@ impl Events for Decoded {
 /// What the first walk keeps: the few records the calls are read against.
 #[derive(Default)]
 struct Context {
-    /// Process records per pid, in log order (index in the log, the process).
-    by_pid: FastMap<u32, Vec<(usize, ProcessInfo)>>,
+    /// Process records per pid, in log order (place in the log, the process).
+    by_pid: FastMap<u32, Vec<(u64, ProcessInfo)>>,
     parents: FastMap<u32, u32>,
-    /// Lookup records the shim's own record of the same lookup covers (indexes in the log).
-    covered: FastSet<usize>,
+    /// Lookup records the shim's own record of the same lookup covers (places in the log).
+    covered: FastSet<u64>,
     listeners: Vec<(u64, Dest, nettrap_core::addr::Transport)>,
 }
 
 impl Context {
+    /// Skims the log (see [`first_walk_wants`]): its counts are not the log's (see
+    /// [`Events::skim`]).
     fn read(events: &dyn Events) -> anyhow::Result<(Context, Decoded)> {
         let mut cx = Context::default();
         let mut candidates = Vec::new();
-        let mut at = 0usize;
-        let counts = events.walk(&mut |r| {
-            match r {
-                Record::Process(p) => {
-                    cx.parents.insert(p.process.pid, p.process.ppid);
-                    let cmdline = p
-                        .cmdline
-                        .split(|&b| b == 0)
-                        .filter(|a| !a.is_empty())
-                        .map(text)
-                        .collect::<Vec<_>>();
-                    let info = ProcessInfo {
-                        pid: p.process.pid,
-                        exe: text(&p.exe),
-                        cmdline: cmdline.join(" "),
-                        role: None,
-                    };
-                    cx.by_pid.entry(p.process.pid).or_default().push((at, info));
-                }
-                Record::Call(c) => {
-                    if c.call.syscall == Syscall::Listen {
-                        cx.listeners
-                            .push((c.call.time_ns, c.call.dest, c.call.transport));
-                    }
-                    if lookup_candidate(&c) {
-                        candidates.push((at, c));
-                    }
+        let counts = events.skim(&first_walk_wants, &mut |at, r| match r {
+            RecordRef::Process(p) => {
+                cx.parents.insert(p.process.pid, p.process.ppid);
+                let cmdline = p
+                    .cmdline
+                    .split(|&b| b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(text)
+                    .collect::<Vec<_>>();
+                let info = ProcessInfo {
+                    pid: p.process.pid,
+                    exe: text(p.exe),
+                    cmdline: cmdline.join(" "),
+                    role: None,
+                };
+                cx.by_pid.entry(p.process.pid).or_default().push((at, info));
+            }
+            RecordRef::Call(c) if c.call.syscall == Syscall::Listen => {
+                cx.listeners
+                    .push((c.call.time_ns, c.call.dest, c.call.transport));
+            }
+            RecordRef::Call(c) => {
+                let c = c.to_record();
+                if lookup_candidate(&c) {
+                    candidates.push((at, c));
                 }
             }
-            at += 1;
         })?;
         cx.covered = covered_lookups(&candidates);
         Ok((cx, counts))
@@ -504,7 +538,7 @@ impl Context {
     /// written before it, or, when its process record came later (another thread of the
     /// process was still writing it), the first one after it. A reused pid thus maps to the
     /// right process. (pid, index in its list), the index `u32::MAX` when there is none.
-    fn process_at(&self, pid: u32, at: usize) -> (u32, u32) {
+    fn process_at(&self, pid: u32, at: u64) -> (u32, u32) {
         let Some(list) = self.by_pid.get(&pid) else {
             return (pid, u32::MAX);
         };
@@ -584,7 +618,7 @@ enum Named {
 }
 
 /// [`Key`] with its strings interned: what calls are grouped by while the log is walked.
-#[derive(PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Group {
     test: Option<u32>,
     phase: Option<u32>,
@@ -619,8 +653,9 @@ pub fn build(
     mut timeline: Timeline,
     mut info: RunInfo,
 ) -> Report {
-    // Two walks: the first keeps processes, listeners and lookups (what a call is read
-    // against, some of it written after the call), the second groups the calls as they come.
+    // Two walks: the first skims the log for processes, listeners and lookups (what a call is
+    // read against, some of it written after the call), the second reads every record and
+    // groups the calls as they come; its counts are the log's.
     let (mut cx, mut counts) = match Context::read(events) {
         Ok(read) => read,
         Err(e) => {
@@ -628,9 +663,6 @@ pub fn build(
             (Context::default(), Decoded::default())
         }
     };
-    for (n, by_signal) in counts.unobserved.iter_mut().zip(info.unobserved) {
-        *n += by_signal;
-    }
     for (pid, list) in cx.by_pid.iter_mut() {
         if let Some(role) = timeline.roles.get(pid) {
             for (_, p) in list.iter_mut() {
@@ -642,14 +674,22 @@ pub fn build(
     let mut strings: Interner<Vec<u8>> = Interner::default();
     let mut lists: Interner<Vec<u32>> = Interner::default();
     let mut sites: Interner<crate::attribution::Site> = Interner::default();
-    let mut groups: FastMap<Group, Tally> = FastMap::default();
+    // Each group's tally in `tallies`, found by its key; a call usually falls in a group a
+    // recent call to the same port fell in (`recent`, by port), found by comparing keys,
+    // without hashing one.
+    let mut groups: FastMap<Group, usize> = FastMap::default();
+    let mut tallies: Vec<Tally> = Vec::new();
+    let mut recent: [Option<(Group, usize)>; 8] = [None; 8];
+    // The test id the engine read for the call before, and its string's number.
+    let mut last_test: (Vec<u8>, u32) = (Vec::new(), u32::MAX);
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
     let by_record_alone = timeline.by_record_alone();
     // Groups the call at `here` in the log.
-    let mut group = |here: usize, c: CallRecord| {
+    let mut group = |here: u64, c: CallRef<'_>| {
         let call = c.call;
         // Not a call: the run's own servers, used below.
-        if call.syscall == Syscall::Listen || cx.covered.contains(&here) {
+        if call.syscall == Syscall::Listen || (!cx.covered.is_empty() && cx.covered.contains(&here))
+        {
             return;
         }
         let process = cx.process_at(call.pid, here);
@@ -660,7 +700,14 @@ pub fn build(
         let (test, phase, fixture, inner_test, concurrent, since) = if by_record_alone {
             // What `attribute_in_tree` gives when the timeline says nothing: the test and
             // phase the engine read, without making strings of them.
-            let test = c.test.as_deref().map(|t| strings.id_of(t));
+            let test = c.test.map(|t| {
+                if last_test.1 == u32::MAX || last_test.0 != t {
+                    last_test.0.clear();
+                    last_test.0.extend_from_slice(t);
+                    last_test.1 = strings.id_of(t);
+                }
+                last_test.1
+            });
             let phase = test
                 .and_then(|_| recorded_phase())
                 .map(|p| strings.id_of(p.as_bytes()));
@@ -668,14 +715,13 @@ pub fn build(
         } else {
             let recorded = c
                 .test
-                .as_deref()
                 .map(|t| (text(t), recorded_phase().map(String::from)));
             let who: Attribution = timeline.attribute_in_tree(
                 call.pid,
                 call.tid,
                 call.time_ns,
                 recorded,
-                &c.thread,
+                c.thread,
                 |p| cx.parents.get(&p).copied(),
             );
             let mut id = |s: Option<String>| s.map(|s| strings.id(s.into_bytes()));
@@ -741,7 +787,7 @@ pub fn build(
             category,
             ip: call.dest.ip,
             port: call.dest.port,
-            host: (!c.host.is_empty()).then(|| strings.id_of(&c.host[..])),
+            host: (!c.host.is_empty()).then(|| strings.id_of(c.host)),
             transport: call.transport as u8,
             action: action as u8,
             syscall: call.syscall as u8,
@@ -753,7 +799,19 @@ pub fn build(
             concurrent,
             served_by_suite,
         };
-        let g = groups.entry(key).or_default();
+        let slot = &mut recent[key.port as usize % 8];
+        let i = match slot {
+            Some((k, i)) if *k == key => *i,
+            _ => {
+                let i = *groups.entry(key).or_insert_with(|| {
+                    tallies.push(Tally::default());
+                    tallies.len() - 1
+                });
+                *slot = Some((key, i));
+                i
+            }
+        };
+        let g = &mut tallies[i];
         g.0 += 1;
         match g.1.iter_mut().find(|(r, _)| *r == c.result) {
             Some((_, n)) => *n += 1,
@@ -761,21 +819,22 @@ pub fn build(
         }
         g.2 = g.2.saturating_add(c.blocked_ns);
     };
-    let walked = if info.log_error.is_some() {
-        Ok(())
-    } else {
-        let mut at = 0usize;
-        events
-            .walk(&mut |record| {
-                if let Record::Call(c) = record {
-                    group(at, c);
-                }
-                at += 1;
-            })
-            .map(drop)
-    };
-    if let Err(e) = walked {
-        info.log_error.get_or_insert(format!("{e:#}"));
+    if info.log_error.is_none() {
+        let walked = events.walk(&mut |at, record| {
+            if let RecordRef::Call(c) = record {
+                group(at, c);
+            }
+        });
+        match walked {
+            Ok(read) => counts = read,
+            // The first walk's counts stand (its torn count only covers what it read).
+            Err(e) => {
+                info.log_error.get_or_insert(format!("{e:#}"));
+            }
+        }
+    }
+    for (n, by_signal) in counts.unobserved.iter_mut().zip(info.unobserved) {
+        *n += by_signal;
     }
     let events = counts;
 
@@ -792,7 +851,8 @@ pub fn build(
     let category_label = |i: u16| text(compiled.category_name(i));
     let mut sorted: Vec<(Key, u64, BTreeMap<String, u64>, u64)> = groups
         .into_iter()
-        .map(|(g, (count, results, blocked_ns))| {
+        .map(|(g, i)| {
+            let (count, results, blocked_ns) = std::mem::take(&mut tallies[i]);
             let name = |id: Option<u32>| id.map(|id| strings.text(id));
             let syscall = Syscall::try_from(g.syscall).map_or("unknown", Syscall::name);
             let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
@@ -1125,7 +1185,7 @@ pub fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
 mod tests {
     use super::*;
     use nettrap_core::addr::{Dest, Transport};
-    use nettrap_core::event::{Call, CallRecord};
+    use nettrap_core::event::{Call, CallRecord, Record};
     use nettrap_core::test_id::Phase;
 
     fn lookup(source: Source, tid: u32, time_ns: u64, name: &str) -> Record {
@@ -1168,7 +1228,25 @@ mod tests {
     struct KeptLog(std::path::PathBuf);
 
     impl Events for KeptLog {
-        fn walk(&self, f: &mut dyn FnMut(Record)) -> anyhow::Result<Decoded> {
+        fn walk(&self, f: &mut dyn FnMut(u64, RecordRef<'_>)) -> anyhow::Result<Decoded> {
+            self.read(None, f)
+        }
+
+        fn skim(
+            &self,
+            want: &dyn Fn(&CallHead) -> bool,
+            f: &mut dyn FnMut(u64, RecordRef<'_>),
+        ) -> anyhow::Result<Decoded> {
+            self.read(Some(want), f)
+        }
+    }
+
+    impl KeptLog {
+        fn read(
+            &self,
+            want: Option<&dyn Fn(&CallHead) -> bool>,
+            f: &mut dyn FnMut(u64, RecordRef<'_>),
+        ) -> anyhow::Result<Decoded> {
             use nettrap_core::event::{self, HEADER_LEN, MAX_SLOTS, SLOT_LEN, WINDOW_SLOTS};
             use std::os::unix::fs::FileExt;
             let file = std::fs::File::open(self.0.join("events.log"))?;
@@ -1184,7 +1262,10 @@ mod tests {
                 let slots = (in_file - from).min((piece / SLOT_LEN) as u64) as usize;
                 let bytes = &mut buf[..slots * SLOT_LEN];
                 file.read_exact_at(bytes, (HEADER_LEN + from as usize * SLOT_LEN) as u64)?;
-                stream.feed(bytes, &mut *f);
+                match want {
+                    Some(want) => stream.skim(bytes, want, &mut *f),
+                    None => stream.feed_refs(bytes, &mut *f),
+                }
             }
             Ok(stream.finish())
         }

@@ -667,6 +667,72 @@ proptest! {
     }
 }
 
+/// Reads the log in pieces of `piece` slots with [`Stream::feed_refs`], or with
+/// [`Stream::skim`] when `want` is given: the records (owned) with their places.
+fn places(
+    bytes: &[u8],
+    piece: usize,
+    want: Option<&dyn Fn(&CallHead) -> bool>,
+) -> alloc::vec::Vec<(u64, Record)> {
+    let len = used_len(bytes).unwrap().min(bytes.len());
+    let slots = &bytes[HEADER_LEN..len];
+    let mut s = Stream::new(bytes, (slots.len() / SLOT_LEN) as u64).unwrap();
+    let mut records = alloc::vec::Vec::new();
+    while !s.done() {
+        let from = s.next_slot() as usize * SLOT_LEN;
+        let to = (from + piece * SLOT_LEN).min(slots.len());
+        if from >= slots.len() {
+            break;
+        }
+        let mut f = |at: u64, r: RecordRef<'_>| records.push((at, r.to_record()));
+        match want {
+            Some(want) => s.skim(&slots[from..to], want, &mut f),
+            None => s.feed_refs(&slots[from..to], &mut f),
+        }
+    }
+    records
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Records read in place are the records `decode` reads, at places (their first slots)
+    /// that only grow; a skim hands out exactly the process records and the calls its choice
+    /// picks among them, at the same places, damaged log or not (the report's two walks
+    /// agree on where each record is).
+    #[test]
+    fn a_skim_reads_the_records_it_picks_at_the_places_a_full_read_gives(
+        (capacity, allocated, _refused, ops) in log_strategy(),
+        piece in MAX_SLOTS..MAX_SLOTS + 700,
+        flips in proptest::collection::vec((any::<u32>(), 1u8..=255), 0..6),
+        odd_ports in any::<bool>(),
+    ) {
+        let mut mem = Mem::new(capacity, allocated);
+        play(&mem, &ops);
+        let used = HEADER_LEN + mem.log().cursor() as usize * SLOT_LEN;
+        if used > HEADER_LEN {
+            let bytes = mem.bytes();
+            for (at, x) in &flips {
+                bytes[HEADER_LEN + *at as usize % (used - HEADER_LEN)] ^= x;
+            }
+        }
+        let whole = mem.decode();
+        let all = places(mem.bytes(), piece, None);
+        let records: alloc::vec::Vec<Record> = all.iter().map(|(_, r)| r.clone()).collect();
+        prop_assert_eq!(&records, &whole.records);
+        prop_assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        let want = move |h: &CallHead| (h.port % 2 == 1) == odd_ports;
+        let picked: alloc::vec::Vec<(u64, Record)> = all
+            .into_iter()
+            .filter(|(_, r)| match r.as_ref() {
+                RecordRef::Call(c) => want(&c.head()),
+                RecordRef::Process(_) => true,
+            })
+            .collect();
+        prop_assert_eq!(places(mem.bytes(), piece, Some(&want)), picked);
+    }
+}
+
 #[test]
 fn settled_ends_at_the_first_unfinished_record_and_a_next_pass_resumes_there() {
     let mut mem = Mem::new(64, 64);
