@@ -235,24 +235,10 @@ fn pid_reuse(mode: &str, engine: &str) -> Option<PidReuse> {
     if out.contains("pid_reuse: skipped") {
         return None;
     }
-    let pid_of = |k: &str| -> u64 {
-        let v = out.split(&format!("{k}=")).nth(1);
-        v.and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("{mode} {engine}: no {k} in {out}"))
-    };
-    let mut got: Vec<(u64, u64)> = run.report["unattributed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["port"].as_u64().unwrap(),
-                c["process"]["pid"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    got.sort();
-    Some((got, (pid_of("parent"), pid_of("child"))))
+    Some((
+        ports_and_pids(&run),
+        (field(&out, "parent"), field(&out, "child")),
+    ))
 }
 
 /// A child of glibc's `_Fork` (no atfork handlers) whose pid is the tid of its parent's exited
@@ -382,18 +368,7 @@ fn every_engine_counts_the_storm_and_hard_cases_exactly() {
             (26, parent),
             (27, parent),
         ];
-        let calls = run.report["unattributed"].as_array().unwrap();
-        let mut got: Vec<(u64, u64)> = calls
-            .iter()
-            .map(|c| {
-                (
-                    c["port"].as_u64().unwrap(),
-                    c["process"]["pid"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        got.sort();
-        assert_eq!(got, want, "{engine}: {out}");
+        assert_eq!(ports_and_pids(&run), want, "{engine}: {out}");
 
         // The current test from the live environment of a program that holds the loader's
         // copy of `environ` (it refers to it): setenv, putenv, unsetenv each seen, also where
