@@ -535,10 +535,10 @@ fn field(out: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {out}"))
 }
 
-/// The shim interposes glibc's `vfork`, `__vfork` and `clone` (shim/src/ids.rs): a failing
-/// `vfork` (EAGAIN, as under a process limit) or `clone` (EINVAL) returns and sets errno as
-/// glibc's does, before and after the shim's first call, and the optional `clone` pointers
-/// (CLONE_PARENT_SETTID, CLONE_CHILD_SETTID, CLONE_CHILD_CLEARTID) pass through.
+/// The shim interposes glibc's `vfork` and `clone`, each under both names (shim/src/ids.rs):
+/// a failing `vfork` (EAGAIN, as under a process limit) or `clone` (EINVAL) returns and sets
+/// errno as glibc's does, before and after the shim's first call, and the optional `clone`
+/// pointers (CLONE_PARENT_SETTID, CLONE_CHILD_SETTID, CLONE_CHILD_CLEARTID) pass through.
 #[test]
 fn vfork_and_clone_return_what_glibcs_return() {
     for mode in ["errno", "tids"] {
@@ -578,9 +578,9 @@ fn vfork_and_clone_return_what_glibcs_return() {
 /// A child that runs on its parent's thread descriptor is recorded with its own pid, with
 /// the shim's pid cache warm (the parent connected first), however it was made: a child of
 /// glibc's `__clone` (the name glibc exports beside `clone`), and a `clone(CLONE_VM |
-/// CLONE_SETTLS)` child given the parent's own thread pointer. Both were recorded as the
-/// parent: the shim counted only `clone` children without CLONE_SETTLS as running on another's
-/// descriptor.
+/// CLONE_SETTLS)` child given the parent's own thread pointer (both were recorded as the
+/// parent while the shim counted only `clone` children without CLONE_SETTLS as running on
+/// another's descriptor).
 #[test]
 fn a_clone_child_on_its_parents_descriptor_keeps_its_own_pid() {
     for mode in ["__clone", "settls"] {

@@ -12,8 +12,9 @@
 //!   child's life, until the parent resumes) and `clone` (from any `CLONE_VM` clone on, for
 //!   good: one given `CLONE_SETTLS` may still be given its parent's descriptor, or a copy of
 //!   it), each under both of glibc's names, and meanwhile every call asks the kernel.
-//!   glibc's own threads (`pthread_create`) come from its internal clone, not these. `posix_spawn`'s child runs on its parent's too, but
-//!   only `exec`s (glibc's own code, which never connects).
+//!   glibc's own threads (`pthread_create`) come from its internal clone, not these.
+//!   `posix_spawn`'s child runs on its parent's too, but only `exec`s (glibc's own code, which
+//!   never connects).
 //! - The entry was written by a task with the same tid, which checked its descriptor then. In
 //!   the same memory, a descriptor's owner with that tid is a thread of the process that wrote
 //!   it (a tid number freed by a thread that exited and reused by a thread of the same process
@@ -53,8 +54,9 @@ const TCB_TID: usize = 0x2d0;
 #[cfg(target_arch = "x86_64")]
 fn tcb_tid() -> Option<u32> {
     let (tcb, me): (usize, usize);
-    // SAFETY: reads the first and third words of the TCB (tcbhead_t's tcb and self), which
-    // the x86_64 TLS ABI puts at %fs:0 for every thread; the shim already relies on %fs:0x10.
+    // SAFETY: reads the first and third words of the TCB, which the x86_64 TLS ABI puts at
+    // %fs:0 for every thread (glibc's tcbhead_t: tcb and self; musl's descriptor is longer
+    // than three words too).
     unsafe {
         core::arch::asm!(
             "mov {}, fs:[0]",
@@ -140,7 +142,8 @@ fn map_cache() -> *mut Cache {
 
 /// Tasks of this process that may be running on another task's thread descriptor: `vfork`
 /// children until their parent resumes, and, once any was made, `clone(CLONE_VM)` children
-/// without a thread pointer of their own (for good: when such a child ends is not known).
+/// made through glibc's wrapper, with `CLONE_SETTLS` or without (for good: when such a child
+/// ends is not known).
 static SHARED: AtomicUsize = AtomicUsize::new(0);
 
 /// `vfork`, interposing glibc's: the system call made here, the way glibc's own `vfork` makes it

@@ -17,8 +17,9 @@
 //! libtest test starting, which it writes to the run's timeline; elsewhere it passes through.
 //! Likewise `posix_spawn` and `posix_spawnp` ([`spawn`]): in `cargo test` runs it writes which
 //! thread (so which test) started each child; elsewhere they pass through. And `vfork` and
-//! `clone` (each also under glibc's other name, `__vfork`, `__clone`; [`ids`]), which it makes exactly as glibc does, to know when a task may be running
-//! on another task's thread descriptor (which tells the shim who makes a call).
+//! `clone` (each also under glibc's other name, `__vfork`, `__clone`; [`ids`]): `vfork` made as
+//! glibc makes it, `clone` handed to glibc's, to know when a task may be running on another
+//! task's thread descriptor (which tells the shim who makes a call).
 //!
 //! Rules this code keeps, because it runs inside other people's programs:
 //! - `no_std`, no allocation, no locks: it is safe after `fork()` in a threaded program and
@@ -48,7 +49,7 @@
 //! - nothing else: which thread and process made the call come from the thread descriptor and
 //!   a cache ([`ids`]); the kernel is asked (`gettid`, `getpid`) only by a thread's first call in
 //!   each process, and by every call while a task may be running on another's descriptor
-//!   (a `vfork` child, a shared-memory `clone` child).
+//!   (while a `vfork` child runs; for good once the program made a shared-memory `clone`).
 //!
 //! Only off that path: the socket's domain and protocol (two more `getsockopt`) for other
 //! socket types, before a denial and after a connect failed for its address's family;
@@ -1099,9 +1100,9 @@ unsafe fn intercept(
             return unsafe { real_connect(fd, addr, len, false) };
         }
     };
-    // Not a destination on any socket (AF_UNIX, a short or unreadable address): nothing to
-    // decide, and no need to map the run's files.
-    // The address decoded as for a stream socket (the common case, see below).
+    // The address decoded as for a stream socket (the common case, see below). Not a
+    // destination on any socket (AF_UNIX, a short or unreadable address): nothing to decide, and
+    // no need to map the run's files.
     let as_stream = match sa.map(|sa| decode(Op::Connect, None, Some(sa))) {
         Some(Address::Inet(d)) => d,
         _ => {

@@ -5,10 +5,9 @@
 //! (the loader walks every object's hash table and compares names and versions), and each
 //! `dlsym(RTLD_NEXT)` (the real `connect` and `listen`) cost over a thousand instructions more.
 //! Here the constructor lists the loaded objects once (`dl_iterate_phdr`, itself found through
-//! the loader's `_r_debug`: see [`LOADER`]), and each symbol is
-//! searched for on its first use, without locks (so also inside a signal handler, or after a
-//! fork): the initial objects' tables are read-only and never unmapped. A process that never
-//! connects searches for none.
+//! the loader's `_r_debug`: see [`LOADER`]), and each symbol is searched for on its first use,
+//! without locks (so also inside a signal handler, or after a fork): the initial objects'
+//! tables are read-only and never unmapped. A process that never connects searches for none.
 //! - the real `connect` and `listen` as `dlsym(RTLD_NEXT)` finds them: the first definition in
 //!   the objects loaded after the shim;
 //! - the rest (`__errno_location`, `environ`, ...) as the loader binds an import: the first
@@ -23,7 +22,8 @@
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-/// One loaded object, as dl_iterate_phdr gives it; its symbol tables read on first use.
+/// One loaded object, as dl_iterate_phdr gives it; its symbol tables read on first use (see
+/// [`TABLES`]).
 #[derive(Clone, Copy)]
 struct Object {
     base: usize,
@@ -32,8 +32,6 @@ struct Object {
     /// The kernel's vDSO: not in the loader's search scope (and its dynamic section is not
     /// relocated).
     vdso: bool,
-    /// Some once read (None inside: the object has no GNU hash table).
-    tables: Option<Option<Tables>>,
 }
 
 /// Objects noted at most; a process with more is searched with dlsym.
@@ -120,7 +118,6 @@ unsafe extern "C" fn note(info: *mut PhdrInfo, _size: usize, data: *mut c_void) 
         phdr: info.phdr,
         phnum: info.phnum,
         vdso,
-        tables: None,
     };
     // SAFETY: len < MAX_OBJECTS: a slot of list, written before len covers it.
     unsafe {
@@ -148,11 +145,9 @@ unsafe fn starts_with(s: *const u8, prefix: &[u8]) -> bool {
 }
 
 impl Object {
-    /// The object's symbol tables (read from its dynamic section on first use).
-    fn tables(&mut self) -> Option<Tables> {
-        if let Some(t) = self.tables {
-            return t;
-        }
+    /// The object's symbol tables, read from its dynamic section (None: it has no GNU hash
+    /// table, or it is the vDSO).
+    fn tables(&self) -> Option<Tables> {
         let mut dynamic = 0;
         for i in 0..usize::from(self.phnum) {
             // SAFETY: phnum program headers at phdr, as the loader maps them.
@@ -161,13 +156,11 @@ impl Object {
                 dynamic = self.base.wrapping_add(ph.p_vaddr as usize);
             }
         }
-        let t = if self.vdso {
+        if self.vdso {
             None
         } else {
             tables(self.base, dynamic)
-        };
-        self.tables = Some(t);
-        t
+        }
     }
 }
 
@@ -356,8 +349,8 @@ const ALL: [&Symbol; 8] = [
 /// The objects the constructor noted: written by the one thread that wins [`WALK`], before it
 /// publishes them (`WALKED`); never written again.
 struct Noted(core::cell::UnsafeCell<Objects>);
-// SAFETY: see the comment on Noted: written once before publication, read-only afterwards,
-// except each object's lazily read tables (see LazyTables).
+// SAFETY: see the comment on Noted: written once before publication, read-only afterwards
+// (each object's lazily read tables live in TABLES, see LazyTables).
 unsafe impl Sync for Noted {}
 static NOTED: Noted = Noted(core::cell::UnsafeCell::new(Objects {
     list: [Object {
@@ -365,7 +358,6 @@ static NOTED: Noted = Noted(core::cell::UnsafeCell::new(Objects {
         phdr: core::ptr::null(),
         phnum: 0,
         vdso: false,
-        tables: None,
     }; MAX_OBJECTS],
     len: 0,
     overflow: false,
@@ -654,13 +646,14 @@ unsafe fn dynamic_of(base: usize) -> usize {
 
 const DT_DEBUG: i64 = 21;
 const PT_PHDR: u32 = 6;
+/// The loader's list of loaded objects for debuggers (glibc's `struct r_debug`).
+const R_DEBUG: Name = name!(c"_r_debug");
 
 /// The `_r_debug` the object mapped at `base` defines (the dynamic loader does), or 0.
 ///
 /// # Safety
 /// `base` must be where a loaded, relocated object's first page is mapped.
 unsafe fn defined_r_debug(base: usize) -> usize {
-    const R_DEBUG: Name = name!(c"_r_debug");
     // SAFETY: from the caller.
     let Some(t) = tables(base, unsafe { dynamic_of(base) }) else {
         return 0;
@@ -716,7 +709,6 @@ unsafe fn r_debug_without_base(phdr: usize) -> usize {
             d = d.add(1);
         }
     }
-    const R_DEBUG: Name = name!(c"_r_debug");
     match tables(bias, dynamic).map(|t| lookup_in(&t, bias, R_DEBUG.0.to_bytes(), R_DEBUG.1)) {
         Some(Ok(Some(r))) => r,
         _ => 0,
@@ -816,8 +808,7 @@ fn tables_of(i: usize) -> Option<Tables> {
         _ => {}
     }
     // SAFETY: NOTED is read-only once WALKED (the caller saw it), and i < its len.
-    let mut o = unsafe { (*NOTED.0.get()).list[i] };
-    let read = o.tables();
+    let read = unsafe { (*NOTED.0.get()).list[i] }.tables();
     match read {
         Some(r) => {
             t.gnu_hash.store(r.gnu_hash as usize, Ordering::Relaxed);
