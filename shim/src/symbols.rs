@@ -8,16 +8,17 @@
 //! the loader's `_r_debug`: see [`LOADER`]), and each symbol is searched for on its first use,
 //! without locks (so also inside a signal handler, or after a fork): the initial objects'
 //! tables are read-only and never unmapped. A process that never connects searches for none.
-//! - the real `connect` and `listen` as `dlsym(RTLD_NEXT)` finds them: the first definition in
-//!   the objects loaded after the shim;
+//! - the real functions the shim interposes (`connect`, `listen`, `clone`, the resolver's,
+//!   `posix_spawn`, ...) as `dlsym(RTLD_NEXT)` finds them: the first definition in the objects
+//!   loaded after the shim;
 //! - the rest (`__errno_location`, `environ`, ...) as the loader binds an import: the first
 //!   definition from the executable on (a copy of `environ` in the executable included).
 //!
 //! Only a symbol's default version counts (as `dlsym` and an unversioned import), only defined
 //! functions and objects. Where this cannot answer (an IFUNC, whose resolver picks the function;
 //! an object without a GNU hash table on the way; more objects than noted; the shim not among
-//! them), `dlsym` does, as before this module: at once for every symbol when the list itself
-//! failed, else for that symbol on its first use.
+//! them), `dlsym` does, as before this module: at once for every symbol of [`ALL`] when the
+//! list itself failed, else for that symbol on its first use.
 
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -358,7 +359,20 @@ pub static CLOCK_GETTIME: Symbol = Symbol::new(name!(c"clock_gettime"), false);
 pub static SETCANCELTYPE: Symbol = Symbol::new(name!(c"pthread_setcanceltype"), false);
 /// The address of the `environ` variable (a `*const *const c_char`).
 pub static ENVIRON: Symbol = Symbol::new(name!(c"environ"), false);
+/// The functions [`super::resolve`], [`super::spawn`] and [`super::threads`] interpose, called
+/// only where `dlsym` may be called too: not in [`ALL`], asked of `dlsym` on their first use
+/// when the objects could not be listed.
+pub static GETADDRINFO: Symbol = Symbol::new(name!(c"getaddrinfo"), true);
+pub static GETHOSTBYNAME: Symbol = Symbol::new(name!(c"gethostbyname"), true);
+pub static GETHOSTBYNAME2: Symbol = Symbol::new(name!(c"gethostbyname2"), true);
+pub static GETHOSTBYNAME_R: Symbol = Symbol::new(name!(c"gethostbyname_r"), true);
+pub static GETHOSTBYNAME2_R: Symbol = Symbol::new(name!(c"gethostbyname2_r"), true);
+pub static POSIX_SPAWN: Symbol = Symbol::new(name!(c"posix_spawn"), true);
+pub static POSIX_SPAWNP: Symbol = Symbol::new(name!(c"posix_spawnp"), true);
+pub static PTHREAD_SETNAME_NP: Symbol = Symbol::new(name!(c"pthread_setname_np"), true);
 
+/// The symbols the shim may need where `dlsym` may not be called (in a signal handler, after a
+/// fork): asked of `dlsym` at once when the objects could not be listed.
 const ALL: [&Symbol; 8] = [
     &CONNECT,
     &LISTEN,
@@ -410,7 +424,7 @@ static TABLES: [LazyTables; MAX_OBJECTS] = [const {
 }; MAX_OBJECTS];
 
 /// The walk over the loaded objects: not yet, under way, done (NOTED and MINE published), or
-/// failed (every symbol asked of dlsym instead, at once).
+/// failed (every symbol of [`ALL`] asked of dlsym instead, at once, the others on first use).
 static WALK: AtomicU8 = AtomicU8::new(NOT_WALKED);
 const NOT_WALKED: u8 = 0;
 const WALKING: u8 = 1;
@@ -460,7 +474,7 @@ pub fn init() {
     }
 }
 
-/// Without a list of the loaded objects, every symbol is asked of dlsym, at once.
+/// Without a list of the loaded objects, every symbol of [`ALL`] is asked of dlsym, at once.
 fn fail_walk() {
     for sym in ALL {
         sym.addr.store(from_dlsym(sym), Ordering::Release);
@@ -780,7 +794,7 @@ fn find_loader_fns() -> [usize; 2] {
 /// # Safety
 /// `name` is NUL-terminated; as dlsym(3), not from a signal handler or a fork child of a
 /// threaded program (it takes the loader's lock).
-pub unsafe fn dlsym(handle: *mut c_void, name: *const c_char) -> usize {
+unsafe fn dlsym(handle: *mut c_void, name: *const c_char) -> usize {
     match loader_fn(DLSYM) {
         0 => 0,
         f => {
@@ -884,7 +898,11 @@ fn first_use(sym: &Symbol) -> usize {
         // Another thread is walking right now (only before our constructor): this call asks
         // dlsym rather than wait.
         WALKING => from_dlsym(sym),
-        _ => sym.addr.load(Ordering::Acquire),
+        // FAILED: ALL's were asked of dlsym then; the others are now.
+        _ => match sym.addr.load(Ordering::Acquire) {
+            0 => from_dlsym(sym),
+            f => f,
+        },
     };
     if f == 0 {
         f = ABSENT;
