@@ -222,11 +222,11 @@ mod sys {
         }
     }
 
-    /// Size of the open file `fd`, or -1.
-    pub fn file_size(fd: c_int) -> i64 {
+    /// The open file `fd`'s status (`fstat`), or None.
+    fn fstat(fd: c_int) -> Option<libc::stat> {
         // SAFETY: a zeroed stat is a valid out-parameter for fstat.
         let mut st: libc::stat = unsafe { core::mem::zeroed() };
-        // SAFETY: fstat writes one struct stat.
+        // SAFETY: fstat writes one struct stat into st, which outlives the call.
         let r = unsafe {
             call(
                 libc::SYS_fstat,
@@ -238,7 +238,12 @@ mod sys {
                 0,
             )
         };
-        if r == 0 { st.st_size } else { -1 }
+        (r == 0).then_some(st)
+    }
+
+    /// Size of the open file `fd`, or -1.
+    pub fn file_size(fd: c_int) -> i64 {
+        fstat(fd).map_or(-1, |st| st.st_size)
     }
 
     /// # Safety
@@ -384,21 +389,7 @@ mod sys {
 
     /// The file type bits (`S_IFMT`) and link count of the open file `fd`, or None.
     pub fn file_type(fd: c_int) -> Option<(u32, u64)> {
-        // SAFETY: a zeroed stat is a valid out-parameter for fstat.
-        let mut st: libc::stat = unsafe { core::mem::zeroed() };
-        // SAFETY: fstat writes one struct stat into st, which outlives the call.
-        let r = unsafe {
-            call(
-                libc::SYS_fstat,
-                fd as usize,
-                &mut st as *mut libc::stat as usize,
-                0,
-                0,
-                0,
-                0,
-            )
-        };
-        (r == 0).then_some((st.st_mode & libc::S_IFMT, st.st_nlink))
+        fstat(fd).map(|st| (st.st_mode & libc::S_IFMT, st.st_nlink))
     }
 
     /// A fresh private anonymous mapping of `len` bytes, or None.
@@ -407,21 +398,8 @@ mod sys {
     /// As mmap(2).
     pub unsafe fn mmap_anon(len: usize, prot: c_int) -> Option<core::ptr::NonNull<u8>> {
         // SAFETY: forwarded from the caller.
-        let p = unsafe {
-            call(
-                libc::SYS_mmap,
-                0,
-                len,
-                prot as usize,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as usize,
-                usize::MAX, // fd -1
-                0,
-            )
-        };
-        if p < 0 {
-            return None;
-        }
-        core::ptr::NonNull::new(p as *mut u8)
+        let p = unsafe { mmap(len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        core::ptr::NonNull::new(p.cast())
     }
 
     /// # Safety

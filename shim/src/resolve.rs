@@ -1,9 +1,10 @@
 //! The resolver's entry points: `getaddrinfo`, `gethostbyname`, `gethostbyname2`,
 //! `gethostbyname_r`, `gethostbyname2_r`.
 //!
-//! Each forwards to the real function (found with `dlsym(RTLD_NEXT)` on first use) with the
-//! caller's arguments, and returns exactly what it returned: value, `errno`, `h_errno`,
-//! out-parameters. Around it, inside a run:
+//! Each forwards to the real function (the next definition, as `dlsym(RTLD_NEXT)` finds it,
+//! looked up on first use by [`super::symbols`]) with the caller's arguments, and returns
+//! exactly what it returned: value, `errno`, `h_errno`, out-parameters. Around it, inside a
+//! run:
 //!
 //! - A name that is an address literal (or `AI_NUMERICHOST`) is not a lookup: nothing happens.
 //! - A lookup answered on the machine (`localhost`, or the name is in `/etc/hosts` for the
@@ -25,10 +26,10 @@
 //! seen by the supervisor only), and resolvers that are not glibc's API (Go's, c-ares).
 
 use super::{
-    count_unobserved, current_test, ids, log, now_ns, policy, record_process, set_errno, sys, tell,
+    count_unobserved, current_test, ids, log, now_ns, policy, record_process, set_errno, symbols,
+    sys, tell,
 };
 use core::ffi::{CStr, c_char, c_int, c_void};
-use core::sync::atomic::{AtomicUsize, Ordering};
 use nettrap_core::addr::{Dest, Transport};
 use nettrap_core::event::{Call, NotWritten, ResultCell, Source, Syscall, Unobserved};
 use nettrap_core::msg;
@@ -57,7 +58,7 @@ const NO_DATA: c_int = 4;
 /// glibc's per-thread h_errno slot (a slot of the shim's own if libc has none).
 fn h_errno_slot() -> *mut c_int {
     static NONE: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
-    match super::symbols::get(&super::symbols::H_ERRNO_LOCATION) {
+    match symbols::get(&symbols::H_ERRNO_LOCATION) {
         0 => NONE.as_ptr(),
         f => {
             // SAFETY: f is __h_errno_location, which takes nothing and returns the slot.
@@ -96,20 +97,6 @@ fn h_errno_of_eai(e: i32) -> c_int {
         EAI_FAIL => NO_RECOVERY,
         _ => HOST_NOT_FOUND,
     }
-}
-
-/// The real function `name` (`dlsym(RTLD_NEXT)`), resolved once into `cache`; 0 if there is
-/// none (or it is ours, `ours`). Also [`super::spawn`]'s and [`super::threads`]'s.
-pub(super) fn real(cache: &AtomicUsize, name: &CStr, ours: usize) -> usize {
-    let f = cache.load(Ordering::Acquire);
-    if f != 0 {
-        return f;
-    }
-    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
-    let f = unsafe { super::symbols::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
-    let f = if f == ours { 0 } else { f };
-    cache.store(f, Ordering::Release);
-    f
 }
 
 /// Reads up to `buf.len()` bytes of a file from its start, in chunks, handing each to `each`.
@@ -437,12 +424,6 @@ type Gethostbyname2RFn = unsafe extern "C" fn(
     *mut c_int,
 ) -> c_int;
 
-static REAL_GETADDRINFO: AtomicUsize = AtomicUsize::new(0);
-static REAL_GETHOSTBYNAME: AtomicUsize = AtomicUsize::new(0);
-static REAL_GETHOSTBYNAME2: AtomicUsize = AtomicUsize::new(0);
-static REAL_GETHOSTBYNAME_R: AtomicUsize = AtomicUsize::new(0);
-static REAL_GETHOSTBYNAME2_R: AtomicUsize = AtomicUsize::new(0);
-
 /// The hosts-file family a `gethostbyname2*` address family asks for.
 fn family_of(af: c_int) -> Option<Family> {
     match af {
@@ -482,16 +463,12 @@ pub unsafe extern "C" fn getaddrinfo(
     res: *mut *mut libc::addrinfo,
 ) -> c_int {
     let saved_errno = super::errno();
-    let f = real(
-        &REAL_GETADDRINFO,
-        c"getaddrinfo",
-        getaddrinfo as *const () as usize,
-    );
+    let f = symbols::get(&symbols::GETADDRINFO);
     if f == 0 {
         set_errno(libc::ENOSYS);
         return EAI_SYSTEM;
     }
-    // SAFETY: f is the next getaddrinfo, resolved by dlsym.
+    // SAFETY: f is the next getaddrinfo, as dlsym(RTLD_NEXT) finds it.
     let f: GetaddrinfoFn = unsafe { core::mem::transmute::<usize, GetaddrinfoFn>(f) };
     // SAFETY: hints is NULL or a valid addrinfo, per the API.
     let (family, flags) =
@@ -658,16 +635,12 @@ unsafe fn hostent_lookup_r(
 /// As gethostbyname(3); exported to interpose libc's.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut libc::hostent {
-    let f = real(
-        &REAL_GETHOSTBYNAME,
-        c"gethostbyname",
-        gethostbyname as *const () as usize,
-    );
+    let f = symbols::get(&symbols::GETHOSTBYNAME);
     if f == 0 {
         set_h_errno(NO_RECOVERY);
         return core::ptr::null_mut();
     }
-    // SAFETY: f is the next gethostbyname, resolved by dlsym.
+    // SAFETY: f is the next gethostbyname, as dlsym(RTLD_NEXT) finds it.
     let f: GethostbynameFn = unsafe { core::mem::transmute::<usize, GethostbynameFn>(f) };
     // SAFETY: forwarding the caller's arguments.
     unsafe { hostent_lookup(name, Some(Family::V4), || f(name)) }
@@ -677,16 +650,12 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut libc::hosten
 /// As gethostbyname2(3); exported to interpose libc's.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut libc::hostent {
-    let f = real(
-        &REAL_GETHOSTBYNAME2,
-        c"gethostbyname2",
-        gethostbyname2 as *const () as usize,
-    );
+    let f = symbols::get(&symbols::GETHOSTBYNAME2);
     if f == 0 {
         set_h_errno(NO_RECOVERY);
         return core::ptr::null_mut();
     }
-    // SAFETY: f is the next gethostbyname2, resolved by dlsym.
+    // SAFETY: f is the next gethostbyname2, as dlsym(RTLD_NEXT) finds it.
     let f: Gethostbyname2Fn = unsafe { core::mem::transmute::<usize, Gethostbyname2Fn>(f) };
     // SAFETY: forwarding the caller's arguments.
     unsafe { hostent_lookup(name, family_of(af), || f(name, af)) }
@@ -703,15 +672,11 @@ pub unsafe extern "C" fn gethostbyname_r(
     result: *mut *mut libc::hostent,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let f = real(
-        &REAL_GETHOSTBYNAME_R,
-        c"gethostbyname_r",
-        gethostbyname_r as *const () as usize,
-    );
+    let f = symbols::get(&symbols::GETHOSTBYNAME_R);
     if f == 0 {
         return libc::ENOSYS;
     }
-    // SAFETY: f is the next gethostbyname_r, resolved by dlsym.
+    // SAFETY: f is the next gethostbyname_r, as dlsym(RTLD_NEXT) finds it.
     let f: GethostbynameRFn = unsafe { core::mem::transmute::<usize, GethostbynameRFn>(f) };
     // SAFETY: forwarding the caller's arguments.
     unsafe {
@@ -733,15 +698,11 @@ pub unsafe extern "C" fn gethostbyname2_r(
     result: *mut *mut libc::hostent,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let f = real(
-        &REAL_GETHOSTBYNAME2_R,
-        c"gethostbyname2_r",
-        gethostbyname2_r as *const () as usize,
-    );
+    let f = symbols::get(&symbols::GETHOSTBYNAME2_R);
     if f == 0 {
         return libc::ENOSYS;
     }
-    // SAFETY: f is the next gethostbyname2_r, resolved by dlsym.
+    // SAFETY: f is the next gethostbyname2_r, as dlsym(RTLD_NEXT) finds it.
     let f: Gethostbyname2RFn = unsafe { core::mem::transmute::<usize, Gethostbyname2RFn>(f) };
     // SAFETY: forwarding the caller's arguments.
     unsafe {

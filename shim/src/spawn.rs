@@ -13,24 +13,24 @@
 //! (`prctl(PR_GET_NAME)`, 15 bytes). The report then gives a child without a test of its own
 //! the test whose thread started it.
 //!
-//! The real functions are resolved lazily, on first use, with `dlsym(RTLD_NEXT)`
-//! ([`super::resolve::real`], as [`super::threads`] does): `posix_spawn` is not
-//! async-signal-safe (it may allocate and lock), so a caller cannot be in a signal handler or
-//! between a `fork` and an `exec`, where `dlsym` would not be safe either. The line is built on the stack and written with one `write`
-//! (three system calls per process spawned, in such runs only), no allocation, no lock.
+//! The real functions are found on first use as `dlsym(RTLD_NEXT)` finds them
+//! ([`super::symbols`], as for [`super::threads`]; `dlsym` itself only when the loaded objects
+//! could not be listed: `posix_spawn` is not async-signal-safe, so a caller cannot be in a
+//! signal handler or between a `fork` and an `exec`, where `dlsym` would not be safe either).
+//! The line is built on the stack and written with one `write` (three system calls per process
+//! spawned, in such runs only), no allocation, no lock.
 //!
-//! glibc keeps two versions of each: `dlsym` returns the default (`GLIBC_2.15`), which every
+//! glibc keeps two versions of each: the lookup takes the default (`GLIBC_2.15`), which every
 //! program linked since 2012 binds. The older one also ran a file without `#!` through
 //! `/bin/sh` when `exec` said `ENOEXEC`; a program linked against it (before glibc 2.15) gets the
 //! current behaviour in a `cargo test` run or any other run under the shim.
 //! `pidfd_spawn` / `pidfd_spawnp` (glibc 2.39, Rust's unstable `CommandExt::create_pidfd`) give a
 //! pidfd, not a pid: not interposed.
 
-use super::resolve::real;
+use super::symbols::{self, POSIX_SPAWN, POSIX_SPAWNP};
 use super::threads::{Line, append_to_timeline, records_thread_names};
 use super::{run_dir, set_errno, sys};
 use core::ffi::{c_char, c_int};
-use core::sync::atomic::AtomicUsize;
 
 type SpawnFn = unsafe extern "C" fn(
     *mut libc::pid_t,
@@ -40,10 +40,6 @@ type SpawnFn = unsafe extern "C" fn(
     *const *mut c_char,
     *const *mut c_char,
 ) -> c_int;
-
-/// libc's `posix_spawn` and `posix_spawnp`, resolved on first use (0: not yet).
-static REAL_SPAWN: AtomicUsize = AtomicUsize::new(0);
-static REAL_SPAWNP: AtomicUsize = AtomicUsize::new(0);
 
 /// # Safety
 /// Same contract as posix_spawn(3); exported to interpose libc's.
@@ -56,11 +52,7 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let f = real(
-        &REAL_SPAWN,
-        c"posix_spawn",
-        posix_spawn as *const () as usize,
-    );
+    let f = symbols::get(&POSIX_SPAWN);
     // SAFETY: f is libc's posix_spawn (or 0, handled by `call`); the caller's arguments are
     // forwarded unchanged.
     unsafe { call(f, pid, path, file_actions, attrp, argv, envp) }
@@ -77,11 +69,7 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let f = real(
-        &REAL_SPAWNP,
-        c"posix_spawnp",
-        posix_spawnp as *const () as usize,
-    );
+    let f = symbols::get(&POSIX_SPAWNP);
     // SAFETY: as in posix_spawn.
     unsafe { call(f, pid, file, file_actions, attrp, argv, envp) }
 }
@@ -104,7 +92,7 @@ unsafe fn call(
         // posix_spawn would.
         return libc::ENOSYS;
     }
-    // SAFETY: f is libc's function of this signature, resolved by dlsym(RTLD_NEXT).
+    // SAFETY: f is libc's function of this signature, as dlsym(RTLD_NEXT) finds it.
     let f: SpawnFn = unsafe { core::mem::transmute::<usize, SpawnFn>(f) };
     // SAFETY: forwarding the caller's arguments unchanged.
     let r = unsafe { f(pid, file, file_actions, attrp, argv, envp) };

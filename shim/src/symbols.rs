@@ -8,16 +8,17 @@
 //! the loader's `_r_debug`: see [`LOADER`]), and each symbol is searched for on its first use,
 //! without locks (so also inside a signal handler, or after a fork): the initial objects'
 //! tables are read-only and never unmapped. A process that never connects searches for none.
-//! - the real `connect` and `listen` as `dlsym(RTLD_NEXT)` finds them: the first definition in
-//!   the objects loaded after the shim;
+//! - the real functions the shim interposes (`connect`, `listen`, `clone`, the resolver's,
+//!   `posix_spawn`, ...) as `dlsym(RTLD_NEXT)` finds them: the first definition in the objects
+//!   loaded after the shim;
 //! - the rest (`__errno_location`, `environ`, ...) as the loader binds an import: the first
 //!   definition from the executable on (a copy of `environ` in the executable included).
 //!
 //! Only a symbol's default version counts (as `dlsym` and an unversioned import), only defined
 //! functions and objects. Where this cannot answer (an IFUNC, whose resolver picks the function;
 //! an object without a GNU hash table on the way; more objects than noted; the shim not among
-//! them), `dlsym` does, as before this module: at once for every symbol when the list itself
-//! failed, else for that symbol on its first use.
+//! them), `dlsym` does, as before this module: at once for every symbol of [`ALL`] when the
+//! list itself failed, else for that symbol on its first use.
 
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -148,20 +149,52 @@ impl Object {
     /// The object's symbol tables, read from its dynamic section (None: it has no GNU hash
     /// table, or it is the vDSO).
     fn tables(&self) -> Option<Tables> {
-        let mut dynamic = 0;
-        for i in 0..usize::from(self.phnum) {
-            // SAFETY: phnum program headers at phdr, as the loader maps them.
-            let ph = unsafe { &*self.phdr.add(i) };
-            if ph.p_type == PT_DYNAMIC {
-                dynamic = self.base.wrapping_add(ph.p_vaddr as usize);
-            }
-        }
         if self.vdso {
-            None
-        } else {
-            tables(self.base, dynamic)
+            return None;
+        }
+        // SAFETY: phnum program headers at phdr, as the loader maps them.
+        tables(self.base, unsafe {
+            dynamic_in(self.base, self.phdr, self.phnum)
+        })
+    }
+}
+
+/// The dynamic section of the object loaded at `base`, from its `phnum` program headers at
+/// `phdr` (0: it has none).
+///
+/// # Safety
+/// `phnum` program headers must be mapped at `phdr`.
+unsafe fn dynamic_in(base: usize, phdr: *const Phdr, phnum: u16) -> usize {
+    for i in 0..usize::from(phnum) {
+        // SAFETY: from the caller.
+        let ph = unsafe { &*phdr.add(i) };
+        if ph.p_type == PT_DYNAMIC {
+            return base.wrapping_add(ph.p_vaddr as usize);
         }
     }
+    0
+}
+
+/// Hands each (tag, value) entry of the dynamic section at `dynamic` to `each`, up to
+/// `DT_NULL` (at most 512), until `each` returns something.
+///
+/// # Safety
+/// `dynamic` must be a dynamic section mapped for the duration of the call.
+unsafe fn each_dyn<T>(dynamic: usize, mut each: impl FnMut(i64, i64) -> Option<T>) -> Option<T> {
+    let mut d = dynamic as *const [i64; 2];
+    for _ in 0..512 {
+        // SAFETY: from the caller: (tag, value) pairs ending with DT_NULL, read up to it.
+        let [tag, val] = unsafe { *d };
+        if tag == DT_NULL {
+            break;
+        }
+        if let Some(t) = each(tag, val) {
+            return Some(t);
+        }
+        // SAFETY: the entry before DT_NULL was not the last: the next is in the section.
+        d = unsafe { d.add(1) };
+    }
+    None
 }
 
 /// An object's symbol tables, from its dynamic section.
@@ -184,23 +217,20 @@ fn tables(base: usize, dynamic: usize) -> Option<Tables> {
         return None;
     }
     let (mut h, mut sy, mut st, mut vs) = (0, 0, 0, 0);
-    let mut d = dynamic as *const [i64; 2];
-    // SAFETY: the dynamic section is an array of (tag, value) pairs ending with DT_NULL, mapped
-    // for as long as the object is loaded (the shim's constructor: the initial objects).
+    // SAFETY: the dynamic section is mapped for as long as the object is loaded (the shim's
+    // constructor: the initial objects).
     unsafe {
-        for _ in 0..512 {
-            let [tag, val] = *d;
+        each_dyn(dynamic, |tag, val| {
             match tag {
-                DT_NULL => break,
                 DT_GNU_HASH => h = val as usize,
                 DT_SYMTAB => sy = val as usize,
                 DT_STRTAB => st = val as usize,
                 DT_VERSYM => vs = val as usize,
                 _ => {}
             }
-            d = d.add(1);
-        }
-    }
+            None::<()>
+        })
+    };
     let (h, sy, st) = (dyn_ptr(base, h), dyn_ptr(base, sy), dyn_ptr(base, st));
     let vs = if vs == 0 { 0 } else { dyn_ptr(base, vs) };
     (h != 0 && sy != 0 && st != 0).then_some(Tables {
@@ -292,14 +322,9 @@ fn lookup_in(t: &Tables, base: usize, name: &[u8], h: u32) -> Result<Option<usiz
 /// # Safety
 /// `s` must be NUL-terminated.
 unsafe fn same_name(s: *const u8, name: &[u8]) -> bool {
-    for (i, &c) in name.iter().enumerate() {
-        // SAFETY: bytes up to the first mismatch (at worst the NUL) are inside the string.
-        if unsafe { *s.add(i) } != c {
-            return false;
-        }
-    }
-    // SAFETY: all of name matched, so the string is at least that long plus its NUL.
-    unsafe { *s.add(name.len()) == 0 }
+    // SAFETY: s is NUL-terminated; once all of name matched, the string is at least that long
+    // plus its NUL.
+    unsafe { starts_with(s, name) && *s.add(name.len()) == 0 }
 }
 
 /// One symbol the shim uses: its name, where to search (`next`: after the shim, as
@@ -334,7 +359,20 @@ pub static CLOCK_GETTIME: Symbol = Symbol::new(name!(c"clock_gettime"), false);
 pub static SETCANCELTYPE: Symbol = Symbol::new(name!(c"pthread_setcanceltype"), false);
 /// The address of the `environ` variable (a `*const *const c_char`).
 pub static ENVIRON: Symbol = Symbol::new(name!(c"environ"), false);
+/// The functions [`super::resolve`], [`super::spawn`] and [`super::threads`] interpose, called
+/// only where `dlsym` may be called too: not in [`ALL`], asked of `dlsym` on their first use
+/// when the objects could not be listed.
+pub static GETADDRINFO: Symbol = Symbol::new(name!(c"getaddrinfo"), true);
+pub static GETHOSTBYNAME: Symbol = Symbol::new(name!(c"gethostbyname"), true);
+pub static GETHOSTBYNAME2: Symbol = Symbol::new(name!(c"gethostbyname2"), true);
+pub static GETHOSTBYNAME_R: Symbol = Symbol::new(name!(c"gethostbyname_r"), true);
+pub static GETHOSTBYNAME2_R: Symbol = Symbol::new(name!(c"gethostbyname2_r"), true);
+pub static POSIX_SPAWN: Symbol = Symbol::new(name!(c"posix_spawn"), true);
+pub static POSIX_SPAWNP: Symbol = Symbol::new(name!(c"posix_spawnp"), true);
+pub static PTHREAD_SETNAME_NP: Symbol = Symbol::new(name!(c"pthread_setname_np"), true);
 
+/// The symbols the shim may need where `dlsym` may not be called (in a signal handler, after a
+/// fork): asked of `dlsym` at once when the objects could not be listed.
 const ALL: [&Symbol; 8] = [
     &CONNECT,
     &LISTEN,
@@ -386,7 +424,7 @@ static TABLES: [LazyTables; MAX_OBJECTS] = [const {
 }; MAX_OBJECTS];
 
 /// The walk over the loaded objects: not yet, under way, done (NOTED and MINE published), or
-/// failed (every symbol asked of dlsym instead, at once).
+/// failed (every symbol of [`ALL`] asked of dlsym instead, at once, the others on first use).
 static WALK: AtomicU8 = AtomicU8::new(NOT_WALKED);
 const NOT_WALKED: u8 = 0;
 const WALKING: u8 = 1;
@@ -436,7 +474,7 @@ pub fn init() {
     }
 }
 
-/// Without a list of the loaded objects, every symbol is asked of dlsym, at once.
+/// Without a list of the loaded objects, every symbol of [`ALL`] is asked of dlsym, at once.
 fn fail_walk() {
     for sym in ALL {
         sym.addr.store(from_dlsym(sym), Ordering::Release);
@@ -634,14 +672,8 @@ unsafe fn dynamic_of(base: usize) -> usize {
             return 0;
         }
         let ph = (base + e.e_phoff as usize) as *const Phdr;
-        for i in 0..usize::from(e.e_phnum.min(64)) {
-            let ph = &*ph.add(i);
-            if ph.p_type == PT_DYNAMIC {
-                return base.wrapping_add(ph.p_vaddr as usize);
-            }
-        }
+        dynamic_in(base, ph, e.e_phnum.min(64))
     }
-    0
 }
 
 const DT_DEBUG: i64 = 21;
@@ -695,19 +727,15 @@ unsafe fn r_debug_without_base(phdr: usize) -> usize {
     let Some(dynamic) = dynamic.map(|v| bias.wrapping_add(v)) else {
         return 0;
     };
-    let mut d = dynamic as *const [i64; 2];
-    // SAFETY: the object's dynamic section, (tag, value) pairs ending with DT_NULL, mapped
-    // with it; DT_DEBUG's value is what the loader wrote there (0 if it did not).
-    unsafe {
-        for _ in 0..512 {
-            let [tag, val] = *d;
-            match tag {
-                DT_NULL => break,
-                DT_DEBUG if val != 0 => return val as usize,
-                _ => {}
-            }
-            d = d.add(1);
-        }
+    // SAFETY: the object's dynamic section, mapped with it; DT_DEBUG's value is what the loader
+    // wrote there (0 if it did not).
+    let debug = unsafe {
+        each_dyn(dynamic, |tag, val| {
+            (tag == DT_DEBUG && val != 0).then_some(val)
+        })
+    };
+    if let Some(r_debug) = debug {
+        return r_debug as usize;
     }
     match tables(bias, dynamic).map(|t| lookup_in(&t, bias, R_DEBUG.0.to_bytes(), R_DEBUG.1)) {
         Some(Ok(Some(r))) => r,
@@ -766,7 +794,7 @@ fn find_loader_fns() -> [usize; 2] {
 /// # Safety
 /// `name` is NUL-terminated; as dlsym(3), not from a signal handler or a fork child of a
 /// threaded program (it takes the loader's lock).
-pub unsafe fn dlsym(handle: *mut c_void, name: *const c_char) -> usize {
+unsafe fn dlsym(handle: *mut c_void, name: *const c_char) -> usize {
     match loader_fn(DLSYM) {
         0 => 0,
         f => {
@@ -870,7 +898,11 @@ fn first_use(sym: &Symbol) -> usize {
         // Another thread is walking right now (only before our constructor): this call asks
         // dlsym rather than wait.
         WALKING => from_dlsym(sym),
-        _ => sym.addr.load(Ordering::Acquire),
+        // FAILED: ALL's were asked of dlsym then; the others are now.
+        _ => match sym.addr.load(Ordering::Acquire) {
+            0 => from_dlsym(sym),
+            f => f,
+        },
     };
     if f == 0 {
         f = ABSENT;

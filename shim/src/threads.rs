@@ -29,13 +29,9 @@
 use super::thread_pointer;
 use super::{policy, run_dir, run_path, set_errno, sys};
 use core::ffi::{c_char, c_int, c_void};
-use core::sync::atomic::AtomicUsize;
 use nettrap_core::policy::FLAG_THREAD_NAMES;
 
 type SetNameFn = unsafe extern "C" fn(libc::pthread_t, *const c_char) -> c_int;
-
-/// libc's `pthread_setname_np`, resolved on first use (0: not yet).
-static REAL_SETNAME: AtomicUsize = AtomicUsize::new(0);
 
 /// The timeline's file name in the run directory (`nettrap::attribution::TIMELINE`).
 const TIMELINE: &[u8] = b"timeline.jsonl";
@@ -71,13 +67,9 @@ fn is_self(thread: libc::pthread_t) -> bool {
 /// # Safety
 /// Same contract as pthread_setname_np(3).
 unsafe fn real_setname(thread: libc::pthread_t, name: *const c_char) -> c_int {
-    let f = super::resolve::real(
-        &REAL_SETNAME,
-        c"pthread_setname_np",
-        pthread_setname_np as *const () as usize,
-    );
+    let f = super::symbols::get(&super::symbols::PTHREAD_SETNAME_NP);
     if f != 0 {
-        // SAFETY: f is libc's pthread_setname_np, resolved by dlsym(RTLD_NEXT).
+        // SAFETY: f is libc's pthread_setname_np, as dlsym(RTLD_NEXT) finds it.
         let f: SetNameFn = unsafe { core::mem::transmute::<usize, SetNameFn>(f) };
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { f(thread, name) };

@@ -617,21 +617,27 @@ proptest! {
     }
 }
 
-/// Reads the log in pieces of `piece` slots (a reader of a large log): what [`Stream`] finds.
-fn stream(bytes: &[u8], piece: usize) -> Decoded {
+/// Hands the log to a [`Stream`] in pieces of `piece` slots (a reader of a large log), each
+/// piece through `feed`, from where the stream asks to go on; returns the stream.
+fn in_pieces(bytes: &[u8], piece: usize, mut feed: impl FnMut(&mut Stream, &[u8])) -> Stream {
     let len = used_len(bytes).unwrap().min(bytes.len());
     let slots = &bytes[HEADER_LEN..len];
     let mut s = Stream::new(bytes, (slots.len() / SLOT_LEN) as u64).unwrap();
-    let mut records = alloc::vec::Vec::new();
     while !s.done() {
         let from = s.next_slot() as usize * SLOT_LEN;
         let to = (from + piece * SLOT_LEN).min(slots.len());
         if from >= slots.len() {
             break;
         }
-        s.feed(&slots[from..to], |r| records.push(r));
+        feed(&mut s, &slots[from..to]);
     }
-    let mut d = s.finish();
+    s
+}
+
+/// Reads the log in pieces of `piece` slots: what [`Stream`] finds.
+fn stream(bytes: &[u8], piece: usize) -> Decoded {
+    let mut records = alloc::vec::Vec::new();
+    let mut d = in_pieces(bytes, piece, |s, slots| s.feed(slots, |r| records.push(r))).finish();
     d.records = records;
     d
 }
@@ -674,22 +680,14 @@ fn places(
     piece: usize,
     want: Option<&dyn Fn(&CallHead) -> bool>,
 ) -> alloc::vec::Vec<(u64, Record)> {
-    let len = used_len(bytes).unwrap().min(bytes.len());
-    let slots = &bytes[HEADER_LEN..len];
-    let mut s = Stream::new(bytes, (slots.len() / SLOT_LEN) as u64).unwrap();
     let mut records = alloc::vec::Vec::new();
-    while !s.done() {
-        let from = s.next_slot() as usize * SLOT_LEN;
-        let to = (from + piece * SLOT_LEN).min(slots.len());
-        if from >= slots.len() {
-            break;
-        }
+    in_pieces(bytes, piece, |s, slots| {
         let mut f = |at: u64, r: RecordRef<'_>| records.push((at, r.to_record()));
         match want {
-            Some(want) => s.skim(&slots[from..to], want, &mut f),
-            None => s.feed_refs(&slots[from..to], &mut f),
+            Some(want) => s.skim(slots, want, &mut f),
+            None => s.feed_refs(slots, &mut f),
         }
-    }
+    });
     records
 }
 
