@@ -159,7 +159,11 @@ pub struct Adapters {
 impl Adapters {
     fn watch(&mut self, a: &Adapter) -> Option<&Watched> {
         // A pid whose process ended (and may have been reused) is forgotten.
-        if self.by_pid.get(&a.pid).is_some_and(|w| !notify::alive(&w.pidfd)) {
+        if self
+            .by_pid
+            .get(&a.pid)
+            .is_some_and(|w| !notify::alive(&w.pidfd))
+        {
             self.by_pid.remove(&a.pid);
         }
         if !self.by_pid.contains_key(&a.pid) {

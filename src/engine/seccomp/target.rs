@@ -124,7 +124,10 @@ fn stat_field<T: std::str::FromStr>(stat: &[u8], n: usize) -> Option<T> {
     // The command name (field 2) may hold spaces and parentheses: count from the last `)`,
     // after which `state` (field 3) comes first.
     let after = stat.iter().rposition(|&b| b == b')')?;
-    let field = stat.get(after + 2..)?.split(|&b| b == b' ').nth(n.checked_sub(3)?)?;
+    let field = stat
+        .get(after + 2..)?
+        .split(|&b| b == b' ')
+        .nth(n.checked_sub(3)?)?;
     std::str::from_utf8(field).ok()?.trim().parse().ok()
 }
 
