@@ -92,9 +92,13 @@ pub fn start(dir: &Path, policy: &CompiledPolicy) -> Progress {
                 }
                 return;
             }
+            // Woken at once by `stop` (unpark); a wake-up with time left waits the rest.
             let next = Instant::now() + EVERY;
-            while Instant::now() < next && !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
+            while !flag.load(Ordering::Relaxed) {
+                let Some(left) = next.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                std::thread::park_timeout(left);
             }
         }
     });
@@ -105,6 +109,7 @@ impl Progress {
     /// Ends the progress line and gives the terminal its title back.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.thread.thread().unpark();
         let _ = self.thread.join();
     }
 }

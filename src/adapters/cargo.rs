@@ -449,27 +449,6 @@ pub fn exec_main(args: Vec<OsString>) -> u8 {
     }
 }
 
-fn forward_signals(pid: u32) {
-    go::CHILD.store(pid as i32, Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGHUP] {
-        go::install(sig, go::forward, true);
-    }
-}
-
-fn exit_code(status: std::process::ExitStatus) -> u8 {
-    go::exit_like(status)
-}
-
-fn wait(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
-    loop {
-        match child.wait() {
-            Ok(s) => break Some(s),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break None,
-        }
-    }
-}
-
 /// nextest's process per test: start, the binary (with `NETTRAP_TEST`), end.
 /// Starts the test binary; on failure says why in one line and gives the exit status a shell
 /// would (127 not found, 126 not executable).
@@ -497,20 +476,19 @@ fn nextest_one(argv: &[OsString], id: String, mut timeline: Timeline) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    forward_signals(child.id());
+    go::forward_signals(child.id());
     timeline.pid = child.id();
     timeline.write(json!({"ev": "start", "t": t0, "test": id, "runner": "nextest"}));
     timeline.write(json!({"ev": "process", "t": t0, "runner": "nextest", "role": "nextest"}));
-    let status = wait(&mut child);
+    let status = go::wait_child(&mut child);
     let t1 = now_ns();
-    go::CHILD.store(0, Ordering::Relaxed);
     let passed = status.is_some_and(|s| s.success());
     timeline.write(json!({
         "ev": "end", "t": t1, "test": id,
         "outcome": if passed { "passed" } else { "failed" },
         "duration_s": t1.saturating_sub(t0) as f64 / 1e9,
     }));
-    status.map_or(1, exit_code)
+    status.map_or(1, go::exit_like)
 }
 
 /// What one line of libtest's output says.
@@ -768,7 +746,7 @@ fn libtest(
     };
     // `cmd` holds the pipe's write end: drop it so the end of the output is seen.
     drop(cmd);
-    forward_signals(child.id());
+    go::forward_signals(child.id());
     let mut state = Libtest {
         timeline,
         prefix: format!("{binary_id} "),
@@ -859,8 +837,7 @@ fn libtest(
         let line = std::mem::take(&mut pending);
         state.line(&line, t);
     }
-    let status = wait(&mut child);
-    go::CHILD.store(0, Ordering::Relaxed);
+    let status = go::wait_child(&mut child);
     let t = now_ns();
     // A test started and never ended: the binary died inside it.
     if let Some(id) = state.running.take() {
@@ -882,7 +859,7 @@ fn libtest(
     state
         .timeline
         .write(json!({"ev": "threads", "t": t, "prefix": state.prefix, "tests": tests}));
-    status.map_or(1, exit_code)
+    status.map_or(1, go::exit_like)
 }
 
 #[cfg(test)]

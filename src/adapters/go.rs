@@ -479,6 +479,28 @@ pub(super) extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
+/// Forwards SIGINT, SIGTERM, SIGQUIT and SIGHUP to the child `pid` until [`wait_child`].
+pub(super) fn forward_signals(pid: u32) {
+    CHILD.store(pid as i32, Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGHUP] {
+        install(sig, forward, true);
+    }
+}
+
+/// Waits for `child` (a forwarded signal interrupting the wait is no error), then stops
+/// forwarding signals to it; `None` if it cannot be waited for.
+pub(super) fn wait_child(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    let status = loop {
+        match child.wait() {
+            Ok(s) => break Some(s),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break None,
+        }
+    };
+    CHILD.store(0, Ordering::Relaxed);
+    status
+}
+
 pub(super) extern "C" fn child_exited(_: libc::c_int) {
     CHILD_EXITED.store(true, Ordering::Relaxed);
 }
@@ -587,10 +609,7 @@ impl Adapter {
             .map_err(|e| format!("cannot run {}: {e}", argv[0].to_string_lossy()))?;
         // `cmd` holds the pipe's write end: drop it so the end of the output is seen.
         drop(cmd);
-        CHILD.store(child.id() as i32, Ordering::Relaxed);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGHUP] {
-            install(sig, forward, true);
-        }
+        forward_signals(child.id());
         let mut timeline = Timeline {
             path,
             file: Some(file),
@@ -683,14 +702,9 @@ impl Adapter {
         if stdout_ok && !out.is_empty() {
             let _ = stdout.write_all(&out);
         }
-        let status = loop {
-            match self.child.wait() {
-                Ok(s) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return 1,
-            }
+        let Some(status) = wait_child(&mut self.child) else {
+            return 1;
         };
-        CHILD.store(0, Ordering::Relaxed);
         // Tests still open (the binary crashed or timed out) end here, failed.
         for name in self.renderer.open_tests() {
             self.end(&name, "failed", None, t);

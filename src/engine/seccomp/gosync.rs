@@ -159,20 +159,11 @@ pub struct Adapters {
 impl Adapters {
     fn watch(&mut self, a: &Adapter) -> Option<&Watched> {
         // A pid whose process ended (and may have been reused) is forgotten.
-        let alive = |w: &Watched| {
-            // SAFETY: pidfd_send_signal with signal 0 only checks that the process exists.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    w.pidfd.as_raw_fd(),
-                    0,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            r == 0
-        };
-        if self.by_pid.get(&a.pid).is_some_and(|w| !alive(w)) {
+        if self
+            .by_pid
+            .get(&a.pid)
+            .is_some_and(|w| !notify::alive(&w.pidfd))
+        {
             self.by_pid.remove(&a.pid);
         }
         if !self.by_pid.contains_key(&a.pid) {

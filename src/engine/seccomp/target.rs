@@ -119,21 +119,23 @@ fn read(path: &str) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }
 
+/// Field `n` of `/proc/TID/stat` (numbered from 1, as in proc(5)), as a number.
+fn stat_field<T: std::str::FromStr>(stat: &[u8], n: usize) -> Option<T> {
+    // The command name (field 2) may hold spaces and parentheses: count from the last `)`,
+    // after which `state` (field 3) comes first.
+    let after = stat.iter().rposition(|&b| b == b')')?;
+    let field = stat
+        .get(after + 2..)?
+        .split(|&b| b == b' ')
+        .nth(n.checked_sub(3)?)?;
+    std::str::from_utf8(field).ok()?.trim().parse().ok()
+}
+
 /// Start time and environment address (fields 22 and 50 of `/proc/TID/stat`).
 fn parse_key(stat: &[u8]) -> Option<Key> {
-    let after = stat.iter().rposition(|&b| b == b')')?;
-    let fields: Vec<&[u8]> = stat.get(after + 2..)?.split(|&b| b == b' ').collect();
-    let num = |i: usize| {
-        std::str::from_utf8(fields.get(i)?)
-            .ok()?
-            .trim()
-            .parse::<u64>()
-            .ok()
-    };
-    // Fields are numbered from 1 and `state` (field 3) is the first after the command name.
     Some(Key {
-        start_time: num(22 - 3)?,
-        env_start: num(50 - 3).unwrap_or(0),
+        start_time: stat_field(stat, 22)?,
+        env_start: stat_field(stat, 50).unwrap_or(0),
     })
 }
 
@@ -283,15 +285,7 @@ impl Targets {
         let exe = std::fs::read_link(format!("/proc/{tid}/exe"))
             .map(|p| p.into_os_string().into_encoded_bytes());
         let tgid_stat = read(&format!("/proc/{tgid}/stat")).unwrap_or_default();
-        let ppid = (|| {
-            let s = &tgid_stat;
-            let after = s.iter().rposition(|&b| b == b')')?;
-            std::str::from_utf8(s.get(after + 2..)?.split(|&b| b == b' ').nth(1)?)
-                .ok()?
-                .parse()
-                .ok()
-        })()
-        .unwrap_or(0);
+        let ppid = stat_field(&tgid_stat, 4).unwrap_or(0);
         let start_time = parse_key(&tgid_stat).map_or(0, |k| k.start_time);
         let pidfd = super::notify::pidfd_open(tgid).ok();
         let thread = thread.map(Arc::new);
