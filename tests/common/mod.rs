@@ -23,6 +23,21 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `nettrap args...` in `dir` (not isolated: for what needs no network), as (exit code or -1,
+/// stdout, stderr).
+pub fn nettrap_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(nettrap())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn demo_suite() -> PathBuf {
     repo().join("fixtures/pytest-demo")
 }
