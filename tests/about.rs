@@ -7,22 +7,9 @@ mod common;
 use common::*;
 use std::process::{Command, Stdio};
 
-fn nettrap_out(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(nettrap())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn completions_load_in_bash_and_know_every_flag() {
-    let (code, bash, err) = nettrap_out(&["completions", "bash"]);
+    let (code, bash, err) = nettrap_in(&repo(), &["completions", "bash"]);
     assert_eq!(code, 0, "{err}");
     let script = scratch("completions").join("nettrap.bash");
     std::fs::write(&script, &bash).unwrap();
@@ -47,13 +34,13 @@ fn completions_load_in_bash_and_know_every_flag() {
             "{flag} not offered:\n{text}"
         );
     }
-    let (_, zsh, _) = nettrap_out(&["completions", "zsh"]);
+    let (_, zsh, _) = nettrap_in(&repo(), &["completions", "zsh"]);
     assert!(zsh.starts_with("#compdef nettrap"), "{zsh}");
     assert!(zsh.contains("--fail-on"), "{zsh}");
-    let (_, fish, _) = nettrap_out(&["completions", "fish"]);
+    let (_, fish, _) = nettrap_in(&repo(), &["completions", "fish"]);
     assert!(fish.contains("complete -c nettrap"), "{fish}");
     assert!(fish.contains("-l deny-dns"), "{fish}");
-    let (code, _, err) = nettrap_out(&["completions", "tcsh"]);
+    let (code, _, err) = nettrap_in(&repo(), &["completions", "tcsh"]);
     assert_eq!(code, 2);
     assert!(
         err.starts_with("nettrap: error: invalid value 'tcsh'"),
@@ -76,7 +63,7 @@ fn man_pages_render_with_man() {
             &["--deny-dns", "--policy", "Exit status: the command's own"][..],
         ),
     ] {
-        let (code, roff, err) = nettrap_out(args);
+        let (code, roff, err) = nettrap_in(&repo(), args);
         assert_eq!(code, 0, "{err}");
         assert!(roff.contains(".TH nettrap"), "{roff}");
         let path = dir.join(page);
@@ -118,7 +105,7 @@ fn man_pages_render_with_man() {
             assert!(text.contains(want), "{want:?} not in {page}:\n{text}");
         }
     }
-    let (code, _, err) = nettrap_out(&["man", "go-exec"]);
+    let (code, _, err) = nettrap_in(&repo(), &["man", "go-exec"]);
     assert_eq!(code, 2);
     assert!(
         err.starts_with("nettrap: error: man: no command `go-exec` (commands: run,"),
@@ -128,7 +115,7 @@ fn man_pages_render_with_man() {
 
 #[test]
 fn version_names_the_engines_and_survives_a_kernel_without_seccomp() {
-    let (code, text, _) = nettrap_out(&["--version"]);
+    let (code, text, _) = nettrap_in(&repo(), &["--version"]);
     assert_eq!(code, 0);
     let mut lines = text.lines();
     assert_eq!(
@@ -137,7 +124,7 @@ fn version_names_the_engines_and_survives_a_kernel_without_seccomp() {
     );
     assert!(text.contains("engine preload: available"), "{text}");
     assert!(text.contains("engine seccomp: "), "{text}");
-    assert_eq!(nettrap_out(&["-V"]).1, text);
+    assert_eq!(nettrap_in(&repo(), &["-V"]).1, text);
 
     // Inside a seccomp run the kernel refuses a second listener: --version still answers, at
     // once, and says why seccomp is out and what auto would use.

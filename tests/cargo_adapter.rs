@@ -591,7 +591,7 @@ fn nextest_bin() -> PathBuf {
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let venv = target.join("nextest-venv");
     let _lock = lock(&target.join("nextest-venv.lock"));
-    venv_with(&venv, PIN);
+    venv_with(&venv, PIN, "");
     venv.join("bin")
 }
 

@@ -3,20 +3,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
-
-fn nettrap_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(nettrap())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn one_line_error(args: &[&str], dir: &std::path::Path, code: i32, needle: &str) {
     let (c, _, err) = nettrap_in(dir, args);

@@ -34,7 +34,7 @@ action = "allow"
 addopts = "-q"
 "#;
 
-fn nettrap_in(cwd: &Path, args: &[&str]) -> std::process::Output {
+fn nettrap_output_in(cwd: &Path, args: &[&str]) -> std::process::Output {
     Command::new(nettrap())
         .args(args)
         .current_dir(cwd)
@@ -80,7 +80,7 @@ fn pyproject_policy_found_walking_up_decides_the_suites_calls() {
     // A nettrap.toml in the suite's own directory is closer: it wins, whole (its empty policy
     // denies nothing; nothing of [tool.nettrap] is merged in).
     std::fs::write(suite.join("nettrap.toml"), "errno = \"EACCES\"\n").unwrap();
-    let out = nettrap_in(&suite, &["config"]);
+    let out = nettrap_output_in(&suite, &["config"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with("policy file: nettrap.toml (found in the working directory)"),
@@ -112,7 +112,7 @@ fn pyproject_policy_found_walking_up_decides_the_suites_calls() {
 fn in_one_directory_nettrap_toml_wins_whole_and_config_says_so() {
     let dir = scratch("pyproject-both");
     std::fs::write(dir.join("pyproject.toml"), PYPROJECT).unwrap();
-    let out = nettrap_in(&dir, &["config", "--fail-on", "redis"]);
+    let out = nettrap_output_in(&dir, &["config", "--fail-on", "redis"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
@@ -127,7 +127,7 @@ fn in_one_directory_nettrap_toml_wins_whole_and_config_says_so() {
     }
 
     std::fs::write(dir.join("nettrap.toml"), "errno = \"EACCES\"\n").unwrap();
-    let out = nettrap_in(&dir, &["config"]);
+    let out = nettrap_output_in(&dir, &["config"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
         "policy file: nettrap.toml (found in the working directory)",
@@ -142,20 +142,20 @@ fn in_one_directory_nettrap_toml_wins_whole_and_config_says_so() {
     let sub = dir.join("sub");
     std::fs::create_dir_all(&sub).unwrap();
     std::fs::write(sub.join("pyproject.toml"), "[tool.ruff]\nline-length = 1\n").unwrap();
-    let out = nettrap_in(&sub, &["config"]);
+    let out = nettrap_output_in(&sub, &["config"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with("policy file: ../nettrap.toml (the closest"),
         "{text}"
     );
     // --policy names either kind of file.
-    let out = nettrap_in(&sub, &["config", "--policy", "../pyproject.toml"]);
+    let out = nettrap_output_in(&sub, &["config", "--policy", "../pyproject.toml"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with("policy file: ../pyproject.toml [tool.nettrap] (--policy)"),
         "{text}"
     );
-    let out = nettrap_in(&sub, &["config", "--policy", "pyproject.toml"]);
+    let out = nettrap_output_in(&sub, &["config", "--policy", "pyproject.toml"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
@@ -191,7 +191,7 @@ fn pyproject_errors_name_the_file_the_table_and_the_line() {
     for (text, want) in cases {
         std::fs::write(dir.join("pyproject.toml"), &text).unwrap();
         for args in [&["config"][..], &["run", "--", "true"][..]] {
-            let out = nettrap_in(&dir, args);
+            let out = nettrap_output_in(&dir, args);
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
             assert_eq!(err.lines().count(), 1, "{err}");
@@ -214,7 +214,7 @@ fn a_broken_pyproject_that_never_names_nettrap_does_not_stop_a_run() {
     let sub = dir.join("sub");
     std::fs::create_dir_all(&sub).unwrap();
     std::fs::write(sub.join("pyproject.toml"), "[project\nname = 1\n").unwrap();
-    let out = nettrap_in(&sub, &["config"]);
+    let out = nettrap_output_in(&sub, &["config"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -226,7 +226,7 @@ fn a_broken_pyproject_that_never_names_nettrap_does_not_stop_a_run() {
         text.starts_with("policy file: ../nettrap.toml (the closest"),
         "{text}"
     );
-    let out = nettrap_in(&sub, &["run", "--", "true"]);
+    let out = nettrap_output_in(&sub, &["run", "--", "true"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -236,7 +236,7 @@ fn a_broken_pyproject_that_never_names_nettrap_does_not_stop_a_run() {
 
     // Beside a nettrap.toml, even a broken [tool.nettrap] only earns the "ignored" note.
     std::fs::write(dir.join("pyproject.toml"), "[tool.nettrap\nerrno = 1\n").unwrap();
-    let out = nettrap_in(&dir, &["config"]);
+    let out = nettrap_output_in(&dir, &["config"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),

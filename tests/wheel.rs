@@ -21,7 +21,7 @@ fn wheel() -> &'static Path {
     WHEEL.get_or_init(|| {
         let _l = lock(&target_tmp().join("wheel.lock"));
         let reqs = std::fs::read_to_string(repo().join("fixtures/build-requirements.txt")).unwrap();
-        let py = venv_with(&target_tmp().join("maturin-venv"), &reqs);
+        let py = venv_with(&target_tmp().join("maturin-venv"), &reqs, "");
         let maturin = py.with_file_name("maturin");
         let out = target_tmp().join("wheel");
         let _ = std::fs::remove_dir_all(&out);
@@ -68,7 +68,7 @@ fn user_venv() -> &'static Path {
             .collect::<String>();
         assert_eq!(pinned.lines().count(), 2, "pytest and pytest-xdist pinned");
         let venv = target_tmp().join("wheel-venv");
-        let py = venv_with(&venv, &pinned);
+        let py = venv_with(&venv, &pinned, "");
         let st = Command::new(&py)
             .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
             .args(["--no-deps", "--force-reinstall"])

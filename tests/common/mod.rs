@@ -23,6 +23,21 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `nettrap args...` in `dir` (not isolated: for what needs no network), as (exit code or -1,
+/// stdout, stderr).
+pub fn nettrap_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(nettrap())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn demo_suite() -> PathBuf {
     repo().join("fixtures/pytest-demo")
 }
@@ -46,37 +61,73 @@ pub fn lock(path: &Path) -> std::fs::File {
     f
 }
 
-/// Makes (once, reused while `reqs` is unchanged) a virtual environment at `venv` with the
-/// pinned packages of `reqs` (a requirements file's text); returns its python. The caller
-/// holds a [`lock`].
-pub fn venv_with(venv: &Path, reqs: &str) -> PathBuf {
+/// Makes (once, reused while `reqs` and `constraints` are unchanged) a virtual environment at
+/// `venv` with the pinned packages of `reqs` (a requirements file's text), each transitive
+/// version held by `constraints` (a constraints file's text, pip's `-c`; empty for none);
+/// returns its python. The caller holds a [`lock`].
+///
+/// It copes with a `python3` whose `venv` makes no pip (Debian without `python3-venv`, or
+/// `--without-pip`): the virtual environment then gets pip from `ensurepip`, or else is
+/// installed into by the `python3`'s own pip (`pip --python`).
+pub fn venv_with(venv: &Path, reqs: &str, constraints: &str) -> PathBuf {
     let marker = venv.join("nettrap-requirements.txt");
     let py = venv.join("bin/python");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(reqs) {
+    let want = format!("{reqs}{constraints}");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(&want) {
+        return py;
+    }
+    let _ = std::fs::remove_dir_all(venv);
+    let ok = |c: &mut Command| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok(Command::new("python3").args(["-m", "venv"]).arg(venv)) {
         let _ = std::fs::remove_dir_all(venv);
         let st = Command::new("python3")
-            .args(["-m", "venv"])
+            .args(["-m", "venv", "--without-pip"])
             .arg(venv)
             .status()
             .expect("python3");
-        assert!(st.success(), "python3 -m venv {}", venv.display());
-        let list = venv.join("requirements.txt");
-        std::fs::write(&list, reqs).unwrap();
-        let st = Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&list)
-            .status()
-            .expect("pip");
-        assert!(st.success(), "pip install -r {}", list.display());
-        std::fs::write(&marker, reqs).unwrap();
+        assert!(
+            st.success(),
+            "python3 -m venv --without-pip {} failed",
+            venv.display()
+        );
     }
+    let has_pip = |py: &Path| ok(Command::new(py).args(["-m", "pip", "--version"]));
+    if !has_pip(&py) {
+        let _ = ok(Command::new(&py).args(["-m", "ensurepip", "--default-pip"]));
+    }
+    // The installer: the environment's own pip, else python3's (`--python` since pip 22.3).
+    let mut pip = if has_pip(&py) {
+        let mut c = Command::new(&py);
+        c.args(["-m", "pip"]);
+        c
+    } else {
+        assert!(
+            has_pip(Path::new("python3")),
+            "{} has no pip, and neither ensurepip nor python3 -m pip can install it \
+             (Debian: apt-get install python3-venv or python3-pip)",
+            venv.display()
+        );
+        let mut c = Command::new("python3");
+        c.args(["-m", "pip", "--python"]).arg(&py);
+        c
+    };
+    let list = venv.join("requirements.txt");
+    std::fs::write(&list, reqs).unwrap();
+    pip.args(["install", "-q", "--disable-pip-version-check", "-r"])
+        .arg(&list);
+    if !constraints.is_empty() {
+        let pins = venv.join("constraints.txt");
+        std::fs::write(&pins, constraints).unwrap();
+        pip.arg("-c").arg(pins);
+    }
+    let st = pip.status().expect("pip");
+    assert!(st.success(), "pip install -r {} failed", list.display());
+    std::fs::write(&marker, &want).unwrap();
     py
 }
 
@@ -154,79 +205,17 @@ pub fn isolated(argv: &[&str]) -> Command {
 
 /// The Python interpreter of the test virtual environment (`fixtures/python-requirements.txt`,
 /// every transitive package pinned by `fixtures/python-constraints.txt`), made once under the
-/// target directory and reused; a lock keeps concurrent test binaries from making it twice.
-///
-/// It copes with a `python3` whose `venv` makes no pip (Debian without `python3-venv`, or
-/// `--without-pip`): the virtual environment then gets pip from `ensurepip`, or else is
-/// installed into by the `python3`'s own pip (`pip --python`).
+/// target directory by [`venv_with`] and reused; a lock keeps concurrent test binaries from
+/// making it twice.
 pub fn python() -> String {
     static PY: OnceLock<String> = OnceLock::new();
     PY.get_or_init(|| {
         let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let venv = target.join("venv");
-        let reqs = repo().join("fixtures/python-requirements.txt");
-        let pins = repo().join("fixtures/python-constraints.txt");
-        let want =
-            std::fs::read_to_string(&reqs).unwrap() + &std::fs::read_to_string(&pins).unwrap();
-        let marker = venv.join("nettrap-requirements.txt");
+        let read = |f: &str| std::fs::read_to_string(repo().join(f)).unwrap();
+        let reqs = read("fixtures/python-requirements.txt");
+        let pins = read("fixtures/python-constraints.txt");
         let _lock = lock(&target.join("venv.lock"));
-        let py = venv.join("bin/python");
-        if std::fs::read_to_string(&marker).ok().as_deref() != Some(&want) {
-            let _ = std::fs::remove_dir_all(&venv);
-            let ok = |c: &mut Command| {
-                c.stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !ok(Command::new("python3").args(["-m", "venv"]).arg(&venv)) {
-                let _ = std::fs::remove_dir_all(&venv);
-                let st = Command::new("python3")
-                    .args(["-m", "venv", "--without-pip"])
-                    .arg(&venv)
-                    .status()
-                    .expect("python3");
-                assert!(
-                    st.success(),
-                    "python3 -m venv --without-pip {} failed",
-                    venv.display()
-                );
-            }
-            let has_pip = |py: &Path| ok(Command::new(py).args(["-m", "pip", "--version"]));
-            if !has_pip(&py) {
-                let _ = ok(Command::new(&py).args(["-m", "ensurepip", "--default-pip"]));
-            }
-            // The installer: the environment's own pip, else python3's (`--python` since pip 22.3).
-            let mut pip = if has_pip(&py) {
-                let mut c = Command::new(&py);
-                c.args(["-m", "pip"]);
-                c
-            } else {
-                assert!(
-                    has_pip(Path::new("python3")),
-                    "{} has no pip, and neither ensurepip nor python3 -m pip can install it \
-                     (Debian: apt-get install python3-venv or python3-pip)",
-                    venv.display()
-                );
-                let mut c = Command::new("python3");
-                c.args(["-m", "pip", "--python"]).arg(&py);
-                c
-            };
-            let st = pip
-                .args(["install", "-q", "--disable-pip-version-check", "-r"])
-                .arg(&reqs)
-                .arg("-c")
-                .arg(&pins)
-                .status()
-                .expect("pip");
-            assert!(
-                st.success(),
-                "pip install -r {} -c {} failed",
-                reqs.display(),
-                pins.display()
-            );
-            std::fs::write(&marker, &want).unwrap();
-        }
+        let py = venv_with(&target.join("venv"), &reqs, &pins);
         py.to_str().unwrap().to_string()
     })
     .clone()
