@@ -1144,8 +1144,7 @@ unsafe fn intercept(
     let mut host_buf = [0u8; nettrap_core::names::MAX_NAME];
     let host_len = resolve::NAMES.lookup(&dest.ip, &mut host_buf);
     let host = &host_buf[..host_len];
-    let category = classify(policy, &dest, host);
-    let decision = policy.decide_classified(category, &dest, test.map(|t| t.0), Some(host));
+    let decision = decide(policy, &dest, host, test.map(|t| t.0));
     let call = Call {
         pid,
         // The calling thread: joins the call to the runner's per-thread test events and to the
@@ -1263,32 +1262,66 @@ fn kernel_takes(fd: c_int, sa: Option<&[u8]>, dest: &nettrap_core::addr::Dest) -
     )
 }
 
-/// Categories of recent IPv4 destinations reached without a name: the policy's category
-/// search is linear in its categories (about 430 instructions with the built-ins), and a suite
-/// connects to few destinations, many times. Each entry is one word (address, port, and the
-/// category plus one; 0 = empty), so a reader never sees half an entry; the policy is fixed
-/// for the run, so an entry never goes stale (a fork child's copy included).
+/// Decisions (or, where the decision depends on the test, categories) of recent IPv4
+/// destinations reached without a name: the policy's category search is linear in its
+/// categories (about 430 instructions with the built-ins) and its rule search in its rules, and
+/// a suite connects to few destinations, many times. Each entry is one word (address, port,
+/// and [`CACHED_DECISION`] with the category and rule, or the category plus one; 0 = empty), so
+/// a reader never sees half an entry; the policy is fixed for the run, so an entry never goes
+/// stale (a fork child's copy included).
 static CATEGORY_CACHE: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 
-/// `policy.classify(dest, host)`, through [`CATEGORY_CACHE`] for IPv4 destinations without a
-/// name.
-fn classify(policy: &CompiledPolicy, dest: &nettrap_core::addr::Dest, host: &[u8]) -> u16 {
+/// An entry of [`CATEGORY_CACHE`] that holds the decision itself (for every test): the
+/// category in bits 8..14, the deciding rule below ([`RULE_NONE`]: none).
+const CACHED_DECISION: u64 = 0x8000;
+const RULE_NONE: u64 = 0xff;
+const _: () =
+    assert!(nettrap_core::policy::MAX_CATEGORIES <= 64 && nettrap_core::policy::MAX_RULES < 0xff);
+
+/// The policy's decision for a connect to `dest` by `test`, through [`CATEGORY_CACHE`] for
+/// IPv4 destinations without a name.
+fn decide(
+    policy: &CompiledPolicy,
+    dest: &nettrap_core::addr::Dest,
+    host: &[u8],
+    test: Option<&[u8]>,
+) -> nettrap_core::policy::Decision {
     let v4 = dest.ip[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
     if !host.is_empty() || !v4 {
-        return policy.classify(dest, (!host.is_empty()).then_some(host));
+        let category = policy.classify(dest, (!host.is_empty()).then_some(host));
+        return policy.decide_classified(category, dest, test, Some(host));
     }
     let ip = u32::from_be_bytes([dest.ip[12], dest.ip[13], dest.ip[14], dest.ip[15]]);
     let key = (u64::from(ip) << 32) | (u64::from(dest.port) << 16);
     let slot = &CATEGORY_CACHE[(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize];
     let seen = slot.load(Ordering::Relaxed);
-    if seen != 0 && seen & !0xffff == key {
-        return (seen & 0xffff) as u16 - 1;
-    }
-    let category = policy.classify(dest, None);
-    if category < u16::MAX {
-        slot.store(key | u64::from(category + 1), Ordering::Relaxed);
-    }
-    category
+    let category = if seen != 0 && seen & !0xffff == key {
+        if seen & CACHED_DECISION != 0 {
+            let rule = match seen & RULE_NONE {
+                RULE_NONE => nettrap_core::policy::NO_RULE,
+                r => r as u16,
+            };
+            return policy.decision_of(((seen >> 8) & 0x7f) as u16, rule);
+        }
+        (seen & 0xffff) as u16 - 1
+    } else {
+        policy.classify(dest, None)
+    };
+    let (decision, every_test) = policy.decide_unnamed(category, dest, test);
+    let entry = if every_test && u64::from(category) < 0x80 {
+        let rule = match decision.rule {
+            nettrap_core::policy::NO_RULE => RULE_NONE,
+            r if u64::from(r) < RULE_NONE => u64::from(r),
+            _ => return decision,
+        };
+        CACHED_DECISION | u64::from(category) << 8 | rule
+    } else if category < 0x7fff {
+        u64::from(category) + 1
+    } else {
+        return decision;
+    };
+    slot.store(key | entry, Ordering::Relaxed);
+    decision
 }
 
 /// `connect`, interposing libc's: on x86_64 a two-instruction entry that hands

@@ -1016,7 +1016,11 @@ fn one_slot_calls_match_the_general_path() {
                     .log()
                     .append_until(KIND_CALL, &[&fixed, &test, &host, &thread], Step::Committed)
                     .unwrap();
-                assert_eq!(fast.bytes(), general.bytes(), "{test_len} {host_len} {thread_len}");
+                assert_eq!(
+                    fast.bytes(),
+                    general.bytes(),
+                    "{test_len} {host_len} {thread_len}"
+                );
             }
         }
     }
