@@ -846,6 +846,35 @@ mod tests {
         );
     }
 
+    /// decide_unnamed gives decide's answer, and says it holds for every test only where no
+    /// rule that names tests matched the call otherwise (what the shim caches by destination).
+    #[test]
+    fn decide_unnamed_is_decide_and_knows_when_the_test_matters() {
+        let p = policy();
+        let tests: [Option<&[u8]>; 3] = [
+            None,
+            Some(b"tests/unit/a.py::t"),
+            Some(b"tests/integration/a.py::t"),
+        ];
+        for (d, every_test) in [
+            (Dest::from_v4([10, 0, 0, 1], 6379), false),
+            (Dest::from_v4([127, 0, 0, 1], 6379), true),
+            (Dest::from_v4([10, 0, 0, 1], 80), true),
+        ] {
+            let category = p.classify(&d, None);
+            for test in tests {
+                let (got, every) = p.decide_unnamed(category, &d, test);
+                assert_eq!(got, p.decide(&d, test, None), "{d:?} {test:?}");
+                assert_eq!(got, p.decision_of(category, got.rule));
+                if got.rule != 2 {
+                    assert_eq!(every, every_test, "{d:?} {test:?}");
+                } else {
+                    assert!(!every);
+                }
+            }
+        }
+    }
+
     /// A policy like the launcher's defaults: `other`, `redis` (6379), `dns` (53), one
     /// catch-all record rule.
     fn base() -> Box<CompiledPolicy> {

@@ -1054,7 +1054,15 @@ unsafe fn intercept(
             if a >= here && a.checked_add(n).is_some_and(|end| end <= mapped_end) {
                 // SAFETY: [a, a+n) lies between a local of this frame and the end of memory
                 // known to be mapped above it (see mapped_above).
-                unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n) };
+                unsafe {
+                    if n == 16 {
+                        // A sockaddr_in, the common case: one fixed-size copy, no memcpy call.
+                        let v = core::ptr::read_unaligned(addr.cast::<[u8; 16]>());
+                        buf.as_mut_ptr().cast::<[u8; 16]>().write_unaligned(v);
+                    } else {
+                        core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n);
+                    }
+                };
                 Ok(Some(n))
             } else {
                 sys::copy_from_self(a, &mut buf[..n]).map(|ok| ok.then_some(n))
