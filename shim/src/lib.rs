@@ -921,12 +921,19 @@ fn read_small(path: &CStr, buf: &mut [u8]) -> usize {
 
 /// The first call a process makes writes who the process is, so calls outside any test can be
 /// traced to a pid, executable and command line.
-#[inline(never)]
+#[inline(always)]
 fn record_process(log: &Log, pid: u32) -> Result<(), NotWritten> {
-    // A load first: the common case (recorded already) writes nothing.
-    if RECORDED_PID.load(Ordering::Acquire) == pid
-        || RECORDED_PID.swap(pid, Ordering::AcqRel) == pid
-    {
+    // A load first, inline: the common case (recorded already) writes nothing and calls nothing.
+    if RECORDED_PID.load(Ordering::Acquire) == pid {
+        return Ok(());
+    }
+    record_process_first(log, pid)
+}
+
+#[inline(never)]
+#[cold]
+fn record_process_first(log: &Log, pid: u32) -> Result<(), NotWritten> {
+    if RECORDED_PID.swap(pid, Ordering::AcqRel) == pid {
         return Ok(());
     }
     // The executable and command line go through a scratch page of their own, not the stack:
@@ -1149,9 +1156,15 @@ unsafe fn intercept(
     let test = current_test();
     // The name the program resolved this address from, if a lookup of this process returned
     // it (see `resolve`).
-    let mut host_buf = [0u8; nettrap_core::names::MAX_NAME];
-    let host_len = resolve::NAMES.lookup(&dest.ip, &mut host_buf);
-    let host = &host_buf[..host_len];
+    // No lookup seen in this process (the table empty): no name, and no buffer to clear.
+    let mut host_buf: [u8; nettrap_core::names::MAX_NAME];
+    let host: &[u8] = if resolve::NAMES.is_empty() {
+        &[]
+    } else {
+        host_buf = [0u8; nettrap_core::names::MAX_NAME];
+        let host_len = resolve::NAMES.lookup(&dest.ip, &mut host_buf);
+        &host_buf[..host_len]
+    };
     let decision = decide(policy, &dest, host, test.map(|t| t.0));
     let call = Call {
         pid,
