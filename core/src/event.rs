@@ -320,6 +320,8 @@ fn blocked_of(word: u64) -> Option<u64> {
 }
 
 impl Call {
+    /// Inlined: the one-slot writer reads its words straight back (no copy of the array).
+    #[inline(always)]
     fn encode(&self, test_len: usize, host_len: usize, thread_len: usize) -> [u8; CALL_FIXED] {
         let mut b = [0u8; CALL_FIXED];
         b[0..4].copy_from_slice(&self.pid.to_ne_bytes());
@@ -401,11 +403,10 @@ fn checksum(kind: u8, parts: &[&[u8]]) -> u32 {
     } else {
         (usize::MAX, usize::MAX)
     };
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ kind as u64;
+    let mut h = CHECKSUM_SEED ^ kind as u64;
     let mut mix = |pos: usize, w: u64| {
         if pos != skip_a && pos != skip_b {
-            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
-            h ^= h >> 29;
+            h = checksum_mix(h, w);
         }
     };
     // A word begun by the end of one part and finished by the next (bytes beyond `fill` are
@@ -442,34 +443,64 @@ fn checksum(kind: u8, parts: &[&[u8]]) -> u32 {
     if fill > 0 {
         mix(pos, word);
     }
-    (h ^ (h >> 32)) as u32
+    checksum_fold(h)
 }
 
 /// [`checksum`] over one contiguous payload (a record as it lies in its slot): the same sum,
 /// with no part boundaries to carry words across.
 fn checksum_bytes(kind: u8, bytes: &[u8]) -> u32 {
     let call = kind == KIND_CALL;
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ kind as u64;
-    let mut mix = |pos: usize, w: u64| {
-        if !(call && (pos == CALL_RESULT || pos == CALL_BLOCKED)) {
-            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
-            h ^= h >> 29;
-        }
-    };
+    let mut h = CHECKSUM_SEED ^ kind as u64;
     let mut chunks = bytes.chunks_exact(8);
     let mut pos = 0;
     for c in &mut chunks {
         let mut w = [0u8; 8];
         w.copy_from_slice(c);
-        mix(pos, u64::from_le_bytes(w));
+        if !(call && (pos == CALL_RESULT || pos == CALL_BLOCKED)) {
+            h = checksum_mix(h, u64::from_le_bytes(w));
+        }
         pos += 8;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() && !(call && (pos == CALL_RESULT || pos == CALL_BLOCKED)) {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = checksum_mix(h, u64::from_le_bytes(w));
+    }
+    checksum_fold(h)
+}
+
+/// The checksum's starting value, before the record's kind is mixed in.
+const CHECKSUM_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// One word of the checksum.
+#[inline(always)]
+fn checksum_mix(h: u64, w: u64) -> u64 {
+    let h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
+    h ^ (h >> 29)
+}
+
+/// [`checksum_mix`] over `bytes` as little-endian words, the last one zero-padded (no word
+/// left out: for bytes past a call record's fixed part).
+fn checksum_words(mut h: u64, bytes: &[u8]) -> u64 {
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = checksum_mix(h, u64::from_le_bytes(w));
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
         let mut w = [0u8; 8];
         w[..rest.len()].copy_from_slice(rest);
-        mix(pos, u64::from_le_bytes(w));
+        h = checksum_mix(h, u64::from_le_bytes(w));
     }
+    h
+}
+
+/// The checksum's 64-bit state folded to the 32 bits a record keeps.
+#[inline(always)]
+fn checksum_fold(h: u64) -> u32 {
     (h ^ (h >> 32)) as u32
 }
 
@@ -933,7 +964,13 @@ impl<'a> Log<'a> {
         let host = &host[..host.len().min(MAX_TEXT)];
         let thread = &thread[..thread.len().min(MAX_THREAD_NAME)];
         let fixed = call.encode(test.len(), host.len(), thread.len());
-        let slot0 = self.append_until(KIND_CALL, &[&fixed, test, host, thread], until)?;
+        let slot0 = if until == Step::Committed
+            && CALL_FIXED + test.len() + host.len() + thread.len() <= PAYLOAD_PER_SLOT
+        {
+            self.append_call_slot(&fixed, [test, host, thread])?
+        } else {
+            self.append_until(KIND_CALL, &[&fixed, test, host, thread], until)?
+        };
         const _: () = assert!(CALL_FIXED <= PAYLOAD_PER_SLOT);
         // SAFETY: both inside the first slot reserved for the record (CALL_FIXED fits in one
         // slot's payload), 8-aligned (slot base + 56 and + 72), in a window that stays mapped
@@ -944,6 +981,52 @@ impl<'a> Log<'a> {
                 blocked: &*(slot0.add(TAG_LEN + CALL_BLOCKED).cast::<AtomicU64>()),
             }
         })
+    }
+
+    /// [`Log::append_until`] for the common call record, one slot (the fixed part and texts
+    /// that fit beside it), committed: the fixed part stored and summed a word at a time, the
+    /// texts copied after it and summed from where they lie. The same bytes and the same
+    /// checksum as the general path (tests/golden.rs, and `one_slot_calls_match_the_general_path`).
+    fn append_call_slot(
+        &self,
+        fixed: &[u8; CALL_FIXED],
+        texts: [&[u8]; 3],
+    ) -> Result<*mut u8, NotWritten> {
+        let (_, slot0) = self.reserve(1)?;
+        // SAFETY: slot0 is the first byte of a slot reserved above (128-byte aligned), which
+        // nobody else writes; every store below lies inside it.
+        unsafe {
+            let tag_word = &*(slot0.cast::<AtomicU32>());
+            tag_word.store(tag(KIND_RESERVED, 1, 0), Ordering::Relaxed);
+            let payload = slot0.add(TAG_LEN);
+            let mut h = CHECKSUM_SEED ^ KIND_CALL as u64;
+            const WORDS: usize = CALL_FIXED / 8;
+            const _: () = assert!(CALL_FIXED.is_multiple_of(8));
+            for i in 0..WORDS {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&fixed[8 * i..8 * i + 8]);
+                payload.add(8 * i).cast::<[u8; 8]>().write(w);
+                if 8 * i != CALL_RESULT && 8 * i != CALL_BLOCKED {
+                    h = checksum_mix(h, u64::from_le_bytes(w));
+                }
+            }
+            let [test, host, thread] = texts;
+            let texts_len = test.len() + host.len() + thread.len();
+            if texts_len > 0 {
+                let mut pos = CALL_FIXED;
+                for text in [test, host, thread] {
+                    core::ptr::copy_nonoverlapping(text.as_ptr(), payload.add(pos), text.len());
+                    pos += text.len();
+                }
+                // The texts as they now lie in the slot, from the word after the fixed part
+                // (CALL_FIXED is a multiple of 8), the last word zero-padded.
+                let texts = core::slice::from_raw_parts(payload.add(CALL_FIXED), texts_len);
+                h = checksum_words(h, texts);
+            }
+            (*(slot0.add(4).cast::<AtomicU32>())).store(checksum_fold(h), Ordering::Relaxed);
+            tag_word.store(tag(KIND_CALL, 1, 0), Ordering::Release);
+        }
+        Ok(slot0)
     }
 
     /// Appends a process record. `cmdline` is NUL-separated, as in `/proc/PID/cmdline`.

@@ -416,6 +416,17 @@ impl CompiledPolicy {
         test: Option<&[u8]>,
         host: Option<&[u8]>,
     ) -> bool {
+        self.rule_matches_but_tests(rule, category, dest, host) && rule.tests_match(test)
+    }
+
+    /// Does `rule` match a call, its tests aside?
+    fn rule_matches_but_tests(
+        &self,
+        rule: &Rule,
+        category: u16,
+        dest: &Dest,
+        host: Option<&[u8]>,
+    ) -> bool {
         if rule.category != ANY_CATEGORY && rule.category != category as u32 {
             return false;
         }
@@ -430,7 +441,7 @@ impl CompiledPolicy {
         {
             return false;
         }
-        rule.tests_match(test)
+        true
     }
 
     /// Which category a destination reached by `host` (the name the program resolved, if
@@ -475,27 +486,58 @@ impl CompiledPolicy {
     ) -> Decision {
         let rules = self.rules();
         for i in (0..rules.len()).rev() {
-            let rule = &rules[i];
-            if self.rule_matches(rule, category, dest, test, host) {
-                let errno = if rule.errno != 0 {
-                    rule.errno
-                } else {
-                    self.default_errno
-                };
-                return Decision {
-                    category,
-                    rule: i as u16,
-                    action: rule.action(),
-                    errno,
-                };
+            if self.rule_matches(&rules[i], category, dest, test, host) {
+                return self.decision_of(category, i as u16);
             }
         }
-        Decision {
-            category,
-            rule: NO_RULE,
-            action: Action::Record,
-            errno: self.default_errno,
+        self.decision_of(category, NO_RULE)
+    }
+
+    /// The decision rule `rule` ([`NO_RULE`]: none) gives a call of `category`.
+    pub fn decision_of(&self, category: u16, rule: u16) -> Decision {
+        match self.rules().get(rule as usize) {
+            Some(r) => Decision {
+                category,
+                rule,
+                action: r.action(),
+                errno: if r.errno != 0 {
+                    r.errno
+                } else {
+                    self.default_errno
+                },
+            },
+            None => Decision {
+                category,
+                rule: NO_RULE,
+                action: Action::Record,
+                errno: self.default_errno,
+            },
         }
+    }
+
+    /// [`Self::decide_classified`] for a call whose host name is unknown, and whether the
+    /// decision is the same whatever test makes the call: no rule that names tests matched it
+    /// otherwise before the deciding rule (a cache of decisions by destination keeps only
+    /// those).
+    pub fn decide_unnamed(
+        &self,
+        category: u16,
+        dest: &Dest,
+        test: Option<&[u8]>,
+    ) -> (Decision, bool) {
+        let rules = self.rules();
+        let mut by_test = false;
+        for i in (0..rules.len()).rev() {
+            let rule = &rules[i];
+            if !self.rule_matches_but_tests(rule, category, dest, None) {
+                continue;
+            }
+            by_test |= !rule.tests().is_empty();
+            if rule.tests_match(test) {
+                return (self.decision_of(category, i as u16), !by_test);
+            }
+        }
+        (self.decision_of(category, NO_RULE), !by_test)
     }
 
     /// The decision for a lookup of `name` that would leave the machine (not answered from
@@ -802,6 +844,35 @@ mod tests {
                 .action,
             Action::Record
         );
+    }
+
+    /// decide_unnamed gives decide's answer, and says it holds for every test only where no
+    /// rule that names tests matched the call otherwise (what the shim caches by destination).
+    #[test]
+    fn decide_unnamed_is_decide_and_knows_when_the_test_matters() {
+        let p = policy();
+        let tests: [Option<&[u8]>; 3] = [
+            None,
+            Some(b"tests/unit/a.py::t"),
+            Some(b"tests/integration/a.py::t"),
+        ];
+        for (d, every_test) in [
+            (Dest::from_v4([10, 0, 0, 1], 6379), false),
+            (Dest::from_v4([127, 0, 0, 1], 6379), true),
+            (Dest::from_v4([10, 0, 0, 1], 80), true),
+        ] {
+            let category = p.classify(&d, None);
+            for test in tests {
+                let (got, every) = p.decide_unnamed(category, &d, test);
+                assert_eq!(got, p.decide(&d, test, None), "{d:?} {test:?}");
+                assert_eq!(got, p.decision_of(category, got.rule));
+                if got.rule != 2 {
+                    assert_eq!(every, every_test, "{d:?} {test:?}");
+                } else {
+                    assert!(!every);
+                }
+            }
+        }
     }
 
     /// A policy like the launcher's defaults: `other`, `redis` (6379), `dns` (53), one

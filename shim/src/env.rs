@@ -4,9 +4,9 @@
 //!
 //! The current test is read on the hot path, so where the variables were found is remembered
 //! ([`Found`]), and each call checks that the environment still has that shape before it
-//! trusts it: the same array (`environ`), the same entries (each pointer, read from the first
-//! up as getenv reads them, none NULL before the length the scan saw and its NULL still there,
-//! and a hash of them all the same), and, for each variable found, its entry still naming it.
+//! trusts it: the same array (`environ`), the same entries (each pointer compared with a copy
+//! the scan kept, from the first up, and the NULL still after the last; past the first 256
+//! entries, a hash of the rest), and, for each variable found, its entry still naming it.
 //! Only the array's pointers are read, not the strings they point to: much less than a scan of
 //! the whole environment. Every way libc changes the environment (`setenv`, `putenv`,
 //! `unsetenv`, `clearenv`), and a program writing `environ`'s entries itself, changes one of
@@ -15,12 +15,13 @@
 //! one given to `putenv`) that comes to name a test variable another entry did not: a value
 //! changed in place is read afresh at every call.
 //!
-//! The walk never reads past the first NULL, so an array a program assigned to `environ` and
-//! then shrank or freed is read no further than getenv would (a check of the NULL at the old
-//! length alone once read a shrunk array's unmapped tail).
+//! The check reads the array a page at a time, and a page only once every entry before it was
+//! found as the scan saw it (not NULL), so an array a program assigned to `environ` and then
+//! shrank or freed is read no further than the page its NULL is on, which is mapped (a check of
+//! the NULL at the old length alone once read a shrunk array's unmapped tail).
 
 use core::ffi::{CStr, c_char};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering, fence};
 use nettrap_core::test_id::{self, Phase};
 
 /// libc's `environ` (the current environment array), or null.
@@ -110,31 +111,40 @@ const FIRST_BYTES: [bool; 256] = {
     b
 };
 
-/// Where the last scan found the test variables, as three words written by whichever thread
-/// scanned last: the array and a hash of its entries' pointers (each with a 16-bit tag in the
-/// bits above 48 bits), and the entry count, each variable's index ([`ABSENT`] when it was not
-/// there) and the tag. A reader trusts the words only when all three carry the same non-zero
-/// tag, so it never mixes two scans; a fork child starts from its parent's copy, which
-/// describes memory it copied too. Nothing here ever waits or needs resetting.
+/// Where the last scan found the test variables, and the environment's shape then: the array
+/// (`environ`), its entry count, each variable's index ([`ABSENT`] when it was not there), a
+/// copy of its first [`COPIED`] entry pointers ([`Found::entries`]) and a hash of the rest
+/// (none in most environments). Written by whichever thread scanned last, under a sequence
+/// word ([`Found::seq`], a seqlock that never waits): a scan publishes only when it can make the
+/// word odd from even (no other writer at work), and a reader trusts what it read only when the
+/// word was even and unchanged around its reads, so it never mixes two scans. A writer stopped
+/// half-way (a fork made meanwhile by another thread, a killed `vfork` child) leaves the word
+/// odd: every later call then scans, which is slower, never wrong. A fork child starts from
+/// its parent's copy, which describes memory it copied too. Nothing here ever waits.
 struct Found {
+    seq: AtomicU64,
     array: AtomicU64,
-    entries: AtomicU64,
+    /// The entry count and the variables' indexes (16 bits each).
     shape: AtomicU64,
+    /// [`entries_hash`] of the entries after the first [`COPIED`].
+    rest: AtomicU64,
+    entries: [AtomicU64; COPIED],
 }
 
+/// Entry pointers kept as they were (an environment rarely has more; the rest is hashed).
+const COPIED: usize = 256;
+
 static FOUND: Found = Found {
+    seq: AtomicU64::new(0),
     array: AtomicU64::new(0),
-    entries: AtomicU64::new(0),
     shape: AtomicU64::new(0),
+    rest: AtomicU64::new(0),
+    entries: [const { AtomicU64::new(0) }; COPIED],
 };
 
-/// The tag of the next scan's words (0 is never used: it marks "nothing found yet").
-static TAG: AtomicU64 = AtomicU64::new(1);
-
 const ABSENT: u64 = 0xffff;
-const LOW48: u64 = (1 << 48) - 1;
 const VARS: usize = test_id::TEST_VARS.len();
-const _: () = assert!(VARS == 2, "shape holds the count, two indexes and the tag");
+const _: () = assert!(VARS == 2, "shape holds the count and two indexes");
 
 /// The next step of the hash of an environment's entry pointers (order-dependent: an entry
 /// moved to another place changes it).
@@ -143,53 +153,73 @@ fn mix(h: u64, entry: *const c_char) -> u64 {
     h.rotate_left(7) ^ entry as u64
 }
 
-/// The hash of `env`'s first `len` entries, as [`scan`] takes it ([`mix`], from the first up),
-/// or None when one of them is NULL (the array is shorter now).
+/// Are `env`'s first `len` entries (`len` <= [`COPIED`]) the pointers [`Found::entries`] holds?
+/// Exact, and no hash: the same pointers in the same places. Only meaningful while the caller's
+/// read of [`Found::seq`] stays valid, which it checks again (`seq_then`) before each page of
+/// the array after the first: a copy read whole between two equal even values holds no NULL
+/// before `len`, so every entry compared equal was not NULL, and the next page is still inside
+/// the array (or its NULL).
 ///
 /// # Safety
-/// `env` is a NULL-terminated array of pointers. Entries are taken in order and none after a
-/// NULL is used; four are read at once only where the four lie in one page, which the first of
-/// them (inside the array, or its NULL) shows to be mapped, so nothing is read from a page the
-/// array does not reach, wherever it now ends.
-unsafe fn entries_hash(env: *const *const c_char, len: usize) -> Option<u64> {
-    let mut h = 0u64;
+/// `env` is a NULL-terminated array of pointers. Words are read a page at a time: those in
+/// the page of an entry found inside the array (the first, or one after entries equal to a
+/// consistent copy), where they are mapped, whatever their values past the array's NULL (read
+/// volatile, never used but in the comparison).
+unsafe fn same_entries(env: *const *const c_char, len: usize, seq_then: u64) -> bool {
     let mut i = 0;
     while i < len {
-        // SAFETY: entries before i were not NULL, so entry i is inside the array or its NULL.
+        if i > 0 {
+            fence(Ordering::Acquire);
+            if FOUND.seq.load(Ordering::Relaxed) != seq_then {
+                return false;
+            }
+        }
+        // SAFETY: entry i is inside the array or its NULL (see above).
         let p = unsafe { env.add(i) };
-        // The entries from i to the end of entry i's page (at least one).
         let n = (len - i).min((0x1000 - (p as usize & 0xfff)) / 8);
+        // SAFETY: i + n <= len <= COPIED: inside the copy.
+        let copy = unsafe { FOUND.entries.as_ptr().add(i) };
+        // SAFETY: k < n (see above).
+        let kept = |k: usize| unsafe { (*copy.add(k)).load(Ordering::Relaxed) };
+        let mut diff = 0u64;
         let mut k = 0;
         while k + 4 <= n {
-            // SAFETY: the four words lie in the page of entry i (see above); read volatile, as
-            // words past the array's NULL may be any value (they are then not used).
-            let [a, b, c, d] = unsafe { core::ptr::read_volatile(p.add(k).cast::<[usize; 4]>()) };
-            if a.min(b).min(c).min(d) == 0 {
-                return None;
-            }
-            h = (((h.rotate_left(7) ^ a as u64).rotate_left(7) ^ b as u64).rotate_left(7)
-                ^ c as u64)
-                .rotate_left(7)
-                ^ d as u64;
+            // SAFETY: four words in entry i's page (see above).
+            let [a, b, c, d] = unsafe { core::ptr::read_volatile(p.add(k).cast::<[u64; 4]>()) };
+            diff |= (a ^ kept(k)) | (b ^ kept(k + 1)) | (c ^ kept(k + 2)) | (d ^ kept(k + 3));
             k += 4;
         }
         while k < n {
-            // SAFETY: in entry i's page, after entries that were not NULL.
-            let a = unsafe { *p.add(k) };
-            if a.is_null() {
-                return None;
-            }
-            h = mix(h, a);
+            // SAFETY: a word in entry i's page.
+            let a = unsafe { core::ptr::read_volatile(p.add(k).cast::<u64>()) };
+            diff |= a ^ kept(k);
             k += 1;
+        }
+        if diff != 0 {
+            return false;
         }
         i += n;
     }
-    Some(h)
+    true
 }
 
-/// A hash folded into the 48 bits [`Found::entries`] holds.
-fn fold(h: u64) -> u64 {
-    (h ^ (h >> 48)) & LOW48
+/// The hash of `env`'s first `len` entries ([`mix`], from the first up), or None when one of
+/// them is NULL (the array is shorter now).
+///
+/// # Safety
+/// `env` is inside a NULL-terminated array of pointers (at an entry or its NULL). Entries are
+/// taken in order and none after a NULL is used.
+unsafe fn entries_hash(env: *const *const c_char, len: usize) -> Option<u64> {
+    let mut h = 0u64;
+    for i in 0..len {
+        // SAFETY: entries before i were not NULL, so entry i is inside the array or its NULL.
+        let a = unsafe { *env.add(i) };
+        if a.is_null() {
+            return None;
+        }
+        h = mix(h, a);
+    }
+    Some(h)
 }
 
 /// The current test from the environment, per nettrap_core::test_id: the first of
@@ -209,22 +239,38 @@ pub fn current_test() -> Option<(&'static [u8], Phase)> {
 /// The current test's value from where the last scan found it, if the environment still has
 /// the shape that scan saw (see the module comment); None when it must be scanned again.
 fn remembered(env: *const *const c_char) -> Option<Option<&'static [u8]>> {
-    let array = FOUND.array.load(Ordering::Acquire);
-    let entries = FOUND.entries.load(Ordering::Acquire);
-    let shape = FOUND.shape.load(Ordering::Acquire);
-    let tag = shape >> 48;
-    if tag == 0 || array >> 48 != tag || entries >> 48 != tag || array & LOW48 != env as u64 {
+    let seq = FOUND.seq.load(Ordering::Acquire);
+    if seq == 0 || seq & 1 == 1 || FOUND.array.load(Ordering::Relaxed) != env as u64 {
         return None;
     }
+    let shape = FOUND.shape.load(Ordering::Relaxed);
     let len = (shape & 0xffff) as usize;
+    let copied = len.min(COPIED);
     // SAFETY: env is libc's NULL-terminated environment array; its entries are read from the
-    // first up, each only once every one before it was found not NULL (as getenv reads them),
-    // so none is read past the array's end, wherever it now ends.
+    // first up, each page of it only once every entry before was found equal to the copy of a
+    // scan that saw them all non-NULL (see same_entries), so none is read past the page its
+    // NULL is on, wherever it now ends; the rest (past COPIED) one at a time, as getenv reads.
     unsafe {
-        let h = entries_hash(env, len)?;
-        if !(*env.add(len)).is_null() || fold(h) != entries & LOW48 {
+        if !same_entries(env, copied, seq) {
             return None;
         }
+        if len > COPIED
+            && entries_hash(env.add(COPIED), len - COPIED)
+                != Some(FOUND.rest.load(Ordering::Relaxed))
+        {
+            return None;
+        }
+        if !(*env.add(len)).is_null() {
+            return None;
+        }
+    }
+    fence(Ordering::Acquire);
+    if FOUND.seq.load(Ordering::Relaxed) != seq {
+        return None;
+    }
+    // SAFETY: the entries before len are the scan's, not NULL; each points to a NUL-terminated
+    // string (an environment entry), read up to the first byte that differs from a name.
+    unsafe {
         for (i, var) in test_id::TEST_VARS.iter().enumerate() {
             let at = (shape >> (16 + 16 * i)) & 0xffff;
             if at == ABSENT {
@@ -251,6 +297,17 @@ fn scan(env: *const *const c_char) -> Option<&'static [u8]> {
     let mut found: [Option<&'static [u8]>; VARS] = [None; VARS];
     let mut len = 0usize;
     let mut h = 0;
+    // The copy is written as the walk goes (each pointer read once), by this scan only if no
+    // other writer is at work: the sequence made odd from even first.
+    let seq = FOUND.seq.load(Ordering::Relaxed);
+    let keep = seq & 1 == 0
+        && FOUND
+            .seq
+            .compare_exchange(seq, seq + 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+    if keep {
+        fence(Ordering::Release);
+    }
     // SAFETY: environ is a NULL-terminated array of NUL-terminated strings maintained by libc;
     // it is read on the calling thread, as getenv would. Each entry is read only up to the
     // first byte that differs from a name (at worst its NUL), then, on a match, to its NUL.
@@ -260,7 +317,13 @@ fn scan(env: *const *const c_char) -> Option<&'static [u8]> {
             if p.is_null() {
                 break;
             }
-            h = mix(h, p);
+            if len < COPIED {
+                if keep {
+                    FOUND.entries[len].store(p as u64, Ordering::Relaxed);
+                }
+            } else {
+                h = mix(h, p);
+            }
             let entry = p.cast::<u8>();
             let first = *entry;
             if FIRST_BYTES[usize::from(first)] {
@@ -275,16 +338,16 @@ fn scan(env: *const *const c_char) -> Option<&'static [u8]> {
             len += 1;
         }
     }
-    // An environment too large for the words (65,535 entries) is scanned every time.
-    if len < ABSENT as usize && env as u64 <= LOW48 {
-        let mut tag = TAG.fetch_add(1, Ordering::Relaxed) & 0xffff;
-        if tag == 0 {
-            tag = TAG.fetch_add(1, Ordering::Relaxed) & 0xffff;
-        }
-        let shape = len as u64 | at[0] << 16 | at[1] << 32 | tag << 48;
-        FOUND.shape.store(shape, Ordering::Release);
-        FOUND.entries.store(fold(h) | tag << 48, Ordering::Release);
-        FOUND.array.store(env as u64 | tag << 48, Ordering::Release);
+    if keep {
+        // An environment too large for the shape (65,535 entries) is kept as no array at all
+        // (null never matches): scanned every time.
+        let array = if len < ABSENT as usize { env as u64 } else { 0 };
+        FOUND.array.store(array, Ordering::Relaxed);
+        FOUND
+            .shape
+            .store(len as u64 | at[0] << 16 | at[1] << 32, Ordering::Relaxed);
+        FOUND.rest.store(h, Ordering::Relaxed);
+        FOUND.seq.store(seq + 2, Ordering::Release);
     }
     found.into_iter().flatten().next()
 }

@@ -921,12 +921,19 @@ fn read_small(path: &CStr, buf: &mut [u8]) -> usize {
 
 /// The first call a process makes writes who the process is, so calls outside any test can be
 /// traced to a pid, executable and command line.
-#[inline(never)]
+#[inline(always)]
 fn record_process(log: &Log, pid: u32) -> Result<(), NotWritten> {
-    // A load first: the common case (recorded already) writes nothing.
-    if RECORDED_PID.load(Ordering::Acquire) == pid
-        || RECORDED_PID.swap(pid, Ordering::AcqRel) == pid
-    {
+    // A load first, inline: the common case (recorded already) writes nothing and calls nothing.
+    if RECORDED_PID.load(Ordering::Acquire) == pid {
+        return Ok(());
+    }
+    record_process_first(log, pid)
+}
+
+#[inline(never)]
+#[cold]
+fn record_process_first(log: &Log, pid: u32) -> Result<(), NotWritten> {
+    if RECORDED_PID.swap(pid, Ordering::AcqRel) == pid {
         return Ok(());
     }
     // The executable and command line go through a scratch page of their own, not the stack:
@@ -1054,7 +1061,15 @@ unsafe fn intercept(
             if a >= here && a.checked_add(n).is_some_and(|end| end <= mapped_end) {
                 // SAFETY: [a, a+n) lies between a local of this frame and the end of memory
                 // known to be mapped above it (see mapped_above).
-                unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n) };
+                unsafe {
+                    if n == 16 {
+                        // A sockaddr_in, the common case: one fixed-size copy, no memcpy call.
+                        let v = core::ptr::read_unaligned(addr.cast::<[u8; 16]>());
+                        buf.as_mut_ptr().cast::<[u8; 16]>().write_unaligned(v);
+                    } else {
+                        core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n);
+                    }
+                };
                 Ok(Some(n))
             } else {
                 sys::copy_from_self(a, &mut buf[..n]).map(|ok| ok.then_some(n))
@@ -1141,11 +1156,16 @@ unsafe fn intercept(
     let test = current_test();
     // The name the program resolved this address from, if a lookup of this process returned
     // it (see `resolve`).
-    let mut host_buf = [0u8; nettrap_core::names::MAX_NAME];
-    let host_len = resolve::NAMES.lookup(&dest.ip, &mut host_buf);
-    let host = &host_buf[..host_len];
-    let category = classify(policy, &dest, host);
-    let decision = policy.decide_classified(category, &dest, test.map(|t| t.0), Some(host));
+    // No lookup seen in this process (the table empty): no name, and no buffer to clear.
+    let mut host_buf: [u8; nettrap_core::names::MAX_NAME];
+    let host: &[u8] = if resolve::NAMES.is_empty() {
+        &[]
+    } else {
+        host_buf = [0u8; nettrap_core::names::MAX_NAME];
+        let host_len = resolve::NAMES.lookup(&dest.ip, &mut host_buf);
+        &host_buf[..host_len]
+    };
+    let decision = decide(policy, &dest, host, test.map(|t| t.0));
     let call = Call {
         pid,
         // The calling thread: joins the call to the runner's per-thread test events and to the
@@ -1263,32 +1283,66 @@ fn kernel_takes(fd: c_int, sa: Option<&[u8]>, dest: &nettrap_core::addr::Dest) -
     )
 }
 
-/// Categories of recent IPv4 destinations reached without a name: the policy's category
-/// search is linear in its categories (about 430 instructions with the built-ins), and a suite
-/// connects to few destinations, many times. Each entry is one word (address, port, and the
-/// category plus one; 0 = empty), so a reader never sees half an entry; the policy is fixed
-/// for the run, so an entry never goes stale (a fork child's copy included).
+/// Decisions (or, where the decision depends on the test, categories) of recent IPv4
+/// destinations reached without a name: the policy's category search is linear in its
+/// categories (about 430 instructions with the built-ins) and its rule search in its rules, and
+/// a suite connects to few destinations, many times. Each entry is one word (address, port,
+/// and [`CACHED_DECISION`] with the category and rule, or the category plus one; 0 = empty), so
+/// a reader never sees half an entry; the policy is fixed for the run, so an entry never goes
+/// stale (a fork child's copy included).
 static CATEGORY_CACHE: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 
-/// `policy.classify(dest, host)`, through [`CATEGORY_CACHE`] for IPv4 destinations without a
-/// name.
-fn classify(policy: &CompiledPolicy, dest: &nettrap_core::addr::Dest, host: &[u8]) -> u16 {
+/// An entry of [`CATEGORY_CACHE`] that holds the decision itself (for every test): the
+/// category in bits 8..14, the deciding rule below ([`RULE_NONE`]: none).
+const CACHED_DECISION: u64 = 0x8000;
+const RULE_NONE: u64 = 0xff;
+const _: () =
+    assert!(nettrap_core::policy::MAX_CATEGORIES <= 64 && nettrap_core::policy::MAX_RULES < 0xff);
+
+/// The policy's decision for a connect to `dest` by `test`, through [`CATEGORY_CACHE`] for
+/// IPv4 destinations without a name.
+fn decide(
+    policy: &CompiledPolicy,
+    dest: &nettrap_core::addr::Dest,
+    host: &[u8],
+    test: Option<&[u8]>,
+) -> nettrap_core::policy::Decision {
     let v4 = dest.ip[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
     if !host.is_empty() || !v4 {
-        return policy.classify(dest, (!host.is_empty()).then_some(host));
+        let category = policy.classify(dest, (!host.is_empty()).then_some(host));
+        return policy.decide_classified(category, dest, test, Some(host));
     }
     let ip = u32::from_be_bytes([dest.ip[12], dest.ip[13], dest.ip[14], dest.ip[15]]);
     let key = (u64::from(ip) << 32) | (u64::from(dest.port) << 16);
     let slot = &CATEGORY_CACHE[(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize];
     let seen = slot.load(Ordering::Relaxed);
-    if seen != 0 && seen & !0xffff == key {
-        return (seen & 0xffff) as u16 - 1;
-    }
-    let category = policy.classify(dest, None);
-    if category < u16::MAX {
-        slot.store(key | u64::from(category + 1), Ordering::Relaxed);
-    }
-    category
+    let category = if seen != 0 && seen & !0xffff == key {
+        if seen & CACHED_DECISION != 0 {
+            let rule = match seen & RULE_NONE {
+                RULE_NONE => nettrap_core::policy::NO_RULE,
+                r => r as u16,
+            };
+            return policy.decision_of(((seen >> 8) & 0x7f) as u16, rule);
+        }
+        (seen & 0xffff) as u16 - 1
+    } else {
+        policy.classify(dest, None)
+    };
+    let (decision, every_test) = policy.decide_unnamed(category, dest, test);
+    let entry = if every_test && u64::from(category) < 0x80 {
+        let rule = match decision.rule {
+            nettrap_core::policy::NO_RULE => RULE_NONE,
+            r if u64::from(r) < RULE_NONE => u64::from(r),
+            _ => return decision,
+        };
+        CACHED_DECISION | u64::from(category) << 8 | rule
+    } else if category < 0x7fff {
+        u64::from(category) + 1
+    } else {
+        return decision;
+    };
+    slot.store(key | entry, Ordering::Relaxed);
+    decision
 }
 
 /// `connect`, interposing libc's: on x86_64 a two-instruction entry that hands
