@@ -14,6 +14,8 @@ fn main() {
         "-nostartfiles",
         "-Wl,-Bsymbolic",
         "-Wl,-z,noseparate-code",
+        "-Wl,-z,norelro",
+        "-Wl,--no-rosegment",
         "-Wl,--defsym=memcpy=nettrap_memcpy",
         "-Wl,--defsym=memset=nettrap_memset",
         "-Wl,--defsym=bcmp=nettrap_bcmp",
