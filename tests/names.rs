@@ -160,6 +160,52 @@ fn calls_carry_the_name_the_program_resolved() {
     }
 }
 
+/// The shim maps its table of names when a process first looks a name up (shim/src/tables.rs):
+/// a fork child inherits its parent's (`-f`: the parent looked up, the child connects), and a
+/// child whose parent never looked anything up maps its own (`-F`: lookup and connect in the
+/// child).
+#[test]
+fn fork_children_carry_the_names_their_parent_or_they_resolved() {
+    let r = resolve();
+    for (flag, engine) in [("-f", "preload"), ("-F", "preload"), ("-f", "auto")] {
+        let command = in_test(
+            "t/fork",
+            &[
+                &r,
+                flag,
+                "gai",
+                "api.payments.example",
+                "9",
+                "ghbn",
+                "search.internal",
+                "9",
+                "ip",
+                "127.0.0.5",
+                "9",
+            ],
+        );
+        let run = nt(
+            &format!("names-fork{flag}-{engine}"),
+            &["--engine", engine],
+            &command,
+        );
+        assert_eq!(run.code(), 0, "{}", run.stderr());
+        assert_eq!(
+            connect_errno(&run.stdout(), "127.0.0.2", 9),
+            libc::ECONNREFUSED
+        );
+        assert_eq!(
+            connects(&run),
+            vec![
+                row("127.0.0.2", 9, "api.payments.example", "recorded", 1),
+                row("127.0.0.3", 9, "search.internal", "recorded", 1),
+                row("127.0.0.5", 9, "-", "recorded", 1),
+            ],
+            "{flag} {engine}"
+        );
+    }
+}
+
 #[test]
 fn python_connections_carry_the_name() {
     let script = "import socket\n\

@@ -28,9 +28,10 @@
 //! - Nothing happens at load time but copying two environment variables and listing the loaded
 //!   objects, whose symbol tables give libc's functions when first needed ([`symbols`]: the
 //!   shim imports nothing, and depends on no library); the run's files (and the pid cache's
-//!   page, [`ids`]) are mapped on the first intercepted call, so processes that never connect pay
-//!   nothing: the policy, the event log's header (one page), and then only the windows of the
-//!   log (1 MiB each, see `nettrap_core::event::Windows`) that this process's records land in.
+//!   page, [`ids`], and the large tables, [`tables`]) are mapped on the first intercepted call,
+//!   so processes that never connect pay nothing: the policy, the event log's header (one
+//!   page), and then only the windows of the log (1 MiB each, see
+//!   `nettrap_core::event::Windows`) that this process's records land in.
 //! - No thread ever waits for another: a thread that finds a file not mapped yet maps it
 //!   itself and publishes it with one compare-and-swap (the loser unmaps its own copy), so
 //!   nothing is left half-done by a fork, a vfork, a raw clone or a signal handler.
@@ -65,6 +66,7 @@ mod mem;
 mod resolve;
 mod spawn;
 mod symbols;
+mod tables;
 mod threads;
 
 use core::cell::UnsafeCell;
@@ -74,7 +76,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use env::{current_test, env_value, env_values_in};
 use nettrap_core::addr::{Address, Op, SOCKADDR_STORAGE, Transport, arg_len, decode};
 use nettrap_core::event::{
-    self, Call, Log, Mapper, NotWritten, Process, Source, Syscall, Unobserved, Windows,
+    self, Call, Log, Mapper, NotWritten, Process, Source, Syscall, Unobserved,
 };
 use nettrap_core::msg;
 use nettrap_core::policy::{
@@ -487,8 +489,6 @@ mod sys {
 static POLICY: AtomicPtr<CompiledPolicy> = AtomicPtr::new(core::ptr::null_mut());
 /// The event log's header page, mapped on first use; never unmapped.
 static HEADER: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
-/// The windows of the event log this process mapped; never unmapped.
-static WINDOWS: Windows = Windows::new();
 static MAPPER: RunFiles = RunFiles;
 /// The process that last wrote a process record; a different pid means we were forked.
 static RECORDED_PID: AtomicU32 = AtomicU32::new(0);
@@ -725,7 +725,7 @@ fn map_file(
     result
 }
 
-/// Maps windows of the run's event log for [`Windows`].
+/// Maps windows of the run's event log for [`nettrap_core::event::Windows`] (see [`tables`]).
 struct RunFiles;
 
 impl Mapper for RunFiles {
@@ -783,10 +783,15 @@ static CAPACITY: AtomicU64 = AtomicU64::new(0);
 fn log() -> Option<Log<'static>> {
     let h = HEADER.load(Ordering::Acquire);
     let capacity = CAPACITY.load(Ordering::Acquire);
-    if !h.is_null() && capacity != 0 {
+    // The window table was mapped before CAPACITY was set (log_first).
+    if !h.is_null()
+        && capacity != 0
+        && let Some(t) = tables::mapped()
+    {
         // SAFETY: h maps this run's log header, which Log::new accepted with this capacity
-        // (below), never unmapped; WINDOWS holds windows of the same file, mapped by MAPPER.
-        return Some(unsafe { Log::checked(h, capacity, &WINDOWS, &MAPPER) });
+        // (below), never unmapped; the window table holds windows of the same file, mapped by
+        // MAPPER.
+        return Some(unsafe { Log::checked(h, capacity, &t.windows, &MAPPER) });
     }
     log_first()
 }
@@ -794,20 +799,23 @@ fn log() -> Option<Log<'static>> {
 #[cold]
 #[inline(never)]
 fn log_first() -> Option<Log<'static>> {
+    // The windows of the event log this process maps (with the names its lookups returned:
+    // tables), mapped now if no thread of this process did yet; never unmapped.
+    let windows = &tables::get()?.windows;
     let mut h = HEADER.load(Ordering::Acquire);
     if h.is_null() {
         let (m, len) = map_file(b"events.log", true, 0, Some(event::HEADER_LEN))?;
         // SAFETY: m maps the log's first HEADER_LEN bytes, shared and writable.
-        if unsafe { Log::new(m.as_ptr(), &WINDOWS, &MAPPER) }.is_none() {
+        if unsafe { Log::new(m.as_ptr(), windows, &MAPPER) }.is_none() {
             // SAFETY: our own mapping, never published.
             unsafe { sys::munmap(m.as_ptr(), len) };
             return None;
         }
         h = publish(&HEADER, m, len);
     }
-    // SAFETY: h maps this run's log header (checked when mapped), never unmapped; WINDOWS
-    // holds windows of the same file, mapped by MAPPER.
-    let log = unsafe { Log::new(h, &WINDOWS, &MAPPER) }?;
+    // SAFETY: h maps this run's log header (checked when mapped), never unmapped; the window
+    // table holds windows of the same file, mapped by MAPPER.
+    let log = unsafe { Log::new(h, windows, &MAPPER) }?;
     CAPACITY.store(log.capacity(), Ordering::Release);
     Some(log)
 }

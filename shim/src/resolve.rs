@@ -27,21 +27,21 @@
 
 use super::{
     count_unobserved, current_test, ids, log, now_ns, policy, record_process, set_errno, symbols,
-    sys, tell,
+    sys, tables, tell,
 };
 use core::ffi::{CStr, c_char, c_int, c_void};
 use nettrap_core::addr::{Dest, Transport};
 use nettrap_core::event::{Call, NotWritten, ResultCell, Source, Syscall, Unobserved};
 use nettrap_core::msg;
-use nettrap_core::names::{self, Family, HostsScan, MAX_NAME, NameTable};
+use nettrap_core::names::{self, Family, HostsScan, MAX_NAME};
 use nettrap_core::policy::{
     Action, EAI_AGAIN, EAI_FAIL, EAI_NONAME, FLAG_SECCOMP_BACKSTOP, FLAG_THREAD_NAMES,
 };
 use nettrap_core::test_id::Phase;
 
-/// Address → the name a lookup in this process returned it for: 64 sets of 4 (256 addresses),
-/// the oldest of a set replaced (see `nettrap_core::names::NameTable`).
-pub static NAMES: NameTable<64, 4> = NameTable::new();
+/// Address → the name a lookup in this process returned it for (see [`tables::Names`]: mapped
+/// by the process's first lookup).
+pub static NAMES: tables::Names = tables::Names;
 
 /// Entries of a lookup's result read at most (a cycle in a corrupt list must not hang us).
 const MAX_RESULTS: usize = 64;
