@@ -111,6 +111,12 @@ impl Names {
         }
     }
 
+    /// No name remembered in this process (no lookup seen, or the tables not mapped yet).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        mapped().is_none_or(|t| t.names.is_empty())
+    }
+
     /// The name `ip` was looked up as, into `out`; its length (0: none).
     #[inline]
     pub fn lookup(&self, ip: &[u8; 16], out: &mut [u8; MAX_NAME]) -> usize {
