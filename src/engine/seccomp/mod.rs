@@ -35,6 +35,7 @@
 //! notification has a time-of-check/time-of-use gap (the caller's memory can change after the
 //! supervisor read it), and any program can put the mark on its own calls.
 
+mod affinity;
 mod dns;
 pub mod filter;
 pub mod gosync;

@@ -21,16 +21,16 @@ pub struct Listener(pub OwnedFd);
 
 impl Listener {
     /// Asks for synchronous wake-ups, which cut a round trip from tens of microseconds to a few.
-    /// Older kernels refuse; that only costs speed.
-    pub fn set_sync_wakeup(&self) {
+    /// Older kernels refuse (`false`); that only costs speed.
+    pub fn set_sync_wakeup(&self) -> bool {
         // SAFETY: ioctl on our listener with a flag passed by value, as the kernel expects.
         unsafe {
             libc::ioctl(
                 self.0.as_raw_fd(),
                 libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
                 FD_SYNC_WAKE_UP,
-            )
-        };
+            ) == 0
+        }
     }
 
     pub fn recv(&self) -> io::Result<libc::seccomp_notif> {

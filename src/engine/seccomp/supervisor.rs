@@ -641,11 +641,16 @@ struct Supervisor {
     lookups: Lookups<Held>,
     /// `go test` adapters whose test binaries' calls wait for their markers (see gosync).
     go_adapters: super::gosync::Adapters,
+    /// Keeps this thread beside a caller that traps call after call (see `affinity`).
+    follow: Option<super::affinity::Follow>,
 }
 
 impl Supervisor {
     /// Handles one notification; a panic fails the call (ENOSYS) and is kept in `error`.
     fn answer(&mut self, req: &libc::seccomp_notif, error: &mut Option<String>) {
+        if let Some(follow) = &mut self.follow {
+            follow.notified(req.pid);
+        }
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(req)));
         if let Err(panic) = handled {
             // Never leave the caller waiting; the run counts this as a loss.
@@ -1158,8 +1163,12 @@ pub fn run(ctx: Context, stop: OwnedFd) -> Option<String> {
         udp_seen: UdpSeen::default(),
         lookups: Lookups::default(),
         go_adapters: Default::default(),
+        follow: None,
     };
-    sup.ctx.listener.set_sync_wakeup();
+    // Only with synchronous wake-ups: without them the caller is not moved to this thread's CPU.
+    if sup.ctx.listener.set_sync_wakeup() {
+        sup.follow = Some(super::affinity::Follow::new());
+    }
     let (lfd, sfd) = (sup.ctx.listener.0.as_raw_fd(), stop.as_raw_fd());
     let blocking = wake_interrupts();
     let stopping = || {
