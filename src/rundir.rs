@@ -141,7 +141,7 @@ impl RunDir {
             let _ = fs::remove_dir_all(&path);
             e
         };
-        fs::write(path.join("policy.bin"), policy.as_bytes())
+        write_sparse(&path.join("policy.bin"), policy.as_bytes())
             .context("cannot write the compiled policy")
             .map_err(cleanup)?;
         // Adapters append to the timeline by path (see attribution/SPEC.md).
@@ -327,6 +327,58 @@ impl Drop for LogMapping {
             self.windows.unmap_all(self.capacity, &self.mapper);
             libc::munmap(self.header.as_ptr().cast(), event::HEADER_LEN);
         }
+    }
+}
+
+/// Writes `bytes` to a new file, leaving its all-zero pages as holes (which read as zeros): the
+/// compiled policy is a fixed-size block (about 150 KB) whose tables are mostly padding, and
+/// about half of its pages hold nothing, so the run writes and frees half the page cache.
+fn write_sparse(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = File::create(path)?;
+    let page = crate::fnv::PAGE;
+    // Runs of pages that hold something, each written at once.
+    let mut run: Option<usize> = None;
+    for (i, p) in bytes.chunks(page).enumerate() {
+        match (crate::fnv::is_zero(p), run) {
+            (false, None) => run = Some(i * page),
+            (true, Some(from)) => {
+                f.write_all_at(&bytes[from..i * page], from as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = run {
+        f.write_all_at(&bytes[from..], from as u64)?;
+    }
+    f.set_len(bytes.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_sparse_write_reads_back_byte_for_byte() {
+        let dir = std::env::temp_dir().join(format!("nettrap-sparse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let page = crate::fnv::PAGE;
+        for (len, marks) in [
+            (0, vec![]),
+            (10, vec![]),
+            (3 * page + 5, vec![0, page, 3 * page + 4]),
+            (5 * page, vec![page + 1, 2 * page, 4 * page + 9]),
+            (2 * page, vec![2 * page - 1]),
+        ] {
+            let mut bytes = vec![0u8; len];
+            for (i, at) in marks.into_iter().enumerate() {
+                bytes[at] = i as u8 + 1;
+            }
+            let f = dir.join("p.bin");
+            let _ = std::fs::remove_file(&f);
+            super::write_sparse(&f, &bytes).unwrap();
+            assert_eq!(std::fs::read(&f).unwrap(), bytes, "{len}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
