@@ -218,17 +218,16 @@ impl RunDir {
         let in_file = (used - event::HEADER_LEN as u64) / event::SLOT_LEN as u64;
         let mut stream =
             event::Stream::new(&header, in_file).map_err(|e| anyhow::anyhow!("{e}"))?;
-        // One window of the writers' size, plus room for a record that starts at its end.
+        // One window of the writers' size, plus room for a record that starts at its end,
+        // mapped rather than copied (see [`Piece`]).
         let piece = (event::WINDOW_SLOTS as usize + event::MAX_SLOTS) * event::SLOT_LEN;
-        let mut buf = vec![0u8; piece];
         while !stream.done() {
             let from = stream.next_slot();
             let slots = (in_file - from).min(piece as u64 / event::SLOT_LEN as u64) as usize;
-            let bytes = &mut buf[..slots * event::SLOT_LEN];
             let at = event::HEADER_LEN as u64 + from * event::SLOT_LEN as u64;
-            f_log
-                .read_exact_at(bytes, at)
+            let mapped = Piece::map(&f_log, at, slots * event::SLOT_LEN)
                 .context("cannot read the event log")?;
+            let bytes = mapped.bytes();
             match want {
                 Some(want) => stream.skim(bytes, want, &mut *f),
                 None => stream.feed_refs(bytes, &mut *f),
@@ -245,6 +244,78 @@ impl RunDir {
             }
         }
         Ok(decoded)
+    }
+}
+
+/// A piece of the event log mapped read-only for the report's walks: no copy and no buffer to
+/// fault in (reading 20,000 records' 2.5 MB twice with `pread` into a fresh buffer cost ~1 ms of
+/// copying and zero-filling), populated at once (`MAP_POPULATE`: one call maps the cached pages,
+/// no fault per page), unmapped when dropped so memory stays at one piece whatever the log
+/// holds. Only the used part of the log, bounded by the file's length when opened, is mapped;
+/// the report reads it after every process of the tree has ended, so nothing shortens the file
+/// under the mapping (which would be a SIGBUS).
+struct Piece {
+    base: NonNull<u8>,
+    map_len: usize,
+    skip: usize,
+    len: usize,
+}
+
+impl Piece {
+    fn map(file: &File, at: u64, len: usize) -> std::io::Result<Piece> {
+        use std::os::fd::AsRawFd;
+        let page = crate::fnv::PAGE as u64;
+        let skip = (at % page) as usize;
+        let map_len = skip + len;
+        if len == 0 {
+            return Ok(Piece {
+                base: NonNull::dangling(),
+                map_len: 0,
+                skip: 0,
+                len: 0,
+            });
+        }
+        // SAFETY: a read-only shared mapping of our own open file, at a page-aligned offset,
+        // within the length the file had when opened (see the type's comment); the kernel picks
+        // the address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                (at - skip as u64) as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast()).ok_or_else(|| std::io::Error::other("mmap gave null"))?;
+        Ok(Piece {
+            base,
+            map_len,
+            skip,
+            len,
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the mapping holds map_len = skip + len readable bytes and lives as long as
+        // self.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(self.skip), self.len) }
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        if self.map_len > 0 {
+            // SAFETY: exactly what map mapped; bytes() borrows self, so no slice outlives it.
+            unsafe { libc::munmap(self.base.as_ptr().cast(), self.map_len) };
+        }
     }
 }
 
