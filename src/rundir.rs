@@ -27,11 +27,14 @@ pub const UNOBSERVED: &str = event::UNOBSERVED_FILE;
 pub struct RunDir {
     path: PathBuf,
     keep: bool,
-    log: Arc<LogMapping>,
+    /// Until [`RunDir::release`].
+    log: Option<Arc<LogMapping>>,
     /// The log, until [`RunDir::start_grower`] hands it to the grower (None where the
     /// filesystem cannot preallocate).
     to_grow: Option<File>,
     grower: Option<Grower>,
+    /// The grower removes the directory (see [`RunDir::release`]).
+    released: bool,
 }
 
 /// Slots allocated up front (8 MiB), and the head room the grower keeps ahead of the cursor.
@@ -65,6 +68,9 @@ fn prefetch(file: &File, from: u64, to: u64) {
 /// dropped, and the report says so.
 struct Grower {
     stop: Arc<AtomicBool>,
+    /// Set before `stop`: on its way out the thread removes the run directory and closes the
+    /// last handles of the log (see [`RunDir::release`]).
+    remove: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -81,35 +87,56 @@ fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     }
 }
 
-fn start_grower(file: File, log: Arc<LogMapping>) -> Grower {
+fn start_grower(file: File, mapping: Arc<LogMapping>, dir: PathBuf) -> Grower {
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
+    let remove = Arc::new(AtomicBool::new(false));
+    let (flag, removing) = (stop.clone(), remove.clone());
     let thread = std::thread::spawn(move || {
-        let log = log.log();
-        let mut cached = PREFETCH_HEAD;
-        while !flag.load(Ordering::Relaxed) {
-            let (cursor, allocated) = (log.cursor(), log.allocated());
-            // Less room cached ahead than the writers used so far: twice that much, never past
-            // the allocated slots (nothing is written there).
-            let ahead = cursor.clamp(PREFETCH_HEAD / 2, PREFETCH_MAX / 2);
-            let (from, to) = (cached.max(cursor), (cursor + 2 * ahead).min(allocated));
-            if cached < cursor + ahead && from < to {
-                prefetch(&file, from, to);
-                cached = to;
-            }
-            if cursor + FIRST_ALLOCATION / 2 > allocated && allocated < event::DEFAULT_CAPACITY {
-                let next = (allocated * 2).min(event::DEFAULT_CAPACITY);
-                if allocate(&file, allocated, next).is_err() {
-                    return; // full: from here on, records past the allocated slots are dropped
-                }
-                log.set_allocated(next);
-                continue;
-            }
-            // Woken at once by `Drop` (unpark), so ending a run never waits out the period.
-            std::thread::park_timeout(std::time::Duration::from_millis(5));
+        grow(&file, &mapping, &flag);
+        // A grower that gave up (the filesystem is full) still waits for the run's end.
+        while !flag.load(Ordering::SeqCst) {
+            std::thread::park();
         }
+        if removing.load(Ordering::SeqCst) {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        // The last handles of the log when released: the kernel frees its blocks here.
+        drop(file);
+        drop(mapping);
     });
-    Grower { stop, thread }
+    Grower {
+        stop,
+        remove,
+        thread,
+    }
+}
+
+/// The grower's loop, until `stop`.
+fn grow(file: &File, mapping: &LogMapping, stop: &AtomicBool) {
+    let log = mapping.log();
+    let mut cached = PREFETCH_HEAD;
+    while !stop.load(Ordering::Relaxed) {
+        let (cursor, allocated) = (log.cursor(), log.allocated());
+        // Less room cached ahead than the writers used so far: twice that much, never past
+        // the allocated slots (nothing is written there).
+        let ahead = cursor.clamp(PREFETCH_HEAD / 2, PREFETCH_MAX / 2);
+        let (from, to) = (cached.max(cursor), (cursor + 2 * ahead).min(allocated));
+        if cached < cursor + ahead && from < to {
+            prefetch(file, from, to);
+            cached = to;
+        }
+        if cursor + FIRST_ALLOCATION / 2 > allocated && allocated < event::DEFAULT_CAPACITY {
+            let next = (allocated * 2).min(event::DEFAULT_CAPACITY);
+            if allocate(file, allocated, next).is_err() {
+                return; // full: from here on, records past the allocated slots are dropped
+            }
+            log.set_allocated(next);
+            continue;
+        }
+        // Woken at once by `release` or `Drop` (unpark), so ending a run never waits out
+        // the period.
+        std::thread::park_timeout(std::time::Duration::from_millis(5));
+    }
 }
 
 impl RunDir {
@@ -165,9 +192,10 @@ impl RunDir {
         Ok(RunDir {
             path,
             keep,
-            log,
+            log: Some(log),
             to_grow,
             grower: None,
+            released: false,
         })
     }
 
@@ -176,8 +204,28 @@ impl RunDir {
     /// then hides, and the writers need the grower only after thousands of records.
     pub fn start_grower(&mut self) {
         if let Some(file) = self.to_grow.take() {
-            self.grower = Some(start_grower(file, self.log.clone()));
+            let log = self.log();
+            self.grower = Some(start_grower(file, log, self.path.clone()));
         }
+    }
+
+    /// Done with the directory (the report is built from it): the grower's thread removes it
+    /// and closes the log while nettrap writes the report. Freeing the log's preallocated
+    /// blocks when its last handle closes costs the filesystem 0.05-0.3 ms (ext4, measured:
+    /// ~20 us for a file with no preallocated blocks), which then overlaps the writing of the
+    /// outputs instead of following it. Without a grower (or with `NETTRAP_KEEP_RUN_DIR`), drop
+    /// does what it always did.
+    pub fn release(&mut self) {
+        let Some(g) = &self.grower else { return };
+        if self.keep {
+            return;
+        }
+        // The grower's handles are then the log's last.
+        self.log = None;
+        g.remove.store(true, Ordering::SeqCst);
+        g.stop.store(true, Ordering::SeqCst);
+        g.thread.thread().unpark();
+        self.released = true;
     }
 
     pub fn path(&self) -> &Path {
@@ -186,7 +234,9 @@ impl RunDir {
 
     /// The event log, mapped into nettrap (for the seccomp supervisor).
     pub fn log(&self) -> Arc<LogMapping> {
-        self.log.clone()
+        self.log
+            .clone()
+            .expect("the event log is mapped until the run directory is released")
     }
 
     fn events_path(&self) -> PathBuf {
@@ -328,7 +378,7 @@ impl Drop for RunDir {
         }
         if self.keep {
             say!("nettrap: run directory kept: {}", self.path.display());
-        } else {
+        } else if !self.released {
             let _ = fs::remove_dir_all(&self.path);
         }
     }
