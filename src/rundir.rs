@@ -476,33 +476,6 @@ fn write_sparse(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.set_len(bytes.len() as u64)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_sparse_write_reads_back_byte_for_byte() {
-        let dir = std::env::temp_dir().join(format!("nettrap-sparse-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let page = crate::fnv::PAGE;
-        for (len, marks) in [
-            (0, vec![]),
-            (10, vec![]),
-            (3 * page + 5, vec![0, page, 3 * page + 4]),
-            (5 * page, vec![page + 1, 2 * page, 4 * page + 9]),
-            (2 * page, vec![2 * page - 1]),
-        ] {
-            let mut bytes = vec![0u8; len];
-            for (i, at) in marks.into_iter().enumerate() {
-                bytes[at] = i as u8 + 1;
-            }
-            let f = dir.join("p.bin");
-            let _ = std::fs::remove_file(&f);
-            super::write_sparse(&f, &bytes).unwrap();
-            assert_eq!(std::fs::read(&f).unwrap(), bytes, "{len}");
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
 /// Creates the event log: header, full (sparse) size, and the first blocks allocated. Returns
 /// the file and how many slots are allocated, or None where the filesystem cannot preallocate.
 fn create_log(path: &Path) -> Result<(File, Option<u64>)> {
@@ -576,5 +549,32 @@ impl crate::report::Events for RunDir {
         f: &mut dyn FnMut(u64, event::RecordRef<'_>),
     ) -> Result<event::Decoded> {
         self.walk_events(Some(want), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_sparse_write_reads_back_byte_for_byte() {
+        let dir = std::env::temp_dir().join(format!("nettrap-sparse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let page = crate::fnv::PAGE;
+        for (len, marks) in [
+            (0, vec![]),
+            (10, vec![]),
+            (3 * page + 5, vec![0, page, 3 * page + 4]),
+            (5 * page, vec![page + 1, 2 * page, 4 * page + 9]),
+            (2 * page, vec![2 * page - 1]),
+        ] {
+            let mut bytes = vec![0u8; len];
+            for (i, at) in marks.into_iter().enumerate() {
+                bytes[at] = i as u8 + 1;
+            }
+            let f = dir.join("p.bin");
+            let _ = std::fs::remove_file(&f);
+            super::write_sparse(&f, &bytes).unwrap();
+            assert_eq!(std::fs::read(&f).unwrap(), bytes, "{len}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
