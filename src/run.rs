@@ -196,6 +196,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
     }
     timings.mark("read timeline");
     let mut report = report::build(&policy, &compiled, &dir, timeline, info);
+    // The run directory is read: it goes (and the log's blocks are freed) while the outputs
+    // are written.
+    dir.release();
     timings.mark("decode event log and build the report (two walks: attribute, group)");
     if let Some(e) = &report.lost.log_error
         && args.quiet

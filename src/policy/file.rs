@@ -235,6 +235,27 @@ pub fn pyproject_has_table(text: &str, file: &str) -> Result<bool> {
     Ok(parse_pyproject(text, file)?.is_some())
 }
 
+/// A `pyproject.toml`'s `[tool.nettrap]` table, parsed once: finding the policy file parses the
+/// whole `pyproject.toml` to know whether it holds the table (about 100 us for a project's
+/// usual one), and the run then applies what it parsed rather than parsing it again.
+pub struct Table(PolicyFile);
+
+/// The `[tool.nettrap]` table of a `pyproject.toml`, if it has one (errors as
+/// [`pyproject_has_table`]).
+pub fn pyproject_table(text: &str, file: &str) -> Result<Option<Table>> {
+    Ok(parse_pyproject(text, file)?.map(Table))
+}
+
+/// Applies a table [`pyproject_table`] parsed from `text` (which error messages quote).
+pub fn apply_table(policy: &mut Policy, table: Table, text: &str, file: &str) -> Result<()> {
+    let loc = Locator {
+        file,
+        text,
+        pyproject: true,
+    };
+    apply_parsed(policy, table.0, &loc)
+}
+
 /// Reads the `[tool.nettrap]` table of a `pyproject.toml` into `policy`; `false` (and nothing
 /// read) when it has none.
 pub fn apply_pyproject(policy: &mut Policy, text: &str, file: &str) -> Result<bool> {

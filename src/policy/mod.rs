@@ -251,9 +251,11 @@ pub fn load_from(args: &PolicyArgs) -> Result<(Policy, Option<source::Source>)> 
     let mut policy = builtin::defaults();
     let cwd = std::env::current_dir()
         .map_err(|e| anyhow::anyhow!("cannot read the working directory: {e}"))?;
-    let found = source::find(args.policy.as_deref(), &cwd)?;
-    if let Some(src) = &found {
-        if src.pyproject {
+    let mut found = source::find(args.policy.as_deref(), &cwd)?;
+    if let Some(src) = &mut found {
+        if let Some(table) = src.table.take() {
+            file::apply_table(&mut policy, table, &src.text, &src.shown)?;
+        } else if src.pyproject {
             if !file::apply_pyproject(&mut policy, &src.text, &src.shown)? {
                 bail!("{}: no [tool.nettrap] table", src.shown);
             }

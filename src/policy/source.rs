@@ -25,6 +25,8 @@ pub struct Source {
     pub why: String,
     /// A `[tool.nettrap]` beside a found `nettrap.toml`, which it overrides (ignored whole).
     pub shadowed: Option<String>,
+    /// A found `pyproject.toml`'s table, parsed while looking for it (None for `--policy`).
+    pub table: Option<super::file::Table>,
 }
 
 fn read(path: &Path, shown: &str) -> Result<String> {
@@ -46,6 +48,7 @@ pub fn find(explicit: Option<&Path>, cwd: &Path) -> Result<Option<Source>> {
             text,
             why: "--policy".into(),
             shadowed: None,
+            table: None,
         }));
     }
     let mut up = String::new();
@@ -67,23 +70,25 @@ pub fn find(explicit: Option<&Path>, cwd: &Path) -> Result<Option<Source>> {
                 text,
                 why: found_why(up.is_empty()),
                 shadowed: has_table.then(|| format!("{py_shown} [tool.nettrap]")),
+                table: None,
             }));
         }
         let py_text = match py.is_file() {
             true => Some(read(&py, &py_shown)?),
             false => None,
         };
-        let has_table = match &py_text {
-            Some(t) if names_nettrap(t) => super::file::pyproject_has_table(t, &py_shown)?,
-            _ => false,
+        let table = match &py_text {
+            Some(t) if names_nettrap(t) => super::file::pyproject_table(t, &py_shown)?,
+            _ => None,
         };
-        if has_table {
+        if table.is_some() {
             return Ok(Some(Source {
                 shown: py_shown,
                 pyproject: true,
                 text: py_text.unwrap_or_default(),
                 why: found_why(up.is_empty()),
                 shadowed: None,
+                table,
             }));
         }
         up.push_str("../");

@@ -1,6 +1,6 @@
 //! The report files: a path that cannot be written fails the run before the command starts; a
 //! failure after the command ran keeps the summary and the verdict; a report is never half
-//! written.
+//! written. The run directory is gone when nettrap exits (unless kept).
 
 use crate::common::*;
 use std::process::{Command, Output, Stdio};
@@ -172,5 +172,69 @@ fn a_failed_write_leaves_the_previous_report_whole_and_no_temporary_file() {
                 "{engine} {policy}: {err}"
             );
         }
+    }
+}
+
+#[test]
+fn the_run_directory_is_gone_when_nettrap_exits_and_a_report_replaces_the_old_one_whole() {
+    for engine in ENGINES {
+        let dir = scratch(&format!("outputs-rundir-{engine}"));
+        let tmp = dir.join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let report = dir.join("r.json");
+        std::fs::write(&report, "old").unwrap();
+        let r = report.to_str().unwrap();
+        let script = format!("exec {} exit 9", edge());
+        let mut argv = vec![nettrap(), "run", "-q", "--engine", engine, "--report", r];
+        argv.extend_from_slice(&["--", "sh", "-c", &script]);
+        for (keep, left) in [(false, 0), (true, 1)] {
+            let mut cmd = isolated(&argv);
+            cmd.env("TMPDIR", &tmp).stdin(Stdio::null());
+            if keep {
+                cmd.env("NETTRAP_KEEP_RUN_DIR", "1");
+            }
+            let out = cmd.output().unwrap();
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{engine}: {err}");
+            let kept: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+            assert_eq!(kept.len(), left, "{engine} keep={keep}: {kept:?}\n{err}");
+            let json = std::fs::read_to_string(&report).unwrap();
+            assert!(
+                json.starts_with('{') && json.ends_with("}\n") && json.contains("schema_version"),
+                "{engine}: {json}"
+            );
+            // Only the report and the to-do list beside it: no temporary file left.
+            let mut names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["nettrap-todo.md", "r.json", "tmp"], "{engine}");
+        }
+        for e in std::fs::read_dir(&tmp).unwrap().flatten() {
+            std::fs::remove_dir_all(e.path()).unwrap();
+        }
+        // A command that cannot start: its run directory goes too.
+        let out = isolated(&[
+            nettrap(),
+            "run",
+            "-q",
+            "--engine",
+            engine,
+            "--",
+            "/nonexistent-nettrap",
+        ])
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(127),
+            "{engine}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{engine}");
     }
 }
