@@ -473,7 +473,9 @@ fn a_full_temporary_filesystem_drops_records_instead_of_crashing_anyone() {
 /// much of its shape (the shim remembers where it found the test variables): emptied in place
 /// (`environ[0] = NULL`), NETTRAP_TEST set where the array keeps its length and last entry,
 /// and a program's own `environ` array shrunk in place under the shim's feet, which must not
-/// crash the program (the shim once read the NULL at the array's old length: unmapped).
+/// crash the program (the shim once read the NULL at the array's old length: unmapped), or
+/// placed off 8-byte alignment across a page boundary, which must not hang it (the shim once
+/// compared no entry at all at the boundary, and again, forever).
 #[test]
 fn the_test_is_the_one_getenv_names_however_the_environment_changes_shape() {
     for engine in ["preload", "auto"] {
@@ -482,6 +484,7 @@ fn the_test_is_the_one_getenv_names_however_the_environment_changes_shape() {
             ("truncate", Some("shape::a"), None, "-"),
             ("shrink", Some("shape::b"), Some("shape::b"), "shape::b"),
             ("precedence", Some("t.py::p"), Some("shape::n"), "shape::n"),
+            ("misaligned", Some("shape::m"), Some("shape::m"), "shape::m"),
         ] {
             let run = run_in(
                 &format!("env-shapes-{mode}-{engine}"),
