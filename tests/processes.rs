@@ -513,6 +513,43 @@ fn the_test_is_the_one_getenv_names_however_the_environment_changes_shape() {
     }
 }
 
+/// A connect made while the shim's scan of the environment is half-done, by a signal handler
+/// on the scanning thread, and by a child forked there (its copy of the scan's state stays
+/// half-done for good): each call gets the test getenv names, and so do the calls after the
+/// scan resumes. The scan is stopped where it must be (a SIGSEGV on an entry in an unreadable
+/// page, made readable by the handler), not by timing.
+#[test]
+fn calls_made_while_the_environment_scan_is_interrupted_get_the_right_test() {
+    for engine in ["preload", "auto"] {
+        let run = run_in(
+            &format!("env-shapes-fault-{engine}"),
+            &repo(),
+            &["--engine", engine],
+            &[&fixture("env_shapes"), "fault", "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        assert_eq!(
+            run.stdout(),
+            "fault: faults=1\nfault: getenv=shape::g\n",
+            "{engine}"
+        );
+        let ports = |test: Option<&str>| {
+            let mut v: Vec<(u64, u64)> = run.calls(test).iter().map(|c| (c.2, c.6)).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ports(Some("shape::f")), [(20, 1)], "{engine}");
+        assert_eq!(
+            ports(Some("shape::g")),
+            [(21, 1), (22, 1), (23, 1), (25, 2)],
+            "{engine}: {:?}",
+            run.tests()
+        );
+        assert_eq!(ports(Some("shape::c")), [(24, 2)], "{engine}");
+        assert_eq!(ports(None), [], "{engine}");
+    }
+}
+
 /// (port, pid) of every call group of a run, sorted.
 fn ports_and_pids(run: &Run) -> Vec<(u64, u64)> {
     let mut got: Vec<(u64, u64)> = run.report["unattributed"]
