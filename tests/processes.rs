@@ -473,7 +473,9 @@ fn a_full_temporary_filesystem_drops_records_instead_of_crashing_anyone() {
 /// much of its shape (the shim remembers where it found the test variables): emptied in place
 /// (`environ[0] = NULL`), NETTRAP_TEST set where the array keeps its length and last entry,
 /// and a program's own `environ` array shrunk in place under the shim's feet, which must not
-/// crash the program (the shim once read the NULL at the array's old length: unmapped).
+/// crash the program (the shim once read the NULL at the array's old length: unmapped), or
+/// placed off 8-byte alignment across a page boundary, which must not hang it (the shim once
+/// compared no entry at all at the boundary, and again, forever).
 #[test]
 fn the_test_is_the_one_getenv_names_however_the_environment_changes_shape() {
     for engine in ["preload", "auto"] {
@@ -482,6 +484,7 @@ fn the_test_is_the_one_getenv_names_however_the_environment_changes_shape() {
             ("truncate", Some("shape::a"), None, "-"),
             ("shrink", Some("shape::b"), Some("shape::b"), "shape::b"),
             ("precedence", Some("t.py::p"), Some("shape::n"), "shape::n"),
+            ("misaligned", Some("shape::m"), Some("shape::m"), "shape::m"),
         ] {
             let run = run_in(
                 &format!("env-shapes-{mode}-{engine}"),
@@ -507,6 +510,43 @@ fn the_test_is_the_one_getenv_names_however_the_environment_changes_shape() {
                 );
             }
         }
+    }
+}
+
+/// A connect made while the shim's scan of the environment is half-done, by a signal handler
+/// on the scanning thread, and by a child forked there (its copy of the scan's state stays
+/// half-done for good): each call gets the test getenv names, and so do the calls after the
+/// scan resumes. The scan is stopped where it must be (a SIGSEGV on an entry in an unreadable
+/// page, made readable by the handler), not by timing.
+#[test]
+fn calls_made_while_the_environment_scan_is_interrupted_get_the_right_test() {
+    for engine in ["preload", "auto"] {
+        let run = run_in(
+            &format!("env-shapes-fault-{engine}"),
+            &repo(),
+            &["--engine", engine],
+            &[&fixture("env_shapes"), "fault", "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        assert_eq!(
+            run.stdout(),
+            "fault: faults=1\nfault: getenv=shape::g\n",
+            "{engine}"
+        );
+        let ports = |test: Option<&str>| {
+            let mut v: Vec<(u64, u64)> = run.calls(test).iter().map(|c| (c.2, c.6)).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ports(Some("shape::f")), [(20, 1)], "{engine}");
+        assert_eq!(
+            ports(Some("shape::g")),
+            [(21, 1), (22, 1), (23, 1), (25, 2)],
+            "{engine}: {:?}",
+            run.tests()
+        );
+        assert_eq!(ports(Some("shape::c")), [(24, 2)], "{engine}");
+        assert_eq!(ports(None), [], "{engine}");
     }
 }
 

@@ -875,6 +875,58 @@ mod tests {
         }
     }
 
+    /// decide_unnamed against decide over every policy of three rules drawn from actions,
+    /// test globs, ports and host names: the same decision for every test, and "holds for
+    /// every test" only where every other test gets that decision too (the shim caches it by
+    /// destination, whoever calls).
+    #[test]
+    fn decide_unnamed_every_test_holds_for_every_test() {
+        let mut p = base();
+        let host = p.add_host_glob(b"x.test").unwrap();
+        let mut templates = alloc::vec::Vec::new();
+        for action in [Action::Allow, Action::Record, Action::Deny] {
+            for tests in [&b""[..], b"a::*", b"**"] {
+                for ports in [PortRange::ANY, PortRange::one(80)] {
+                    for host in [NO_HOST, host] {
+                        let mut r = Rule {
+                            action: action as u32,
+                            ports,
+                            host,
+                            ..Rule::EMPTY
+                        };
+                        set_field(&mut r.tests, tests);
+                        templates.push(r);
+                    }
+                }
+            }
+        }
+        let tests: [Option<&[u8]>; 4] = [None, Some(b""), Some(b"a::t"), Some(b"b::t")];
+        let dests = [
+            Dest::from_v4([127, 0, 0, 1], 80),
+            Dest::from_v4([127, 0, 0, 1], 81),
+        ];
+        for a in &templates {
+            for b in &templates {
+                for c in &templates {
+                    p.rules[..3].copy_from_slice(&[*a, *b, *c]);
+                    p.n_rules = 3;
+                    for d in &dests {
+                        let category = p.classify(d, None);
+                        for t in tests {
+                            let (got, every) = p.decide_unnamed(category, d, t);
+                            assert_eq!(got, p.decide(d, t, None));
+                            if every {
+                                for t2 in tests {
+                                    assert_eq!(got, p.decide(d, t2, None));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// A policy like the launcher's defaults: `other`, `redis` (6379), `dns` (53), one
     /// catch-all record rule.
     fn base() -> Box<CompiledPolicy> {

@@ -178,7 +178,10 @@ unsafe fn same_entries(env: *const *const c_char, len: usize, seq_then: u64) -> 
         }
         // SAFETY: entry i is inside the array or its NULL (see above).
         let p = unsafe { env.add(i) };
-        let n = (len - i).min((0x1000 - (p as usize & 0xfff)) / 8);
+        // The entries from i to the end of entry i's page, and at least entry i itself: in an
+        // array placed off 8-byte alignment it may straddle the page's end (then it lies in the
+        // array, both its pages mapped); none would be compared, and again, forever.
+        let n = (len - i).min(((0x1000 - (p as usize & 0xfff)) / 8).max(1));
         // SAFETY: i + n <= len <= COPIED: inside the copy.
         let copy = unsafe { FOUND.entries.as_ptr().add(i) };
         // SAFETY: k < n (see above).
