@@ -205,7 +205,11 @@ unsafe fn same_entries(env: *const *const c_char, len: usize, seq_then: u64) -> 
         }
         i += n;
     }
-    true
+    // The copy read whole under one even sequence value before the caller reads past it (the
+    // array's NULL, the hashed rest): on a CPU that may make a scan's stores visible out of
+    // order, a slot not yet written (0) could otherwise have matched a NULL.
+    fence(Ordering::Acquire);
+    FOUND.seq.load(Ordering::Relaxed) == seq_then
 }
 
 /// The hash of `env`'s first `len` entries ([`mix`], from the first up), or None when one of
