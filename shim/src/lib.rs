@@ -1258,9 +1258,10 @@ unsafe fn intercept(
         set_errno(decision.errno);
         return -1;
     }
-    // The time the real call blocks (vDSO clock reads, no system call): what mocking the
-    // destination would save at least.
-    let start = if cell.is_some() { now_ns() } else { 0 };
+    // The time the call blocks, from the call's own time (taken above, before the decision;
+    // one vDSO clock read after it, no system call): what mocking the destination would save,
+    // the shim's own few hundred nanoseconds of deciding and recording included.
+    let start = time_ns;
     set_errno(saved_errno);
     // SAFETY: forwarding the caller's arguments.
     let ret = unsafe { real_connect(fd, addr, len, backstop) };
