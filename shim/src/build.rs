@@ -79,5 +79,8 @@ fn linker_takes(arg: &str) -> bool {
         .arg(&src)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    cmd.status().is_ok_and(|s| s.success())
+    let takes = cmd.status().is_ok_and(|s| s.success());
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(out.join("liblink_probe.so"));
+    takes
 }
