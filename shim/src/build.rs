@@ -17,7 +17,10 @@
 //!   The zero-filled part of the writable segment (`.bss`) fits in the page its file part ends
 //!   in, so the loader needs no anonymous mapping for it either: the large tables are mapped by
 //!   the process when it needs them (src/tables.rs). tests/escapes/load.rs holds the shim to
-//!   this layout.
+//!   this layout. `--no-rosegment` is lld's (rust-lld, rustc's linker on x86_64 Linux since
+//!   1.90); GNU ld rejects it, and needs it not: with `-z noseparate-code` it lays the headers,
+//!   read-only data and code out in one segment anyway. So it is passed only when a probe
+//!   (a tiny library linked as rustc links this one) shows the linker takes it.
 //! - `--defsym memcpy=nettrap_memcpy` (and memset, bcmp, strlen): the memory functions the
 //!   compiler calls bind to the shim's own (src/mem.rs), local to it, instead of four imports.
 fn main() {
@@ -26,7 +29,6 @@ fn main() {
         "-Wl,-Bsymbolic",
         "-Wl,-z,noseparate-code",
         "-Wl,-z,norelro",
-        "-Wl,--no-rosegment",
         "-Wl,--defsym=memcpy=nettrap_memcpy",
         "-Wl,--defsym=memset=nettrap_memset",
         "-Wl,--defsym=bcmp=nettrap_bcmp",
@@ -34,4 +36,51 @@ fn main() {
     ] {
         println!("cargo:rustc-link-arg-cdylib={arg}");
     }
+    if linker_takes("-Wl,--no-rosegment") {
+        println!("cargo:rustc-link-arg-cdylib=-Wl,--no-rosegment");
+    }
+}
+
+/// Whether the linker rustc uses for the shim accepts `arg`: an empty library linked with it,
+/// with this build's compiler, target, flags and linker.
+fn linker_takes(arg: &str) -> bool {
+    use std::path::PathBuf;
+    let var = |key: &str| std::env::var_os(key);
+    let out = PathBuf::from(var("OUT_DIR").expect("OUT_DIR"));
+    let src = out.join("link_probe.rs");
+    if std::fs::write(&src, "").is_err() {
+        return false;
+    }
+    let mut cmd = std::process::Command::new(var("RUSTC").unwrap_or_else(|| "rustc".into()));
+    cmd.args([
+        "--crate-type",
+        "cdylib",
+        "--crate-name",
+        "link_probe",
+        "--emit",
+        "link",
+    ])
+    .arg("--out-dir")
+    .arg(&out)
+    .arg("--target")
+    .arg(var("TARGET").expect("TARGET"));
+    if let Ok(flags) = std::env::var("CARGO_ENCODED_RUSTFLAGS") {
+        cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    }
+    if let Some(linker) = var("RUSTC_LINKER") {
+        cmd.arg("-C").arg({
+            let mut a = std::ffi::OsString::from("linker=");
+            a.push(linker);
+            a
+        });
+    }
+    cmd.arg("-C")
+        .arg(format!("link-arg={arg}"))
+        .arg(&src)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let takes = cmd.status().is_ok_and(|s| s.success());
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(out.join("liblink_probe.so"));
+    takes
 }

@@ -48,7 +48,50 @@ fn the_loader_maps_the_shim_with_two_mappings_and_nothing_else() {
     assert_eq!(run.code(), 0, "{}", run.stderr());
     let path = run.stdout();
     assert!(path.ends_with("libnettrap_shim.so"), "{path:?}");
-    let headers = program_headers(&std::fs::read(path.trim()).unwrap());
+    assert_two_mappings(&std::fs::read(path.trim()).unwrap());
+}
+
+/// The shim builds, with the same layout, when rustc links with GNU ld (as rustc does before
+/// 1.90, within nettrap's rust-version, and on targets other than x86_64-unknown-linux-gnu;
+/// or when a project's cargo configuration picks its linker): lld's `--no-rosegment` is not an
+/// option GNU ld knows (shim/src/build.rs passes it only to a linker that takes it).
+#[test]
+fn the_shim_builds_and_keeps_its_layout_with_gnu_ld() {
+    // Its own target directory, kept between runs (only the first is slow).
+    let target = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("shim-gnu-ld");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["build", "--profile", "shim", "--quiet", "--manifest-path"])
+        .arg(repo().join("shim/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        // -fuse-ld=bfd after rustc's own -fuse-ld=lld (rust-lld since Rust 1.90) wins.
+        .env("RUSTFLAGS", "-Clink-arg=-fuse-ld=bfd")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building the shim with GNU ld (binutils' ld.bfd) failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = target.join("shim/libnettrap_shim.so");
+    let elf = std::fs::read(&built).unwrap();
+    let comment = String::from_utf8_lossy(&elf);
+    assert!(
+        !comment.contains("Linker: LLD"),
+        "{} was linked by lld, not GNU ld",
+        built.display()
+    );
+    assert_two_mappings(&elf);
+}
+
+/// Two LOAD segments, no RELRO, and a zero-filled part that needs no mapping of its own.
+fn assert_two_mappings(elf: &[u8]) {
+    let headers = program_headers(elf);
     let loads: Vec<_> = headers.iter().filter(|h| h.0 == PT_LOAD).collect();
     assert_eq!(loads.len(), 2, "LOAD segments: {headers:x?}");
     assert!(
