@@ -243,9 +243,12 @@ fn runner_none_turns_adapters_off() {
 #[test]
 fn an_adapter_that_cannot_write_the_timeline_is_said_once() {
     let py = python();
+    // The mount is undone before the command ends, so that nettrap can remove its run
+    // directory (a mount point cannot be unlinked).
     let script = format!(
         "t=\"$NETTRAP_RUN_DIR/timeline.jsonl\"; mount --bind \"$t\" \"$t\" && \
-         mount -o remount,bind,ro \"$t\" && exec {py} manage.py test --parallel 2"
+         mount -o remount,bind,ro \"$t\" && {{ {py} manage.py test --parallel 2; rc=$?; \
+         umount \"$t\"; exit $rc; }}"
     );
     let run = run_in_env(
         "django-adapter-fails",

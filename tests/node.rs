@@ -978,8 +978,11 @@ fn vitest_under_nettrap_run() {
 /// failure to `adapter-failures.jsonl` beside the timeline).
 #[test]
 fn node_adapter_that_cannot_write_the_timeline_is_said_once() {
+    // The mount is undone before the command ends, so that nettrap can remove its run
+    // directory (a mount point cannot be unlinked).
     let script = "t=\"$NETTRAP_RUN_DIR/timeline.jsonl\"; mount --bind \"$t\" \"$t\" && \
-                  mount -o remount,bind,ro \"$t\" && exec node --test tests/";
+                  mount -o remount,bind,ro \"$t\" && { node --test tests/; rc=$?; \
+                  umount \"$t\"; exit $rc; }";
     let run = run_in(
         "node-test-adapter-fails",
         &repo().join("fixtures/node-test"),

@@ -202,6 +202,8 @@ fn killing_nettrap_does_not_leave_the_command_running() {
     let dir = scratch("orphan");
     let script = format!("echo $$ > {}/pid; exec sleep 30", dir.display());
     let mut child = Command::new(nettrap())
+        // A SIGKILLed nettrap cannot remove its run directory: made here, not in /tmp.
+        .env("TMPDIR", &dir)
         .args(["run", "--quiet", "--report"])
         .arg(dir.join("r.json"))
         .args(["--", "sh", "-c", &script])
