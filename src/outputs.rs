@@ -47,7 +47,10 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Can `path` be written (atomically, as [`write`] does)? Its directory must let nettrap create
 /// the temporary file beside it and rename it: searchable and writable for nettrap's effective
 /// ids (`faccessat(AT_EACCESS)`, which also says `EROFS` for a read-only filesystem), asked
-/// without creating anything.
+/// without creating anything. A refusal is confirmed by creating and removing the temporary
+/// file, whose error is the one reported: glibc asks `faccessat2` for `AT_EACCESS`, which
+/// sandboxes older than the call (Docker's default seccomp profile before 20.10.6) fail with
+/// `EPERM` whatever the directory allows.
 pub fn check(path: &Path) -> io::Result<()> {
     match fs::metadata(path) {
         Ok(m) if m.is_dir() => return Err(io::Error::other("it is a directory")),
@@ -63,13 +66,23 @@ pub fn check(path: &Path) -> io::Result<()> {
         _ => Path::new("."),
     };
     use nix::unistd::{AccessFlags, faccessat};
-    faccessat(
+    if faccessat(
         nix::fcntl::AT_FDCWD,
         dir,
         AccessFlags::W_OK | AccessFlags::X_OK,
         nix::fcntl::AtFlags::AT_EACCESS,
     )
-    .map_err(io::Error::from)
+    .is_ok()
+    {
+        return Ok(());
+    }
+    let tmp = temp_path(path);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    fs::remove_file(&tmp)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename; on failure the temporary
