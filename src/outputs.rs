@@ -154,4 +154,45 @@ mod tests {
         assert!(check(&dir.join("missing/r.json")).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn a_directory_put_in_the_reports_place_during_the_write_is_never_moved_aside() {
+        // Another process swaps a directory and a file back and forth under the report's name
+        // while reports are written there: a write either replaces the file or fails on the
+        // directory, and the directory never ends up under the hidden temporary name.
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = std::env::temp_dir().join(format!("nettrap-swap-race-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let (f, other) = (dir.join("r.json"), dir.join("other"));
+        fs::write(&f, b"old").unwrap();
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("keep"), b"mine").unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flipper = {
+            let (stop, f, other) = (stop.clone(), f.clone(), other.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = renameat2(AT_FDCWD, &f, AT_FDCWD, &other, RenameFlags::RENAME_EXCHANGE);
+                }
+            })
+        };
+        let mut moved = false;
+        for _ in 0..20_000 {
+            let _ = write(&f, b"new");
+            if temp_path(&f).join("keep").exists() {
+                moved = true;
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        flipper.join().unwrap();
+        assert!(
+            !moved,
+            "the directory was moved to {}",
+            temp_path(&f).display()
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
