@@ -120,12 +120,16 @@ pub fn write_with(
 /// else in the way, which the rename then refuses or replaces as it always did).
 fn swap_in(tmp: &Path, path: &Path) -> io::Result<()> {
     use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    if fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
-        && renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE).is_ok()
-    {
-        // The old file, now under the temporary name: the new one is in place whatever follows.
-        let _ = fs::remove_file(tmp);
-        return Ok(());
+    let exchange = || renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE);
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) && exchange().is_ok() {
+        // What was swapped out, now under the temporary name. Something else than a regular
+        // file took the name after it was looked at (a directory, a FIFO): swapped back, for
+        // the rename to refuse or replace it as it always did.
+        if fs::symlink_metadata(tmp).is_ok_and(|m| m.is_file()) || exchange().is_err() {
+            // The new file is in place whatever follows.
+            let _ = fs::remove_file(tmp);
+            return Ok(());
+        }
     }
     fs::rename(tmp, path)
 }
