@@ -47,7 +47,10 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Can `path` be written (atomically, as [`write`] does)? Its directory must let nettrap create
 /// the temporary file beside it and rename it: searchable and writable for nettrap's effective
 /// ids (`faccessat(AT_EACCESS)`, which also says `EROFS` for a read-only filesystem), asked
-/// without creating anything.
+/// without creating anything. A refusal is confirmed by creating and removing the temporary
+/// file, whose error is the one reported: glibc asks `faccessat2` for `AT_EACCESS`, which
+/// sandboxes older than the call (Docker's default seccomp profile before 20.10.6) fail with
+/// `EPERM` whatever the directory allows.
 pub fn check(path: &Path) -> io::Result<()> {
     match fs::metadata(path) {
         Ok(m) if m.is_dir() => return Err(io::Error::other("it is a directory")),
@@ -63,13 +66,23 @@ pub fn check(path: &Path) -> io::Result<()> {
         _ => Path::new("."),
     };
     use nix::unistd::{AccessFlags, faccessat};
-    faccessat(
+    if faccessat(
         nix::fcntl::AT_FDCWD,
         dir,
         AccessFlags::W_OK | AccessFlags::X_OK,
         nix::fcntl::AtFlags::AT_EACCESS,
     )
-    .map_err(io::Error::from)
+    .is_ok()
+    {
+        return Ok(());
+    }
+    let tmp = temp_path(path);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    fs::remove_file(&tmp)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename; on failure the temporary
@@ -107,12 +120,16 @@ pub fn write_with(
 /// else in the way, which the rename then refuses or replaces as it always did).
 fn swap_in(tmp: &Path, path: &Path) -> io::Result<()> {
     use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    if fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
-        && renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE).is_ok()
-    {
-        // The old file, now under the temporary name: the new one is in place whatever follows.
-        let _ = fs::remove_file(tmp);
-        return Ok(());
+    let exchange = || renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE);
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) && exchange().is_ok() {
+        // What was swapped out, now under the temporary name. Something else than a regular
+        // file took the name after it was looked at (a directory, a FIFO): swapped back, for
+        // the rename to refuse or replace it as it always did.
+        if fs::symlink_metadata(tmp).is_ok_and(|m| m.is_file()) || exchange().is_err() {
+            // The new file is in place whatever follows.
+            let _ = fs::remove_file(tmp);
+            return Ok(());
+        }
     }
     fs::rename(tmp, path)
 }
@@ -139,6 +156,47 @@ mod tests {
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         assert!(check(&dir).is_err());
         assert!(check(&dir.join("missing/r.json")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_put_in_the_reports_place_during_the_write_is_never_moved_aside() {
+        // Another process swaps a directory and a file back and forth under the report's name
+        // while reports are written there: a write either replaces the file or fails on the
+        // directory, and the directory never ends up under the hidden temporary name.
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = std::env::temp_dir().join(format!("nettrap-swap-race-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let (f, other) = (dir.join("r.json"), dir.join("other"));
+        fs::write(&f, b"old").unwrap();
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("keep"), b"mine").unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flipper = {
+            let (stop, f, other) = (stop.clone(), f.clone(), other.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = renameat2(AT_FDCWD, &f, AT_FDCWD, &other, RenameFlags::RENAME_EXCHANGE);
+                }
+            })
+        };
+        let mut moved = false;
+        for _ in 0..20_000 {
+            let _ = write(&f, b"new");
+            if temp_path(&f).join("keep").exists() {
+                moved = true;
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        flipper.join().unwrap();
+        assert!(
+            !moved,
+            "the directory was moved to {}",
+            temp_path(&f).display()
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -238,3 +238,49 @@ fn the_run_directory_is_gone_when_nettrap_exits_and_a_report_replaces_the_old_on
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{engine}");
     }
 }
+
+#[test]
+fn outputs_are_checked_in_a_sandbox_that_refuses_faccessat2() {
+    // Docker's default seccomp profile before 20.10.6 failed faccessat2 (439 on every
+    // architecture), which glibc 2.33+ uses for faccessat(AT_EACCESS), with EPERM: a writable
+    // report path must still pass the check, and a bad one still fail naming the path.
+    let deny = c_fixture("deny_syscall");
+    let deny = deny.to_str().unwrap();
+    let script = format!("exec {} exit 9", edge());
+    for engine in ENGINES {
+        let dir = scratch(&format!("outputs-no-faccessat2-{engine}"));
+        let good = dir.join("r.json");
+        for (report, want) in [
+            (good.to_str().unwrap(), 0),
+            ("/nonexistent-nettrap/r.json", 2),
+        ] {
+            let argv = [
+                deny,
+                "439",
+                nettrap(),
+                "run",
+                "-q",
+                "--engine",
+                engine,
+                "--report",
+                report,
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ];
+            let out = isolated(&argv).stdin(Stdio::null()).output().unwrap();
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(want), "{engine} {report}: {err}");
+            if want == 2 {
+                assert!(
+                    err.starts_with("nettrap: error: ") && err.contains(report),
+                    "{engine}: {err}"
+                );
+            } else {
+                let json = std::fs::read_to_string(report).unwrap();
+                assert!(json.contains("schema_version"), "{engine}: {json}");
+            }
+        }
+    }
+}
