@@ -26,7 +26,7 @@ const PRIME_PAGE: u64 = prime_pow(PAGE);
 static ZEROS: [u8; PAGE] = [0; PAGE];
 
 /// Whether `bytes` (at most [`PAGE`] long) are all zero: one `memcmp`, vectorised by libc.
-pub fn is_zero(bytes: &[u8]) -> bool {
+fn is_zero(bytes: &[u8]) -> bool {
     bytes == &ZEROS[..bytes.len()]
 }
 

@@ -168,7 +168,9 @@ impl RunDir {
             let _ = fs::remove_dir_all(&path);
             e
         };
-        write_sparse(&path.join("policy.bin"), policy.as_bytes())
+        // Written whole, zero pages included: a hole in a file on a full tmpfs is a SIGBUS in
+        // the program whose shim first reads that page of its mapping.
+        fs::write(path.join("policy.bin"), policy.as_bytes())
             .context("cannot write the compiled policy")
             .map_err(cleanup)?;
         // Adapters append to the timeline by path (see attribution/SPEC.md).
@@ -451,31 +453,6 @@ impl Drop for LogMapping {
     }
 }
 
-/// Writes `bytes` to a new file, leaving its all-zero pages as holes (which read as zeros): the
-/// compiled policy is a fixed-size block (about 150 KB) whose tables are mostly padding, and
-/// about half of its pages hold nothing, so the run writes and frees half the page cache.
-fn write_sparse(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let f = File::create(path)?;
-    let page = crate::fnv::PAGE;
-    // Runs of pages that hold something, each written at once.
-    let mut run: Option<usize> = None;
-    for (i, p) in bytes.chunks(page).enumerate() {
-        match (crate::fnv::is_zero(p), run) {
-            (false, None) => run = Some(i * page),
-            (true, Some(from)) => {
-                f.write_all_at(&bytes[from..i * page], from as u64)?;
-                run = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(from) = run {
-        f.write_all_at(&bytes[from..], from as u64)?;
-    }
-    f.set_len(bytes.len() as u64)
-}
-
 /// Creates the event log: header, full (sparse) size, and the first blocks allocated. Returns
 /// the file and how many slots are allocated, or None where the filesystem cannot preallocate.
 fn create_log(path: &Path) -> Result<(File, Option<u64>)> {
@@ -549,32 +526,5 @@ impl crate::report::Events for RunDir {
         f: &mut dyn FnMut(u64, event::RecordRef<'_>),
     ) -> Result<event::Decoded> {
         self.walk_events(Some(want), f)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_sparse_write_reads_back_byte_for_byte() {
-        let dir = std::env::temp_dir().join(format!("nettrap-sparse-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let page = crate::fnv::PAGE;
-        for (len, marks) in [
-            (0, vec![]),
-            (10, vec![]),
-            (3 * page + 5, vec![0, page, 3 * page + 4]),
-            (5 * page, vec![page + 1, 2 * page, 4 * page + 9]),
-            (2 * page, vec![2 * page - 1]),
-        ] {
-            let mut bytes = vec![0u8; len];
-            for (i, at) in marks.into_iter().enumerate() {
-                bytes[at] = i as u8 + 1;
-            }
-            let f = dir.join("p.bin");
-            let _ = std::fs::remove_file(&f);
-            super::write_sparse(&f, &bytes).unwrap();
-            assert_eq!(std::fs::read(&f).unwrap(), bytes, "{len}");
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
