@@ -537,13 +537,20 @@ impl Context {
     /// The process a call at `at` in the log was made by: the last process record of its pid
     /// written before it, or, when its process record came later (another thread of the
     /// process was still writing it), the first one after it. A reused pid thus maps to the
-    /// right process. (pid, index in its list), the index `u32::MAX` when there is none.
-    fn process_at(&self, pid: u32, at: u64) -> (u32, u32) {
+    /// right process. (pid, index in its list), the index `u32::MAX` when there is none; and
+    /// the span of places (`lo..=hi`) around `at` where a call of `pid` is made by the same
+    /// process: between the process records `at` falls between (the calls that follow are,
+    /// most of the time).
+    fn process_at(&self, pid: u32, at: u64) -> ((u32, u32), u64, u64) {
         let Some(list) = self.by_pid.get(&pid) else {
-            return (pid, u32::MAX);
+            return ((pid, u32::MAX), 0, u64::MAX);
         };
+        // Every place in (list[after - 1], list[after]] has the same `after`.
         let after = list.partition_point(|(i, _)| *i < at);
-        (pid, after.saturating_sub(1).min(list.len() - 1) as u32)
+        let lo = after.checked_sub(1).map_or(0, |k| list[k].0 + 1);
+        let hi = list.get(after).map_or(u64::MAX, |(i, _)| *i);
+        let p = (pid, after.saturating_sub(1).min(list.len() - 1) as u32);
+        (p, lo, hi)
     }
 
     fn process(&self, (pid, i): (u32, u32)) -> ProcessInfo {
@@ -617,29 +624,71 @@ enum Named {
     InSuite,
 }
 
-/// [`Key`] with its strings interned: what calls are grouped by while the log is walked.
+impl Named {
+    /// As a [`Group`] holds it.
+    fn packed(self) -> u32 {
+        match self {
+            Named::Policy(i) => i as u32,
+            Named::InSuite => 1 << 16,
+        }
+    }
+
+    fn unpacked(n: u32) -> Named {
+        match u16::try_from(n) {
+            Ok(i) => Named::Policy(i),
+            Err(_) => Named::InSuite,
+        }
+    }
+}
+
+/// An interned string's number as a [`Group`] holds it: `NONE` for none.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Id(u32);
+
+impl Id {
+    const NONE: Id = Id(u32::MAX);
+
+    fn of(id: Option<u32>) -> Id {
+        id.map_or(Id::NONE, Id)
+    }
+
+    fn get(self) -> Option<u32> {
+        (self != Id::NONE).then_some(self.0)
+    }
+}
+
+/// [`Key`] with its strings interned: what calls are grouped by while the log is walked.
+/// Plain integers laid out without a gap, so that comparing two (once per call, with the
+/// group of the call before to the same port) is a comparison of their bytes, not a branch
+/// per optional field.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
 struct Group {
-    test: Option<u32>,
-    phase: Option<u32>,
-    category: Named,
     ip: [u8; 16],
+    test: Id,
+    phase: Id,
+    host: Id,
+    site: Id,
+    fixture: Id,
+    inner_test: Id,
+    /// The other tests' list, interned (NONE: none). A list in the key would be compared
+    /// with `memcmp` at every lookup, and an empty one's dangling pointer makes that call
+    /// slow (a masked load of an unmapped page: most of the storm's report step).
+    concurrent: Id,
+    /// [`Named`], packed.
+    category: u32,
+    rule: u32,
+    /// The process (see [`Context::process_at`]): pid, index in its list.
+    pid: u32,
+    process_index: u32,
     port: u16,
-    host: Option<u32>,
     /// `Transport`, `Action` (the verdict) and `Syscall` as their log bytes.
     transport: u8,
     action: u8,
     syscall: u8,
-    rule: Named,
-    process: (u32, u32),
-    site: Option<u32>,
-    fixture: Option<u32>,
-    inner_test: Option<u32>,
-    /// The other tests' list, interned (None: none). A list in the key would be compared
-    /// with `memcmp` at every lookup, and an empty one's dangling pointer makes that call
-    /// slow (a masked load of an unmapped page: most of the storm's report step).
-    concurrent: Option<u32>,
     served_by_suite: bool,
+    /// Always 0: no padding byte in the comparison.
+    zero: u16,
 }
 
 /// A group's calls, per result (the real call's return value) how many, and the nanoseconds
@@ -683,6 +732,9 @@ pub fn build(
     // The test id the engine read for the call before, and its string's number.
     let mut last_test: (Vec<u8>, u32) = (Vec::new(), u32::MAX);
     let mut io_uring: Vec<IoUringEntry> = Vec::new();
+    // The last call's pid, the span of places in the log its process holds for (see
+    // `Context::process_at`; empty at first) and that process.
+    let mut last_process: (u32, u64, u64, (u32, u32)) = (0, 1, 0, (0, 0));
     let by_record_alone = timeline.by_record_alone();
     // Groups the call at `here` in the log.
     let mut group = |here: u64, c: CallRef<'_>| {
@@ -692,7 +744,15 @@ pub fn build(
         {
             return;
         }
-        let process = cx.process_at(call.pid, here);
+        // The process, as the call before's when it falls in the same span of the log.
+        let process = match last_process {
+            (pid, lo, hi, p) if pid == call.pid && lo <= here && here <= hi => p,
+            _ => {
+                let (p, lo, hi) = cx.process_at(call.pid, here);
+                last_process = (call.pid, lo, hi, p);
+                p
+            }
+        };
         // The phase the engine read, as the timeline names phases.
         let recorded_phase = || nettrap_core::test_id::Phase::from_u8(call.phase as u8).name();
         // Who made the call, its strings interned, and when its test (or the gap between
@@ -782,22 +842,24 @@ pub fn build(
                 .map(|s| sites.id(s))
         };
         let key = Group {
-            test,
-            phase,
-            category,
             ip: call.dest.ip,
+            test: Id::of(test),
+            phase: Id::of(phase),
+            host: Id::of((!c.host.is_empty()).then(|| strings.id_of(c.host))),
+            site: Id::of(site),
+            fixture: Id::of(fixture),
+            inner_test: Id::of(inner_test),
+            concurrent: Id::of(concurrent),
+            category: category.packed(),
+            rule: rule.packed(),
+            pid: process.0,
+            process_index: process.1,
             port: call.dest.port,
-            host: (!c.host.is_empty()).then(|| strings.id_of(c.host)),
             transport: call.transport as u8,
             action: action as u8,
             syscall: call.syscall as u8,
-            rule,
-            process,
-            site,
-            fixture,
-            inner_test,
-            concurrent,
             served_by_suite,
+            zero: 0,
         };
         let slot = &mut recent[key.port as usize % 8];
         let i = match slot {
@@ -853,7 +915,7 @@ pub fn build(
         .into_iter()
         .map(|(g, i)| {
             let (count, results, blocked_ns) = std::mem::take(&mut tallies[i]);
-            let name = |id: Option<u32>| id.map(|id| strings.text(id));
+            let name = |id: Id| id.get().map(|id| strings.text(id));
             let syscall = Syscall::try_from(g.syscall).map_or("unknown", Syscall::name);
             let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
             for (result, n) in results {
@@ -862,19 +924,23 @@ pub fn build(
             let key = Key {
                 test: name(g.test),
                 phase: name(g.phase),
-                category: label(g.category, &category_label, IN_SUITE),
+                category: label(Named::unpacked(g.category), &category_label, IN_SUITE),
                 ip: g.ip,
                 port: g.port,
                 host: name(g.host),
                 transport: nettrap_core::addr::Transport::from_u8(g.transport).name(),
                 verdict: Action::from_u8(g.action).verdict(),
                 syscall,
-                rule: label(g.rule, &rule_label, in_suite::IN_SUITE_RULE),
-                process: cx.process(g.process),
-                site: g.site.map(|i| sites.name(i)),
+                rule: label(
+                    Named::unpacked(g.rule),
+                    &rule_label,
+                    in_suite::IN_SUITE_RULE,
+                ),
+                process: cx.process((g.pid, g.process_index)),
+                site: g.site.get().map(|i| sites.name(i)),
                 fixture: name(g.fixture),
                 inner_test: name(g.inner_test),
-                concurrent: g.concurrent.map_or_else(Vec::new, |l| {
+                concurrent: g.concurrent.get().map_or_else(Vec::new, |l| {
                     lists.names[l as usize]
                         .iter()
                         .map(|&i| strings.text(i))

@@ -863,6 +863,16 @@ proptest! {
         prop_assert_eq!(checksum(kind, &parts), checksum_bytewise(kind, &[&bytes]));
         prop_assert_eq!(checksum(kind, &parts), checksum_bytewise(kind, &parts));
     }
+
+    /// The reader's checksum of a call record is the writer's, for a fixed part followed by
+    /// texts of any length.
+    #[test]
+    fn the_readers_call_checksum_is_the_writers(
+        bytes in proptest::collection::vec(any::<u8>(), CALL_FIXED..CALL_FIXED + 300),
+    ) {
+        prop_assert_eq!(call_checksum(&bytes), checksum(KIND_CALL, &[&bytes]));
+        prop_assert_eq!(call_checksum(&bytes), checksum_bytewise(KIND_CALL, &[&bytes]));
+    }
 }
 
 /// Records whose payload is just under, exactly, and just over one slot's (120 bytes: the
