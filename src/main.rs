@@ -32,6 +32,7 @@ mod progress;
 mod report;
 mod run;
 mod rundir;
+mod stale;
 mod supervise;
 mod timings;
 

@@ -35,6 +35,8 @@ pub struct RunDir {
     grower: Option<Grower>,
     /// The grower removes the directory (see [`RunDir::release`]).
     released: bool,
+    /// This run's lock on its directory (see `stale`), released after the directory is gone.
+    _lock: Option<nix::fcntl::Flock<File>>,
 }
 
 /// Slots allocated up front (8 MiB), and the head room the grower keeps ahead of the cursor.
@@ -92,6 +94,11 @@ fn start_grower(file: File, mapping: Arc<LogMapping>, dir: PathBuf) -> Grower {
     let remove = Arc::new(AtomicBool::new(false));
     let (flag, removing) = (stop.clone(), remove.clone());
     let thread = std::thread::spawn(move || {
+        // Off the command's way (this thread starts once the command has): the run
+        // directories killed launchers left (see `stale`), at most once an hour.
+        if let Some(base) = dir.parent() {
+            crate::stale::sweep(base);
+        }
         grow(&file, &mapping, &flag);
         // A grower that gave up (the filesystem is full) still waits for the run's end.
         while !flag.load(Ordering::SeqCst) {
@@ -164,6 +171,7 @@ impl RunDir {
             .create(&path)
             .with_context(|| format!("cannot create run directory {}", path.display()))?;
         let keep = std::env::var_os("NETTRAP_KEEP_RUN_DIR").is_some();
+        let lock = crate::stale::hold(&path);
         let cleanup = |e: anyhow::Error| {
             let _ = fs::remove_dir_all(&path);
             e
@@ -198,6 +206,7 @@ impl RunDir {
             to_grow,
             grower: None,
             released: false,
+            _lock: lock,
         })
     }
 

@@ -196,7 +196,11 @@ fn the_run_directory_is_gone_when_nettrap_exits_and_a_report_replaces_the_old_on
             let out = cmd.output().unwrap();
             let err = text(&out.stderr);
             assert_eq!(out.status.code(), Some(0), "{engine}: {err}");
-            let kept: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+            let kept: Vec<_> = std::fs::read_dir(&tmp)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("nettrap-"))
+                .collect();
             assert_eq!(kept.len(), left, "{engine} keep={keep}: {kept:?}\n{err}");
             let json = std::fs::read_to_string(&report).unwrap();
             assert!(
@@ -213,7 +217,9 @@ fn the_run_directory_is_gone_when_nettrap_exits_and_a_report_replaces_the_old_on
             assert_eq!(names, ["nettrap-todo.md", "r.json", "tmp"], "{engine}");
         }
         for e in std::fs::read_dir(&tmp).unwrap().flatten() {
-            std::fs::remove_dir_all(e.path()).unwrap();
+            if e.file_name().to_string_lossy().starts_with("nettrap-") {
+                std::fs::remove_dir_all(e.path()).unwrap();
+            }
         }
         // A command that cannot start: its run directory goes too.
         let out = isolated(&[
@@ -235,7 +241,12 @@ fn the_run_directory_is_gone_when_nettrap_exits_and_a_report_replaces_the_old_on
             "{engine}: {}",
             text(&out.stderr)
         );
-        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{engine}");
+        let left = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("nettrap-"))
+            .count();
+        assert_eq!(left, 0, "{engine}");
     }
 }
 
@@ -283,4 +294,74 @@ fn outputs_are_checked_in_a_sandbox_that_refuses_faccessat2() {
             }
         }
     }
+}
+
+/// Makes `dir` (a run directory's name) under `tmp`, with a `launcher.lock` when `lock`, its time
+/// `age` seconds ago.
+fn fake_run_dir(tmp: &std::path::Path, name: &str, lock: bool, age: u64) -> std::path::PathBuf {
+    let dir = tmp.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("events.log"), "x").unwrap();
+    if lock {
+        std::fs::write(dir.join("launcher.lock"), "").unwrap();
+    }
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+    std::fs::File::open(&dir)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+    dir
+}
+
+#[test]
+fn run_directories_left_by_killed_launchers_are_swept_and_no_other() {
+    let dir = scratch("outputs-sweep");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    // Left by a launcher killed two minutes ago: its lock is free.
+    let stale = fake_run_dir(&tmp, "nettrap-999991-000000001", true, 120);
+    // Another launcher's, running: it holds its lock (here, this test does).
+    let held = fake_run_dir(&tmp, "nettrap-999992-000000002", true, 120);
+    let holder = std::fs::File::open(held.join("launcher.lock")).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&holder);
+    // SAFETY: flock(2) on a descriptor this test owns.
+    let locked = unsafe { libc::flock(fd, libc::LOCK_EX) };
+    assert_eq!(locked, 0);
+    // A nettrap too old to lock (no lock file): maybe running, never touched.
+    let old = fake_run_dir(&tmp, "nettrap-999993-000000003", false, 120);
+    // Changed a moment ago (a launcher between making its lock and taking it).
+    let recent = fake_run_dir(&tmp, "nettrap-999994-000000004", true, 0);
+    // Not a run directory's name.
+    let other = fake_run_dir(&tmp, "nettrap-notes", true, 120);
+    let run = |tmp: &std::path::Path| {
+        let out = isolated(&[
+            nettrap(),
+            "run",
+            "-q",
+            "--report",
+            dir.join("r.json").to_str().unwrap(),
+            "--",
+            "true",
+        ])
+        .env("TMPDIR", tmp)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+    run(&tmp);
+    assert!(!stale.exists(), "the stale run directory is still there");
+    for kept in [&held, &old, &recent, &other] {
+        assert!(
+            kept.join("events.log").exists(),
+            "{} was removed",
+            kept.display()
+        );
+    }
+    assert!(tmp.join(".nettrap-sweep").exists());
+    // At most once an hour: a directory left meanwhile waits for the next sweep.
+    let later = fake_run_dir(&tmp, "nettrap-999995-000000005", true, 120);
+    run(&tmp);
+    assert!(later.exists(), "swept twice within the hour");
+    drop(holder);
 }
