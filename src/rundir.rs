@@ -171,7 +171,12 @@ impl RunDir {
             .create(&path)
             .with_context(|| format!("cannot create run directory {}", path.display()))?;
         let keep = std::env::var_os("NETTRAP_KEEP_RUN_DIR").is_some();
-        let lock = crate::stale::hold(&path);
+        // A directory kept on purpose has no lock file: never swept.
+        let lock = if keep {
+            None
+        } else {
+            crate::stale::hold(&path)
+        };
         let cleanup = |e: anyhow::Error| {
             let _ = fs::remove_dir_all(&path);
             e

@@ -364,4 +364,30 @@ fn run_directories_left_by_killed_launchers_are_swept_and_no_other() {
     run(&tmp);
     assert!(later.exists(), "swept twice within the hour");
     drop(holder);
+    // A run directory kept on purpose has no lock file, so no sweep ever takes it.
+    let kept_tmp = dir.join("kept");
+    std::fs::create_dir(&kept_tmp).unwrap();
+    let out = isolated(&[
+        nettrap(),
+        "run",
+        "-q",
+        "--report",
+        dir.join("k.json").to_str().unwrap(),
+        "--",
+        "true",
+    ])
+    .env("TMPDIR", &kept_tmp)
+    .env("NETTRAP_KEEP_RUN_DIR", "1")
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let kept: Vec<_> = std::fs::read_dir(&kept_tmp)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("nettrap-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].path().join("events.log").exists());
+    assert!(!kept[0].path().join("launcher.lock").exists());
 }
