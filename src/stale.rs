@@ -4,7 +4,7 @@
 //!
 //! Each launcher holds an exclusive `flock` on its run directory's `launcher.lock` for as long
 //! as the run lasts (the kernel drops it when the launcher dies, however it dies). At most once
-//! an hour per temporary directory (the time of `.nettrap-sweep` there), a launcher removes the
+//! an hour per user and temporary directory (the time of `.nettrap-sweep-UID` there), a launcher removes the
 //! run directories whose lock it can take: named as run directories are, owned by its user, not
 //! changed for a minute (so never one whose launcher is between creating its lock and taking
 //! it), and holding a `launcher.lock` (so never one of a nettrap too old to take the lock, which
@@ -13,14 +13,14 @@
 
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// The lock file in every run directory.
 const LOCK: &str = "launcher.lock";
-/// The file whose time says when the temporary directory was last swept.
-const SWEPT: &str = ".nettrap-sweep";
+/// The file whose time says when this user last swept the temporary directory (its uid after).
+const SWEPT: &str = ".nettrap-sweep-";
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// A run directory changed more recently than this is never removed.
 const QUIET_FOR: Duration = Duration::from_secs(60);
@@ -40,24 +40,29 @@ pub fn hold(dir: &Path) -> Option<Flock<File>> {
 /// Removes the stale run directories in `base` (see the module comment), at most once an hour.
 /// Best effort and silent: nothing here may fail or slow a run.
 pub fn sweep(base: &Path) {
-    let swept = base.join(SWEPT);
+    let me = nix::unistd::geteuid().as_raw();
+    let swept = base.join(format!("{SWEPT}{me}"));
     let now = SystemTime::now();
     if let Ok(t) = fs::metadata(&swept).and_then(|m| m.modified())
         && now.duration_since(t).is_ok_and(|d| d < SWEEP_EVERY)
     {
         return;
     }
-    // Marked first, so that runs starting meanwhile do not sweep too.
-    if File::create(&swept)
-        .and_then(|f| f.set_modified(now))
-        .is_err()
-    {
+    // Marked first, so that runs starting meanwhile do not sweep too. Never through a link (a
+    // shared temporary directory: someone else's link would have this user write elsewhere).
+    let marked = File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&swept)
+        .and_then(|f| f.set_modified(now));
+    if marked.is_err() {
         return;
     }
     let Ok(entries) = fs::read_dir(base) else {
         return;
     };
-    let me = nix::unistd::geteuid().as_raw();
     for entry in entries.flatten() {
         let name = entry.file_name();
         if !is_run_dir_name(&name.to_string_lossy()) {

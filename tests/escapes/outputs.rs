@@ -358,7 +358,9 @@ fn run_directories_left_by_killed_launchers_are_swept_and_no_other() {
             kept.display()
         );
     }
-    assert!(tmp.join(".nettrap-sweep").exists());
+    // SAFETY: geteuid(2) has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert!(tmp.join(format!(".nettrap-sweep-{uid}")).exists());
     // At most once an hour: a directory left meanwhile waits for the next sweep.
     let later = fake_run_dir(&tmp, "nettrap-999995-000000005", true, 120);
     run(&tmp);
