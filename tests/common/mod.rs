@@ -154,7 +154,7 @@ fn resolv_conf() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("resolv.conf");
-        std::fs::write(&p, "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n").unwrap();
+        replace_file(&p, "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n");
         p
     })
 }
@@ -179,9 +179,18 @@ fn hosts_file() -> &'static Path {
         for (name, addr) in HOSTS {
             text.push_str(&format!("{addr} {name}\n"));
         }
-        std::fs::write(&p, text).unwrap();
+        replace_file(&p, &text);
         p
     })
+}
+
+/// Writes `path` whole under another name and renames it in: runs of another test binary may
+/// have the old file bind-mounted as their /etc/hosts or /etc/resolv.conf, and rewriting it in
+/// place would let their lookups find it empty for a moment (then ask the DNS server).
+fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A command that runs `argv` inside a private network namespace with loopback up, and a
