@@ -49,14 +49,15 @@ pub fn sweep(base: &Path) {
         return;
     }
     // Marked first, so that runs starting meanwhile do not sweep too. Never through a link (a
-    // shared temporary directory: someone else's link would have this user write elsewhere).
+    // shared temporary directory: someone else's link would have this user write elsewhere),
+    // never waiting (someone else's FIFO there would block the open for good), a plain file.
     let marked = File::options()
         .write(true)
         .create(true)
         .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&swept)
-        .and_then(|f| f.set_modified(now));
+        .and_then(|f| plain(&f).and_then(|()| f.set_modified(now)));
     if marked.is_err() {
         return;
     }
@@ -81,14 +82,31 @@ pub fn sweep(base: &Path) {
         if !meta.is_dir() || meta.uid() != me || !quiet {
             continue;
         }
-        let Ok(lock) = File::open(dir.join(LOCK)) else {
+        // Neither through a link nor waiting (a FIFO), a plain file.
+        let Ok(lock) = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(dir.join(LOCK))
+        else {
             continue;
         };
+        if plain(&lock).is_err() {
+            continue;
+        }
         // Taken: no launcher holds it. Kept while the directory is removed, so a sweeper
         // elsewhere finds it held.
         if let Ok(_held) = Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
             let _ = fs::remove_dir_all(&dir);
         }
+    }
+}
+
+/// Err unless `file` is a regular file.
+fn plain(file: &File) -> std::io::Result<()> {
+    if file.metadata()?.is_file() {
+        Ok(())
+    } else {
+        Err(std::io::ErrorKind::InvalidInput.into())
     }
 }
 

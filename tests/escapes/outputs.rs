@@ -393,3 +393,57 @@ fn run_directories_left_by_killed_launchers_are_swept_and_no_other() {
     assert!(kept[0].path().join("events.log").exists());
     assert!(!kept[0].path().join("launcher.lock").exists());
 }
+
+#[test]
+fn a_fifo_where_the_sweep_opens_a_file_neither_hangs_nor_stalls_the_run() {
+    // Another user may make `.nettrap-sweep-UID` a FIFO in a shared temporary directory
+    // (fs.protected_fifos is 0 by default): opening it for writing waits for a reader that
+    // never comes. A `launcher.lock` that is a FIFO would do the same to the opening for reading.
+    let dir = scratch("outputs-sweep-fifo");
+    // SAFETY: geteuid(2) has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let mark = dir.join("mark");
+    std::fs::create_dir(&mark).unwrap();
+    let lock = dir.join("lock");
+    std::fs::create_dir(&lock).unwrap();
+    let stale = fake_run_dir(&lock, "nettrap-999996-000000006", false, 0);
+    for fifo in [
+        mark.join(format!(".nettrap-sweep-{uid}")),
+        stale.join("launcher.lock"),
+    ] {
+        let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+    }
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    std::fs::File::open(&stale)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+    for tmp in [&mark, &lock] {
+        // A guard against hanging forever, not a time limit on the run.
+        let out = isolated(&[
+            "timeout",
+            "-s",
+            "KILL",
+            "120",
+            nettrap(),
+            "run",
+            "-q",
+            "--report",
+            dir.join("r.json").to_str().unwrap(),
+            "--",
+            "true",
+        ])
+        .env("TMPDIR", tmp)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            tmp.display(),
+            text(&out.stderr)
+        );
+    }
+}
