@@ -94,11 +94,6 @@ fn start_grower(file: File, mapping: Arc<LogMapping>, dir: PathBuf) -> Grower {
     let remove = Arc::new(AtomicBool::new(false));
     let (flag, removing) = (stop.clone(), remove.clone());
     let thread = std::thread::spawn(move || {
-        // Off the command's way (this thread starts once the command has): the run
-        // directories killed launchers left (see `stale`), at most once an hour.
-        if let Some(base) = dir.parent() {
-            crate::stale::sweep(base);
-        }
         grow(&file, &mapping, &flag);
         // A grower that gave up (the filesystem is full) still waits for the run's end.
         while !flag.load(Ordering::SeqCst) {
@@ -106,6 +101,12 @@ fn start_grower(file: File, mapping: Arc<LogMapping>, dir: PathBuf) -> Grower {
         }
         if removing.load(Ordering::SeqCst) {
             let _ = fs::remove_dir_all(&dir);
+        }
+        // The run directories killed launchers left (see `stale`), at most once an hour: at the
+        // end, where a slow sweep (a huge or remote temporary directory) cannot hold back the
+        // log's growth, while nettrap writes its outputs.
+        if let Some(base) = dir.parent() {
+            crate::stale::sweep(base);
         }
         // The last handles of the log when released: the kernel frees its blocks here.
         drop(file);

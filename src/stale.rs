@@ -3,13 +3,15 @@
 //! an 8 MiB preallocated event log, in the temporary directory until reboot.
 //!
 //! Each launcher holds an exclusive `flock` on its run directory's `launcher.lock` for as long
-//! as the run lasts (the kernel drops it when the launcher dies, however it dies). At most once
-//! an hour per user and temporary directory (the time of `.nettrap-sweep-UID` there), a launcher removes the
-//! run directories whose lock it can take: named as run directories are, owned by its user, not
+//! as the run lasts (the kernel drops it when the launcher dies, however it dies). At the end
+//! of a run (where it cannot delay the event log's growth), at most once an hour per user and
+//! temporary directory (the time of `.nettrap-sweep-UID` there), a launcher removes the run
+//! directories whose lock it can take: named as run directories are, owned by its user, not
 //! changed for a minute (so never one whose launcher is between creating its lock and taking
 //! it), and holding a `launcher.lock` (so never one of a nettrap too old to take the lock, which
-//! may still be running). A lock held in another pid namespace or container sharing the
-//! directory counts as held: the lock is on the file, not on a pid.
+//! may still be running, nor one kept with `NETTRAP_KEEP_RUN_DIR`). A lock held in another pid
+//! namespace or container sharing the directory counts as held: the lock is on the file, not
+//! on a pid (on NFS mounted without locking, only on the same host).
 
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File};
@@ -29,12 +31,18 @@ const QUIET_FOR: Duration = Duration::from_secs(60);
 /// the directory is removed). None when it cannot be taken: the run goes on, and its directory
 /// would just never be swept.
 pub fn hold(dir: &Path) -> Option<Flock<File>> {
+    let path = dir.join(LOCK);
     let file = File::options()
         .create_new(true)
         .write(true)
-        .open(dir.join(LOCK))
+        .open(&path)
         .ok()?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()
+    let held = Flock::lock(file, FlockArg::LockExclusiveNonblock).ok();
+    if held.is_none() {
+        // A lock file nobody holds would let a sweep take this live run's directory.
+        let _ = fs::remove_file(&path);
+    }
+    held
 }
 
 /// Removes the stale run directories in `base` (see the module comment), at most once an hour.
@@ -96,9 +104,28 @@ pub fn sweep(base: &Path) {
         // Taken: no launcher holds it. Kept while the directory is removed, so a sweeper
         // elsewhere finds it held.
         if let Ok(_held) = Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
-            let _ = fs::remove_dir_all(&dir);
+            remove_lock_last(&dir);
         }
     }
+}
+
+/// Removes run directory `dir`, its lock file last: a sweep stopped half-way (killed with its
+/// run) leaves a directory the next sweep still recognises and takes.
+fn remove_lock_last(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name() == LOCK {
+                continue;
+            }
+            let path = entry.path();
+            let _ = match entry.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+                _ => fs::remove_file(&path),
+            };
+        }
+    }
+    let _ = fs::remove_file(dir.join(LOCK));
+    let _ = fs::remove_dir(dir);
 }
 
 /// Err unless `file` is a regular file.
