@@ -313,6 +313,27 @@ fn fake_run_dir(tmp: &std::path::Path, name: &str, lock: bool, age: u64) -> std:
     dir
 }
 
+/// `nettrap run -q --report REPORT -- true`, isolated, with TMPDIR=`tmp` and `env`, after
+/// `pre` (a wrapper such as `timeout`); asserts it exits 0.
+fn run_true(tmp: &std::path::Path, report: &std::path::Path, pre: &[&str], env: &[(&str, &str)]) {
+    let mut argv = pre.to_vec();
+    argv.extend_from_slice(&[nettrap(), "run", "-q", "--report", report.to_str().unwrap()]);
+    argv.extend_from_slice(&["--", "true"]);
+    let out = isolated(&argv)
+        .env("TMPDIR", tmp)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}: {}",
+        tmp.display(),
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn run_directories_left_by_killed_launchers_are_swept_and_no_other() {
     let dir = scratch("outputs-sweep");
@@ -333,23 +354,8 @@ fn run_directories_left_by_killed_launchers_are_swept_and_no_other() {
     let recent = fake_run_dir(&tmp, "nettrap-999994-000000004", true, 0);
     // Not a run directory's name.
     let other = fake_run_dir(&tmp, "nettrap-notes", true, 120);
-    let run = |tmp: &std::path::Path| {
-        let out = isolated(&[
-            nettrap(),
-            "run",
-            "-q",
-            "--report",
-            dir.join("r.json").to_str().unwrap(),
-            "--",
-            "true",
-        ])
-        .env("TMPDIR", tmp)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    };
-    run(&tmp);
+    let report = dir.join("r.json");
+    run_true(&tmp, &report, &[], &[]);
     assert!(!stale.exists(), "the stale run directory is still there");
     for kept in [&held, &old, &recent, &other] {
         assert!(
@@ -363,27 +369,13 @@ fn run_directories_left_by_killed_launchers_are_swept_and_no_other() {
     assert!(tmp.join(format!(".nettrap-sweep-{uid}")).exists());
     // At most once an hour: a directory left meanwhile waits for the next sweep.
     let later = fake_run_dir(&tmp, "nettrap-999995-000000005", true, 120);
-    run(&tmp);
+    run_true(&tmp, &report, &[], &[]);
     assert!(later.exists(), "swept twice within the hour");
     drop(holder);
     // A run directory kept on purpose has no lock file, so no sweep ever takes it.
     let kept_tmp = dir.join("kept");
     std::fs::create_dir(&kept_tmp).unwrap();
-    let out = isolated(&[
-        nettrap(),
-        "run",
-        "-q",
-        "--report",
-        dir.join("k.json").to_str().unwrap(),
-        "--",
-        "true",
-    ])
-    .env("TMPDIR", &kept_tmp)
-    .env("NETTRAP_KEEP_RUN_DIR", "1")
-    .stdin(Stdio::null())
-    .output()
-    .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    run_true(&kept_tmp, &report, &[], &[("NETTRAP_KEEP_RUN_DIR", "1")]);
     let kept: Vec<_> = std::fs::read_dir(&kept_tmp)
         .unwrap()
         .flatten()
@@ -421,29 +413,11 @@ fn a_fifo_where_the_sweep_opens_a_file_neither_hangs_nor_stalls_the_run() {
         .unwrap();
     for tmp in [&mark, &lock] {
         // A guard against hanging forever, not a time limit on the run.
-        let out = isolated(&[
-            "timeout",
-            "-s",
-            "KILL",
-            "120",
-            nettrap(),
-            "run",
-            "-q",
-            "--report",
-            dir.join("r.json").to_str().unwrap(),
-            "--",
-            "true",
-        ])
-        .env("TMPDIR", tmp)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}: {}",
-            tmp.display(),
-            text(&out.stderr)
+        run_true(
+            tmp,
+            &dir.join("r.json"),
+            &["timeout", "-s", "KILL", "120"],
+            &[],
         );
     }
 }
