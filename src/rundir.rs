@@ -27,14 +27,12 @@ pub const UNOBSERVED: &str = event::UNOBSERVED_FILE;
 pub struct RunDir {
     path: PathBuf,
     keep: bool,
-    /// Until [`RunDir::release`].
+    /// Until [`RunDir::release`] (None: the grower removes the directory).
     log: Option<Arc<LogMapping>>,
     /// The log, until [`RunDir::start_grower`] hands it to the grower (None where the
     /// filesystem cannot preallocate).
     to_grow: Option<File>,
     grower: Option<Grower>,
-    /// The grower removes the directory (see [`RunDir::release`]).
-    released: bool,
     /// This run's lock on its directory (see `stale`), released after the directory is gone.
     _lock: Option<nix::fcntl::Flock<File>>,
 }
@@ -211,7 +209,6 @@ impl RunDir {
             log: Some(log),
             to_grow,
             grower: None,
-            released: false,
             _lock: lock,
         })
     }
@@ -242,7 +239,6 @@ impl RunDir {
         g.remove.store(true, Ordering::SeqCst);
         g.stop.store(true, Ordering::SeqCst);
         g.thread.thread().unpark();
-        self.released = true;
     }
 
     pub fn path(&self) -> &Path {
@@ -395,7 +391,8 @@ impl Drop for RunDir {
         }
         if self.keep {
             say!("nettrap: run directory kept: {}", self.path.display());
-        } else if !self.released {
+        } else if self.log.is_some() {
+            // Not released: the grower left the directory to us.
             let _ = fs::remove_dir_all(&self.path);
         }
     }
