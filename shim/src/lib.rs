@@ -746,7 +746,7 @@ impl Mapper for RunFiles {
 
 /// Publishes `mine` (a fresh mapping of `len` bytes) in `cell` unless another thread was
 /// first, in which case ours is unmapped and theirs returned.
-fn publish<T>(cell: &AtomicPtr<T>, mine: NonNull<u8>, len: usize) -> *mut T {
+pub(crate) fn publish<T>(cell: &AtomicPtr<T>, mine: NonNull<u8>, len: usize) -> *mut T {
     match cell.compare_exchange(
         core::ptr::null_mut(),
         mine.as_ptr().cast(),

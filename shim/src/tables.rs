@@ -81,19 +81,7 @@ fn map() -> Option<&'static Tables> {
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     // SAFETY: a fresh private anonymous mapping.
     let mine = unsafe { sys::mmap_anon(LEN, rw) }?;
-    let p = match TABLES.compare_exchange(
-        core::ptr::null_mut(),
-        mine.as_ptr().cast(),
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    ) {
-        Ok(_) => mine.as_ptr().cast::<Tables>(),
-        Err(theirs) => {
-            // SAFETY: our own mapping, never published: nothing refers to it.
-            unsafe { sys::munmap(mine.as_ptr(), LEN) };
-            theirs
-        }
-    };
+    let p = super::publish(&TABLES, mine, LEN);
     // SAFETY: as in mapped(): a published mapping of zero-initialised Tables, never unmapped.
     Some(unsafe { &*p })
 }
