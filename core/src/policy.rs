@@ -408,17 +408,6 @@ impl CompiledPolicy {
                 || host.is_some_and(|h| self.category_hosts(c).any(|g| glob::host_matches(g, h))))
     }
 
-    fn rule_matches(
-        &self,
-        rule: &Rule,
-        category: u16,
-        dest: &Dest,
-        test: Option<&[u8]>,
-        host: Option<&[u8]>,
-    ) -> bool {
-        self.rule_matches_but_tests(rule, category, dest, host) && rule.tests_match(test)
-    }
-
     /// Does `rule` match a call, its tests aside?
     fn rule_matches_but_tests(
         &self,
@@ -463,6 +452,7 @@ impl CompiledPolicy {
     pub fn decide(&self, dest: &Dest, test: Option<&[u8]>, host: Option<&[u8]>) -> Decision {
         let host = host.filter(|h| !h.is_empty());
         self.decide_in(self.classify(dest, host), dest, test, host)
+            .0
     }
 
     /// [`Self::decide`] for a destination whose category the caller already knows (from
@@ -475,22 +465,32 @@ impl CompiledPolicy {
         host: Option<&[u8]>,
     ) -> Decision {
         self.decide_in(category, dest, test, host.filter(|h| !h.is_empty()))
+            .0
     }
 
+    /// The decision (the last rule that matches), and whether it is the same whatever test
+    /// makes the call: no rule that names tests matched the call otherwise, before the deciding
+    /// rule.
     fn decide_in(
         &self,
         category: u16,
         dest: &Dest,
         test: Option<&[u8]>,
         host: Option<&[u8]>,
-    ) -> Decision {
+    ) -> (Decision, bool) {
         let rules = self.rules();
+        let mut by_test = false;
         for i in (0..rules.len()).rev() {
-            if self.rule_matches(&rules[i], category, dest, test, host) {
-                return self.decision_of(category, i as u16);
+            let rule = &rules[i];
+            if !self.rule_matches_but_tests(rule, category, dest, host) {
+                continue;
+            }
+            by_test |= !rule.tests().is_empty();
+            if rule.tests_match(test) {
+                return (self.decision_of(category, i as u16), !by_test);
             }
         }
-        self.decision_of(category, NO_RULE)
+        (self.decision_of(category, NO_RULE), !by_test)
     }
 
     /// The decision rule `rule` ([`NO_RULE`]: none) gives a call of `category`.
@@ -525,19 +525,7 @@ impl CompiledPolicy {
         dest: &Dest,
         test: Option<&[u8]>,
     ) -> (Decision, bool) {
-        let rules = self.rules();
-        let mut by_test = false;
-        for i in (0..rules.len()).rev() {
-            let rule = &rules[i];
-            if !self.rule_matches_but_tests(rule, category, dest, None) {
-                continue;
-            }
-            by_test |= !rule.tests().is_empty();
-            if rule.tests_match(test) {
-                return (self.decision_of(category, i as u16), !by_test);
-            }
-        }
-        (self.decision_of(category, NO_RULE), !by_test)
+        self.decide_in(category, dest, test, None)
     }
 
     /// The decision for a lookup of `name` that would leave the machine (not answered from
@@ -563,7 +551,9 @@ impl CompiledPolicy {
             port: 53,
         };
         let resolver = resolver.unwrap_or(&unknown);
-        let mut d = self.decide_in(self.classify(resolver, None), resolver, test, Some(name));
+        let mut d = self
+            .decide_in(self.classify(resolver, None), resolver, test, Some(name))
+            .0;
         // A later rule that allows the name (on any port) lets its lookup through.
         let after = if d.rule == NO_RULE {
             0
