@@ -14,13 +14,16 @@
 //!   before `-z separate-code`), and the few words RELRO would make read-only after relocation
 //!   (the constructor's `.init_array` entry, `.data.rel.ro`'s pointers, `.dynamic`) stay
 //!   writable; the shim imports nothing, so it has no GOT slots of other libraries to protect.
-//!   The zero-filled part of the writable segment (`.bss`) fits in the page its file part ends
-//!   in, so the loader needs no anonymous mapping for it either: the large tables are mapped by
-//!   the process when it needs them (src/tables.rs). tests/escapes/load.rs holds the shim to
-//!   this layout. `--no-rosegment` is lld's (rust-lld, rustc's linker on x86_64 Linux since
-//!   1.90); GNU ld rejects it, and needs it not: with `-z noseparate-code` it lays the headers,
-//!   read-only data and code out in one segment anyway. So it is passed only when a probe
-//!   (a tiny library linked as rustc links this one) shows the linker takes it.
+//!   `--no-rosegment` is lld's (rust-lld, rustc's linker on x86_64 Linux since 1.90); GNU ld
+//!   rejects it, and needs it not: with `-z noseparate-code` it lays the headers, read-only
+//!   data and code out in one segment anyway. So it is passed only when a probe (a tiny library
+//!   linked as rustc links this one) shows the linker takes it.
+//! - A linker script fragment (`INSERT AFTER .got`, which lld and GNU ld both take) puts the
+//!   zero-initialised statics (`.bss`) into `.data`: the writable segment is then all file, and
+//!   the loader needs no anonymous mapping for a zero-filled part, wherever the code's size puts
+//!   the segment's start in its page (a few KB of zeros in the file; the large tables are mapped
+//!   by the process when it needs them, src/tables.rs). tests/escapes/load.rs holds the shim to
+//!   this layout.
 //! - `--defsym memcpy=nettrap_memcpy` (and memset, bcmp, strlen): the memory functions the
 //!   compiler calls bind to the shim's own (src/mem.rs), local to it, instead of four imports.
 fn main() {
@@ -36,6 +39,14 @@ fn main() {
     ] {
         println!("cargo:rustc-link-arg-cdylib={arg}");
     }
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let script = out.join("bss_in_data.ld");
+    std::fs::write(
+        &script,
+        "SECTIONS\n{\n  .data : { *(.data .data.*) *(.bss .bss.*) *(COMMON) }\n}\nINSERT AFTER .got;\n",
+    )
+    .expect("cannot write the shim's linker script");
+    println!("cargo:rustc-link-arg-cdylib=-Wl,-T,{}", script.display());
     if linker_takes("-Wl,--no-rosegment") {
         println!("cargo:rustc-link-arg-cdylib=-Wl,--no-rosegment");
     }

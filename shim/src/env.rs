@@ -134,8 +134,6 @@ struct Found {
 /// Entry pointers kept as they were (an environment rarely has more; the rest is hashed).
 const COPIED: usize = 256;
 
-// In .data, though all zeros: see `RUN_DIR` in lib.rs.
-#[unsafe(link_section = ".data.nettrap_zeroed")]
 static FOUND: Found = Found {
     seq: AtomicU64::new(0),
     array: AtomicU64::new(0),

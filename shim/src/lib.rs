@@ -498,11 +498,6 @@ struct RunDir(UnsafeCell<[u8; RUN_DIR_MAX]>);
 // SAFETY: written only by the constructor, before RUN_DIR_LEN publishes it; read-only
 // afterwards.
 unsafe impl Sync for RunDir {}
-// The shim's larger statics are placed in .data, though they start as zeros: in .bss, the
-// zero-filled memory would run past the page the file part of the shim's data ends in, and the
-// loader would map anonymous memory for it in every process (one mmap more per exec; the
-// layout is checked by tests/escapes/load.rs). In the file they cost a few KB.
-#[unsafe(link_section = ".data.nettrap_zeroed")]
 static RUN_DIR: RunDir = RunDir(UnsafeCell::new([0; RUN_DIR_MAX]));
 /// The length of the run directory's path in RUN_DIR; 0 when there is none; NOT_LOADED until
 /// the constructor ran.
@@ -1304,8 +1299,6 @@ fn kernel_takes(fd: c_int, sa: Option<&[u8]>, dest: &nettrap_core::addr::Dest) -
 /// and [`CACHED_DECISION`] with the category and rule, or the category plus one; 0 = empty), so
 /// a reader never sees half an entry; the policy is fixed for the run, so an entry never goes
 /// stale (a fork child's copy included).
-// In .data, though all zeros: see `RUN_DIR` in lib.rs.
-#[unsafe(link_section = ".data.nettrap_zeroed")]
 static CATEGORY_CACHE: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 
 /// An entry of [`CATEGORY_CACHE`] that holds the decision itself (for every test): the

@@ -390,8 +390,6 @@ struct Noted(core::cell::UnsafeCell<Objects>);
 // SAFETY: see the comment on Noted: written once before publication, read-only afterwards
 // (each object's lazily read tables live in TABLES, see LazyTables).
 unsafe impl Sync for Noted {}
-// In .data, though all zeros: see `RUN_DIR` in lib.rs.
-#[unsafe(link_section = ".data.nettrap_zeroed")]
 static NOTED: Noted = Noted(core::cell::UnsafeCell::new(Objects {
     list: [Object {
         base: 0,
@@ -415,8 +413,6 @@ struct LazyTables {
 }
 const READ: u8 = 1;
 const NONE: u8 = 2;
-// In .data, though all zeros: see `RUN_DIR` in lib.rs.
-#[unsafe(link_section = ".data.nettrap_zeroed")]
 static TABLES: [LazyTables; MAX_OBJECTS] = [const {
     LazyTables {
         state: AtomicU8::new(0),
