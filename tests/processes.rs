@@ -581,6 +581,18 @@ fn field(out: &str, key: &str) -> u64 {
 /// a failing `vfork` (EAGAIN, as under a process limit) or `clone` (EINVAL) returns and sets
 /// errno as glibc's does, before and after the shim's first call, and the optional `clone`
 /// pointers (CLONE_PARENT_SETTID, CLONE_CHILD_SETTID, CLONE_CHILD_CLEARTID) pass through.
+/// `vfork_cases MODE 20` under `engine`, which must exit 0.
+fn vfork_case(mode: &str, engine: &str) -> Run {
+    let run = run_in(
+        &format!("vfork-cases-{mode}-{engine}"),
+        &repo(),
+        &["--engine", engine],
+        &[&fixture("vfork_cases"), mode, "20"],
+    );
+    assert_eq!(run.code(), 0, "{mode} {engine}: {}", run.stderr());
+    run
+}
+
 #[test]
 fn vfork_and_clone_return_what_glibcs_return() {
     for mode in ["errno", "tids"] {
@@ -590,13 +602,7 @@ fn vfork_and_clone_return_what_glibcs_return() {
         assert!(plain.status.success(), "{mode}");
         let plain = String::from_utf8_lossy(&plain.stdout).to_string();
         for engine in ["preload", "auto"] {
-            let run = run_in(
-                &format!("vfork-cases-{mode}-{engine}"),
-                &repo(),
-                &["--engine", engine],
-                &[&fixture("vfork_cases"), mode, "20"],
-            );
-            assert_eq!(run.code(), 0, "{mode} {engine}: {}", run.stderr());
+            let run = vfork_case(mode, engine);
             let out = run.stdout();
             if mode == "tids" {
                 let ret = field(&out, "ret");
@@ -627,13 +633,7 @@ fn vfork_and_clone_return_what_glibcs_return() {
 fn a_clone_child_on_its_parents_descriptor_keeps_its_own_pid() {
     for mode in ["__clone", "settls"] {
         for engine in ["preload", "auto"] {
-            let run = run_in(
-                &format!("vfork-cases-{mode}-{engine}"),
-                &repo(),
-                &["--engine", engine],
-                &[&fixture("vfork_cases"), mode, "20"],
-            );
-            assert_eq!(run.code(), 0, "{mode} {engine}: {}", run.stderr());
+            let run = vfork_case(mode, engine);
             let out = run.stdout();
             assert_eq!(
                 ports_and_pids(&run),
