@@ -594,13 +594,7 @@ proptest! {
     ) {
         let mut mem = Mem::new(capacity, allocated);
         let want = play(&mem, &ops);
-        let used = HEADER_LEN + mem.log().cursor() as usize * SLOT_LEN;
-        if used > HEADER_LEN {
-            let bytes = mem.bytes();
-            for (at, x) in &flips {
-                bytes[HEADER_LEN + *at as usize % (used - HEADER_LEN)] ^= x;
-            }
-        }
+        damage(&mut mem, &flips);
         if let Some((at, x)) = header_flip {
             mem.bytes()[at] ^= x;
         }
@@ -642,6 +636,18 @@ fn stream(bytes: &[u8], piece: usize) -> Decoded {
     d
 }
 
+/// XORs each `(at, x)` of `flips` into a byte of the log's used slots (`at` taken modulo their
+/// length), if any are used.
+fn damage(mem: &mut Mem, flips: &[(u32, u8)]) {
+    let used = HEADER_LEN + mem.log().cursor() as usize * SLOT_LEN;
+    if used > HEADER_LEN {
+        let bytes = mem.bytes();
+        for (at, x) in flips {
+            bytes[HEADER_LEN + *at as usize % (used - HEADER_LEN)] ^= x;
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -656,13 +662,7 @@ proptest! {
     ) {
         let mut mem = Mem::new(capacity, allocated);
         play(&mem, &ops);
-        let used = HEADER_LEN + mem.log().cursor() as usize * SLOT_LEN;
-        if used > HEADER_LEN {
-            let bytes = mem.bytes();
-            for (at, x) in &flips {
-                bytes[HEADER_LEN + *at as usize % (used - HEADER_LEN)] ^= x;
-            }
-        }
+        damage(&mut mem, &flips);
         let whole = mem.decode();
         let pieces = stream(mem.bytes(), piece);
         prop_assert_eq!(&pieces.records, &whole.records);
@@ -707,13 +707,7 @@ proptest! {
     ) {
         let mut mem = Mem::new(capacity, allocated);
         play(&mem, &ops);
-        let used = HEADER_LEN + mem.log().cursor() as usize * SLOT_LEN;
-        if used > HEADER_LEN {
-            let bytes = mem.bytes();
-            for (at, x) in &flips {
-                bytes[HEADER_LEN + *at as usize % (used - HEADER_LEN)] ^= x;
-            }
-        }
+        damage(&mut mem, &flips);
         let whole = mem.decode();
         let all = places(mem.bytes(), piece, None);
         let records: alloc::vec::Vec<Record> = all.iter().map(|(_, r)| r.clone()).collect();
