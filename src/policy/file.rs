@@ -259,13 +259,8 @@ pub fn apply_table(policy: &mut Policy, table: Table, text: &str, file: &str) ->
 /// Reads the `[tool.nettrap]` table of a `pyproject.toml` into `policy`; `false` (and nothing
 /// read) when it has none.
 pub fn apply_pyproject(policy: &mut Policy, text: &str, file: &str) -> Result<bool> {
-    let loc = Locator {
-        file,
-        text,
-        pyproject: true,
-    };
-    match parse_pyproject(text, file)? {
-        Some(parsed) => apply_parsed(policy, parsed, &loc).map(|()| true),
+    match pyproject_table(text, file)? {
+        Some(table) => apply_table(policy, table, text, file).map(|()| true),
         None => Ok(false),
     }
 }
