@@ -42,13 +42,40 @@ pub fn demo_suite() -> PathBuf {
     repo().join("fixtures/pytest-demo")
 }
 
-/// A fresh scratch directory for one test.
+/// A fresh scratch directory for one test (`NAME-PID` under the target's tmp directory). A
+/// test run leaves its scratch directories behind, to look at after a failure; asking for a
+/// name removes that name's directories of test processes that have exited, so they do not
+/// pile up run after run.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    sweep_scratch(&tmp, name);
+    let dir = tmp.join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes `tmp/NAME-PID` directories whose process is gone (never another user's: `kill`
+/// answers EPERM for those, not ESRCH).
+fn sweep_scratch(tmp: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let pid = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(name)?.strip_prefix('-')?.parse::<i32>().ok());
+        let Some(pid) = pid.filter(|&p| p > 0 && p as u32 != std::process::id()) else {
+            continue;
+        };
+        // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Holds an exclusive lock on `path` until the returned file is dropped (what is built once
