@@ -454,6 +454,7 @@ unsafe fn entries_hash(env: *const *const c_char, len: usize) -> Option<u64> {
 
 /// The current test from the environment, per nettrap_core::test_id: the first of
 /// [`test_id::TEST_VARS`] that is set, split into test id and phase.
+#[inline(always)]
 pub fn current_test() -> Option<(&'static [u8], Phase)> {
     let env = environ();
     if env.is_null() {
@@ -468,26 +469,32 @@ pub fn current_test() -> Option<(&'static [u8], Phase)> {
 
 /// The current test's value from where the last scan found it, if the environment still has
 /// the shape that scan saw (see the module comment); None when it must be scanned again.
+#[inline(always)]
 fn remembered(env: *const *const c_char) -> Option<Option<&'static [u8]>> {
     let seq = FOUND.seq.load(Ordering::Acquire);
-    if seq == 0 || seq & 1 == 1 || FOUND.array.load(Ordering::Relaxed) != env as u64 {
+    // No scan kept yet (seq 0) leaves the array null, which env is not.
+    if seq & 1 == 1 || FOUND.array.load(Ordering::Relaxed) != env as u64 {
         return None;
     }
     let shape = FOUND.shape.load(Ordering::Relaxed);
     let len = (shape & 0xffff) as usize;
-    let copied = len.min(COPIED);
     // SAFETY: env is libc's NULL-terminated environment array; its entries are read from the
     // first up, each page of it only once every entry before was found equal to the copy of a
     // scan that saw them all non-NULL (see same_entries), so none is read past the page its
     // NULL is on, wherever it now ends; the rest (past COPIED) one at a time, as getenv reads.
     unsafe {
-        if !same_entries(env, copied, seq) {
-            return None;
-        }
-        if len > COPIED
-            && entries_hash(env.add(COPIED), len - COPIED)
-                != Some(FOUND.rest.load(Ordering::Relaxed))
-        {
+        let in_one_page = (env as usize & 0xfff) + 8 * len <= 0x1000;
+        if len <= COPIED && in_one_page {
+            // The common case, every entry (and so the NULL, 8 bytes after the last) in
+            // the first entry's page: one compare, no page walk.
+            if len > 0 && differ(env, FOUND.entries.as_ptr().cast::<u64>(), len) {
+                return None;
+            }
+            fence(Ordering::Acquire);
+            if FOUND.seq.load(Ordering::Relaxed) != seq {
+                return None;
+            }
+        } else if !remembered_entries(env, len, seq) {
             return None;
         }
         if !(*env.add(len)).is_null() {
@@ -498,6 +505,38 @@ fn remembered(env: *const *const c_char) -> Option<Option<&'static [u8]>> {
     if FOUND.seq.load(Ordering::Relaxed) != seq {
         return None;
     }
+    // Neither variable was there (the common case outside a test runner): one compare.
+    const NONE_FOUND: u64 = ABSENT << 16 | ABSENT << 32;
+    if shape & (0xffff_ffff << 16) == NONE_FOUND {
+        return Some(None);
+    }
+    remembered_value(env, shape, len)
+}
+
+/// [`remembered`]'s check of the entries of an array that spans pages or is longer than the
+/// copy: a page at a time ([`same_entries`]), then the hashed rest.
+///
+/// # Safety
+/// As [`same_entries`].
+#[inline(never)]
+unsafe fn remembered_entries(env: *const *const c_char, len: usize, seq: u64) -> bool {
+    // SAFETY: from the caller.
+    unsafe {
+        same_entries(env, len.min(COPIED), seq)
+            && (len <= COPIED
+                || entries_hash(env.add(COPIED), len - COPIED)
+                    == Some(FOUND.rest.load(Ordering::Relaxed)))
+    }
+}
+
+/// The value of the first test variable the kept shape says is there, if its entry still
+/// names it.
+#[inline(never)]
+fn remembered_value(
+    env: *const *const c_char,
+    shape: u64,
+    len: usize,
+) -> Option<Option<&'static [u8]>> {
     // SAFETY: the entries before len are the scan's, not NULL; each points to a NUL-terminated
     // string (an environment entry), read up to the first byte that differs from a name.
     unsafe {
@@ -522,6 +561,8 @@ fn remembered(env: *const *const c_char) -> Option<Option<&'static [u8]>> {
 }
 
 /// One pass over `environ`, remembering where each test variable is for the next call.
+#[cold]
+#[inline(never)]
 fn scan(env: *const *const c_char) -> Option<&'static [u8]> {
     let mut at = [ABSENT; VARS];
     let mut found: [Option<&'static [u8]>; VARS] = [None; VARS];

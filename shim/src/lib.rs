@@ -590,6 +590,46 @@ fn set_errno(e: c_int) {
     unsafe { *errno_slot() = e }
 }
 
+/// This thread's errno slot, found once ([`errno_slot`]) for a call that reads and writes it
+/// several times (the slot is the thread's for its whole life).
+#[derive(Clone, Copy)]
+struct Errno(*mut c_int);
+
+impl Errno {
+    #[inline(always)]
+    fn here() -> Errno {
+        Errno(errno_slot())
+    }
+
+    #[inline(always)]
+    fn get(self) -> c_int {
+        // SAFETY: this thread's errno slot.
+        unsafe { *self.0 }
+    }
+
+    #[inline(always)]
+    fn set(self, e: c_int) {
+        // SAFETY: this thread's errno slot.
+        unsafe { *self.0 = e }
+    }
+}
+
+/// [`decode`] of a connect's address on a socket not asked about (`None`: the union of every
+/// inet socket's rules), with a `sockaddr_in`, the common case, decoded inline: the same
+/// answer (an IPv4 destination for `AF_INET` and at least 16 bytes).
+#[inline(always)]
+fn decode_any_socket(sa: &[u8]) -> Address {
+    if let [lo, hi, p0, p1, a, b, c, d, _, _, _, _, _, _, _, _, ..] = *sa
+        && u16::from_ne_bytes([lo, hi]) == libc::AF_INET as u16
+    {
+        return Address::Inet(nettrap_core::addr::Dest::from_v4(
+            [a, b, c, d],
+            u16::from_be_bytes([p0, p1]),
+        ));
+    }
+    decode(Op::Connect, None, Some(sa))
+}
+
 /// libc's `pthread_setcanceltype`; nothing when libc has none.
 fn setcanceltype(kind: c_int, old: *mut c_int) {
     if let f @ 1.. = symbols::get(&symbols::SETCANCELTYPE) {
@@ -606,6 +646,7 @@ fn setcanceltype(kind: c_int, old: *mut c_int) {
 ///
 /// # Safety
 /// Same contract as connect(2).
+#[inline(always)]
 unsafe fn real_connect(
     fd: c_int,
     addr: *const libc::sockaddr,
@@ -1052,18 +1093,21 @@ unsafe fn intercept(
     len: libc::socklen_t,
     caller_sp: usize,
 ) -> c_int {
-    let saved_errno = errno();
+    // This thread's errno slot, found once for the call's several reads and writes.
+    let errno_at = Errno::here();
+    let saved_errno = errno_at.get();
     // The address as the kernel copies it: every declared byte, at most 128 (a longer or
     // negative length fails with EINVAL). Copied through the kernel: an invalid address must give
-    // the program EFAULT from the real connect, not a crash here.
-    let mut buf = [0u8; SOCKADDR_STORAGE];
+    // the program EFAULT from the real connect, not a crash here. Not cleared first: only the
+    // bytes copied in are read.
+    let mut buf = core::mem::MaybeUninit::<[u8; SOCKADDR_STORAGE]>::uninit();
     let copied = match arg_len(len as u64) {
         None => Ok(None),
         Some(0) => Ok(Some(0)),
         Some(n) => {
             // Fast path: a sockaddr between this frame and what is known to be mapped above
             // it (`mapped_above`) is read here; anything else goes through the kernel.
-            let here = buf.as_ptr() as usize;
+            let here = buf.as_mut_ptr() as usize;
             let a = addr as usize;
             let mapped_end = mapped_above(here, caller_sp);
             if a >= here && a.checked_add(n).is_some_and(|end| end <= mapped_end) {
@@ -1075,17 +1119,29 @@ unsafe fn intercept(
                         let v = core::ptr::read_unaligned(addr.cast::<[u8; 16]>());
                         buf.as_mut_ptr().cast::<[u8; 16]>().write_unaligned(v);
                     } else {
-                        core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n);
+                        core::ptr::copy_nonoverlapping(
+                            addr.cast::<u8>(),
+                            buf.as_mut_ptr().cast::<u8>(),
+                            n,
+                        );
                     }
                 };
                 Ok(Some(n))
             } else {
-                sys::copy_from_self(a, &mut buf[..n]).map(|ok| ok.then_some(n))
+                // SAFETY: n <= SOCKADDR_STORAGE: the first n bytes of buf, cleared, then
+                // filled by the kernel (or left clear).
+                let part = unsafe {
+                    buf.as_mut_ptr().cast::<u8>().write_bytes(0, n);
+                    core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), n)
+                };
+                sys::copy_from_self(a, part).map(|ok| ok.then_some(n))
             }
         }
     };
+    // SAFETY: the first n bytes of buf were written above (n <= SOCKADDR_STORAGE).
+    let copied_part = |n: usize| unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
     let sa = match copied {
-        Ok(n) => n.map(|n| &buf[..n]),
+        Ok(n) => n.map(copied_part),
         // Where an IPv4/IPv6 socket connects cannot be read: count the call and hand it to the
         // kernel unmarked (under auto, the supervisor reads it).
         Err(()) => {
@@ -1096,7 +1152,7 @@ unsafe fn intercept(
             if inet {
                 count_unobserved(log().as_ref(), Unobserved::ShimUnreadable);
             }
-            set_errno(saved_errno);
+            errno_at.set(saved_errno);
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real_connect(fd, addr, len, false) };
         }
@@ -1104,10 +1160,10 @@ unsafe fn intercept(
     // The address decoded as for a stream socket (the common case, see below). Not a
     // destination on any socket (AF_UNIX, a short or unreadable address): nothing to decide, and
     // no need to map the run's files.
-    let as_stream = match sa.map(|sa| decode(Op::Connect, None, Some(sa))) {
+    let as_stream = match sa.map(decode_any_socket) {
         Some(Address::Inet(d)) => d,
         _ => {
-            set_errno(saved_errno);
+            errno_at.set(saved_errno);
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real_connect(fd, addr, len, false) };
         }
@@ -1133,7 +1189,7 @@ unsafe fn intercept(
         },
     };
     let (Some(dest), Some(ty)) = (dest, ty) else {
-        set_errno(saved_errno);
+        errno_at.set(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, backstop) };
     };
@@ -1145,7 +1201,7 @@ unsafe fn intercept(
             .as_ref()
             .is_some_and(|log| log.in_resolver(ids::caller().1))
     {
-        set_errno(saved_errno);
+        errno_at.set(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, backstop) };
     }
@@ -1153,7 +1209,7 @@ unsafe fn intercept(
     // the call and hand it to the kernel unmarked.
     let Some(policy) = policy.filter(|_| log.is_some() || !backstop) else {
         count_unobserved(log.as_ref(), Unobserved::ShimUnmapped);
-        set_errno(saved_errno);
+        errno_at.set(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, false) };
     };
@@ -1197,11 +1253,13 @@ unsafe fn intercept(
     };
     // The thread's name only when the run asks for it (cargo test: libtest names each test's
     // thread after the test): one system call, never made otherwise.
-    let mut name = [0u8; 16];
-    let name_len = if policy.flags & FLAG_THREAD_NAMES != 0 {
-        sys::thread_name(&mut name)
+    let mut name_buf: [u8; 16];
+    let name: &[u8] = if policy.flags & FLAG_THREAD_NAMES != 0 {
+        name_buf = [0u8; 16];
+        let n = sys::thread_name(&mut name_buf);
+        &name_buf[..n]
     } else {
-        0
+        &[]
     };
     let cell = match &log {
         // Alone, without the header: decided (a denial still fails) but not recorded.
@@ -1211,7 +1269,7 @@ unsafe fn intercept(
         }
         Some(log) => {
             let test = test.map_or(&[][..], |t| t.0);
-            match log.append_call(&call, test, host, &name[..name_len]) {
+            match log.append_call(&call, test, host, name) {
                 Ok(cell) => Some(cell),
                 Err(NotWritten::Full) => None,
                 // The window the record falls in cannot be mapped: with the supervisor there,
@@ -1219,7 +1277,7 @@ unsafe fn intercept(
                 // counted as dropped.
                 Err(NotWritten::Unmapped) if backstop => {
                     log.count_unobserved(Unobserved::ShimUnmapped);
-                    set_errno(saved_errno);
+                    errno_at.set(saved_errno);
                     // SAFETY: forwarding the caller's arguments.
                     return unsafe { real_connect(fd, addr, len, false) };
                 }
@@ -1241,7 +1299,7 @@ unsafe fn intercept(
         if let Some(cell) = cell {
             cell.void();
         }
-        set_errno(saved_errno);
+        errno_at.set(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, backstop) };
     }
@@ -1250,17 +1308,17 @@ unsafe fn intercept(
         if let Some(cell) = cell {
             cell.set(decision.errno);
         }
-        set_errno(decision.errno);
+        errno_at.set(decision.errno);
         return -1;
     }
     // The time the call blocks, from the call's own time (taken above, before the decision;
     // one vDSO clock read after it, no system call): what mocking the destination would save,
     // the shim's own few hundred nanoseconds of deciding and recording included.
     let start = time_ns;
-    set_errno(saved_errno);
+    errno_at.set(saved_errno);
     // SAFETY: forwarding the caller's arguments.
     let ret = unsafe { real_connect(fd, addr, len, backstop) };
-    let e = errno();
+    let e = errno_at.get();
     if let Some(cell) = cell {
         let blocked = now_ns().saturating_sub(start);
         if ret != 0 && from_address_alone && voided(e) && !kernel_takes(fd, sa, &dest) {
@@ -1269,7 +1327,7 @@ unsafe fn intercept(
             cell.finish(if ret == 0 { 0 } else { e }, blocked);
         }
     }
-    set_errno(e);
+    errno_at.set(e);
     ret
 }
 
