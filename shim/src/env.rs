@@ -286,8 +286,8 @@ unsafe fn differ(p: *const *const c_char, kept: *const u64, n: usize) -> bool {
 unsafe fn differ_avx(p: *const *const c_char, kept: *const u64, n: usize) -> bool {
     let same: u8;
     // SAFETY: every load lies in [p, p + 8n) or [kept, kept + 8n): the rounds of sixteen start
-    // at byte 0, 128... below 8n - 128, the last sixteen at 8n - 128 (n >= 16). vzeroupper
-    // before returning to code that uses the SSE registers.
+    // at byte 0, 128... below 8n - 128, then the last eight at 8n - 64 or the last sixteen at
+    // 8n - 128 (n >= 16). vzeroupper before returning to code that uses the SSE registers.
     unsafe {
         core::arch::asm!(
             "vxorps ymm0, ymm0, ymm0",
@@ -311,6 +311,18 @@ unsafe fn differ_avx(p: *const *const c_char, kept: *const u64, n: usize) -> boo
             "add {i}, 128",
             "cmp {i}, {last}",
             "jb 2b",
+            // At most eight entries left after the rounds ({i} - 64 >= {last}): the last eight
+            // again, overlapping; else the last sixteen.
+            "lea {i}, [{i} - 64]",
+            "cmp {i}, {last}",
+            "jl 3f",
+            "vmovdqu ymm1, [{p} + {last} + 64]",
+            "vmovdqu ymm2, [{p} + {last} + 96]",
+            "vxorps ymm1, ymm1, [{k} + {last} + 64]",
+            "vxorps ymm2, ymm2, [{k} + {last} + 96]",
+            "vorps ymm1, ymm1, ymm2",
+            "vorps ymm0, ymm0, ymm1",
+            "jmp 4f",
             "3:",
             "vmovdqu ymm1, [{p} + {last}]",
             "vmovdqu ymm2, [{p} + {last} + 32]",
@@ -324,6 +336,7 @@ unsafe fn differ_avx(p: *const *const c_char, kept: *const u64, n: usize) -> boo
             "vorps ymm3, ymm3, ymm4",
             "vorps ymm0, ymm0, ymm1",
             "vorps ymm0, ymm0, ymm3",
+            "4:",
             "vptest ymm0, ymm0",
             "setz {same}",
             "vzeroupper",

@@ -614,20 +614,48 @@ impl Errno {
     }
 }
 
-/// [`decode`] of a connect's address on a socket not asked about (`None`: the union of every
-/// inet socket's rules), with a `sockaddr_in`, the common case, decoded inline: the same
-/// answer (an IPv4 destination for `AF_INET` and at least 16 bytes).
+/// The destination [`decode`] finds in a connect's address on a socket not asked about (`None`:
+/// the union of every inet socket's rules), with a `sockaddr_in`, the common case, decoded
+/// inline: the same answer (an IPv4 destination for `AF_INET` and at least 16 bytes).
+/// Written into `dest` (kept in place: no copies of it on the hot path); false when there is
+/// none.
 #[inline(always)]
-fn decode_any_socket(sa: &[u8]) -> Address {
+fn stream_dest(sa: &[u8], dest: &mut nettrap_core::addr::Dest) -> bool {
     if let [lo, hi, p0, p1, a, b, c, d, _, _, _, _, _, _, _, _, ..] = *sa
         && u16::from_ne_bytes([lo, hi]) == libc::AF_INET as u16
     {
-        return Address::Inet(nettrap_core::addr::Dest::from_v4(
-            [a, b, c, d],
-            u16::from_be_bytes([p0, p1]),
-        ));
+        dest.ip[10] = 0xff;
+        dest.ip[11] = 0xff;
+        dest.ip[12..].copy_from_slice(&[a, b, c, d]);
+        dest.port = u16::from_be_bytes([p0, p1]);
+        return true;
     }
-    decode(Op::Connect, None, Some(sa))
+    stream_dest_decoded(sa, dest)
+}
+
+#[inline(never)]
+fn stream_dest_decoded(sa: &[u8], dest: &mut nettrap_core::addr::Dest) -> bool {
+    match decode(Op::Connect, None, Some(sa)) {
+        Address::Inet(d) => {
+            *dest = d;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// For a socket that is not a stream socket: its destination as the kernel decodes `sa` for
+/// it (its domain, type and protocol asked), into `dest`; false when there is none.
+#[inline(never)]
+#[cold]
+fn socket_dest(fd: c_int, sa: Option<&[u8]>, dest: &mut nettrap_core::addr::Dest) -> bool {
+    match sys::socket(fd).map(|s| decode(Op::Connect, Some(s), sa)) {
+        Some(Address::Inet(d)) => {
+            *dest = d;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// libc's `pthread_setcanceltype`; nothing when libc has none.
@@ -822,11 +850,12 @@ static CAPACITY: AtomicU64 = AtomicU64::new(0);
 
 /// The run's event log, its header mapped now if no thread of this process did yet.
 fn log() -> Option<Log<'static>> {
-    let h = HEADER.load(Ordering::Acquire);
     let capacity = CAPACITY.load(Ordering::Acquire);
-    // The window table was mapped before CAPACITY was set (log_first).
-    if !h.is_null()
-        && capacity != 0
+    // The header and the window table were published before CAPACITY was set (log_first), so
+    // once it is, both are there (one check on every call).
+    if capacity != 0
+        && let h = HEADER.load(Ordering::Relaxed)
+        && !h.is_null()
         && let Some(t) = tables::mapped()
     {
         // SAFETY: h maps this run's log header, which Log::new accepted with this capacity
@@ -1114,16 +1143,18 @@ unsafe fn intercept(
                 // SAFETY: [a, a+n) lies between a local of this frame and the end of memory
                 // known to be mapped above it (see mapped_above).
                 unsafe {
-                    if n == 16 {
-                        // A sockaddr_in, the common case: one fixed-size copy, no memcpy call.
-                        let v = core::ptr::read_unaligned(addr.cast::<[u8; 16]>());
-                        buf.as_mut_ptr().cast::<[u8; 16]>().write_unaligned(v);
+                    let (from, to) = (addr.cast::<u8>(), buf.as_mut_ptr().cast::<u8>());
+                    if n >= 16 {
+                        // The first 16 bytes (a whole sockaddr_in, the common case) as one
+                        // fixed-size copy, not a memcpy call, and only the rest of a longer
+                        // address through memcpy.
+                        let v = core::ptr::read_unaligned(from.cast::<[u8; 16]>());
+                        to.cast::<[u8; 16]>().write_unaligned(v);
+                        if n > 16 {
+                            core::ptr::copy_nonoverlapping(from.add(16), to.add(16), n - 16);
+                        }
                     } else {
-                        core::ptr::copy_nonoverlapping(
-                            addr.cast::<u8>(),
-                            buf.as_mut_ptr().cast::<u8>(),
-                            n,
-                        );
+                        core::ptr::copy_nonoverlapping(from, to, n);
                     }
                 };
                 Ok(Some(n))
@@ -1160,14 +1191,15 @@ unsafe fn intercept(
     // The address decoded as for a stream socket (the common case, see below). Not a
     // destination on any socket (AF_UNIX, a short or unreadable address): nothing to decide, and
     // no need to map the run's files.
-    let as_stream = match sa.map(decode_any_socket) {
-        Some(Address::Inet(d)) => d,
-        _ => {
-            errno_at.set(saved_errno);
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real_connect(fd, addr, len, false) };
-        }
+    let mut dest = nettrap_core::addr::Dest {
+        ip: [0; 16],
+        port: 0,
     };
+    if !sa.is_some_and(|sa| stream_dest(sa, &mut dest)) {
+        errno_at.set(saved_errno);
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real_connect(fd, addr, len, false) };
+    }
     let policy = policy();
     // With the supervisor watching (auto), calls the shim decided and recorded carry the mark
     // that lets them past the filter; every other call meets the supervisor.
@@ -1180,15 +1212,13 @@ unsafe fn intercept(
     // port 0, an IPv4 address on an IPv6 socket), as the kernel decodes it.
     let ty = sys::sockopt(fd, libc::SO_TYPE);
     let from_address_alone = ty == Some(libc::SOCK_STREAM);
-    let dest = match ty {
-        None => None,
-        Some(_) if from_address_alone => Some(as_stream),
-        Some(_) => match sys::socket(fd).map(|s| decode(Op::Connect, Some(s), sa)) {
-            Some(Address::Inet(d)) => Some(d),
-            _ => None,
-        },
+    // `dest` stays the stream socket's destination, or becomes the socket's own decoding.
+    let decided = match ty {
+        Some(_) if from_address_alone => true,
+        Some(_) => socket_dest(fd, sa, &mut dest),
+        None => false,
     };
-    let (Some(dest), Some(ty)) = (dest, ty) else {
+    let (true, Some(ty)) = (decided, ty) else {
         errno_at.set(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, backstop) };
