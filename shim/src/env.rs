@@ -281,8 +281,13 @@ unsafe fn differ(p: *const *const c_char, kept: *const u64, n: usize) -> bool {
 /// # Safety
 /// `n >= 16`; `p` and `kept` readable for `n` words (any alignment); the CPU has AVX, enabled
 /// by the OS ([`avx`]).
+///
+/// Not a `#[target_feature(enable = "avx")]` function, so that it inlines into the check: the
+/// block names only the SSE halves of the registers it uses as clobbered, which is all this
+/// code (built without AVX) ever keeps values in, and clears every upper half (`vzeroupper`)
+/// before it ends.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
+#[inline(always)]
 unsafe fn differ_avx(p: *const *const c_char, kept: *const u64, n: usize) -> bool {
     let same: u8;
     // SAFETY: every load lies in [p, p + 8n) or [kept, kept + 8n): the rounds of sixteen start
@@ -346,7 +351,7 @@ unsafe fn differ_avx(p: *const *const c_char, kept: *const u64, n: usize) -> boo
             last = out(reg) _,
             i = out(reg) _,
             same = lateout(reg_byte) same,
-            out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _, out("ymm4") _,
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _,
             options(nostack, readonly),
         );
     }
