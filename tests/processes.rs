@@ -552,6 +552,54 @@ fn calls_made_while_the_environment_scan_is_interrupted_get_the_right_test() {
     }
 }
 
+/// An environment of over 300 entries (more than the shim keeps a copy of: the rest is
+/// hashed) whose entries a program writes directly, in the middle (entry 150, compared with
+/// the copy) and past the copy (entry 280, hashed), while a second thread connects all along
+/// (so its shim rescans the changed array while the first thread's calls check theirs): every
+/// call of the first thread gets the test getenv names at that moment, and every call of the
+/// second one a test the environment named at some moment (or none), none lost.
+#[test]
+fn direct_writes_to_a_wide_environment_are_seen_while_another_thread_rescans() {
+    for engine in ["preload", "auto"] {
+        let run = run_in(
+            &format!("env-shapes-wide-{engine}"),
+            &repo(),
+            &["--engine", engine],
+            &[&fixture("env_shapes"), "wide", "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        let out = run.stdout();
+        assert!(out.ends_with("wide: getenv=-\n"), "{engine}: {out}");
+        let thread = field(&out, "thread");
+        let (mut w, mut x, mut none) = (vec![], vec![], vec![]);
+        for (test, got) in [
+            (Some("shape::w"), &mut w),
+            (Some("shape::x"), &mut x),
+            (None, &mut none),
+        ] {
+            *got = run.calls(test).iter().map(|c| (c.2, c.6)).collect();
+        }
+        let (mut second, mut first) = (0, vec![]);
+        for (name, got) in [("w", &w), ("x", &x), ("-", &none)] {
+            for &(port, count) in got {
+                if port == 29 {
+                    second += count;
+                } else {
+                    first.push((name, port, count));
+                }
+            }
+        }
+        first.sort();
+        assert_eq!(
+            first,
+            [("-", 22, 200), ("w", 20, 200), ("x", 21, 200)],
+            "{engine}: {:?}",
+            run.tests()
+        );
+        assert_eq!(second, thread, "{engine}: the second thread's calls");
+    }
+}
+
 /// (port, pid) of every call group of a run, sorted.
 fn ports_and_pids(run: &Run) -> Vec<(u64, u64)> {
     let mut got: Vec<(u64, u64)> = run.report["unattributed"]
