@@ -373,6 +373,13 @@ fn avx() -> bool {
 #[cfg(target_arch = "x86_64")]
 static AVX: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
 
+/// Compares with SSE2 only, as on a CPU without AVX (`NETTRAP_SHIM_SSE2` set: how the tests
+/// run that code on machines that have AVX).
+pub fn without_avx() {
+    #[cfg(target_arch = "x86_64")]
+    AVX.store(1, Ordering::Relaxed);
+}
+
 #[cfg(target_arch = "x86_64")]
 #[cold]
 #[inline(never)]

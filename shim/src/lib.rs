@@ -925,9 +925,21 @@ fn count_unobserved(log: Option<&Log>, cause: Unobserved) {
 static LAUNCHER_PID: AtomicU32 = AtomicU32::new(0);
 
 /// Reads NETTRAP_RUN_DIR into RUN_DIR and NETTRAP_LAUNCHER_PID (from the constructor, with
-/// the initial environment), in one pass over it.
+/// the initial environment), and NETTRAP_SHIM_SSE2 (see [`env::without_avx`]), in one pass
+/// over it.
 fn load_run_dir(env: *const *const c_char) {
-    let [pid, dir] = env_values_in(env, [&b"NETTRAP_LAUNCHER_PID"[..], &b"NETTRAP_RUN_DIR"[..]]);
+    let [pid, dir, sse2] = env_values_in(
+        env,
+        [
+            &b"NETTRAP_LAUNCHER_PID"[..],
+            &b"NETTRAP_RUN_DIR"[..],
+            &b"NETTRAP_SHIM_SSE2"[..],
+        ],
+    );
+    // Tests set it to run the environment check's SSE2 code on a CPU with AVX.
+    if sse2.is_some() {
+        env::without_avx();
+    }
     let pid = pid.and_then(|digits| {
         digits.iter().try_fold(0u32, |n, &d| {
             d.is_ascii_digit()
