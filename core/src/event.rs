@@ -323,7 +323,11 @@ impl Call {
     /// The fixed part's bytes ([`Call::words`], each stored little-endian).
     fn encode(&self, test_len: usize, host_len: usize, thread_len: usize) -> [u8; CALL_FIXED] {
         let mut b = [0u8; CALL_FIXED];
-        for (i, w) in self.words(test_len, host_len, thread_len).iter().enumerate() {
+        for (i, w) in self
+            .words(test_len, host_len, thread_len)
+            .iter()
+            .enumerate()
+        {
             b[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
         }
         b

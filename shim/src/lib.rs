@@ -1182,7 +1182,8 @@ unsafe fn intercept(
         }
     };
     // SAFETY: the first n bytes of buf were written above (n <= SOCKADDR_STORAGE).
-    let copied_part = |n: usize| unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+    let copied_part =
+        |n: usize| unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
     let sa = match copied {
         Ok(n) => n.map(copied_part),
         // Where an IPv4/IPv6 socket connects cannot be read: count the call and hand it to the
@@ -1402,14 +1403,17 @@ fn kernel_takes(fd: c_int, sa: Option<&[u8]>, dest: &nettrap_core::addr::Dest) -
 static CATEGORY_CACHE: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 
 /// An entry of [`CATEGORY_CACHE`] that holds the decision itself (for every test): the
-/// category in bits 8..14, the deciding rule below ([`RULE_NONE`]: none).
+/// category in bits 9..15, the action in bits 7..9 and the deciding rule below
+/// ([`RULE_NONE`]: none; a decision by rule 127 is not cached), so that a hit needs nothing
+/// from the policy but, for a denial, the errno.
 const CACHED_DECISION: u64 = 0x8000;
-const RULE_NONE: u64 = 0xff;
+const RULE_NONE: u64 = 0x7f;
 const _: () =
-    assert!(nettrap_core::policy::MAX_CATEGORIES <= 64 && nettrap_core::policy::MAX_RULES < 0xff);
+    assert!(nettrap_core::policy::MAX_CATEGORIES <= 64 && nettrap_core::policy::MAX_RULES <= 0x80);
 
 /// The policy's decision for a connect to `dest` by `test`, through [`CATEGORY_CACHE`] for
-/// IPv4 destinations without a name.
+/// IPv4 destinations without a name. Its `errno` is the policy's for a denial; a decision
+/// that is not one may carry 0 there (nothing reads it).
 fn decide(
     policy: &CompiledPolicy,
     dest: &nettrap_core::addr::Dest,
@@ -1431,20 +1435,31 @@ fn decide(
                 RULE_NONE => nettrap_core::policy::NO_RULE,
                 r => r as u16,
             };
-            return policy.decision_of(((seen >> 8) & 0x7f) as u16, rule);
+            let category = ((seen >> 9) & 0x3f) as u16;
+            let action = Action::from_u8(((seen >> 7) & 3) as u8);
+            if action == Action::Deny {
+                return policy.decision_of(category, rule);
+            }
+            // What decision_of gives, but its errno (that of a denial only: unused here).
+            return nettrap_core::policy::Decision {
+                category,
+                rule,
+                action,
+                errno: 0,
+            };
         }
         (seen & 0xffff) as u16 - 1
     } else {
         policy.classify(dest, None)
     };
     let (decision, every_test) = policy.decide_unnamed(category, dest, test);
-    let entry = if every_test && u64::from(category) < 0x80 {
+    let entry = if every_test && u64::from(category) < 0x40 {
         let rule = match decision.rule {
             nettrap_core::policy::NO_RULE => RULE_NONE,
             r if u64::from(r) < RULE_NONE => u64::from(r),
             _ => return decision,
         };
-        CACHED_DECISION | u64::from(category) << 8 | rule
+        CACHED_DECISION | u64::from(category) << 9 | (decision.action as u64) << 7 | rule
     } else if category < 0x7fff {
         u64::from(category) + 1
     } else {
