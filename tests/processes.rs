@@ -471,6 +471,18 @@ fn a_full_temporary_filesystem_drops_records_instead_of_crashing_anyone() {
     assert!(stderr.contains("calls not recorded"), "{stderr}");
 }
 
+/// Each engine, with the shim's environment check comparing as this CPU allows (AVX on most)
+/// and with SSE2 alone (`NETTRAP_SHIM_SSE2`), so both of its compare loops are run.
+fn engines_and_compares() -> Vec<(&'static str, &'static [(&'static str, &'static str)])> {
+    const SSE2: &[(&str, &str)] = &[("NETTRAP_SHIM_SSE2", "1")];
+    let mut v = vec![];
+    for engine in ["preload", "auto"] {
+        v.push((engine, &[][..]));
+        v.push((engine, SSE2));
+    }
+    v
+}
+
 /// The current test as getenv names it at each call, where the environment changes but keeps
 /// much of its shape (the shim remembers where it found the test variables): emptied in place
 /// (`environ[0] = NULL`), NETTRAP_TEST set where the array keeps its length and last entry,
@@ -480,7 +492,7 @@ fn a_full_temporary_filesystem_drops_records_instead_of_crashing_anyone() {
 /// compared no entry at all at the boundary, and again, forever).
 #[test]
 fn the_test_is_the_one_getenv_names_however_the_environment_changes_shape() {
-    for engine in ["preload", "auto"] {
+    for (engine, env) in engines_and_compares() {
         let flags = ["--engine", engine];
         for (mode, at_first, then, getenv) in [
             ("truncate", Some("shape::a"), None, "-"),
@@ -488,9 +500,10 @@ fn the_test_is_the_one_getenv_names_however_the_environment_changes_shape() {
             ("precedence", Some("t.py::p"), Some("shape::n"), "shape::n"),
             ("misaligned", Some("shape::m"), Some("shape::m"), "shape::m"),
         ] {
-            let run = run_in(
-                &format!("env-shapes-{mode}-{engine}"),
+            let run = run_in_env(
+                &format!("env-shapes-{mode}-{engine}-{}", env.len()),
                 &repo(),
+                env,
                 &flags,
                 &[&fixture("env_shapes"), mode, "20"],
             );
@@ -522,10 +535,11 @@ fn the_test_is_the_one_getenv_names_however_the_environment_changes_shape() {
 /// page, made readable by the handler), not by timing.
 #[test]
 fn calls_made_while_the_environment_scan_is_interrupted_get_the_right_test() {
-    for engine in ["preload", "auto"] {
-        let run = run_in(
-            &format!("env-shapes-fault-{engine}"),
+    for (engine, env) in engines_and_compares() {
+        let run = run_in_env(
+            &format!("env-shapes-fault-{engine}-{}", env.len()),
             &repo(),
+            env,
             &["--engine", engine],
             &[&fixture("env_shapes"), "fault", "20"],
         );
@@ -549,6 +563,55 @@ fn calls_made_while_the_environment_scan_is_interrupted_get_the_right_test() {
         );
         assert_eq!(ports(Some("shape::c")), [(24, 2)], "{engine}");
         assert_eq!(ports(None), [], "{engine}");
+    }
+}
+
+/// An environment of over 300 entries (more than the shim keeps a copy of: the rest is
+/// hashed) whose entries a program writes directly, in the middle (entry 150, compared with
+/// the copy) and past the copy (entry 280, hashed), while a second thread connects all along
+/// (so its shim rescans the changed array while the first thread's calls check theirs): every
+/// call of the first thread gets the test getenv names at that moment, and every call of the
+/// second one a test the environment named at some moment (or none), none lost.
+#[test]
+fn direct_writes_to_a_wide_environment_are_seen_while_another_thread_rescans() {
+    for (engine, env) in engines_and_compares() {
+        let run = run_in_env(
+            &format!("env-shapes-wide-{engine}-{}", env.len()),
+            &repo(),
+            env,
+            &["--engine", engine],
+            &[&fixture("env_shapes"), "wide", "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        let out = run.stdout();
+        assert!(out.ends_with("wide: getenv=-\n"), "{engine}: {out}");
+        let thread = field(&out, "thread");
+        let (mut w, mut x, mut none) = (vec![], vec![], vec![]);
+        for (test, got) in [
+            (Some("shape::w"), &mut w),
+            (Some("shape::x"), &mut x),
+            (None, &mut none),
+        ] {
+            *got = run.calls(test).iter().map(|c| (c.2, c.6)).collect();
+        }
+        let (mut second, mut first) = (0, vec![]);
+        for (name, got) in [("w", &w), ("x", &x), ("-", &none)] {
+            for &(port, count) in got {
+                if port == 29 {
+                    second += count;
+                } else {
+                    first.push((name, port, count));
+                }
+            }
+        }
+        first.sort();
+        assert_eq!(
+            first,
+            [("-", 22, 200), ("w", 20, 200), ("x", 21, 200)],
+            "{engine}: {:?}",
+            run.tests()
+        );
+        assert_eq!(second, thread, "{engine}: the second thread's calls");
     }
 }
 

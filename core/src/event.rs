@@ -320,31 +320,60 @@ fn blocked_of(word: u64) -> Option<u64> {
 }
 
 impl Call {
-    /// Inlined: the one-slot writer reads its words straight back (no copy of the array).
-    #[inline(always)]
+    /// The fixed part's bytes ([`Call::words`], each stored little-endian).
     fn encode(&self, test_len: usize, host_len: usize, thread_len: usize) -> [u8; CALL_FIXED] {
         let mut b = [0u8; CALL_FIXED];
-        b[0..4].copy_from_slice(&self.pid.to_ne_bytes());
-        b[4..8].copy_from_slice(&self.tid.to_ne_bytes());
-        b[8..16].copy_from_slice(&self.time_ns.to_ne_bytes());
-        b[16..32].copy_from_slice(&self.dest.ip);
-        b[32..34].copy_from_slice(&self.dest.port.to_ne_bytes());
-        b[34] = self.transport as u8;
-        b[35] = self.action as u8;
-        b[36] = self.phase as u8;
-        b[37] = self.source as u8;
-        b[38] = self.syscall as u8;
-        b[40..42].copy_from_slice(&self.category.to_ne_bytes());
-        b[42..44].copy_from_slice(&self.rule.to_ne_bytes());
-        b[44..48].copy_from_slice(&self.deny_errno.to_ne_bytes());
-        b[CALL_RESULT..CALL_RESULT + 8].copy_from_slice(&guarded(RESULT_PENDING).to_ne_bytes());
-        b[56..58].copy_from_slice(&(test_len as u16).to_ne_bytes());
-        b[58..60].copy_from_slice(&(host_len as u16).to_ne_bytes());
-        b[60] = self.has_test as u8;
-        // The calling thread's name, a third text after `test` and `host`.
-        b[61] = thread_len as u8;
-        // b[CALL_BLOCKED..CALL_BLOCKED + 8] stays 0: not measured (yet).
+        for (i, w) in self
+            .words(test_len, host_len, thread_len)
+            .iter()
+            .enumerate()
+        {
+            b[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+        }
         b
+    }
+
+    /// The fixed part as the nine words the checksum reads (little-endian words of the
+    /// record's bytes; multi-byte fields are in the writer's byte order):
+    /// - 0..8: pid, tid (u32 each); 8..16: time_ns; 16..32: dest.ip; 32..34: dest.port;
+    /// - 34: transport, 35: action, 36: phase, 37: source, 38: syscall (u8 each), 39: 0;
+    /// - 40..42: category, 42..44: rule (u16 each), 44..48: deny_errno (i32);
+    /// - 48..56: the result field ([`CALL_RESULT`]), pending;
+    /// - 56..58: test length, 58..60: host length (u16 each), 60: has_test, 61: thread name
+    ///   length (the thread's name is a third text after `test` and `host`), 62..64: 0;
+    /// - 64..72: the blocked-time field ([`CALL_BLOCKED`]), 0: not measured (yet).
+    ///
+    /// Computed in registers, so the one-slot writer stores and sums each word where it goes
+    /// (no array built and copied).
+    #[inline(always)]
+    fn words(&self, test_len: usize, host_len: usize, thread_len: usize) -> [u64; CALL_FIXED / 8] {
+        // A field's bytes in the writer's order, read as the little-endian word's low bits.
+        let b16 = |v: u16| u64::from(u16::from_le_bytes(v.to_ne_bytes()));
+        let b32 = |v: u32| u64::from(u32::from_le_bytes(v.to_ne_bytes()));
+        let b64 = |v: u64| u64::from_le_bytes(v.to_ne_bytes());
+        let mut ip_lo = [0u8; 8];
+        let mut ip_hi = [0u8; 8];
+        ip_lo.copy_from_slice(&self.dest.ip[..8]);
+        ip_hi.copy_from_slice(&self.dest.ip[8..]);
+        [
+            b32(self.pid) | b32(self.tid) << 32,
+            b64(self.time_ns),
+            u64::from_le_bytes(ip_lo),
+            u64::from_le_bytes(ip_hi),
+            b16(self.dest.port)
+                | u64::from(self.transport as u8) << 16
+                | u64::from(self.action as u8) << 24
+                | u64::from(self.phase as u8) << 32
+                | u64::from(self.source as u8) << 40
+                | u64::from(self.syscall as u8) << 48,
+            b16(self.category) | b16(self.rule) << 16 | b32(self.deny_errno as u32) << 32,
+            b64(guarded(RESULT_PENDING)),
+            b16(test_len as u16)
+                | b16(host_len as u16) << 16
+                | u64::from(self.has_test as u8) << 32
+                | u64::from(thread_len as u8) << 40,
+            0,
+        ]
     }
 }
 
@@ -626,12 +655,26 @@ impl Windows {
     }
 
     /// The base of window `i`, mapped now if it was not.
+    #[inline(always)]
     fn get(&self, i: usize, capacity: u64, mapper: &dyn Mapper) -> Option<*mut u8> {
         let cell = self.table.get(i)?;
         let p = cell.load(Ordering::Acquire);
         if !p.is_null() {
             return Some(p);
         }
+        self.map_window(i, cell, capacity, mapper)
+    }
+
+    /// [`Windows::get`] for a window not mapped yet, out of line.
+    #[cold]
+    #[inline(never)]
+    fn map_window(
+        &self,
+        i: usize,
+        cell: &AtomicPtr<u8>,
+        capacity: u64,
+        mapper: &dyn Mapper,
+    ) -> Option<*mut u8> {
         let (offset, len) = self.extent(i, capacity);
         if len == 0 {
             return None;
@@ -864,6 +907,7 @@ impl<'a> Log<'a> {
     /// Reserves `n` slots in a mapped window: (first slot, that slot's address). Only a
     /// reservation that fits below the limit and whose window is mapped advances the cursor,
     /// so every slot below the cursor belongs to a writer that could write it.
+    #[inline(always)]
     fn reserve(&self, n: usize) -> Result<(u64, *mut u8), NotWritten> {
         let cursor = self.counter(OFF_CURSOR);
         let mut first = cursor.load(Ordering::Relaxed);
@@ -873,7 +917,12 @@ impl<'a> Log<'a> {
                 return Err(NotWritten::Full);
             }
             let w = self.windows.window_slots();
-            let window = (first / w) as usize;
+            // A shift for the default windows (a power of two), a division for a test's.
+            let window = if w == WINDOW_SLOTS {
+                (first / WINDOW_SLOTS) as usize
+            } else {
+                (first / w) as usize
+            };
             let base = self
                 .windows
                 .get(window, self.capacity, self.mapper)
@@ -973,6 +1022,7 @@ impl<'a> Log<'a> {
 
     /// Appends a call. `thread` is the calling thread's name, when the run asks for it (else
     /// empty). The returned cell takes the real call's result afterwards.
+    #[inline]
     pub fn append_call(
         &self,
         call: &Call,
@@ -983,6 +1033,7 @@ impl<'a> Log<'a> {
         self.append_call_until(call, test, host, thread, Step::Committed)
     }
 
+    #[inline(always)]
     fn append_call_until(
         &self,
         call: &Call,
@@ -994,12 +1045,13 @@ impl<'a> Log<'a> {
         let test = &test[..test.len().min(MAX_TEXT)];
         let host = &host[..host.len().min(MAX_TEXT)];
         let thread = &thread[..thread.len().min(MAX_THREAD_NAME)];
-        let fixed = call.encode(test.len(), host.len(), thread.len());
         let slot0 = if until == Step::Committed
             && CALL_FIXED + test.len() + host.len() + thread.len() <= PAYLOAD_PER_SLOT
         {
-            self.append_call_slot(&fixed, [test, host, thread])?
+            let words = call.words(test.len(), host.len(), thread.len());
+            self.append_call_slot(&words, [test, host, thread])?
         } else {
+            let fixed = call.encode(test.len(), host.len(), thread.len());
             self.append_until(KIND_CALL, &[&fixed, test, host, thread], until)?
         };
         const _: () = assert!(CALL_FIXED <= PAYLOAD_PER_SLOT);
@@ -1015,30 +1067,29 @@ impl<'a> Log<'a> {
     }
 
     /// [`Log::append_until`] for the common call record, one slot (the fixed part and texts
-    /// that fit beside it), committed: the fixed part stored and summed a word at a time, the
-    /// texts copied after it and summed from where they lie. The same bytes and the same
-    /// checksum as the general path (tests/golden.rs, and `one_slot_calls_match_the_general_path`).
+    /// that fit beside it), committed: the fixed part's words ([`Call::words`]) stored and
+    /// summed where they go, the texts copied after them and summed from where they lie. The
+    /// same bytes and the same checksum as the general path (tests/golden.rs, and
+    /// `one_slot_calls_match_the_general_path`).
+    #[inline(always)]
     fn append_call_slot(
         &self,
-        fixed: &[u8; CALL_FIXED],
+        words: &[u64; CALL_FIXED / 8],
         texts: [&[u8]; 3],
     ) -> Result<*mut u8, NotWritten> {
         let (_, slot0) = self.reserve(1)?;
         // SAFETY: slot0 is the first byte of a slot reserved above (128-byte aligned), which
-        // nobody else writes; every store below lies inside it.
+        // nobody else writes; every store below lies inside it (8-aligned words).
         unsafe {
             let tag_word = &*(slot0.cast::<AtomicU32>());
             tag_word.store(tag(KIND_RESERVED, 1, 0), Ordering::Relaxed);
             let payload = slot0.add(TAG_LEN);
             let mut h = CHECKSUM_SEED ^ KIND_CALL as u64;
-            const WORDS: usize = CALL_FIXED / 8;
             const _: () = assert!(CALL_FIXED.is_multiple_of(8));
-            for i in 0..WORDS {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&fixed[8 * i..8 * i + 8]);
-                payload.add(8 * i).cast::<[u8; 8]>().write(w);
+            for (i, &w) in words.iter().enumerate() {
+                payload.add(8 * i).cast::<u64>().write(w.to_le());
                 if 8 * i != CALL_RESULT && 8 * i != CALL_BLOCKED {
-                    h = checksum_mix(h, u64::from_le_bytes(w));
+                    h = checksum_mix(h, w);
                 }
             }
             let [test, host, thread] = texts;

@@ -590,6 +590,74 @@ fn set_errno(e: c_int) {
     unsafe { *errno_slot() = e }
 }
 
+/// This thread's errno slot, found once ([`errno_slot`]) for a call that reads and writes it
+/// several times (the slot is the thread's for its whole life).
+#[derive(Clone, Copy)]
+struct Errno(*mut c_int);
+
+impl Errno {
+    #[inline(always)]
+    fn here() -> Errno {
+        Errno(errno_slot())
+    }
+
+    #[inline(always)]
+    fn get(self) -> c_int {
+        // SAFETY: this thread's errno slot.
+        unsafe { *self.0 }
+    }
+
+    #[inline(always)]
+    fn set(self, e: c_int) {
+        // SAFETY: this thread's errno slot.
+        unsafe { *self.0 = e }
+    }
+}
+
+/// The destination [`decode`] finds in a connect's address on a socket not asked about (`None`:
+/// the union of every inet socket's rules), with a `sockaddr_in`, the common case, decoded
+/// inline: the same answer (an IPv4 destination for `AF_INET` and at least 16 bytes).
+/// Written into `dest` (kept in place: no copies of it on the hot path); false when there is
+/// none.
+#[inline(always)]
+fn stream_dest(sa: &[u8], dest: &mut nettrap_core::addr::Dest) -> bool {
+    if let [lo, hi, p0, p1, a, b, c, d, _, _, _, _, _, _, _, _, ..] = *sa
+        && u16::from_ne_bytes([lo, hi]) == libc::AF_INET as u16
+    {
+        dest.ip[10] = 0xff;
+        dest.ip[11] = 0xff;
+        dest.ip[12..].copy_from_slice(&[a, b, c, d]);
+        dest.port = u16::from_be_bytes([p0, p1]);
+        return true;
+    }
+    stream_dest_decoded(sa, dest)
+}
+
+#[inline(never)]
+fn stream_dest_decoded(sa: &[u8], dest: &mut nettrap_core::addr::Dest) -> bool {
+    match decode(Op::Connect, None, Some(sa)) {
+        Address::Inet(d) => {
+            *dest = d;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// For a socket that is not a stream socket: its destination as the kernel decodes `sa` for
+/// it (its domain, type and protocol asked), into `dest`; false when there is none.
+#[inline(never)]
+#[cold]
+fn socket_dest(fd: c_int, sa: Option<&[u8]>, dest: &mut nettrap_core::addr::Dest) -> bool {
+    match sys::socket(fd).map(|s| decode(Op::Connect, Some(s), sa)) {
+        Some(Address::Inet(d)) => {
+            *dest = d;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// libc's `pthread_setcanceltype`; nothing when libc has none.
 fn setcanceltype(kind: c_int, old: *mut c_int) {
     if let f @ 1.. = symbols::get(&symbols::SETCANCELTYPE) {
@@ -606,6 +674,7 @@ fn setcanceltype(kind: c_int, old: *mut c_int) {
 ///
 /// # Safety
 /// Same contract as connect(2).
+#[inline(always)]
 unsafe fn real_connect(
     fd: c_int,
     addr: *const libc::sockaddr,
@@ -781,11 +850,12 @@ static CAPACITY: AtomicU64 = AtomicU64::new(0);
 
 /// The run's event log, its header mapped now if no thread of this process did yet.
 fn log() -> Option<Log<'static>> {
-    let h = HEADER.load(Ordering::Acquire);
     let capacity = CAPACITY.load(Ordering::Acquire);
-    // The window table was mapped before CAPACITY was set (log_first).
-    if !h.is_null()
-        && capacity != 0
+    // The header and the window table were published before CAPACITY was set (log_first), so
+    // once it is, both are there (one check on every call).
+    if capacity != 0
+        && let h = HEADER.load(Ordering::Relaxed)
+        && !h.is_null()
         && let Some(t) = tables::mapped()
     {
         // SAFETY: h maps this run's log header, which Log::new accepted with this capacity
@@ -855,9 +925,21 @@ fn count_unobserved(log: Option<&Log>, cause: Unobserved) {
 static LAUNCHER_PID: AtomicU32 = AtomicU32::new(0);
 
 /// Reads NETTRAP_RUN_DIR into RUN_DIR and NETTRAP_LAUNCHER_PID (from the constructor, with
-/// the initial environment), in one pass over it.
+/// the initial environment), and NETTRAP_SHIM_SSE2 (see [`env::without_avx`]), in one pass
+/// over it.
 fn load_run_dir(env: *const *const c_char) {
-    let [pid, dir] = env_values_in(env, [&b"NETTRAP_LAUNCHER_PID"[..], &b"NETTRAP_RUN_DIR"[..]]);
+    let [pid, dir, sse2] = env_values_in(
+        env,
+        [
+            &b"NETTRAP_LAUNCHER_PID"[..],
+            &b"NETTRAP_RUN_DIR"[..],
+            &b"NETTRAP_SHIM_SSE2"[..],
+        ],
+    );
+    // Tests set it to run the environment check's SSE2 code on a CPU with AVX.
+    if sse2.is_some() {
+        env::without_avx();
+    }
     let pid = pid.and_then(|digits| {
         digits.iter().try_fold(0u32, |n, &d| {
             d.is_ascii_digit()
@@ -1052,40 +1134,58 @@ unsafe fn intercept(
     len: libc::socklen_t,
     caller_sp: usize,
 ) -> c_int {
-    let saved_errno = errno();
+    // This thread's errno slot, found once for the call's several reads and writes.
+    let errno_at = Errno::here();
+    let saved_errno = errno_at.get();
     // The address as the kernel copies it: every declared byte, at most 128 (a longer or
     // negative length fails with EINVAL). Copied through the kernel: an invalid address must give
-    // the program EFAULT from the real connect, not a crash here.
-    let mut buf = [0u8; SOCKADDR_STORAGE];
+    // the program EFAULT from the real connect, not a crash here. Not cleared first: only the
+    // bytes copied in are read.
+    let mut buf = core::mem::MaybeUninit::<[u8; SOCKADDR_STORAGE]>::uninit();
     let copied = match arg_len(len as u64) {
         None => Ok(None),
         Some(0) => Ok(Some(0)),
         Some(n) => {
             // Fast path: a sockaddr between this frame and what is known to be mapped above
             // it (`mapped_above`) is read here; anything else goes through the kernel.
-            let here = buf.as_ptr() as usize;
+            let here = buf.as_mut_ptr() as usize;
             let a = addr as usize;
             let mapped_end = mapped_above(here, caller_sp);
             if a >= here && a.checked_add(n).is_some_and(|end| end <= mapped_end) {
                 // SAFETY: [a, a+n) lies between a local of this frame and the end of memory
                 // known to be mapped above it (see mapped_above).
                 unsafe {
-                    if n == 16 {
-                        // A sockaddr_in, the common case: one fixed-size copy, no memcpy call.
-                        let v = core::ptr::read_unaligned(addr.cast::<[u8; 16]>());
-                        buf.as_mut_ptr().cast::<[u8; 16]>().write_unaligned(v);
+                    let (from, to) = (addr.cast::<u8>(), buf.as_mut_ptr().cast::<u8>());
+                    if n >= 16 {
+                        // The first 16 bytes (a whole sockaddr_in, the common case) as one
+                        // fixed-size copy, not a memcpy call, and only the rest of a longer
+                        // address through memcpy.
+                        let v = core::ptr::read_unaligned(from.cast::<[u8; 16]>());
+                        to.cast::<[u8; 16]>().write_unaligned(v);
+                        if n > 16 {
+                            core::ptr::copy_nonoverlapping(from.add(16), to.add(16), n - 16);
+                        }
                     } else {
-                        core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n);
+                        core::ptr::copy_nonoverlapping(from, to, n);
                     }
                 };
                 Ok(Some(n))
             } else {
-                sys::copy_from_self(a, &mut buf[..n]).map(|ok| ok.then_some(n))
+                // SAFETY: n <= SOCKADDR_STORAGE: the first n bytes of buf, cleared, then
+                // filled by the kernel (or left clear).
+                let part = unsafe {
+                    buf.as_mut_ptr().cast::<u8>().write_bytes(0, n);
+                    core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), n)
+                };
+                sys::copy_from_self(a, part).map(|ok| ok.then_some(n))
             }
         }
     };
+    // SAFETY: the first n bytes of buf were written above (n <= SOCKADDR_STORAGE).
+    let copied_part =
+        |n: usize| unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
     let sa = match copied {
-        Ok(n) => n.map(|n| &buf[..n]),
+        Ok(n) => n.map(copied_part),
         // Where an IPv4/IPv6 socket connects cannot be read: count the call and hand it to the
         // kernel unmarked (under auto, the supervisor reads it).
         Err(()) => {
@@ -1096,7 +1196,7 @@ unsafe fn intercept(
             if inet {
                 count_unobserved(log().as_ref(), Unobserved::ShimUnreadable);
             }
-            set_errno(saved_errno);
+            errno_at.set(saved_errno);
             // SAFETY: forwarding the caller's arguments.
             return unsafe { real_connect(fd, addr, len, false) };
         }
@@ -1104,14 +1204,15 @@ unsafe fn intercept(
     // The address decoded as for a stream socket (the common case, see below). Not a
     // destination on any socket (AF_UNIX, a short or unreadable address): nothing to decide, and
     // no need to map the run's files.
-    let as_stream = match sa.map(|sa| decode(Op::Connect, None, Some(sa))) {
-        Some(Address::Inet(d)) => d,
-        _ => {
-            set_errno(saved_errno);
-            // SAFETY: forwarding the caller's arguments.
-            return unsafe { real_connect(fd, addr, len, false) };
-        }
+    let mut dest = nettrap_core::addr::Dest {
+        ip: [0; 16],
+        port: 0,
     };
+    if !sa.is_some_and(|sa| stream_dest(sa, &mut dest)) {
+        errno_at.set(saved_errno);
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real_connect(fd, addr, len, false) };
+    }
     let policy = policy();
     // With the supervisor watching (auto), calls the shim decided and recorded carry the mark
     // that lets them past the filter; every other call meets the supervisor.
@@ -1124,16 +1225,14 @@ unsafe fn intercept(
     // port 0, an IPv4 address on an IPv6 socket), as the kernel decodes it.
     let ty = sys::sockopt(fd, libc::SO_TYPE);
     let from_address_alone = ty == Some(libc::SOCK_STREAM);
-    let dest = match ty {
-        None => None,
-        Some(_) if from_address_alone => Some(as_stream),
-        Some(_) => match sys::socket(fd).map(|s| decode(Op::Connect, Some(s), sa)) {
-            Some(Address::Inet(d)) => Some(d),
-            _ => None,
-        },
+    // `dest` stays the stream socket's destination, or becomes the socket's own decoding.
+    let decided = match ty {
+        Some(_) if from_address_alone => true,
+        Some(_) => socket_dest(fd, sa, &mut dest),
+        None => false,
     };
-    let (Some(dest), Some(ty)) = (dest, ty) else {
-        set_errno(saved_errno);
+    let (true, Some(ty)) = (decided, ty) else {
+        errno_at.set(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, backstop) };
     };
@@ -1145,7 +1244,7 @@ unsafe fn intercept(
             .as_ref()
             .is_some_and(|log| log.in_resolver(ids::caller().1))
     {
-        set_errno(saved_errno);
+        errno_at.set(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, backstop) };
     }
@@ -1153,7 +1252,7 @@ unsafe fn intercept(
     // the call and hand it to the kernel unmarked.
     let Some(policy) = policy.filter(|_| log.is_some() || !backstop) else {
         count_unobserved(log.as_ref(), Unobserved::ShimUnmapped);
-        set_errno(saved_errno);
+        errno_at.set(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, false) };
     };
@@ -1197,11 +1296,13 @@ unsafe fn intercept(
     };
     // The thread's name only when the run asks for it (cargo test: libtest names each test's
     // thread after the test): one system call, never made otherwise.
-    let mut name = [0u8; 16];
-    let name_len = if policy.flags & FLAG_THREAD_NAMES != 0 {
-        sys::thread_name(&mut name)
+    let mut name_buf: [u8; 16];
+    let name: &[u8] = if policy.flags & FLAG_THREAD_NAMES != 0 {
+        name_buf = [0u8; 16];
+        let n = sys::thread_name(&mut name_buf);
+        &name_buf[..n]
     } else {
-        0
+        &[]
     };
     let cell = match &log {
         // Alone, without the header: decided (a denial still fails) but not recorded.
@@ -1211,7 +1312,7 @@ unsafe fn intercept(
         }
         Some(log) => {
             let test = test.map_or(&[][..], |t| t.0);
-            match log.append_call(&call, test, host, &name[..name_len]) {
+            match log.append_call(&call, test, host, name) {
                 Ok(cell) => Some(cell),
                 Err(NotWritten::Full) => None,
                 // The window the record falls in cannot be mapped: with the supervisor there,
@@ -1219,7 +1320,7 @@ unsafe fn intercept(
                 // counted as dropped.
                 Err(NotWritten::Unmapped) if backstop => {
                     log.count_unobserved(Unobserved::ShimUnmapped);
-                    set_errno(saved_errno);
+                    errno_at.set(saved_errno);
                     // SAFETY: forwarding the caller's arguments.
                     return unsafe { real_connect(fd, addr, len, false) };
                 }
@@ -1241,7 +1342,7 @@ unsafe fn intercept(
         if let Some(cell) = cell {
             cell.void();
         }
-        set_errno(saved_errno);
+        errno_at.set(saved_errno);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, backstop) };
     }
@@ -1250,17 +1351,17 @@ unsafe fn intercept(
         if let Some(cell) = cell {
             cell.set(decision.errno);
         }
-        set_errno(decision.errno);
+        errno_at.set(decision.errno);
         return -1;
     }
     // The time the call blocks, from the call's own time (taken above, before the decision;
     // one vDSO clock read after it, no system call): what mocking the destination would save,
     // the shim's own few hundred nanoseconds of deciding and recording included.
     let start = time_ns;
-    set_errno(saved_errno);
+    errno_at.set(saved_errno);
     // SAFETY: forwarding the caller's arguments.
     let ret = unsafe { real_connect(fd, addr, len, backstop) };
-    let e = errno();
+    let e = errno_at.get();
     if let Some(cell) = cell {
         let blocked = now_ns().saturating_sub(start);
         if ret != 0 && from_address_alone && voided(e) && !kernel_takes(fd, sa, &dest) {
@@ -1269,7 +1370,7 @@ unsafe fn intercept(
             cell.finish(if ret == 0 { 0 } else { e }, blocked);
         }
     }
-    set_errno(e);
+    errno_at.set(e);
     ret
 }
 
@@ -1302,14 +1403,17 @@ fn kernel_takes(fd: c_int, sa: Option<&[u8]>, dest: &nettrap_core::addr::Dest) -
 static CATEGORY_CACHE: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 
 /// An entry of [`CATEGORY_CACHE`] that holds the decision itself (for every test): the
-/// category in bits 8..14, the deciding rule below ([`RULE_NONE`]: none).
+/// category in bits 9..15, the action in bits 7..9 and the deciding rule below
+/// ([`RULE_NONE`]: none; a decision by rule 127 is not cached), so that a hit needs nothing
+/// from the policy but, for a denial, the errno.
 const CACHED_DECISION: u64 = 0x8000;
-const RULE_NONE: u64 = 0xff;
+const RULE_NONE: u64 = 0x7f;
 const _: () =
-    assert!(nettrap_core::policy::MAX_CATEGORIES <= 64 && nettrap_core::policy::MAX_RULES < 0xff);
+    assert!(nettrap_core::policy::MAX_CATEGORIES <= 64 && nettrap_core::policy::MAX_RULES <= 0x80);
 
 /// The policy's decision for a connect to `dest` by `test`, through [`CATEGORY_CACHE`] for
-/// IPv4 destinations without a name.
+/// IPv4 destinations without a name. Its `errno` is the policy's for a denial; a decision
+/// that is not one may carry 0 there (nothing reads it).
 fn decide(
     policy: &CompiledPolicy,
     dest: &nettrap_core::addr::Dest,
@@ -1331,20 +1435,31 @@ fn decide(
                 RULE_NONE => nettrap_core::policy::NO_RULE,
                 r => r as u16,
             };
-            return policy.decision_of(((seen >> 8) & 0x7f) as u16, rule);
+            let category = ((seen >> 9) & 0x3f) as u16;
+            let action = Action::from_u8(((seen >> 7) & 3) as u8);
+            if action == Action::Deny {
+                return policy.decision_of(category, rule);
+            }
+            // What decision_of gives, but its errno (that of a denial only: unused here).
+            return nettrap_core::policy::Decision {
+                category,
+                rule,
+                action,
+                errno: 0,
+            };
         }
         (seen & 0xffff) as u16 - 1
     } else {
         policy.classify(dest, None)
     };
     let (decision, every_test) = policy.decide_unnamed(category, dest, test);
-    let entry = if every_test && u64::from(category) < 0x80 {
+    let entry = if every_test && u64::from(category) < 0x40 {
         let rule = match decision.rule {
             nettrap_core::policy::NO_RULE => RULE_NONE,
             r if u64::from(r) < RULE_NONE => u64::from(r),
             _ => return decision,
         };
-        CACHED_DECISION | u64::from(category) << 8 | rule
+        CACHED_DECISION | u64::from(category) << 9 | (decision.action as u64) << 7 | rule
     } else if category < 0x7fff {
         u64::from(category) + 1
     } else {
