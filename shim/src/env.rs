@@ -282,10 +282,10 @@ unsafe fn differ(p: *const *const c_char, kept: *const u64, n: usize) -> bool {
 /// `n >= 16`; `p` and `kept` readable for `n` words (any alignment); the CPU has AVX, enabled
 /// by the OS ([`avx`]).
 ///
-/// Not a `#[target_feature(enable = "avx")]` function, so that it inlines into the check: the
-/// block names only the SSE halves of the registers it uses as clobbered, which is all this
-/// code (built without AVX) ever keeps values in, and clears every upper half (`vzeroupper`)
-/// before it ends.
+/// Not a `#[target_feature(enable = "avx")]` function, so that it inlines into the check. The
+/// block clears every upper half (`vzeroupper`) before it ends, and names all sixteen vector
+/// registers as clobbered (the full register, for the compiler): a shim built with AVX (a
+/// `target-cpu` in the builder's cargo configuration) keeps no value in one across it.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn differ_avx(p: *const *const c_char, kept: *const u64, n: usize) -> bool {
@@ -351,7 +351,12 @@ unsafe fn differ_avx(p: *const *const c_char, kept: *const u64, n: usize) -> boo
             last = out(reg) _,
             i = out(reg) _,
             same = lateout(reg_byte) same,
+            // vzeroupper clears the upper halves of all sixteen: every one is clobbered, so
+            // that no value of a caller built with AVX lives across the block.
             out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _,
+            out("xmm5") _, out("xmm6") _, out("xmm7") _, out("xmm8") _, out("xmm9") _,
+            out("xmm10") _, out("xmm11") _, out("xmm12") _, out("xmm13") _, out("xmm14") _,
+            out("xmm15") _,
             options(nostack, readonly),
         );
     }
@@ -510,8 +515,9 @@ fn remembered(env: *const *const c_char) -> Option<Option<&'static [u8]>> {
     unsafe {
         let in_one_page = (env as usize & 0xfff) + 8 * len <= 0x1000;
         if len <= COPIED && in_one_page {
-            // The common case, every entry (and so the NULL, 8 bytes after the last) in
-            // the first entry's page: one compare, no page walk.
+            // The common case, every entry in the first entry's page: one compare, no page
+            // walk. The NULL after the last (which may begin the next page) is read only once
+            // every entry matched: the array still holds them all, so it is still there.
             if len > 0 && differ(env, FOUND.entries.as_ptr().cast::<u64>(), len) {
                 return None;
             }
