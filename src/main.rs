@@ -36,7 +36,6 @@ mod stale;
 mod supervise;
 mod timings;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 /// Writes a line to stderr, ignoring failure: a closed or full stderr must never abort a run
@@ -54,7 +53,7 @@ pub(crate) use say;
 pub const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
