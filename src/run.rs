@@ -67,7 +67,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if runner == Some(adapters::Runner::Cargo) {
         compiled.flags |= FLAG_THREAD_NAMES;
     }
-    // Before any thread (the supervisor's, the log's grower).
+    // Before any thread (the supervisor's).
     let blocked = supervise::block_signals();
     let mut dir = RunDir::create(&compiled)?;
 
@@ -119,7 +119,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let program = args.command[0].to_string_lossy().into_owned();
     let progress = crate::progress::wanted(args.progress, args.quiet)
         .then(|| crate::progress::start(dir.path(), &compiled));
-    let result = supervise::run(cmd, &blocked, || dir.start_grower());
+    let result = supervise::run(cmd, &blocked, || dir.grow());
     // NETTRAP_TIMINGS=1|2: the report step's time and peak memory on stderr (src/timings.rs).
     let mut timings = crate::timings::Timings::start();
     if let Some(p) = progress {
@@ -196,7 +196,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     }
     timings.mark("read timeline");
     let mut report = report::build(&policy, &compiled, &dir, timeline, info);
-    // The run directory is read: it goes (and the log's blocks are freed) while the outputs
+    // The run directory is read: it goes (and the log's blocks are freed) before the outputs
     // are written.
     dir.release();
     timings.mark("decode event log and build the report (two walks: attribute, group)");

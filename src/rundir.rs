@@ -17,7 +17,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const ENV_RUN_DIR: &str = "NETTRAP_RUN_DIR";
 /// One byte (an `event::Unobserved` value) per call a shim let pass without being able to map
@@ -27,12 +26,12 @@ pub const UNOBSERVED: &str = event::UNOBSERVED_FILE;
 pub struct RunDir {
     path: PathBuf,
     keep: bool,
-    /// Until [`RunDir::release`] (None: the grower removes the directory).
+    /// Until [`RunDir::release`].
     log: Option<Arc<LogMapping>>,
-    /// The log, until [`RunDir::start_grower`] hands it to the grower (None where the
-    /// filesystem cannot preallocate).
-    to_grow: Option<File>,
+    /// None where the filesystem cannot preallocate, once it is full, and once released.
     grower: Option<Grower>,
+    /// Set by [`RunDir::release`]: the directory is gone (or kept).
+    released: bool,
     /// This run's lock on its directory (see `stale`), released after the directory is gone.
     _lock: Option<nix::fcntl::Flock<File>>,
 }
@@ -46,12 +45,15 @@ const FIRST_ALLOCATION: u64 = 1 << 16;
 /// around it: `read_ahead_kb` of the device, 8 MiB on some VMs, zero-filled on the spot (the
 /// blocks are unwritten or holes), ~1 ms on the writer's own time, paid by the first record of
 /// every run. Cached by the launcher instead (`POSIX_FADV_WILLNEED`, exactly the range asked
-/// for), the head costs it ~10 us before the command starts; past it, the grower's thread
-/// caches ahead as the writers use the log (as far ahead as they have used, so a tiny run costs
-/// it nothing), on its own time. Pages the kernel reclaims meanwhile are just faulted in again:
-/// this is only about who pays, never about correctness.
+/// for), the head costs it ~10 us before the command starts; past it, the grower caches ahead
+/// as the writers use the log (as far ahead as they have used, so a tiny run costs it nothing),
+/// on the launcher's time. Pages the kernel reclaims meanwhile are just faulted in again: this
+/// is only about who pays, never about correctness.
 const PREFETCH_HEAD: u64 = 512;
 const PREFETCH_MAX: u64 = 1 << 15;
+
+/// How often the grower looks at the log while the command runs.
+pub const GROW_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Asks the kernel to cache the pages of slots `from..to` (see [`PREFETCH_HEAD`]). Best effort:
 /// a filesystem with no page cache readahead (tmpfs) ignores it.
@@ -66,12 +68,16 @@ fn prefetch(file: &File, from: u64, to: u64) {
 /// into an unallocated page of a shared mapping on a full filesystem would kill the writer with
 /// SIGBUS. When the filesystem is full, writers past the allocated slots count their records as
 /// dropped, and the report says so.
+///
+/// Not a thread: the launcher's main thread, which only waits for signals while the command
+/// runs, calls [`RunDir::grow`] every [`GROW_EVERY`] (see `supervise::run`). A thread of its own
+/// cost every run its start (~50 us) and, at the end, a wait for it to be scheduled to stop
+/// (an exiting process is reaped only once all its threads have ended): on a loaded machine,
+/// milliseconds.
 struct Grower {
-    stop: Arc<AtomicBool>,
-    /// Set before `stop`: on its way out the thread removes the run directory and closes the
-    /// last handles of the log (see [`RunDir::release`]).
-    remove: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
+    file: File,
+    /// Slots cached ahead so far (see [`PREFETCH_HEAD`]).
+    cached: u64,
 }
 
 /// Allocates the blocks of slots `from..to`; false when the filesystem refuses.
@@ -87,61 +93,30 @@ fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     }
 }
 
-fn start_grower(file: File, mapping: Arc<LogMapping>, dir: PathBuf) -> Grower {
-    let stop = Arc::new(AtomicBool::new(false));
-    let remove = Arc::new(AtomicBool::new(false));
-    let (flag, removing) = (stop.clone(), remove.clone());
-    let thread = std::thread::spawn(move || {
-        grow(&file, &mapping, &flag);
-        // A grower that gave up (the filesystem is full) still waits for the run's end.
-        while !flag.load(Ordering::SeqCst) {
-            std::thread::park();
-        }
-        if removing.load(Ordering::SeqCst) {
-            let _ = fs::remove_dir_all(&dir);
-        }
-        // The run directories killed launchers left (see `stale`), at most once an hour: at the
-        // end, where a slow sweep (a huge or remote temporary directory) cannot hold back the
-        // log's growth, while nettrap writes its outputs.
-        if let Some(base) = dir.parent() {
-            crate::stale::sweep(base);
-        }
-        // The last handles of the log when released: the kernel frees its blocks here.
-        drop(file);
-        drop(mapping);
-    });
-    Grower {
-        stop,
-        remove,
-        thread,
-    }
-}
-
-/// The grower's loop, until `stop`.
-fn grow(file: &File, mapping: &LogMapping, stop: &AtomicBool) {
-    let log = mapping.log();
-    let mut cached = PREFETCH_HEAD;
-    while !stop.load(Ordering::Relaxed) {
-        let (cursor, allocated) = (log.cursor(), log.allocated());
-        // Less room cached ahead than the writers used so far: twice that much, never past
-        // the allocated slots (nothing is written there).
-        let ahead = cursor.clamp(PREFETCH_HEAD / 2, PREFETCH_MAX / 2);
-        let (from, to) = (cached.max(cursor), (cursor + 2 * ahead).min(allocated));
-        if cached < cursor + ahead && from < to {
-            prefetch(file, from, to);
-            cached = to;
-        }
-        if cursor + FIRST_ALLOCATION / 2 > allocated && allocated < event::DEFAULT_CAPACITY {
-            let next = (allocated * 2).min(event::DEFAULT_CAPACITY);
-            if allocate(file, allocated, next).is_err() {
-                return; // full: from here on, records past the allocated slots are dropped
+impl Grower {
+    /// Caches and allocates ahead of the writers as far as they need now; false once the
+    /// filesystem is full (from then on, records past the allocated slots are dropped).
+    fn step(&mut self, log: &event::Log<'_>) -> bool {
+        loop {
+            let (cursor, allocated) = (log.cursor(), log.allocated());
+            // Less room cached ahead than the writers used so far: twice that much, never past
+            // the allocated slots (nothing is written there).
+            let ahead = cursor.clamp(PREFETCH_HEAD / 2, PREFETCH_MAX / 2);
+            let (from, to) = (self.cached.max(cursor), (cursor + 2 * ahead).min(allocated));
+            if self.cached < cursor + ahead && from < to {
+                prefetch(&self.file, from, to);
+                self.cached = to;
             }
-            log.set_allocated(next);
-            continue;
+            if cursor + FIRST_ALLOCATION / 2 > allocated && allocated < event::DEFAULT_CAPACITY {
+                let next = (allocated * 2).min(event::DEFAULT_CAPACITY);
+                if allocate(&self.file, allocated, next).is_err() {
+                    return false;
+                }
+                log.set_allocated(next);
+                continue;
+            }
+            return true;
         }
-        // Woken at once by `release` or `Drop` (unpark), so ending a run never waits out
-        // the period.
-        std::thread::park_timeout(std::time::Duration::from_millis(5));
     }
 }
 
@@ -252,7 +227,7 @@ impl RunDir {
         let events = path.join("events.log");
         let (file, allocated) = create_log(&events).map_err(cleanup)?;
         let log = Arc::new(map_log(&events).map_err(cleanup)?);
-        let to_grow = match allocated {
+        let grower = match allocated {
             // The filesystem cannot preallocate (no fallocate): the log stays sparse.
             None => {
                 log.log().set_allocated(event::DEFAULT_CAPACITY);
@@ -260,45 +235,54 @@ impl RunDir {
             }
             Some(slots) => {
                 log.log().set_allocated(slots);
-                Some(file)
+                Some(Grower {
+                    file,
+                    cached: PREFETCH_HEAD,
+                })
             }
         };
         Ok(RunDir {
             path,
             keep,
             log: Some(log),
-            to_grow,
-            grower: None,
+            grower,
+            released: false,
             _lock: lock,
         })
     }
 
-    /// Starts the thread that allocates (and caches) the log ahead of its writers. Called once
-    /// the command is started: creating a thread costs ~50 us, which the command's own start
-    /// then hides, and the writers need the grower only after thousands of records.
-    pub fn start_grower(&mut self) {
-        if let Some(file) = self.to_grow.take() {
-            let log = self.log();
-            self.grower = Some(start_grower(file, log, self.path.clone()));
+    /// Allocates (and caches) the log ahead of its writers as far as they need now (see
+    /// [`Grower`]); returns when it wants to be called again, None when never.
+    pub fn grow(&mut self) -> Option<std::time::Duration> {
+        let (Some(grower), Some(log)) = (&mut self.grower, &self.log) else {
+            return None;
+        };
+        if grower.step(&log.log()) {
+            Some(GROW_EVERY)
+        } else {
+            self.grower = None;
+            None
         }
     }
 
-    /// Done with the directory (the report is built from it): the grower's thread removes it
-    /// and closes the log while nettrap writes the report. Freeing the log's preallocated
-    /// blocks when its last handle closes costs the filesystem 0.05-0.3 ms (ext4, measured:
-    /// ~20 us for a file with no preallocated blocks), which then overlaps the writing of the
-    /// outputs instead of following it. Without a grower (or with `NETTRAP_KEEP_RUN_DIR`), drop
-    /// does what it always did.
+    /// Done with the directory (the report is built from it): it goes now, by this thread,
+    /// and its log's last handles are closed (the kernel frees the log's preallocated blocks,
+    /// ~20 us on ext4), then the run directories killed launchers left are swept (see `stale`;
+    /// at most once an hour). This run's lock is released only when the `RunDir` is dropped,
+    /// after its directory is gone. With `NETTRAP_KEEP_RUN_DIR` nothing goes.
     pub fn release(&mut self) {
-        let Some(g) = &self.grower else { return };
-        if self.keep {
+        if self.released {
             return;
         }
-        // The grower's handles are then the log's last.
+        self.released = true;
+        self.grower = None;
         self.log = None;
-        g.remove.store(true, Ordering::SeqCst);
-        g.stop.store(true, Ordering::SeqCst);
-        g.thread.thread().unpark();
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+        if let Some(base) = self.path.parent() {
+            crate::stale::sweep(base);
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -444,16 +428,9 @@ impl Drop for Piece {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        if let Some(g) = self.grower.take() {
-            g.stop.store(true, Ordering::Relaxed);
-            g.thread.thread().unpark();
-            let _ = g.thread.join();
-        }
+        self.release();
         if self.keep {
             say!("nettrap: run directory kept: {}", self.path.display());
-        } else if self.log.is_some() {
-            // Not released: the grower left the directory to us.
-            let _ = fs::remove_dir_all(&self.path);
         }
     }
 }

@@ -349,9 +349,15 @@ enum Stage {
     Kill(Instant, Why),
 }
 
-/// Runs `cmd` to completion and ends its whole tree, calling `spawned` once it is started. An
-/// error means it could not be started.
-pub fn run(mut cmd: Command, blocked: &Blocked, spawned: impl FnOnce()) -> io::Result<Outcome> {
+/// Runs `cmd` to completion and ends its whole tree. `tick` is called once it is started, then
+/// whenever the time it last returned has passed (None: never again), until the tree has ended:
+/// the event log's grower (see `rundir`), on this thread, which otherwise only waits. An error
+/// means it could not be started.
+pub fn run(
+    mut cmd: Command,
+    blocked: &Blocked,
+    mut tick: impl FnMut() -> Option<Duration>,
+) -> io::Result<Outcome> {
     let _ = prctl::set_child_subreaper(true);
     let sfd = SignalFd::with_flags(&blocked.set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
     let parent = Pid::this();
@@ -368,7 +374,7 @@ pub fn run(mut cmd: Command, blocked: &Blocked, spawned: impl FnOnce()) -> io::R
         });
     }
     let child = cmd.spawn()?;
-    spawned();
+    let mut next_tick = tick().map(|d| Instant::now() + d);
     let main = Pid::from_raw(child.id() as i32);
     let mut ender = Ender {
         me: parent.as_raw(),
@@ -384,7 +390,11 @@ pub fn run(mut cmd: Command, blocked: &Blocked, spawned: impl FnOnce()) -> io::R
         if exited.is_some() {
             status = exited;
         }
-        let now = Instant::now();
+        let mut now = Instant::now();
+        if next_tick.is_some_and(|at| at <= now) {
+            next_tick = tick().map(|d| now + d);
+            now = Instant::now();
+        }
         if status.is_some() && matches!(stage, Stage::Running) {
             stage = Stage::Grace(now + GRACE);
         }
@@ -425,6 +435,12 @@ pub fn run(mut cmd: Command, blocked: &Blocked, spawned: impl FnOnce()) -> io::R
                     .collect();
                 break;
             }
+        };
+        // Woken for the next tick too.
+        let timeout = match (timeout, next_tick) {
+            (t, None) => t,
+            (None, Some(at)) => Some(at.saturating_duration_since(now)),
+            (Some(t), Some(at)) => Some(t.min(at.saturating_duration_since(now))),
         };
         let Some(info) = next_signal(&sfd, timeout) else {
             continue;
