@@ -9,9 +9,9 @@
 //! `engine` (how calls are intercepted), `adapters` (runner adapters: what each test runner
 //! needs so its tests are known), `rundir` (the files a run shares with its processes),
 //! `attribution` (which test made each call), `supervise` (the child process, signals, exit
-//! status, ending the process tree), `report` (the model and its renderings), `outputs` (the
-//! report files: checked before the run, written atomically), `run` (the `run` command tying
-//! them together).
+//! status, ending the process tree), `spawn` (starting the command), `report` (the model and
+//! its renderings), `outputs` (the report files: checked before the run, written atomically),
+//! `run` (the `run` command tying them together).
 //!
 //! Exit statuses of `nettrap run`: the command's own, or 86 (policy violated, or calls lost in an
 //! enforce run), 87 (the report or to-do list could not be written after the command ran), 2
@@ -32,6 +32,7 @@ mod progress;
 mod report;
 mod run;
 mod rundir;
+mod spawn;
 mod stale;
 mod supervise;
 mod timings;

@@ -106,9 +106,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
     {
         adapters::cargo::configure(&mut cmd, &exe);
     }
+    let mut hand_off = None;
     let supervisor = if plan.seccomp {
         let prepared = seccomp::prepare().context("cannot prepare the seccomp filter")?;
-        prepared.attach(&mut cmd);
+        hand_off = Some(prepared.hand_off());
         // Every enforce run (deny rules or --fail-on): a connect through io_uring would be
         // neither denied nor recorded.
         let refuse_io_uring = enforces;
@@ -119,7 +120,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let program = args.command[0].to_string_lossy().into_owned();
     let progress = crate::progress::wanted(args.progress, args.quiet)
         .then(|| crate::progress::start(dir.path(), &compiled));
-    let result = supervise::run(cmd, &blocked, || dir.grow());
+    let result = supervise::run(cmd, hand_off.as_ref(), &blocked, || dir.grow());
     // NETTRAP_TIMINGS=1|2: the report step's time and peak memory on stderr (src/timings.rs).
     let mut timings = crate::timings::Timings::start();
     if let Some(p) = progress {

@@ -34,11 +34,10 @@ use nix::sys::prctl;
 use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd, siginfo};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, getppid};
+use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -354,28 +353,16 @@ enum Stage {
 /// the event log's grower (see `rundir`), on this thread, which otherwise only waits. An error
 /// means it could not be started.
 pub fn run(
-    mut cmd: Command,
+    cmd: Command,
+    hand_off: Option<&crate::engine::seccomp::HandOff>,
     blocked: &Blocked,
     mut tick: impl FnMut() -> Option<Duration>,
 ) -> io::Result<Outcome> {
     let _ = prctl::set_child_subreaper(true);
     let sfd = SignalFd::with_flags(&blocked.set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
     let parent = Pid::this();
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (sigemptyset, pthread_sigmask, prctl, getppid, raise).
-    unsafe {
-        cmd.pre_exec(move || {
-            let _ = signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-            let _ = prctl::set_pdeathsig(Signal::SIGKILL);
-            if getppid() != parent {
-                let _ = signal::raise(Signal::SIGKILL);
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
+    let main = Pid::from_raw(crate::spawn::spawn(&cmd, hand_off)?);
     let mut next_tick = tick().map(|d| Instant::now() + d);
-    let main = Pid::from_raw(child.id() as i32);
     let mut ender = Ender {
         me: parent.as_raw(),
         sent: BTreeMap::new(),

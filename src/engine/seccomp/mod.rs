@@ -48,8 +48,6 @@ use crate::rundir::LogMapping;
 use nettrap_core::policy::{CompiledPolicy, SHIM_CONNECT_MARK};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -264,21 +262,37 @@ pub fn prepare() -> io::Result<Prepared> {
     })
 }
 
+/// The child's side of the hand-off (see the module docs): the filter to install and the
+/// pipes' ends, as the command's process inherits them.
+pub struct HandOff {
+    fprog: *const libc::sock_fprog,
+    report_w: RawFd,
+    go_r: RawFd,
+    go_w: RawFd,
+}
+
+impl HandOff {
+    /// Installs the filter and hands the listener over; in the command's process just before
+    /// `exec`. Async-signal-safe.
+    ///
+    /// # Safety
+    /// Only in a freshly started child (see `spawn`), while the [`Prepared`] it came from is
+    /// alive in nettrap.
+    pub unsafe fn run(&self) -> io::Result<()> {
+        // SAFETY: fprog points into the Prepared, alive per the caller; the descriptors are the
+        // hand-off pipes' ends.
+        unsafe { hand_over(&*self.fprog, self.report_w, self.go_r, self.go_w) }
+    }
+}
+
 impl Prepared {
-    /// Makes `cmd` install the filter and hand the listener over just before `exec`.
-    pub fn attach(&self, cmd: &mut Command) {
-        let fprog = &*self.fprog as *const libc::sock_fprog as usize;
-        let (report_w, go_r, go_w) = (
-            self.report.1.as_raw_fd(),
-            self.go.0.as_raw_fd(),
-            self.go.1.as_raw_fd(),
-        );
-        // SAFETY: runs in the forked child before exec, making only async-signal-safe calls;
-        // fprog points into memory the child inherited from the parent at fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                hand_over(&*(fprog as *const libc::sock_fprog), report_w, go_r, go_w)
-            });
+    /// What the command's process runs just before `exec` (see [`HandOff::run`]).
+    pub fn hand_off(&self) -> HandOff {
+        HandOff {
+            fprog: &*self.fprog,
+            report_w: self.report.1.as_raw_fd(),
+            go_r: self.go.0.as_raw_fd(),
+            go_w: self.go.1.as_raw_fd(),
         }
     }
 
