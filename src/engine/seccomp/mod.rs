@@ -305,22 +305,29 @@ impl Prepared {
         refuse_io_uring: bool,
     ) -> io::Result<Running> {
         let (stop_r, stop_w) = pipe()?;
+        let done = Arc::new(Done::default());
+        let done_here = done.clone();
         let thread = std::thread::Builder::new()
             .name("nettrap-seccomp".into())
             .spawn(move || {
-                // No listener: the command never started; nothing was trapped.
-                let listener = self.take_listener(&stop_r)?;
-                let ctx = supervisor::Context {
-                    listener,
-                    policy,
-                    log_mapping: log,
-                    refuse_io_uring,
-                };
-                supervisor::run(ctx, stop_r)
+                let early = (|| {
+                    // No listener: the command never started; nothing was trapped.
+                    let listener = self.take_listener(&stop_r)?;
+                    let ctx = supervisor::Context {
+                        listener,
+                        policy,
+                        log_mapping: log,
+                        refuse_io_uring,
+                    };
+                    supervisor::run(ctx, stop_r)
+                })();
+                done_here.set();
+                early
             })?;
         Ok(Running {
             thread,
             stop: stop_w,
+            done,
         })
     }
 
@@ -348,10 +355,36 @@ impl Prepared {
     }
 }
 
+/// Set by the supervisor thread once it has written its last record, waited for by
+/// [`Running::stop`].
+#[derive(Default)]
+struct Done {
+    done: std::sync::Mutex<bool>,
+    cond: std::sync::Condvar,
+}
+
+impl Done {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cond.notify_all();
+    }
+
+    /// Waits up to `wait` for it to be set; whether it is.
+    fn wait(&self, wait: std::time::Duration) -> bool {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, _) = self
+            .cond
+            .wait_timeout_while(done, wait, |d| !*d)
+            .unwrap_or_else(|e| e.into_inner());
+        *done
+    }
+}
+
 /// The running supervisor.
 pub struct Running {
     thread: JoinHandle<Option<String>>,
     stop: OwnedFd,
+    done: Arc<Done>,
 }
 
 impl Running {
@@ -362,18 +395,21 @@ impl Running {
         // SAFETY: writing one byte from a local to our pipe.
         unsafe { libc::write(self.stop.as_raw_fd(), b"s".as_ptr().cast(), 1) };
         // The thread may be waiting in RECV, which the pipe cannot interrupt: WAKE does, and is
-        // sent again until the thread has ended (a signal that lands just before it starts
-        // waiting is otherwise lost).
+        // sent again until the thread is done (a signal that lands just before it starts
+        // waiting is otherwise lost). The thread usually ends on its own once the last process
+        // holding the filter has gone (the listener hangs up). Waited for on a condition
+        // variable, which wakes this thread the moment it is done: a sleep between two looks
+        // lasts its length plus the timer slack (50 us), ~70 us for a 20 us sleep.
         use std::os::unix::thread::JoinHandleExt;
-        // The wait between two signals starts short and doubles up to 1 ms: the thread
-        // usually ends within microseconds of the first, and waiting a whole millisecond
-        // before looking again made every run about 1 ms later.
         let thread = self.thread.as_pthread_t();
         let mut wait = std::time::Duration::from_micros(20);
-        while !self.thread.is_finished() {
+        // A thread that panicked never sets `done`: it is finished.
+        while !self.done.wait(std::time::Duration::ZERO) && !self.thread.is_finished() {
             // SAFETY: the thread has not been joined, so its pthread_t is valid.
             unsafe { libc::pthread_kill(thread, supervisor::WAKE as libc::c_int) };
-            std::thread::sleep(wait);
+            if self.done.wait(wait) {
+                break;
+            }
             wait = (wait * 2).min(std::time::Duration::from_millis(1));
         }
         match self.thread.join() {
