@@ -33,12 +33,13 @@ pub const EXIT_NOT_FOUND: u8 = 127;
 pub const EXIT_NOT_EXECUTABLE: u8 = 126;
 
 pub fn run(args: RunArgs) -> Result<u8> {
+    // The seccomp probe's child installs its filter while the policy is loaded.
+    let probe = engine::start_probe(args.engine);
     let policy = policy::load(&args.policy)?;
     let mut compiled = policy.compile()?;
     // Before the per-run flags (engine, runner): shards of one suite share it.
     let fingerprint = policy.fingerprint(&compiled);
-    // Probing forks: before any thread exists.
-    let plan = engine::plan(args.engine)?;
+    let plan = engine::plan(args.engine, probe)?;
     if plan.preload && plan.seccomp {
         compiled.flags |= FLAG_SECCOMP_BACKSTOP;
     }

@@ -165,74 +165,133 @@ extern "C" fn probe_child(args: *mut libc::c_void) -> libc::c_int {
 
 /// Can this kernel, in this context, give us a user-notification filter, and can we take its
 /// listener from a child (pidfd_getfd needs ptrace access: Yama's ptrace_scope 2 or 3 refuses
-/// it)? Tried in a throwaway child, since a filter cannot be removed once installed. Call it
-/// before any thread is started.
+/// it)? Tried in a throwaway child, since a filter cannot be removed once installed.
 pub fn probe() -> Result<(), String> {
-    let avail =
-        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
-    if !avail.split_whitespace().any(|a| a == "user_notif") {
-        return Err("the kernel has no SECCOMP_RET_USER_NOTIF".into());
-    }
-    let allow = [libc::sock_filter {
-        code: (libc::BPF_RET | libc::BPF_K) as u16,
-        jt: 0,
-        jf: 0,
-        k: filter::RET_ALLOW,
-    }];
-    let prog = libc::sock_fprog {
-        len: 1,
-        filter: allow.as_ptr().cast_mut(),
-    };
-    let (report_r, report_w) = pipe().map_err(|e| e.to_string())?;
-    let (go_r, go_w) = pipe().map_err(|e| e.to_string())?;
-    let args = ProbeArgs {
-        prog: &prog,
-        report_w: report_w.as_raw_fd(),
-        go_r: go_r.as_raw_fd(),
-        go_w: go_w.as_raw_fd(),
-    };
-    // The child shares nettrap's memory (CLONE_VM) instead of copying it: a fork cost ~100 us
-    // more (the page tables copied and torn down, and nettrap's own first write to every page
-    // after it a copy-on-write fault). It runs on a stack of its own, has its own descriptor
-    // table, and its filter and no_new_privs are its own (both are per task).
-    let mut stack = vec![0u8; PROBE_STACK];
-    // SAFETY: the stack's top, inside the allocation, aligned down to 16 bytes as the ABI wants.
-    let top = unsafe { stack.as_mut_ptr().add(PROBE_STACK) }.map_addr(|a| a & !15);
-    // SAFETY: the child runs probe_child on its own stack, which outlives it (reaped below
-    // before the stack is freed); probe_child only makes async-signal-safe calls on `args`,
-    // which lives until then too, and returns (glibc then ends the child with `exit`).
-    let pid = unsafe {
-        libc::clone(
-            probe_child,
-            top.cast(),
-            libc::CLONE_VM | libc::SIGCHLD,
-            (&args as *const ProbeArgs).cast_mut().cast(),
-        )
-    };
-    if pid < 0 {
-        return Err(format!("clone: {}", io::Error::last_os_error()));
-    }
-    drop(report_w); // so a child that fails before reporting gives EOF
-    let taken = take_over(&report_r, &go_w);
-    let mut status = 0;
-    // Until reaped (never given up on EINTR): the child runs on `stack` until it has ended.
-    // SAFETY: reaping the child we cloned.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
-        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-    {}
-    drop(stack);
-    match (taken, libc::WEXITSTATUS(status)) {
-        (Ok(_), _) => Ok(()),
-        (Err(e), libc::ECHILD) => Err(format!(
-            "cannot take the filter's listener from a child (pidfd_getfd: {e})"
-        )),
-        (Err(_), libc::EBUSY) => {
-            Err("nettrap already runs under a seccomp supervisor (EBUSY)".into())
+    Probe::start().finish()
+}
+
+/// A [`probe`] under way: its child installs a filter while nettrap goes on with its start
+/// (the policy), and [`Probe::finish`] takes the answer.
+pub struct Probe(Result<Box<Probing>, Option<String>>);
+
+/// The probe child and what it uses, alive until it is reaped.
+struct Probing {
+    pid: libc::pid_t,
+    report_r: OwnedFd,
+    go_w: OwnedFd,
+    _filter: Box<[libc::sock_filter; 1]>,
+    _prog: Box<libc::sock_fprog>,
+    _args: Box<ProbeArgs>,
+    _stack: Vec<u8>,
+}
+
+impl Probe {
+    /// Starts the probe's child (see [`probe`]).
+    pub fn start() -> Probe {
+        let avail =
+            std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+        if !avail.split_whitespace().any(|a| a == "user_notif") {
+            return Probe(Err(Some("the kernel has no SECCOMP_RET_USER_NOTIF".into())));
         }
-        (Err(_), code) => Err(format!(
-            "installing a filter failed: {}",
-            io::Error::from_raw_os_error(code)
-        )),
+        match Self::spawn() {
+            Ok(p) => Probe(Ok(p)),
+            Err(e) => Probe(Err(Some(e))),
+        }
+    }
+
+    fn spawn() -> Result<Box<Probing>, String> {
+        let filter = Box::new([libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: filter::RET_ALLOW,
+        }]);
+        let prog = Box::new(libc::sock_fprog {
+            len: 1,
+            filter: filter.as_ptr().cast_mut(),
+        });
+        let (report_r, report_w) = pipe().map_err(|e| e.to_string())?;
+        let (go_r, go_w) = pipe().map_err(|e| e.to_string())?;
+        let args = Box::new(ProbeArgs {
+            prog: &*prog,
+            report_w: report_w.as_raw_fd(),
+            go_r: go_r.as_raw_fd(),
+            go_w: go_w.as_raw_fd(),
+        });
+        // The child shares nettrap's memory (CLONE_VM) instead of copying it: a fork cost
+        // ~100 us more (the page tables copied and torn down, and nettrap's own first write to
+        // every page after it a copy-on-write fault). It runs on a stack of its own, has its
+        // own descriptor table, and its filter and no_new_privs are its own (both are per
+        // task).
+        let mut stack = vec![0u8; PROBE_STACK];
+        // SAFETY: the stack's top, inside the allocation, aligned down to 16 bytes (the ABI).
+        let top = unsafe { stack.as_mut_ptr().add(PROBE_STACK) }.map_addr(|a| a & !15);
+        // SAFETY: the child runs probe_child on its own stack; the stack, `args` and what it
+        // points to are heap allocations kept in the Probing until the child is reaped
+        // (`finish`, or drop); probe_child only makes async-signal-safe calls and returns
+        // (glibc then ends the child with `exit`).
+        let pid = unsafe {
+            libc::clone(
+                probe_child,
+                top.cast(),
+                libc::CLONE_VM | libc::SIGCHLD,
+                (&*args as *const ProbeArgs).cast_mut().cast(),
+            )
+        };
+        if pid < 0 {
+            return Err(format!("clone: {}", io::Error::last_os_error()));
+        }
+        // The child has its own copies: without ours, a child that fails before reporting
+        // gives end of file.
+        drop((report_w, go_r));
+        Ok(Box::new(Probing {
+            pid,
+            report_r,
+            go_w,
+            _filter: filter,
+            _prog: prog,
+            _args: args,
+            _stack: stack,
+        }))
+    }
+
+    /// The probe's answer: waits for its child, reaps it.
+    pub fn finish(mut self) -> Result<(), String> {
+        let p = match std::mem::replace(&mut self.0, Err(None)) {
+            Ok(p) => p,
+            Err(why) => return Err(why.unwrap_or_default()),
+        };
+        let taken = take_over(&p.report_r, &p.go_w);
+        let mut status = 0;
+        // Until reaped (never given up on EINTR): the child runs on the Probing's stack until
+        // it has ended.
+        // SAFETY: reaping the child we cloned.
+        while unsafe { libc::waitpid(p.pid, &mut status, 0) } < 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+        drop(p);
+        match (taken, libc::WEXITSTATUS(status)) {
+            (Ok(_), _) => Ok(()),
+            (Err(e), libc::ECHILD) => Err(format!(
+                "cannot take the filter's listener from a child (pidfd_getfd: {e})"
+            )),
+            (Err(_), libc::EBUSY) => {
+                Err("nettrap already runs under a seccomp supervisor (EBUSY)".into())
+            }
+            (Err(_), code) => Err(format!(
+                "installing a filter failed: {}",
+                io::Error::from_raw_os_error(code)
+            )),
+        }
+    }
+}
+
+impl Drop for Probe {
+    /// Never asked (nettrap failed before): the child is still reaped before its stack goes.
+    fn drop(&mut self) {
+        if self.0.is_ok() {
+            let _ = Probe(std::mem::replace(&mut self.0, Err(None))).finish();
+        }
     }
 }
 
