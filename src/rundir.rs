@@ -257,7 +257,9 @@ impl RunDir {
         let (Some(grower), Some(log)) = (&mut self.grower, &self.log) else {
             return None;
         };
-        if grower.step(&log.log()) {
+        // A header the command overwrote: nothing more is grown (the report says the log is
+        // corrupt).
+        if log.try_log().is_some_and(|log| grower.step(&log)) {
             Some(GROW_EVERY)
         } else {
             self.grower = None;
@@ -484,10 +486,16 @@ impl event::Mapper for FileMapper {
 
 impl LogMapping {
     pub fn log(&self) -> event::Log<'_> {
+        self.try_log()
+            .expect("event log header checked at map time")
+    }
+
+    /// The log, unless its header was overwritten since it was mapped (the command can write
+    /// the file: the report then says the log is corrupt).
+    fn try_log(&self) -> Option<event::Log<'_>> {
         // SAFETY: the header mapping lives as long as self (checked when mapped); the windows
         // are of this file, mapped by this mapper.
         unsafe { event::Log::new(self.header.as_ptr(), &self.windows, &self.mapper) }
-            .expect("event log header checked at map time")
     }
 }
 

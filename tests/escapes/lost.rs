@@ -191,9 +191,10 @@ fn calls_no_engine_decided_fail_an_enforce_run_unless_the_supervisor_saw_them() 
 
 #[test]
 fn an_unreadable_event_log_is_a_loss_and_the_report_is_still_written() {
-    // The command makes a call, then overwrites the log's magic number.
+    // The command makes a call, then overwrites the log's magic number, and lives on for a
+    // few of the grower's looks at the log (every 5 ms, on nettrap's main thread).
     let script = format!(
-        "{} exit 20; printf XXXXXXXX | dd of=\"$NETTRAP_RUN_DIR/events.log\" conv=notrunc 2>/dev/null",
+        "{} exit 20; printf XXXXXXXX | dd of=\"$NETTRAP_RUN_DIR/events.log\" conv=notrunc 2>/dev/null; sleep 0.05",
         fixture("edge")
     );
     for engine in ENGINES {
