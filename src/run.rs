@@ -114,7 +114,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
         // Every enforce run (deny rules or --fail-on): a connect through io_uring would be
         // neither denied nor recorded.
         let refuse_io_uring = enforces;
-        Some(prepared.start(compiled.clone(), dir.log(), refuse_io_uring)?)
+        Some(prepared.start(
+            crate::rundir::policy_copy(&compiled),
+            dir.log(),
+            refuse_io_uring,
+        )?)
     } else {
         None
     };
