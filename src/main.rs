@@ -17,13 +17,6 @@
 //! enforce run), 87 (the report or to-do list could not be written after the command ran), 2
 //! (nettrap's own errors before the command ran: flags, policy, output paths), 126/127 (the
 //! command cannot be executed / found). See `run`.
-//!
-//! The entry point is nettrap's own (`no_main`, see `main`): Rust's runtime start-up
-//! would also locate the main thread's stack through glibc, which reads all of
-//! `/proc/self/maps` (~40 us of every run), only to print a message on a stack overflow.
-
-// Unit tests get the test harness's own `main`.
-#![cfg_attr(not(test), no_main)]
 
 mod about;
 mod adapters;
@@ -44,6 +37,8 @@ mod stale;
 mod supervise;
 mod timings;
 
+use std::process::ExitCode;
+
 /// Writes a line to stderr, ignoring failure: a closed or full stderr must never abort a run
 /// (and lose its report), as `eprintln!` would by panicking.
 macro_rules! say {
@@ -58,38 +53,7 @@ pub(crate) use say;
 /// cannot be written (checked before the command starts), a corrupt report.
 pub const EXIT_USAGE: u8 = 2;
 
-/// The process's entry point, called by the C runtime (see the crate's docs): what Rust's
-/// start-up and exit do around `fn main` that matters here, done here. Descriptors 0-2 that
-/// are closed are opened on `/dev/null` (as Rust does: a file nettrap opens must never land
-/// on one and be written to as stdout); SIGPIPE is ignored (as Rust does: a write to a closed
-/// pipe is an error, not death; children get it back to default); a panic exits 101 after the
-/// panic hook printed it; stdout is flushed before exiting. Rust's handler that names a stack
-/// overflow is not installed: one ends with a plain SIGSEGV.
-#[cfg(not(test))]
-#[unsafe(no_mangle)]
-pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    for fd in 0..3 {
-        // SAFETY: fcntl and open with valid arguments; the lowest free descriptor is `fd`.
-        unsafe {
-            if libc::fcntl(fd, libc::F_GETFD) == -1
-                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
-                && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) != fd
-            {
-                libc::abort();
-            }
-        }
-    }
-    // SAFETY: setting a signal's disposition to SIG_IGN.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    // The panic hook has printed the panic; Rust's runtime exits 101 after one.
-    let code = std::panic::catch_unwind(run_main).unwrap_or(101);
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
-    code.into()
-}
-
-#[cfg_attr(test, allow(dead_code))]
-fn run_main() -> u8 {
+fn main() -> ExitCode {
     let cli = match cli::Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => {
@@ -97,7 +61,7 @@ fn run_main() -> u8 {
             if e.kind() == ErrorKind::DisplayVersion {
                 use std::io::Write as _;
                 let _ = std::io::stdout().write_all(about::version_text().as_bytes());
-                return 0;
+                return ExitCode::SUCCESS;
             }
             if e.kind() == ErrorKind::DisplayHelp
                 || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
@@ -114,7 +78,7 @@ fn run_main() -> u8 {
             }
             let first = first.strip_prefix("error: ").unwrap_or(&first);
             say!("nettrap: error: {first} (see 'nettrap --help')");
-            return EXIT_USAGE;
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let result = match cli.command {
@@ -129,10 +93,10 @@ fn run_main() -> u8 {
         cli::Command::CargoExec { args } => Ok(adapters::cargo::exec_main(args)),
     };
     match result {
-        Ok(code) => code,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             say!("nettrap: error: {e:#}");
-            EXIT_USAGE
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }
