@@ -60,7 +60,7 @@ pub const GROW_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 fn prefetch(file: &File, from: u64, to: u64) {
     use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
     let offset = event::file_len(from) as libc::off_t;
-    let len = ((to - from) * event::SLOT_LEN as u64) as libc::off_t;
+    let len = (to.saturating_sub(from)).saturating_mul(event::SLOT_LEN as u64) as libc::off_t;
     let _ = posix_fadvise(file, offset, len, PosixFadviseAdvice::POSIX_FADV_WILLNEED);
 }
 
@@ -84,7 +84,7 @@ struct Grower {
 fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let offset = event::file_len(from) as libc::off_t;
-    let len = ((to - from) * event::SLOT_LEN as u64) as libc::off_t;
+    let len = (to.saturating_sub(from)).saturating_mul(event::SLOT_LEN as u64) as libc::off_t;
     // SAFETY: fallocate on our own open file, within its size (mode 0 keeps the size).
     if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
         Ok(())
@@ -95,24 +95,35 @@ fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
 
 impl Grower {
     /// Caches and allocates ahead of the writers as far as they need now; false once the
-    /// filesystem is full (from then on, records past the allocated slots are dropped).
+    /// filesystem is full (from then on, records past the allocated slots are dropped), or once
+    /// the header's counters no longer make sense (the command can write the file: a cursor near
+    /// the top of u64, a capacity that does not let the allocation grow), which the report then
+    /// finds.
     fn step(&mut self, log: &event::Log<'_>) -> bool {
         loop {
             let (cursor, allocated) = (log.cursor(), log.allocated());
             // Less room cached ahead than the writers used so far: twice that much, never past
             // the allocated slots (nothing is written there).
             let ahead = cursor.clamp(PREFETCH_HEAD / 2, PREFETCH_MAX / 2);
-            let (from, to) = (self.cached.max(cursor), (cursor + 2 * ahead).min(allocated));
-            if self.cached < cursor + ahead && from < to {
+            let to = cursor.saturating_add(2 * ahead).min(allocated);
+            let from = self.cached.max(cursor);
+            if self.cached < cursor.saturating_add(ahead) && from < to {
                 prefetch(&self.file, from, to);
                 self.cached = to;
             }
-            if cursor + FIRST_ALLOCATION / 2 > allocated && allocated < event::DEFAULT_CAPACITY {
-                let next = (allocated * 2).min(event::DEFAULT_CAPACITY);
+            if cursor.saturating_add(FIRST_ALLOCATION / 2) > allocated
+                && allocated < event::DEFAULT_CAPACITY
+            {
+                let next = allocated.saturating_mul(2).min(event::DEFAULT_CAPACITY);
                 if allocate(&self.file, allocated, next).is_err() {
                     return false;
                 }
                 log.set_allocated(next);
+                // Published only up to the header's capacity: one the command lowered would
+                // have this loop allocate the same blocks for ever (on nettrap's main thread).
+                if log.allocated() <= allocated {
+                    return false;
+                }
                 continue;
             }
             return true;

@@ -64,31 +64,73 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// One system call, its error returned rather than left in `errno`: the probe's child shares
+/// nettrap's memory, thread-local `errno` included (`clone(CLONE_VM)` without a thread of its
+/// own), while nettrap's main thread goes on (see [`Probe`]); neither may see the other's.
+///
+/// # Safety
+/// As the system call `nr` with these arguments.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn raw(nr: libc::c_long, a: usize, b: usize, c: usize) -> io::Result<usize> {
+    // SAFETY: from the caller. (Elsewhere than x86_64, errno it is.)
+    match unsafe { libc::syscall(nr, a, b, c) } {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        r => Ok(r as usize),
+    }
+}
+
+/// See the other `raw`.
+///
+/// # Safety
+/// As the system call `nr` with these arguments.
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw(nr: libc::c_long, a: usize, b: usize, c: usize) -> io::Result<usize> {
+    let ret: isize;
+    // SAFETY: the x86_64 system call convention (number in rax, arguments in rdi, rsi, rdx,
+    // r10, r8, r9; rcx and r11 clobbered); what the call does is the caller's to vouch for.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a,
+            in("rsi") b,
+            in("rdx") c,
+            // Zero, not whatever these held: prctl checks its unused arguments.
+            in("r10") 0usize,
+            in("r8") 0usize,
+            in("r9") 0usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if (-4095..0).contains(&ret) {
+        Err(io::Error::from_raw_os_error(-ret as i32))
+    } else {
+        Ok(ret as usize)
+    }
+}
+
 /// Installs `prog` with a new listener in the calling process; returns the listener.
-/// Async-signal-safe: it runs in the forked child.
+/// Async-signal-safe, and leaves `errno` alone: it runs in a child sharing nettrap's memory.
 fn install(prog: &libc::sock_fprog) -> io::Result<RawFd> {
     // SAFETY: prctl and seccomp with valid arguments; prog outlives the call.
     unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = libc::syscall(
+        raw(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0)?;
+        let fd = raw(
             libc::SYS_seccomp,
-            SECCOMP_SET_MODE_FILTER,
-            SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            prog as *const libc::sock_fprog,
-        );
-        if fd < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(fd as RawFd)
-        }
+            SECCOMP_SET_MODE_FILTER as usize,
+            SECCOMP_FILTER_FLAG_NEW_LISTENER as usize,
+            prog as *const libc::sock_fprog as usize,
+        )?;
+        Ok(fd as RawFd)
     }
 }
 
 /// The child's half of the hand-off: install `prog`, report (pid, listener) down `report_w`,
-/// wait for the parent's answer on `go_r`, drop our copy of the listener. Async-signal-safe: it
-/// runs in a forked child. ECHILD means the parent could not take the listener.
+/// wait for the parent's answer on `go_r`, drop our copy of the listener. Async-signal-safe, and
+/// leaves `errno` alone (see [`raw`]): it runs in a child. ECHILD means the parent could not
+/// take the listener.
 ///
 /// # Safety
 /// Only in a freshly forked child; the descriptors must be the hand-off pipes' ends.
@@ -102,18 +144,23 @@ unsafe fn hand_over(
     unsafe {
         // Our copy of the write end would keep the read below from ever seeing EOF if nettrap
         // died during the hand-off.
-        libc::close(go_w);
+        let _ = raw(libc::SYS_close, go_w as usize, 0, 0);
         let listener = install(prog)?;
         let mut msg = [0u8; 8];
         msg[..4].copy_from_slice(&(libc::getpid() as u32).to_ne_bytes());
         msg[4..].copy_from_slice(&(listener as u32).to_ne_bytes());
-        if libc::write(report_w, msg.as_ptr().cast(), 8) != 8 {
-            return Err(io::Error::last_os_error());
+        if raw(libc::SYS_write, report_w as usize, msg.as_ptr() as usize, 8)? != 8 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         let mut go = 0u8;
-        let n = libc::read(go_r, (&mut go as *mut u8).cast(), 1);
-        libc::close(listener);
-        if n != 1 || go != b'g' {
+        let n = raw(
+            libc::SYS_read,
+            go_r as usize,
+            &mut go as *mut u8 as usize,
+            1,
+        );
+        let _ = raw(libc::SYS_close, listener as usize, 0, 0);
+        if !matches!(n, Ok(1)) || go != b'g' {
             return Err(io::Error::from_raw_os_error(libc::ECHILD));
         }
         Ok(())
