@@ -1,7 +1,7 @@
 //! Command-line arguments.
 
 use crate::engine::Engine;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -14,6 +14,41 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments (see [`Cli::parse_from_args`]).
+    pub fn parse_args() -> Result<Cli, clap::Error> {
+        Self::parse_from_args(std::env::args_os().collect())
+    }
+
+    /// Parses `args` (the program's name first). `nettrap run ...`, every run's start, is tried
+    /// first with a parser of `run`'s arguments alone: clap builds a parser's whole tree of
+    /// subcommands and arguments before it parses, which for all of nettrap's cost each run
+    /// ~80 us. The same arguments (`RunArgs`'s own) give the same values; anything it does not
+    /// accept (bad flags, `--help`) goes to the whole parser, for its exact messages.
+    pub fn parse_from_args(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+        if let Some(run) = run_alone(&args) {
+            return Ok(Cli {
+                command: Command::Run(run),
+            });
+        }
+        Cli::try_parse_from(args)
+    }
+}
+
+/// The parser of `run`'s arguments alone.
+fn run_parser() -> clap::Command {
+    RunArgs::augment_args(clap::Command::new("run"))
+}
+
+/// `args` parsed as `nettrap run ...` by [`run_parser`], if they are that and it accepts them.
+fn run_alone(args: &[OsString]) -> Option<RunArgs> {
+    if args.get(1)? != "run" {
+        return None;
+    }
+    let matches = run_parser().try_get_matches_from(&args[1..]).ok()?;
+    RunArgs::from_arg_matches(&matches).ok()
 }
 
 #[derive(Subcommand)]
@@ -263,4 +298,107 @@ pub enum Progress {
     Auto,
     Always,
     Never,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn argv(words: &[&str]) -> Vec<OsString> {
+        words.iter().map(OsString::from).collect()
+    }
+
+    /// `run`'s own parser gives exactly the matches of the whole parser's `run`, or gives way.
+    #[test]
+    fn run_alone_matches_the_whole_parser() {
+        let cases: &[&[&str]] = &[
+            &["nettrap", "run", "--", "true"],
+            &[
+                "nettrap", "run", "--quiet", "--report", "r.json", "--engine", "preload", "--",
+                "x", "1",
+            ],
+            &[
+                "nettrap",
+                "run",
+                "-q",
+                "--deny",
+                "redis,http",
+                "--allow",
+                "a.example:80",
+                "--",
+                "a",
+                "--",
+                "-b",
+            ],
+            &[
+                "nettrap",
+                "run",
+                "--fail-on",
+                "x",
+                "--default",
+                "deny",
+                "--errno",
+                "EPERM",
+                "--todo",
+                "t.md",
+                "--",
+                "c",
+            ],
+            &[
+                "nettrap",
+                "run",
+                "--format",
+                "junit=j.xml",
+                "--runner",
+                "pytest",
+                "--progress",
+                "never",
+                "--",
+                "c",
+            ],
+            &[
+                "nettrap",
+                "run",
+                "--deny-dns",
+                "--dns-errno",
+                "EAI_AGAIN",
+                "--baseline",
+                "b.json",
+                "--",
+                "c",
+            ],
+        ];
+        for words in cases {
+            let args = argv(words);
+            let whole = Cli::command().try_get_matches_from(&args).unwrap();
+            let (name, sub) = whole.subcommand().unwrap();
+            assert_eq!(name, "run");
+            let alone = run_parser().try_get_matches_from(&args[1..]).unwrap();
+            assert_eq!(&alone, sub, "{words:?}");
+            assert!(run_alone(&args).is_some(), "{words:?}");
+        }
+    }
+
+    /// What `run`'s own parser does not accept goes to the whole parser: its errors and help.
+    #[test]
+    fn the_rest_goes_to_the_whole_parser() {
+        for words in [
+            &["nettrap", "run"][..],
+            &["nettrap", "run", "--help"],
+            &["nettrap", "run", "--version"],
+            &["nettrap", "run", "--engine", "nope", "--", "x"],
+            &["nettrap", "run", "--no-such-flag", "--", "x"],
+            &["nettrap", "report", "r.json"],
+            &["nettrap", "--version"],
+        ] {
+            assert!(run_alone(&argv(words)).is_none(), "{words:?}");
+        }
+        assert!(Cli::parse_from_args(argv(&["nettrap", "report", "r.json"])).is_ok());
+        let e = Cli::parse_from_args(argv(&["nettrap", "run", "--help"]))
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(e.to_string().contains("Exit status: the command's own"));
+    }
 }

@@ -9,9 +9,9 @@
 //! `engine` (how calls are intercepted), `adapters` (runner adapters: what each test runner
 //! needs so its tests are known), `rundir` (the files a run shares with its processes),
 //! `attribution` (which test made each call), `supervise` (the child process, signals, exit
-//! status, ending the process tree), `report` (the model and its renderings), `outputs` (the
-//! report files: checked before the run, written atomically), `run` (the `run` command tying
-//! them together).
+//! status, ending the process tree), `spawn` (starting the command), `report` (the model and
+//! its renderings), `outputs` (the report files: checked before the run, written atomically),
+//! `run` (the `run` command tying them together).
 //!
 //! Exit statuses of `nettrap run`: the command's own, or 86 (policy violated, or calls lost in an
 //! enforce run), 87 (the report or to-do list could not be written after the command ran), 2
@@ -32,11 +32,11 @@ mod progress;
 mod report;
 mod run;
 mod rundir;
+mod spawn;
 mod stale;
 mod supervise;
 mod timings;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 /// Writes a line to stderr, ignoring failure: a closed or full stderr must never abort a run
@@ -54,7 +54,7 @@ pub(crate) use say;
 pub const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;

@@ -33,12 +33,13 @@ pub const EXIT_NOT_FOUND: u8 = 127;
 pub const EXIT_NOT_EXECUTABLE: u8 = 126;
 
 pub fn run(args: RunArgs) -> Result<u8> {
+    // The seccomp probe's child installs its filter while the policy is loaded.
+    let probe = engine::start_probe(args.engine);
     let policy = policy::load(&args.policy)?;
     let mut compiled = policy.compile()?;
     // Before the per-run flags (engine, runner): shards of one suite share it.
     let fingerprint = policy.fingerprint(&compiled);
-    // Probing forks: before any thread exists.
-    let plan = engine::plan(args.engine)?;
+    let plan = engine::plan(args.engine, probe)?;
     if plan.preload && plan.seccomp {
         compiled.flags |= FLAG_SECCOMP_BACKSTOP;
     }
@@ -67,7 +68,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if runner == Some(adapters::Runner::Cargo) {
         compiled.flags |= FLAG_THREAD_NAMES;
     }
-    // Before any thread (the supervisor's, the log's grower).
+    // Before any thread (the supervisor's).
     let blocked = supervise::block_signals();
     let mut dir = RunDir::create(&compiled)?;
 
@@ -106,20 +107,25 @@ pub fn run(args: RunArgs) -> Result<u8> {
     {
         adapters::cargo::configure(&mut cmd, &exe);
     }
+    let mut hand_off = None;
     let supervisor = if plan.seccomp {
         let prepared = seccomp::prepare().context("cannot prepare the seccomp filter")?;
-        prepared.attach(&mut cmd);
+        hand_off = Some(prepared.hand_off());
         // Every enforce run (deny rules or --fail-on): a connect through io_uring would be
         // neither denied nor recorded.
         let refuse_io_uring = enforces;
-        Some(prepared.start(compiled.clone(), dir.log(), refuse_io_uring)?)
+        Some(prepared.start(
+            crate::rundir::policy_copy(&compiled),
+            dir.log(),
+            refuse_io_uring,
+        )?)
     } else {
         None
     };
     let program = args.command[0].to_string_lossy().into_owned();
     let progress = crate::progress::wanted(args.progress, args.quiet)
         .then(|| crate::progress::start(dir.path(), &compiled));
-    let result = supervise::run(cmd, &blocked, || dir.start_grower());
+    let result = supervise::run(cmd, hand_off.as_ref(), &blocked, || dir.grow());
     // NETTRAP_TIMINGS=1|2: the report step's time and peak memory on stderr (src/timings.rs).
     let mut timings = crate::timings::Timings::start();
     if let Some(p) = progress {
@@ -196,7 +202,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     }
     timings.mark("read timeline");
     let mut report = report::build(&policy, &compiled, &dir, timeline, info);
-    // The run directory is read: it goes (and the log's blocks are freed) while the outputs
+    // The run directory is read: it goes (and the log's blocks are freed) before the outputs
     // are written.
     dir.release();
     timings.mark("decode event log and build the report (two walks: attribute, group)");

@@ -17,7 +17,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const ENV_RUN_DIR: &str = "NETTRAP_RUN_DIR";
 /// One byte (an `event::Unobserved` value) per call a shim let pass without being able to map
@@ -27,12 +26,12 @@ pub const UNOBSERVED: &str = event::UNOBSERVED_FILE;
 pub struct RunDir {
     path: PathBuf,
     keep: bool,
-    /// Until [`RunDir::release`] (None: the grower removes the directory).
+    /// Until [`RunDir::release`].
     log: Option<Arc<LogMapping>>,
-    /// The log, until [`RunDir::start_grower`] hands it to the grower (None where the
-    /// filesystem cannot preallocate).
-    to_grow: Option<File>,
+    /// None where the filesystem cannot preallocate, once it is full, and once released.
     grower: Option<Grower>,
+    /// Set by [`RunDir::release`]: the directory is gone (or kept).
+    released: bool,
     /// This run's lock on its directory (see `stale`), released after the directory is gone.
     _lock: Option<nix::fcntl::Flock<File>>,
 }
@@ -46,19 +45,22 @@ const FIRST_ALLOCATION: u64 = 1 << 16;
 /// around it: `read_ahead_kb` of the device, 8 MiB on some VMs, zero-filled on the spot (the
 /// blocks are unwritten or holes), ~1 ms on the writer's own time, paid by the first record of
 /// every run. Cached by the launcher instead (`POSIX_FADV_WILLNEED`, exactly the range asked
-/// for), the head costs it ~10 us before the command starts; past it, the grower's thread
-/// caches ahead as the writers use the log (as far ahead as they have used, so a tiny run costs
-/// it nothing), on its own time. Pages the kernel reclaims meanwhile are just faulted in again:
-/// this is only about who pays, never about correctness.
+/// for), the head costs it ~10 us before the command starts; past it, the grower caches ahead
+/// as the writers use the log (as far ahead as they have used, so a tiny run costs it nothing),
+/// on the launcher's time. Pages the kernel reclaims meanwhile are just faulted in again: this
+/// is only about who pays, never about correctness.
 const PREFETCH_HEAD: u64 = 512;
 const PREFETCH_MAX: u64 = 1 << 15;
+
+/// How often the grower looks at the log while the command runs.
+pub const GROW_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Asks the kernel to cache the pages of slots `from..to` (see [`PREFETCH_HEAD`]). Best effort:
 /// a filesystem with no page cache readahead (tmpfs) ignores it.
 fn prefetch(file: &File, from: u64, to: u64) {
     use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
     let offset = event::file_len(from) as libc::off_t;
-    let len = ((to - from) * event::SLOT_LEN as u64) as libc::off_t;
+    let len = (to.saturating_sub(from)).saturating_mul(event::SLOT_LEN as u64) as libc::off_t;
     let _ = posix_fadvise(file, offset, len, PosixFadviseAdvice::POSIX_FADV_WILLNEED);
 }
 
@@ -66,19 +68,23 @@ fn prefetch(file: &File, from: u64, to: u64) {
 /// into an unallocated page of a shared mapping on a full filesystem would kill the writer with
 /// SIGBUS. When the filesystem is full, writers past the allocated slots count their records as
 /// dropped, and the report says so.
+///
+/// Not a thread: the launcher's main thread, which only waits for signals while the command
+/// runs, calls [`RunDir::grow`] every [`GROW_EVERY`] (see `supervise::run`). A thread of its own
+/// cost every run its start (~50 us) and, at the end, a wait for it to be scheduled to stop
+/// (an exiting process is reaped only once all its threads have ended): on a loaded machine,
+/// milliseconds.
 struct Grower {
-    stop: Arc<AtomicBool>,
-    /// Set before `stop`: on its way out the thread removes the run directory and closes the
-    /// last handles of the log (see [`RunDir::release`]).
-    remove: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
+    file: File,
+    /// Slots cached ahead so far (see [`PREFETCH_HEAD`]).
+    cached: u64,
 }
 
 /// Allocates the blocks of slots `from..to`; false when the filesystem refuses.
 fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let offset = event::file_len(from) as libc::off_t;
-    let len = ((to - from) * event::SLOT_LEN as u64) as libc::off_t;
+    let len = (to.saturating_sub(from)).saturating_mul(event::SLOT_LEN as u64) as libc::off_t;
     // SAFETY: fallocate on our own open file, within its size (mode 0 keeps the size).
     if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
         Ok(())
@@ -87,62 +93,127 @@ fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     }
 }
 
-fn start_grower(file: File, mapping: Arc<LogMapping>, dir: PathBuf) -> Grower {
-    let stop = Arc::new(AtomicBool::new(false));
-    let remove = Arc::new(AtomicBool::new(false));
-    let (flag, removing) = (stop.clone(), remove.clone());
-    let thread = std::thread::spawn(move || {
-        grow(&file, &mapping, &flag);
-        // A grower that gave up (the filesystem is full) still waits for the run's end.
-        while !flag.load(Ordering::SeqCst) {
-            std::thread::park();
+impl Grower {
+    /// Caches and allocates ahead of the writers as far as they need now; false once the
+    /// filesystem is full (from then on, records past the allocated slots are dropped), or once
+    /// the header's counters no longer make sense (the command can write the file: a cursor near
+    /// the top of u64, a capacity that does not let the allocation grow), which the report then
+    /// finds.
+    fn step(&mut self, log: &event::Log<'_>) -> bool {
+        loop {
+            let (cursor, allocated) = (log.cursor(), log.allocated());
+            // Less room cached ahead than the writers used so far: twice that much, never past
+            // the allocated slots (nothing is written there).
+            let ahead = cursor.clamp(PREFETCH_HEAD / 2, PREFETCH_MAX / 2);
+            let to = cursor.saturating_add(2 * ahead).min(allocated);
+            let from = self.cached.max(cursor);
+            if self.cached < cursor.saturating_add(ahead) && from < to {
+                prefetch(&self.file, from, to);
+                self.cached = to;
+            }
+            if cursor.saturating_add(FIRST_ALLOCATION / 2) > allocated
+                && allocated < event::DEFAULT_CAPACITY
+            {
+                let next = allocated.saturating_mul(2).min(event::DEFAULT_CAPACITY);
+                if allocate(&self.file, allocated, next).is_err() {
+                    return false;
+                }
+                log.set_allocated(next);
+                // Published only up to the header's capacity: one the command lowered would
+                // have this loop allocate the same blocks for ever (on nettrap's main thread).
+                if log.allocated() <= allocated {
+                    return false;
+                }
+                continue;
+            }
+            return true;
         }
-        if removing.load(Ordering::SeqCst) {
-            let _ = fs::remove_dir_all(&dir);
-        }
-        // The run directories killed launchers left (see `stale`), at most once an hour: at the
-        // end, where a slow sweep (a huge or remote temporary directory) cannot hold back the
-        // log's growth, while nettrap writes its outputs.
-        if let Some(base) = dir.parent() {
-            crate::stale::sweep(base);
-        }
-        // The last handles of the log when released: the kernel frees its blocks here.
-        drop(file);
-        drop(mapping);
-    });
-    Grower {
-        stop,
-        remove,
-        thread,
     }
 }
 
-/// The grower's loop, until `stop`.
-fn grow(file: &File, mapping: &LogMapping, stop: &AtomicBool) {
-    let log = mapping.log();
-    let mut cached = PREFETCH_HEAD;
-    while !stop.load(Ordering::Relaxed) {
-        let (cursor, allocated) = (log.cursor(), log.allocated());
-        // Less room cached ahead than the writers used so far: twice that much, never past
-        // the allocated slots (nothing is written there).
-        let ahead = cursor.clamp(PREFETCH_HEAD / 2, PREFETCH_MAX / 2);
-        let (from, to) = (cached.max(cursor), (cursor + 2 * ahead).min(allocated));
-        if cached < cursor + ahead && from < to {
-            prefetch(file, from, to);
-            cached = to;
+/// The byte ranges of `policy`'s block that its readers can read, whole pages each (ascending,
+/// not overlapping): the header, and the categories, rules and host-name globs in use. The
+/// readers (`nettrap_core::policy`) only ever reach the entries in use, through slices bounded
+/// by the counts in the header.
+pub fn policy_used_pages(policy: &CompiledPolicy) -> Vec<std::ops::Range<usize>> {
+    use nettrap_core::policy::{
+        Category, HOST_GLOB_LEN, MAX_CATEGORIES, MAX_HOST_GLOBS, MAX_RULES, Rule,
+    };
+    use std::mem::{offset_of, size_of};
+    let page = crate::fnv::PAGE;
+    let len = size_of::<CompiledPolicy>();
+    let used = |at: usize, n: u32, max: usize, size: usize| at..at + (n as usize).min(max) * size;
+    let ranges = [
+        0..offset_of!(CompiledPolicy, categories),
+        used(
+            offset_of!(CompiledPolicy, categories),
+            policy.n_categories,
+            MAX_CATEGORIES,
+            size_of::<Category>(),
+        ),
+        used(
+            offset_of!(CompiledPolicy, rules),
+            policy.n_rules,
+            MAX_RULES,
+            size_of::<Rule>(),
+        ),
+        used(
+            offset_of!(CompiledPolicy, host_globs),
+            policy.n_host_globs,
+            MAX_HOST_GLOBS,
+            HOST_GLOB_LEN,
+        ),
+    ];
+    let mut pages: Vec<std::ops::Range<usize>> = Vec::new();
+    for r in ranges.into_iter().filter(|r| !r.is_empty()) {
+        let r = r.start / page * page..r.end.div_ceil(page).saturating_mul(page).min(len);
+        match pages.last_mut() {
+            Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+            _ => pages.push(r),
         }
-        if cursor + FIRST_ALLOCATION / 2 > allocated && allocated < event::DEFAULT_CAPACITY {
-            let next = (allocated * 2).min(event::DEFAULT_CAPACITY);
-            if allocate(file, allocated, next).is_err() {
-                return; // full: from here on, records past the allocated slots are dropped
-            }
-            log.set_allocated(next);
-            continue;
-        }
-        // Woken at once by `release` or `Drop` (unpark), so ending a run never waits out
-        // the period.
-        std::thread::park_timeout(std::time::Duration::from_millis(5));
     }
+    pages
+}
+
+/// A copy of `policy` for another reader (the seccomp supervisor): the pages its readers can
+/// read ([`policy_used_pages`]) copied, the rest left zero in a fresh zeroed allocation, whose
+/// pages the kernel then never has to provide (a whole copy cost ~150 KB of page faults and
+/// copying on every seccomp run). As with the policy file, no reader reaches past them.
+pub fn policy_copy(policy: &CompiledPolicy) -> Box<CompiledPolicy> {
+    let layout = std::alloc::Layout::new::<CompiledPolicy>();
+    // SAFETY: a layout of nonzero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<CompiledPolicy>();
+    if ptr.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    let from = policy.as_bytes();
+    // SAFETY: the allocation holds size_of::<CompiledPolicy>() bytes, as many as `from`.
+    let to = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), from.len()) };
+    for r in policy_used_pages(policy) {
+        to[r.clone()].copy_from_slice(&from[r]);
+    }
+    // SAFETY: allocated with the global allocator for this layout; CompiledPolicy is a
+    // pointer-free repr(C) block of integers and byte arrays, for which any bytes, zeros
+    // included, are a value (the shim maps it from a file).
+    unsafe { Box::from_raw(ptr) }
+}
+
+/// Writes the compiled policy for the shims to map: a file of the block's full size (what they
+/// check and map), of which only the pages that can be read ([`policy_used_pages`]) are
+/// written, with the block's own bytes; the rest are holes. The default policy's 151 KB are
+/// then ~10 KB written: writing them all cost every run ~50 us (and freeing them at the end
+/// more). A hole is never read: reading one on a full tmpfs would be a SIGBUS in the program
+/// whose shim reads it (tmpfs allocates a page on a read fault), which is why every page that
+/// holds a byte in use is written whole, zeros included.
+fn write_policy(path: &Path, policy: &CompiledPolicy) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let bytes = policy.as_bytes();
+    let file = File::create(path)?;
+    file.set_len(bytes.len() as u64)?;
+    for r in policy_used_pages(policy) {
+        file.write_all_at(&bytes[r.clone()], r.start as u64)?;
+    }
+    Ok(())
 }
 
 impl RunDir {
@@ -180,9 +251,7 @@ impl RunDir {
             let _ = fs::remove_dir_all(&path);
             e
         };
-        // Written whole, zero pages included: a hole in a file on a full tmpfs is a SIGBUS in
-        // the program whose shim first reads that page of its mapping.
-        fs::write(path.join("policy.bin"), policy.as_bytes())
+        write_policy(&path.join("policy.bin"), policy)
             .context("cannot write the compiled policy")
             .map_err(cleanup)?;
         // Adapters append to the timeline by path (see attribution/SPEC.md).
@@ -192,7 +261,7 @@ impl RunDir {
         let events = path.join("events.log");
         let (file, allocated) = create_log(&events).map_err(cleanup)?;
         let log = Arc::new(map_log(&events).map_err(cleanup)?);
-        let to_grow = match allocated {
+        let grower = match allocated {
             // The filesystem cannot preallocate (no fallocate): the log stays sparse.
             None => {
                 log.log().set_allocated(event::DEFAULT_CAPACITY);
@@ -200,45 +269,56 @@ impl RunDir {
             }
             Some(slots) => {
                 log.log().set_allocated(slots);
-                Some(file)
+                Some(Grower {
+                    file,
+                    cached: PREFETCH_HEAD,
+                })
             }
         };
         Ok(RunDir {
             path,
             keep,
             log: Some(log),
-            to_grow,
-            grower: None,
+            grower,
+            released: false,
             _lock: lock,
         })
     }
 
-    /// Starts the thread that allocates (and caches) the log ahead of its writers. Called once
-    /// the command is started: creating a thread costs ~50 us, which the command's own start
-    /// then hides, and the writers need the grower only after thousands of records.
-    pub fn start_grower(&mut self) {
-        if let Some(file) = self.to_grow.take() {
-            let log = self.log();
-            self.grower = Some(start_grower(file, log, self.path.clone()));
+    /// Allocates (and caches) the log ahead of its writers as far as they need now (see
+    /// [`Grower`]); returns when it wants to be called again, None when never.
+    pub fn grow(&mut self) -> Option<std::time::Duration> {
+        let (Some(grower), Some(log)) = (&mut self.grower, &self.log) else {
+            return None;
+        };
+        // A header the command overwrote: nothing more is grown (the report says the log is
+        // corrupt).
+        if log.try_log().is_some_and(|log| grower.step(&log)) {
+            Some(GROW_EVERY)
+        } else {
+            self.grower = None;
+            None
         }
     }
 
-    /// Done with the directory (the report is built from it): the grower's thread removes it
-    /// and closes the log while nettrap writes the report. Freeing the log's preallocated
-    /// blocks when its last handle closes costs the filesystem 0.05-0.3 ms (ext4, measured:
-    /// ~20 us for a file with no preallocated blocks), which then overlaps the writing of the
-    /// outputs instead of following it. Without a grower (or with `NETTRAP_KEEP_RUN_DIR`), drop
-    /// does what it always did.
+    /// Done with the directory (the report is built from it): it goes now, by this thread,
+    /// and its log's last handles are closed (the kernel frees the log's preallocated blocks,
+    /// ~20 us on ext4), then the run directories killed launchers left are swept (see `stale`;
+    /// at most once an hour). This run's lock is released only when the `RunDir` is dropped,
+    /// after its directory is gone. With `NETTRAP_KEEP_RUN_DIR` nothing goes.
     pub fn release(&mut self) {
-        let Some(g) = &self.grower else { return };
-        if self.keep {
+        if self.released {
             return;
         }
-        // The grower's handles are then the log's last.
+        self.released = true;
+        self.grower = None;
         self.log = None;
-        g.remove.store(true, Ordering::SeqCst);
-        g.stop.store(true, Ordering::SeqCst);
-        g.thread.thread().unpark();
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+        if let Some(base) = self.path.parent() {
+            crate::stale::sweep(base);
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -384,16 +464,9 @@ impl Drop for Piece {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        if let Some(g) = self.grower.take() {
-            g.stop.store(true, Ordering::Relaxed);
-            g.thread.thread().unpark();
-            let _ = g.thread.join();
-        }
+        self.release();
         if self.keep {
             say!("nettrap: run directory kept: {}", self.path.display());
-        } else if self.log.is_some() {
-            // Not released: the grower left the directory to us.
-            let _ = fs::remove_dir_all(&self.path);
         }
     }
 }
@@ -447,10 +520,16 @@ impl event::Mapper for FileMapper {
 
 impl LogMapping {
     pub fn log(&self) -> event::Log<'_> {
+        self.try_log()
+            .expect("event log header checked at map time")
+    }
+
+    /// The log, unless its header was overwritten since it was mapped (the command can write
+    /// the file: the report then says the log is corrupt).
+    fn try_log(&self) -> Option<event::Log<'_>> {
         // SAFETY: the header mapping lives as long as self (checked when mapped); the windows
         // are of this file, mapped by this mapper.
         unsafe { event::Log::new(self.header.as_ptr(), &self.windows, &self.mapper) }
-            .expect("event log header checked at map time")
     }
 }
 
@@ -538,5 +617,179 @@ impl crate::report::Events for RunDir {
         f: &mut dyn FnMut(u64, event::RecordRef<'_>),
     ) -> Result<event::Decoded> {
         self.walk_events(Some(want), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use nettrap_core::addr::Dest;
+
+    fn compiled(flags: &[&str]) -> Box<CompiledPolicy> {
+        let mut argv = vec!["nettrap", "run"];
+        argv.extend_from_slice(flags);
+        argv.extend_from_slice(&["--", "true"]);
+        let Command::Run(args) = Cli::parse_from_args(argv.iter().map(Into::into).collect())
+            .unwrap()
+            .command
+        else {
+            unreachable!()
+        };
+        let mut policy = crate::policy::builtin::defaults();
+        crate::policy::apply_flags(&mut policy, &args.policy).unwrap();
+        policy.compile().unwrap()
+    }
+
+    /// The supervisor's copy of the policy holds the block's bytes on every page its readers
+    /// read, and makes the same decisions (the reading itself is checked with the other pages
+    /// unreadable by the test below, for the file).
+    #[test]
+    fn the_supervisors_policy_copy_decides_as_the_policy() {
+        for flags in [
+            &[][..],
+            &[
+                "--deny",
+                "redis,8000-8100",
+                "--allow",
+                "*.internal",
+                "--fail-on",
+                "dns",
+            ],
+        ] {
+            let policy = compiled(flags);
+            let copy = policy_copy(&policy);
+            for r in policy_used_pages(&policy) {
+                assert_eq!(copy.as_bytes()[r.clone()], policy.as_bytes()[r]);
+            }
+            let dests = [
+                Dest::from_v4([127, 0, 0, 1], 6379),
+                Dest::from_v4([10, 1, 2, 3], 8050),
+                Dest::from_v4([192, 0, 2, 1], 53),
+            ];
+            for d in &dests {
+                for h in [None, Some(&b"x.internal"[..])] {
+                    let (a, b) = (copy.decide(d, None, h), policy.decide(d, None, h));
+                    assert_eq!((a.category, a.rule, a.errno), (b.category, b.rule, b.errno));
+                    assert_eq!(a.action as u32, b.action as u32);
+                }
+            }
+            assert_eq!(copy.flags, policy.flags);
+        }
+    }
+
+    /// The policy file has the block's size and its bytes wherever they can be read; with every
+    /// other page of the mapping made unreadable, every decision is still made, and the same:
+    /// no reader reaches past the entries in use (a hole read on a full tmpfs is a SIGBUS).
+    #[test]
+    fn policy_file_holds_every_page_its_readers_read() {
+        let page = crate::fnv::PAGE;
+        let dir = std::env::temp_dir().join(format!("nettrap-policy-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        for flags in [
+            &[][..],
+            &[
+                "--deny",
+                "redis,postgres,8000-8100",
+                "--allow",
+                "a.example.com:443,*.internal",
+                "--fail-on",
+                "dns",
+            ],
+            &[
+                "--default",
+                "deny",
+                "--record",
+                "b.example.org",
+                "--deny-dns",
+                "--errno",
+                "EPERM",
+            ],
+        ] {
+            let policy = compiled(flags);
+            let path = dir.join("policy.bin");
+            let _ = fs::remove_file(&path);
+            write_policy(&path, &policy).unwrap();
+            let bytes = policy.as_bytes();
+            let file = fs::read(&path).unwrap();
+            assert_eq!(file.len(), bytes.len());
+            let used = policy_used_pages(&policy);
+            let written: usize = used.iter().map(|r| r.len()).sum();
+            assert!(
+                written < bytes.len() / 4,
+                "{flags:?}: {written} bytes written"
+            );
+            for r in &used {
+                assert_eq!(&file[r.clone()], &bytes[r.clone()], "{flags:?}");
+            }
+            let f = File::open(&path).unwrap();
+            let map_len = bytes.len().div_ceil(page) * page;
+            use std::os::fd::AsRawFd;
+            // SAFETY: a fresh read-only shared mapping of the whole file, unmapped below; the
+            // pages mprotected are inside it.
+            let base = unsafe {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    map_len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    0,
+                );
+                assert_ne!(p, libc::MAP_FAILED);
+                for at in (0..map_len).step_by(page) {
+                    if !used.iter().any(|r| r.start <= at && at < r.end) {
+                        assert_eq!(libc::mprotect(p.byte_add(at), page, libc::PROT_NONE), 0);
+                    }
+                }
+                p
+            };
+            // SAFETY: the mapping is map_len bytes long and lives until the munmap below.
+            let mapped = unsafe { std::slice::from_raw_parts(base.cast::<u8>(), bytes.len()) };
+            let read = CompiledPolicy::from_bytes(mapped).expect("a valid policy");
+            let dests = [
+                Dest::from_v4([127, 0, 0, 1], 6379),
+                Dest::from_v4([127, 0, 0, 1], 80),
+                Dest::from_v4([10, 1, 2, 3], 443),
+                Dest::from_v4([192, 0, 2, 1], 53),
+                Dest::from_v4([8, 8, 8, 8], 5432),
+            ];
+            let hosts: [Option<&[u8]>; 4] = [
+                None,
+                Some(b"a.example.com"),
+                Some(b"x.internal"),
+                Some(b"b.example.org"),
+            ];
+            let tests: [Option<&[u8]>; 2] = [None, Some(b"tests/test_a.py::test_b")];
+            for d in &dests {
+                for h in hosts {
+                    for t in tests {
+                        let (a, b) = (read.decide(d, t, h), policy.decide(d, t, h));
+                        assert_eq!((a.category, a.rule, a.errno), (b.category, b.rule, b.errno));
+                        assert_eq!(a.action as u32, b.action as u32);
+                        assert_eq!(
+                            read.category_name(a.category),
+                            policy.category_name(b.category)
+                        );
+                        if let Some(name) = h {
+                            let (a, b) = (
+                                read.lookup_decision(Some(d), name, t),
+                                policy.lookup_decision(Some(d), name, t),
+                            );
+                            assert_eq!(
+                                (a.category, a.rule, a.errno),
+                                (b.category, b.rule, b.errno)
+                            );
+                        }
+                    }
+                }
+            }
+            for i in 0..read.n_categories as u16 + 2 {
+                assert_eq!(read.category_name(i), policy.category_name(i));
+            }
+            // SAFETY: what was mapped above; `read` and `mapped` are not used after this.
+            unsafe { libc::munmap(base, map_len) };
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 }

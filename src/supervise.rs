@@ -34,11 +34,10 @@ use nix::sys::prctl;
 use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd, siginfo};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, getppid};
+use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -349,27 +348,21 @@ enum Stage {
     Kill(Instant, Why),
 }
 
-/// Runs `cmd` to completion and ends its whole tree, calling `spawned` once it is started. An
-/// error means it could not be started.
-pub fn run(mut cmd: Command, blocked: &Blocked, spawned: impl FnOnce()) -> io::Result<Outcome> {
+/// Runs `cmd` to completion and ends its whole tree. `tick` is called once it is started, then
+/// whenever the time it last returned has passed (None: never again), until the tree has ended:
+/// the event log's grower (see `rundir`), on this thread, which otherwise only waits. An error
+/// means it could not be started.
+pub fn run(
+    cmd: Command,
+    hand_off: Option<&crate::engine::seccomp::HandOff>,
+    blocked: &Blocked,
+    mut tick: impl FnMut() -> Option<Duration>,
+) -> io::Result<Outcome> {
     let _ = prctl::set_child_subreaper(true);
     let sfd = SignalFd::with_flags(&blocked.set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
     let parent = Pid::this();
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (sigemptyset, pthread_sigmask, prctl, getppid, raise).
-    unsafe {
-        cmd.pre_exec(move || {
-            let _ = signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-            let _ = prctl::set_pdeathsig(Signal::SIGKILL);
-            if getppid() != parent {
-                let _ = signal::raise(Signal::SIGKILL);
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
-    spawned();
-    let main = Pid::from_raw(child.id() as i32);
+    let main = Pid::from_raw(crate::spawn::spawn(&cmd, hand_off)?);
+    let mut next_tick = tick().map(|d| Instant::now() + d);
     let mut ender = Ender {
         me: parent.as_raw(),
         sent: BTreeMap::new(),
@@ -384,7 +377,11 @@ pub fn run(mut cmd: Command, blocked: &Blocked, spawned: impl FnOnce()) -> io::R
         if exited.is_some() {
             status = exited;
         }
-        let now = Instant::now();
+        let mut now = Instant::now();
+        if next_tick.is_some_and(|at| at <= now) {
+            next_tick = tick().map(|d| now + d);
+            now = Instant::now();
+        }
         if status.is_some() && matches!(stage, Stage::Running) {
             stage = Stage::Grace(now + GRACE);
         }
@@ -425,6 +422,12 @@ pub fn run(mut cmd: Command, blocked: &Blocked, spawned: impl FnOnce()) -> io::R
                     .collect();
                 break;
             }
+        };
+        // Woken for the next tick too.
+        let timeout = match (timeout, next_tick) {
+            (t, None) => t,
+            (None, Some(at)) => Some(at.saturating_duration_since(now)),
+            (Some(t), Some(at)) => Some(t.min(at.saturating_duration_since(now))),
         };
         let Some(info) = next_signal(&sfd, timeout) else {
             continue;

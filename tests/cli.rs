@@ -229,3 +229,43 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// Standard descriptors that are closed when nettrap starts are opened on /dev/null (Rust's
+/// start-up does it: no file nettrap opens, nor the command's, lands on one), the command gets
+/// SIGPIPE at its default (nettrap ignores it; src/spawn.rs resets it), and the report is
+/// written.
+#[test]
+fn closed_standard_descriptors_are_dev_null_and_sigpipe_is_the_commands_default() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("cli-closed-fds");
+    let out = dir.join("fds");
+    let report = dir.join("r.json");
+    let script = format!(
+        "fds=$(readlink /proc/$$/fd/0 /proc/$$/fd/1 /proc/$$/fd/2); echo \"$fds\" > {o}; \
+         grep SigIgn /proc/$$/status >> {o}",
+        o = out.display()
+    );
+    let mut cmd = std::process::Command::new(nettrap());
+    cmd.args(["run", "-q", "--engine", "preload", "--report"])
+        .arg(&report)
+        .args(["--", "sh", "-c", &script]);
+    // SAFETY: only close() between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for fd in 0..3 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let status = cmd.status().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let seen = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[..3], ["/dev/null"; 3], "{seen}");
+    // SIGPIPE is signal 13: bit 12 of the ignored set.
+    let ignored = u64::from_str_radix(lines[3].trim_start_matches("SigIgn:").trim(), 16).unwrap();
+    assert_eq!(ignored & (1 << 12), 0, "{seen}");
+    let json = std::fs::read_to_string(&report).unwrap();
+    assert!(json.contains("schema_version"), "{json}");
+}

@@ -41,21 +41,27 @@ impl Plan {
     }
 }
 
-/// Decides the mechanisms for `requested`, probing the kernel where seccomp is wanted.
-pub fn plan(requested: Engine) -> Result<Plan> {
+/// Starts probing the kernel where `requested` wants seccomp (see [`plan`]).
+pub fn start_probe(requested: Engine) -> Option<seccomp::Probe> {
+    (requested != Engine::Preload).then(seccomp::Probe::start)
+}
+
+/// Decides the mechanisms for `requested`, with the answer of the probe [`start_probe`] gave.
+pub fn plan(requested: Engine, probe: Option<seccomp::Probe>) -> Result<Plan> {
+    let probe = || probe.map_or_else(seccomp::probe, seccomp::Probe::finish);
     Ok(match requested {
         Engine::Preload => Plan {
             preload: true,
             seccomp: false,
         },
-        Engine::Seccomp => match seccomp::probe() {
+        Engine::Seccomp => match probe() {
             Ok(()) => Plan {
                 preload: false,
                 seccomp: true,
             },
             Err(why) => bail!("--engine seccomp: {why}"),
         },
-        Engine::Auto => match seccomp::probe() {
+        Engine::Auto => match probe() {
             Ok(()) => Plan {
                 preload: true,
                 seccomp: true,

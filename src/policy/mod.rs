@@ -267,7 +267,7 @@ pub fn load_from(args: &PolicyArgs) -> Result<(Policy, Option<source::Source>)> 
     Ok((policy, found))
 }
 
-fn apply_flags(policy: &mut Policy, args: &PolicyArgs) -> Result<()> {
+pub(crate) fn apply_flags(policy: &mut Policy, args: &PolicyArgs) -> Result<()> {
     if let Some(e) = &args.errno {
         policy.default_errno =
             crate::errno::parse(e).map_err(|m| anyhow::anyhow!("--errno: {m}"))?;

@@ -189,11 +189,58 @@ fn calls_no_engine_decided_fail_an_enforce_run_unless_the_supervisor_saw_them() 
     }
 }
 
+/// A command that rewrites the log header's counters (the file is the command's to write),
+/// leaving its magic number: a capacity of one slot and a cursor past it, or a cursor at the
+/// top of u64. nettrap's main thread, which grows the log every 5 ms while the command runs,
+/// neither loops for ever (hence the `timeout`) nor panics, and the report is written.
+#[test]
+fn a_log_header_with_counters_rewritten_neither_hangs_nor_kills_nettrap() {
+    for (what, bytes, seek) in [
+        // capacity (offset 16) 1, cursor (offset 24) 40000
+        ("capacity", r"\001\0\0\0\0\0\0\0\100\234\0\0\0\0\0\0", "16"),
+        ("cursor", r"\377\377\377\377\377\377\377\377", "24"),
+    ] {
+        let script = format!(
+            "printf '{bytes}' | dd of=\"$NETTRAP_RUN_DIR/events.log\" bs=1 seek={seek} conv=notrunc 2>/dev/null; sleep 0.05"
+        );
+        for engine in ENGINES {
+            let dir = scratch(&format!("lost-counters-{engine}"));
+            let report = dir.join("r.json");
+            let out = isolated(&[
+                "timeout",
+                "-s",
+                "KILL",
+                "60",
+                nettrap(),
+                "run",
+                "-q",
+                "--engine",
+                engine,
+                "--report",
+                report.to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{what} {engine}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{what} {engine}: {stderr}");
+            assert!(report.is_file(), "{what} {engine}: {stderr}");
+        }
+    }
+}
+
 #[test]
 fn an_unreadable_event_log_is_a_loss_and_the_report_is_still_written() {
-    // The command makes a call, then overwrites the log's magic number.
+    // The command makes a call, then overwrites the log's magic number, and lives on for a
+    // few of the grower's looks at the log (every 5 ms, on nettrap's main thread).
     let script = format!(
-        "{} exit 20; printf XXXXXXXX | dd of=\"$NETTRAP_RUN_DIR/events.log\" conv=notrunc 2>/dev/null",
+        "{} exit 20; printf XXXXXXXX | dd of=\"$NETTRAP_RUN_DIR/events.log\" conv=notrunc 2>/dev/null; sleep 0.05",
         fixture("edge")
     );
     for engine in ENGINES {

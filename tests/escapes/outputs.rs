@@ -221,32 +221,34 @@ fn the_run_directory_is_gone_when_nettrap_exits_and_a_report_replaces_the_old_on
                 std::fs::remove_dir_all(e.path()).unwrap();
             }
         }
-        // A command that cannot start: its run directory goes too.
-        let out = isolated(&[
-            nettrap(),
-            "run",
-            "-q",
-            "--engine",
-            engine,
-            "--",
-            "/nonexistent-nettrap",
-        ])
-        .env("TMPDIR", &tmp)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(127),
-            "{engine}: {}",
-            text(&out.stderr)
-        );
-        let left = std::fs::read_dir(&tmp)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("nettrap-"))
-            .count();
-        assert_eq!(left, 0, "{engine}");
+        // A command killed by a signal, and one that cannot start: their run directories go
+        // too.
+        let killed = format!("{} exit 0; kill -9 $$", edge());
+        for (command, want) in [
+            (&["sh", "-c", &killed][..], 137),
+            (&["/nonexistent-nettrap"][..], 127),
+        ] {
+            let mut argv = vec![nettrap(), "run", "-q", "--engine", engine, "--report", r];
+            argv.push("--");
+            argv.extend_from_slice(command);
+            let out = isolated(&argv)
+                .env("TMPDIR", &tmp)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(want),
+                "{engine} {command:?}: {}",
+                text(&out.stderr)
+            );
+            let left = std::fs::read_dir(&tmp)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("nettrap-"))
+                .count();
+            assert_eq!(left, 0, "{engine} {command:?}");
+        }
     }
 }
 
