@@ -498,7 +498,11 @@ fn call_checksum(body: &[u8]) -> u32 {
     for k in [0, 1, 2, 3, 4, 5, 7] {
         h = checksum_mix(h, word(k));
     }
-    checksum_fold(checksum_words(h, texts))
+    // Most calls have no text (no call out of line for them).
+    if !texts.is_empty() {
+        h = checksum_words(h, texts);
+    }
+    checksum_fold(h)
 }
 
 /// The checksum's starting value, before the record's kind is mixed in.
@@ -1105,6 +1109,9 @@ enum Step {
 pub use decode::*;
 
 #[cfg(feature = "alloc")]
+mod repeat;
+
+#[cfg(feature = "alloc")]
 mod decode {
     use super::*;
     use alloc::vec::Vec;
@@ -1374,6 +1381,9 @@ mod decode {
         counts: Decoded,
         /// A record's payload, gathered from its slots (kept from one record to the next).
         payload: Vec<u8>,
+        /// Read a storm's repeated calls and heads the cheap way (`repeat`); tests turn it
+        /// off to compare both ways.
+        repeats: bool,
     }
 
     impl Stream {
@@ -1403,7 +1413,18 @@ mod decode {
                 settled: None,
                 counts,
                 payload: Vec::new(),
+                repeats: true,
             })
+        }
+
+        /// The same reader, every call read in full and every head shown to the choice (the
+        /// way a storm's repeated calls are read cheaply is checked against it).
+        #[cfg(test)]
+        pub(crate) fn without_repeats(self) -> Stream {
+            Stream {
+                repeats: false,
+                ..self
+            }
         }
 
         /// The slot the next piece must start at (0 first).
@@ -1421,12 +1442,22 @@ mod decode {
         /// lies wholly inside them, in log order. A record that runs past the piece's end is
         /// left for the next piece, which starts at it.
         pub fn feed(&mut self, slots: &[u8], mut f: impl FnMut(Record)) {
-            self.walk(slots, |_| true, |_, r| f(r.to_record()));
+            self.walk(slots, |_| true, |_, r, _| f(r.to_record()));
         }
 
         /// As [`Stream::feed`], the records read in place (nothing copied), each with its
         /// place in the log: the slot it starts at.
-        pub fn feed_refs(&mut self, slots: &[u8], f: impl FnMut(u64, RecordRef<'_>)) {
+        pub fn feed_refs(&mut self, slots: &[u8], mut f: impl FnMut(u64, RecordRef<'_>)) {
+            self.walk(slots, |_| true, |at, r, _| f(at, *r));
+        }
+
+        /// As [`Stream::feed_refs`], each record lent (a storm's next call is the one before
+        /// it, a few fields updated: nothing to copy), with a hint for a reader that groups
+        /// calls: `true` for a call whose fields and texts, its time, result and blocked time
+        /// aside, are those of the last call handed out before it (see `repeat`). Such a
+        /// reader may count it where it counted that one, without looking at its fields
+        /// again. `false` says nothing (the first call of a piece, any other).
+        pub fn feed_hinted(&mut self, slots: &[u8], f: impl FnMut(u64, &RecordRef<'_>, bool)) {
             self.walk(slots, |_| true, f);
         }
 
@@ -1434,21 +1465,23 @@ mod decode {
         /// [`CallHead`] are checked and handed out: the others are passed over unread (the
         /// walk's cheap first pass over a log whose calls it reads again later). Process
         /// records are all handed out. The torn count and [`Stream::settled`] then cover only
-        /// what was read; the places are those [`Stream::feed_refs`] gives.
+        /// what was read; the places are those [`Stream::feed_refs`] gives. `want` must
+        /// depend on the head alone: what it said of a call is reused for the calls with the
+        /// same head that follow.
         pub fn skim(
             &mut self,
             slots: &[u8],
             want: impl Fn(&CallHead) -> bool,
-            f: impl FnMut(u64, RecordRef<'_>),
+            mut f: impl FnMut(u64, RecordRef<'_>),
         ) {
-            self.walk(slots, want, f);
+            self.walk(slots, want, |at, r, _| f(at, *r));
         }
 
         fn walk(
             &mut self,
             slots: &[u8],
             want: impl Fn(&CallHead) -> bool,
-            mut f: impl FnMut(u64, RecordRef<'_>),
+            mut f: impl FnMut(u64, &RecordRef<'_>, bool),
         ) {
             let base = self.next;
             let limit = (base + (slots.len() / SLOT_LEN) as u64).min(self.end);
@@ -1458,6 +1491,12 @@ mod decode {
                 &slots[k * SLOT_LEN..(k + 1) * SLOT_LEN]
             };
             let tag_at = |g: u64| u32_at(slot(g), 0);
+            // The last call handed out, when it took one slot: that slot's payload, its length
+            // and the call (see `repeat`); and the head of the last one-slot call looked at,
+            // with what `want` said of it.
+            let mut last_call: Option<(&[u8; PAYLOAD_PER_SLOT], usize, RecordRef<'_>)> = None;
+            let mut last_head: Option<(u64, bool)> = None;
+            let repeats = self.repeats;
             let mut i = base;
             while i < limit {
                 let first = tag_at(i);
@@ -1467,17 +1506,57 @@ mod decode {
                     // the general path below does with it, without its tests.
                     self.in_gap = false;
                     let s = slot(i);
-                    let payload = &s[TAG_LEN..];
-                    let wanted = CallHead::of(payload).is_none_or(|h| want(&h));
-                    if wanted {
-                        match decode_call(payload, 1, u32_at(s, 4)) {
-                            Some(c) if c.result == RESULT_NOT_A_CALL => {}
-                            Some(c) => {
+                    let sum = u32_at(s, 4);
+                    let Ok(payload) = <&[u8; PAYLOAD_PER_SLOT]>::try_from(&s[TAG_LEN..]) else {
+                        unreachable!("a slot holds one payload")
+                    };
+                    let head = repeat::head(payload);
+                    let wanted = match last_head {
+                        Some((h, wanted)) if h == head && repeats => wanted,
+                        _ => {
+                            let wanted = CallHead::of(payload).is_none_or(|h| want(&h));
+                            last_head = Some((head, wanted));
+                            wanted
+                        }
+                    };
+                    if !wanted {
+                        // Passed over, with the calls of the same head right after it.
+                        let rest = &slots[((i + 1 - base) as usize) * SLOT_LEN
+                            ..((limit - base) as usize) * SLOT_LEN];
+                        i += 1 + if repeats {
+                            repeat::same_heads(rest, head) as u64
+                        } else {
+                            0
+                        };
+                        continue;
+                    }
+                    // A call like the last one handed out is checked for what may differ
+                    // alone, and handed out as that one updated; any other is read in full.
+                    if let Some((prev, len, r)) = &mut last_call
+                        && repeat::same(prev, payload, *len)
+                    {
+                        match repeat::update(r, payload, *len, sum) {
+                            Some(RESULT_NOT_A_CALL) => {}
+                            Some(_) => {
                                 self.records += 1;
-                                f(i, RecordRef::Call(c));
+                                f(i, r, true);
                             }
                             None => self.counts.torn += 1,
                         }
+                        i += 1;
+                        continue;
+                    }
+                    match decode_call(payload, 1, sum) {
+                        Some(c) if c.result == RESULT_NOT_A_CALL => {}
+                        Some(c) => {
+                            let r = RecordRef::Call(c);
+                            if repeats {
+                                last_call = Some((payload, call_len(payload), r));
+                            }
+                            self.records += 1;
+                            f(i, &r, false);
+                        }
+                        None => self.counts.torn += 1,
                     }
                     i += 1;
                     continue;
@@ -1553,8 +1632,11 @@ mod decode {
                             // Voided by its writer: not a call (see RESULT_NOT_A_CALL).
                             Some(RecordRef::Call(c)) if c.result == RESULT_NOT_A_CALL => {}
                             Some(r) => {
+                                if let RecordRef::Call(_) = r {
+                                    last_call = None;
+                                }
                                 self.records += 1;
-                                f(i, r);
+                                f(i, &r, false);
                             }
                             None => self.counts.torn += 1,
                         }
@@ -1595,6 +1677,11 @@ mod decode {
         (slots_for(total) == n && checksum(kind, &[body]) == sum).then_some(body)
     }
 
+    /// The payload length a call's fixed part gives (its texts' lengths unchecked).
+    fn call_len(f: &[u8; PAYLOAD_PER_SLOT]) -> usize {
+        CALL_FIXED + u16_at(f, 56) as usize + u16_at(f, 58) as usize + f[61] as usize
+    }
+
     fn decode_call(p: &[u8], n: usize, sum: u32) -> Option<CallRef<'_>> {
         // The fixed part as an array: its fields are read without bounds checks.
         let f: &[u8; CALL_FIXED] = p.get(..CALL_FIXED)?.try_into().ok()?;
@@ -1604,7 +1691,12 @@ mod decode {
             return None;
         }
         let total = CALL_FIXED + test_len + host_len + thread_len;
-        let p = checked(p, KIND_CALL, total, n, sum)?;
+        // `checked`, the call's checksum taken directly (a call's payload is never shorter
+        // than its fixed part).
+        let p = p.get(..total)?;
+        if slots_for(total) != n || call_checksum(p) != sum {
+            return None;
+        }
         let has_test = match f[60] {
             0 => false,
             1 => true,

@@ -13,6 +13,8 @@ pub mod junit;
 pub mod merge;
 pub mod payoff;
 pub mod render;
+#[cfg(test)]
+mod storm_tests;
 
 use crate::attribution::{Attribution, Timeline};
 use crate::fast_hash::{FastMap, FastSet};
@@ -442,9 +444,11 @@ const LOOKUP_SPAN_NS: u64 = 10_000_000_000;
 /// and read in place, with its place in the log (positions that only grow), the same each time
 /// it is walked (the report walks it twice and holds none of the calls).
 pub trait Events {
-    /// Hands `f` every record; returns the log's counts (dropped, torn, unobserved), its
-    /// `records` empty.
-    fn walk(&self, f: &mut dyn FnMut(u64, RecordRef<'_>)) -> anyhow::Result<Decoded>;
+    /// Hands `f` every record, with a hint: `true` for a call whose fields and texts, time,
+    /// result and blocked time aside, are those of the call handed out before it (see
+    /// `event::Stream::feed_hinted`; `false` says nothing). Returns the log's counts (dropped,
+    /// torn, unobserved), its `records` empty.
+    fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, bool)) -> anyhow::Result<Decoded>;
 
     /// As [`Events::walk`], but hands `f` only the process records and the calls `want`
     /// picks, at the places `walk` gives them; the others are passed over unread (see
@@ -456,10 +460,11 @@ pub trait Events {
     ) -> anyhow::Result<Decoded>;
 }
 
-/// Records already in memory (tests, small logs): their places are their indexes.
+/// Records already in memory (tests, small logs): their places are their indexes, and no
+/// call comes with a hint.
 impl Events for Decoded {
-    fn walk(&self, f: &mut dyn FnMut(u64, RecordRef<'_>)) -> anyhow::Result<Decoded> {
-        self.skim(&|_| true, f)
+    fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, bool)) -> anyhow::Result<Decoded> {
+        self.skim(&|_| true, &mut |at, r| f(at, &r, false))
     }
 
     fn skim(
@@ -695,6 +700,17 @@ struct Group {
 /// they spent blocked in the real calls.
 type Tally = (u64, Vec<(i32, u64)>, u64);
 
+/// Counts a call in its group's tally.
+#[inline(always)]
+fn count(g: &mut Tally, result: i32, blocked_ns: u64) {
+    g.0 += 1;
+    match g.1.iter_mut().find(|(r, _)| *r == result) {
+        Some((_, n)) => *n += 1,
+        None => g.1.push((result, 1)),
+    }
+    g.2 = g.2.saturating_add(blocked_ns);
+}
+
 pub fn build(
     policy: &Policy,
     compiled: &CompiledPolicy,
@@ -736,12 +752,37 @@ pub fn build(
     // `Context::process_at`; empty at first) and that process.
     let mut last_process: (u32, u64, u64, (u32, u32)) = (0, 1, 0, (0, 0));
     let by_record_alone = timeline.by_record_alone();
-    // Groups the call at `here` in the log.
-    let mut group = |here: u64, c: CallRef<'_>| {
+    // The group the call before went to, and whether the suite served it (None: it went to
+    // none). See `again` below.
+    let mut last_group: Option<(usize, bool)> = None;
+    // Groups the call at `here` in the log; `again`: the walk's hint (see `Events::walk`).
+    let mut group = |here: u64, c: &CallRef<'_>, again: bool| {
         let call = c.call;
-        // Not a call: the run's own servers, used below.
-        if call.syscall == Syscall::Listen || (!cx.covered.is_empty() && cx.covered.contains(&here))
+        let covered = !cx.covered.is_empty() && cx.covered.contains(&here);
+        let served = || {
+            call.syscall != Syscall::Lookup
+                && listeners.serves(&call.dest, call.transport, call.time_ns)
+        };
+        // A storm's next call: what its group depends on besides the fields the hint says are
+        // the call before's (its place in the log: the process, a covered lookup; its time:
+        // a server of the suite; the timeline, unless it says nothing) unchanged, it goes
+        // where that call went, as the full path below would find.
+        if again
+            && by_record_alone
+            && !covered
+            && let Some((i, was_served)) = last_group
+            && let (pid, lo, hi, _) = last_process
+            && pid == call.pid
+            && lo <= here
+            && here <= hi
+            && served() == was_served
         {
+            count(&mut tallies[i], c.result, c.blocked_ns);
+            return;
+        }
+        last_group = None;
+        // Not a call: the run's own servers, used below.
+        if call.syscall == Syscall::Listen || covered {
             return;
         }
         // The process, as the call before's when it falls in the same span of the log.
@@ -822,8 +863,7 @@ pub fn build(
         let mut rule = Named::Policy(call.rule);
         let mut category = Named::Policy(call.category);
         let mut action = call.action;
-        let served_by_suite = call.syscall != Syscall::Lookup
-            && listeners.serves(&call.dest, call.transport, call.time_ns);
+        let served_by_suite = served();
         if served_by_suite && call.category == nettrap_core::policy::OTHER {
             category = Named::InSuite;
             // Rule 0 is the built-in default (record); a rule of the user's still stands.
@@ -873,18 +913,13 @@ pub fn build(
                 i
             }
         };
-        let g = &mut tallies[i];
-        g.0 += 1;
-        match g.1.iter_mut().find(|(r, _)| *r == c.result) {
-            Some((_, n)) => *n += 1,
-            None => g.1.push((c.result, 1)),
-        }
-        g.2 = g.2.saturating_add(c.blocked_ns);
+        count(&mut tallies[i], c.result, c.blocked_ns);
+        last_group = Some((i, served_by_suite));
     };
     if info.log_error.is_none() {
-        let walked = events.walk(&mut |at, record| {
+        let walked = events.walk(&mut |at, record, again| {
             if let RecordRef::Call(c) = record {
-                group(at, c);
+                group(at, c, again);
             }
         });
         match walked {
@@ -1294,7 +1329,7 @@ mod tests {
     struct KeptLog(std::path::PathBuf);
 
     impl Events for KeptLog {
-        fn walk(&self, f: &mut dyn FnMut(u64, RecordRef<'_>)) -> anyhow::Result<Decoded> {
+        fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, bool)) -> anyhow::Result<Decoded> {
             self.read(None, f)
         }
 
@@ -1303,7 +1338,7 @@ mod tests {
             want: &dyn Fn(&CallHead) -> bool,
             f: &mut dyn FnMut(u64, RecordRef<'_>),
         ) -> anyhow::Result<Decoded> {
-            self.read(Some(want), f)
+            self.read(Some(want), &mut |at, r, _| f(at, *r))
         }
     }
 
@@ -1311,7 +1346,7 @@ mod tests {
         fn read(
             &self,
             want: Option<&dyn Fn(&CallHead) -> bool>,
-            f: &mut dyn FnMut(u64, RecordRef<'_>),
+            f: &mut dyn FnMut(u64, &RecordRef<'_>, bool),
         ) -> anyhow::Result<Decoded> {
             use nettrap_core::event::{self, HEADER_LEN, MAX_SLOTS, SLOT_LEN, WINDOW_SLOTS};
             use std::os::unix::fs::FileExt;
@@ -1329,8 +1364,8 @@ mod tests {
                 let bytes = &mut buf[..slots * SLOT_LEN];
                 file.read_exact_at(bytes, (HEADER_LEN + from as usize * SLOT_LEN) as u64)?;
                 match want {
-                    Some(want) => stream.skim(bytes, want, &mut *f),
-                    None => stream.feed_refs(bytes, &mut *f),
+                    Some(want) => stream.skim(bytes, want, |at, r| f(at, &r, false)),
+                    None => stream.feed_hinted(bytes, &mut *f),
                 }
             }
             Ok(stream.finish())
@@ -1339,7 +1374,8 @@ mod tests {
 
     /// The report step alone, on a kept run directory, for profiling (callgrind, perf):
     /// `NETTRAP_REPORT_DIR=/tmp/nettrap-… cargo test --release report_step_on_a_kept_run
-    /// -- --ignored`; writes the report's JSON to `NETTRAP_REPORT_OUT` when set.
+    /// -- --ignored`; writes the report's JSON to `NETTRAP_REPORT_OUT` and its to-do list to
+    /// `NETTRAP_REPORT_TODO` when set (to compare two builds' outputs on one log).
     #[test]
     #[ignore]
     fn report_step_on_a_kept_run() {
@@ -1364,6 +1400,9 @@ mod tests {
         let report = build(&policy, &compiled, &KeptLog(dir), timeline, info);
         if let Some(out) = std::env::var_os("NETTRAP_REPORT_OUT") {
             std::fs::write(out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        }
+        if let Some(out) = std::env::var_os("NETTRAP_REPORT_TODO") {
+            std::fs::write(out, render::todo(&report)).unwrap();
         }
     }
 

@@ -1,0 +1,91 @@
+//! A storm's repeated call, read cheaply: most of a log's one-slot calls repeat the call just
+//! before them (one test, one thread, one destination), differing only in their time, result
+//! and blocked time. [`same`] tells such a call from its predecessor by comparing words, and
+//! [`update`] reads it into the predecessor's record by checking only what may differ (the
+//! checksum, the guarded result, the blocked time), every other field already checked. Either
+//! way the call read is the one `decode_call` reads, and a damaged one is torn as there. A
+//! skim reuses what its choice said of the last head it saw ([`head`]), and passes over the
+//! unwanted calls of one head together ([`same_heads`]).
+
+use super::{
+    CALL_BLOCKED, CALL_FIXED, CALL_RESULT, KIND_CALL, PAYLOAD_PER_SLOT, RecordRef, SLOT_LEN,
+    TAG_LEN, blocked_of, call_checksum, tag,
+};
+
+type Payload = [u8; PAYLOAD_PER_SLOT];
+
+/// Payload word `k` (bytes `8k..8k+8`), in the host's order as `decode_call` reads it.
+#[inline(always)]
+fn word(p: &Payload, k: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&p[8 * k..8 * k + 8]);
+    u64::from_ne_bytes(w)
+}
+
+/// Payload word `k`, little-endian whatever the host: its bytes at known bit positions.
+#[inline(always)]
+fn le_word(p: &Payload, k: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&p[8 * k..8 * k + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// What a call's [`super::CallHead`] is read from, as one number: the port (bytes 32-33),
+/// source (37) and syscall (38) of word 4, and the host's length (bytes 58-59) of word 7.
+#[inline(always)]
+pub(super) fn head(p: &Payload) -> u64 {
+    const WORD4: u64 = 0x00ff_ff00_0000_ffff;
+    const WORD7: u64 = 0xffff_0000;
+    (le_word(p, 4) & WORD4) | ((le_word(p, 7) & WORD7) << 8)
+}
+
+/// Does one-slot call `p` hold what `prev` (a call read in full, of payload length `len`) holds,
+/// time (word 1), result (word 6) and blocked time (word 8) aside: the same pid and thread,
+/// destination, kinds, category, rule, errno, lengths and texts? Its payload length is then
+/// `len`. Bytes past the texts are compared too (it then only says no more often).
+#[inline(always)]
+pub(super) fn same(prev: &Payload, p: &Payload, len: usize) -> bool {
+    const _: () = assert!(CALL_FIXED == 72 && CALL_RESULT == 48 && CALL_BLOCKED == 64);
+    let d = |k: usize| word(prev, k) ^ word(p, k);
+    let mut diff = d(0) | d(2) | d(3) | d(4) | d(5) | d(7);
+    // The texts' words (a one-slot call's end at most the payload's).
+    for k in CALL_FIXED / 8..len.div_ceil(8).min(PAYLOAD_PER_SLOT / 8) {
+        diff |= d(k);
+    }
+    diff == 0
+}
+
+/// How many of `slots` (whole slots), from the first, are one-slot calls of head `head`: the
+/// calls a skim passes over after one of that head it did not want.
+pub(super) fn same_heads(slots: &[u8], head: u64) -> usize {
+    slots
+        .chunks_exact(SLOT_LEN)
+        .take_while(|s| {
+            let (t, p) = s.split_at(TAG_LEN);
+            t[..4] == tag(KIND_CALL, 1, 0).to_ne_bytes()
+                && <&Payload>::try_from(p).is_ok_and(|p| self::head(p) == head)
+        })
+        .count()
+}
+
+/// Updates call `r`, read from a slot whose next one-slot call `p` is the [`same`] (payload
+/// length `len`, checksum `sum` from its tag), to `p`: its time, result and blocked time, as
+/// `decode_call` reads them. Returns `p`'s result, or None where `decode_call` finds it
+/// damaged (`r` is then left as it was). The texts stay `r`'s, which hold the same bytes.
+#[inline(always)]
+pub(super) fn update(r: &mut RecordRef<'_>, p: &Payload, len: usize, sum: u32) -> Option<i32> {
+    let RecordRef::Call(c) = r else {
+        return None;
+    };
+    if call_checksum(&p[..len]) != sum {
+        return None;
+    }
+    let result = word(p, CALL_RESULT / 8);
+    if result >> 32 != !result & 0xffff_ffff {
+        return None;
+    }
+    c.blocked_ns = blocked_of(word(p, CALL_BLOCKED / 8))?;
+    c.result = result as u32 as i32;
+    c.call.time_ns = word(p, 1);
+    Some(c.result)
+}
