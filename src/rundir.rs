@@ -267,7 +267,7 @@ impl RunDir {
     pub fn walk_events(
         &self,
         want: Option<&dyn Fn(&event::CallHead) -> bool>,
-        f: &mut dyn FnMut(u64, &event::RecordRef<'_>, bool),
+        f: &mut dyn FnMut(u64, &event::RecordRef<'_>, event::Hint),
     ) -> Result<event::Decoded> {
         use std::os::unix::fs::FileExt;
         let f_log = File::open(self.events_path()).context("cannot open the event log")?;
@@ -293,7 +293,7 @@ impl RunDir {
                 .context("cannot read the event log")?;
             let bytes = mapped.bytes();
             match want {
-                Some(want) => stream.skim(bytes, want, |at, r| f(at, &r, false)),
+                Some(want) => stream.skim(bytes, want, |at, r| f(at, &r, Default::default())),
                 None => stream.feed_hinted(bytes, &mut *f),
             }
             if stream.next_slot() == from {
@@ -529,7 +529,10 @@ fn map_log(path: &Path) -> Result<LogMapping> {
 
 /// The report reads the run's log in pieces (see [`RunDir::walk_events`]).
 impl crate::report::Events for RunDir {
-    fn walk(&self, f: &mut dyn FnMut(u64, &event::RecordRef<'_>, bool)) -> Result<event::Decoded> {
+    fn walk(
+        &self,
+        f: &mut dyn FnMut(u64, &event::RecordRef<'_>, event::Hint),
+    ) -> Result<event::Decoded> {
         self.walk_events(None, f)
     }
 

@@ -1237,6 +1237,27 @@ mod decode {
         }
     }
 
+    /// What [`Stream::feed_hinted`] says of a record beside it.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Hint {
+        /// A call's lane: its port modulo [`LANES`] (calls to one port share one; 0 for a
+        /// process record).
+        pub lane: u8,
+        /// The call's fields and texts, its time, result and blocked time aside, are those of
+        /// the last call handed out in its lane (`false` says nothing). A reader that groups
+        /// calls may count it where it counted that one, without looking at its fields again.
+        pub repeats: bool,
+    }
+
+    /// Lanes a [`Hint`] tells apart: a storm that cycles through this many ports or fewer
+    /// repeats in each.
+    pub const LANES: usize = 8;
+
+    /// The lane of a call to `port`.
+    pub fn lane_of(port: u16) -> usize {
+        port as usize % LANES
+    }
+
     /// A call's fields as its first slot holds them, before the record is checked: what
     /// [`Stream::skim`] chooses the calls it reads by. A record that checks out holds the
     /// same values; one that does not may hold anything.
@@ -1442,23 +1463,20 @@ mod decode {
         /// lies wholly inside them, in log order. A record that runs past the piece's end is
         /// left for the next piece, which starts at it.
         pub fn feed(&mut self, slots: &[u8], mut f: impl FnMut(Record)) {
-            self.walk(slots, |_| true, |_, r, _| f(r.to_record()));
+            self.walk::<false>(slots, |_| true, |_, r, _| f(r.to_record()));
         }
 
         /// As [`Stream::feed`], the records read in place (nothing copied), each with its
         /// place in the log: the slot it starts at.
         pub fn feed_refs(&mut self, slots: &[u8], mut f: impl FnMut(u64, RecordRef<'_>)) {
-            self.walk(slots, |_| true, |at, r, _| f(at, *r));
+            self.walk::<false>(slots, |_| true, |at, r, _| f(at, *r));
         }
 
-        /// As [`Stream::feed_refs`], each record lent (a storm's next call is the one before
-        /// it, a few fields updated: nothing to copy), with a hint for a reader that groups
-        /// calls: `true` for a call whose fields and texts, its time, result and blocked time
-        /// aside, are those of the last call handed out before it (see `repeat`). Such a
-        /// reader may count it where it counted that one, without looking at its fields
-        /// again. `false` says nothing (the first call of a piece, any other).
-        pub fn feed_hinted(&mut self, slots: &[u8], f: impl FnMut(u64, &RecordRef<'_>, bool)) {
-            self.walk(slots, |_| true, f);
+        /// As [`Stream::feed_refs`], each record lent (a storm's next call is an earlier one,
+        /// a few fields updated: nothing to copy), with a [`Hint`] for a reader that groups
+        /// calls: whether the call repeats the last call of its lane (see `repeat`).
+        pub fn feed_hinted(&mut self, slots: &[u8], f: impl FnMut(u64, &RecordRef<'_>, Hint)) {
+            self.walk::<false>(slots, |_| true, f);
         }
 
         /// As [`Stream::feed_refs`], but of the calls only those `want` picks by their
@@ -1474,14 +1492,15 @@ mod decode {
             want: impl Fn(&CallHead) -> bool,
             mut f: impl FnMut(u64, RecordRef<'_>),
         ) {
-            self.walk(slots, want, |at, r, _| f(at, *r));
+            self.walk::<true>(slots, want, |at, r, _| f(at, *r));
         }
 
-        fn walk(
+        /// Hands `f` the records of `slots`; with `SKIM`, only the calls `want` picks.
+        fn walk<const SKIM: bool>(
             &mut self,
             slots: &[u8],
             want: impl Fn(&CallHead) -> bool,
-            mut f: impl FnMut(u64, &RecordRef<'_>, bool),
+            mut f: impl FnMut(u64, &RecordRef<'_>, Hint),
         ) {
             let base = self.next;
             let limit = (base + (slots.len() / SLOT_LEN) as u64).min(self.end);
@@ -1491,11 +1510,12 @@ mod decode {
                 &slots[k * SLOT_LEN..(k + 1) * SLOT_LEN]
             };
             let tag_at = |g: u64| u32_at(slot(g), 0);
-            // The last call handed out, when it took one slot: that slot's payload, its length
-            // and the call (see `repeat`); and the head of the last one-slot call looked at,
-            // with what `want` said of it.
-            let mut last_call: Option<(&[u8; PAYLOAD_PER_SLOT], usize, RecordRef<'_>)> = None;
-            let mut last_head: Option<(u64, bool)> = None;
+            // Per lane (see [`Hint`]): the last call handed out, when it took one slot: that
+            // slot's payload, its length and the call (see `repeat`); and what `want` said of
+            // the heads it was last shown.
+            let mut last_call: [Option<(&[u8; PAYLOAD_PER_SLOT], usize, RecordRef<'_>)>; LANES] =
+                [None; LANES];
+            let mut heads = repeat::Heads::default();
             let repeats = self.repeats;
             let mut i = base;
             while i < limit {
@@ -1510,36 +1530,51 @@ mod decode {
                     let Ok(payload) = <&[u8; PAYLOAD_PER_SLOT]>::try_from(&s[TAG_LEN..]) else {
                         unreachable!("a slot holds one payload")
                     };
-                    let head = repeat::head(payload);
-                    let wanted = match last_head {
-                        Some((h, wanted)) if h == head && repeats => wanted,
-                        _ => {
-                            let wanted = CallHead::of(payload).is_none_or(|h| want(&h));
-                            last_head = Some((head, wanted));
-                            wanted
+                    let lane = repeat::lane(payload);
+                    let wanted = !SKIM || {
+                        let head = repeat::head(payload);
+                        match heads.said(head, lane) {
+                            Some(wanted) if repeats => wanted,
+                            _ => {
+                                let wanted = CallHead::of(payload).is_none_or(|h| want(&h));
+                                heads.say(head, lane, wanted);
+                                wanted
+                            }
                         }
                     };
                     if !wanted {
-                        // Passed over, with the calls of the same head right after it.
+                        // Passed over, with the unwanted calls right after it.
                         let rest = &slots[((i + 1 - base) as usize) * SLOT_LEN
                             ..((limit - base) as usize) * SLOT_LEN];
                         i += 1 + if repeats {
-                            repeat::same_heads(rest, head) as u64
+                            heads.unwanted_run(rest) as u64
                         } else {
                             0
                         };
                         continue;
                     }
-                    // A call like the last one handed out is checked for what may differ
-                    // alone, and handed out as that one updated; any other is read in full.
-                    if let Some((prev, len, r)) = &mut last_call
+                    // A call like the last one handed out in its lane is checked for what may
+                    // differ alone, and handed out as that one updated; any other is read in
+                    // full.
+                    let hint = Hint {
+                        lane: lane as u8,
+                        repeats: false,
+                    };
+                    if let Some((prev, len, r)) = &mut last_call[lane]
                         && repeat::same(prev, payload, *len)
                     {
                         match repeat::update(r, payload, *len, sum) {
                             Some(RESULT_NOT_A_CALL) => {}
                             Some(_) => {
                                 self.records += 1;
-                                f(i, r, true);
+                                f(
+                                    i,
+                                    r,
+                                    Hint {
+                                        repeats: true,
+                                        ..hint
+                                    },
+                                );
                             }
                             None => self.counts.torn += 1,
                         }
@@ -1551,10 +1586,10 @@ mod decode {
                         Some(c) => {
                             let r = RecordRef::Call(c);
                             if repeats {
-                                last_call = Some((payload, call_len(payload), r));
+                                last_call[lane] = Some((payload, call_len(payload), r));
                             }
                             self.records += 1;
-                            f(i, &r, false);
+                            f(i, &r, hint);
                         }
                         None => self.counts.torn += 1,
                     }
@@ -1632,11 +1667,13 @@ mod decode {
                             // Voided by its writer: not a call (see RESULT_NOT_A_CALL).
                             Some(RecordRef::Call(c)) if c.result == RESULT_NOT_A_CALL => {}
                             Some(r) => {
-                                if let RecordRef::Call(_) = r {
-                                    last_call = None;
+                                let mut hint = Hint::default();
+                                if let RecordRef::Call(c) = r {
+                                    hint.lane = lane_of(c.call.dest.port) as u8;
+                                    last_call[hint.lane as usize] = None;
                                 }
                                 self.records += 1;
-                                f(i, &r, false);
+                                f(i, &r, hint);
                             }
                             None => self.counts.torn += 1,
                         }

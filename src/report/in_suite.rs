@@ -120,23 +120,39 @@ impl Listeners {
     }
 
     fn any_serves(&self, dest: &Dest, transport: Transport, time_ns: u64) -> bool {
-        self.list.iter().any(|(t, l, lt)| {
-            if *t > time_ns || l.port != dest.port || dest.port == 0 {
-                return false;
-            }
-            if transport != Transport::Other && *lt != transport {
-                return false;
-            }
-            if l.ip == dest.ip {
-                return true;
-            }
-            if !unspecified(&l.ip) || !self.local(&dest.ip) {
-                return false;
-            }
-            // 0.0.0.0 takes IPv4 only; `::` takes both (unless the socket is IPv6-only, which
-            // the record does not say).
-            !is_v4(&l.ip) || is_v4(&dest.ip)
-        })
+        self.list
+            .iter()
+            .any(|(t, l, lt)| *t <= time_ns && self.takes(l, *lt, dest, transport))
+    }
+
+    /// Since when a listener of the run serves `dest` over `transport`: the earliest opening
+    /// of one that takes it (None: none does). [`Listeners::serves`] at any time `t` is then
+    /// whether `t` is at or after it (a listener, once open, serves for the rest of the run).
+    pub fn serving_since(&self, dest: &Dest, transport: Transport) -> Option<u64> {
+        self.list
+            .iter()
+            .filter(|(_, l, lt)| self.takes(l, *lt, dest, transport))
+            .map(|(t, _, _)| *t)
+            .min()
+    }
+
+    /// Does listener `l` (over `lt`) take calls to `dest` over `transport`, once open?
+    fn takes(&self, l: &Dest, lt: Transport, dest: &Dest, transport: Transport) -> bool {
+        if l.port != dest.port || dest.port == 0 {
+            return false;
+        }
+        if transport != Transport::Other && lt != transport {
+            return false;
+        }
+        if l.ip == dest.ip {
+            return true;
+        }
+        if !unspecified(&l.ip) || !self.local(&dest.ip) {
+            return false;
+        }
+        // 0.0.0.0 takes IPv4 only; `::` takes both (unless the socket is IPv6-only, which
+        // the record does not say).
+        !is_v4(&l.ip) || is_v4(&dest.ip)
     }
 }
 
@@ -184,6 +200,39 @@ mod tests {
         assert!(at(v6(1, 8004)));
         assert!(!at(Dest::from_v4([127, 0, 0, 1], 8004)));
         assert!(!at(Dest::from_v4([127, 0, 0, 1], 9999)));
+    }
+
+    /// Whether the suite serves a destination at a time is whether the time is at or after
+    /// since when it serves it (what a storm's repeated calls are grouped by).
+    #[test]
+    fn serving_since_says_when_serves_starts_saying_yes() {
+        let l = Listeners::with(
+            vec![
+                (30, Dest::from_v4([127, 0, 0, 1], 8001), Transport::Tcp),
+                (10, Dest::from_v4([0, 0, 0, 0], 8001), Transport::Tcp),
+                (20, v6(0, 8002), Transport::Udp),
+                (40, Dest::from_v4([127, 0, 0, 1], 8002), Transport::Tcp),
+            ],
+            vec![],
+        );
+        for (ip, port) in [
+            ([127, 0, 0, 1], 8001),
+            ([127, 0, 0, 2], 8002),
+            ([10, 0, 0, 1], 8001),
+        ] {
+            for transport in [Transport::Tcp, Transport::Udp, Transport::Other] {
+                let d = Dest::from_v4(ip, port);
+                let since = l.serving_since(&d, transport);
+                for t in [0, 9, 10, 19, 20, 29, 30, 40, u64::MAX] {
+                    let want = since.is_some_and(|s| t >= s);
+                    assert_eq!(l.serves(&d, transport, t), want, "{d:?} {transport:?} {t}");
+                }
+            }
+        }
+        assert_eq!(
+            l.serving_since(&Dest::from_v4([127, 0, 0, 1], 8001), Transport::Tcp),
+            Some(10)
+        );
     }
 
     #[test]

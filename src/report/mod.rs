@@ -21,7 +21,7 @@ use crate::fast_hash::{FastMap, FastSet};
 use crate::policy::Policy;
 use nettrap_core::addr::Dest;
 use nettrap_core::event::{
-    CallHead, CallRecord, CallRef, Decoded, RecordRef, Source, Syscall, Unobserved,
+    CallHead, CallRecord, CallRef, Decoded, Hint, LANES, RecordRef, Source, Syscall, Unobserved,
 };
 use nettrap_core::policy::{Action, CompiledPolicy};
 use serde::{Deserialize, Serialize};
@@ -444,11 +444,11 @@ const LOOKUP_SPAN_NS: u64 = 10_000_000_000;
 /// and read in place, with its place in the log (positions that only grow), the same each time
 /// it is walked (the report walks it twice and holds none of the calls).
 pub trait Events {
-    /// Hands `f` every record, with a hint: `true` for a call whose fields and texts, time,
-    /// result and blocked time aside, are those of the call handed out before it (see
-    /// `event::Stream::feed_hinted`; `false` says nothing). Returns the log's counts (dropped,
-    /// torn, unobserved), its `records` empty.
-    fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, bool)) -> anyhow::Result<Decoded>;
+    /// Hands `f` every record, with a hint: whether a call repeats the last call of its lane,
+    /// time, result and blocked time aside (see `event::Stream::feed_hinted`; a hint that says
+    /// nothing is always right). Returns the log's counts (dropped, torn, unobserved), its
+    /// `records` empty.
+    fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, Hint)) -> anyhow::Result<Decoded>;
 
     /// As [`Events::walk`], but hands `f` only the process records and the calls `want`
     /// picks, at the places `walk` gives them; the others are passed over unread (see
@@ -463,8 +463,8 @@ pub trait Events {
 /// Records already in memory (tests, small logs): their places are their indexes, and no
 /// call comes with a hint.
 impl Events for Decoded {
-    fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, bool)) -> anyhow::Result<Decoded> {
-        self.skim(&|_| true, &mut |at, r| f(at, &r, false))
+    fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, Hint)) -> anyhow::Result<Decoded> {
+        self.skim(&|_| true, &mut |at, r| f(at, &r, Default::default()))
     }
 
     fn skim(
@@ -700,6 +700,22 @@ struct Group {
 /// they spent blocked in the real calls.
 type Tally = (u64, Vec<(i32, u64)>, u64);
 
+/// What a storm's next call in a lane (see `event::Hint`) is grouped by: the group the lane's
+/// last call went to (its tally's index), whether the suite served it, since when the suite
+/// serves its destination (`Listeners::serving_since`), and the span of places in the log its
+/// process holds for (see `Context::process_at`).
+#[derive(Clone, Copy)]
+struct LastInLane {
+    tally: usize,
+    served: bool,
+    serving_since: Option<u64>,
+    lo: u64,
+    hi: u64,
+}
+
+/// Groups a call in full (see `build`): the place, the call, the tallies.
+type GroupInFull<'a> = dyn FnMut(u64, &CallRef<'_>, &mut Vec<Tally>) -> Option<LastInLane> + 'a;
+
 /// Counts a call in its group's tally.
 #[inline(always)]
 fn count(g: &mut Tally, result: i32, blocked_ns: u64) {
@@ -752,38 +768,15 @@ pub fn build(
     // `Context::process_at`; empty at first) and that process.
     let mut last_process: (u32, u64, u64, (u32, u32)) = (0, 1, 0, (0, 0));
     let by_record_alone = timeline.by_record_alone();
-    // The group the call before went to, and whether the suite served it (None: it went to
-    // none). See `again` below.
-    let mut last_group: Option<(usize, bool)> = None;
-    // Groups the call at `here` in the log; `again`: the walk's hint (see `Events::walk`).
-    let mut group = |here: u64, c: &CallRef<'_>, again: bool| {
+    let covered = |here: u64| !cx.covered.is_empty() && cx.covered.contains(&here);
+    // Groups the call at `here` in the log, in full, and counts it in `tallies`; returns what
+    // a storm's next call of its lane is grouped by (see `LastInLane`), when the timeline
+    // says nothing.
+    let group = &mut |here: u64, c: &CallRef<'_>, tallies: &mut Vec<Tally>| {
         let call = c.call;
-        let covered = !cx.covered.is_empty() && cx.covered.contains(&here);
-        let served = || {
-            call.syscall != Syscall::Lookup
-                && listeners.serves(&call.dest, call.transport, call.time_ns)
-        };
-        // A storm's next call: what its group depends on besides the fields the hint says are
-        // the call before's (its place in the log: the process, a covered lookup; its time:
-        // a server of the suite; the timeline, unless it says nothing) unchanged, it goes
-        // where that call went, as the full path below would find.
-        if again
-            && by_record_alone
-            && !covered
-            && let Some((i, was_served)) = last_group
-            && let (pid, lo, hi, _) = last_process
-            && pid == call.pid
-            && lo <= here
-            && here <= hi
-            && served() == was_served
-        {
-            count(&mut tallies[i], c.result, c.blocked_ns);
-            return;
-        }
-        last_group = None;
         // Not a call: the run's own servers, used below.
-        if call.syscall == Syscall::Listen || covered {
-            return;
+        if call.syscall == Syscall::Listen || covered(here) {
+            return None;
         }
         // The process, as the call before's when it falls in the same span of the log.
         let process = match last_process {
@@ -858,12 +851,13 @@ pub fn build(
                     process,
                 }),
             }
-            return;
+            return None;
         }
         let mut rule = Named::Policy(call.rule);
         let mut category = Named::Policy(call.category);
         let mut action = call.action;
-        let served_by_suite = served();
+        let served_by_suite = call.syscall != Syscall::Lookup
+            && listeners.serves(&call.dest, call.transport, call.time_ns);
         if served_by_suite && call.category == nettrap_core::policy::OTHER {
             category = Named::InSuite;
             // Rule 0 is the built-in default (record); a rule of the user's still stands.
@@ -914,13 +908,45 @@ pub fn build(
             }
         };
         count(&mut tallies[i], c.result, c.blocked_ns);
-        last_group = Some((i, served_by_suite));
+        by_record_alone.then(|| LastInLane {
+            tally: i,
+            served: served_by_suite,
+            serving_since: (call.syscall != Syscall::Lookup)
+                .then(|| listeners.serving_since(&call.dest, call.transport))
+                .flatten(),
+            // The span `last_process` now holds: this call's process's.
+            lo: last_process.1,
+            hi: last_process.2,
+        })
     };
+    // Called through a pointer: the walk's closure below stays small (the storm's repeated
+    // calls take it alone).
+    let group: &mut GroupInFull = group;
+    // Per lane (see `event::Hint`), what the last call was grouped by (None: it went to no
+    // group, or the timeline says something).
+    let mut last_in_lane: [Option<LastInLane>; LANES] = [None; LANES];
     if info.log_error.is_none() {
-        let walked = events.walk(&mut |at, record, again| {
-            if let RecordRef::Call(c) = record {
-                group(at, c, again);
+        let walked = events.walk(&mut |here, record, hint| {
+            let RecordRef::Call(c) = record else {
+                return;
+            };
+            // A storm's next call: what its group depends on besides the fields the hint says
+            // are those of the last call of its lane (its place in the log: the process, a
+            // covered lookup; its time: a server of the suite; the timeline, which says
+            // nothing when `last` is known) unchanged, it goes where that call went, as
+            // `group` would find.
+            let lane = hint.lane as usize % LANES;
+            if hint.repeats
+                && let Some(last) = last_in_lane[lane]
+                && last.lo <= here
+                && here <= last.hi
+                && last.serving_since.is_some_and(|t| c.call.time_ns >= t) == last.served
+                && !covered(here)
+            {
+                count(&mut tallies[last.tally], c.result, c.blocked_ns);
+                return;
             }
+            last_in_lane[lane] = group(here, c, &mut tallies);
         });
         match walked {
             Ok(read) => counts = read,
@@ -1329,7 +1355,7 @@ mod tests {
     struct KeptLog(std::path::PathBuf);
 
     impl Events for KeptLog {
-        fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, bool)) -> anyhow::Result<Decoded> {
+        fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, Hint)) -> anyhow::Result<Decoded> {
             self.read(None, f)
         }
 
@@ -1346,7 +1372,7 @@ mod tests {
         fn read(
             &self,
             want: Option<&dyn Fn(&CallHead) -> bool>,
-            f: &mut dyn FnMut(u64, &RecordRef<'_>, bool),
+            f: &mut dyn FnMut(u64, &RecordRef<'_>, Hint),
         ) -> anyhow::Result<Decoded> {
             use nettrap_core::event::{self, HEADER_LEN, MAX_SLOTS, SLOT_LEN, WINDOW_SLOTS};
             use std::os::unix::fs::FileExt;
@@ -1364,7 +1390,7 @@ mod tests {
                 let bytes = &mut buf[..slots * SLOT_LEN];
                 file.read_exact_at(bytes, (HEADER_LEN + from as usize * SLOT_LEN) as u64)?;
                 match want {
-                    Some(want) => stream.skim(bytes, want, |at, r| f(at, &r, false)),
+                    Some(want) => stream.skim(bytes, want, |at, r| f(at, &r, Default::default())),
                     None => stream.feed_hinted(bytes, &mut *f),
                 }
             }

@@ -235,7 +235,7 @@ fn kind(syscall: Syscall, source: Source, port: u16, host: &'static str) -> Kind
 }
 
 /// Each thing the fast path checks besides the hint changes within a run of repeated calls:
-/// the process (a second process record of the pid), a lookup covered (by the shim's record
+/// the process (a second process record of the pid, also between calls of one lane), a lookup covered (by the shim's record
 /// of it, made in the middle of the run, written after it), a server of the suite (listening
 /// from the middle of the run on).
 #[test]
@@ -244,6 +244,7 @@ fn a_run_of_repeated_calls_is_split_where_its_group_changes() {
         kind(Syscall::Connect, Source::Shim, 80, ""),
         kind(Syscall::Lookup, Source::Shim, 53, "db.example"),
         kind(Syscall::Connect, Source::Seccomp, 53, ""),
+        kind(Syscall::Connect, Source::Shim, 81, ""),
     ];
     let run = |kind, n, gap| Op::Calls {
         kind,
@@ -253,6 +254,15 @@ fn a_run_of_repeated_calls_is_split_where_its_group_changes() {
     };
     let cases = [
         vec![Op::Process(1), run(0, 3, 10), Op::Process(1), run(0, 3, 10)],
+        // Calls to two ports in turn (two lanes), a new process between two to one port.
+        vec![
+            Op::Process(1),
+            run(0, 2, 10),
+            run(3, 2, 10),
+            Op::Process(1),
+            run(3, 2, 10),
+            run(0, 2, 10),
+        ],
         // The shim's record of the lookup written after the resolver's first queries.
         vec![run(2, 4, 100), Op::Late { kind: 1, back: 250 }],
         vec![

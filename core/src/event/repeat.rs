@@ -1,15 +1,16 @@
-//! A storm's repeated call, read cheaply: most of a log's one-slot calls repeat the call just
-//! before them (one test, one thread, one destination), differing only in their time, result
-//! and blocked time. [`same`] tells such a call from its predecessor by comparing words, and
+//! A storm's repeated call, read cheaply: most of a log's one-slot calls repeat an earlier call
+//! to the same port (one test, one thread, one destination: the last call of its lane, see
+//! `Hint`), differing only in their time, result and blocked time, even when the storm cycles
+//! through a few ports. [`same`] tells such a call from its predecessor by comparing words, and
 //! [`update`] reads it into the predecessor's record by checking only what may differ (the
 //! checksum, the guarded result, the blocked time), every other field already checked. Either
 //! way the call read is the one `decode_call` reads, and a damaged one is torn as there. A
-//! skim reuses what its choice said of the last head it saw ([`head`]), and passes over the
-//! unwanted calls of one head together ([`same_heads`]).
+//! skim reuses what its choice said of the last heads it saw ([`Heads`]), and passes over a
+//! run of unwanted calls together ([`Heads::unwanted_run`]).
 
 use super::{
-    CALL_BLOCKED, CALL_FIXED, CALL_RESULT, KIND_CALL, PAYLOAD_PER_SLOT, RecordRef, SLOT_LEN,
-    TAG_LEN, blocked_of, call_checksum, tag,
+    CALL_BLOCKED, CALL_FIXED, CALL_RESULT, CHECKSUM_SEED, KIND_CALL, LANES, PAYLOAD_PER_SLOT,
+    RecordRef, SLOT_LEN, TAG_LEN, blocked_of, checksum_fold, checksum_mix, lane_of, tag,
 };
 
 type Payload = [u8; PAYLOAD_PER_SLOT];
@@ -39,6 +40,12 @@ pub(super) fn head(p: &Payload) -> u64 {
     (le_word(p, 4) & WORD4) | ((le_word(p, 7) & WORD7) << 8)
 }
 
+/// The lane of one-slot call `p` (see `Hint`): [`lane_of`] its port.
+#[inline(always)]
+pub(super) fn lane(p: &Payload) -> usize {
+    lane_of(u16::from_ne_bytes([p[32], p[33]]))
+}
+
 /// Does one-slot call `p` hold what `prev` (a call read in full, of payload length `len`) holds,
 /// time (word 1), result (word 6) and blocked time (word 8) aside: the same pid and thread,
 /// destination, kinds, category, rule, errno, lengths and texts? Its payload length is then
@@ -55,17 +62,57 @@ pub(super) fn same(prev: &Payload, p: &Payload, len: usize) -> bool {
     diff == 0
 }
 
-/// How many of `slots` (whole slots), from the first, are one-slot calls of head `head`: the
-/// calls a skim passes over after one of that head it did not want.
-pub(super) fn same_heads(slots: &[u8], head: u64) -> usize {
-    slots
-        .chunks_exact(SLOT_LEN)
-        .take_while(|s| {
-            let (t, p) = s.split_at(TAG_LEN);
-            t[..4] == tag(KIND_CALL, 1, 0).to_ne_bytes()
-                && <&Payload>::try_from(p).is_ok_and(|p| self::head(p) == head)
-        })
-        .count()
+/// What a skim's choice said of heads, the last wanted and unwanted head of each lane (a
+/// choice depends on the head alone): a storm's calls are then chosen without asking.
+pub(super) struct Heads {
+    wanted: [u64; LANES],
+    unwanted: [u64; LANES],
+}
+
+/// No head (a head's top byte is always 0).
+const NO_HEAD: u64 = u64::MAX;
+
+impl Default for Heads {
+    fn default() -> Heads {
+        Heads {
+            wanted: [NO_HEAD; LANES],
+            unwanted: [NO_HEAD; LANES],
+        }
+    }
+}
+
+impl Heads {
+    /// What was said of `head` (of lane `lane`), if it is remembered.
+    #[inline(always)]
+    pub(super) fn said(&self, head: u64, lane: usize) -> Option<bool> {
+        if self.wanted[lane] == head {
+            Some(true)
+        } else if self.unwanted[lane] == head {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn say(&mut self, head: u64, lane: usize, wanted: bool) {
+        match wanted {
+            true => self.wanted[lane] = head,
+            false => self.unwanted[lane] = head,
+        }
+    }
+
+    /// How many of `slots` (whole slots), from the first, are one-slot calls of heads remembered
+    /// as unwanted: what a skim passes over after an unwanted call.
+    pub(super) fn unwanted_run(&self, slots: &[u8]) -> usize {
+        slots
+            .chunks_exact(SLOT_LEN)
+            .take_while(|s| {
+                let (t, p) = s.split_at(TAG_LEN);
+                t[..4] == tag(KIND_CALL, 1, 0).to_ne_bytes()
+                    && <&Payload>::try_from(p).is_ok_and(|p| self.unwanted[lane(p)] == head(p))
+            })
+            .count()
+    }
 }
 
 /// Updates call `r`, read from a slot whose next one-slot call `p` is the [`same`] (payload
@@ -77,7 +124,7 @@ pub(super) fn update(r: &mut RecordRef<'_>, p: &Payload, len: usize, sum: u32) -
     let RecordRef::Call(c) = r else {
         return None;
     };
-    if call_checksum(&p[..len]) != sum {
+    if checksum(p, len) != sum {
         return None;
     }
     let result = word(p, CALL_RESULT / 8);
@@ -88,4 +135,25 @@ pub(super) fn update(r: &mut RecordRef<'_>, p: &Payload, len: usize, sum: u32) -
     c.result = result as u32 as i32;
     c.call.time_ns = word(p, 1);
     Some(c.result)
+}
+
+/// `call_checksum` of one-slot call `p`'s first `len` bytes (at most the payload): the same
+/// sum, its words read where they lie, the last one masked (its bytes past `len` are not the
+/// record's) instead of copied.
+#[inline(always)]
+pub(super) fn checksum(p: &Payload, len: usize) -> u32 {
+    let mut h = CHECKSUM_SEED ^ KIND_CALL as u64;
+    for k in [0, 1, 2, 3, 4, 5, 7] {
+        h = checksum_mix(h, le_word(p, k));
+    }
+    let len = len.min(PAYLOAD_PER_SLOT);
+    let (full, rest) = (len / 8, len % 8);
+    for k in CALL_FIXED / 8..full {
+        h = checksum_mix(h, le_word(p, k));
+    }
+    if rest > 0 && full >= CALL_FIXED / 8 {
+        // The bytes of the last word past `len` are not the record's: zero, as summed.
+        h = checksum_mix(h, le_word(p, full) & (u64::MAX >> (8 * (8 - rest))));
+    }
+    checksum_fold(h)
 }

@@ -1141,7 +1141,7 @@ fn short_text() -> impl Strategy<Value = Vec<u8>> {
 /// Reads the log in pieces of `piece` slots with [`Stream::feed_hinted`] (`repeats`: reading
 /// a storm's repeated calls the cheap way, or every call in full): the records with their
 /// places and hints, and the torn count.
-fn hinted(bytes: &[u8], piece: usize, repeats: bool) -> (Vec<(u64, Record, bool)>, u64) {
+fn hinted(bytes: &[u8], piece: usize, repeats: bool) -> (Vec<(u64, Record, Hint)>, u64) {
     let len = used_len(bytes).unwrap().min(bytes.len());
     let slots = &bytes[HEADER_LEN..len];
     let mut s = Stream::new(bytes, (slots.len() / SLOT_LEN) as u64).unwrap();
@@ -1152,8 +1152,8 @@ fn hinted(bytes: &[u8], piece: usize, repeats: bool) -> (Vec<(u64, Record, bool)
     while !s.done() {
         let from = s.next_slot() as usize * SLOT_LEN;
         let to = (from + piece * SLOT_LEN).min(slots.len());
-        s.feed_hinted(&slots[from..to], |at, r, again| {
-            out.push((at, r.to_record(), again))
+        s.feed_hinted(&slots[from..to], |at, r, hint| {
+            out.push((at, r.to_record(), hint))
         });
     }
     (out, s.finish().torn)
@@ -1190,7 +1190,8 @@ proptest! {
     /// A storm's repeated calls read the cheap way are the calls the writer wrote (voided ones
     /// left out), and, damaged or not, what reading every call in full finds: the same
     /// records, places and torn count; a skim picks the same. A call hinted as a repeat is
-    /// the call handed out before it but for its time, result and blocked time.
+    /// the last call of its lane handed out before it but for its time, result and blocked
+    /// time.
     #[test]
     fn a_storm_reads_the_same_repeated_calls_both_ways(
         ops in storm(),
@@ -1211,11 +1212,13 @@ proptest! {
         let full: Vec<(u64, Record)> = full.into_iter().map(|(at, r, _)| (at, r)).collect();
         prop_assert_eq!(&unhinted, &full);
         prop_assert_eq!(torn, full_torn);
-        let mut last_call: Option<&CallRecord> = None;
-        for (_, r, again) in &cheap {
+        let mut last_call: [Option<&CallRecord>; LANES] = [None; LANES];
+        for (_, r, hint) in &cheap {
             if let Record::Call(c) = r {
-                if *again {
-                    let before = last_call.expect("a repeat follows a call");
+                let lane = hint.lane as usize;
+                prop_assert_eq!(lane, lane_of(c.call.dest.port));
+                if hint.repeats {
+                    let before = last_call[lane].expect("a repeat follows a call of its lane");
                     let as_before = CallRecord {
                         call: Call { time_ns: before.call.time_ns, ..c.call },
                         result: before.result,
@@ -1224,7 +1227,7 @@ proptest! {
                     };
                     prop_assert_eq!(&as_before, before);
                 }
-                last_call = Some(c);
+                last_call[lane] = Some(c);
             }
         }
         // A skim's memo of heads and its runs passed over pick what asking every head picks.
@@ -1233,5 +1236,17 @@ proptest! {
             skimmed(mem.bytes(), piece, true, want),
             skimmed(mem.bytes(), piece, false, want)
         );
+    }
+}
+
+proptest! {
+    /// The repeated call's checksum, its words read in place, is the checksum.
+    #[test]
+    fn a_checksum_read_in_place_is_the_checksum(
+        bytes in proptest::collection::vec(any::<u8>(), PAYLOAD_PER_SLOT),
+        len in CALL_FIXED..=PAYLOAD_PER_SLOT,
+    ) {
+        let p: &[u8; PAYLOAD_PER_SLOT] = bytes.as_slice().try_into().unwrap();
+        prop_assert_eq!(repeat::checksum(p, len), call_checksum(&p[..len]));
     }
 }
