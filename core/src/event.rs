@@ -1516,6 +1516,8 @@ mod decode {
             let mut last_call: [Option<(&[u8; PAYLOAD_PER_SLOT], usize, RecordRef<'_>)>; LANES] =
                 [None; LANES];
             let mut heads = repeat::Heads::default();
+            // Kept in registers while walking, stored back at the end.
+            let (mut in_gap, mut records) = (self.in_gap, self.records);
             let repeats = self.repeats;
             let mut i = base;
             while i < limit {
@@ -1524,7 +1526,7 @@ mod decode {
                     // Most records: a call in one slot, complete by its tag alone (no other
                     // slot to check, nothing to gather, none left for the next piece). What
                     // the general path below does with it, without its tests.
-                    self.in_gap = false;
+                    in_gap = false;
                     let s = slot(i);
                     let sum = u32_at(s, 4);
                     let Ok(payload) = <&[u8; PAYLOAD_PER_SLOT]>::try_from(&s[TAG_LEN..]) else {
@@ -1566,7 +1568,7 @@ mod decode {
                         match repeat::update(r, payload, *len, sum) {
                             Some(RESULT_NOT_A_CALL) => {}
                             Some(_) => {
-                                self.records += 1;
+                                records += 1;
                                 f(
                                     i,
                                     r,
@@ -1588,7 +1590,7 @@ mod decode {
                             if repeats {
                                 last_call[lane] = Some((payload, call_len(payload), r));
                             }
-                            self.records += 1;
+                            records += 1;
                             f(i, &r, hint);
                         }
                         None => self.counts.torn += 1,
@@ -1606,7 +1608,7 @@ mod decode {
                     if i + n as u64 > limit {
                         break;
                     }
-                    self.in_gap = false;
+                    in_gap = false;
                     i += n as u64;
                     continue;
                 }
@@ -1625,20 +1627,17 @@ mod decode {
                     break;
                 }
                 if self.settled.is_none() && !complete {
-                    self.settled = Some(Settled {
-                        records: self.records,
-                        slots: i,
-                    });
+                    self.settled = Some(Settled { records, slots: i });
                 }
                 match head {
                     Some((KIND_RESERVED, n)) => {
                         // Reserved, never committed: one record, whatever it had written.
-                        self.in_gap = false;
+                        in_gap = false;
                         self.counts.torn += 1;
                         i += n as u64;
                     }
                     Some((kind, n)) => {
-                        self.in_gap = false;
+                        in_gap = false;
                         let record = if complete {
                             // A one-slot record (most calls) is read where it lies; a longer
                             // one is gathered from its slots first.
@@ -1672,7 +1671,7 @@ mod decode {
                                     hint.lane = lane_of(c.call.dest.port) as u8;
                                     last_call[hint.lane as usize] = None;
                                 }
-                                self.records += 1;
+                                records += 1;
                                 f(i, &r, hint);
                             }
                             None => self.counts.torn += 1,
@@ -1683,14 +1682,15 @@ mod decode {
                         // Slots without a record's first tag: a writer died between reserving
                         // and its first store (its slots are all untagged), or something wrote
                         // over the log. One record per run of them.
-                        if !self.in_gap {
+                        if !in_gap {
                             self.counts.torn += 1;
-                            self.in_gap = true;
+                            in_gap = true;
                         }
                         i += 1;
                     }
                 }
             }
+            (self.in_gap, self.records) = (in_gap, records);
             self.next = i;
         }
 

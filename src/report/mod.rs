@@ -937,7 +937,7 @@ pub fn build(
             // `group` would find.
             let lane = hint.lane as usize % LANES;
             if hint.repeats
-                && let Some(last) = last_in_lane[lane]
+                && let Some(last) = &last_in_lane[lane]
                 && last.lo <= here
                 && here <= last.hi
                 && last.serving_since.is_some_and(|t| c.call.time_ns >= t) == last.served
