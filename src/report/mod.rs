@@ -702,13 +702,14 @@ type Tally = (u64, Vec<(i32, u64)>, u64);
 
 /// What a storm's next call in a lane (see `event::Hint`) is grouped by: the group the lane's
 /// last call went to (its tally's index), whether the suite served it, since when the suite
-/// serves its destination (`Listeners::serving_since`), and the span of places in the log its
+/// serves its destination (`Listeners::serving_since`; None until a repeat of the call asks:
+/// a log whose calls never repeat does not pay for it), and the span of places in the log its
 /// process holds for (see `Context::process_at`).
 #[derive(Clone, Copy)]
 struct LastInLane {
     tally: usize,
     served: bool,
-    serving_since: Option<u64>,
+    serving_since: Option<Option<u64>>,
     lo: u64,
     hi: u64,
 }
@@ -911,9 +912,7 @@ pub fn build(
         by_record_alone.then(|| LastInLane {
             tally: i,
             served: served_by_suite,
-            serving_since: (call.syscall != Syscall::Lookup)
-                .then(|| listeners.serving_since(&call.dest, call.transport))
-                .flatten(),
+            serving_since: None,
             // The span `last_process` now holds: this call's process's.
             lo: last_process.1,
             hi: last_process.2,
@@ -925,6 +924,15 @@ pub fn build(
     // Per lane (see `event::Hint`), what the last call was grouped by (None: it went to no
     // group, or the timeline says something).
     let mut last_in_lane: [Option<LastInLane>; LANES] = [None; LANES];
+    // Since when the suite serves the destination of `last`'s lane's calls (those of `c`, which
+    // repeats it), asked once.
+    let serving_since = |last: &mut LastInLane, c: &CallRef<'_>| {
+        *last.serving_since.get_or_insert_with(|| {
+            (c.call.syscall != Syscall::Lookup)
+                .then(|| listeners.serving_since(&c.call.dest, c.call.transport))
+                .flatten()
+        })
+    };
     if info.log_error.is_none() {
         let walked = events.walk(&mut |here, record, hint| {
             let RecordRef::Call(c) = record else {
@@ -937,11 +945,11 @@ pub fn build(
             // `group` would find.
             let lane = hint.lane as usize % LANES;
             if hint.repeats
-                && let Some(last) = &last_in_lane[lane]
+                && let Some(last) = &mut last_in_lane[lane]
                 && last.lo <= here
                 && here <= last.hi
-                && last.serving_since.is_some_and(|t| c.call.time_ns >= t) == last.served
                 && !covered(here)
+                && serving_since(last, c).is_some_and(|t| c.call.time_ns >= t) == last.served
             {
                 count(&mut tallies[last.tally], c.result, c.blocked_ns);
                 return;
