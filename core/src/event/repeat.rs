@@ -9,8 +9,8 @@
 //! run of unwanted calls together ([`Heads::unwanted_run`]).
 
 use super::{
-    CALL_BLOCKED, CALL_FIXED, CALL_RESULT, CHECKSUM_SEED, KIND_CALL, LANES, PAYLOAD_PER_SLOT,
-    RecordRef, SLOT_LEN, TAG_LEN, blocked_of, checksum_fold, checksum_mix, lane_of, tag,
+    CALL_BLOCKED, CALL_FIXED, CALL_RESULT, CHECKSUM_SEED, KIND_CALL, PAYLOAD_PER_SLOT, RecordRef,
+    SLOT_LEN, TAG_LEN, blocked_of, checksum_fold, checksum_mix, lane_of, tag,
 };
 
 type Payload = [u8; PAYLOAD_PER_SLOT];
@@ -62,56 +62,84 @@ pub(super) fn same(prev: &Payload, p: &Payload, len: usize) -> bool {
     diff == 0
 }
 
-/// What a skim's choice said of heads, the last wanted and unwanted head of each lane (a
-/// choice depends on the head alone): a storm's calls are then chosen without asking.
+/// What a skim's choice said of the heads it saw last (a choice depends on the head alone),
+/// a few heads remembered by a hash of the head (independent of the lanes: heads that share a
+/// lane are remembered apart): a storm's calls are then chosen without asking.
 pub(super) struct Heads {
-    wanted: [u64; LANES],
-    unwanted: [u64; LANES],
+    /// A head, with [`WANTED`] set where it was wanted; [`NO_HEAD`] where none is.
+    seen: [u64; HEADS],
 }
+
+/// Heads remembered.
+const HEADS: usize = 16;
 
 /// No head (a head's top byte is always 0).
 const NO_HEAD: u64 = u64::MAX;
 
+/// Set in a remembered head that was wanted (a head's top byte is always 0).
+const WANTED: u64 = 1 << 63;
+
 impl Default for Heads {
     fn default() -> Heads {
         Heads {
-            wanted: [NO_HEAD; LANES],
-            unwanted: [NO_HEAD; LANES],
+            seen: [NO_HEAD; HEADS],
         }
     }
 }
 
+/// Where `head` is remembered: the top bits of its product by 2^64 / φ.
+#[inline(always)]
+fn at(head: u64) -> usize {
+    const _: () = assert!(HEADS.is_power_of_two() && HEADS > 1);
+    (head.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - HEADS.trailing_zeros())) as usize
+}
+
 impl Heads {
-    /// What was said of `head` (of lane `lane`), if it is remembered.
+    /// What was said of `head`, if it is remembered.
     #[inline(always)]
-    pub(super) fn said(&self, head: u64, lane: usize) -> Option<bool> {
-        if self.wanted[lane] == head {
-            Some(true)
-        } else if self.unwanted[lane] == head {
-            Some(false)
+    pub(super) fn said(&self, head: u64) -> Option<bool> {
+        let seen = self.seen[at(head)];
+        if seen & !WANTED == head {
+            Some(seen & WANTED != 0)
         } else {
             None
         }
     }
 
-    pub(super) fn say(&mut self, head: u64, lane: usize, wanted: bool) {
-        match wanted {
-            true => self.wanted[lane] = head,
-            false => self.unwanted[lane] = head,
-        }
+    #[inline(always)]
+    pub(super) fn say(&mut self, head: u64, wanted: bool) {
+        self.seen[at(head)] = head | if wanted { WANTED } else { 0 };
     }
 
     /// How many of `slots` (whole slots), from the first, are one-slot calls of heads remembered
-    /// as unwanted: what a skim passes over after an unwanted call.
+    /// as unwanted: what a skim passes over after an unwanted call. The first is looked at
+    /// here, the others out of line: most calls are followed by none (a log whose calls do not
+    /// repeat pays one test).
+    #[inline(always)]
     pub(super) fn unwanted_run(&self, slots: &[u8]) -> usize {
+        match slots.split_at_checked(SLOT_LEN) {
+            Some((first, rest)) if self.unwanted_slot(first) => 1 + self.unwanted_rest(rest),
+            _ => 0,
+        }
+    }
+
+    #[inline(never)]
+    fn unwanted_rest(&self, slots: &[u8]) -> usize {
         slots
             .chunks_exact(SLOT_LEN)
-            .take_while(|s| {
-                let (t, p) = s.split_at(TAG_LEN);
-                t[..4] == tag(KIND_CALL, 1, 0).to_ne_bytes()
-                    && <&Payload>::try_from(p).is_ok_and(|p| self.unwanted[lane(p)] == head(p))
-            })
+            .take_while(|s| self.unwanted_slot(s))
             .count()
+    }
+
+    /// Is slot `s` a one-slot call of a head remembered as unwanted?
+    #[inline(always)]
+    fn unwanted_slot(&self, s: &[u8]) -> bool {
+        let (t, p) = s.split_at(TAG_LEN);
+        t[..4] == tag(KIND_CALL, 1, 0).to_ne_bytes()
+            && <&Payload>::try_from(p).is_ok_and(|p| {
+                let head = head(p);
+                self.seen[at(head)] == head
+            })
     }
 }
 

@@ -1250,3 +1250,39 @@ proptest! {
         prop_assert_eq!(repeat::checksum(p, len), call_checksum(&p[..len]));
     }
 }
+
+/// Calls to two popular ports in turn (a test talking to its database and its web server)
+/// repeat in their lanes: the lane is the port hashed, not the port modulo the lanes (which
+/// put 5432, 8080, 80, 8000, 3000 and 9200 all in lane 0).
+#[test]
+fn a_storm_between_two_popular_ports_repeats_in_both_lanes() {
+    for (a, b) in [
+        (5432, 8080),
+        (80, 8000),
+        (3000, 5432),
+        (443, 6379),
+        (9200, 8080),
+    ] {
+        assert_ne!(lane_of(a), lane_of(b), "{a} {b}");
+        let ops: Vec<Op> = (0..20)
+            .map(|j| Op::Call {
+                call: Call {
+                    time_ns: j,
+                    dest: Dest::from_v4([127, 0, 0, 1], [a, b][j as usize % 2]),
+                    ..a_call()
+                },
+                test: Some(b"t::a".to_vec()),
+                host: vec![],
+                thread: vec![],
+                result: Some(-111),
+                blocked: Some(j),
+            })
+            .collect();
+        let mut mem = Mem::new(4096, 4096);
+        play(&mem, &ops);
+        let (read, torn) = hinted(mem.bytes(), MAX_SLOTS + 100, true);
+        assert_eq!((read.len(), torn), (20, 0));
+        let repeats = read.iter().filter(|(_, _, hint)| hint.repeats).count();
+        assert_eq!(repeats, 18, "{a} {b}");
+    }
+}
