@@ -714,8 +714,9 @@ struct LastInLane {
     hi: u64,
 }
 
-/// Groups a call in full (see `build`): the place, the call, the tallies.
-type GroupInFull<'a> = dyn FnMut(u64, &CallRef<'_>, &mut Vec<Tally>) -> Option<LastInLane> + 'a;
+/// Groups a call in full (see `build`): the place, the call, the tallies, and where to say
+/// what the next call of its lane is grouped by.
+type GroupInFull<'a> = dyn FnMut(u64, &CallRef<'_>, &mut Vec<Tally>, &mut Option<LastInLane>) + 'a;
 
 /// Counts a call in its group's tally.
 #[inline(always)]
@@ -770,14 +771,18 @@ pub fn build(
     let mut last_process: (u32, u64, u64, (u32, u32)) = (0, 1, 0, (0, 0));
     let by_record_alone = timeline.by_record_alone();
     let covered = |here: u64| !cx.covered.is_empty() && cx.covered.contains(&here);
-    // Groups the call at `here` in the log, in full, and counts it in `tallies`; returns what
-    // a storm's next call of its lane is grouped by (see `LastInLane`), when the timeline
-    // says nothing.
-    let group = &mut |here: u64, c: &CallRef<'_>, tallies: &mut Vec<Tally>| {
+    // Groups the call at `here` in the log, in full, and counts it in `tallies`; says in
+    // `next` what a storm's next call of its lane is grouped by (see `LastInLane`; written in
+    // place, not returned and copied), when the timeline says nothing.
+    let group = &mut |here: u64,
+                      c: &CallRef<'_>,
+                      tallies: &mut Vec<Tally>,
+                      next: &mut Option<LastInLane>| {
+        *next = None;
         let call = c.call;
         // Not a call: the run's own servers, used below.
         if call.syscall == Syscall::Listen || covered(here) {
-            return None;
+            return;
         }
         // The process, as the call before's when it falls in the same span of the log.
         let process = match last_process {
@@ -852,7 +857,7 @@ pub fn build(
                     process,
                 }),
             }
-            return None;
+            return;
         }
         let mut rule = Named::Policy(call.rule);
         let mut category = Named::Policy(call.category);
@@ -909,14 +914,17 @@ pub fn build(
             }
         };
         count(&mut tallies[i], c.result, c.blocked_ns);
-        by_record_alone.then(|| LastInLane {
+        if !by_record_alone {
+            return;
+        }
+        *next = Some(LastInLane {
             tally: i,
             served: served_by_suite,
             serving_since: None,
             // The span `last_process` now holds: this call's process's.
             lo: last_process.1,
             hi: last_process.2,
-        })
+        });
     };
     // Called through a pointer: the walk's closure below stays small (the storm's repeated
     // calls take it alone).
@@ -954,7 +962,7 @@ pub fn build(
                 count(&mut tallies[last.tally], c.result, c.blocked_ns);
                 return;
             }
-            last_in_lane[lane] = group(here, c, &mut tallies);
+            group(here, c, &mut tallies, &mut last_in_lane[lane]);
         });
         match walked {
             Ok(read) => counts = read,
