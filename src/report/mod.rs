@@ -7,6 +7,8 @@
 pub mod baseline;
 pub mod formats;
 pub mod github;
+#[cfg(test)]
+mod hint_tests;
 pub mod html;
 pub mod in_suite;
 pub mod junit;
