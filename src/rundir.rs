@@ -342,11 +342,12 @@ impl RunDir {
     /// shims that could not map the log header.
     ///
     /// With `want`, the calls it does not pick are passed over unread (see
-    /// `event::Stream::skim`); the torn count then covers only what was read.
+    /// `event::Stream::skim`); the torn count then covers only what was read. Without, each
+    /// record comes with the hint `event::Stream::feed_hinted` gives.
     pub fn walk_events(
         &self,
         want: Option<&dyn Fn(&event::CallHead) -> bool>,
-        f: &mut dyn FnMut(u64, event::RecordRef<'_>),
+        f: &mut dyn FnMut(u64, &event::RecordRef<'_>, event::Hint),
     ) -> Result<event::Decoded> {
         use std::os::unix::fs::FileExt;
         let f_log = File::open(self.events_path()).context("cannot open the event log")?;
@@ -372,8 +373,8 @@ impl RunDir {
                 .context("cannot read the event log")?;
             let bytes = mapped.bytes();
             match want {
-                Some(want) => stream.skim(bytes, want, &mut *f),
-                None => stream.feed_refs(bytes, &mut *f),
+                Some(want) => stream.skim(bytes, want, |at, r| f(at, &r, Default::default())),
+                None => stream.feed_hinted(bytes, &mut *f),
             }
             if stream.next_slot() == from {
                 anyhow::bail!("the event log could not be walked past slot {from}");
@@ -607,7 +608,10 @@ fn map_log(path: &Path) -> Result<LogMapping> {
 
 /// The report reads the run's log in pieces (see [`RunDir::walk_events`]).
 impl crate::report::Events for RunDir {
-    fn walk(&self, f: &mut dyn FnMut(u64, event::RecordRef<'_>)) -> Result<event::Decoded> {
+    fn walk(
+        &self,
+        f: &mut dyn FnMut(u64, &event::RecordRef<'_>, event::Hint),
+    ) -> Result<event::Decoded> {
         self.walk_events(None, f)
     }
 
@@ -616,7 +620,7 @@ impl crate::report::Events for RunDir {
         want: &dyn Fn(&event::CallHead) -> bool,
         f: &mut dyn FnMut(u64, event::RecordRef<'_>),
     ) -> Result<event::Decoded> {
-        self.walk_events(Some(want), f)
+        self.walk_events(Some(want), &mut |at, r, _| f(at, *r))
     }
 }
 

@@ -527,7 +527,11 @@ fn call_checksum(body: &[u8]) -> u32 {
     for k in [0, 1, 2, 3, 4, 5, 7] {
         h = checksum_mix(h, word(k));
     }
-    checksum_fold(checksum_words(h, texts))
+    // Most calls have no text (no call out of line for them).
+    if !texts.is_empty() {
+        h = checksum_words(h, texts);
+    }
+    checksum_fold(h)
 }
 
 /// The checksum's starting value, before the record's kind is mixed in.
@@ -1156,6 +1160,9 @@ enum Step {
 pub use decode::*;
 
 #[cfg(feature = "alloc")]
+mod repeat;
+
+#[cfg(feature = "alloc")]
 mod decode {
     use super::*;
     use alloc::vec::Vec;
@@ -1279,6 +1286,32 @@ mod decode {
                 }),
             }
         }
+    }
+
+    /// What [`Stream::feed_hinted`] says of a record beside it.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Hint {
+        /// A call's lane: [`lane_of`] its port (calls to one port share one; 0 for a process
+        /// record).
+        pub lane: u8,
+        /// The call's fields and texts, its time, result and blocked time aside, are those of
+        /// the last call handed out in its lane (`false` says nothing). A reader that groups
+        /// calls may count it where it counted that one, without looking at its fields again.
+        pub repeats: bool,
+    }
+
+    /// Lanes a [`Hint`] tells apart: a storm that cycles through this many ports or fewer
+    /// repeats in each.
+    pub const LANES: usize = 8;
+
+    /// The lane of a call to `port`: the port hashed (Fibonacci hashing, the product's top
+    /// bits), not taken modulo [`LANES`], which put the popular ports in few lanes (80, 3000,
+    /// 5432, 8000, 8080, 9200 in lane 0): a storm alternating two of them then repeated in
+    /// none.
+    #[inline(always)]
+    pub fn lane_of(port: u16) -> usize {
+        const _: () = assert!(LANES.is_power_of_two() && LANES > 1);
+        ((port as u32).wrapping_mul(0x9E37_79B1) >> (32 - LANES.trailing_zeros())) as usize
     }
 
     /// A call's fields as its first slot holds them, before the record is checked: what
@@ -1425,6 +1458,9 @@ mod decode {
         counts: Decoded,
         /// A record's payload, gathered from its slots (kept from one record to the next).
         payload: Vec<u8>,
+        /// Read a storm's repeated calls and heads the cheap way (`repeat`); tests turn it
+        /// off to compare both ways.
+        repeats: bool,
     }
 
     impl Stream {
@@ -1454,7 +1490,18 @@ mod decode {
                 settled: None,
                 counts,
                 payload: Vec::new(),
+                repeats: true,
             })
+        }
+
+        /// The same reader, every call read in full and every head shown to the choice (the
+        /// way a storm's repeated calls are read cheaply is checked against it).
+        #[cfg(test)]
+        pub(crate) fn without_repeats(self) -> Stream {
+            Stream {
+                repeats: false,
+                ..self
+            }
         }
 
         /// The slot the next piece must start at (0 first).
@@ -1472,34 +1519,44 @@ mod decode {
         /// lies wholly inside them, in log order. A record that runs past the piece's end is
         /// left for the next piece, which starts at it.
         pub fn feed(&mut self, slots: &[u8], mut f: impl FnMut(Record)) {
-            self.walk(slots, |_| true, |_, r| f(r.to_record()));
+            self.walk::<false>(slots, |_| true, |_, r, _| f(r.to_record()));
         }
 
         /// As [`Stream::feed`], the records read in place (nothing copied), each with its
         /// place in the log: the slot it starts at.
-        pub fn feed_refs(&mut self, slots: &[u8], f: impl FnMut(u64, RecordRef<'_>)) {
-            self.walk(slots, |_| true, f);
+        pub fn feed_refs(&mut self, slots: &[u8], mut f: impl FnMut(u64, RecordRef<'_>)) {
+            self.walk::<false>(slots, |_| true, |at, r, _| f(at, *r));
+        }
+
+        /// As [`Stream::feed_refs`], each record lent (a storm's next call is an earlier one,
+        /// a few fields updated: nothing to copy), with a [`Hint`] for a reader that groups
+        /// calls: whether the call repeats the last call of its lane (see `repeat`).
+        pub fn feed_hinted(&mut self, slots: &[u8], f: impl FnMut(u64, &RecordRef<'_>, Hint)) {
+            self.walk::<false>(slots, |_| true, f);
         }
 
         /// As [`Stream::feed_refs`], but of the calls only those `want` picks by their
         /// [`CallHead`] are checked and handed out: the others are passed over unread (the
         /// walk's cheap first pass over a log whose calls it reads again later). Process
         /// records are all handed out. The torn count and [`Stream::settled`] then cover only
-        /// what was read; the places are those [`Stream::feed_refs`] gives.
+        /// what was read; the places are those [`Stream::feed_refs`] gives. `want` must
+        /// depend on the head alone: what it said of a call is reused for the calls with the
+        /// same head that follow.
         pub fn skim(
             &mut self,
             slots: &[u8],
             want: impl Fn(&CallHead) -> bool,
-            f: impl FnMut(u64, RecordRef<'_>),
+            mut f: impl FnMut(u64, RecordRef<'_>),
         ) {
-            self.walk(slots, want, f);
+            self.walk::<true>(slots, want, |at, r, _| f(at, *r));
         }
 
-        fn walk(
+        /// Hands `f` the records of `slots`; with `SKIM`, only the calls `want` picks.
+        fn walk<const SKIM: bool>(
             &mut self,
             slots: &[u8],
             want: impl Fn(&CallHead) -> bool,
-            mut f: impl FnMut(u64, RecordRef<'_>),
+            mut f: impl FnMut(u64, &RecordRef<'_>, Hint),
         ) {
             let base = self.next;
             let limit = (base + (slots.len() / SLOT_LEN) as u64).min(self.end);
@@ -1509,6 +1566,15 @@ mod decode {
                 &slots[k * SLOT_LEN..(k + 1) * SLOT_LEN]
             };
             let tag_at = |g: u64| u32_at(slot(g), 0);
+            // Per lane (see [`Hint`]): the last call handed out, when it took one slot: that
+            // slot's payload, its length and the call (see `repeat`); and what `want` said of
+            // the heads it was last shown.
+            let mut last_call: [Option<(&[u8; PAYLOAD_PER_SLOT], usize, RecordRef<'_>)>; LANES] =
+                [None; LANES];
+            let mut heads = repeat::Heads::default();
+            // Kept in registers while walking, stored back at the end.
+            let (mut in_gap, mut records) = (self.in_gap, self.records);
+            let repeats = self.repeats;
             let mut i = base;
             while i < limit {
                 let first = tag_at(i);
@@ -1516,19 +1582,74 @@ mod decode {
                     // Most records: a call in one slot, complete by its tag alone (no other
                     // slot to check, nothing to gather, none left for the next piece). What
                     // the general path below does with it, without its tests.
-                    self.in_gap = false;
+                    in_gap = false;
                     let s = slot(i);
-                    let payload = &s[TAG_LEN..];
-                    let wanted = CallHead::of(payload).is_none_or(|h| want(&h));
-                    if wanted {
-                        match decode_call(payload, 1, u32_at(s, 4)) {
-                            Some(c) if c.result == RESULT_NOT_A_CALL => {}
-                            Some(c) => {
-                                self.records += 1;
-                                f(i, RecordRef::Call(c));
+                    let sum = u32_at(s, 4);
+                    let Ok(payload) = <&[u8; PAYLOAD_PER_SLOT]>::try_from(&s[TAG_LEN..]) else {
+                        unreachable!("a slot holds one payload")
+                    };
+                    let wanted = !SKIM || {
+                        let head = repeat::head(payload);
+                        match heads.said(head) {
+                            Some(wanted) if repeats => wanted,
+                            _ => {
+                                let wanted = CallHead::of(payload).is_none_or(|h| want(&h));
+                                heads.say(head, wanted);
+                                wanted
+                            }
+                        }
+                    };
+                    if !wanted {
+                        // Passed over, with the unwanted calls right after it.
+                        let rest = &slots[((i + 1 - base) as usize) * SLOT_LEN
+                            ..((limit - base) as usize) * SLOT_LEN];
+                        i += 1 + if repeats {
+                            heads.unwanted_run(rest) as u64
+                        } else {
+                            0
+                        };
+                        continue;
+                    }
+                    let lane = repeat::lane(payload);
+                    // A call like the last one handed out in its lane is checked for what may
+                    // differ alone, and handed out as that one updated; any other is read in
+                    // full.
+                    let hint = Hint {
+                        lane: lane as u8,
+                        repeats: false,
+                    };
+                    if let Some((prev, len, r)) = &mut last_call[lane]
+                        && repeat::same(prev, payload, *len)
+                    {
+                        match repeat::update(r, payload, *len, sum) {
+                            Some(RESULT_NOT_A_CALL) => {}
+                            Some(_) => {
+                                records += 1;
+                                f(
+                                    i,
+                                    r,
+                                    Hint {
+                                        repeats: true,
+                                        ..hint
+                                    },
+                                );
                             }
                             None => self.counts.torn += 1,
                         }
+                        i += 1;
+                        continue;
+                    }
+                    match decode_call(payload, 1, sum) {
+                        Some(c) if c.result == RESULT_NOT_A_CALL => {}
+                        Some(c) => {
+                            let r = RecordRef::Call(c);
+                            if repeats {
+                                last_call[lane] = Some((payload, call_len(payload), r));
+                            }
+                            records += 1;
+                            f(i, &r, hint);
+                        }
+                        None => self.counts.torn += 1,
                     }
                     i += 1;
                     continue;
@@ -1543,7 +1664,7 @@ mod decode {
                     if i + n as u64 > limit {
                         break;
                     }
-                    self.in_gap = false;
+                    in_gap = false;
                     i += n as u64;
                     continue;
                 }
@@ -1562,20 +1683,17 @@ mod decode {
                     break;
                 }
                 if self.settled.is_none() && !complete {
-                    self.settled = Some(Settled {
-                        records: self.records,
-                        slots: i,
-                    });
+                    self.settled = Some(Settled { records, slots: i });
                 }
                 match head {
                     Some((KIND_RESERVED, n)) => {
                         // Reserved, never committed: one record, whatever it had written.
-                        self.in_gap = false;
+                        in_gap = false;
                         self.counts.torn += 1;
                         i += n as u64;
                     }
                     Some((kind, n)) => {
-                        self.in_gap = false;
+                        in_gap = false;
                         let record = if complete {
                             // A one-slot record (most calls) is read where it lies; a longer
                             // one is gathered from its slots first.
@@ -1604,8 +1722,13 @@ mod decode {
                             // Voided by its writer: not a call (see RESULT_NOT_A_CALL).
                             Some(RecordRef::Call(c)) if c.result == RESULT_NOT_A_CALL => {}
                             Some(r) => {
-                                self.records += 1;
-                                f(i, r);
+                                let mut hint = Hint::default();
+                                if let RecordRef::Call(c) = r {
+                                    hint.lane = lane_of(c.call.dest.port) as u8;
+                                    last_call[hint.lane as usize] = None;
+                                }
+                                records += 1;
+                                f(i, &r, hint);
                             }
                             None => self.counts.torn += 1,
                         }
@@ -1615,14 +1738,15 @@ mod decode {
                         // Slots without a record's first tag: a writer died between reserving
                         // and its first store (its slots are all untagged), or something wrote
                         // over the log. One record per run of them.
-                        if !self.in_gap {
+                        if !in_gap {
                             self.counts.torn += 1;
-                            self.in_gap = true;
+                            in_gap = true;
                         }
                         i += 1;
                     }
                 }
             }
+            (self.in_gap, self.records) = (in_gap, records);
             self.next = i;
         }
 
@@ -1646,6 +1770,11 @@ mod decode {
         (slots_for(total) == n && checksum(kind, &[body]) == sum).then_some(body)
     }
 
+    /// The payload length a call's fixed part gives (its texts' lengths unchecked).
+    fn call_len(f: &[u8; PAYLOAD_PER_SLOT]) -> usize {
+        CALL_FIXED + u16_at(f, 56) as usize + u16_at(f, 58) as usize + f[61] as usize
+    }
+
     fn decode_call(p: &[u8], n: usize, sum: u32) -> Option<CallRef<'_>> {
         // The fixed part as an array: its fields are read without bounds checks.
         let f: &[u8; CALL_FIXED] = p.get(..CALL_FIXED)?.try_into().ok()?;
@@ -1655,7 +1784,12 @@ mod decode {
             return None;
         }
         let total = CALL_FIXED + test_len + host_len + thread_len;
-        let p = checked(p, KIND_CALL, total, n, sum)?;
+        // `checked`, the call's checksum taken directly (a call's payload is never shorter
+        // than its fixed part).
+        let p = p.get(..total)?;
+        if slots_for(total) != n || call_checksum(p) != sum {
+            return None;
+        }
         let has_test = match f[60] {
             0 => false,
             1 => true,

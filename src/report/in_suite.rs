@@ -28,8 +28,10 @@ pub const IN_SUITE_RULE: &str = "allow in-suite (default)";
 /// The run's listeners, with the machine's own addresses.
 #[derive(Debug, Default)]
 pub struct Listeners {
-    /// (when, address, transport), in log order.
-    list: Vec<(u64, Dest, Transport)>,
+    /// (when, address, transport), by port (in log order within a port): a call's port's
+    /// listeners are found by a binary search, not by looking at every listener (a suite's
+    /// servers may be many, and every call is asked about).
+    by_port: Vec<(u64, Dest, Transport)>,
     /// This machine's interface addresses (IPv4 as IPv4-mapped), read the first time a
     /// listener on a wildcard address meets a destination that is neither loopback nor
     /// unspecified: reading them (netlink) cost a run with a listener ~0.2 ms, and most runs'
@@ -88,12 +90,18 @@ fn interface_addresses() -> Vec<[u8; 16]> {
     out
 }
 
+/// `list` sorted by port, in its order within a port.
+fn by_port(mut list: Vec<(u64, Dest, Transport)>) -> Vec<(u64, Dest, Transport)> {
+    list.sort_by_key(|(_, l, _)| l.port);
+    list
+}
+
 impl Listeners {
     /// The run's listeners (from its `Listen` records: when, where, transport); the machine's
     /// addresses are read when first needed.
     pub fn new(list: Vec<(u64, Dest, Transport)>) -> Listeners {
         Listeners {
-            list,
+            by_port: by_port(list),
             local: std::cell::OnceCell::new(),
         }
     }
@@ -101,9 +109,17 @@ impl Listeners {
     #[cfg(test)]
     fn with(list: Vec<(u64, Dest, Transport)>, local: Vec<[u8; 16]>) -> Listeners {
         Listeners {
-            list,
+            by_port: by_port(list),
             local: local.into(),
         }
+    }
+
+    /// The listeners on `port`.
+    #[inline]
+    fn on(&self, port: u16) -> &[(u64, Dest, Transport)] {
+        let from = self.by_port.partition_point(|(_, l, _)| l.port < port);
+        let rest = &self.by_port[from..];
+        &rest[..rest.partition_point(|(_, l, _)| l.port == port)]
     }
 
     /// Is `ip` an address of this machine?
@@ -116,27 +132,49 @@ impl Listeners {
     /// Inlined: a run without servers (most) pays one test per call.
     #[inline]
     pub fn serves(&self, dest: &Dest, transport: Transport, time_ns: u64) -> bool {
-        !self.list.is_empty() && self.any_serves(dest, transport, time_ns)
+        !self.by_port.is_empty() && self.any_serves(dest, transport, time_ns)
     }
 
     fn any_serves(&self, dest: &Dest, transport: Transport, time_ns: u64) -> bool {
-        self.list.iter().any(|(t, l, lt)| {
-            if *t > time_ns || l.port != dest.port || dest.port == 0 {
-                return false;
-            }
-            if transport != Transport::Other && *lt != transport {
-                return false;
-            }
-            if l.ip == dest.ip {
-                return true;
-            }
-            if !unspecified(&l.ip) || !self.local(&dest.ip) {
-                return false;
-            }
-            // 0.0.0.0 takes IPv4 only; `::` takes both (unless the socket is IPv6-only, which
-            // the record does not say).
-            !is_v4(&l.ip) || is_v4(&dest.ip)
-        })
+        self.on(dest.port)
+            .iter()
+            .any(|(t, l, lt)| *t <= time_ns && self.takes(l, *lt, dest, transport))
+    }
+
+    /// Since when a listener of the run serves `dest` over `transport`: the earliest opening
+    /// of one that takes it (None: none does). [`Listeners::serves`] at any time `t` is then
+    /// whether `t` is at or after it (a listener, once open, serves for the rest of the run).
+    pub fn serving_since(&self, dest: &Dest, transport: Transport) -> Option<u64> {
+        if self.by_port.is_empty() {
+            return None;
+        }
+        self.on(dest.port)
+            .iter()
+            .filter(|(_, l, lt)| self.takes(l, *lt, dest, transport))
+            .map(|(t, _, _)| *t)
+            .min()
+    }
+
+    /// Does listener `l` (over `lt`, on `dest`'s port) take calls to `dest` over `transport`,
+    /// once open?
+    #[inline]
+    fn takes(&self, l: &Dest, lt: Transport, dest: &Dest, transport: Transport) -> bool {
+        debug_assert_eq!(l.port, dest.port);
+        if dest.port == 0 {
+            return false;
+        }
+        if transport != Transport::Other && lt != transport {
+            return false;
+        }
+        if l.ip == dest.ip {
+            return true;
+        }
+        if !unspecified(&l.ip) || !self.local(&dest.ip) {
+            return false;
+        }
+        // 0.0.0.0 takes IPv4 only; `::` takes both (unless the socket is IPv6-only, which
+        // the record does not say).
+        !is_v4(&l.ip) || is_v4(&dest.ip)
     }
 }
 
@@ -184,6 +222,89 @@ mod tests {
         assert!(at(v6(1, 8004)));
         assert!(!at(Dest::from_v4([127, 0, 0, 1], 8004)));
         assert!(!at(Dest::from_v4([127, 0, 0, 1], 9999)));
+    }
+
+    /// Whether the suite serves a destination at a time is whether the time is at or after
+    /// since when it serves it (what a storm's repeated calls are grouped by).
+    #[test]
+    fn serving_since_says_when_serves_starts_saying_yes() {
+        let l = Listeners::with(
+            vec![
+                (30, Dest::from_v4([127, 0, 0, 1], 8001), Transport::Tcp),
+                (10, Dest::from_v4([0, 0, 0, 0], 8001), Transport::Tcp),
+                (20, v6(0, 8002), Transport::Udp),
+                (40, Dest::from_v4([127, 0, 0, 1], 8002), Transport::Tcp),
+            ],
+            vec![],
+        );
+        for (ip, port) in [
+            ([127, 0, 0, 1], 8001),
+            ([127, 0, 0, 2], 8002),
+            ([10, 0, 0, 1], 8001),
+        ] {
+            for transport in [Transport::Tcp, Transport::Udp, Transport::Other] {
+                let d = Dest::from_v4(ip, port);
+                let since = l.serving_since(&d, transport);
+                for t in [0, 9, 10, 19, 20, 29, 30, 40, u64::MAX] {
+                    let want = since.is_some_and(|s| t >= s);
+                    assert_eq!(l.serves(&d, transport, t), want, "{d:?} {transport:?} {t}");
+                }
+            }
+        }
+        assert_eq!(
+            l.serving_since(&Dest::from_v4([127, 0, 0, 1], 8001), Transport::Tcp),
+            Some(10)
+        );
+    }
+
+    /// The listeners are looked up by port: whatever the order they opened in and the ports
+    /// around it (the first and last port, port 0, neighbours), a call's port's listeners are
+    /// all found, as looking at every listener finds them.
+    #[test]
+    fn listeners_of_many_ports_are_found_by_port() {
+        let ports = [0, 1, 79, 80, 81, 8000, 8080, 8080, 45001, 45009, 65535];
+        let addrs = [
+            Dest::from_v4([127, 0, 0, 1], 0),
+            Dest::from_v4([0, 0, 0, 0], 0),
+            v6(0, 0),
+            v6(1, 0),
+        ];
+        let mut list = Vec::new();
+        for (k, port) in ports.iter().rev().enumerate() {
+            for (j, a) in addrs.iter().enumerate() {
+                if (k + j) % 3 != 0 {
+                    let transport = [Transport::Tcp, Transport::Udp][(k * 7 + j) % 2];
+                    list.push((
+                        (k * 31 + j * 7) as u64 % 50,
+                        Dest { port: *port, ..*a },
+                        transport,
+                    ));
+                }
+            }
+        }
+        let l = Listeners::with(list.clone(), vec![]);
+        for port in [0, 2, 80, 8080, 45001, 45005, 45009, 65535] {
+            for a in [
+                Dest::from_v4([127, 0, 0, 1], port),
+                Dest::from_v4([127, 0, 0, 5], port),
+                Dest::from_v4([10, 0, 0, 1], port),
+                v6(1, port),
+            ] {
+                for transport in [Transport::Tcp, Transport::Udp, Transport::Other] {
+                    let theirs = || {
+                        list.iter()
+                            .filter(|(_, d, lt)| d.port == port && l.takes(d, *lt, &a, transport))
+                    };
+                    let since = theirs().map(|(t, _, _)| *t).min();
+                    assert_eq!(l.serving_since(&a, transport), since, "{a:?} {transport:?}");
+                    for t in [0, 10, 25, 49, 50] {
+                        let serves = theirs().any(|(opened, _, _)| *opened <= t);
+                        assert_eq!(l.serves(&a, transport, t), serves, "{a:?} {transport:?}");
+                    }
+                }
+            }
+        }
+        assert!(l.serves(&Dest::from_v4([127, 0, 0, 1], 8080), Transport::Tcp, 50));
     }
 
     #[test]

@@ -7,19 +7,23 @@
 pub mod baseline;
 pub mod formats;
 pub mod github;
+#[cfg(test)]
+mod hint_tests;
 pub mod html;
 pub mod in_suite;
 pub mod junit;
 pub mod merge;
 pub mod payoff;
 pub mod render;
+#[cfg(test)]
+mod storm_tests;
 
 use crate::attribution::{Attribution, Timeline};
 use crate::fast_hash::{FastMap, FastSet};
 use crate::policy::Policy;
 use nettrap_core::addr::Dest;
 use nettrap_core::event::{
-    CallHead, CallRecord, CallRef, Decoded, RecordRef, Source, Syscall, Unobserved,
+    CallHead, CallRecord, CallRef, Decoded, Hint, LANES, RecordRef, Source, Syscall, Unobserved,
 };
 use nettrap_core::policy::{Action, CompiledPolicy};
 use serde::{Deserialize, Serialize};
@@ -442,9 +446,11 @@ const LOOKUP_SPAN_NS: u64 = 10_000_000_000;
 /// and read in place, with its place in the log (positions that only grow), the same each time
 /// it is walked (the report walks it twice and holds none of the calls).
 pub trait Events {
-    /// Hands `f` every record; returns the log's counts (dropped, torn, unobserved), its
+    /// Hands `f` every record, with a hint: whether a call repeats the last call of its lane,
+    /// time, result and blocked time aside (see `event::Stream::feed_hinted`; a hint that says
+    /// nothing is always right). Returns the log's counts (dropped, torn, unobserved), its
     /// `records` empty.
-    fn walk(&self, f: &mut dyn FnMut(u64, RecordRef<'_>)) -> anyhow::Result<Decoded>;
+    fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, Hint)) -> anyhow::Result<Decoded>;
 
     /// As [`Events::walk`], but hands `f` only the process records and the calls `want`
     /// picks, at the places `walk` gives them; the others are passed over unread (see
@@ -456,10 +462,11 @@ pub trait Events {
     ) -> anyhow::Result<Decoded>;
 }
 
-/// Records already in memory (tests, small logs): their places are their indexes.
+/// Records already in memory (tests, small logs): their places are their indexes, and no
+/// call comes with a hint.
 impl Events for Decoded {
-    fn walk(&self, f: &mut dyn FnMut(u64, RecordRef<'_>)) -> anyhow::Result<Decoded> {
-        self.skim(&|_| true, f)
+    fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, Hint)) -> anyhow::Result<Decoded> {
+        self.skim(&|_| true, &mut |at, r| f(at, &r, Default::default()))
     }
 
     fn skim(
@@ -695,6 +702,35 @@ struct Group {
 /// they spent blocked in the real calls.
 type Tally = (u64, Vec<(i32, u64)>, u64);
 
+/// What a storm's next call in a lane (see `event::Hint`) is grouped by: the group the lane's
+/// last call went to (its tally's index), whether the suite served it, since when the suite
+/// serves its destination (`Listeners::serving_since`; None until a repeat of the call asks:
+/// a log whose calls never repeat does not pay for it), and the span of places in the log its
+/// process holds for (see `Context::process_at`).
+#[derive(Clone, Copy)]
+struct LastInLane {
+    tally: usize,
+    served: bool,
+    serving_since: Option<Option<u64>>,
+    lo: u64,
+    hi: u64,
+}
+
+/// Groups a call in full (see `build`): the place, the call, the tallies, and where to say
+/// what the next call of its lane is grouped by.
+type GroupInFull<'a> = dyn FnMut(u64, &CallRef<'_>, &mut Vec<Tally>, &mut Option<LastInLane>) + 'a;
+
+/// Counts a call in its group's tally.
+#[inline(always)]
+fn count(g: &mut Tally, result: i32, blocked_ns: u64) {
+    g.0 += 1;
+    match g.1.iter_mut().find(|(r, _)| *r == result) {
+        Some((_, n)) => *n += 1,
+        None => g.1.push((result, 1)),
+    }
+    g.2 = g.2.saturating_add(blocked_ns);
+}
+
 pub fn build(
     policy: &Policy,
     compiled: &CompiledPolicy,
@@ -736,12 +772,18 @@ pub fn build(
     // `Context::process_at`; empty at first) and that process.
     let mut last_process: (u32, u64, u64, (u32, u32)) = (0, 1, 0, (0, 0));
     let by_record_alone = timeline.by_record_alone();
-    // Groups the call at `here` in the log.
-    let mut group = |here: u64, c: CallRef<'_>| {
+    let covered = |here: u64| !cx.covered.is_empty() && cx.covered.contains(&here);
+    // Groups the call at `here` in the log, in full, and counts it in `tallies`; says in
+    // `next` what a storm's next call of its lane is grouped by (see `LastInLane`; written in
+    // place, not returned and copied), when the timeline says nothing.
+    let group = &mut |here: u64,
+                      c: &CallRef<'_>,
+                      tallies: &mut Vec<Tally>,
+                      next: &mut Option<LastInLane>| {
+        *next = None;
         let call = c.call;
         // Not a call: the run's own servers, used below.
-        if call.syscall == Syscall::Listen || (!cx.covered.is_empty() && cx.covered.contains(&here))
-        {
+        if call.syscall == Syscall::Listen || covered(here) {
             return;
         }
         // The process, as the call before's when it falls in the same span of the log.
@@ -873,19 +915,56 @@ pub fn build(
                 i
             }
         };
-        let g = &mut tallies[i];
-        g.0 += 1;
-        match g.1.iter_mut().find(|(r, _)| *r == c.result) {
-            Some((_, n)) => *n += 1,
-            None => g.1.push((c.result, 1)),
+        count(&mut tallies[i], c.result, c.blocked_ns);
+        if !by_record_alone {
+            return;
         }
-        g.2 = g.2.saturating_add(c.blocked_ns);
+        *next = Some(LastInLane {
+            tally: i,
+            served: served_by_suite,
+            serving_since: None,
+            // The span `last_process` now holds: this call's process's.
+            lo: last_process.1,
+            hi: last_process.2,
+        });
+    };
+    // Called through a pointer: the walk's closure below stays small (the storm's repeated
+    // calls take it alone).
+    let group: &mut GroupInFull = group;
+    // Per lane (see `event::Hint`), what the last call was grouped by (None: it went to no
+    // group, or the timeline says something).
+    let mut last_in_lane: [Option<LastInLane>; LANES] = [None; LANES];
+    // Since when the suite serves the destination of `last`'s lane's calls (those of `c`, which
+    // repeats it), asked once.
+    let serving_since = |last: &mut LastInLane, c: &CallRef<'_>| {
+        *last.serving_since.get_or_insert_with(|| {
+            (c.call.syscall != Syscall::Lookup)
+                .then(|| listeners.serving_since(&c.call.dest, c.call.transport))
+                .flatten()
+        })
     };
     if info.log_error.is_none() {
-        let walked = events.walk(&mut |at, record| {
-            if let RecordRef::Call(c) = record {
-                group(at, c);
+        let walked = events.walk(&mut |here, record, hint| {
+            let RecordRef::Call(c) = record else {
+                return;
+            };
+            // A storm's next call: what its group depends on besides the fields the hint says
+            // are those of the last call of its lane (its place in the log: the process, a
+            // covered lookup; its time: a server of the suite; the timeline, which says
+            // nothing when `last` is known) unchanged, it goes where that call went, as
+            // `group` would find.
+            let lane = hint.lane as usize % LANES;
+            if hint.repeats
+                && let Some(last) = &mut last_in_lane[lane]
+                && last.lo <= here
+                && here <= last.hi
+                && !covered(here)
+                && serving_since(last, c).is_some_and(|t| c.call.time_ns >= t) == last.served
+            {
+                count(&mut tallies[last.tally], c.result, c.blocked_ns);
+                return;
             }
+            group(here, c, &mut tallies, &mut last_in_lane[lane]);
         });
         match walked {
             Ok(read) => counts = read,
@@ -1294,7 +1373,7 @@ mod tests {
     struct KeptLog(std::path::PathBuf);
 
     impl Events for KeptLog {
-        fn walk(&self, f: &mut dyn FnMut(u64, RecordRef<'_>)) -> anyhow::Result<Decoded> {
+        fn walk(&self, f: &mut dyn FnMut(u64, &RecordRef<'_>, Hint)) -> anyhow::Result<Decoded> {
             self.read(None, f)
         }
 
@@ -1303,7 +1382,7 @@ mod tests {
             want: &dyn Fn(&CallHead) -> bool,
             f: &mut dyn FnMut(u64, RecordRef<'_>),
         ) -> anyhow::Result<Decoded> {
-            self.read(Some(want), f)
+            self.read(Some(want), &mut |at, r, _| f(at, *r))
         }
     }
 
@@ -1311,7 +1390,7 @@ mod tests {
         fn read(
             &self,
             want: Option<&dyn Fn(&CallHead) -> bool>,
-            f: &mut dyn FnMut(u64, RecordRef<'_>),
+            f: &mut dyn FnMut(u64, &RecordRef<'_>, Hint),
         ) -> anyhow::Result<Decoded> {
             use nettrap_core::event::{self, HEADER_LEN, MAX_SLOTS, SLOT_LEN, WINDOW_SLOTS};
             use std::os::unix::fs::FileExt;
@@ -1329,8 +1408,8 @@ mod tests {
                 let bytes = &mut buf[..slots * SLOT_LEN];
                 file.read_exact_at(bytes, (HEADER_LEN + from as usize * SLOT_LEN) as u64)?;
                 match want {
-                    Some(want) => stream.skim(bytes, want, &mut *f),
-                    None => stream.feed_refs(bytes, &mut *f),
+                    Some(want) => stream.skim(bytes, want, |at, r| f(at, &r, Default::default())),
+                    None => stream.feed_hinted(bytes, &mut *f),
                 }
             }
             Ok(stream.finish())
@@ -1339,7 +1418,8 @@ mod tests {
 
     /// The report step alone, on a kept run directory, for profiling (callgrind, perf):
     /// `NETTRAP_REPORT_DIR=/tmp/nettrap-… cargo test --release report_step_on_a_kept_run
-    /// -- --ignored`; writes the report's JSON to `NETTRAP_REPORT_OUT` when set.
+    /// -- --ignored`; writes the report's JSON to `NETTRAP_REPORT_OUT` and its to-do list to
+    /// `NETTRAP_REPORT_TODO` when set (to compare two builds' outputs on one log).
     #[test]
     #[ignore]
     fn report_step_on_a_kept_run() {
@@ -1364,6 +1444,9 @@ mod tests {
         let report = build(&policy, &compiled, &KeptLog(dir), timeline, info);
         if let Some(out) = std::env::var_os("NETTRAP_REPORT_OUT") {
             std::fs::write(out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        }
+        if let Some(out) = std::env::var_os("NETTRAP_REPORT_TODO") {
+            std::fs::write(out, render::todo(&report)).unwrap();
         }
     }
 

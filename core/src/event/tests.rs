@@ -506,6 +506,10 @@ fn play(mem: &Mem, ops: &[Op]) -> Expected {
                             _ => {}
                         }
                         after_untagged = false;
+                        if *result == Some(RESULT_NOT_A_CALL) {
+                            // Voided: not a call, never read back.
+                            continue;
+                        }
                         want.records.push(Record::Call(CallRecord {
                             call,
                             result: result.unwrap_or(RESULT_PENDING),
@@ -1027,5 +1031,258 @@ fn one_slot_calls_match_the_general_path() {
                 );
             }
         }
+    }
+}
+
+/// A storm: runs of one call repeated (its time, result and blocked time varied, some voided),
+/// calls mostly of one slot, with other records and torn writers between the runs.
+fn storm() -> impl Strategy<Value = Vec<Op>> {
+    // Calls that differ from one base call in one field each: calls alike but for one field
+    // follow one another.
+    let base = (
+        call_strategy(),
+        proptest::option::of(short_text()),
+        short_text(),
+        short_text(),
+    );
+    let variant = (0u8..16, any::<u64>(), short_text());
+    let kind = (
+        base,
+        proptest::collection::vec(variant, 1..8),
+        proptest::collection::vec(op(), 0..2),
+    )
+        .prop_map(|((call, test, host, thread), variants, others)| {
+            let mut kinds: Vec<Op> = variants
+                .into_iter()
+                .map(|(field, v, text)| {
+                    let (mut call, mut test, mut host, mut thread) =
+                        (call, test.clone(), host.clone(), thread.clone());
+                    match field {
+                        0 => call.pid = v as u32,
+                        1 => call.tid = v as u32,
+                        2 => call.dest.ip[v as usize % 16] ^= 1 + (v >> 8) as u8 % 255,
+                        3 => call.dest.port = v as u16,
+                        4 => call.transport = transport_from(v as u8 % 3).unwrap(),
+                        5 => call.action = action_from(v as u8 % 3).unwrap(),
+                        6 => call.phase = phase_from(v as u8 % 4).unwrap(),
+                        7 => call.source = Source::try_from(1 + v as u8 % 2).unwrap(),
+                        8 => call.syscall = Syscall::try_from(1 + v as u8 % 5).unwrap(),
+                        9 => call.category = v as u16,
+                        10 => call.rule = v as u16,
+                        11 => call.deny_errno = v as i32,
+                        12 => test = Some(text),
+                        13 => test = None,
+                        14 => host = text,
+                        _ => thread = text,
+                    }
+                    Op::Call {
+                        call,
+                        test,
+                        host,
+                        thread,
+                        result: None,
+                        blocked: None,
+                    }
+                })
+                .collect();
+            kinds.extend(others);
+            kinds
+        });
+    let run = (
+        0usize..16,
+        1usize..12,
+        any::<u64>(),
+        any::<i32>(),
+        any::<u64>(),
+    );
+    (kind, proptest::collection::vec(run, 0..40)).prop_map(|(kinds, runs)| {
+        let mut ops = Vec::new();
+        for (k, n, t, r, b) in runs {
+            for j in 0..n {
+                ops.push(match &kinds[k % kinds.len()] {
+                    Op::Call {
+                        call,
+                        test,
+                        host,
+                        thread,
+                        ..
+                    } => Op::Call {
+                        call: Call {
+                            time_ns: t.wrapping_add(j as u64),
+                            ..*call
+                        },
+                        test: test.clone(),
+                        host: host.clone(),
+                        thread: thread.clone(),
+                        result: [Some(0), Some(-111), None, Some(RESULT_NOT_A_CALL), Some(r)]
+                            [(r as usize).wrapping_add(j) % 5],
+                        blocked: [None, Some(0), Some(b.wrapping_add(j as u64))][j % 3],
+                    },
+                    other => other.clone(),
+                });
+            }
+        }
+        ops
+    })
+}
+
+/// Texts that fit a one-slot call, from a few values (so that two calls often share one).
+fn short_text() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(Vec::new()),
+        Just(b"a".to_vec()),
+        Just(b"b".to_vec()),
+        Just(vec![b'c'; 9]),
+        Just(vec![b'd'; 15]),
+        Just(vec![b'c'; 16]),
+    ]
+}
+
+/// Reads the log in pieces of `piece` slots with [`Stream::feed_hinted`] (`repeats`: reading
+/// a storm's repeated calls the cheap way, or every call in full): the records with their
+/// places and hints, and the torn count.
+fn hinted(bytes: &[u8], piece: usize, repeats: bool) -> (Vec<(u64, Record, Hint)>, u64) {
+    let len = used_len(bytes).unwrap().min(bytes.len());
+    let slots = &bytes[HEADER_LEN..len];
+    let mut s = Stream::new(bytes, (slots.len() / SLOT_LEN) as u64).unwrap();
+    if !repeats {
+        s = s.without_repeats();
+    }
+    let mut out = Vec::new();
+    while !s.done() {
+        let from = s.next_slot() as usize * SLOT_LEN;
+        let to = (from + piece * SLOT_LEN).min(slots.len());
+        s.feed_hinted(&slots[from..to], |at, r, hint| {
+            out.push((at, r.to_record(), hint))
+        });
+    }
+    (out, s.finish().torn)
+}
+
+/// Skims the log in pieces of `piece` slots (`repeats`: as [`hinted`]): the records picked,
+/// with their places, and the torn count.
+fn skimmed(
+    bytes: &[u8],
+    piece: usize,
+    repeats: bool,
+    want: impl Fn(&CallHead) -> bool + Copy,
+) -> (Vec<(u64, Record)>, u64) {
+    let len = used_len(bytes).unwrap().min(bytes.len());
+    let slots = &bytes[HEADER_LEN..len];
+    let mut s = Stream::new(bytes, (slots.len() / SLOT_LEN) as u64).unwrap();
+    if !repeats {
+        s = s.without_repeats();
+    }
+    let mut out = Vec::new();
+    while !s.done() {
+        let from = s.next_slot() as usize * SLOT_LEN;
+        let to = (from + piece * SLOT_LEN).min(slots.len());
+        s.skim(&slots[from..to], want, |at, r| {
+            out.push((at, r.to_record()))
+        });
+    }
+    (out, s.finish().torn)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// A storm's repeated calls read the cheap way are the calls the writer wrote (voided ones
+    /// left out), and, damaged or not, what reading every call in full finds: the same
+    /// records, places and torn count; a skim picks the same. A call hinted as a repeat is
+    /// the last call of its lane handed out before it but for its time, result and blocked
+    /// time.
+    #[test]
+    fn a_storm_reads_the_same_repeated_calls_both_ways(
+        ops in storm(),
+        piece in MAX_SLOTS..MAX_SLOTS + 300,
+        flips in proptest::collection::vec((any::<u32>(), 1u8..=255), 0..4),
+        odd_ports in any::<bool>(),
+    ) {
+        let mut mem = Mem::new(4096, 4096);
+        let want = play(&mem, &ops);
+        let (cheap, _) = hinted(mem.bytes(), piece, true);
+        let records: Vec<Record> = cheap.iter().map(|(_, r, _)| r.clone()).collect();
+        prop_assert_eq!(&records, &want.records);
+        damage(&mut mem, &flips);
+        let (cheap, torn) = hinted(mem.bytes(), piece, true);
+        let (full, full_torn) = hinted(mem.bytes(), piece, false);
+        let unhinted: Vec<(u64, Record)> =
+            cheap.iter().map(|(at, r, _)| (*at, r.clone())).collect();
+        let full: Vec<(u64, Record)> = full.into_iter().map(|(at, r, _)| (at, r)).collect();
+        prop_assert_eq!(&unhinted, &full);
+        prop_assert_eq!(torn, full_torn);
+        let mut last_call: [Option<&CallRecord>; LANES] = [None; LANES];
+        for (_, r, hint) in &cheap {
+            if let Record::Call(c) = r {
+                let lane = hint.lane as usize;
+                prop_assert_eq!(lane, lane_of(c.call.dest.port));
+                if hint.repeats {
+                    let before = last_call[lane].expect("a repeat follows a call of its lane");
+                    let as_before = CallRecord {
+                        call: Call { time_ns: before.call.time_ns, ..c.call },
+                        result: before.result,
+                        blocked_ns: before.blocked_ns,
+                        ..c.clone()
+                    };
+                    prop_assert_eq!(&as_before, before);
+                }
+                last_call[lane] = Some(c);
+            }
+        }
+        // A skim's memo of heads and its runs passed over pick what asking every head picks.
+        let want = move |h: &CallHead| (h.port % 2 == 1) == odd_ports;
+        prop_assert_eq!(
+            skimmed(mem.bytes(), piece, true, want),
+            skimmed(mem.bytes(), piece, false, want)
+        );
+    }
+}
+
+proptest! {
+    /// The repeated call's checksum, its words read in place, is the checksum.
+    #[test]
+    fn a_checksum_read_in_place_is_the_checksum(
+        bytes in proptest::collection::vec(any::<u8>(), PAYLOAD_PER_SLOT),
+        len in CALL_FIXED..=PAYLOAD_PER_SLOT,
+    ) {
+        let p: &[u8; PAYLOAD_PER_SLOT] = bytes.as_slice().try_into().unwrap();
+        prop_assert_eq!(repeat::checksum(p, len), call_checksum(&p[..len]));
+    }
+}
+
+/// Calls to two popular ports in turn (a test talking to its database and its web server)
+/// repeat in their lanes: the lane is the port hashed, not the port modulo the lanes (which
+/// put 5432, 8080, 80, 8000, 3000 and 9200 all in lane 0).
+#[test]
+fn a_storm_between_two_popular_ports_repeats_in_both_lanes() {
+    for (a, b) in [
+        (5432, 8080),
+        (80, 8000),
+        (3000, 5432),
+        (443, 6379),
+        (9200, 8080),
+    ] {
+        assert_ne!(lane_of(a), lane_of(b), "{a} {b}");
+        let ops: Vec<Op> = (0..20)
+            .map(|j| Op::Call {
+                call: Call {
+                    time_ns: j,
+                    dest: Dest::from_v4([127, 0, 0, 1], [a, b][j as usize % 2]),
+                    ..a_call()
+                },
+                test: Some(b"t::a".to_vec()),
+                host: vec![],
+                thread: vec![],
+                result: Some(-111),
+                blocked: Some(j),
+            })
+            .collect();
+        let mut mem = Mem::new(4096, 4096);
+        play(&mem, &ops);
+        let (read, torn) = hinted(mem.bytes(), MAX_SLOTS + 100, true);
+        assert_eq!((read.len(), torn), (20, 0));
+        let repeats = read.iter().filter(|(_, _, hint)| hint.repeats).count();
+        assert_eq!(repeats, 18, "{a} {b}");
     }
 }
