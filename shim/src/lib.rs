@@ -1124,15 +1124,282 @@ fn tell_denial(
     tell(&line[..n]);
 }
 
+/// The stack pointer: every byte from it up to the caller's stack pointer is a live frame of
+/// this thread's stack (see [`mapped_above`]).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn stack_pointer() -> usize {
+    let sp: usize;
+    // SAFETY: reads rsp, nothing else.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    sp
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn stack_pointer() -> usize {
+    // No bound known: every address goes through the kernel (the general path).
+    usize::MAX
+}
+
 /// # Safety
 /// Same contract as connect(2).
 /// `caller_sp`: the caller's stack pointer at the call (the address of its return address), or
 /// 0 where it is not known.
+///
+/// The common call, taken here with little state (so with few registers spilled): an IPv4
+/// address read in place from the caller's stack, a stream socket, the run's files mapped, the
+/// process recorded already, a decision that is not a denial. Everything else goes to
+/// [`intercept_slow`], before anything is done that it would do again or differently (the
+/// socket's type, once asked, is handed over; the decision cache it may fill is the same
+/// either way). Each step is the general path's own, in its order, so both write the same
+/// record and return the same result (tests/golden.rs; tests/escapes counts the system calls).
+#[inline(always)]
 unsafe fn intercept(
     fd: c_int,
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
     caller_sp: usize,
+) -> c_int {
+    let (tp, off) = (thread_pointer(), ERRNO_OFFSET.load(Ordering::Relaxed));
+    let policy = POLICY.load(Ordering::Acquire);
+    let n = len as usize;
+    let here = stack_pointer();
+    let a = addr as usize;
+    if off == 0
+        || tp == 0
+        || policy.is_null()
+        || !(16..=SOCKADDR_STORAGE).contains(&n)
+        || a < here
+        || a.checked_add(n)
+            .is_none_or(|end| end > mapped_above(here, caller_sp))
+    {
+        // SAFETY: same contract as ours.
+        return unsafe { intercept_slow(fd, addr, len, caller_sp, None) };
+    }
+    // SAFETY: [a, a+n), n >= 16, lies between this frame and the end of memory known to be
+    // mapped above it (see mapped_above): the sockaddr_in part read in place, as stream_dest
+    // reads its copy (an IPv4 destination for AF_INET and at least 16 bytes).
+    let head = unsafe { core::ptr::read_unaligned(addr.cast::<[u8; 16]>()) };
+    let [lo, hi, p0, p1, b0, b1, b2, b3, ..] = head;
+    if u16::from_ne_bytes([lo, hi]) != libc::AF_INET as u16 {
+        // SAFETY: same contract as ours.
+        return unsafe { intercept_slow(fd, addr, len, caller_sp, None) };
+    }
+    let (ip, port) = ([b0, b1, b2, b3], u16::from_be_bytes([p0, p1]));
+    let errno_at = Errno(tp.wrapping_add(off) as *mut c_int);
+    // (A symbol's first look-up, through dlsym where the shim's own search cannot answer, may
+    // set it.)
+    let saved_errno = errno_at.get();
+    // The call's time first (what the general path reads between the two is not the
+    // environment, so a test event is still joined to it the same way), so that little is
+    // live across the clock's function call.
+    let time_ns = now_ns();
+    // SAFETY: POLICY holds a policy checked by from_bytes, never unmapped (see policy()).
+    let flags = unsafe { (*policy).flags };
+    let ty = sys::sockopt(fd, libc::SO_TYPE);
+    let capacity = CAPACITY.load(Ordering::Acquire);
+    let header = HEADER.load(Ordering::Relaxed);
+    let tables = tables::mapped();
+    let Some(tables) =
+        tables.filter(|_| ty == Some(libc::SOCK_STREAM) && capacity != 0 && !header.is_null())
+    else {
+        errno_at.set(saved_errno);
+        // SAFETY: same contract as ours.
+        return unsafe { intercept_slow(fd, addr, len, caller_sp, Some(ty)) };
+    };
+    let (pid, tid) = ids::caller();
+    if RECORDED_PID.load(Ordering::Acquire) != pid {
+        errno_at.set(saved_errno);
+        // SAFETY: same contract as ours.
+        return unsafe { intercept_slow(fd, addr, len, caller_sp, Some(ty)) };
+    }
+    let test = current_test();
+    let decision = if resolve::NAMES.is_empty()
+        && let Some(d) = cached_v4(ip, port)
+    {
+        d
+    } else {
+        // SAFETY: POLICY as above.
+        let d = decide_v4(unsafe { &*policy }, ip, port, test.map(|t| t.0));
+        if d.decision.action == Action::Deny || d.named {
+            errno_at.set(saved_errno);
+            // SAFETY: same contract as ours.
+            return unsafe { intercept_slow(fd, addr, len, caller_sp, Some(ty)) };
+        }
+        d.decision
+    };
+    let backstop = flags & FLAG_SECCOMP_BACKSTOP != 0;
+    let call = Call {
+        pid,
+        tid,
+        time_ns,
+        dest: v4_dest(ip, port),
+        transport: Transport::Tcp,
+        action: decision.action,
+        phase: test.map_or(Phase::None, |t| t.1),
+        source: Source::Shim,
+        syscall: Syscall::Connect,
+        category: decision.category,
+        rule: decision.rule,
+        deny_errno: 0,
+        has_test: test.is_some(),
+    };
+    let mut name_buf: [u8; 16];
+    let name: &[u8] = if flags & FLAG_THREAD_NAMES != 0 {
+        name_buf = [0u8; 16];
+        let n = sys::thread_name(&mut name_buf);
+        &name_buf[..n]
+    } else {
+        &[]
+    };
+    // SAFETY: as in log(): the header Log::new accepted with this capacity, never unmapped;
+    // the window table holds windows of the same file.
+    let log = unsafe { Log::checked(header, capacity, &tables.windows, &MAPPER) };
+    let test = test.map_or(&[][..], |t| t.0);
+    let written = match log.append_call_one_slot(&call, test, &[], name) {
+        Some(written) => written,
+        None => append_call_slots(call, test, name),
+    };
+    let cell = match written {
+        Ok(cell) => Some(cell),
+        Err(NotWritten::Full) => None,
+        Err(NotWritten::Unmapped) => {
+            if not_written(backstop) {
+                errno_at.set(saved_errno);
+                // SAFETY: forwarding the caller's arguments.
+                return unsafe { real_connect(fd, addr, len, false) };
+            }
+            None
+        }
+    };
+    errno_at.set(saved_errno);
+    // SAFETY: forwarding the caller's arguments.
+    let ret = unsafe { real_connect(fd, addr, len, backstop) };
+    let e = errno_at.get();
+    if let Some(cell) = cell {
+        let blocked = now_ns().saturating_sub(time_ns);
+        if ret != 0 && voided(e) && !kernel_takes_at(fd, addr, n) {
+            cell.void();
+        } else {
+            cell.finish(if ret == 0 { 0 } else { e }, blocked);
+        }
+    }
+    errno_at.set(e);
+    ret
+}
+
+/// The destination of an IPv4 address and port (an IPv4-mapped IPv6 address, as `decode`
+/// gives it).
+#[inline(always)]
+fn v4_dest(ip: [u8; 4], port: u16) -> nettrap_core::addr::Dest {
+    let [a, b, c, d] = ip;
+    nettrap_core::addr::Dest {
+        ip: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d],
+        port,
+    }
+}
+
+/// [`cached_decision`] for an IPv4 destination without a name.
+#[inline(always)]
+fn cached_v4(ip: [u8; 4], port: u16) -> Option<nettrap_core::policy::Decision> {
+    cached_decision(&v4_dest(ip, port), &[])
+}
+
+/// A decision of the fast path's out-of-line step, and whether the address came from a
+/// lookup of this process (a name: the general path records and decides it).
+struct Decided {
+    decision: nettrap_core::policy::Decision,
+    named: bool,
+}
+
+/// [`decide`] for the fast path's IPv4 destination when [`cached_v4`] had no answer: the name
+/// the program resolved the address from, if any (then the general path takes the call),
+/// else the policy's decision.
+#[inline(never)]
+fn decide_v4(policy: &CompiledPolicy, ip: [u8; 4], port: u16, test: Option<&[u8]>) -> Decided {
+    let dest = v4_dest(ip, port);
+    if !resolve::NAMES.is_empty() {
+        let mut host_buf = [0u8; nettrap_core::names::MAX_NAME];
+        if resolve::NAMES.lookup(&dest.ip, &mut host_buf) != 0 {
+            return Decided {
+                decision: nettrap_core::policy::Decision {
+                    category: 0,
+                    rule: 0,
+                    action: Action::Deny,
+                    errno: 0,
+                },
+                named: true,
+            };
+        }
+    }
+    Decided {
+        decision: decide(policy, &dest, &[], test),
+        named: false,
+    }
+}
+
+/// A call record that could not be written for want of its window ([`NotWritten::Unmapped`]),
+/// as [`intercept_slow`] counts it: with the supervisor there (true: the call goes to it
+/// unmarked, which decides and records it), unobserved; alone, dropped (the decision stands).
+#[cold]
+#[inline(never)]
+fn not_written(backstop: bool) -> bool {
+    // The log's header is mapped (the fast path checked): log() only reads it.
+    if let Some(log) = log() {
+        if backstop {
+            log.count_unobserved(Unobserved::ShimUnmapped);
+        } else {
+            log.count_dropped();
+        }
+    }
+    backstop
+}
+
+/// The fast path's record when it takes more than one slot (a long test id), out of line.
+#[inline(never)]
+fn append_call_slots(
+    call: Call,
+    test: &[u8],
+    name: &[u8],
+) -> Result<event::ResultCell<'static>, NotWritten> {
+    // The log's header is mapped (the fast path checked): log() only reads it.
+    log().map_or(Err(NotWritten::Unmapped), |log| {
+        log.append_call(&call, test, &[], name)
+    })
+}
+
+/// [`kernel_takes`] for the fast path's address (an IPv4 one), read in place: copied and
+/// decoded again first. Its one caller ([`intercept`]) read `[addr, addr + n)` in place
+/// already, `16 <= n <= SOCKADDR_STORAGE`.
+#[cold]
+#[inline(never)]
+fn kernel_takes_at(fd: c_int, addr: *const libc::sockaddr, n: usize) -> bool {
+    let mut buf = [0u8; SOCKADDR_STORAGE];
+    let n = n.min(SOCKADDR_STORAGE);
+    // SAFETY: the caller read these n bytes in place already (see intercept).
+    unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n) };
+    let mut dest = v4_dest([0; 4], 0);
+    stream_dest(&buf[..n], &mut dest) && kernel_takes(fd, Some(&buf[..n]), &dest)
+}
+
+/// Every `connect` but the common one [`intercept`] takes itself: the general path.
+///
+/// # Safety
+/// Same contract as connect(2).
+/// `caller_sp`: the caller's stack pointer at the call (the address of its return address), or
+/// 0 where it is not known. `asked`: the socket's type (`SO_TYPE`) when the fast path asked
+/// for it already (None: not asked).
+#[cold]
+#[inline(never)]
+unsafe fn intercept_slow(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    caller_sp: usize,
+    asked: Option<Option<c_int>>,
 ) -> c_int {
     // This thread's errno slot, found once for the call's several reads and writes.
     let errno_at = Errno::here();
@@ -1223,7 +1490,7 @@ unsafe fn intercept(
     // it, and one it does not take (another family: EAFNOSUPPORT, EINVAL) is found after the
     // call (`voided`). Any other type needs the socket's domain and protocol first (UDP's
     // port 0, an IPv4 address on an IPv6 socket), as the kernel decodes it.
-    let ty = sys::sockopt(fd, libc::SO_TYPE);
+    let ty = asked.unwrap_or_else(|| sys::sockopt(fd, libc::SO_TYPE));
     let from_address_alone = ty == Some(libc::SOCK_STREAM);
     // `dest` stays the stream socket's destination, or becomes the socket's own decoding.
     let decided = match ty {
@@ -1414,7 +1681,55 @@ const _: () =
 /// The policy's decision for a connect to `dest` by `test`, through [`CATEGORY_CACHE`] for
 /// IPv4 destinations without a name. Its `errno` is the policy's for a denial; a decision
 /// that is not one may carry 0 there (nothing reads it).
+#[inline(always)]
 fn decide(
+    policy: &CompiledPolicy,
+    dest: &nettrap_core::addr::Dest,
+    host: &[u8],
+    test: Option<&[u8]>,
+) -> nettrap_core::policy::Decision {
+    match cached_decision(dest, host) {
+        Some(decision) => decision,
+        None => decide_in_full(policy, dest, host, test),
+    }
+}
+
+/// What [`decide_in_full`] gives when [`CATEGORY_CACHE`] holds the decision itself (for every
+/// test) and it is not a denial, read inline: nothing from the policy is needed. None
+/// otherwise (a name, an IPv6 destination, no entry, a category alone, a denial, whose errno
+/// is the policy's).
+#[inline(always)]
+fn cached_decision(
+    dest: &nettrap_core::addr::Dest,
+    host: &[u8],
+) -> Option<nettrap_core::policy::Decision> {
+    let v4 = dest.ip[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    if !host.is_empty() || !v4 {
+        return None;
+    }
+    let ip = u32::from_be_bytes([dest.ip[12], dest.ip[13], dest.ip[14], dest.ip[15]]);
+    let key = (u64::from(ip) << 32) | (u64::from(dest.port) << 16);
+    let seen = CATEGORY_CACHE[(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize]
+        .load(Ordering::Relaxed);
+    let action = Action::from_u8(((seen >> 7) & 3) as u8);
+    if seen & !0xffff != key || seen & CACHED_DECISION == 0 || action == Action::Deny {
+        return None;
+    }
+    Some(nettrap_core::policy::Decision {
+        category: ((seen >> 9) & 0x3f) as u16,
+        rule: match seen & RULE_NONE {
+            RULE_NONE => nettrap_core::policy::NO_RULE,
+            r => r as u16,
+        },
+        action,
+        errno: 0,
+    })
+}
+
+/// [`decide`] without the inline look-up: the policy's category and rule searches, through
+/// [`CATEGORY_CACHE`] (filled here) where it can.
+#[inline(never)]
+fn decide_in_full(
     policy: &CompiledPolicy,
     dest: &nettrap_core::addr::Dest,
     host: &[u8],
