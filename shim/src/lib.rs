@@ -1217,14 +1217,25 @@ unsafe fn intercept(
         return unsafe { intercept_slow(fd, addr, len, caller_sp, Some(ty)) };
     }
     let test = current_test();
+    // The name the program resolved this address from, if a lookup of this process returned
+    // it (see `resolve`): written by decide_v4, only when there was a lookup.
+    let mut host_buf = core::mem::MaybeUninit::<[u8; nettrap_core::names::MAX_NAME]>::uninit();
+    let mut host_len = 0;
     let decision = if resolve::NAMES.is_empty()
         && let Some(d) = cached_v4(ip, port)
     {
         d
     } else {
         // SAFETY: POLICY as above.
-        let d = decide_v4(unsafe { &*policy }, ip, port, test.map(|t| t.0));
-        if d.decision.action == Action::Deny || d.named {
+        let d = decide_v4(
+            unsafe { &*policy },
+            ip,
+            port,
+            test.map(|t| t.0),
+            &mut host_buf,
+        );
+        host_len = d.host_len;
+        if d.decision.action == Action::Deny {
             errno_at.set(saved_errno);
             // SAFETY: same contract as ours.
             return unsafe { intercept_slow(fd, addr, len, caller_sp, Some(ty)) };
@@ -1259,9 +1270,11 @@ unsafe fn intercept(
     // the window table holds windows of the same file.
     let log = unsafe { Log::checked(header, capacity, &tables.windows, &MAPPER) };
     let test = test.map_or(&[][..], |t| t.0);
-    let written = match log.append_call_one_slot(&call, test, &[], name) {
+    // SAFETY: decide_v4 wrote the first host_len bytes (0 when it did not run).
+    let host = unsafe { core::slice::from_raw_parts(host_buf.as_ptr().cast::<u8>(), host_len) };
+    let written = match log.append_call_one_slot(&call, test, host, name) {
         Some(written) => written,
-        None => append_call_slots(call, test, name),
+        None => append_call_slots(call, test, host, name),
     };
     let cell = match written {
         Ok(cell) => Some(cell),
@@ -1308,36 +1321,33 @@ fn cached_v4(ip: [u8; 4], port: u16) -> Option<nettrap_core::policy::Decision> {
     cached_decision(&v4_dest(ip, port), &[])
 }
 
-/// A decision of the fast path's out-of-line step, and whether the address came from a
-/// lookup of this process (a name: the general path records and decides it).
+/// A decision of the fast path's out-of-line step, and the length of the name it found.
 struct Decided {
     decision: nettrap_core::policy::Decision,
-    named: bool,
+    host_len: usize,
 }
 
 /// [`decide`] for the fast path's IPv4 destination when [`cached_v4`] had no answer: the name
-/// the program resolved the address from, if any (then the general path takes the call),
-/// else the policy's decision.
+/// the program resolved the address from, if any, into `host` (its length in the answer; the
+/// rest of `host` left as it was), and the policy's decision for it.
 #[inline(never)]
-fn decide_v4(policy: &CompiledPolicy, ip: [u8; 4], port: u16, test: Option<&[u8]>) -> Decided {
+fn decide_v4(
+    policy: &CompiledPolicy,
+    ip: [u8; 4],
+    port: u16,
+    test: Option<&[u8]>,
+    host: &mut core::mem::MaybeUninit<[u8; nettrap_core::names::MAX_NAME]>,
+) -> Decided {
     let dest = v4_dest(ip, port);
-    if !resolve::NAMES.is_empty() {
-        let mut host_buf = [0u8; nettrap_core::names::MAX_NAME];
-        if resolve::NAMES.lookup(&dest.ip, &mut host_buf) != 0 {
-            return Decided {
-                decision: nettrap_core::policy::Decision {
-                    category: 0,
-                    rule: 0,
-                    action: Action::Deny,
-                    errno: 0,
-                },
-                named: true,
-            };
-        }
-    }
+    let host = host.write([0u8; nettrap_core::names::MAX_NAME]);
+    let host_len = if resolve::NAMES.is_empty() {
+        0
+    } else {
+        resolve::NAMES.lookup(&dest.ip, host)
+    };
     Decided {
-        decision: decide(policy, &dest, &[], test),
-        named: false,
+        decision: decide(policy, &dest, &host[..host_len], test),
+        host_len,
     }
 }
 
@@ -1363,11 +1373,12 @@ fn not_written(backstop: bool) -> bool {
 fn append_call_slots(
     call: Call,
     test: &[u8],
+    host: &[u8],
     name: &[u8],
 ) -> Result<event::ResultCell<'static>, NotWritten> {
     // The log's header is mapped (the fast path checked): log() only reads it.
     log().map_or(Err(NotWritten::Unmapped), |log| {
-        log.append_call(&call, test, &[], name)
+        log.append_call(&call, test, host, name)
     })
 }
 
