@@ -1124,24 +1124,86 @@ fn tell_denial(
     tell(&line[..n]);
 }
 
-/// The stack pointer: every byte from it up to the caller's stack pointer is a live frame of
-/// this thread's stack (see [`mapped_above`]).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn stack_pointer() -> usize {
-    let sp: usize;
-    // SAFETY: reads rsp, nothing else.
-    unsafe {
-        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
-    };
-    sp
+/// A connect's descriptor and address length in one word: with [`Asked`], the call's time and
+/// [`Ids`], a hand-over from [`intercept`] to [`intercept_slow`] fits the six argument
+/// registers, so that it is a jump (see [`intercept`]).
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct FdLen(u64);
+
+impl FdLen {
+    #[inline(always)]
+    fn new(fd: c_int, len: libc::socklen_t) -> FdLen {
+        FdLen(u64::from(fd as u32) | u64::from(len) << 32)
+    }
+
+    #[inline(always)]
+    fn fd(self) -> c_int {
+        self.0 as u32 as c_int
+    }
+
+    #[inline(always)]
+    fn len(self) -> libc::socklen_t {
+        (self.0 >> 32) as libc::socklen_t
+    }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn stack_pointer() -> usize {
-    // No bound known: every address goes through the kernel (the general path).
-    usize::MAX
+/// The socket's type (`SO_TYPE`) as the fast path asked it, in one word: not asked, asked and
+/// failed (not a socket), or the type.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct Asked(u64);
+
+impl Asked {
+    const NOT: Asked = Asked(1 << 32);
+
+    #[inline(always)]
+    fn of(ty: Option<c_int>) -> Asked {
+        Asked(ty.map_or(2 << 32, |t| u64::from(t as u32)))
+    }
+
+    /// None when not asked, else the answer.
+    #[inline(always)]
+    fn get(self) -> Option<Option<c_int>> {
+        match self.0 >> 32 {
+            0 => Some(Some(self.0 as u32 as c_int)),
+            1 => None,
+            _ => Some(None),
+        }
+    }
+}
+
+/// The caller's (pid, tid) as the fast path found them ([`ids::caller`]), in one word; 0: not
+/// asked (no process has pid 0).
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct Ids(u64);
+
+impl Ids {
+    const NOT: Ids = Ids(0);
+
+    #[inline(always)]
+    fn of((pid, tid): (u32, u32)) -> Ids {
+        Ids(u64::from(pid) << 32 | u64::from(tid))
+    }
+
+    #[inline(always)]
+    fn get(self) -> Option<(u32, u32)> {
+        (self.0 != 0).then_some(((self.0 >> 32) as u32, self.0 as u32))
+    }
+}
+
+/// [`now_ns`] out of line: its `timespec` in a frame of its own. (An address taken in the fast
+/// path's frame before a hand-over keeps the hand-over from being a jump: see [`intercept`].)
+#[inline(never)]
+fn now_ns_apart() -> u64 {
+    now_ns()
+}
+
+/// The socket's type (`SO_TYPE`), out of line for the same reason as [`now_ns_apart`].
+#[inline(never)]
+fn sock_type(fd: c_int) -> Option<c_int> {
+    sys::sockopt(fd, libc::SO_TYPE)
 }
 
 /// # Safety
@@ -1149,13 +1211,24 @@ fn stack_pointer() -> usize {
 /// `caller_sp`: the caller's stack pointer at the call (the address of its return address), or
 /// 0 where it is not known.
 ///
-/// The common call, taken here with little state (so with few registers spilled): an IPv4
-/// address read in place from the caller's stack, a stream socket, the run's files mapped, the
-/// process recorded already, a decision that is not a denial. Everything else goes to
-/// [`intercept_slow`], before anything is done that it would do again or differently (the
-/// socket's type, once asked, is handed over; the decision cache it may fill is the same
-/// either way). Each step is the general path's own, in its order, so both write the same
-/// record and return the same result (tests/golden.rs; tests/escapes counts the system calls).
+/// The common call is taken by the fast path, here and in [`intercept_v4`], with little state
+/// (so with few registers spilled): an IPv4 address read in place from the caller's frames, a
+/// stream socket, the run's files mapped, the process recorded already, no lookup seen in the
+/// process (no name to find) and a cached decision that is not a denial. Everything else goes
+/// to [`intercept_slow`] with what was done so far (the socket's type, once asked; the call's
+/// time; the caller's ids; errno restored), none of it done again there; only the decision
+/// cache looked up here is looked up there again (a few instructions). Each step is the
+/// general path's own, so both write the same record and return the same result
+/// (tests/golden.rs; tests/escapes counts the system calls).
+///
+/// Every hand-over is a jump, the fast path's frame gone, so that a call the general path
+/// takes needs no more stack than that path alone (a coroutine's or signal handler's stack may
+/// be small: tests/escapes/shim.rs): what is handed over fits the argument registers, and
+/// nothing in the fast path's frame has its address taken before its last hand-over (the
+/// clock and `getsockopt` are read through functions of their own; a name lookup and a full
+/// decision need buffers, and happen in the general path). The checks here need no frame at
+/// all: a call they hand over (another family, an address not on the caller's stack) costs
+/// them and two jumps.
 #[inline(always)]
 unsafe fn intercept(
     fd: c_int,
@@ -1166,40 +1239,62 @@ unsafe fn intercept(
     let (tp, off) = (thread_pointer(), ERRNO_OFFSET.load(Ordering::Relaxed));
     let policy = POLICY.load(Ordering::Acquire);
     let n = len as usize;
-    let here = stack_pointer();
     let a = addr as usize;
-    if off == 0
-        || tp == 0
-        || policy.is_null()
-        || !(16..=SOCKADDR_STORAGE).contains(&n)
-        || a < here
-        || a.checked_add(n)
-            .is_none_or(|end| end > mapped_above(here, caller_sp))
+    // The address is read in place where it lies in the caller's frames, up to the end of the
+    // page its return address is on (see mapped_above): a sockaddr_in there, the common case.
+    let in_place = off != 0
+        && tp != 0
+        && !policy.is_null()
+        && caller_sp != 0
+        && (16..=SOCKADDR_STORAGE).contains(&n)
+        && a >= caller_sp
+        && a.checked_add(n)
+            .is_some_and(|end| end <= mapped_above(caller_sp, caller_sp));
+    if !in_place
+        // SAFETY: [a, a+n), n >= 16, lies between the caller's stack pointer and the end of
+        // memory known to be mapped above it (see mapped_above).
+        || unsafe { core::ptr::read_unaligned(addr.cast::<u16>()) } != libc::AF_INET as u16
     {
+        let call = FdLen::new(fd, len);
         // SAFETY: same contract as ours.
-        return unsafe { intercept_slow(fd, addr, len, caller_sp, None) };
+        return unsafe { intercept_slow(call, addr, caller_sp, Asked::NOT, 0, Ids::NOT) };
     }
-    // SAFETY: [a, a+n), n >= 16, lies between this frame and the end of memory known to be
-    // mapped above it (see mapped_above): the sockaddr_in part read in place, as stream_dest
-    // reads its copy (an IPv4 destination for AF_INET and at least 16 bytes).
-    let head = unsafe { core::ptr::read_unaligned(addr.cast::<[u8; 16]>()) };
-    let [lo, hi, p0, p1, b0, b1, b2, b3, ..] = head;
-    if u16::from_ne_bytes([lo, hi]) != libc::AF_INET as u16 {
-        // SAFETY: same contract as ours.
-        return unsafe { intercept_slow(fd, addr, len, caller_sp, None) };
-    }
-    let (ip, port) = ([b0, b1, b2, b3], u16::from_be_bytes([p0, p1]));
     let errno_at = Errno(tp.wrapping_add(off) as *mut c_int);
+    // SAFETY: same contract as ours; the address checked as intercept_v4 asks; POLICY holds a
+    // policy checked by from_bytes, never unmapped (see policy()).
+    unsafe { intercept_v4(fd, addr, len, caller_sp, errno_at, &*policy) }
+}
+
+/// The fast path's rest (see [`intercept`]), with a frame of its own.
+///
+/// # Safety
+/// Same contract as connect(2), and as [`intercept`] checked: `addr` an `AF_INET` address of
+/// `len` bytes, `16 <= len <= SOCKADDR_STORAGE`, between `caller_sp` (not 0) and the end of
+/// memory known to be mapped above it; `errno_at` this thread's errno slot.
+#[inline(never)]
+unsafe fn intercept_v4(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    caller_sp: usize,
+    errno_at: Errno,
+    policy: &CompiledPolicy,
+) -> c_int {
+    let n = len as usize;
+    // SAFETY: the caller checked [addr, addr+n), n >= 16 (see above): the sockaddr_in part read
+    // in place, as stream_dest reads its copy (an IPv4 destination for AF_INET and at least 16
+    // bytes).
+    let head = unsafe { core::ptr::read_unaligned(addr.cast::<[u8; 16]>()) };
+    let [_, _, p0, p1, b0, b1, b2, b3, ..] = head;
+    let (ip, port) = ([b0, b1, b2, b3], u16::from_be_bytes([p0, p1]));
     // (A symbol's first look-up, through dlsym where the shim's own search cannot answer, may
     // set it.)
     let saved_errno = errno_at.get();
     // The call's time first (what the general path reads between the two is not the
     // environment, so a test event is still joined to it the same way), so that little is
     // live across the clock's function call.
-    let time_ns = now_ns();
-    // SAFETY: POLICY holds a policy checked by from_bytes, never unmapped (see policy()).
-    let flags = unsafe { (*policy).flags };
-    let ty = sys::sockopt(fd, libc::SO_TYPE);
+    let time_ns = now_ns_apart();
+    let ty = sock_type(fd);
     let capacity = CAPACITY.load(Ordering::Acquire);
     let header = HEADER.load(Ordering::Relaxed);
     let tables = tables::mapped();
@@ -1207,41 +1302,27 @@ unsafe fn intercept(
         tables.filter(|_| ty == Some(libc::SOCK_STREAM) && capacity != 0 && !header.is_null())
     else {
         errno_at.set(saved_errno);
+        let call = FdLen::new(fd, len);
         // SAFETY: same contract as ours.
-        return unsafe { intercept_slow(fd, addr, len, caller_sp, Some(ty)) };
+        return unsafe { intercept_slow(call, addr, caller_sp, Asked::of(ty), time_ns, Ids::NOT) };
     };
-    let (pid, tid) = ids::caller();
-    if RECORDED_PID.load(Ordering::Acquire) != pid {
-        errno_at.set(saved_errno);
-        // SAFETY: same contract as ours.
-        return unsafe { intercept_slow(fd, addr, len, caller_sp, Some(ty)) };
-    }
-    let test = current_test();
-    // The name the program resolved this address from, if a lookup of this process returned
-    // it (see `resolve`): written by decide_v4, only when there was a lookup.
-    let mut host_buf = core::mem::MaybeUninit::<[u8; nettrap_core::names::MAX_NAME]>::uninit();
-    let mut host_len = 0;
-    let decision = if resolve::NAMES.is_empty()
-        && let Some(d) = cached_v4(ip, port)
-    {
-        d
+    let ids = ids::caller();
+    let (pid, tid) = ids;
+    let decision = if resolve::NAMES.is_empty() && RECORDED_PID.load(Ordering::Acquire) == pid {
+        cached_v4(ip, port)
     } else {
-        // SAFETY: POLICY as above.
-        let d = decide_v4(
-            unsafe { &*policy },
-            ip,
-            port,
-            test.map(|t| t.0),
-            &mut host_buf,
-        );
-        host_len = d.host_len;
-        if d.decision.action == Action::Deny {
-            errno_at.set(saved_errno);
-            // SAFETY: same contract as ours.
-            return unsafe { intercept_slow(fd, addr, len, caller_sp, Some(ty)) };
-        }
-        d.decision
+        None
     };
+    // Not recorded yet (the process's first call), a name to look up, or no cached decision
+    // that is not a denial.
+    let Some(decision) = decision else {
+        errno_at.set(saved_errno);
+        let (call, asked, ids) = (FdLen::new(fd, len), Asked::of(ty), Ids::of(ids));
+        // SAFETY: same contract as ours.
+        return unsafe { intercept_slow(call, addr, caller_sp, asked, time_ns, ids) };
+    };
+    let test = current_test();
+    let flags = policy.flags;
     let backstop = flags & FLAG_SECCOMP_BACKSTOP != 0;
     let call = Call {
         pid,
@@ -1270,11 +1351,9 @@ unsafe fn intercept(
     // the window table holds windows of the same file.
     let log = unsafe { Log::checked(header, capacity, &tables.windows, &MAPPER) };
     let test = test.map_or(&[][..], |t| t.0);
-    // SAFETY: decide_v4 wrote the first host_len bytes (0 when it did not run).
-    let host = unsafe { core::slice::from_raw_parts(host_buf.as_ptr().cast::<u8>(), host_len) };
-    let written = match log.append_call_one_slot(&call, test, host, name) {
+    let written = match log.append_call_one_slot(&call, test, &[], name) {
         Some(written) => written,
-        None => append_call_slots(call, test, host, name),
+        None => append_call_slots(call, test, name),
     };
     let cell = match written {
         Ok(cell) => Some(cell),
@@ -1315,42 +1394,6 @@ fn v4_dest(ip: [u8; 4], port: u16) -> nettrap_core::addr::Dest {
     }
 }
 
-/// [`cached_decision`] for an IPv4 destination without a name.
-#[inline(always)]
-fn cached_v4(ip: [u8; 4], port: u16) -> Option<nettrap_core::policy::Decision> {
-    cached_decision(&v4_dest(ip, port), &[])
-}
-
-/// A decision of the fast path's out-of-line step, and the length of the name it found.
-struct Decided {
-    decision: nettrap_core::policy::Decision,
-    host_len: usize,
-}
-
-/// [`decide`] for the fast path's IPv4 destination when [`cached_v4`] had no answer: the name
-/// the program resolved the address from, if any, into `host` (its length in the answer; the
-/// rest of `host` left as it was), and the policy's decision for it.
-#[inline(never)]
-fn decide_v4(
-    policy: &CompiledPolicy,
-    ip: [u8; 4],
-    port: u16,
-    test: Option<&[u8]>,
-    host: &mut core::mem::MaybeUninit<[u8; nettrap_core::names::MAX_NAME]>,
-) -> Decided {
-    let dest = v4_dest(ip, port);
-    let host = host.write([0u8; nettrap_core::names::MAX_NAME]);
-    let host_len = if resolve::NAMES.is_empty() {
-        0
-    } else {
-        resolve::NAMES.lookup(&dest.ip, host)
-    };
-    Decided {
-        decision: decide(policy, &dest, &host[..host_len], test),
-        host_len,
-    }
-}
-
 /// A call record that could not be written for want of its window ([`NotWritten::Unmapped`]),
 /// as [`intercept_slow`] counts it: with the supervisor there (true: the call goes to it
 /// unmarked, which decides and records it), unobserved; alone, dropped (the decision stands).
@@ -1373,12 +1416,11 @@ fn not_written(backstop: bool) -> bool {
 fn append_call_slots(
     call: Call,
     test: &[u8],
-    host: &[u8],
     name: &[u8],
 ) -> Result<event::ResultCell<'static>, NotWritten> {
     // The log's header is mapped (the fast path checked): log() only reads it.
     log().map_or(Err(NotWritten::Unmapped), |log| {
-        log.append_call(&call, test, host, name)
+        log.append_call(&call, test, &[], name)
     })
 }
 
@@ -1401,17 +1443,20 @@ fn kernel_takes_at(fd: c_int, addr: *const libc::sockaddr, n: usize) -> bool {
 /// # Safety
 /// Same contract as connect(2).
 /// `caller_sp`: the caller's stack pointer at the call (the address of its return address), or
-/// 0 where it is not known. `asked`: the socket's type (`SO_TYPE`) when the fast path asked
-/// for it already (None: not asked).
+/// 0 where it is not known. What the fast path did already: `asked`, the socket's type
+/// (`SO_TYPE`); `handed_time`, the call's time (0: not taken; should a clock read 0, the clock
+/// is only read again); `handed_ids`, the caller's (pid, tid).
 #[cold]
 #[inline(never)]
 unsafe fn intercept_slow(
-    fd: c_int,
+    call: FdLen,
     addr: *const libc::sockaddr,
-    len: libc::socklen_t,
     caller_sp: usize,
-    asked: Option<Option<c_int>>,
+    asked: Asked,
+    handed_time: u64,
+    handed_ids: Ids,
 ) -> c_int {
+    let (fd, len) = (call.fd(), call.len());
     // This thread's errno slot, found once for the call's several reads and writes.
     let errno_at = Errno::here();
     let saved_errno = errno_at.get();
@@ -1501,7 +1546,9 @@ unsafe fn intercept_slow(
     // it, and one it does not take (another family: EAFNOSUPPORT, EINVAL) is found after the
     // call (`voided`). Any other type needs the socket's domain and protocol first (UDP's
     // port 0, an IPv4 address on an IPv6 socket), as the kernel decodes it.
-    let ty = asked.unwrap_or_else(|| sys::sockopt(fd, libc::SO_TYPE));
+    let ty = asked
+        .get()
+        .unwrap_or_else(|| sys::sockopt(fd, libc::SO_TYPE));
     let from_address_alone = ty == Some(libc::SOCK_STREAM);
     // `dest` stays the stream socket's destination, or becomes the socket's own decoding.
     let decided = match ty {
@@ -1520,7 +1567,7 @@ unsafe fn intercept_slow(
     if transport == Transport::Udp
         && log
             .as_ref()
-            .is_some_and(|log| log.in_resolver(ids::caller().1))
+            .is_some_and(|log| log.in_resolver(handed_ids.get().unwrap_or_else(ids::caller).1))
     {
         errno_at.set(saved_errno);
         // SAFETY: forwarding the caller's arguments.
@@ -1534,10 +1581,14 @@ unsafe fn intercept_slow(
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, false) };
     };
-    let (pid, tid) = ids::caller();
+    let (pid, tid) = handed_ids.get().unwrap_or_else(ids::caller);
     let process = log.as_ref().map(|log| record_process(log, pid));
     // Taken before the decision: a runner's test events are joined to calls by time.
-    let time_ns = now_ns();
+    let time_ns = if handed_time != 0 {
+        handed_time
+    } else {
+        now_ns()
+    };
     let test = current_test();
     // The name the program resolved this address from, if a lookup of this process returned
     // it (see `resolve`).
@@ -1689,37 +1740,13 @@ const RULE_NONE: u64 = 0x7f;
 const _: () =
     assert!(nettrap_core::policy::MAX_CATEGORIES <= 64 && nettrap_core::policy::MAX_RULES <= 0x80);
 
-/// The policy's decision for a connect to `dest` by `test`, through [`CATEGORY_CACHE`] for
-/// IPv4 destinations without a name. Its `errno` is the policy's for a denial; a decision
-/// that is not one may carry 0 there (nothing reads it).
+/// What [`decide`] gives for an IPv4 destination without a name when [`CATEGORY_CACHE`] holds
+/// the decision itself (for every test) and it is not a denial, read inline (the fast path's
+/// decision): nothing from the policy is needed. None otherwise (no entry, a category alone, a
+/// denial, whose errno is the policy's).
 #[inline(always)]
-fn decide(
-    policy: &CompiledPolicy,
-    dest: &nettrap_core::addr::Dest,
-    host: &[u8],
-    test: Option<&[u8]>,
-) -> nettrap_core::policy::Decision {
-    match cached_decision(dest, host) {
-        Some(decision) => decision,
-        None => decide_in_full(policy, dest, host, test),
-    }
-}
-
-/// What [`decide_in_full`] gives when [`CATEGORY_CACHE`] holds the decision itself (for every
-/// test) and it is not a denial, read inline: nothing from the policy is needed. None
-/// otherwise (a name, an IPv6 destination, no entry, a category alone, a denial, whose errno
-/// is the policy's).
-#[inline(always)]
-fn cached_decision(
-    dest: &nettrap_core::addr::Dest,
-    host: &[u8],
-) -> Option<nettrap_core::policy::Decision> {
-    let v4 = dest.ip[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
-    if !host.is_empty() || !v4 {
-        return None;
-    }
-    let ip = u32::from_be_bytes([dest.ip[12], dest.ip[13], dest.ip[14], dest.ip[15]]);
-    let key = (u64::from(ip) << 32) | (u64::from(dest.port) << 16);
+fn cached_v4(ip: [u8; 4], port: u16) -> Option<nettrap_core::policy::Decision> {
+    let key = (u64::from(u32::from_be_bytes(ip)) << 32) | (u64::from(port) << 16);
     let seen = CATEGORY_CACHE[(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize]
         .load(Ordering::Relaxed);
     let action = Action::from_u8(((seen >> 7) & 3) as u8);
@@ -1737,10 +1764,10 @@ fn cached_decision(
     })
 }
 
-/// [`decide`] without the inline look-up: the policy's category and rule searches, through
-/// [`CATEGORY_CACHE`] (filled here) where it can.
-#[inline(never)]
-fn decide_in_full(
+/// The policy's decision for a connect to `dest` by `test`, through [`CATEGORY_CACHE`] for
+/// IPv4 destinations without a name. Its `errno` is the policy's for a denial; a decision
+/// that is not one may carry 0 there (nothing reads it).
+fn decide(
     policy: &CompiledPolicy,
     dest: &nettrap_core::addr::Dest,
     host: &[u8],
