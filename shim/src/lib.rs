@@ -1592,6 +1592,14 @@ unsafe fn intercept_slow(
         return unsafe { real_connect(fd, addr, len, false) };
     };
     let (pid, tid) = handed_ids.get().unwrap_or_else(ids::caller);
+    // The fast path's time only when this process's record was written before it was taken: a
+    // process's first call writes that record first (reading its command line, ~15 us), and its
+    // time, and the blocked time counted from it, come after.
+    let handed_time = if RECORDED_PID.load(Ordering::Acquire) == pid {
+        handed_time
+    } else {
+        0
+    };
     let process = log.as_ref().map(|log| record_process(log, pid));
     // Taken before the decision: a runner's test events are joined to calls by time.
     let time_ns = if handed_time != 0 {

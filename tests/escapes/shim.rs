@@ -506,3 +506,43 @@ fn a_library_that_unsets_a_variable_at_load_changes_nothing_the_program_sees() {
         assert_eq!(count(&run.test("shape::early")["calls"]), 1, "{engine}");
     }
 }
+
+/// A process's first call is timed after the shim wrote its process record (reading its
+/// command line takes microseconds): a call never precedes its own process's record, and its
+/// blocked time holds none of that work. The fast path, which reads the time first, hands a
+/// process's first call to the general path, which once kept the fast path's earlier time.
+#[test]
+fn a_processs_first_call_is_timed_after_its_process_record() {
+    for engine in ["preload", "auto"] {
+        let run = run_in_env(
+            &format!("first-call-time-{engine}"),
+            &repo(),
+            &[("NETTRAP_KEEP_RUN_DIR", "1")],
+            &["--engine", engine],
+            &[&fixture("hard_cases"), "ids", "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        let kept = kept(&run);
+        let mut recorded = std::collections::HashMap::new();
+        let mut calls = Vec::new();
+        for r in &kept.log.records {
+            match r {
+                event::Record::Process(p) if p.process.source == event::Source::Shim => {
+                    recorded.entry(p.process.pid).or_insert(p.process.time_ns);
+                }
+                event::Record::Call(c) if c.call.source == event::Source::Shim => {
+                    calls.push((c.call.pid, c.call.time_ns));
+                }
+                _ => {}
+            }
+        }
+        assert!(calls.len() >= 5, "{engine}: {calls:?}");
+        for (pid, t) in calls {
+            let at = recorded[&pid];
+            assert!(
+                t >= at,
+                "{engine}: pid {pid}'s call at {t}, its record at {at}"
+            );
+        }
+    }
+}
