@@ -755,7 +755,22 @@ pub struct ResultCell<'a> {
     blocked: &'a AtomicU64,
 }
 
-impl ResultCell<'_> {
+impl<'a> ResultCell<'a> {
+    /// The cell of the call record whose first slot is at `slot0`.
+    #[inline(always)]
+    fn of_call(slot0: *mut u8) -> ResultCell<'a> {
+        const _: () = assert!(CALL_FIXED <= PAYLOAD_PER_SLOT);
+        // SAFETY: both inside the first slot reserved for the record (CALL_FIXED fits in one
+        // slot's payload), 8-aligned (slot base + 56 and + 72), in a window that stays mapped
+        // for 'a (see Log::new).
+        unsafe {
+            ResultCell {
+                result: &*(slot0.add(CALL_RESULT_OFFSET).cast::<AtomicU64>()),
+                blocked: &*(slot0.add(TAG_LEN + CALL_BLOCKED).cast::<AtomicU64>()),
+            }
+        }
+    }
+
     /// Records the real outcome: 0 for success, else the errno; the blocked time stays "not
     /// measured".
     pub fn set(&self, result: i32) {
@@ -1037,6 +1052,31 @@ impl<'a> Log<'a> {
         self.append_call_until(call, test, host, thread, Step::Committed)
     }
 
+    /// [`Log::append_call`] when the record fits in one slot (the fixed part and texts of at
+    /// most `SLOT_LEN - 8 - 72` bytes together, each text cut as there); None, with nothing
+    /// done, when it does not. The same record as `append_call` writes. For a writer that
+    /// keeps its common path small: nothing of `self` is needed past the one-slot writer.
+    #[inline(always)]
+    pub fn append_call_one_slot(
+        &self,
+        call: &Call,
+        test: &[u8],
+        host: &[u8],
+        thread: &[u8],
+    ) -> Option<Result<ResultCell<'a>, NotWritten>> {
+        let test = &test[..test.len().min(MAX_TEXT)];
+        let host = &host[..host.len().min(MAX_TEXT)];
+        let thread = &thread[..thread.len().min(MAX_THREAD_NAME)];
+        if CALL_FIXED + test.len() + host.len() + thread.len() > PAYLOAD_PER_SLOT {
+            return None;
+        }
+        let words = call.words(test.len(), host.len(), thread.len());
+        Some(
+            self.append_call_slot(&words, [test, host, thread])
+                .map(ResultCell::of_call),
+        )
+    }
+
     #[inline(always)]
     fn append_call_until(
         &self,
@@ -1058,16 +1098,7 @@ impl<'a> Log<'a> {
             let fixed = call.encode(test.len(), host.len(), thread.len());
             self.append_until(KIND_CALL, &[&fixed, test, host, thread], until)?
         };
-        const _: () = assert!(CALL_FIXED <= PAYLOAD_PER_SLOT);
-        // SAFETY: both inside the first slot reserved for the record (CALL_FIXED fits in one
-        // slot's payload), 8-aligned (slot base + 56 and + 72), in a window that stays mapped
-        // for 'a (see Log::new).
-        Ok(unsafe {
-            ResultCell {
-                result: &*(slot0.add(CALL_RESULT_OFFSET).cast::<AtomicU64>()),
-                blocked: &*(slot0.add(TAG_LEN + CALL_BLOCKED).cast::<AtomicU64>()),
-            }
-        })
+        Ok(ResultCell::of_call(slot0))
     }
 
     /// [`Log::append_until`] for the common call record, one slot (the fixed part and texts

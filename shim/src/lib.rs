@@ -1124,16 +1124,345 @@ fn tell_denial(
     tell(&line[..n]);
 }
 
+/// A connect's descriptor and address length in one word: with [`Asked`], the call's time and
+/// [`Ids`], a hand-over from [`intercept`] to [`intercept_slow`] fits the six argument
+/// registers, so that it is a jump (see [`intercept`]).
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct FdLen(u64);
+
+impl FdLen {
+    #[inline(always)]
+    fn new(fd: c_int, len: libc::socklen_t) -> FdLen {
+        FdLen(u64::from(fd as u32) | u64::from(len) << 32)
+    }
+
+    #[inline(always)]
+    fn fd(self) -> c_int {
+        self.0 as u32 as c_int
+    }
+
+    #[inline(always)]
+    fn len(self) -> libc::socklen_t {
+        (self.0 >> 32) as libc::socklen_t
+    }
+}
+
+/// The socket's type (`SO_TYPE`) as the fast path asked it, in one word: not asked, asked and
+/// failed (not a socket), or the type.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct Asked(u64);
+
+impl Asked {
+    const NOT: Asked = Asked(1 << 32);
+
+    #[inline(always)]
+    fn of(ty: Option<c_int>) -> Asked {
+        Asked(ty.map_or(2 << 32, |t| u64::from(t as u32)))
+    }
+
+    /// None when not asked, else the answer.
+    #[inline(always)]
+    fn get(self) -> Option<Option<c_int>> {
+        match self.0 >> 32 {
+            0 => Some(Some(self.0 as u32 as c_int)),
+            1 => None,
+            _ => Some(None),
+        }
+    }
+}
+
+/// The caller's (pid, tid) as the fast path found them ([`ids::caller`]), in one word; 0: not
+/// asked (no process has pid 0).
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct Ids(u64);
+
+impl Ids {
+    const NOT: Ids = Ids(0);
+
+    #[inline(always)]
+    fn of((pid, tid): (u32, u32)) -> Ids {
+        Ids(u64::from(pid) << 32 | u64::from(tid))
+    }
+
+    #[inline(always)]
+    fn get(self) -> Option<(u32, u32)> {
+        (self.0 != 0).then_some(((self.0 >> 32) as u32, self.0 as u32))
+    }
+}
+
+/// [`now_ns`] out of line: its `timespec` in a frame of its own. (An address taken in the fast
+/// path's frame before a hand-over keeps the hand-over from being a jump: see [`intercept`].)
+#[inline(never)]
+fn now_ns_apart() -> u64 {
+    now_ns()
+}
+
+/// The socket's type (`SO_TYPE`), out of line for the same reason as [`now_ns_apart`].
+#[inline(never)]
+fn sock_type(fd: c_int) -> Option<c_int> {
+    sys::sockopt(fd, libc::SO_TYPE)
+}
+
 /// # Safety
 /// Same contract as connect(2).
 /// `caller_sp`: the caller's stack pointer at the call (the address of its return address), or
 /// 0 where it is not known.
+///
+/// The common call is taken by the fast path, here and in [`intercept_v4`], with little state
+/// (so with few registers spilled): an IPv4 address read in place from the caller's frames, a
+/// stream socket, the run's files mapped, the process recorded already, no lookup seen in the
+/// process (no name to find) and a cached decision that is not a denial. Everything else goes
+/// to [`intercept_slow`] with what was done so far (the socket's type, once asked; the call's
+/// time; the caller's ids; errno restored), none of it done again there. Each step is the
+/// general path's own, so both write the same record and return the same result
+/// (tests/golden.rs; tests/escapes counts the system calls). What a call handed over still
+/// pays: the checks that handed it over, and the general path's own reading and decoding of
+/// the address and looking up the decision cache again. About 15 instructions for one
+/// handed over here (an address off the stack; another family), about 140 for one handed
+/// over from [`intercept_v4`] (a denial, a decision not cached, a process that looked a name
+/// up): 3.5% of a denial's ~4,000 (most of it the denial's message).
+///
+/// Every hand-over is a jump, the fast path's frame gone, so that a call the general path
+/// takes needs no more stack than that path alone (a coroutine's or signal handler's stack may
+/// be small: tests/escapes/shim.rs): what is handed over fits the argument registers, and
+/// nothing in the fast path's frame has its address taken before its last hand-over (the
+/// clock and `getsockopt` are read through functions of their own; a name lookup and a full
+/// decision need buffers, and happen in the general path). The checks here need no frame at
+/// all: a call they hand over (another family, an address not on the caller's stack) costs
+/// them and two jumps.
+#[inline(always)]
 unsafe fn intercept(
     fd: c_int,
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
     caller_sp: usize,
 ) -> c_int {
+    let (tp, off) = (thread_pointer(), ERRNO_OFFSET.load(Ordering::Relaxed));
+    let policy = POLICY.load(Ordering::Acquire);
+    let n = len as usize;
+    let a = addr as usize;
+    // The address is read in place where it lies in the caller's frames, up to the end of the
+    // page its return address is on (see mapped_above): a sockaddr_in there, the common case.
+    // (In the order that hands the other calls over soonest: an address off the stack at the
+    // first check, another family before anything else is read.)
+    let in_place = caller_sp != 0
+        && a >= caller_sp
+        && (16..=SOCKADDR_STORAGE).contains(&n)
+        && a.checked_add(n)
+            .is_some_and(|end| end <= mapped_above(caller_sp, caller_sp));
+    if !in_place
+        // SAFETY: [a, a+n), n >= 16, lies between the caller's stack pointer and the end of
+        // memory known to be mapped above it (see mapped_above).
+        || unsafe { core::ptr::read_unaligned(addr.cast::<u16>()) } != libc::AF_INET as u16
+        || off == 0
+        || tp == 0
+        || policy.is_null()
+    {
+        let call = FdLen::new(fd, len);
+        // SAFETY: same contract as ours.
+        return unsafe { intercept_slow(call, addr, caller_sp, Asked::NOT, 0, Ids::NOT) };
+    }
+    let errno_at = Errno(tp.wrapping_add(off) as *mut c_int);
+    // SAFETY: same contract as ours; the address checked as intercept_v4 asks; POLICY holds a
+    // policy checked by from_bytes, never unmapped (see policy()).
+    unsafe { intercept_v4(fd, addr, len, caller_sp, errno_at, &*policy) }
+}
+
+/// The fast path's rest (see [`intercept`]), with a frame of its own.
+///
+/// # Safety
+/// Same contract as connect(2), and as [`intercept`] checked: `addr` an `AF_INET` address of
+/// `len` bytes, `16 <= len <= SOCKADDR_STORAGE`, between `caller_sp` (not 0) and the end of
+/// memory known to be mapped above it; `errno_at` this thread's errno slot.
+#[inline(never)]
+unsafe fn intercept_v4(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    caller_sp: usize,
+    errno_at: Errno,
+    policy: &CompiledPolicy,
+) -> c_int {
+    let n = len as usize;
+    // SAFETY: the caller checked [addr, addr+n), n >= 16 (see above): the sockaddr_in part read
+    // in place, as stream_dest reads its copy (an IPv4 destination for AF_INET and at least 16
+    // bytes).
+    let head = unsafe { core::ptr::read_unaligned(addr.cast::<[u8; 16]>()) };
+    let [_, _, p0, p1, b0, b1, b2, b3, ..] = head;
+    let (ip, port) = ([b0, b1, b2, b3], u16::from_be_bytes([p0, p1]));
+    // (A symbol's first look-up, through dlsym where the shim's own search cannot answer, may
+    // set it.)
+    let saved_errno = errno_at.get();
+    // The call's time first (what the general path reads between the two is not the
+    // environment, so a test event is still joined to it the same way), so that little is
+    // live across the clock's function call.
+    let time_ns = now_ns_apart();
+    let ty = sock_type(fd);
+    let capacity = CAPACITY.load(Ordering::Acquire);
+    let header = HEADER.load(Ordering::Relaxed);
+    let tables = tables::mapped();
+    let Some(tables) =
+        tables.filter(|_| ty == Some(libc::SOCK_STREAM) && capacity != 0 && !header.is_null())
+    else {
+        errno_at.set(saved_errno);
+        let call = FdLen::new(fd, len);
+        // SAFETY: same contract as ours.
+        return unsafe { intercept_slow(call, addr, caller_sp, Asked::of(ty), time_ns, Ids::NOT) };
+    };
+    let ids = ids::caller();
+    let (pid, tid) = ids;
+    let decision = if resolve::NAMES.is_empty() && RECORDED_PID.load(Ordering::Acquire) == pid {
+        cached_v4(ip, port)
+    } else {
+        None
+    };
+    // Not recorded yet (the process's first call), a name to look up, or no cached decision
+    // that is not a denial.
+    let Some(decision) = decision else {
+        errno_at.set(saved_errno);
+        let (call, asked, ids) = (FdLen::new(fd, len), Asked::of(ty), Ids::of(ids));
+        // SAFETY: same contract as ours.
+        return unsafe { intercept_slow(call, addr, caller_sp, asked, time_ns, ids) };
+    };
+    let test = current_test();
+    let flags = policy.flags;
+    let backstop = flags & FLAG_SECCOMP_BACKSTOP != 0;
+    let call = Call {
+        pid,
+        tid,
+        time_ns,
+        dest: v4_dest(ip, port),
+        transport: Transport::Tcp,
+        action: decision.action,
+        phase: test.map_or(Phase::None, |t| t.1),
+        source: Source::Shim,
+        syscall: Syscall::Connect,
+        category: decision.category,
+        rule: decision.rule,
+        deny_errno: 0,
+        has_test: test.is_some(),
+    };
+    let mut name_buf: [u8; 16];
+    let name: &[u8] = if flags & FLAG_THREAD_NAMES != 0 {
+        name_buf = [0u8; 16];
+        let n = sys::thread_name(&mut name_buf);
+        &name_buf[..n]
+    } else {
+        &[]
+    };
+    // SAFETY: as in log(): the header Log::new accepted with this capacity, never unmapped;
+    // the window table holds windows of the same file.
+    let log = unsafe { Log::checked(header, capacity, &tables.windows, &MAPPER) };
+    let test = test.map_or(&[][..], |t| t.0);
+    let written = match log.append_call_one_slot(&call, test, &[], name) {
+        Some(written) => written,
+        None => append_call_slots(call, test, name),
+    };
+    let cell = match written {
+        Ok(cell) => Some(cell),
+        Err(NotWritten::Full) => None,
+        Err(NotWritten::Unmapped) => {
+            if not_written(backstop) {
+                errno_at.set(saved_errno);
+                // SAFETY: forwarding the caller's arguments.
+                return unsafe { real_connect(fd, addr, len, false) };
+            }
+            None
+        }
+    };
+    errno_at.set(saved_errno);
+    // SAFETY: forwarding the caller's arguments.
+    let ret = unsafe { real_connect(fd, addr, len, backstop) };
+    let e = errno_at.get();
+    if let Some(cell) = cell {
+        let blocked = now_ns().saturating_sub(time_ns);
+        if ret != 0 && voided(e) && !kernel_takes_at(fd, addr, n) {
+            cell.void();
+        } else {
+            cell.finish(if ret == 0 { 0 } else { e }, blocked);
+        }
+    }
+    errno_at.set(e);
+    ret
+}
+
+/// The destination of an IPv4 address and port (an IPv4-mapped IPv6 address, as `decode`
+/// gives it).
+#[inline(always)]
+fn v4_dest(ip: [u8; 4], port: u16) -> nettrap_core::addr::Dest {
+    let [a, b, c, d] = ip;
+    nettrap_core::addr::Dest {
+        ip: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d],
+        port,
+    }
+}
+
+/// A call record that could not be written for want of its window ([`NotWritten::Unmapped`]),
+/// as [`intercept_slow`] counts it: with the supervisor there (true: the call goes to it
+/// unmarked, which decides and records it), unobserved; alone, dropped (the decision stands).
+#[cold]
+#[inline(never)]
+fn not_written(backstop: bool) -> bool {
+    // The log's header is mapped (the fast path checked): log() only reads it.
+    if let Some(log) = log() {
+        if backstop {
+            log.count_unobserved(Unobserved::ShimUnmapped);
+        } else {
+            log.count_dropped();
+        }
+    }
+    backstop
+}
+
+/// The fast path's record when it takes more than one slot (a long test id), out of line.
+#[inline(never)]
+fn append_call_slots(
+    call: Call,
+    test: &[u8],
+    name: &[u8],
+) -> Result<event::ResultCell<'static>, NotWritten> {
+    // The log's header is mapped (the fast path checked): log() only reads it.
+    log().map_or(Err(NotWritten::Unmapped), |log| {
+        log.append_call(&call, test, &[], name)
+    })
+}
+
+/// [`kernel_takes`] for the fast path's address (an IPv4 one), read in place: copied and
+/// decoded again first. Its one caller ([`intercept`]) read `[addr, addr + n)` in place
+/// already, `16 <= n <= SOCKADDR_STORAGE`.
+#[cold]
+#[inline(never)]
+fn kernel_takes_at(fd: c_int, addr: *const libc::sockaddr, n: usize) -> bool {
+    let mut buf = [0u8; SOCKADDR_STORAGE];
+    let n = n.min(SOCKADDR_STORAGE);
+    // SAFETY: the caller read these n bytes in place already (see intercept).
+    unsafe { core::ptr::copy_nonoverlapping(addr.cast::<u8>(), buf.as_mut_ptr(), n) };
+    let mut dest = v4_dest([0; 4], 0);
+    stream_dest(&buf[..n], &mut dest) && kernel_takes(fd, Some(&buf[..n]), &dest)
+}
+
+/// Every `connect` but the common one [`intercept`] takes itself: the general path.
+///
+/// # Safety
+/// Same contract as connect(2).
+/// `caller_sp`: the caller's stack pointer at the call (the address of its return address), or
+/// 0 where it is not known. What the fast path did already: `asked`, the socket's type
+/// (`SO_TYPE`); `handed_time`, the call's time (0: not taken; should a clock read 0, the clock
+/// is only read again); `handed_ids`, the caller's (pid, tid).
+#[cold]
+#[inline(never)]
+unsafe fn intercept_slow(
+    call: FdLen,
+    addr: *const libc::sockaddr,
+    caller_sp: usize,
+    asked: Asked,
+    handed_time: u64,
+    handed_ids: Ids,
+) -> c_int {
+    let (fd, len) = (call.fd(), call.len());
     // This thread's errno slot, found once for the call's several reads and writes.
     let errno_at = Errno::here();
     let saved_errno = errno_at.get();
@@ -1157,13 +1486,17 @@ unsafe fn intercept(
                 unsafe {
                     let (from, to) = (addr.cast::<u8>(), buf.as_mut_ptr().cast::<u8>());
                     if n >= 16 {
-                        // The first 16 bytes (a whole sockaddr_in, the common case) as one
-                        // fixed-size copy, not a memcpy call, and only the rest of a longer
-                        // address through memcpy.
+                        // 16 bytes at a time, not a memcpy call: a sockaddr_in (the common
+                        // case) in one copy, a sockaddr_in6 (28 bytes) in two, the last
+                        // overlapping the first.
                         let v = core::ptr::read_unaligned(from.cast::<[u8; 16]>());
                         to.cast::<[u8; 16]>().write_unaligned(v);
-                        if n > 16 {
-                            core::ptr::copy_nonoverlapping(from.add(16), to.add(16), n - 16);
+                        let mut at = 16;
+                        while at < n {
+                            let i = at.min(n - 16);
+                            let v = core::ptr::read_unaligned(from.add(i).cast::<[u8; 16]>());
+                            to.add(i).cast::<[u8; 16]>().write_unaligned(v);
+                            at += 16;
                         }
                     } else {
                         core::ptr::copy_nonoverlapping(from, to, n);
@@ -1223,7 +1556,9 @@ unsafe fn intercept(
     // it, and one it does not take (another family: EAFNOSUPPORT, EINVAL) is found after the
     // call (`voided`). Any other type needs the socket's domain and protocol first (UDP's
     // port 0, an IPv4 address on an IPv6 socket), as the kernel decodes it.
-    let ty = sys::sockopt(fd, libc::SO_TYPE);
+    let ty = asked
+        .get()
+        .unwrap_or_else(|| sys::sockopt(fd, libc::SO_TYPE));
     let from_address_alone = ty == Some(libc::SOCK_STREAM);
     // `dest` stays the stream socket's destination, or becomes the socket's own decoding.
     let decided = match ty {
@@ -1242,7 +1577,7 @@ unsafe fn intercept(
     if transport == Transport::Udp
         && log
             .as_ref()
-            .is_some_and(|log| log.in_resolver(ids::caller().1))
+            .is_some_and(|log| log.in_resolver(handed_ids.get().unwrap_or_else(ids::caller).1))
     {
         errno_at.set(saved_errno);
         // SAFETY: forwarding the caller's arguments.
@@ -1256,10 +1591,22 @@ unsafe fn intercept(
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real_connect(fd, addr, len, false) };
     };
-    let (pid, tid) = ids::caller();
+    let (pid, tid) = handed_ids.get().unwrap_or_else(ids::caller);
+    // The fast path's time only when this process's record was written before it was taken: a
+    // process's first call writes that record first (reading its command line, ~15 us), and its
+    // time, and the blocked time counted from it, come after.
+    let handed_time = if RECORDED_PID.load(Ordering::Acquire) == pid {
+        handed_time
+    } else {
+        0
+    };
     let process = log.as_ref().map(|log| record_process(log, pid));
     // Taken before the decision: a runner's test events are joined to calls by time.
-    let time_ns = now_ns();
+    let time_ns = if handed_time != 0 {
+        handed_time
+    } else {
+        now_ns()
+    };
     let test = current_test();
     // The name the program resolved this address from, if a lookup of this process returned
     // it (see `resolve`).
@@ -1410,6 +1757,30 @@ const CACHED_DECISION: u64 = 0x8000;
 const RULE_NONE: u64 = 0x7f;
 const _: () =
     assert!(nettrap_core::policy::MAX_CATEGORIES <= 64 && nettrap_core::policy::MAX_RULES <= 0x80);
+
+/// What [`decide`] gives for an IPv4 destination without a name when [`CATEGORY_CACHE`] holds
+/// the decision itself (for every test) and it is not a denial, read inline (the fast path's
+/// decision): nothing from the policy is needed. None otherwise (no entry, a category alone, a
+/// denial, whose errno is the policy's).
+#[inline(always)]
+fn cached_v4(ip: [u8; 4], port: u16) -> Option<nettrap_core::policy::Decision> {
+    let key = (u64::from(u32::from_be_bytes(ip)) << 32) | (u64::from(port) << 16);
+    let seen = CATEGORY_CACHE[(key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize]
+        .load(Ordering::Relaxed);
+    let action = Action::from_u8(((seen >> 7) & 3) as u8);
+    if seen & !0xffff != key || seen & CACHED_DECISION == 0 || action == Action::Deny {
+        return None;
+    }
+    Some(nettrap_core::policy::Decision {
+        category: ((seen >> 9) & 0x3f) as u16,
+        rule: match seen & RULE_NONE {
+            RULE_NONE => nettrap_core::policy::NO_RULE,
+            r => r as u16,
+        },
+        action,
+        errno: 0,
+    })
+}
 
 /// The policy's decision for a connect to `dest` by `test`, through [`CATEGORY_CACHE`] for
 /// IPv4 destinations without a name. Its `errno` is the policy's for a denial; a decision

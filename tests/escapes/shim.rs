@@ -270,24 +270,46 @@ fn with_no_descriptor_left_the_first_call_is_still_counted() {
 fn a_connect_on_a_small_stack_does_not_crash() {
     // The shim once needed about 5 KiB of stack for a process's first call (its executable's
     // path and command line were read into stack buffers): a connect on a 4 KiB coroutine stack
-    // crashed under nettrap, and ran fine without it.
+    // crashed under nettrap, and ran fine without it. Later the connect fast path handed the
+    // calls it does not take (a denial, a fork child's first call) to the general path with its
+    // own frame still below (a call, not a jump): a denied connect on a 3,200-byte stack crashed.
+    // The stack is exactly the size given, a guard page right below it; each size leaves a
+    // few hundred bytes over what the shim needs.
+    // (fixture words, denied, stack bytes, calls recorded)
+    let cases: [(&[&str], bool, &str, u64); 6] = [
+        (&[], false, "3072", 1),
+        (&[], true, "3072", 1),
+        (&["warm"], false, "1536", 2),
+        (&["warm"], true, "3200", 2),
+        (&["warm", "fork"], false, "1856", 2),
+        (&["warm", "fork"], true, "3200", 2),
+    ];
     for engine in ENGINES {
-        for flags in [&["--engine", engine][..], &deny_flags(engine)[..]] {
-            let run = run_in(
-                &format!("small-stack-{engine}"),
-                &repo(),
-                flags,
-                &[&fixture("small_stack"), "3072", CLOSED],
-            );
+        for (words, denied, bytes, calls) in cases {
+            let plain = ["--engine", engine];
+            let flags = if denied {
+                &deny_flags(engine)[..]
+            } else {
+                &plain[..]
+            };
+            let mut args = vec![
+                fixture("small_stack"),
+                bytes.to_string(),
+                CLOSED.to_string(),
+            ];
+            args.extend(words.iter().map(|w| w.to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = run_in(&format!("small-stack-{engine}"), &repo(), flags, &args);
+            let what = format!("{engine} {words:?} denied={denied} {bytes} bytes");
             assert!(
-                run.stdout().contains("ok 3072"),
-                "{engine} {flags:?}: exit {}: {}",
+                run.stdout().contains(&format!("ok {bytes}")),
+                "{what}: exit {}: {}",
                 run.code(),
                 run.stderr()
             );
-            let want = if flags.len() > 2 { 86 } else { 0 };
-            assert_eq!(run.code(), want, "{engine} {flags:?}: {}", run.stderr());
-            assert_eq!(run.total_calls(), 1, "{engine} {flags:?}");
+            let want = if denied { 86 } else { 0 };
+            assert_eq!(run.code(), want, "{what}: {}", run.stderr());
+            assert_eq!(run.total_calls(), calls, "{what}");
         }
     }
 }
@@ -482,5 +504,45 @@ fn a_library_that_unsets_a_variable_at_load_changes_nothing_the_program_sees() {
             "{engine}"
         );
         assert_eq!(count(&run.test("shape::early")["calls"]), 1, "{engine}");
+    }
+}
+
+/// A process's first call is timed after the shim wrote its process record (reading its
+/// command line takes microseconds): a call never precedes its own process's record, and its
+/// blocked time holds none of that work. The fast path, which reads the time first, hands a
+/// process's first call to the general path, which once kept the fast path's earlier time.
+#[test]
+fn a_processs_first_call_is_timed_after_its_process_record() {
+    for engine in ["preload", "auto"] {
+        let run = run_in_env(
+            &format!("first-call-time-{engine}"),
+            &repo(),
+            &[("NETTRAP_KEEP_RUN_DIR", "1")],
+            &["--engine", engine],
+            &[&fixture("hard_cases"), "ids", "20"],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        let kept = kept(&run);
+        let mut recorded = std::collections::HashMap::new();
+        let mut calls = Vec::new();
+        for r in &kept.log.records {
+            match r {
+                event::Record::Process(p) if p.process.source == event::Source::Shim => {
+                    recorded.entry(p.process.pid).or_insert(p.process.time_ns);
+                }
+                event::Record::Call(c) if c.call.source == event::Source::Shim => {
+                    calls.push((c.call.pid, c.call.time_ns));
+                }
+                _ => {}
+            }
+        }
+        assert!(calls.len() >= 5, "{engine}: {calls:?}");
+        for (pid, t) in calls {
+            let at = recorded[&pid];
+            assert!(
+                t >= at,
+                "{engine}: pid {pid}'s call at {t}, its record at {at}"
+            );
+        }
     }
 }

@@ -1286,3 +1286,35 @@ fn a_storm_between_two_popular_ports_repeats_in_both_lanes() {
         assert_eq!(repeats, 18, "{a} {b}");
     }
 }
+
+/// The one-slot entry point writes what `append_call` writes when the record fits in one slot,
+/// and, one byte over, nothing at all (the cursor unmoved): its caller then appends it the
+/// general way.
+#[test]
+fn one_slot_entry_matches_append_call_and_declines_what_does_not_fit() {
+    for extra in [0, 1, 17, PAYLOAD_PER_SLOT - CALL_FIXED] {
+        let (test, thread) = (vec![b't'; extra - extra.min(5)], vec![b'n'; extra.min(5)]);
+        let mut one = Mem::new(16, 16);
+        let cell = one
+            .log()
+            .append_call_one_slot(&a_call(), &test, &[], &thread)
+            .expect("fits in one slot")
+            .unwrap();
+        cell.finish(111, 42);
+        let mut general = Mem::new(16, 16);
+        general
+            .log()
+            .append_call(&a_call(), &test, &[], &thread)
+            .unwrap()
+            .finish(111, 42);
+        assert_eq!(one.bytes(), general.bytes(), "{extra}");
+    }
+    let over = Mem::new(16, 16);
+    let test = vec![b't'; PAYLOAD_PER_SLOT - CALL_FIXED + 1];
+    assert!(
+        over.log()
+            .append_call_one_slot(&a_call(), &test, &[], &[])
+            .is_none()
+    );
+    assert_eq!(over.log().cursor(), 0);
+}
