@@ -266,20 +266,7 @@ fn write_ops(dir: &RunDir, kinds: &[Kind], ops: &[Op], reps: usize) {
 
 /// The report's JSON and to-do list.
 fn report(events: &dyn Events, dir: &RunDir) -> String {
-    let policy = crate::policy::builtin::defaults();
-    let compiled = policy.compile().unwrap();
-    let info = RunInfo {
-        command: vec![],
-        engine: "preload".into(),
-        command_exit_code: 0,
-        runner: None,
-        seccomp: false,
-        killed: vec![],
-        log_error: None,
-        supervisor_error: None,
-        unobserved: Default::default(),
-    };
-    let report = build(&policy, &compiled, events, Timeline::read(dir.path()), info);
+    let report = test_report(events, dir.path());
     serde_json::to_string_pretty(&report).unwrap() + &render::todo(&report)
 }
 

@@ -7,6 +7,26 @@
 pub mod baseline;
 pub mod formats;
 pub mod github;
+/// The report a test builds from `events`: the default policy, the timeline in `dir`, a
+/// preload run of no command.
+#[cfg(test)]
+fn test_report(events: &dyn Events, dir: &std::path::Path) -> Report {
+    let policy = crate::policy::builtin::defaults();
+    let compiled = policy.compile().unwrap();
+    let info = RunInfo {
+        command: vec![],
+        engine: "preload".into(),
+        command_exit_code: 0,
+        runner: None,
+        seccomp: false,
+        killed: vec![],
+        log_error: None,
+        supervisor_error: None,
+        unobserved: Default::default(),
+    };
+    build(&policy, &compiled, events, Timeline::read(dir), info)
+}
+
 #[cfg(test)]
 mod hint_tests;
 pub mod html;
@@ -1427,21 +1447,7 @@ mod tests {
             return;
         };
         let dir = std::path::PathBuf::from(dir);
-        let policy = crate::policy::builtin::defaults();
-        let compiled = policy.compile().unwrap();
-        let timeline = Timeline::read(&dir);
-        let info = RunInfo {
-            command: vec![],
-            engine: "preload".into(),
-            command_exit_code: 0,
-            runner: None,
-            seccomp: false,
-            killed: vec![],
-            log_error: None,
-            supervisor_error: None,
-            unobserved: Default::default(),
-        };
-        let report = build(&policy, &compiled, &KeptLog(dir), timeline, info);
+        let report = test_report(&KeptLog(dir.clone()), &dir);
         if let Some(out) = std::env::var_os("NETTRAP_REPORT_OUT") {
             std::fs::write(out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
         }

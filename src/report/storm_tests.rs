@@ -179,21 +179,7 @@ fn write(kinds: &[Kind], ops: &[Op]) -> RunDir {
 }
 
 fn report(events: &dyn Events, dir: &RunDir) -> String {
-    let policy = crate::policy::builtin::defaults();
-    let compiled = policy.compile().unwrap();
-    let info = RunInfo {
-        command: vec![],
-        engine: "preload".into(),
-        command_exit_code: 0,
-        runner: None,
-        seccomp: false,
-        killed: vec![],
-        log_error: None,
-        supervisor_error: None,
-        unobserved: Default::default(),
-    };
-    let report = build(&policy, &compiled, events, Timeline::read(dir.path()), info);
-    serde_json::to_string_pretty(&report).unwrap()
+    serde_json::to_string_pretty(&test_report(events, dir.path())).unwrap()
 }
 
 proptest! {
