@@ -1,8 +1,10 @@
 //! The report built with the log reader's hints (a storm's repeated calls grouped the cheap
 //! way) is the report built from the same log with every hint cleared and every call shown to
-//! the skim's choice on its own (places identical): generated logs with thread names, calls of
+//! the skim's choice on its own (places identical), and the report built from the same records
+//! in memory (no hints: every call grouped in full): generated logs with thread names, calls of
 //! two slots (long host names), calls to three kinds in turn, voided and unfinished calls,
-//! listeners and late records, damaged or not, and logs longer than one piece of the walk.
+//! listeners and late records, damaged or not, and logs longer than one piece of the walk; and
+//! a case for each thing the fast path checks besides the hint.
 
 use super::*;
 use crate::rundir::RunDir;
@@ -306,6 +308,7 @@ proptest! {
         write_ops(&dir, &kinds, &ops, 1);
         let before = (report(&dir, &dir), report(&NoHints(&dir), &dir));
         prop_assert_eq!(&before.0, &before.1);
+        prop_assert_eq!(&before.0, &report(&in_memory(&dir), &dir));
         damage(&dir, &flips);
         prop_assert_eq!(report(&dir, &dir), report(&NoHints(&dir), &dir));
     }
@@ -326,5 +329,91 @@ proptest! {
         prop_assert_eq!(report(&dir, &dir), report(&NoHints(&dir), &dir));
         damage(&dir, &flips);
         prop_assert_eq!(report(&dir, &dir), report(&NoHints(&dir), &dir));
+    }
+}
+
+/// The run directory's records in memory, with its counts: an `Events` that gives no hints.
+fn in_memory(dir: &RunDir) -> Decoded {
+    let mut all = Decoded::default();
+    let counts = dir
+        .walk(&mut |_, r, _| all.records.push(r.to_record()))
+        .unwrap();
+    all.torn = counts.torn;
+    all.dropped = counts.dropped;
+    all.unobserved = counts.unobserved;
+    all
+}
+
+/// A kind of call for the cases below: from pid 1, thread 1, to 127.0.0.1.
+fn kind(syscall: Syscall, source: Source, port: u16, host: &'static str) -> Kind {
+    let call = Call {
+        pid: 1,
+        tid: 1,
+        time_ns: 0,
+        dest: Dest::from_v4([127, 0, 0, 1], port),
+        transport: Transport::Tcp,
+        action: Action::Record,
+        phase: Phase::None,
+        source,
+        syscall,
+        category: 0,
+        rule: 0,
+        deny_errno: 0,
+        has_test: false,
+    };
+    (call, None, host, "")
+}
+
+/// Each thing the fast path checks besides the hint changes within a run of repeated calls:
+/// the process (a second process record of the pid, also between calls of one lane), a lookup
+/// covered (by the shim's record of it, made in the middle of the run, written after it), a
+/// server of the suite (listening from the middle of the run on).
+#[test]
+fn a_run_of_repeated_calls_is_split_where_its_group_changes() {
+    let kinds = [
+        kind(Syscall::Connect, Source::Shim, 80, ""),
+        kind(Syscall::Lookup, Source::Shim, 53, "db.example"),
+        kind(Syscall::Connect, Source::Seccomp, 53, ""),
+        kind(Syscall::Connect, Source::Shim, 81, ""),
+    ];
+    let run = |kind, n, gap| Op::Calls {
+        kind,
+        n,
+        gap,
+        results: [0, 0, -111],
+    };
+    let cases = [
+        vec![Op::Process(1), run(0, 3, 10), Op::Process(1), run(0, 3, 10)],
+        // Calls to two ports in turn (two lanes), a new process between two to one port.
+        vec![
+            Op::Process(1),
+            run(0, 2, 10),
+            run(3, 2, 10),
+            Op::Process(1),
+            run(3, 2, 10),
+            run(0, 2, 10),
+        ],
+        // The shim's record of the lookup written after the resolver's first queries.
+        vec![run(2, 4, 100), Op::Late { kind: 1, back: 250 }],
+        vec![
+            run(0, 5, 1000),
+            Op::Listen {
+                kind: 0,
+                back: 2500,
+            },
+        ],
+    ];
+    let compiled = crate::policy::builtin::defaults().compile().unwrap();
+    for ops in cases {
+        let dir = RunDir::create(&compiled).unwrap();
+        write_ops(&dir, &kinds, &ops, 1);
+        let (fast, full) = (report(&dir, &dir), report(&in_memory(&dir), &dir));
+        assert_eq!(fast, full, "{ops:?}");
+        // The run is split: more than one group of the kind.
+        let groups = serde_json::to_value(test_report(&in_memory(&dir), dir.path())).unwrap();
+        assert!(
+            groups["unattributed"].as_array().unwrap().len() > 1,
+            "{ops:?}"
+        );
     }
 }

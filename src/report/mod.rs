@@ -35,8 +35,6 @@ pub mod junit;
 pub mod merge;
 pub mod payoff;
 pub mod render;
-#[cfg(test)]
-mod storm_tests;
 
 use crate::attribution::{Attribution, Timeline};
 use crate::fast_hash::{FastMap, FastSet};
