@@ -617,10 +617,24 @@ proptest! {
 
 /// Hands the log to a [`Stream`] in pieces of `piece` slots (a reader of a large log), each
 /// piece through `feed`, from where the stream asks to go on; returns the stream.
-fn in_pieces(bytes: &[u8], piece: usize, mut feed: impl FnMut(&mut Stream, &[u8])) -> Stream {
+fn in_pieces(bytes: &[u8], piece: usize, feed: impl FnMut(&mut Stream, &[u8])) -> Stream {
+    in_pieces_reading(bytes, piece, true, feed)
+}
+
+/// [`in_pieces`], a storm's repeated calls read the cheap way (`repeats`) or every call in full
+/// ([`Stream::without_repeats`]).
+fn in_pieces_reading(
+    bytes: &[u8],
+    piece: usize,
+    repeats: bool,
+    mut feed: impl FnMut(&mut Stream, &[u8]),
+) -> Stream {
     let len = used_len(bytes).unwrap().min(bytes.len());
     let slots = &bytes[HEADER_LEN..len];
     let mut s = Stream::new(bytes, (slots.len() / SLOT_LEN) as u64).unwrap();
+    if !repeats {
+        s = s.without_repeats();
+    }
     while !s.done() {
         let from = s.next_slot() as usize * SLOT_LEN;
         let to = (from + piece * SLOT_LEN).min(slots.len());
@@ -1142,20 +1156,10 @@ fn short_text() -> impl Strategy<Value = Vec<u8>> {
 /// a storm's repeated calls the cheap way, or every call in full): the records with their
 /// places and hints, and the torn count.
 fn hinted(bytes: &[u8], piece: usize, repeats: bool) -> (Vec<(u64, Record, Hint)>, u64) {
-    let len = used_len(bytes).unwrap().min(bytes.len());
-    let slots = &bytes[HEADER_LEN..len];
-    let mut s = Stream::new(bytes, (slots.len() / SLOT_LEN) as u64).unwrap();
-    if !repeats {
-        s = s.without_repeats();
-    }
     let mut out = Vec::new();
-    while !s.done() {
-        let from = s.next_slot() as usize * SLOT_LEN;
-        let to = (from + piece * SLOT_LEN).min(slots.len());
-        s.feed_hinted(&slots[from..to], |at, r, hint| {
-            out.push((at, r.to_record(), hint))
-        });
-    }
+    let s = in_pieces_reading(bytes, piece, repeats, |s, slots| {
+        s.feed_hinted(slots, |at, r, hint| out.push((at, r.to_record(), hint)))
+    });
     (out, s.finish().torn)
 }
 
@@ -1167,20 +1171,10 @@ fn skimmed(
     repeats: bool,
     want: impl Fn(&CallHead) -> bool + Copy,
 ) -> (Vec<(u64, Record)>, u64) {
-    let len = used_len(bytes).unwrap().min(bytes.len());
-    let slots = &bytes[HEADER_LEN..len];
-    let mut s = Stream::new(bytes, (slots.len() / SLOT_LEN) as u64).unwrap();
-    if !repeats {
-        s = s.without_repeats();
-    }
     let mut out = Vec::new();
-    while !s.done() {
-        let from = s.next_slot() as usize * SLOT_LEN;
-        let to = (from + piece * SLOT_LEN).min(slots.len());
-        s.skim(&slots[from..to], want, |at, r| {
-            out.push((at, r.to_record()))
-        });
-    }
+    let s = in_pieces_reading(bytes, piece, repeats, |s, slots| {
+        s.skim(slots, want, |at, r| out.push((at, r.to_record())))
+    });
     (out, s.finish().torn)
 }
 
