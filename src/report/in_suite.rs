@@ -128,22 +128,18 @@ impl Listeners {
     }
 
     /// Does a listener of the run, opened at or before `time_ns`, serve `dest` over
-    /// `transport`?
+    /// `transport`? ([`Listeners::serving_since`] at or before `time_ns`.)
     /// Inlined: a run without servers (most) pays one test per call.
     #[inline]
     pub fn serves(&self, dest: &Dest, transport: Transport, time_ns: u64) -> bool {
-        !self.by_port.is_empty() && self.any_serves(dest, transport, time_ns)
-    }
-
-    fn any_serves(&self, dest: &Dest, transport: Transport, time_ns: u64) -> bool {
-        self.on(dest.port)
-            .iter()
-            .any(|(t, l, lt)| *t <= time_ns && self.takes(l, *lt, dest, transport))
+        self.serving_since(dest, transport)
+            .is_some_and(|since| since <= time_ns)
     }
 
     /// Since when a listener of the run serves `dest` over `transport`: the earliest opening
     /// of one that takes it (None: none does). [`Listeners::serves`] at any time `t` is then
     /// whether `t` is at or after it (a listener, once open, serves for the rest of the run).
+    #[inline]
     pub fn serving_since(&self, dest: &Dest, transport: Transport) -> Option<u64> {
         if self.by_port.is_empty() {
             return None;
