@@ -785,3 +785,60 @@ fn pythons_subprocess_children_and_their_parents_threads_keep_their_own_pids() {
         assert_eq!(run.total_calls(), 1 + 5 + 300, "{engine}");
     }
 }
+
+/// While the command runs, the launcher wakes every few milliseconds for the event log's grower
+/// (src/rundir.rs), and reaps children only when one ended (its SIGCHLD ended the wait), not on
+/// every wake: a run of `sleep 0.3` makes a handful of `wait4` calls, however many wakes it
+/// took (it made one per wake, ~60, before). Counts, not times.
+#[test]
+fn the_launcher_reaps_when_a_child_ends_not_on_every_wake() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        // Not on every fresh machine; `.ci/run` installs it, so CI always runs this.
+        eprintln!(
+            "the_launcher_reaps_when_a_child_ends_not_on_every_wake: SKIPPED, strace is not installed"
+        );
+        return;
+    }
+    let dir = scratch("reap-on-sigchld");
+    let counts = dir.join("strace.txt");
+    let report = dir.join("report.json");
+    let out = isolated(&[
+        "strace",
+        "-c",
+        "-e",
+        "trace=wait4,poll",
+        "-o",
+        counts.to_str().unwrap(),
+        nettrap(),
+        "run",
+        "--quiet",
+        "--engine",
+        "preload",
+        "--report",
+        report.to_str().unwrap(),
+        "--",
+        "sleep",
+        "0.3",
+    ])
+    .current_dir(&dir)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&counts).unwrap();
+    // `% time seconds usecs/call calls [errors] syscall`
+    let calls = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.last() == Some(&name)).then(|| f.get(3)?.parse::<u64>().ok())?
+            })
+            .unwrap_or(0)
+    };
+    // The grower's wakes happened (a poll each), and were not each a reap.
+    assert!(calls("poll") >= 3, "{text}");
+    assert!(calls("wait4") <= 5, "{text}");
+}
