@@ -842,3 +842,27 @@ fn the_launcher_reaps_when_a_child_ends_not_on_every_wake() {
     assert!(calls("poll") >= 3, "{text}");
     assert!(calls("wait4") <= 5, "{text}");
 }
+
+/// A script with no `#!` line runs through `execvpe`'s `/bin/sh` fallback, which copies the
+/// arguments onto the stack nettrap gives the starting child (src/spawn.rs, not zeroed): every
+/// argument reaches the script intact, and its exit status comes back.
+#[test]
+fn a_script_without_a_shebang_gets_every_argument_through_the_sh_fallback() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("no-shebang-script");
+    let script = dir.join("args.sh");
+    std::fs::write(&script, "printf '<%s>' \"$@\"; echo; exit 7\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let long = "x".repeat(5000);
+    let args: Vec<String> = (0..200).map(|i| format!("a{i} b")).collect();
+    let mut command = vec![script.to_str().unwrap(), "", long.as_str()];
+    command.extend(args.iter().map(String::as_str));
+    let run = run_in("no-shebang", &dir, &[], &command);
+    assert_eq!(run.code(), 7, "{}", run.stderr());
+    let want: String = std::iter::once(String::new())
+        .chain([long.clone()])
+        .chain(args.iter().cloned())
+        .map(|a| format!("<{a}>"))
+        .collect();
+    assert_eq!(run.stdout().trim_end(), want);
+}
