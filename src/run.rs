@@ -202,10 +202,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
     }
     timings.mark("read timeline");
     let mut report = report::build(&policy, &compiled, &dir, timeline, info);
+    timings.mark("decode event log and build the report (two walks: attribute, group)");
     // The run directory is read: it goes (and the log's blocks are freed) before the outputs
     // are written.
     dir.release();
-    timings.mark("decode event log and build the report (two walks: attribute, group)");
+    timings.mark("remove the run directory");
     if let Some(e) = &report.lost.log_error
         && args.quiet
     {

@@ -322,19 +322,34 @@ impl Ender {
     }
 }
 
-/// Waits up to `timeout` (None: without limit) for one of the blocked signals.
-fn next_signal(sfd: &SignalFd, timeout: Option<Duration>) -> Option<siginfo> {
-    if let Ok(Some(info)) = sfd.read_signal() {
-        return Some(info);
-    }
+/// What a wait for the next signal came to.
+enum Woken {
+    /// A blocked signal, read.
+    Signal(siginfo),
+    /// The timeout passed with no signal pending: nothing happened meanwhile (no child ended:
+    /// its SIGCHLD would be pending).
+    Timeout,
+    /// Anything else (EINTR, a signal gone meanwhile): the caller looks again.
+    Nothing,
+}
+
+/// Waits up to `timeout` (None: without limit) for one of the blocked signals. A pending
+/// signal makes the poll return at once, so it is read only then: a wait that times out (the
+/// grower's tick, every few ms while the command runs) is one system call.
+fn next_signal(sfd: &SignalFd, timeout: Option<Duration>) -> Woken {
     let timeout = match timeout {
         None => PollTimeout::NONE,
         // Rounded up, so a wait never ends just before its deadline.
         Some(d) => PollTimeout::try_from(d.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX),
     };
     let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-    let _ = poll(&mut fds, timeout); // EINTR or a timeout: the caller looks again
-    sfd.read_signal().ok().flatten()
+    if poll(&mut fds, timeout) == Ok(0) {
+        return Woken::Timeout;
+    }
+    match sfd.read_signal() {
+        Ok(Some(info)) => Woken::Signal(info),
+        _ => Woken::Nothing,
+    }
 }
 
 enum Stage {
@@ -372,8 +387,12 @@ pub fn run(
     let mut stage = Stage::Running;
     let mut unkillable = Vec::new();
     let mut unobserved = [0u64; event::CAUSES];
+    // False only after a wait that timed out while the command ran: no child can have ended
+    // since the last reap (its SIGCHLD would have ended the wait), so the tick does not reap.
+    let mut reap_now = true;
     loop {
-        let (exited, none_left) = reap(main);
+        let (exited, none_left) = if reap_now { reap(main) } else { (None, false) };
+        reap_now = true;
         if exited.is_some() {
             status = exited;
         }
@@ -429,8 +448,13 @@ pub fn run(
             (None, Some(at)) => Some(at.saturating_duration_since(now)),
             (Some(t), Some(at)) => Some(t.min(at.saturating_duration_since(now))),
         };
-        let Some(info) = next_signal(&sfd, timeout) else {
-            continue;
+        let info = match next_signal(&sfd, timeout) {
+            Woken::Signal(info) => info,
+            Woken::Timeout => {
+                reap_now = !matches!(stage, Stage::Running);
+                continue;
+            }
+            Woken::Nothing => continue,
         };
         if let Some(cause) = unobserved_cause(info.ssi_signo) {
             unobserved[cause] += 1;

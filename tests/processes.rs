@@ -785,3 +785,84 @@ fn pythons_subprocess_children_and_their_parents_threads_keep_their_own_pids() {
         assert_eq!(run.total_calls(), 1 + 5 + 300, "{engine}");
     }
 }
+
+/// While the command runs, the launcher wakes every few milliseconds for the event log's grower
+/// (src/rundir.rs), and reaps children only when one ended (its SIGCHLD ended the wait), not on
+/// every wake: a run of `sleep 0.3` makes a handful of `wait4` calls, however many wakes it
+/// took (it made one per wake, ~60, before). Counts, not times.
+#[test]
+fn the_launcher_reaps_when_a_child_ends_not_on_every_wake() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        // Not on every fresh machine; `.ci/run` installs it, so CI always runs this.
+        eprintln!(
+            "the_launcher_reaps_when_a_child_ends_not_on_every_wake: SKIPPED, strace is not installed"
+        );
+        return;
+    }
+    let dir = scratch("reap-on-sigchld");
+    let counts = dir.join("strace.txt");
+    let report = dir.join("report.json");
+    let out = isolated(&[
+        "strace",
+        "-c",
+        "-e",
+        "trace=wait4,poll",
+        "-o",
+        counts.to_str().unwrap(),
+        nettrap(),
+        "run",
+        "--quiet",
+        "--engine",
+        "preload",
+        "--report",
+        report.to_str().unwrap(),
+        "--",
+        "sleep",
+        "0.3",
+    ])
+    .current_dir(&dir)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&counts).unwrap();
+    // `% time seconds usecs/call calls [errors] syscall`
+    let calls = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.last() == Some(&name)).then(|| f.get(3)?.parse::<u64>().ok())?
+            })
+            .unwrap_or(0)
+    };
+    // The grower's wakes happened (a poll each), and were not each a reap.
+    assert!(calls("poll") >= 3, "{text}");
+    assert!(calls("wait4") <= 5, "{text}");
+}
+
+/// A script with no `#!` line runs through `execvpe`'s `/bin/sh` fallback, which copies the
+/// arguments onto the stack nettrap gives the starting child (src/spawn.rs, not zeroed): every
+/// argument reaches the script intact, and its exit status comes back.
+#[test]
+fn a_script_without_a_shebang_gets_every_argument_through_the_sh_fallback() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("no-shebang-script");
+    let script = dir.join("args.sh");
+    std::fs::write(&script, "printf '<%s>' \"$@\"; echo; exit 7\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let long = "x".repeat(5000);
+    let args: Vec<String> = (0..200).map(|i| format!("a{i} b")).collect();
+    let mut command = vec![script.to_str().unwrap(), "", long.as_str()];
+    command.extend(args.iter().map(String::as_str));
+    let run = run_in("no-shebang", &dir, &[], &command);
+    assert_eq!(run.code(), 7, "{}", run.stderr());
+    let want: String = std::iter::once(String::new())
+        .chain([long.clone()])
+        .chain(args.iter().cloned())
+        .map(|a| format!("<{a}>"))
+        .collect();
+    assert_eq!(run.stdout().trim_end(), want);
+}
