@@ -12,6 +12,9 @@
 #            under each engine (preload, seccomp, auto), under strace, and under a naive
 #            preloaded shim built here from a few lines of C (dlsym + one 64-byte write() per
 #            connect: the simplest tool that records calls), for comparison
+#   paired   the targets that name a baseline other than plain, measured against it directly,
+#            round by round: spawn under preload against the empty library, and the connects
+#            under preload and auto against the naive shim
 #   syscalls 200,000 x (open+read+close+getppid), no network call: what the seccomp filter
 #            costs the system calls it does not trap (target: < 2%)
 #   adapter  3000 empty unittest tests under nettrap with the Python runner adapter against the
@@ -113,6 +116,37 @@ if command -v strace >/dev/null; then
 bench "20000 connects: strace -f -e connect" strace -f -o /dev/null -e trace=connect :: "$OUT/connect_loop" 20000 0
 fi
 bench "200000 x open/read/close: seccomp"   $(nettrap seccomp) :: "$OUT/syscall_loop" 200000
+}
+
+# Two of issue 10's targets compare nettrap with a baseline wrapper, not with plain: each is
+# measured here directly, the two commands interleaved round by round (a slow stretch of the
+# machine then slows both), as the median of the per-round ratios with their spread.
+# pair NAME A... :: B...: A against B
+pair() {
+  local name=$1; shift
+  local a=() b=()
+  while [ "$1" != :: ]; do a+=("$1"); shift; done
+  shift
+  b=("$@")
+  local ratios=()
+  for _ in $(seq "$ROUNDS"); do
+    local ta tb
+    ta=$(time_ns "${a[@]}")
+    tb=$(time_ns "${b[@]}")
+    ratios+=("$(awk -v a="$ta" -v b="$tb" 'BEGIN { printf "%.6f", a/b }')")
+  done
+  rm -f "$WORK/naive.log"
+  local r rs
+  r=$(printf '%s\n' "${ratios[@]}" | median)
+  rs=$(printf '%s\n' "${ratios[@]}" | spread)
+  awk -v n="$name" -v r="$r" -v rs="$rs" 'BEGIN { printf "%-60s ratio %.3f +-%d%% (paired rounds)\n", n, r, rs/2 }'
+}
+echo "the same, paired against the baseline each target names (ratio = nettrap / baseline)"
+# shellcheck disable=SC2046
+{
+pair "spawn 1000 x /bin/true: preload / empty library" $(nettrap preload) "$OUT/spawn_loop" 1000 /bin/true :: "${EMPTY[@]}" "$OUT/spawn_loop" 1000 /bin/true
+pair "20000 connects: preload / naive shim" $(nettrap preload) "$OUT/connect_loop" 20000 0 :: "${NAIVE[@]}" "$OUT/connect_loop" 20000 0
+pair "20000 connects: auto / naive shim" $(nettrap auto) "$OUT/connect_loop" 20000 0 :: "${NAIVE[@]}" "$OUT/connect_loop" 20000 0
 }
 
 # What the program itself pays: the CPU time of the connecting process alone (its rusage, read

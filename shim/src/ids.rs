@@ -201,7 +201,8 @@ extern "C" fn vfork_failed(r: core::ffi::c_int) -> libc::pid_t {
 /// shares the caller's memory may run on the caller's thread descriptor (without
 /// `CLONE_SETTLS`, or with the caller's own thread pointer, or a copy of its descriptor: the
 /// shim cannot tell a descriptor the child owns), so from then on every call asks the kernel
-/// who makes it ([`SHARED`]).
+/// who makes it ([`SHARED`]). A child that shares only the descriptor table (`CLONE_FILES`
+/// without `CLONE_VM`) changes descriptors behind the caller's bits ([`super::fds::untrust`]).
 ///
 /// # Safety
 /// As clone(2)'s glibc wrapper.
@@ -216,11 +217,81 @@ pub unsafe extern "C" fn clone(
     tls: *mut c_void,
     child_tid: *mut libc::pid_t,
 ) -> c_int {
+    let me = clone as *const () as usize;
+    // SAFETY: same contract as ours.
+    unsafe {
+        clone_with(
+            &super::symbols::CLONE,
+            me,
+            f,
+            stack,
+            flags,
+            arg,
+            parent_tid,
+            tls,
+            child_tid,
+        )
+    }
+}
+
+/// glibc exports `clone` under this name too: the same, forwarded to the next `__clone`.
+///
+/// # Safety
+/// As clone(2)'s glibc wrapper.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __clone(
+    f: Option<unsafe extern "C" fn(*mut c_void) -> c_int>,
+    stack: *mut c_void,
+    flags: c_int,
+    arg: *mut c_void,
+    parent_tid: *mut libc::pid_t,
+    tls: *mut c_void,
+    child_tid: *mut libc::pid_t,
+) -> c_int {
+    let me = __clone as *const () as usize;
+    // SAFETY: same contract as ours.
+    unsafe {
+        clone_with(
+            &super::symbols::CLONE_ALIAS,
+            me,
+            f,
+            stack,
+            flags,
+            arg,
+            parent_tid,
+            tls,
+            child_tid,
+        )
+    }
+}
+
+/// [`clone`] and [`__clone`]: the flags noted, then the next object's function `sym` (not
+/// `me`).
+///
+/// # Safety
+/// As clone(2)'s glibc wrapper.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn clone_with(
+    sym: &super::symbols::Symbol,
+    me: usize,
+    f: Option<unsafe extern "C" fn(*mut c_void) -> c_int>,
+    stack: *mut c_void,
+    flags: c_int,
+    arg: *mut c_void,
+    parent_tid: *mut libc::pid_t,
+    tls: *mut c_void,
+    child_tid: *mut libc::pid_t,
+) -> c_int {
     if flags & libc::CLONE_VM != 0 {
         SHARED.fetch_add(1, Ordering::AcqRel);
+    } else if flags & libc::CLONE_FILES != 0 {
+        super::fds::untrust();
     }
-    let real = super::symbols::get(&super::symbols::CLONE);
-    if real == 0 || real == clone as *const () as usize {
+    let real = super::symbols::get(sym);
+    if real == 0 || real == me {
         super::set_errno(libc::ENOSYS);
         return -1;
     }
@@ -240,15 +311,12 @@ pub unsafe extern "C" fn clone(
     unsafe { real(f, stack, flags, arg, parent_tid, tls, child_tid) }
 }
 
-/// glibc exports `clone` under this name too.
-///
-/// # Safety
-/// As clone(2)'s glibc wrapper.
-#[cfg(target_arch = "x86_64")]
-#[unsafe(naked)]
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __clone() -> c_int {
-    core::arch::naked_asm!("jmp {clone}", clone = sym clone)
+/// May a task of this process be running on another task's descriptor ([`SHARED`]): a `vfork`
+/// child until its parent resumes, or, for good, a `clone(CLONE_VM)` child? Such a task shares
+/// the process's memory but may have a descriptor table of its own ([`super::fds`]).
+#[inline(always)]
+pub fn shared() -> bool {
+    SHARED.load(Ordering::Acquire) != 0
 }
 
 /// The calling task's (pid, tid): from the thread descriptor and the cache, with no system

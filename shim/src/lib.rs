@@ -19,7 +19,11 @@
 //! thread (so which test) started each child; elsewhere they pass through. And `vfork` and
 //! `clone` (each also under glibc's other name, `__vfork`, `__clone`; [`ids`]): `vfork` made as
 //! glibc makes it, `clone` handed to glibc's, to know when a task may be running on another
-//! task's thread descriptor (which tells the shim who makes a call).
+//! task's thread descriptor (which tells the shim who makes a call). And `socket` and the
+//! functions that free or replace a descriptor (`close`, `__close`, `close_range`, `closefrom`,
+//! `dup2`, `__dup2`, `dup3`; [`fds`]): one bit per descriptor says it is a stream socket
+//! `socket()` made, so a connect on it needs no system call to learn the socket's type. Each
+//! calls the real function and returns its result, errno untouched.
 //!
 //! Rules this code keeps, because it runs inside other people's programs:
 //! - `no_std`, no allocation, no locks: it is safe after `fork()` in a threaded program and
@@ -45,8 +49,13 @@
 //!
 //! System calls on the hot path (a `connect` on a TCP socket, after the process's first call),
 //! besides the real `connect`, and why each is needed (tests/escapes/hot_path.rs counts them):
-//! - `getsockopt(SO_TYPE)`: that the descriptor is a socket, and its type (the record's
-//!   transport; a stream socket's destination is then decoded from the address alone);
+//! - none on a stream socket the program's `socket()` made ([`fds`]): its type is known, and
+//!   a number that turns out to hold no socket (freed and reused where the shim cannot see)
+//!   gets the kernel's `ENOTSOCK` or `EBADF` from the real connect, which voids the record;
+//! - `getsockopt(SO_TYPE)` on any other descriptor (inherited at `exec`, from `accept`, `dup`,
+//!   `fcntl`, a raw system call; while a `vfork` child runs): that it is a socket, and its type
+//!   (the record's transport; a stream socket's destination is then decoded from the address
+//!   alone);
 //! - nothing else: which thread and process made the call come from the thread descriptor and
 //!   a cache ([`ids`]); the kernel is asked (`gettid`, `getpid`) only by a thread's first call in
 //!   each process, and by every call while a task may be running on another's descriptor
@@ -61,6 +70,7 @@
 #![no_std]
 
 mod env;
+mod fds;
 mod ids;
 mod mem;
 mod resolve;
@@ -1300,7 +1310,15 @@ unsafe fn intercept_v4(
     // environment, so a test event is still joined to it the same way), so that little is
     // live across the clock's function call.
     let time_ns = now_ns_apart();
-    let ty = sock_type(fd);
+    // A stream socket this process's `socket()` made needs no `getsockopt` (see fds); the
+    // general path, which decides denials, asks the kernel itself.
+    let known = fds::known_stream(fd);
+    let (ty, asked) = if known {
+        (Some(libc::SOCK_STREAM), Asked::NOT)
+    } else {
+        let ty = sock_type(fd);
+        (ty, Asked::of(ty))
+    };
     let capacity = CAPACITY.load(Ordering::Acquire);
     let header = HEADER.load(Ordering::Relaxed);
     let tables = tables::mapped();
@@ -1310,7 +1328,7 @@ unsafe fn intercept_v4(
         errno_at.set(saved_errno);
         let call = FdLen::new(fd, len);
         // SAFETY: same contract as ours.
-        return unsafe { intercept_slow(call, addr, caller_sp, Asked::of(ty), time_ns, Ids::NOT) };
+        return unsafe { intercept_slow(call, addr, caller_sp, asked, time_ns, Ids::NOT) };
     };
     let ids = ids::caller();
     let (pid, tid) = ids;
@@ -1323,7 +1341,7 @@ unsafe fn intercept_v4(
     // that is not a denial.
     let Some(decision) = decision else {
         errno_at.set(saved_errno);
-        let (call, asked, ids) = (FdLen::new(fd, len), Asked::of(ty), Ids::of(ids));
+        let (call, ids) = (FdLen::new(fd, len), Ids::of(ids));
         // SAFETY: same contract as ours.
         return unsafe { intercept_slow(call, addr, caller_sp, asked, time_ns, ids) };
     };
@@ -1379,7 +1397,9 @@ unsafe fn intercept_v4(
     let e = errno_at.get();
     if let Some(cell) = cell {
         let blocked = now_ns().saturating_sub(time_ns);
-        if ret != 0 && voided(e) && !kernel_takes_at(fd, addr, n) {
+        // Not a socket after all (a number freed and reused where fds could not see it): no
+        // call, as the kernel's type would have said.
+        if ret != 0 && (voided(e) && !kernel_takes_at(fd, addr, n) || known && not_socket(e)) {
             cell.void();
         } else {
             cell.finish(if ret == 0 { 0 } else { e }, blocked);
@@ -1719,6 +1739,13 @@ unsafe fn intercept_slow(
     }
     errno_at.set(e);
     ret
+}
+
+/// Is `e` the kernel's answer to a connect on a descriptor that is no socket (not open, or
+/// another kind of file)?
+#[inline(always)]
+fn not_socket(e: c_int) -> bool {
+    matches!(e, libc::EBADF | libc::ENOTSOCK)
 }
 
 /// Could a connect that failed with `e` have been refused for its address's family (so that

@@ -353,6 +353,20 @@ pub static CONNECT: Symbol = Symbol::new(name!(c"connect"), true);
 pub static LISTEN: Symbol = Symbol::new(name!(c"listen"), true);
 /// glibc's `clone`, which [`super::ids`] interposes.
 pub static CLONE: Symbol = Symbol::new(name!(c"clone"), true);
+/// The descriptor functions [`super::fds`] interposes (`close` and `dup2` called in signal
+/// handlers and between a fork and an exec too).
+pub static SOCKET: Symbol = Symbol::new(name!(c"socket"), true);
+pub static CLOSE: Symbol = Symbol::new(name!(c"close"), true);
+/// glibc's other names, each forwarded to the next object's function of the same name (a
+/// library that wraps `close` by calling `__close` must not be called back).
+pub static CLOSE_ALIAS: Symbol = Symbol::new(name!(c"__close"), true);
+pub static DUP2_ALIAS: Symbol = Symbol::new(name!(c"__dup2"), true);
+pub static CLONE_ALIAS: Symbol = Symbol::new(name!(c"__clone"), true);
+pub static UNSHARE: Symbol = Symbol::new(name!(c"unshare"), true);
+pub static CLOSE_RANGE: Symbol = Symbol::new(name!(c"close_range"), true);
+pub static CLOSEFROM: Symbol = Symbol::new(name!(c"closefrom"), true);
+pub static DUP2: Symbol = Symbol::new(name!(c"dup2"), true);
+pub static DUP3: Symbol = Symbol::new(name!(c"dup3"), true);
 pub static ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__errno_location"), false);
 pub static H_ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__h_errno_location"), false);
 pub static CLOCK_GETTIME: Symbol = Symbol::new(name!(c"clock_gettime"), false);
@@ -373,10 +387,20 @@ pub static PTHREAD_SETNAME_NP: Symbol = Symbol::new(name!(c"pthread_setname_np")
 
 /// The symbols the shim may need where `dlsym` may not be called (in a signal handler, after a
 /// fork): asked of `dlsym` at once when the objects could not be listed.
-const ALL: [&Symbol; 8] = [
+const ALL: [&Symbol; 18] = [
     &CONNECT,
     &LISTEN,
     &CLONE,
+    &CLONE_ALIAS,
+    &UNSHARE,
+    &SOCKET,
+    &CLOSE,
+    &CLOSE_ALIAS,
+    &DUP2_ALIAS,
+    &CLOSE_RANGE,
+    &CLOSEFROM,
+    &DUP2,
+    &DUP3,
     &ERRNO_LOCATION,
     &H_ERRNO_LOCATION,
     &CLOCK_GETTIME,

@@ -218,3 +218,78 @@ fn the_shim_records_and_denies_exactly_the_connects_the_kernel_takes() {
         assert_eq!(run.report["lost"]["torn"], 0, "{mode}");
     }
 }
+
+/// The shim knows a stream socket's type from the `socket()` that made it (no `getsockopt` on
+/// the connect: shim/src/fds.rs). A descriptor number that held such a socket and then holds
+/// something else, made where the shim cannot see it (a raw system call, a vfork child's own
+/// table), is never taken for that stream socket: each function that frees or replaces a number
+/// (close, close_range, closefrom, dup2, dup3, socket of another type) forgets it, a vfork
+/// child's socket() teaches nothing, and a number that holds no socket at all gives the program
+/// the kernel's ENOTSOCK and the report no call. Each case's connect takes the fast path (its
+/// destination's decision cached by a first connect).
+#[test]
+fn a_descriptor_number_reused_for_another_socket_type_is_never_taken_for_a_stream_socket() {
+    let cases = [
+        "close",
+        "close_range",
+        "closefrom",
+        "dup2",
+        "dup3",
+        "socket",
+        "vfork",
+        "notsock",
+        "clone_files",
+        "unshare",
+        "unshare_range",
+        "closefrom_neg",
+    ];
+    for engine in ["preload", "auto"] {
+        for case in cases {
+            let run = run_in(
+                &format!("fd-memo-{engine}-{case}"),
+                &repo(),
+                &["--engine", engine],
+                &[&fx("fd_memo"), case, "9"],
+            );
+            assert_eq!(run.code(), 0, "{engine} {case}: {}", run.stderr());
+            let out = run.stdout();
+            let mut want = vec![row("127.0.0.1", "tcp", "connect", "recorded", 1)];
+            if case == "closefrom_neg" {
+                // Nothing printed (standard output closed): the exit status said it.
+                want.push(row("127.0.0.1", "udp", "connect", "recorded", 1));
+            } else if case == "notsock" {
+                let enotsock = format!("connect -1 errno {}", libc::ENOTSOCK);
+                assert!(out.contains(&enotsock), "{engine} {case}: {out}");
+            } else {
+                assert!(out.contains("connect 0 errno 0"), "{engine} {case}: {out}");
+                want.push(row("127.0.0.1", "udp", "connect", "recorded", 1));
+            }
+            assert_eq!(rows(&run), want, "{engine} {case}: {out}");
+        }
+    }
+}
+
+/// A library loaded after the shim that wraps `close`, `dup2` and `clone` by glibc's other names
+/// for them (`__close`, `__dup2`, `__clone`), which the shim interposes too: each is handed to
+/// the next object's function of the same name, never back to the library's wrapper (which
+/// recursed until the stack ran out).
+#[test]
+fn a_library_wrapping_close_by_its_other_name_is_not_called_back() {
+    // A wrapper called back recurses, or loops where the calls compile to jumps: `timeout`
+    // ends that.
+    let plain = isolated(&["timeout", "20", &fx("alias_close")])
+        .output()
+        .unwrap();
+    let want = "alias_close: close 0 dup2 7 clone ok wrapped 3\n";
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), want);
+    for engine in ["preload", "auto"] {
+        let run = run_in(
+            &format!("alias-close-{engine}"),
+            &repo(),
+            &["--engine", engine],
+            &["timeout", "20", &fx("alias_close")],
+        );
+        assert_eq!(run.code(), 0, "{engine}: {}", run.stderr());
+        assert_eq!(run.stdout(), want, "{engine}");
+    }
+}

@@ -2,25 +2,33 @@
 //! `connect_loop` (N loopback connects from a stack sockaddr, accepted by a second thread) runs
 //! under `strace -c`, with and without the shim (its main thread only, which makes every
 //! connect: the accepting thread's calls depend on timing), and the system calls the shim adds per
-//! connect are exactly `SHIM_SYSCALLS_PER_CONNECT` (shim/src/lib.rs says why each is needed).
-//! Counts, not times: nothing here depends on the machine's speed.
+//! connect are exactly the documented ones (shim/src/lib.rs says why each is needed): none on a
+//! socket the program's `socket()` made, `getsockopt` on one it did not (a `dup`). Counts, not
+//! times: nothing here depends on the machine's speed.
 
 use crate::common::*;
 use std::collections::BTreeMap;
 
-/// The shim's documented system calls per `connect` on a TCP socket (see shim/src/lib.rs).
-const SHIM_SYSCALLS_PER_CONNECT: [(&str, u64); 1] = [("getsockopt", 1)];
+/// The shim's documented system calls per `connect` on a TCP socket `socket()` made (see
+/// shim/src/lib.rs and shim/src/fds.rs).
+const SHIM_SYSCALLS_PER_CONNECT: [(&str, u64); 0] = [];
+/// ... and on one it did not make (a `dup` of it): its type asked of the kernel.
+const SHIM_SYSCALLS_PER_CONNECT_UNKNOWN: [(&str, u64); 1] = [("getsockopt", 1)];
 
 const N: u64 = 300;
 
-/// `strace -c` of `connect_loop N 0` (the main thread), under nettrap (preload) or not: calls per system call.
-fn counts(under_nettrap: bool) -> BTreeMap<String, u64> {
-    let dir = scratch(&format!("hot-path-{under_nettrap}"));
+/// `strace -c` of `connect_loop N 0` (the main thread; with `dup`, each connect on a `dup` of the
+/// socket), under nettrap (preload) or not: calls per system call.
+fn counts(under_nettrap: bool, dup: bool) -> BTreeMap<String, u64> {
+    let dir = scratch(&format!("hot-path-{under_nettrap}-{dup}"));
     let out_file = dir.join("strace.txt");
     let out_s = out_file.to_str().unwrap().to_string();
     let loop_bin = c_fixture("connect_loop").to_str().unwrap().to_string();
     let n = N.to_string();
-    let strace = ["strace", "-c", "-o", &out_s, &loop_bin, &n, "0"];
+    let mut strace = vec!["strace", "-c", "-o", &out_s, &loop_bin, &n, "0"];
+    if dup {
+        strace.push("dup");
+    }
     let status = if under_nettrap {
         let run = run_in("hot-path-run", &dir, &["--engine", "preload"], &strace);
         assert_eq!(run.code(), 0, "{}", run.stderr());
@@ -44,6 +52,17 @@ fn counts(under_nettrap: bool) -> BTreeMap<String, u64> {
 
 #[test]
 fn the_shim_adds_only_its_documented_system_calls_per_connect() {
+    shim_adds(false, &SHIM_SYSCALLS_PER_CONNECT);
+}
+
+#[test]
+fn the_shim_asks_a_sockets_type_only_where_socket_did_not_make_it() {
+    shim_adds(true, &SHIM_SYSCALLS_PER_CONNECT_UNKNOWN);
+}
+
+/// The system calls the shim adds per connect of `connect_loop` (with `dup` or not) are
+/// `documented`.
+fn shim_adds(dup: bool, documented: &[(&str, u64)]) {
     if std::process::Command::new("strace")
         .arg("-V")
         .output()
@@ -55,8 +74,8 @@ fn the_shim_adds_only_its_documented_system_calls_per_connect() {
         );
         return;
     }
-    let plain = counts(false);
-    let want: Vec<(String, u64)> = SHIM_SYSCALLS_PER_CONNECT
+    let plain = counts(false, dup);
+    let want: Vec<(String, u64)> = documented
         .iter()
         .map(|(s, n)| (s.to_string(), *n))
         .collect();
@@ -68,7 +87,7 @@ fn the_shim_adds_only_its_documented_system_calls_per_connect() {
     // exec gets a new offset, so a run of the documented path turns up within a few tries.
     let mut tries = Vec::new();
     for _ in 0..4 {
-        let shim = counts(true);
+        let shim = counts(true, dup);
         assert_eq!(shim.get("connect"), plain.get("connect"));
         // What the shim adds, per connect, for every system call it adds at least N/2 times of
         // (the one-off calls of its first call and of nettrap's start are below that).

@@ -1,0 +1,403 @@
+//! Which of the process's descriptors are stream sockets, as its libc calls made them: the
+//! connect fast path then knows a socket's type without asking the kernel (`getsockopt
+//! (SO_TYPE)`, ~80-100 ns, a third of the shim's cost on a refused loopback connect).
+//!
+//! One bit per descriptor below [`FDS`]: set when `socket()` returns a stream socket there,
+//! cleared when `socket()` returns any other type there and before a `close`, `__close`,
+//! `close_range`, `closefrom`, `dup2`, `__dup2` or `dup3` (the target) can free or replace the
+//! descriptor. The shim interposes those functions; each calls the real one and returns its
+//! result, errno untouched (only a bit is set or cleared around it). A clear bit means "not
+//! known": the fast path asks the kernel, as for a descriptor the process inherited at `exec`,
+//! got from `accept`, `dup` or `fcntl`, or above [`FDS`].
+//!
+//! A set bit is trusted only while no task may be running on another's memory with a
+//! descriptor table of its own ([`super::ids::shared`]: a `vfork` child until its parent
+//! resumes; for good once the program made a `clone(CLONE_VM)`), and is set only then: such a
+//! task's `socket()` would mark a number that is another object in its parent's table. For good
+//! too ([`untrust`]) once the memory and the table stop going together another way: a `clone`
+//! with `CLONE_FILES` but not `CLONE_VM` (the child's `close` clears only its own copy of the
+//! bits), `unshare(CLONE_FILES)` or `close_range(.., CLOSE_RANGE_UNSHARE)` (a thread's own table
+//! in the shared memory). Clearing is always safe (a miss). A fork child inherits both the
+//! descriptors and the bits. The aliases (`__close`, `__dup2`, and [`super::ids`]'s `__clone`)
+//! are forwarded to the next object's function of the same name: a library that wraps `close`
+//! by calling `__close` is never called back.
+//!
+//! What a set bit cannot know: a descriptor freed without these functions (a raw `close` or
+//! `unshare` system call, `io_uring`, glibc's own `fclose` of a stream over the socket, glibc
+//! 2.40's `posix_close`) whose number is then given to a socket that is not a stream socket,
+//! made without `socket()` (a raw system call, `io_uring`, received over a UNIX socket), and
+//! then connected through libc. Such a connect is taken as a stream socket's: decided and
+//! recorded from its address alone, as tcp. A number given to anything but a socket is exact:
+//! the kernel's `ENOTSOCK` (or `EBADF`) voids the record after the call
+//! ([`super::intercept_v4`]). `close_range` and `closefrom` are exported whatever the libc: a
+//! program that looks them up by name (`dlsym`) under a glibc older than 2.34 finds these, which
+//! do what glibc's do (the system call; for `closefrom`, where the kernel refuses it, every
+//! number below the descriptor limit closed one by one).
+
+use super::symbols::{
+    self, CLOSE, CLOSE_ALIAS, CLOSE_RANGE, CLOSEFROM, DUP2, DUP2_ALIAS, DUP3, SOCKET, UNSHARE,
+};
+use super::sys;
+use core::ffi::{c_int, c_long, c_uint};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Descriptors with a bit: 0..FDS.
+const FDS: usize = 4096;
+
+/// Bit `fd % 64` of word `fd / 64`: set when `fd` is a stream socket `socket()` made.
+static STREAM: [AtomicU64; FDS / 64] = [const { AtomicU64::new(0) }; FDS / 64];
+
+/// Set for good once two tasks may hold different descriptor tables in the same memory, or the
+/// same table in different memories, in ways the bits cannot follow (see [`untrust`]).
+static UNTRUSTED: AtomicBool = AtomicBool::new(false);
+
+/// The bits are never trusted or set again in this process (and its fork children, which copy
+/// the flag): from a `clone` that shares the descriptor table but not memory (`CLONE_FILES`
+/// without `CLONE_VM`: the child's `close` and `socket` change the caller's descriptors and only
+/// the child's copy of the bits), an `unshare(CLONE_FILES)` or a `close_range(...,
+/// CLOSE_RANGE_UNSHARE)` (the caller gets a table of its own, and its `socket()` would mark
+/// numbers that are other objects in the other threads' table).
+pub fn untrust() {
+    UNTRUSTED.store(true, Ordering::Release);
+}
+
+/// May the bits be trusted, and set?
+#[inline(always)]
+fn trusted() -> bool {
+    !UNTRUSTED.load(Ordering::Acquire) && !super::ids::shared()
+}
+
+/// Is `fd` a stream socket this process's `socket()` made, as far as its libc calls say (see
+/// the module comment)?
+#[inline(always)]
+pub fn known_stream(fd: c_int) -> bool {
+    let Ok(i) = usize::try_from(fd) else {
+        return false;
+    };
+    i < FDS && STREAM[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0 && trusted()
+}
+
+/// Marks `fd` (a descriptor `socket()` just returned) as a stream socket or not.
+#[inline(always)]
+fn note(fd: c_int, stream: bool) {
+    let Ok(i) = usize::try_from(fd) else {
+        return;
+    };
+    if i >= FDS {
+        return;
+    }
+    let (word, bit) = (&STREAM[i / 64], 1u64 << (i % 64));
+    if stream && trusted() {
+        word.fetch_or(bit, Ordering::AcqRel);
+    } else if word.load(Ordering::Relaxed) & bit != 0 {
+        word.fetch_and(!bit, Ordering::AcqRel);
+    }
+}
+
+/// Forgets descriptors `from..=to` (those below [`FDS`]); a word not marked is only read.
+#[inline(never)]
+fn forget(from: u64, to: u64) {
+    if from >= FDS as u64 || from > to {
+        return;
+    }
+    let to = to.min(FDS as u64 - 1);
+    let (first, last) = ((from / 64) as usize, (to / 64) as usize);
+    for (k, word) in STREAM.iter().enumerate().take(last + 1).skip(first) {
+        let lo = if k == first { from % 64 } else { 0 };
+        let hi = if k == last { to % 64 } else { 63 };
+        // (Only for close_range and closefrom: close and dup2 forget one bit, forget_one.)
+        // Bits lo..=hi.
+        let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+        if word.load(Ordering::Relaxed) & mask != 0 {
+            word.fetch_and(!mask, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Forgets `fd` (any int: a negative or large one is nobody's); a bit not set is only read.
+#[inline(always)]
+fn forget_one(fd: c_int) {
+    // A negative fd becomes a number past FDS.
+    let i = fd as u32 as usize;
+    if i < FDS {
+        let (word, bit) = (&STREAM[i / 64], 1u64 << (i % 64));
+        if word.load(Ordering::Relaxed) & bit != 0 {
+            word.fetch_and(!bit, Ordering::AcqRel);
+        }
+    }
+}
+
+/// `socket`, interposing libc's: the real call, and the new descriptor's bit.
+///
+/// # Safety
+/// Same contract as socket(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    let f = symbols::get(&SOCKET);
+    let fd = if f == 0 || f == socket as *const () as usize {
+        // SAFETY: a plain socket(2) with the caller's arguments.
+        let r = unsafe {
+            sys::call(
+                libc::SYS_socket,
+                domain as usize,
+                ty as usize,
+                protocol as usize,
+                0,
+                0,
+                0,
+            )
+        };
+        sys::libc_style(r)
+    } else {
+        // SAFETY: f is the next socket (libc's), found as dlsym(RTLD_NEXT) would (symbols).
+        let f: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int =
+            unsafe { core::mem::transmute::<usize, _>(f) };
+        // SAFETY: forwarding the caller's arguments unchanged.
+        unsafe { f(domain, ty, protocol) }
+    };
+    if fd >= 0 {
+        // SOCK_NONBLOCK and SOCK_CLOEXEC masked off, as the kernel does (SOCK_TYPE_MASK).
+        note(fd, ty & 0xf == libc::SOCK_STREAM);
+    }
+    fd
+}
+
+/// The real one-descriptor function `sym` (`close`), or the raw system call `nr` when libc has
+/// none to find.
+#[inline(always)]
+fn call1(sym: &symbols::Symbol, me: usize, nr: c_long, a: c_int) -> c_int {
+    let f = symbols::get(sym);
+    if f == 0 || f == me {
+        // SAFETY: a plain one-argument system call with the caller's argument.
+        return sys::libc_style(unsafe { sys::call(nr, a as usize, 0, 0, 0, 0, 0) });
+    }
+    // SAFETY: f is libc's function of one int, found as dlsym(RTLD_NEXT) would (symbols).
+    let f: unsafe extern "C" fn(c_int) -> c_int = unsafe { core::mem::transmute::<usize, _>(f) };
+    // SAFETY: forwarding the caller's argument unchanged.
+    unsafe { f(a) }
+}
+
+/// `close`, interposing libc's: the bit forgotten first (before the number can be reused),
+/// then the real call.
+///
+/// # Safety
+/// Same contract as close(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    forget_one(fd);
+    call1(&CLOSE, close as *const () as usize, libc::SYS_close, fd)
+}
+
+/// glibc exports `close` under this name too: the same, forwarded to the next `__close`.
+///
+/// # Safety
+/// Same contract as close(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __close(fd: c_int) -> c_int {
+    forget_one(fd);
+    call1(
+        &CLOSE_ALIAS,
+        __close as *const () as usize,
+        libc::SYS_close,
+        fd,
+    )
+}
+
+/// `close_range`, interposing libc's: the range forgotten first (unless the call only sets
+/// close-on-exec), then the real call.
+///
+/// # Safety
+/// Same contract as close_range(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if flags & libc::CLOSE_RANGE_UNSHARE as c_int != 0 {
+        untrust();
+    }
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        forget(u64::from(first), u64::from(last));
+    }
+    let f = symbols::get(&CLOSE_RANGE);
+    if f == 0 || f == close_range as *const () as usize {
+        // SAFETY: a plain close_range(2) with the caller's arguments.
+        let r = unsafe {
+            sys::call(
+                libc::SYS_close_range,
+                first as usize,
+                last as usize,
+                flags as usize,
+                0,
+                0,
+                0,
+            )
+        };
+        return sys::libc_style(r);
+    }
+    // SAFETY: f is libc's close_range, found as dlsym(RTLD_NEXT) would (symbols).
+    let f: unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int =
+        unsafe { core::mem::transmute::<usize, _>(f) };
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { f(first, last, flags) }
+}
+
+/// `closefrom`, interposing libc's: descriptors from `lowfd` on (from 0 for a negative one, as
+/// glibc's) forgotten first, then the real call. Without one in libc (a program that found this
+/// one by name with `dlsym`), what glibc's does: the `close_range` system call, and where the
+/// kernel refuses it (before Linux 5.9, or a sandbox), every number below the descriptor limit
+/// closed one by one.
+///
+/// # Safety
+/// Same contract as closefrom(3).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closefrom(lowfd: c_int) {
+    let from = lowfd.max(0);
+    forget(from as u64, u64::MAX);
+    let f = symbols::get(&CLOSEFROM);
+    if f == 0 || f == closefrom as *const () as usize {
+        let saved = super::errno();
+        // SAFETY: close_range(2) of from..=~0, what glibc's closefrom asks first.
+        let r = unsafe {
+            sys::call(
+                libc::SYS_close_range,
+                from as usize,
+                c_uint::MAX as usize,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+        if r < 0 {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: prlimit64(2) of this process, reading the limit into `limit`.
+            let ok = unsafe {
+                sys::call(
+                    libc::SYS_prlimit64,
+                    0,
+                    libc::RLIMIT_NOFILE as usize,
+                    0,
+                    &mut limit as *mut libc::rlimit as usize,
+                    0,
+                    0,
+                )
+            } == 0;
+            let end = if ok {
+                limit.rlim_cur.min(c_int::MAX as u64) as c_int
+            } else {
+                1 << 20
+            };
+            for fd in from..end {
+                sys::close(fd);
+            }
+        }
+        super::set_errno(saved);
+        return;
+    }
+    // SAFETY: f is libc's closefrom, found as dlsym(RTLD_NEXT) would (symbols).
+    let f: unsafe extern "C" fn(c_int) = unsafe { core::mem::transmute::<usize, _>(f) };
+    // SAFETY: forwarding the caller's argument unchanged.
+    unsafe { f(lowfd) }
+}
+
+/// `dup2`, interposing libc's: the target forgotten first (it is closed, or becomes another
+/// descriptor's copy), then the real call.
+///
+/// # Safety
+/// Same contract as dup2(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    forget_one(new);
+    real_dup2(&DUP2, dup2 as *const () as usize, old, new)
+}
+
+/// glibc exports `dup2` under this name too: the same, forwarded to the next `__dup2`.
+///
+/// # Safety
+/// Same contract as dup2(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __dup2(old: c_int, new: c_int) -> c_int {
+    forget_one(new);
+    real_dup2(&DUP2_ALIAS, __dup2 as *const () as usize, old, new)
+}
+
+/// The next object's `dup2` (`sym`, not `me`), or what it does.
+fn real_dup2(sym: &symbols::Symbol, me: usize, old: c_int, new: c_int) -> c_int {
+    let f = symbols::get(sym);
+    if f == 0 || f == me {
+        // dup2(2) is dup3(2) without flags, except for old == new: old's validity.
+        if old == new {
+            // SAFETY: fcntl(F_GETFD) reads a descriptor's flags; nothing else.
+            let r = unsafe {
+                sys::call(
+                    libc::SYS_fcntl,
+                    old as usize,
+                    libc::F_GETFD as usize,
+                    0,
+                    0,
+                    0,
+                    0,
+                )
+            };
+            return if r < 0 { sys::libc_style(r) } else { new };
+        }
+        // SAFETY: a plain dup3(2) without flags, the caller's descriptors.
+        let r = unsafe { sys::call(libc::SYS_dup3, old as usize, new as usize, 0, 0, 0, 0) };
+        return sys::libc_style(r);
+    }
+    // SAFETY: f is libc's dup2, found as dlsym(RTLD_NEXT) would (symbols).
+    let f: unsafe extern "C" fn(c_int, c_int) -> c_int =
+        unsafe { core::mem::transmute::<usize, _>(f) };
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { f(old, new) }
+}
+
+/// `dup3`, interposing libc's: the target forgotten first, then the real call.
+///
+/// # Safety
+/// Same contract as dup3(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    forget_one(new);
+    let f = symbols::get(&DUP3);
+    if f == 0 || f == dup3 as *const () as usize {
+        // SAFETY: a plain dup3(2) with the caller's arguments.
+        let r = unsafe {
+            sys::call(
+                libc::SYS_dup3,
+                old as usize,
+                new as usize,
+                flags as usize,
+                0,
+                0,
+                0,
+            )
+        };
+        return sys::libc_style(r);
+    }
+    // SAFETY: f is libc's dup3, found as dlsym(RTLD_NEXT) would (symbols).
+    let f: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int =
+        unsafe { core::mem::transmute::<usize, _>(f) };
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { f(old, new, flags) }
+}
+
+/// `unshare`, interposing libc's: a caller that takes a descriptor table of its own
+/// (`CLONE_FILES`) while its threads keep the old one ends the bits' use ([`untrust`]), then the
+/// real call.
+///
+/// # Safety
+/// Same contract as unshare(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn unshare(flags: c_int) -> c_int {
+    if flags & libc::CLONE_FILES != 0 {
+        untrust();
+    }
+    call1(
+        &UNSHARE,
+        unshare as *const () as usize,
+        libc::SYS_unshare,
+        flags,
+    )
+}
