@@ -3,9 +3,9 @@
 //! (SO_TYPE)`, ~80-100 ns, a third of the shim's cost on a refused loopback connect).
 //!
 //! One bit per descriptor below [`FDS`]: set when `socket()` returns a stream socket there,
-//! cleared when `socket()` returns any other type there and before a `close`, `__close`,
+//! cleared when `socket()` returns any other type there, before a `close`, `__close`,
 //! `close_range`, `closefrom`, `dup2`, `__dup2` or `dup3` (the target) can free or replace the
-//! descriptor. The shim interposes those functions; each calls the real one and returns its
+//! descriptor, and when `dup` or `fcntl(F_DUPFD, F_DUPFD_CLOEXEC)` hands the number out. The shim interposes those functions; each calls the real one and returns its
 //! result, errno untouched (only a bit is set or cleared around it). A clear bit means "not
 //! known": the fast path asks the kernel, as for a descriptor the process inherited at `exec`,
 //! got from `accept`, `dup` or `fcntl`, or above [`FDS`].
@@ -22,11 +22,11 @@
 //! are forwarded to the next object's function of the same name: a library that wraps `close`
 //! by calling `__close` is never called back.
 //!
-//! What a set bit cannot know: a descriptor freed without these functions (a raw `close` or
-//! `unshare` system call, `io_uring`, glibc's own `fclose` of a stream over the socket, glibc
-//! 2.40's `posix_close`) whose number is then given to a socket that is not a stream socket,
-//! made without `socket()` (a raw system call, `io_uring`, received over a UNIX socket), and
-//! then connected through libc. Such a connect is taken as a stream socket's: decided and
+//! What a set bit cannot know: a descriptor freed without these functions (a raw `close`,
+//! `clone` or `unshare` system call, `io_uring`, glibc's own `fclose` of a stream over the
+//! socket, glibc 2.40's `posix_close`) whose number is then given to a socket that is not a
+//! stream socket without these functions either (a raw system call, `io_uring`, received over a
+//! UNIX socket), and then connected through libc. Such a connect is taken as a stream socket's: decided and
 //! recorded from its address alone, as tcp. A number given to anything but a socket is exact:
 //! the kernel's `ENOTSOCK` (or `EBADF`) voids the record after the call
 //! ([`super::intercept_v4`]). `close_range` and `closefrom` are exported whatever the libc: a
@@ -35,7 +35,8 @@
 //! number below the descriptor limit closed one by one).
 
 use super::symbols::{
-    self, CLOSE, CLOSE_ALIAS, CLOSE_RANGE, CLOSEFROM, DUP2, DUP2_ALIAS, DUP3, SOCKET, UNSHARE,
+    self, CLOSE, CLOSE_ALIAS, CLOSE_RANGE, CLOSEFROM, DUP, DUP2, DUP2_ALIAS, DUP3, FCNTL, FCNTL64,
+    SOCKET, UNSHARE,
 };
 use super::sys;
 use core::ffi::{c_int, c_long, c_uint};
@@ -242,8 +243,8 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 /// `closefrom`, interposing libc's: descriptors from `lowfd` on (from 0 for a negative one, as
 /// glibc's) forgotten first, then the real call. Without one in libc (a program that found this
 /// one by name with `dlsym`), what glibc's does: the `close_range` system call, and where the
-/// kernel refuses it (before Linux 5.9, or a sandbox), every number below the descriptor limit
-/// closed one by one.
+/// kernel refuses it (before Linux 5.9, or a sandbox), each descriptor `/proc/self/fd` lists
+/// ([`close_listed`]).
 ///
 /// # Safety
 /// Same contract as closefrom(3).
@@ -267,30 +268,7 @@ pub unsafe extern "C" fn closefrom(lowfd: c_int) {
             )
         };
         if r < 0 {
-            let mut limit = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: prlimit64(2) of this process, reading the limit into `limit`.
-            let ok = unsafe {
-                sys::call(
-                    libc::SYS_prlimit64,
-                    0,
-                    libc::RLIMIT_NOFILE as usize,
-                    0,
-                    &mut limit as *mut libc::rlimit as usize,
-                    0,
-                    0,
-                )
-            } == 0;
-            let end = if ok {
-                limit.rlim_cur.min(c_int::MAX as u64) as c_int
-            } else {
-                1 << 20
-            };
-            for fd in from..end {
-                sys::close(fd);
-            }
+            close_listed(from);
         }
         super::set_errno(saved);
         return;
@@ -400,4 +378,148 @@ pub unsafe extern "C" fn unshare(flags: c_int) -> c_int {
         libc::SYS_unshare,
         flags,
     )
+}
+
+/// `dup`, interposing libc's: the real call, then the new number forgotten (a number freed where
+/// the shim could not see it may still carry a bit).
+///
+/// # Safety
+/// Same contract as dup(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup(old: c_int) -> c_int {
+    let fd = call1(&DUP, dup as *const () as usize, libc::SYS_dup, old);
+    forget_one(fd);
+    fd
+}
+
+/// `fcntl`, interposing libc's (a variadic function: its one optional argument, an integer or
+/// a pointer, is passed in the same register either way on x86_64, and handed on as it came):
+/// the real call, and for `F_DUPFD` and `F_DUPFD_CLOEXEC` the new number forgotten, as [`dup`].
+///
+/// # Safety
+/// Same contract as fcntl(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: same contract as ours.
+    unsafe { fcntl_with(&FCNTL, fcntl as *const () as usize, fd, cmd, arg) }
+}
+
+/// glibc's `fcntl` for 64-bit file offsets (the same function on x86_64), interposed the same
+/// way and forwarded to the next `fcntl64`.
+///
+/// # Safety
+/// Same contract as fcntl(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: same contract as ours.
+    unsafe { fcntl_with(&FCNTL64, fcntl64 as *const () as usize, fd, cmd, arg) }
+}
+
+/// [`fcntl`] and [`fcntl64`]: the next object's `sym` (not `me`), or the system call.
+///
+/// # Safety
+/// Same contract as fcntl(2).
+#[inline(always)]
+unsafe fn fcntl_with(sym: &symbols::Symbol, me: usize, fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    let f = symbols::get(sym);
+    let r = if f == 0 || f == me {
+        // SAFETY: a plain fcntl(2) with the caller's arguments.
+        sys::libc_style(unsafe {
+            sys::call(libc::SYS_fcntl, fd as usize, cmd as usize, arg, 0, 0, 0)
+        })
+    } else {
+        // SAFETY: f is libc's fcntl, found as dlsym(RTLD_NEXT) would (symbols); called as the
+        // variadic function it is, with the caller's argument as it came.
+        let f: unsafe extern "C" fn(c_int, c_int, ...) -> c_int =
+            unsafe { core::mem::transmute::<usize, _>(f) };
+        if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
+            // SAFETY: forwarding the caller's arguments unchanged.
+            return unsafe { f(fd, cmd, arg) };
+        }
+        // SAFETY: as above.
+        unsafe { f(fd, cmd, arg) }
+    };
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+        forget_one(r);
+    }
+    r
+}
+
+/// Closes every descriptor from `from` on that `/proc/self/fd` lists, as glibc's `closefrom`
+/// does where the kernel has no `close_range`: the listing read again after each pass that
+/// closed any (the directory changes under it), until one closes none. Without `/proc`, nothing
+/// (glibc's aborts the program).
+fn close_listed(from: c_int) {
+    // SAFETY: a NUL-terminated path; flags of a plain directory open.
+    let dir = unsafe {
+        sys::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if dir < 0 {
+        return;
+    }
+    let mut buf = [0u8; 1024];
+    loop {
+        let mut closed = false;
+        loop {
+            // SAFETY: getdents64(2) into buf, at most its length.
+            let n = unsafe {
+                sys::call(
+                    libc::SYS_getdents64,
+                    dir as usize,
+                    buf.as_mut_ptr() as usize,
+                    buf.len(),
+                    0,
+                    0,
+                    0,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            let mut at = 0usize;
+            let n = n as usize;
+            // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name (NUL-ended).
+            while at + 19 < n {
+                let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+                if reclen == 0 || at + reclen > n {
+                    break;
+                }
+                let mut fd: i64 = 0;
+                let mut digits = 0;
+                for &b in &buf[at + 19..at + reclen] {
+                    if !b.is_ascii_digit() || fd > i64::from(c_int::MAX) {
+                        break;
+                    }
+                    fd = fd * 10 + i64::from(b - b'0');
+                    digits += 1;
+                }
+                let terminated = buf.get(at + 19 + digits) == Some(&0);
+                if digits > 0 && terminated && fd >= i64::from(from) && fd != i64::from(dir) {
+                    sys::close(fd as c_int);
+                    closed = true;
+                }
+                at += reclen;
+            }
+        }
+        if !closed {
+            break;
+        }
+        // SAFETY: lseek(2) of our own directory descriptor back to its start.
+        unsafe {
+            sys::call(
+                libc::SYS_lseek,
+                dir as usize,
+                0,
+                libc::SEEK_SET as usize,
+                0,
+                0,
+                0,
+            )
+        };
+    }
+    sys::close(dir);
 }

@@ -20,8 +20,9 @@
 //! `clone` (each also under glibc's other name, `__vfork`, `__clone`; [`ids`]): `vfork` made as
 //! glibc makes it, `clone` handed to glibc's, to know when a task may be running on another
 //! task's thread descriptor (which tells the shim who makes a call). And `socket` and the
-//! functions that free or replace a descriptor (`close`, `__close`, `close_range`, `closefrom`,
-//! `dup2`, `__dup2`, `dup3`; [`fds`]): one bit per descriptor says it is a stream socket
+//! functions that free, replace or hand out a descriptor (`close`, `__close`, `close_range`,
+//! `closefrom`, `dup`, `dup2`, `__dup2`, `dup3`, `fcntl`, `fcntl64`, and `unshare`; [`fds`]):
+//! one bit per descriptor says it is a stream socket
 //! `socket()` made, so a connect on it needs no system call to learn the socket's type. Each
 //! calls the real function and returns its result, errno untouched.
 //!

@@ -367,6 +367,9 @@ pub static CLOSE_RANGE: Symbol = Symbol::new(name!(c"close_range"), true);
 pub static CLOSEFROM: Symbol = Symbol::new(name!(c"closefrom"), true);
 pub static DUP2: Symbol = Symbol::new(name!(c"dup2"), true);
 pub static DUP3: Symbol = Symbol::new(name!(c"dup3"), true);
+pub static DUP: Symbol = Symbol::new(name!(c"dup"), true);
+pub static FCNTL: Symbol = Symbol::new(name!(c"fcntl"), true);
+pub static FCNTL64: Symbol = Symbol::new(name!(c"fcntl64"), true);
 pub static ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__errno_location"), false);
 pub static H_ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__h_errno_location"), false);
 pub static CLOCK_GETTIME: Symbol = Symbol::new(name!(c"clock_gettime"), false);
@@ -387,7 +390,10 @@ pub static PTHREAD_SETNAME_NP: Symbol = Symbol::new(name!(c"pthread_setname_np")
 
 /// The symbols the shim may need where `dlsym` may not be called (in a signal handler, after a
 /// fork): asked of `dlsym` at once when the objects could not be listed.
-const ALL: [&Symbol; 18] = [
+const ALL: [&Symbol; 21] = [
+    &DUP,
+    &FCNTL,
+    &FCNTL64,
     &CONNECT,
     &LISTEN,
     &CLONE,

@@ -223,7 +223,8 @@ fn the_shim_records_and_denies_exactly_the_connects_the_kernel_takes() {
 /// the connect: shim/src/fds.rs). A descriptor number that held such a socket and then holds
 /// something else, made where the shim cannot see it (a raw system call, a vfork child's own
 /// table), is never taken for that stream socket: each function that frees or replaces a number
-/// (close, close_range, closefrom, dup2, dup3, socket of another type) forgets it, a vfork
+/// (close, close_range, closefrom, dup2, dup3, socket of another type) or hands one out (dup,
+/// fcntl's F_DUPFD) forgets it, a vfork
 /// child's socket() teaches nothing, and a number that holds no socket at all gives the program
 /// the kernel's ENOTSOCK and the report no call. Each case's connect takes the fast path (its
 /// destination's decision cached by a first connect).
@@ -242,6 +243,9 @@ fn a_descriptor_number_reused_for_another_socket_type_is_never_taken_for_a_strea
         "unshare",
         "unshare_range",
         "closefrom_neg",
+        "dup",
+        "fcntl",
+        "fcntl_cloexec",
     ];
     for engine in ["preload", "auto"] {
         for case in cases {
