@@ -14,7 +14,8 @@
 #            connect: the simplest tool that records calls), for comparison
 #   paired   the targets that name a baseline other than plain, measured against it directly,
 #            round by round: spawn under preload against the empty library, and the connects
-#            under preload and auto against the naive shim
+#            under preload and auto against the naive shim; and the connects pinned to one CPU
+#            (taskset), where the storm's two speeds on two CPUs do not mix into the ratio
 #   syscalls 200,000 x (open+read+close+getppid), no network call: what the seccomp filter
 #            costs the system calls it does not trap (target: < 2%)
 #   adapter  3000 empty unittest tests under nettrap with the Python runner adapter against the
@@ -147,6 +148,14 @@ echo "the same, paired against the baseline each target names (ratio = nettrap /
 pair "spawn 1000 x /bin/true: preload / empty library" $(nettrap preload) "$OUT/spawn_loop" 1000 /bin/true :: "${EMPTY[@]}" "$OUT/spawn_loop" 1000 /bin/true
 pair "20000 connects: preload / naive shim" $(nettrap preload) "$OUT/connect_loop" 20000 0 :: "${NAIVE[@]}" "$OUT/connect_loop" 20000 0
 pair "20000 connects: auto / naive shim" $(nettrap auto) "$OUT/connect_loop" 20000 0 :: "${NAIVE[@]}" "$OUT/connect_loop" 20000 0
+# On two CPUs the storm runs in one of two speeds (the connecting and the accepting thread on
+# one CPU or on two: ~7 or ~10 us a connect), which no wrapper chooses; pinned to one CPU
+# (nettrap's launcher too), each round runs the same way and the per-connect cost shows.
+if command -v taskset >/dev/null; then
+pair "20000 connects, one CPU: preload / plain" taskset -c 0 $(nettrap preload) "$OUT/connect_loop" 20000 0 :: taskset -c 0 "$OUT/connect_loop" 20000 0
+pair "20000 connects, one CPU: naive shim / plain" taskset -c 0 "${NAIVE[@]}" "$OUT/connect_loop" 20000 0 :: taskset -c 0 "$OUT/connect_loop" 20000 0
+pair "20000 connects, one CPU: preload / naive shim" taskset -c 0 $(nettrap preload) "$OUT/connect_loop" 20000 0 :: taskset -c 0 "${NAIVE[@]}" "$OUT/connect_loop" 20000 0
+fi
 }
 
 # What the program itself pays: the CPU time of the connecting process alone (its rusage, read
