@@ -17,7 +17,7 @@
 //! Only a symbol's default version counts (as `dlsym` and an unversioned import), only defined
 //! functions and objects. Where this cannot answer (an IFUNC, whose resolver picks the function;
 //! an object without a GNU hash table on the way; more objects than noted; the shim not among
-//! them), `dlsym` does, as before this module: at once for every symbol of [`ALL`] when the
+//! them), `dlsym` does, as before this module: at once for every symbol of [`each_of_all`] when the
 //! list itself failed, else for that symbol on its first use.
 
 use core::ffi::{CStr, c_char, c_int, c_void};
@@ -251,12 +251,49 @@ const fn gnu_hash(name: &[u8]) -> u32 {
     h
 }
 
-/// A name and its GNU hash, computed at compile time.
-struct Name(&'static CStr, u32);
+/// Bytes a [`Name`] holds, its NUL included.
+const NAME_MAX: usize = 24;
+
+/// A name (NUL-terminated, inline) and its GNU hash, computed at compile time. Inline, not a
+/// pointer: a pointer in a static is a relocation the loader applies in every process (about
+/// 13 instructions each, with the symbols' and the list's: ~600 per process start).
+struct Name {
+    text: [u8; NAME_MAX],
+    len: u8,
+    hash: u32,
+}
+
+impl Name {
+    const fn new(s: &CStr) -> Name {
+        let b = s.to_bytes();
+        assert!(b.len() < NAME_MAX, "name too long for Name");
+        let mut text = [0u8; NAME_MAX];
+        let mut i = 0;
+        while i < b.len() {
+            text[i] = b[i];
+            i += 1;
+        }
+        Name {
+            text,
+            len: b.len() as u8,
+            hash: gnu_hash(b),
+        }
+    }
+
+    /// The name, without its NUL.
+    fn bytes(&self) -> &[u8] {
+        &self.text[..self.len as usize]
+    }
+
+    /// The name as a C string.
+    fn c_str(&self) -> *const c_char {
+        self.text.as_ptr().cast()
+    }
+}
 
 macro_rules! name {
     ($s:literal) => {
-        Name($s, gnu_hash($s.to_bytes()))
+        Name::new($s)
     };
 }
 
@@ -377,7 +414,7 @@ pub static SETCANCELTYPE: Symbol = Symbol::new(name!(c"pthread_setcanceltype"), 
 /// The address of the `environ` variable (a `*const *const c_char`).
 pub static ENVIRON: Symbol = Symbol::new(name!(c"environ"), false);
 /// The functions [`super::resolve`], [`super::spawn`] and [`super::threads`] interpose, called
-/// only where `dlsym` may be called too: not in [`ALL`], asked of `dlsym` on their first use
+/// only where `dlsym` may be called too: not in [`each_of_all`], asked of `dlsym` on their first use
 /// when the objects could not be listed.
 pub static GETADDRINFO: Symbol = Symbol::new(name!(c"getaddrinfo"), true);
 pub static GETHOSTBYNAME: Symbol = Symbol::new(name!(c"gethostbyname"), true);
@@ -389,30 +426,32 @@ pub static POSIX_SPAWNP: Symbol = Symbol::new(name!(c"posix_spawnp"), true);
 pub static PTHREAD_SETNAME_NP: Symbol = Symbol::new(name!(c"pthread_setname_np"), true);
 
 /// The symbols the shim may need where `dlsym` may not be called (in a signal handler, after a
-/// fork): asked of `dlsym` at once when the objects could not be listed.
-const ALL: [&Symbol; 21] = [
-    &DUP,
-    &FCNTL,
-    &FCNTL64,
-    &CONNECT,
-    &LISTEN,
-    &CLONE,
-    &CLONE_ALIAS,
-    &UNSHARE,
-    &SOCKET,
-    &CLOSE,
-    &CLOSE_ALIAS,
-    &DUP2_ALIAS,
-    &CLOSE_RANGE,
-    &CLOSEFROM,
-    &DUP2,
-    &DUP3,
-    &ERRNO_LOCATION,
-    &H_ERRNO_LOCATION,
-    &CLOCK_GETTIME,
-    &SETCANCELTYPE,
-    &ENVIRON,
-];
+/// fork): asked of `dlsym` at once when the objects could not be listed. Each passed to `f` in
+/// turn, not kept in a table: a table of their addresses would be relocations the loader
+/// applies in every process.
+fn each_of_all(mut f: impl FnMut(&'static Symbol)) {
+    f(&DUP);
+    f(&FCNTL);
+    f(&FCNTL64);
+    f(&CONNECT);
+    f(&LISTEN);
+    f(&CLONE);
+    f(&CLONE_ALIAS);
+    f(&UNSHARE);
+    f(&SOCKET);
+    f(&CLOSE);
+    f(&CLOSE_ALIAS);
+    f(&DUP2_ALIAS);
+    f(&CLOSE_RANGE);
+    f(&CLOSEFROM);
+    f(&DUP2);
+    f(&DUP3);
+    f(&ERRNO_LOCATION);
+    f(&H_ERRNO_LOCATION);
+    f(&CLOCK_GETTIME);
+    f(&SETCANCELTYPE);
+    f(&ENVIRON);
+}
 
 /// The objects the constructor noted: written by the one thread that wins [`WALK`], before it
 /// publishes them (`WALKED`); never written again.
@@ -454,7 +493,7 @@ static TABLES: [LazyTables; MAX_OBJECTS] = [const {
 }; MAX_OBJECTS];
 
 /// The walk over the loaded objects: not yet, under way, done (NOTED and MINE published), or
-/// failed (every symbol of [`ALL`] asked of dlsym instead, at once, the others on first use).
+/// failed (every symbol of [`each_of_all`] asked of dlsym instead, at once, the others on first use).
 static WALK: AtomicU8 = AtomicU8::new(NOT_WALKED);
 const NOT_WALKED: u8 = 0;
 const WALKING: u8 = 1;
@@ -504,11 +543,9 @@ pub fn init() {
     }
 }
 
-/// Without a list of the loaded objects, every symbol of [`ALL`] is asked of dlsym, at once.
+/// Without a list of the loaded objects, every symbol of [`each_of_all`] is asked of dlsym, at once.
 fn fail_walk() {
-    for sym in ALL {
-        sym.addr.store(from_dlsym(sym), Ordering::Release);
-    }
+    each_of_all(|sym| sym.addr.store(from_dlsym(sym), Ordering::Release));
     WALK.store(FAILED, Ordering::Release);
 }
 
@@ -720,7 +757,7 @@ unsafe fn defined_r_debug(base: usize) -> usize {
     let Some(t) = tables(base, unsafe { dynamic_of(base) }) else {
         return 0;
     };
-    match lookup_in(&t, base, R_DEBUG.0.to_bytes(), R_DEBUG.1) {
+    match lookup_in(&t, base, R_DEBUG.bytes(), R_DEBUG.hash) {
         Ok(Some(r)) => r,
         _ => 0,
     }
@@ -767,7 +804,7 @@ unsafe fn r_debug_without_base(phdr: usize) -> usize {
     if let Some(r_debug) = debug {
         return r_debug as usize;
     }
-    match tables(bias, dynamic).map(|t| lookup_in(&t, bias, R_DEBUG.0.to_bytes(), R_DEBUG.1)) {
+    match tables(bias, dynamic).map(|t| lookup_in(&t, bias, R_DEBUG.bytes(), R_DEBUG.hash)) {
         Some(Ok(Some(r))) => r,
         _ => 0,
     }
@@ -808,7 +845,7 @@ fn find_loader_fns() -> [usize; 2] {
             if let Some(t) = tables(l.l_addr, l.l_ld) {
                 for (f, n) in found.iter_mut().zip(&LOADER_NAMES) {
                     if *f == 0
-                        && let Ok(Some(a)) = lookup_in(&t, l.l_addr, n.0.to_bytes(), n.1)
+                        && let Ok(Some(a)) = lookup_in(&t, l.l_addr, n.bytes(), n.hash)
                     {
                         *f = a;
                     }
@@ -844,7 +881,7 @@ fn from_dlsym(sym: &Symbol) -> usize {
         libc::RTLD_DEFAULT
     };
     // SAFETY: dlsym with a NUL-terminated name.
-    match unsafe { dlsym(handle, sym.name.0.as_ptr()) } {
+    match unsafe { dlsym(handle, sym.name.c_str()) } {
         0 => ABSENT,
         f => f,
     }
@@ -890,14 +927,14 @@ fn search(sym: &Symbol) -> Option<usize> {
     } else {
         0
     };
-    let name = sym.name.0.to_bytes();
+    let name = sym.name.bytes();
     for i in from..objects.len {
         let o = &objects.list[i];
         if o.vdso {
             continue;
         }
         let t = tables_of(i)?;
-        if let Some(f) = lookup_in(&t, o.base, name, sym.name.1).ok()? {
+        if let Some(f) = lookup_in(&t, o.base, name, sym.name.hash).ok()? {
             return Some(f);
         }
     }
@@ -928,7 +965,7 @@ fn first_use(sym: &Symbol) -> usize {
         // Another thread is walking right now (only before our constructor): this call asks
         // dlsym rather than wait.
         WALKING => from_dlsym(sym),
-        // FAILED: ALL's were asked of dlsym then; the others are now.
+        // FAILED: each_of_all's were asked of dlsym then; the others are now.
         _ => match sym.addr.load(Ordering::Acquire) {
             0 => from_dlsym(sym),
             f => f,
