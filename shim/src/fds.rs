@@ -26,7 +26,8 @@
 //! `clone` or `unshare` system call, `io_uring`, glibc's own `fclose` of a stream over the
 //! socket, glibc 2.40's `posix_close`) whose number is then given to a socket that is not a
 //! stream socket without these functions either (a raw system call, `io_uring`, received over a
-//! UNIX socket), and then connected through libc. Such a connect is taken as a stream socket's: decided and
+//! UNIX socket, copied from another process with `pidfd_getfd`), and then connected through
+//! libc. Such a connect is taken as a stream socket's: decided and
 //! recorded from its address alone, as tcp. A number given to anything but a socket is exact:
 //! the kernel's `ENOTSOCK` (or `EBADF`) voids the record after the call
 //! ([`super::intercept_v4`]). `close_range` and `closefrom` are exported whatever the libc: a
@@ -35,8 +36,8 @@
 //! number below the descriptor limit closed one by one).
 
 use super::symbols::{
-    self, CLOSE, CLOSE_ALIAS, CLOSE_RANGE, CLOSEFROM, DUP, DUP2, DUP2_ALIAS, DUP3, FCNTL, FCNTL64,
-    SOCKET, UNSHARE,
+    self, CLOSE, CLOSE_ALIAS, CLOSE_RANGE, CLOSEFROM, DUP, DUP2, DUP2_ALIAS, DUP3, FCNTL,
+    FCNTL_ALIAS, FCNTL64, SOCKET, UNSHARE,
 };
 use super::sys;
 use core::ffi::{c_int, c_long, c_uint};
@@ -415,7 +416,18 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     unsafe { fcntl_with(&FCNTL64, fcntl64 as *const () as usize, fd, cmd, arg) }
 }
 
-/// [`fcntl`] and [`fcntl64`]: the next object's `sym` (not `me`), or the system call.
+/// glibc exports `fcntl` under this name too: the same, forwarded to the next `__fcntl`.
+///
+/// # Safety
+/// Same contract as fcntl(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: same contract as ours.
+    unsafe { fcntl_with(&FCNTL_ALIAS, __fcntl as *const () as usize, fd, cmd, arg) }
+}
+
+/// [`fcntl`], [`fcntl64`] and [`__fcntl`]: the next object's `sym` (not `me`), or the system
+/// call.
 ///
 /// # Safety
 /// Same contract as fcntl(2).
@@ -447,17 +459,34 @@ unsafe fn fcntl_with(sym: &symbols::Symbol, me: usize, fd: c_int, cmd: c_int, ar
 
 /// Closes every descriptor from `from` on that `/proc/self/fd` lists, as glibc's `closefrom`
 /// does where the kernel has no `close_range`: the listing read again after each pass that
-/// closed any (the directory changes under it), until one closes none. Without `/proc`, nothing
-/// (glibc's aborts the program).
+/// closed any (the directory changes under it), until one closes none; with the table full, the
+/// first open descriptor from `from` on closed first to make room for the listing. Without
+/// `/proc`, nothing more (glibc's aborts the program).
 fn close_listed(from: c_int) {
-    // SAFETY: a NUL-terminated path; flags of a plain directory open.
-    let dir = unsafe {
-        sys::open(
-            c"/proc/self/fd".as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            0,
-        )
+    let open_dir = || {
+        // SAFETY: a NUL-terminated path; flags of a plain directory open.
+        unsafe {
+            sys::open(
+                c"/proc/self/fd".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                0,
+            )
+        }
     };
+    let mut dir = open_dir();
+    if dir == -libc::EMFILE {
+        // A full table (when a program closes everything before an exec): as glibc's, the
+        // first open descriptor from `from` on closed to make room, and the open tried again.
+        let mut fd = from;
+        while fd < from.saturating_add(1 << 20) {
+            // SAFETY: close(2) of a number the caller asked to have closed.
+            if unsafe { sys::call(libc::SYS_close, fd as usize, 0, 0, 0, 0, 0) } == 0 {
+                break;
+            }
+            fd += 1;
+        }
+        dir = open_dir();
+    }
     if dir < 0 {
         return;
     }

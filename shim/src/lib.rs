@@ -21,10 +21,10 @@
 //! glibc makes it, `clone` handed to glibc's, to know when a task may be running on another
 //! task's thread descriptor (which tells the shim who makes a call). And `socket` and the
 //! functions that free, replace or hand out a descriptor (`close`, `__close`, `close_range`,
-//! `closefrom`, `dup`, `dup2`, `__dup2`, `dup3`, `fcntl`, `fcntl64`, and `unshare`; [`fds`]):
-//! one bit per descriptor says it is a stream socket
-//! `socket()` made, so a connect on it needs no system call to learn the socket's type. Each
-//! calls the real function and returns its result, errno untouched.
+//! `closefrom`, `dup`, `dup2`, `__dup2`, `dup3`, `fcntl`, `fcntl64`, `__fcntl`, and `unshare`;
+//! [`fds`]): one bit per descriptor says it is a stream socket `socket()` made, so a connect on
+//! it needs no system call to learn the socket's type. Each calls the real function and returns
+//! its result, errno untouched.
 //!
 //! Rules this code keeps, because it runs inside other people's programs:
 //! - `no_std`, no allocation, no locks: it is safe after `fork()` in a threaded program and

@@ -407,6 +407,7 @@ pub static DUP3: Symbol = Symbol::new(name!(c"dup3"), true);
 pub static DUP: Symbol = Symbol::new(name!(c"dup"), true);
 pub static FCNTL: Symbol = Symbol::new(name!(c"fcntl"), true);
 pub static FCNTL64: Symbol = Symbol::new(name!(c"fcntl64"), true);
+pub static FCNTL_ALIAS: Symbol = Symbol::new(name!(c"__fcntl"), true);
 pub static ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__errno_location"), false);
 pub static H_ERRNO_LOCATION: Symbol = Symbol::new(name!(c"__h_errno_location"), false);
 pub static CLOCK_GETTIME: Symbol = Symbol::new(name!(c"clock_gettime"), false);
@@ -433,6 +434,7 @@ fn each_of_all(mut f: impl FnMut(&'static Symbol)) {
     f(&DUP);
     f(&FCNTL);
     f(&FCNTL64);
+    f(&FCNTL_ALIAS);
     f(&CONNECT);
     f(&LISTEN);
     f(&CLONE);

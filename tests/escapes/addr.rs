@@ -246,6 +246,7 @@ fn a_descriptor_number_reused_for_another_socket_type_is_never_taken_for_a_strea
         "dup",
         "fcntl",
         "fcntl_cloexec",
+        "fcntl_alias",
     ];
     for engine in ["preload", "auto"] {
         for case in cases {
