@@ -82,21 +82,17 @@ pub fn known_stream(fd: c_int) -> bool {
 /// Marks `fd` (a descriptor `socket()` just returned) as a stream socket or not.
 #[inline(always)]
 fn note(fd: c_int, stream: bool) {
-    let Ok(i) = usize::try_from(fd) else {
-        return;
-    };
-    if i >= FDS {
-        return;
-    }
-    let (word, bit) = (&STREAM[i / 64], 1u64 << (i % 64));
-    if stream && trusted() {
-        word.fetch_or(bit, Ordering::AcqRel);
-    } else if word.load(Ordering::Relaxed) & bit != 0 {
-        word.fetch_and(!bit, Ordering::AcqRel);
+    // A negative fd becomes a number past FDS.
+    let i = fd as u32 as usize;
+    if !(stream && trusted()) {
+        forget_one(fd);
+    } else if i < FDS {
+        STREAM[i / 64].fetch_or(1 << (i % 64), Ordering::AcqRel);
     }
 }
 
-/// Forgets descriptors `from..=to` (those below [`FDS`]); a word not marked is only read.
+/// Forgets descriptors `from..=to` (those below [`FDS`]); a word not marked is only read. For
+/// `close_range` and `closefrom`; one descriptor is [`forget_one`]'s.
 #[inline(never)]
 fn forget(from: u64, to: u64) {
     if from >= FDS as u64 || from > to {
@@ -107,7 +103,6 @@ fn forget(from: u64, to: u64) {
     for (k, word) in STREAM.iter().enumerate().take(last + 1).skip(first) {
         let lo = if k == first { from % 64 } else { 0 };
         let hi = if k == last { to % 64 } else { 63 };
-        // (Only for close_range and closefrom: close and dup2 forget one bit, forget_one.)
         // Bits lo..=hi.
         let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
         if word.load(Ordering::Relaxed) & mask != 0 {
@@ -135,28 +130,8 @@ fn forget_one(fd: c_int) {
 /// Same contract as socket(2).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    let f = symbols::get(&SOCKET);
-    let fd = if f == 0 || f == socket as *const () as usize {
-        // SAFETY: a plain socket(2) with the caller's arguments.
-        let r = unsafe {
-            sys::call(
-                libc::SYS_socket,
-                domain as usize,
-                ty as usize,
-                protocol as usize,
-                0,
-                0,
-                0,
-            )
-        };
-        sys::libc_style(r)
-    } else {
-        // SAFETY: f is the next socket (libc's), found as dlsym(RTLD_NEXT) would (symbols).
-        let f: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int =
-            unsafe { core::mem::transmute::<usize, _>(f) };
-        // SAFETY: forwarding the caller's arguments unchanged.
-        unsafe { f(domain, ty, protocol) }
-    };
+    let me = socket as *const () as usize;
+    let fd = call3(&SOCKET, me, libc::SYS_socket, domain, ty, protocol);
     if fd >= 0 {
         // SOCK_NONBLOCK and SOCK_CLOEXEC masked off, as the kernel does (SOCK_TYPE_MASK).
         note(fd, ty & 0xf == libc::SOCK_STREAM);
@@ -177,6 +152,25 @@ fn call1(sym: &symbols::Symbol, me: usize, nr: c_long, a: c_int) -> c_int {
     let f: unsafe extern "C" fn(c_int) -> c_int = unsafe { core::mem::transmute::<usize, _>(f) };
     // SAFETY: forwarding the caller's argument unchanged.
     unsafe { f(a) }
+}
+
+/// The real three-argument function `sym` (`socket`, `close_range`, `dup3`: each argument an
+/// int or an unsigned int, passed alike), or the raw system call `nr` when libc has none to
+/// find.
+#[inline(always)]
+fn call3(sym: &symbols::Symbol, me: usize, nr: c_long, a: c_int, b: c_int, c: c_int) -> c_int {
+    let f = symbols::get(sym);
+    if f == 0 || f == me {
+        let arg = |v: c_int| v as c_uint as usize;
+        // SAFETY: a plain three-argument system call with the caller's arguments.
+        return sys::libc_style(unsafe { sys::call(nr, arg(a), arg(b), arg(c), 0, 0, 0) });
+    }
+    // SAFETY: f is libc's function of three ints (or unsigned ints: the same registers), found
+    // as dlsym(RTLD_NEXT) would (symbols).
+    let f: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int =
+        unsafe { core::mem::transmute::<usize, _>(f) };
+    // SAFETY: forwarding the caller's arguments unchanged.
+    unsafe { f(a, b, c) }
 }
 
 /// `close`, interposing libc's: the bit forgotten first (before the number can be reused),
@@ -218,27 +212,9 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
         forget(u64::from(first), u64::from(last));
     }
-    let f = symbols::get(&CLOSE_RANGE);
-    if f == 0 || f == close_range as *const () as usize {
-        // SAFETY: a plain close_range(2) with the caller's arguments.
-        let r = unsafe {
-            sys::call(
-                libc::SYS_close_range,
-                first as usize,
-                last as usize,
-                flags as usize,
-                0,
-                0,
-                0,
-            )
-        };
-        return sys::libc_style(r);
-    }
-    // SAFETY: f is libc's close_range, found as dlsym(RTLD_NEXT) would (symbols).
-    let f: unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int =
-        unsafe { core::mem::transmute::<usize, _>(f) };
-    // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { f(first, last, flags) }
+    let me = close_range as *const () as usize;
+    let (first, last) = (first as c_int, last as c_int);
+    call3(&CLOSE_RANGE, me, libc::SYS_close_range, first, last, flags)
 }
 
 /// `closefrom`, interposing libc's: descriptors from `lowfd` on (from 0 for a negative one, as
@@ -339,27 +315,14 @@ fn real_dup2(sym: &symbols::Symbol, me: usize, old: c_int, new: c_int) -> c_int 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     forget_one(new);
-    let f = symbols::get(&DUP3);
-    if f == 0 || f == dup3 as *const () as usize {
-        // SAFETY: a plain dup3(2) with the caller's arguments.
-        let r = unsafe {
-            sys::call(
-                libc::SYS_dup3,
-                old as usize,
-                new as usize,
-                flags as usize,
-                0,
-                0,
-                0,
-            )
-        };
-        return sys::libc_style(r);
-    }
-    // SAFETY: f is libc's dup3, found as dlsym(RTLD_NEXT) would (symbols).
-    let f: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int =
-        unsafe { core::mem::transmute::<usize, _>(f) };
-    // SAFETY: forwarding the caller's arguments unchanged.
-    unsafe { f(old, new, flags) }
+    call3(
+        &DUP3,
+        dup3 as *const () as usize,
+        libc::SYS_dup3,
+        old,
+        new,
+        flags,
+    )
 }
 
 /// `unshare`, interposing libc's: a caller that takes a descriptor table of its own
